@@ -1,0 +1,523 @@
+//! Protocol messages as serde types.
+//!
+//! Every message is one JSON object whose `"type"` field names the variant (snake_case).
+//! Unknown fields are ignored on input, so the protocol can grow by adding fields. Clients
+//! parse [`ServerMsg`] and get [`ServerMsg::Unknown`], [`ErrorCode::Other`] or
+//! [`ByeReason::Other`] for anything newer than they are, instead of an error.
+//!
+//! Layout:
+//! - [`Request`]: the envelope of every client request (its optional `id`) around a
+//!   [`ClientMsg`].
+//! - [`ServerMsg`] and the records it carries: [`ChatMessage`], [`DirectMessage`],
+//!   [`RoomInfo`], and the codes [`ErrorCode`] and [`ByeReason`].
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// A client request: any request may carry an `id` (a UUID).
+///
+/// For `say` and `dm` the `id` is the message id, which makes a resend idempotent; for every
+/// other request it only ties an `error` to its request (`ref`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Request id, echoed as `ref` in an `error` that answers this request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
+    /// The request itself.
+    #[serde(flatten)]
+    pub msg: ClientMsg,
+}
+
+impl Request {
+    /// A request without an id.
+    pub fn new(msg: ClientMsg) -> Self {
+        Self { id: None, msg }
+    }
+
+    /// A request with the given id.
+    pub fn with_id(id: Uuid, msg: ClientMsg) -> Self {
+        Self { id: Some(id), msg }
+    }
+}
+
+impl From<ClientMsg> for Request {
+    fn from(msg: ClientMsg) -> Self {
+        Self::new(msg)
+    }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Client → server requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMsg {
+    /// Must be the first request; answered by `welcome` or an `error`.
+    Hello {
+        /// Requested nick.
+        nick: String,
+        /// Protocol version; absent means 1.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u32>,
+        /// Free-text client name, for logs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client: Option<String>,
+    },
+    /// Post to a joined room.
+    Say {
+        /// Target room.
+        room: String,
+        /// Message text.
+        text: String,
+        /// An action (`/me`).
+        #[serde(default, skip_serializing_if = "is_false")]
+        action: bool,
+    },
+    /// Private message.
+    Dm {
+        /// Recipient nick.
+        to: String,
+        /// Message text.
+        text: String,
+    },
+    /// Join (and create) a room.
+    Join {
+        /// Room to join.
+        room: String,
+        /// The last `seq` the client already has; 0 = everything retained.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<u64>,
+    },
+    /// Leave a room.
+    Part {
+        /// Room to leave.
+        room: String,
+        /// Shown to the other members.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Rename.
+    Nick {
+        /// The new nick.
+        nick: String,
+    },
+    /// List a room's members.
+    Who {
+        /// Room to list.
+        room: String,
+    },
+    /// List rooms with members.
+    Rooms {},
+    /// Page back through a room's history.
+    History {
+        /// Room to page.
+        room: String,
+        /// Return messages older than this message id; absent = the newest.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<Uuid>,
+        /// Maximum number of messages (default 50, at most 500).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// Liveness check; answered by `pong` with the same token.
+    Ping {
+        /// Any JSON value, echoed back.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<Value>,
+    },
+    /// The answer to a server `ping`.
+    Pong {
+        /// The token of the server's `ping`.
+        token: Value,
+    },
+    /// Leave the server.
+    Quit {
+        /// Shown to the members of the client's rooms.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+}
+
+impl ClientMsg {
+    /// The `type` tag, for logs and error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Hello { .. } => "hello",
+            Self::Say { .. } => "say",
+            Self::Dm { .. } => "dm",
+            Self::Join { .. } => "join",
+            Self::Part { .. } => "part",
+            Self::Nick { .. } => "nick",
+            Self::Who { .. } => "who",
+            Self::Rooms {} => "rooms",
+            Self::History { .. } => "history",
+            Self::Ping { .. } => "ping",
+            Self::Pong { .. } => "pong",
+            Self::Quit { .. } => "quit",
+        }
+    }
+}
+
+/// A room message, as relayed live and as kept in history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// Message id (the client's, or a server-generated UUIDv7).
+    pub id: Uuid,
+    /// Room, lowercase.
+    pub room: String,
+    /// Per-room sequence number, from 1, never reused.
+    pub seq: u64,
+    /// Sender's nick at the time of sending.
+    pub from: String,
+    /// Text, control characters stripped.
+    pub text: String,
+    /// Unix milliseconds, assigned by the server.
+    pub ts: i64,
+    /// An action (`/me`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub action: bool,
+}
+
+/// A private message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectMessage {
+    /// Message id.
+    pub id: Uuid,
+    /// Sender.
+    pub from: String,
+    /// Recipient.
+    pub to: String,
+    /// Text, control characters stripped.
+    pub text: String,
+    /// Unix milliseconds, assigned by the server.
+    pub ts: i64,
+}
+
+/// One entry of `room_list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    /// Room name, lowercase.
+    pub name: String,
+    /// Number of members.
+    pub members: usize,
+}
+
+/// Server → client events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    /// Registration succeeded.
+    Welcome {
+        /// The nick as registered (NFC-normalised).
+        nick: String,
+        /// This connection's session id.
+        session: Uuid,
+        /// Server name and version.
+        server: String,
+        /// Message of the day.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        motd: Option<String>,
+    },
+    /// A room message.
+    Message(ChatMessage),
+    /// A private message, to its recipient and (as confirmation) its sender.
+    Dm(DirectMessage),
+    /// Someone joined a room.
+    Joined {
+        /// Room.
+        room: String,
+        /// Who joined.
+        nick: String,
+        /// Unix milliseconds.
+        ts: i64,
+    },
+    /// Someone left a room.
+    Parted {
+        /// Room.
+        room: String,
+        /// Who left.
+        nick: String,
+        /// Unix milliseconds.
+        ts: i64,
+        /// `quit`, `timeout`, or the leaver's own text.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Someone (perhaps this client) was renamed.
+    NickChanged {
+        /// Previous nick.
+        old: String,
+        /// New nick.
+        new: String,
+        /// Unix milliseconds.
+        ts: i64,
+    },
+    /// A room's members.
+    Members {
+        /// Room.
+        room: String,
+        /// Member nicks.
+        nicks: Vec<String>,
+    },
+    /// Rooms with at least one member.
+    RoomList {
+        /// The rooms.
+        rooms: Vec<RoomInfo>,
+    },
+    /// A page of a room's history, oldest first.
+    History {
+        /// Room.
+        room: String,
+        /// Messages, oldest first.
+        messages: Vec<ChatMessage>,
+        /// More messages matched than were sent.
+        truncated: bool,
+    },
+    /// This client fell behind a room's stream and skipped messages.
+    Lagged {
+        /// Room.
+        room: String,
+        /// How many messages were skipped.
+        missed: u64,
+    },
+    /// The server checks an idle client; answer with `pong`.
+    Ping {
+        /// Echo this in the `pong`.
+        token: Value,
+    },
+    /// The answer to a client `ping`.
+    Pong {
+        /// The client's token, verbatim.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<Value>,
+    },
+    /// A request failed.
+    Error {
+        /// Machine-readable code.
+        code: ErrorCode,
+        /// For people.
+        message: String,
+        /// The `id` of the request this answers.
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        ref_id: Option<Uuid>,
+    },
+    /// The server is about to close the connection.
+    Bye {
+        /// Why.
+        reason: ByeReason,
+        /// For people.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    /// An event type newer than this client; produced only by parsing, never sent.
+    #[serde(other)]
+    Unknown,
+}
+
+impl ServerMsg {
+    /// An `error` event.
+    pub fn error(code: ErrorCode, message: impl Into<String>, ref_id: Option<Uuid>) -> Self {
+        Self::Error {
+            code,
+            message: message.into(),
+            ref_id,
+        }
+    }
+}
+
+/// Error codes of `error` events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not valid JSON, unknown type, missing or wrongly typed field, or a request that makes
+    /// no sense in the current state.
+    BadRequest,
+    /// A length prefix over the maximum frame size.
+    FrameTooLarge,
+    /// A request other than `hello`, `ping` or `quit` before `welcome`.
+    NotRegistered,
+    /// `hello` asked for a protocol version this server does not speak.
+    UnsupportedVersion,
+    /// The nick is in use (compared without regard to case).
+    NickTaken,
+    /// The nick breaks the nick rules.
+    NickInvalid,
+    /// The room name breaks the room rules.
+    RoomInvalid,
+    /// The request names a room the client has not joined.
+    NotInRoom,
+    /// No client has that nick.
+    NoSuchNick,
+    /// Empty or too long text.
+    TextInvalid,
+    /// Over the message rate; the message was dropped.
+    RateLimited,
+    /// No room for another connection.
+    ServerFull,
+    /// Over the limit on rooms (server-wide or joined by one client). Added to v1.
+    TooManyRooms,
+    /// A code newer than this client; produced only by parsing, never sent.
+    #[serde(other)]
+    Other,
+}
+
+/// Reasons of `bye` events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ByeReason {
+    /// The client asked to quit.
+    Quit,
+    /// The server is shutting down.
+    Shutdown,
+    /// The client kept sending over the rate limit.
+    Flood,
+    /// The client's writes made no progress.
+    TooSlow,
+    /// The client did not answer pings.
+    Timeout,
+    /// The client did not complete `hello` in time.
+    HandshakeTimeout,
+    /// The client sent a length prefix over the maximum.
+    FrameTooLarge,
+    /// The client sent too many bad requests in a row.
+    BadRequests,
+    /// No room for another connection.
+    ServerFull,
+    /// A reason newer than this client; produced only by parsing, never sent.
+    #[serde(other)]
+    Other,
+}
+
+impl ByeReason {
+    /// The wire name of the reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Quit => "quit",
+            Self::Shutdown => "shutdown",
+            Self::Flood => "flood",
+            Self::TooSlow => "too_slow",
+            Self::Timeout => "timeout",
+            Self::HandshakeTimeout => "handshake_timeout",
+            Self::FrameTooLarge => "frame_too_large",
+            Self::BadRequests => "bad_requests",
+            Self::ServerFull => "server_full",
+            Self::Other => "other",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<Request, serde_json::Error> {
+        serde_json::from_value(v)
+    }
+
+    #[test]
+    fn request_id_sits_beside_the_type() {
+        let id = Uuid::now_v7();
+        let req = Request::with_id(
+            id,
+            ClientMsg::Say {
+                room: "lobby".into(),
+                text: "hi".into(),
+                action: false,
+            },
+        );
+        let v = serde_json::to_value(&req).unwrap();
+        assert_eq!(
+            v,
+            json!({"id": id.to_string(), "type": "say", "room": "lobby", "text": "hi"})
+        );
+        assert_eq!(parse(v).unwrap(), req);
+    }
+
+    #[test]
+    fn unit_like_requests_parse_with_and_without_extra_fields() {
+        assert_eq!(
+            parse(json!({"type": "rooms"})).unwrap().msg,
+            ClientMsg::Rooms {}
+        );
+        assert_eq!(
+            parse(json!({"type": "rooms", "future": 1})).unwrap().msg,
+            ClientMsg::Rooms {}
+        );
+    }
+
+    #[test]
+    fn bad_requests_are_errors() {
+        assert!(parse(json!({"type": "shout", "text": "x"})).is_err());
+        assert!(parse(json!({"text": "no type"})).is_err());
+        assert!(parse(json!({"type": "say", "room": "lobby"})).is_err());
+        assert!(parse(json!({"type": "say", "room": 5, "text": "x"})).is_err());
+        assert!(parse(json!({"type": "pong"})).is_err());
+        assert!(
+            parse(json!({"type": "say", "room": "a", "text": "x", "id": "not-a-uuid"})).is_err()
+        );
+    }
+
+    #[test]
+    fn ping_token_is_any_json_and_keeps_key_order() {
+        let req = parse(json!({"type": "ping", "token": {"z": 1, "a": [1, 2.5, "x"]}})).unwrap();
+        let ClientMsg::Ping { token: Some(token) } = req.msg else {
+            panic!("not a ping: {req:?}");
+        };
+        let pong = ServerMsg::Pong { token: Some(token) };
+        assert_eq!(
+            serde_json::to_string(&pong).unwrap(),
+            r#"{"type":"pong","token":{"z":1,"a":[1,2.5,"x"]}}"#
+        );
+    }
+
+    #[test]
+    fn server_messages_round_trip() {
+        let msg = ServerMsg::Message(ChatMessage {
+            id: Uuid::now_v7(),
+            room: "lobby".into(),
+            seq: 7,
+            from: "小明".into(),
+            text: "你好 👋".into(),
+            ts: 1_700_000_000_000,
+            action: true,
+        });
+        let s = serde_json::to_string(&msg).unwrap();
+        assert!(s.starts_with(r#"{"type":"message","id":"#), "{s}");
+        assert_eq!(serde_json::from_str::<ServerMsg>(&s).unwrap(), msg);
+
+        let err = ServerMsg::error(ErrorCode::NickTaken, "taken", None);
+        assert_eq!(
+            serde_json::to_value(&err).unwrap(),
+            json!({"type": "error", "code": "nick_taken", "message": "taken"})
+        );
+    }
+
+    #[test]
+    fn clients_tolerate_what_is_newer_than_them() {
+        let ev: ServerMsg = serde_json::from_value(json!({"type": "typing", "nick": "a"})).unwrap();
+        assert_eq!(ev, ServerMsg::Unknown);
+        let ev: ServerMsg =
+            serde_json::from_value(json!({"type": "error", "code": "new_code", "message": "m"}))
+                .unwrap();
+        assert!(matches!(
+            ev,
+            ServerMsg::Error {
+                code: ErrorCode::Other,
+                ..
+            }
+        ));
+        let ev: ServerMsg =
+            serde_json::from_value(json!({"type": "bye", "reason": "maintenance"})).unwrap();
+        assert!(matches!(
+            ev,
+            ServerMsg::Bye {
+                reason: ByeReason::Other,
+                ..
+            }
+        ));
+    }
+}
