@@ -1,1 +1,135 @@
-fn main() {}
+//! `chat-server` binary: command line, logging, signals; the server itself is the library.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use chat_server::{Config, run};
+use clap::Parser;
+use tokio::net::TcpListener;
+use tracing::info;
+
+/// An async multi-client chat room server: framed JSON clients and plain line clients
+/// (`nc`, `telnet`) on one port.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on (port 0 picks a free port; the log says which).
+    #[arg(long, env = "CHAT_LISTEN", default_value = chat_shared::DEFAULT_ADDR)]
+    listen: String,
+    /// Largest frame payload in bytes, both directions.
+    #[arg(long, env = "CHAT_MAX_FRAME", default_value_t = Config::default().max_frame)]
+    max_frame: usize,
+    /// Largest message text in bytes (after control characters are stripped).
+    #[arg(long, env = "CHAT_MAX_TEXT", default_value_t = Config::default().max_text)]
+    max_text: usize,
+    /// Largest line-mode input line in bytes.
+    #[arg(long, env = "CHAT_MAX_LINE", default_value_t = Config::default().max_line)]
+    max_line: usize,
+    /// Messages kept per room for history.
+    #[arg(long, env = "CHAT_HISTORY", default_value_t = Config::default().history)]
+    history: usize,
+    /// Messages sent when a client joins a room.
+    #[arg(long, env = "CHAT_HISTORY_ON_JOIN", default_value_t = Config::default().history_on_join)]
+    history_on_join: usize,
+    /// Milliseconds a new connection may stay silent before it is greeted as a line client.
+    #[arg(long, env = "CHAT_SNIFF_MS", default_value_t = 300)]
+    sniff_ms: u64,
+    /// Seconds of silence before an idle framed client is pinged.
+    #[arg(long, env = "CHAT_PING_INTERVAL", default_value_t = 60)]
+    ping_interval: u64,
+    /// Seconds a pinged client has to send anything before it is dropped.
+    #[arg(long, env = "CHAT_PING_TIMEOUT", default_value_t = 30)]
+    ping_timeout: u64,
+    /// Seconds from connecting to completing hello (or the nick line).
+    #[arg(long, env = "CHAT_HANDSHAKE_TIMEOUT", default_value_t = 10)]
+    handshake_timeout: u64,
+    /// Seconds a client's writes may make no progress before it is dropped.
+    #[arg(long, env = "CHAT_WRITE_TIMEOUT", default_value_t = 30)]
+    write_timeout: u64,
+    /// Messages a room buffers for its slowest member before that member lags.
+    #[arg(long, env = "CHAT_ROOM_BUFFER", default_value_t = Config::default().room_buffer)]
+    room_buffer: usize,
+    /// Rooms kept in memory (idle empty rooms make way for new ones).
+    #[arg(long, env = "CHAT_MAX_ROOMS", default_value_t = Config::default().max_rooms)]
+    max_rooms: usize,
+    /// Rooms one client may be in at once.
+    #[arg(long, env = "CHAT_MAX_ROOMS_PER_CLIENT", default_value_t = Config::default().max_rooms_per_client)]
+    max_rooms_per_client: usize,
+    /// Pending DMs and notices per client before further ones are dropped.
+    #[arg(long, env = "CHAT_MAILBOX", default_value_t = Config::default().mailbox)]
+    mailbox: usize,
+    /// DMs remembered to recognise a resent message id.
+    #[arg(long, env = "CHAT_DM_HISTORY", default_value_t = Config::default().dm_history)]
+    dm_history: usize,
+    /// Message of the day, sent to every client on login.
+    #[arg(long, env = "CHAT_MOTD")]
+    motd: Option<String>,
+}
+
+impl Args {
+    fn config(&self) -> Config {
+        Config {
+            max_frame: self.max_frame,
+            max_text: self.max_text,
+            max_line: self.max_line,
+            history: self.history,
+            history_on_join: self.history_on_join,
+            sniff: Duration::from_millis(self.sniff_ms),
+            ping_interval: Duration::from_secs(self.ping_interval),
+            ping_timeout: Duration::from_secs(self.ping_timeout),
+            handshake_timeout: Duration::from_secs(self.handshake_timeout),
+            write_timeout: Duration::from_secs(self.write_timeout),
+            room_buffer: self.room_buffer,
+            max_rooms: self.max_rooms,
+            max_rooms_per_client: self.max_rooms_per_client,
+            mailbox: self.mailbox,
+            dm_history: self.dm_history,
+            motd: self.motd.clone(),
+            ..Config::default()
+        }
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+                    _ = term.recv() => info!("SIGTERM received"),
+                }
+            }
+            Err(_) => {
+                // No SIGTERM handler could be installed; Ctrl-C still works.
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        // Ctrl-C is the only stop signal here; an error means no handler, so never stop.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let args = Args::parse();
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    run(listener, args.config(), stop_signal()).await
+}

@@ -261,11 +261,17 @@ pub enum ServerMsg {
         room: String,
         /// Member nicks.
         nicks: Vec<String>,
+        /// The list was cut to fit the frame limit. Added to v1.
+        #[serde(default, skip_serializing_if = "is_false")]
+        truncated: bool,
     },
     /// Rooms with at least one member.
     RoomList {
         /// The rooms.
         rooms: Vec<RoomInfo>,
+        /// The list was cut to fit the frame limit. Added to v1.
+        #[serde(default, skip_serializing_if = "is_false")]
+        truncated: bool,
     },
     /// A page of a room's history, oldest first.
     History {

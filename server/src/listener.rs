@@ -1,0 +1,141 @@
+//! Accepting connections and deciding each one's wire mode from its first byte.
+//!
+//! A framed client's first byte is `0x00` (the top byte of a length under 16 MiB); typed text
+//! never is. A client that sends nothing within the sniff window is taken for a person at
+//! `nc` and greeted; if a slow framed client's `0x00` arrives after that, it still gets framed
+//! mode (it skips the greeting, which contains no NUL).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{SockRef, TcpKeepalive};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, sleep, timeout_at};
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use crate::Shared;
+use crate::session::Session;
+use crate::wire::framed::FramedWire;
+use crate::wire::line::{GREETING, LineWire};
+
+/// Accepts until cancelled. Accept errors (out of file descriptors, say) are retried with a
+/// growing pause instead of ending the server.
+pub(crate) async fn accept_loop(
+    listener: &TcpListener,
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(5);
+                tracker.spawn(connection(stream, peer, Arc::clone(shared)));
+            }
+            Err(e) => {
+                warn!(error = %e, "accept failed; retrying in {backoff:?}");
+                sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Framed,
+    Line,
+}
+
+/// One connection, from its first byte to its end.
+async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let config = &shared.config;
+    // The server batches its own writes, so Nagle's algorithm would only add latency.
+    if let Err(e) = stream.set_nodelay(true) {
+        debug!(%peer, error = %e, "set_nodelay failed");
+    }
+    // Line clients cannot answer pings; keepalive finds the ones that vanished.
+    let keepalive = TcpKeepalive::new()
+        .with_time(config.ping_interval)
+        .with_interval(Duration::from_secs(10));
+    if let Err(e) = SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
+        debug!(%peer, error = %e, "keepalive failed");
+    }
+    let deadline = Instant::now() + config.handshake_timeout;
+    let mode = match detect(&stream, &shared, deadline).await {
+        Ok(Some(mode)) => mode,
+        Ok(None) => return,
+        Err(e) => {
+            debug!(%peer, error = %e, "connection failed before its first byte");
+            return;
+        }
+    };
+    let id = Uuid::now_v7();
+    debug!(%peer, session = %id, ?mode, "connected");
+    let (reader, writer) = stream.into_split();
+    match mode {
+        Mode::Framed => {
+            let wire = FramedWire::new(reader, writer, config.max_frame);
+            Session::new(id, wire, &shared).run(&shared, deadline).await;
+        }
+        Mode::Line => {
+            let wire = LineWire::new(reader, writer, config.max_line, id);
+            Session::new(id, wire, &shared).run(&shared, deadline).await;
+        }
+    }
+}
+
+/// Waits for the first byte (without consuming it); greets a client that stays silent.
+/// `None` when the client left, the handshake timed out, or the server is shutting down.
+async fn detect(
+    stream: &TcpStream,
+    shared: &Shared,
+    deadline: Instant,
+) -> std::io::Result<Option<Mode>> {
+    let mut first = [0u8; 1];
+    let sniff_end = (Instant::now() + shared.config.sniff).min(deadline);
+    if let Ok(peeked) = timeout_at(sniff_end, stream.peek(&mut first)).await {
+        return Ok(mode_of(peeked?, first[0]));
+    }
+    write_line(stream, GREETING).await?;
+    tokio::select! {
+        () = shared.cancel.cancelled() => {
+            write_line(stream, "-- the server is shutting down\r\n").await?;
+            Ok(None)
+        }
+        peeked = timeout_at(deadline, stream.peek(&mut first)) => match peeked {
+            Ok(n) => Ok(mode_of(n?, first[0])),
+            Err(_) => {
+                write_line(stream, "! no nick given in time, bye\r\n").await?;
+                Ok(None)
+            }
+        },
+    }
+}
+
+fn mode_of(peeked: usize, first: u8) -> Option<Mode> {
+    match (peeked, first) {
+        (0, _) => None,
+        (_, 0) => Some(Mode::Framed),
+        _ => Some(Mode::Line),
+    }
+}
+
+async fn write_line(stream: &TcpStream, text: &str) -> std::io::Result<()> {
+    // Written through `&TcpStream` (which has no AsyncWrite) so the stream stays whole for
+    // `into_split` afterwards.
+    let mut written = 0;
+    let bytes = text.as_bytes();
+    while written < bytes.len() {
+        stream.writable().await?;
+        match stream.try_write(&bytes[written..]) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,757 @@
+//! One client's session, independent of its wire format.
+//!
+//! A session registers its client (`hello` or the nick line), then runs one loop over four
+//! sources: the client's requests, its rooms' broadcasts, its private mailbox (DMs, rename
+//! notices) and the server's shutdown signal. Everything it sends goes through the [`Wire`]
+//! adapter, which queues bytes; the loop then drains whatever else is ready and flushes once,
+//! so a busy room costs one write per batch rather than one per message.
+//!
+//! A client that stops reading blocks only its own session: its room receivers fall behind
+//! (it is told with `lagged`), and if a write makes no progress for `write_timeout` it is
+//! disconnected. Leaving the hub (rooms, nick) happens in `Drop`, so no exit path, not even
+//! a panic, leaves a ghost member behind.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chat_shared::validate::{NameError, clean_reason, clean_text};
+use chat_shared::{
+    ByeReason, ChatMessage, ClientMsg, ErrorCode, Nick, PROTOCOL_VERSION, Request, RoomName,
+    ServerMsg,
+};
+use futures::FutureExt;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_stream::StreamExt;
+use tokio_stream::StreamMap;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tracing::{debug, info};
+use uuid::Uuid;
+
+use crate::event::{Encoding, Event};
+use crate::hub::{Hub, HubError};
+use crate::room::{Posted, Room, RoomError};
+use crate::wire::{Inbound, Wire, framed};
+use crate::{Config, Shared};
+
+/// Most events handled between two flushes, so one busy room cannot delay a flush forever.
+const MAX_BATCH: usize = 256;
+/// Flush early once this many bytes are queued.
+const MAX_BATCH_BYTES: usize = 64 * 1024;
+/// Bad requests in a row that end a connection (the contract's number).
+const MAX_BAD_IN_A_ROW: u32 = 16;
+/// Default and largest `limit` of a `history` request.
+const HISTORY_PAGE: usize = 50;
+const HISTORY_PAGE_MAX: usize = 500;
+/// How long a closing connection gets to take its last words (`bye`).
+const LAST_WORDS: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How a session ends; decides the `bye` and what room-mates are told.
+#[derive(Debug)]
+enum Exit {
+    /// The client asked (`quit`) or vanished; `parted` carries this reason.
+    Quit(Option<String>),
+    /// A `bye` to send first, then close.
+    Bye(ByeReason, String),
+}
+
+type Subscriptions = StreamMap<RoomName, BroadcastStream<Arc<Event>>>;
+
+pub(crate) struct Session<W> {
+    id: Uuid,
+    wire: W,
+    hub: Arc<Hub>,
+    config: Arc<Config>,
+    /// Set once registered; then the session holds this nick in the hub.
+    nick: Option<Nick>,
+    rooms: HashMap<RoomName, Arc<Room>>,
+    subs: Subscriptions,
+    mailbox_rx: Option<mpsc::Receiver<Arc<Event>>>,
+    bad_in_a_row: u32,
+    /// Last time any input arrived; an idle framed client is pinged from here.
+    last_heard: Instant,
+    /// A ping is outstanding since this instant.
+    ping_sent: Option<Instant>,
+    /// The reason room-mates get in `parted` when the session ends.
+    part_reason: String,
+}
+
+fn error(code: ErrorCode, message: impl Into<String>, ref_id: Option<Uuid>) -> ServerMsg {
+    ServerMsg::error(code, message, ref_id)
+}
+
+fn name_error(what: &str, raw: &str, e: &NameError) -> String {
+    format!("{what} {raw:?} is not valid: {e}")
+}
+
+impl<W: Wire> Session<W> {
+    pub(crate) fn new(id: Uuid, wire: W, shared: &Shared) -> Self {
+        Self {
+            id,
+            wire,
+            hub: Arc::clone(&shared.hub),
+            config: Arc::clone(&shared.config),
+            nick: None,
+            rooms: HashMap::new(),
+            subs: StreamMap::new(),
+            mailbox_rx: None,
+            bad_in_a_row: 0,
+            last_heard: Instant::now(),
+            ping_sent: None,
+            part_reason: "quit".into(),
+        }
+    }
+
+    /// Runs the session to its end. `deadline` bounds registration (the handshake timeout).
+    pub(crate) async fn run(mut self, shared: &Shared, deadline: Instant) {
+        let exit = match self.register(shared, deadline).await {
+            Ok(()) => self.serve(shared).await,
+            Err(exit) => exit,
+        };
+        debug!(session = %self.id, ?exit, "session ends");
+        match exit {
+            Exit::Quit(reason) => {
+                if let Some(reason) = reason {
+                    self.part_reason = reason;
+                }
+            }
+            Exit::Bye(reason, message) => {
+                if reason == ByeReason::Timeout {
+                    self.part_reason = "timeout".into();
+                }
+                self.reply(ServerMsg::Bye {
+                    reason,
+                    message: Some(message),
+                });
+            }
+        }
+        // The connection is closing anyway; a client that cannot take its last words in
+        // time loses them.
+        let _ = timeout(LAST_WORDS, self.wire.flush()).await;
+    }
+
+    fn reply(&mut self, msg: ServerMsg) {
+        self.wire.push(&Event::new(msg, Some(self.id)));
+    }
+
+    fn bad_request(&mut self, message: impl Into<String>, ref_id: Option<Uuid>) -> Option<Exit> {
+        self.reply(error(ErrorCode::BadRequest, message, ref_id));
+        self.bad_in_a_row += 1;
+        (self.bad_in_a_row >= MAX_BAD_IN_A_ROW).then(|| {
+            Exit::Bye(
+                ByeReason::BadRequests,
+                format!("{MAX_BAD_IN_A_ROW} bad requests in a row"),
+            )
+        })
+    }
+
+    /// Flushes within the write timeout.
+    async fn flush(&mut self) -> Result<(), Exit> {
+        match timeout(self.config.write_timeout, self.wire.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                debug!(session = %self.id, error = %e, "write failed");
+                Err(Exit::Quit(None))
+            }
+            Err(_) => Err(Exit::Bye(
+                ByeReason::TooSlow,
+                "your connection is not reading what the server sends".into(),
+            )),
+        }
+    }
+
+    /// Reads until a `hello` succeeds; answers what is allowed before it.
+    async fn register(&mut self, shared: &Shared, deadline: Instant) -> Result<(), Exit> {
+        loop {
+            let inbound = tokio::select! {
+                biased;
+                () = shared.cancel.cancelled() => return Err(shutdown_exit()),
+                () = sleep_until(deadline) => return Err(Exit::Bye(
+                    ByeReason::HandshakeTimeout,
+                    "no nick given in time".into(),
+                )),
+                inbound = self.wire.recv() => inbound,
+            };
+            let req = match inbound {
+                Ok(Some(Inbound::Request(req))) => req,
+                Ok(Some(other)) => {
+                    if let Some(exit) = self.unreadable(other) {
+                        return Err(exit);
+                    }
+                    self.flush().await?;
+                    continue;
+                }
+                Ok(None) | Err(_) => return Err(Exit::Quit(None)),
+            };
+            self.bad_in_a_row = 0;
+            let ref_id = req.id;
+            match req.msg {
+                ClientMsg::Hello {
+                    nick,
+                    version,
+                    client,
+                } => {
+                    if version.is_some_and(|v| v != PROTOCOL_VERSION) {
+                        self.reply(error(
+                            ErrorCode::UnsupportedVersion,
+                            format!("this server speaks protocol version {PROTOCOL_VERSION}"),
+                            ref_id,
+                        ));
+                    } else if self.hello(&nick, ref_id, client.as_deref()) {
+                        self.flush().await?;
+                        return Ok(());
+                    }
+                }
+                ClientMsg::Ping { token } => self.reply(ServerMsg::Pong { token }),
+                ClientMsg::Quit { .. } => {
+                    return Err(Exit::Bye(ByeReason::Quit, "bye".into()));
+                }
+                other => self.reply(error(
+                    ErrorCode::NotRegistered,
+                    format!("say hello before {}", other.kind()),
+                    ref_id,
+                )),
+            }
+            self.flush().await?;
+        }
+    }
+
+    /// Registers `nick`, sends `welcome` and joins the default room. False when refused.
+    fn hello(&mut self, raw: &str, ref_id: Option<Uuid>, client: Option<&str>) -> bool {
+        let nick = match Nick::parse(raw) {
+            Ok(nick) => nick,
+            Err(e) => {
+                self.reply(error(
+                    ErrorCode::NickInvalid,
+                    name_error("nick", raw, &e),
+                    ref_id,
+                ));
+                return false;
+            }
+        };
+        let (mailbox_tx, mailbox_rx) = mpsc::channel(self.config.mailbox);
+        if self.hub.register(self.id, &nick, mailbox_tx).is_err() {
+            self.reply(error(
+                ErrorCode::NickTaken,
+                format!("nick {nick} is already taken"),
+                ref_id,
+            ));
+            return false;
+        }
+        info!(session = %self.id, %nick, client = client.unwrap_or("-"), "registered");
+        self.mailbox_rx = Some(mailbox_rx);
+        self.reply(ServerMsg::Welcome {
+            nick: nick.to_string(),
+            session: self.id,
+            server: concat!("chat-server ", env!("CARGO_PKG_VERSION")).into(),
+            motd: self.config.motd.clone(),
+        });
+        self.nick = Some(nick);
+        let lobby = RoomName::parse(chat_shared::DEFAULT_ROOM).expect("the default room is valid");
+        self.join(lobby, None, None);
+        true
+    }
+
+    /// The main loop of a registered session.
+    async fn serve(&mut self, shared: &Shared) -> Exit {
+        let Some(mut mailbox_rx) = self.mailbox_rx.take() else {
+            return Exit::Quit(None);
+        };
+        loop {
+            let ping_at = match self.ping_sent {
+                Some(sent) => sent + self.config.ping_timeout,
+                None => self.last_heard + self.config.ping_interval,
+            };
+            let step = tokio::select! {
+                biased;
+                () = shared.cancel.cancelled() => Err(shutdown_exit()),
+                inbound = self.wire.recv() => self.on_inbound(inbound),
+                Some(event) = mailbox_rx.recv() => {
+                    self.wire.push(&event);
+                    Ok(())
+                }
+                Some((room, item)) = self.subs.next(), if !self.subs.is_empty() => {
+                    self.on_broadcast(&room, item);
+                    Ok(())
+                }
+                () = sleep_until(ping_at), if W::PINGS => self.on_ping_due(),
+            };
+            if let Err(exit) = step {
+                return exit;
+            }
+            self.drain_ready(&mut mailbox_rx);
+            if let Err(exit) = self.flush().await {
+                return exit;
+            }
+        }
+    }
+
+    /// Queues whatever else is already waiting, without waiting, up to one batch.
+    fn drain_ready(&mut self, mailbox_rx: &mut mpsc::Receiver<Arc<Event>>) {
+        for _ in 0..MAX_BATCH {
+            if self.wire.pending() >= MAX_BATCH_BYTES {
+                return;
+            }
+            if let Ok(event) = mailbox_rx.try_recv() {
+                self.wire.push(&event);
+                continue;
+            }
+            match self.subs.next().now_or_never() {
+                Some(Some((room, item))) => self.on_broadcast(&room, item),
+                _ => return,
+            }
+        }
+    }
+
+    fn on_broadcast(
+        &mut self,
+        room: &RoomName,
+        item: Result<Arc<Event>, BroadcastStreamRecvError>,
+    ) {
+        match item {
+            Ok(event) => self.wire.push(&event),
+            // Expected for a slow reader: it skipped messages and may fetch them.
+            Err(BroadcastStreamRecvError::Lagged(missed)) => self.reply(ServerMsg::Lagged {
+                room: room.to_string(),
+                missed,
+            }),
+        }
+    }
+
+    fn on_ping_due(&mut self) -> Result<(), Exit> {
+        if self.ping_sent.is_some() {
+            return Err(Exit::Bye(ByeReason::Timeout, "no answer to ping".into()));
+        }
+        let now = Instant::now();
+        self.ping_sent = Some(now);
+        self.reply(ServerMsg::Ping {
+            token: Value::from(crate::now_ms()),
+        });
+        Ok(())
+    }
+
+    fn on_inbound(&mut self, inbound: std::io::Result<Option<Inbound>>) -> Result<(), Exit> {
+        self.last_heard = Instant::now();
+        self.ping_sent = None;
+        match inbound {
+            Ok(Some(Inbound::Request(req))) => {
+                self.bad_in_a_row = 0;
+                self.handle(req)
+            }
+            Ok(Some(other)) => match self.unreadable(other) {
+                Some(exit) => Err(exit),
+                None => Ok(()),
+            },
+            // The client closed or the socket failed: it vanished, which is a quit.
+            Ok(None) | Err(_) => Err(Exit::Quit(None)),
+        }
+    }
+
+    /// Answers input that is not a request.
+    fn unreadable(&mut self, inbound: Inbound) -> Option<Exit> {
+        match inbound {
+            Inbound::Request(_) | Inbound::Handled => None,
+            Inbound::Invalid { ref_id, reason } => {
+                self.bad_request(format!("bad request: {reason}"), ref_id)
+            }
+            Inbound::FrameTooLarge { max } => {
+                let message = format!("frame larger than {max} bytes");
+                self.reply(error(ErrorCode::FrameTooLarge, message.clone(), None));
+                Some(Exit::Bye(ByeReason::FrameTooLarge, message))
+            }
+        }
+    }
+
+    fn nick(&self) -> &Nick {
+        self.nick
+            .as_ref()
+            .expect("serve runs only after registration")
+    }
+
+    /// Handles one request of a registered client.
+    fn handle(&mut self, req: Request) -> Result<(), Exit> {
+        let ref_id = req.id;
+        match req.msg {
+            ClientMsg::Say { room, text, action } => self.say(&room, &text, action, ref_id),
+            ClientMsg::Dm { to, text } => self.dm(&to, &text, ref_id),
+            ClientMsg::Join { room, since } => match RoomName::parse(&room) {
+                Ok(name) => self.join(name, since, ref_id),
+                Err(e) => self.reply(error(
+                    ErrorCode::RoomInvalid,
+                    name_error("room", &room, &e),
+                    ref_id,
+                )),
+            },
+            ClientMsg::Part { room, reason } => self.part(&room, reason.as_deref(), ref_id),
+            ClientMsg::Nick { nick } => self.rename(&nick, ref_id),
+            ClientMsg::Who { room } => self.who(&room, ref_id),
+            ClientMsg::Rooms {} => {
+                let rooms = self.hub.rooms();
+                let event = fit(
+                    &rooms,
+                    false,
+                    Cut::Back,
+                    |rooms, truncated| ServerMsg::RoomList { rooms, truncated },
+                    self.config.max_frame,
+                );
+                self.wire.push(&event);
+            }
+            ClientMsg::History {
+                room,
+                before,
+                limit,
+            } => self.history(&room, before, limit, ref_id),
+            ClientMsg::Ping { token } => self.reply(ServerMsg::Pong { token }),
+            // Expected: the answer to our ping; receiving it already counted as activity.
+            ClientMsg::Pong { .. } => {}
+            ClientMsg::Quit { reason } => {
+                let reason = clean_reason(reason.as_deref());
+                self.part_reason = reason.unwrap_or_else(|| "quit".into());
+                return Err(Exit::Bye(ByeReason::Quit, "bye".into()));
+            }
+            ClientMsg::Hello { .. } => {
+                if let Some(exit) = self.bad_request("already registered", ref_id) {
+                    return Err(exit);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves a room the client must have joined.
+    fn joined_room(&mut self, raw: &str, ref_id: Option<Uuid>) -> Option<Arc<Room>> {
+        match RoomName::parse(raw) {
+            Ok(name) => match self.rooms.get(&name) {
+                Some(room) => Some(Arc::clone(room)),
+                None => {
+                    self.reply(error(
+                        ErrorCode::NotInRoom,
+                        format!("you are not in #{name}"),
+                        ref_id,
+                    ));
+                    None
+                }
+            },
+            Err(e) => {
+                self.reply(error(
+                    ErrorCode::RoomInvalid,
+                    name_error("room", raw, &e),
+                    ref_id,
+                ));
+                None
+            }
+        }
+    }
+
+    fn text(&mut self, raw: &str, ref_id: Option<Uuid>) -> Option<String> {
+        match clean_text(raw, self.config.max_text) {
+            Ok(text) => Some(text),
+            Err(e) => {
+                self.reply(error(ErrorCode::TextInvalid, e.to_string(), ref_id));
+                None
+            }
+        }
+    }
+
+    fn say(&mut self, room: &str, text: &str, action: bool, ref_id: Option<Uuid>) {
+        let Some(room) = self.joined_room(room, ref_id) else {
+            return;
+        };
+        let Some(text) = self.text(text, ref_id) else {
+            return;
+        };
+        match room.post(&self.hub.ids, self.id, text, ref_id, action) {
+            // The sender's copy (its acknowledgement) comes through its own subscription.
+            Ok(Posted::New) => {}
+            Ok(Posted::Duplicate(original)) => self.wire.push(&original),
+            // Unreachable while `self.rooms` mirrors memberships; answered all the same.
+            Err(_) => self.reply(error(ErrorCode::NotInRoom, "not in that room", ref_id)),
+        }
+    }
+
+    fn dm(&mut self, to: &str, text: &str, ref_id: Option<Uuid>) {
+        let Some(text) = self.text(text, ref_id) else {
+            return;
+        };
+        let from = self.nick().clone();
+        match self.hub.dm(self.id, &from, to, text, ref_id) {
+            Ok(copy) => self.wire.push(&copy),
+            Err(_) => self.reply(error(
+                ErrorCode::NoSuchNick,
+                format!("nobody is called {to:?}"),
+                ref_id,
+            )),
+        }
+    }
+
+    fn join(&mut self, name: RoomName, since: Option<u64>, ref_id: Option<Uuid>) {
+        if !self.rooms.contains_key(&name) && self.rooms.len() >= self.config.max_rooms_per_client {
+            self.reply(error(
+                ErrorCode::TooManyRooms,
+                format!(
+                    "you are in {} rooms, the limit; part one first",
+                    self.rooms.len()
+                ),
+                ref_id,
+            ));
+            return;
+        }
+        let room = match self.hub.room(&name) {
+            Ok(room) => room,
+            Err(_) => {
+                self.reply(error(
+                    ErrorCode::TooManyRooms,
+                    "the server has no space for another room",
+                    ref_id,
+                ));
+                return;
+            }
+        };
+        let nick = self.nick().clone();
+        let joined = room.join(self.id, &nick, since, self.config.history_on_join);
+        // Replaces any earlier receiver of this room: the snapshot below covers up to now.
+        self.subs
+            .insert(name.clone(), BroadcastStream::new(joined.rx));
+        self.rooms.insert(name.clone(), room);
+        self.wire.push(&joined.event);
+        self.push_history(name.as_str(), joined.history, joined.truncated);
+        self.push_members(&name, &joined.members);
+    }
+
+    fn part(&mut self, raw: &str, reason: Option<&str>, ref_id: Option<Uuid>) {
+        let Some(room) = self.joined_room(raw, ref_id) else {
+            return;
+        };
+        let name = room.name().clone();
+        self.rooms.remove(&name);
+        self.subs.remove(&name);
+        match room.part(self.id, clean_reason(reason)) {
+            Ok(event) => self.wire.push(&event),
+            Err(RoomError::NotInRoom | RoomError::UnknownBefore) => {
+                self.reply(error(ErrorCode::NotInRoom, "not in that room", ref_id));
+            }
+        }
+    }
+
+    fn rename(&mut self, raw: &str, ref_id: Option<Uuid>) {
+        let new = match Nick::parse(raw) {
+            Ok(nick) => nick,
+            Err(e) => {
+                self.reply(error(
+                    ErrorCode::NickInvalid,
+                    name_error("nick", raw, &e),
+                    ref_id,
+                ));
+                return;
+            }
+        };
+        let old = self.nick().clone();
+        let rooms: Vec<Arc<Room>> = self.rooms.values().cloned().collect();
+        match self.hub.rename(self.id, &old, &new, &rooms) {
+            Ok(event) => {
+                self.nick = Some(new);
+                self.wire.push(&event);
+            }
+            Err(HubError::NickTaken) => self.reply(error(
+                ErrorCode::NickTaken,
+                format!("nick {new} is already taken"),
+                ref_id,
+            )),
+            Err(HubError::NoSuchNick | HubError::TooManyRooms) => {
+                self.reply(error(ErrorCode::BadRequest, "rename failed", ref_id));
+            }
+        }
+    }
+
+    fn who(&mut self, raw: &str, ref_id: Option<Uuid>) {
+        let name = match RoomName::parse(raw) {
+            Ok(name) => name,
+            Err(e) => {
+                self.reply(error(
+                    ErrorCode::RoomInvalid,
+                    name_error("room", raw, &e),
+                    ref_id,
+                ));
+                return;
+            }
+        };
+        let nicks = self
+            .hub
+            .existing_room(&name)
+            .map(|r| r.members())
+            .unwrap_or_default();
+        self.push_members(&name, &nicks);
+    }
+
+    fn history(
+        &mut self,
+        raw: &str,
+        before: Option<Uuid>,
+        limit: Option<u32>,
+        ref_id: Option<Uuid>,
+    ) {
+        let name = match RoomName::parse(raw) {
+            Ok(name) => name,
+            Err(e) => {
+                self.reply(error(
+                    ErrorCode::RoomInvalid,
+                    name_error("room", raw, &e),
+                    ref_id,
+                ));
+                return;
+            }
+        };
+        let limit = limit.map_or(HISTORY_PAGE, |l| (l as usize).min(HISTORY_PAGE_MAX));
+        let page = match self.hub.existing_room(&name) {
+            Some(room) => room.history(before, limit),
+            None if before.is_some() => Err(RoomError::UnknownBefore),
+            None => Ok((Vec::new(), false)),
+        };
+        match page {
+            Ok((messages, older)) => self.push_history(name.as_str(), messages, older),
+            Err(_) => {
+                // A bad `before` counts towards the bad-request streak like any other.
+                let _ = self.bad_request("history: unknown message id in before", ref_id);
+            }
+        }
+    }
+
+    /// Sends a `history`, cut (oldest first) to fit the frame limit.
+    fn push_history(&mut self, room: &str, messages: Vec<ChatMessage>, truncated: bool) {
+        let event = fit(
+            &messages,
+            truncated,
+            Cut::Front,
+            |messages, truncated| ServerMsg::History {
+                room: room.to_owned(),
+                messages,
+                truncated,
+            },
+            self.config.max_frame,
+        );
+        self.wire.push(&event);
+    }
+
+    fn push_members(&mut self, room: &RoomName, nicks: &[String]) {
+        let event = fit(
+            nicks,
+            false,
+            Cut::Back,
+            |nicks, truncated| ServerMsg::Members {
+                room: room.to_string(),
+                nicks,
+                truncated,
+            },
+            self.config.max_frame,
+        );
+        self.wire.push(&event);
+    }
+}
+
+impl<W> Drop for Session<W> {
+    /// Leaves every room and frees the nick: synchronous, so it happens on every exit path.
+    fn drop(&mut self) {
+        let Some(nick) = self.nick.take() else {
+            return;
+        };
+        for room in self.rooms.values() {
+            // Err only if not a member, which is what leaving wants anyway.
+            let _ = room.part(self.id, Some(self.part_reason.clone()));
+        }
+        self.hub.unregister(self.id, &nick);
+        info!(session = %self.id, %nick, reason = %self.part_reason, "left");
+    }
+}
+
+fn shutdown_exit() -> Exit {
+    Exit::Bye(ByeReason::Shutdown, "the server is shutting down".into())
+}
+
+/// Which end of a list to drop from when it does not fit in a frame.
+#[derive(Clone, Copy)]
+enum Cut {
+    /// Drop the oldest (history keeps the newest).
+    Front,
+    /// Drop the tail.
+    Back,
+}
+
+/// Builds a list event from as many of `items` as fit in one frame of `max` bytes, setting
+/// its `truncated` flag when some were cut, and primes the event with that frame so it is not
+/// encoded twice. The contract promises the server never sends a frame over the limit.
+fn fit<T: Clone>(
+    items: &[T],
+    truncated: bool,
+    cut: Cut,
+    make: impl Fn(Vec<T>, bool) -> ServerMsg,
+    max: usize,
+) -> Event {
+    let mut range = 0..items.len();
+    let mut truncated = truncated;
+    loop {
+        let msg = make(items[range.clone()].to_vec(), truncated);
+        let frame = framed::encode(&msg);
+        let size = chat_shared::codec::payload_len(&frame);
+        if size <= max || range.is_empty() {
+            let event = Event::new(msg, None);
+            event.prime(Encoding::Framed, frame);
+            return event;
+        }
+        // Scale down by the overshoot, aiming 10% low so one more round is rarely needed,
+        // and always drop at least one item.
+        let keep = (range.len() * max / size * 9 / 10).min(range.len() - 1);
+        match cut {
+            Cut::Front => range.start = range.end - keep,
+            Cut::Back => range.end = range.start + keep,
+        }
+        truncated = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fit_cuts_lists_to_the_frame_limit() {
+        let nicks: Vec<String> = (0..5000).map(|i| format!("nick{i:05}")).collect();
+        let make = |nicks, truncated| ServerMsg::Members {
+            room: "r".into(),
+            nicks,
+            truncated,
+        };
+        let event = fit(&nicks, false, Cut::Back, make, 4096);
+        let frame = event.encoded(Encoding::Framed, framed::encode);
+        assert!(chat_shared::codec::payload_len(&frame) <= 4096);
+        let ServerMsg::Members {
+            nicks: kept,
+            truncated,
+            ..
+        } = &event.msg
+        else {
+            panic!("not members");
+        };
+        assert!(*truncated && kept.len() > 100 && kept[0] == "nick00000");
+
+        let event = fit(&nicks, false, Cut::Front, make, 4096);
+        let ServerMsg::Members { nicks: kept, .. } = &event.msg else {
+            panic!("not members");
+        };
+        assert_eq!(
+            kept.last().unwrap(),
+            "nick04999",
+            "the front cut keeps the newest"
+        );
+
+        let event = fit(&nicks[..3], false, Cut::Back, make, 4096);
+        assert!(matches!(
+            event.msg,
+            ServerMsg::Members {
+                truncated: false,
+                ..
+            }
+        ));
+    }
+}

@@ -1,0 +1,119 @@
+//! Framed mode: length-prefixed JSON frames, as `chat-tui`, bots and tests speak it.
+
+use bytes::Bytes;
+use chat_shared::{CodecError, FrameCodec, Request, ServerMsg, encode_frame};
+use futures::StreamExt;
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::FramedRead;
+use tracing::error;
+use uuid::Uuid;
+
+use super::outbox::Outbox;
+use super::{Inbound, Wire};
+use crate::event::{Encoding, Event};
+
+/// Initial read buffer: enough for a typical request; it grows for a large frame.
+const READ_BUF: usize = 1024;
+
+pub(crate) struct FramedWire<R, W> {
+    reader: FramedRead<R, FrameCodec>,
+    writer: W,
+    out: Outbox,
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> FramedWire<R, W> {
+    pub(crate) fn new(reader: R, writer: W, max_frame: usize) -> Self {
+        Self {
+            reader: FramedRead::with_capacity(reader, FrameCodec::new(max_frame), READ_BUF),
+            writer,
+            out: Outbox::default(),
+        }
+    }
+}
+
+/// Encodes an event as one frame.
+pub(crate) fn encode(msg: &ServerMsg) -> Bytes {
+    encode_frame(msg).unwrap_or_else(|e| {
+        // Unreachable for the protocol's types (all map keys are strings); dropping the
+        // event is better than taking the connection down.
+        error!(error = %e, "failed to encode an event");
+        Bytes::new()
+    })
+}
+
+/// Parses one frame; a bad one keeps its `id` (when readable) for the error's `ref`.
+pub(crate) fn parse(frame: &[u8]) -> Inbound {
+    match serde_json::from_slice::<Request>(frame) {
+        Ok(req) => Inbound::Request(req),
+        Err(e) => {
+            #[derive(Deserialize)]
+            struct IdOnly {
+                id: Option<Uuid>,
+            }
+            let ref_id = serde_json::from_slice::<IdOnly>(frame)
+                .ok()
+                .and_then(|x| x.id);
+            Inbound::Invalid {
+                ref_id,
+                reason: e.to_string(),
+            }
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Wire for FramedWire<R, W> {
+    const PINGS: bool = true;
+
+    async fn recv(&mut self) -> std::io::Result<Option<Inbound>> {
+        match self.reader.next().await {
+            None => Ok(None),
+            Some(Ok(frame)) => Ok(Some(parse(&frame))),
+            Some(Err(CodecError::FrameTooLarge { max })) => {
+                Ok(Some(Inbound::FrameTooLarge { max }))
+            }
+            Some(Err(CodecError::Io(e))) => Err(e),
+            // FrameCodec does not parse JSON; kept for completeness of the match.
+            Some(Err(e @ CodecError::Json(_))) => Err(std::io::Error::other(e)),
+        }
+    }
+
+    fn push(&mut self, event: &Event) {
+        self.out.push(event.encoded(Encoding::Framed, encode));
+    }
+
+    fn pending(&self) -> usize {
+        self.out.len()
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush(&mut self.writer).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chat_shared::ClientMsg;
+
+    #[test]
+    fn bad_frames_keep_a_readable_id_for_ref() {
+        let id = Uuid::now_v7();
+        let frame = format!(r#"{{"type":"shout","id":"{id}"}}"#);
+        let Inbound::Invalid { ref_id, .. } = parse(frame.as_bytes()) else {
+            panic!("unknown type parsed");
+        };
+        assert_eq!(ref_id, Some(id));
+        let Inbound::Invalid { ref_id, .. } = parse(b"{not json") else {
+            panic!("garbage parsed");
+        };
+        assert_eq!(ref_id, None);
+        assert!(matches!(
+            parse(br#"{"type":"rooms"}"#),
+            Inbound::Request(Request {
+                msg: ClientMsg::Rooms {},
+                ..
+            })
+        ));
+    }
+}

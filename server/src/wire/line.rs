@@ -1,0 +1,506 @@
+//! Line mode: a translation between plain text lines and the protocol, so `nc` and `telnet`
+//! users chat with everyone else through the same session logic.
+//!
+//! Input: the first line is the nick; then a line is a message to the current room and a
+//! line starting with `/` is a command. Output: one event per line, prefixed so a person can
+//! tell messages (`<nick>`), actions (`*`), DMs (`*nick*`), notices (`-- `) and errors (`! `)
+//! apart. Output lines end with `\r\n`, which telnet needs and `nc` shows the same.
+//!
+//! The adapter keeps the little state a text user has that the protocol does not: its own
+//! nick and its rooms in join order (the most recent is the current room).
+
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+use chat_shared::{ChatMessage, ClientMsg, ErrorCode, Request, ServerMsg};
+use futures::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::FramedRead;
+use uuid::Uuid;
+
+use super::line_codec::{LineCodec, LineItem};
+use super::outbox::Outbox;
+use super::{Inbound, Wire};
+use crate::event::{Encoding, Event};
+
+const READ_BUF: usize = 256;
+
+/// Sent when a client says nothing within the sniff window.
+pub(crate) const GREETING: &str = "-- Welcome to chat-server! What is your nick?\r\n";
+
+const HELP: &[&str] = &[
+    "commands:",
+    "  /join ROOM          join (or create) a room; it becomes your current room",
+    "  /part [ROOM] [WHY]  leave a room (default: the current one)",
+    "  /msg NICK TEXT      private message",
+    "  /me TEXT            action, shown as * nick TEXT",
+    "  /who [ROOM]         list a room's members",
+    "  /rooms              list rooms",
+    "  /nick NAME          change your nick",
+    "  /quit [REASON]      leave the server",
+    "  //text              send a line that starts with /",
+    "anything else is a message to your current room",
+];
+
+pub(crate) struct LineWire<R, W> {
+    reader: FramedRead<R, LineCodec>,
+    writer: W,
+    out: Outbox,
+    max_line: usize,
+    session: Uuid,
+    /// Set by `welcome`; before it, a line is a nick.
+    nick: Option<String>,
+    /// Joined rooms, least recently joined first: the last is the current room.
+    rooms: Vec<String>,
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> LineWire<R, W> {
+    pub(crate) fn new(reader: R, writer: W, max_line: usize, session: Uuid) -> Self {
+        Self {
+            reader: FramedRead::with_capacity(reader, LineCodec::new(max_line), READ_BUF),
+            writer,
+            out: Outbox::default(),
+            max_line,
+            session,
+            nick: None,
+            rooms: Vec::new(),
+        }
+    }
+}
+
+impl<R, W> LineWire<R, W> {
+    fn current(&self) -> Option<&str> {
+        self.rooms.last().map(String::as_str)
+    }
+
+    fn say_line(&mut self, text: String) {
+        self.out.push(Bytes::from(text));
+    }
+
+    fn notice(&mut self, text: &str) {
+        self.say_line(format!("-- {text}\r\n"));
+    }
+
+    fn complain(&mut self, text: &str) -> Inbound {
+        self.say_line(format!("! {text}\r\n"));
+        Inbound::Handled
+    }
+
+    /// Turns one input line into a request, or answers it locally.
+    fn translate(&mut self, line: &str) -> Option<Inbound> {
+        let req = |msg| Some(Inbound::Request(Request::new(msg)));
+        if self.nick.is_none() {
+            let nick = line.trim();
+            return match nick {
+                "" => None,
+                "/quit" => req(ClientMsg::Quit { reason: None }),
+                _ => req(ClientMsg::Hello {
+                    nick: nick.to_owned(),
+                    version: None,
+                    client: Some("line".into()),
+                }),
+            };
+        }
+        if line.trim().is_empty() {
+            return None;
+        }
+        let Some(command) = line.strip_prefix('/').filter(|c| !c.starts_with('/')) else {
+            // `//text` sends `/text`.
+            let text = line.strip_prefix('/').unwrap_or(line);
+            return Some(self.in_current_room(|room| ClientMsg::Say {
+                room,
+                text: text.to_owned(),
+                action: false,
+            }));
+        };
+        let (name, rest) = split_word(command);
+        let (arg, tail) = split_word(rest);
+        let room_or_current = |wire: &Self| {
+            if arg.is_empty() {
+                wire.current().map(str::to_owned)
+            } else {
+                Some(arg.to_owned())
+            }
+        };
+        let command = name.to_ascii_lowercase();
+        match command.as_str() {
+            "nick" if !arg.is_empty() => req(ClientMsg::Nick { nick: arg.into() }),
+            "join" if !arg.is_empty() => req(ClientMsg::Join {
+                room: arg.into(),
+                since: None,
+            }),
+            "part" => match room_or_current(self) {
+                Some(room) => req(ClientMsg::Part {
+                    room,
+                    reason: Some(tail.to_owned()).filter(|t| !t.is_empty()),
+                }),
+                None => Some(self.complain("you are in no room")),
+            },
+            "msg" if !arg.is_empty() && !tail.is_empty() => req(ClientMsg::Dm {
+                to: arg.into(),
+                text: tail.into(),
+            }),
+            "me" if !rest.is_empty() => Some(self.in_current_room(|room| ClientMsg::Say {
+                room,
+                text: rest.to_owned(),
+                action: true,
+            })),
+            "who" => match room_or_current(self) {
+                Some(room) => req(ClientMsg::Who { room }),
+                None => Some(self.complain("you are in no room: /who ROOM")),
+            },
+            "rooms" => req(ClientMsg::Rooms {}),
+            "quit" => req(ClientMsg::Quit {
+                reason: Some(rest.to_owned()).filter(|t| !t.is_empty()),
+            }),
+            "help" => {
+                for line in HELP {
+                    self.notice(line);
+                }
+                Some(Inbound::Handled)
+            }
+            "nick" | "join" | "msg" | "me" => {
+                let usage = match command.as_str() {
+                    "nick" => "/nick NAME",
+                    "join" => "/join ROOM",
+                    "msg" => "/msg NICK TEXT",
+                    _ => "/me TEXT",
+                };
+                Some(self.complain(&format!("usage: {usage}")))
+            }
+            _ => Some(self.complain(&format!(
+                "unknown command /{name}; /help lists commands, //text sends /text"
+            ))),
+        }
+    }
+
+    fn in_current_room(&mut self, make: impl FnOnce(String) -> ClientMsg) -> Inbound {
+        match self.current() {
+            Some(room) => Inbound::Request(Request::new(make(room.to_owned()))),
+            None => self.complain("you are in no room: /join one to talk"),
+        }
+    }
+
+    fn render(&mut self, event: &Event) {
+        let own = event.origin == Some(self.session);
+        match &event.msg {
+            ServerMsg::Welcome { nick, motd, .. } => {
+                self.nick = Some(nick.clone());
+                self.notice(&format!(
+                    "welcome, {nick}! type to talk, /help lists commands"
+                ));
+                if let Some(motd) = motd {
+                    for line in motd.lines() {
+                        self.notice(line);
+                    }
+                }
+            }
+            // Own messages are not echoed: the user's terminal already shows them.
+            ServerMsg::Message(_) if own => {}
+            ServerMsg::Message(m) => {
+                let here = self.current() == Some(m.room.as_str());
+                let encoding = if here {
+                    Encoding::LineHere
+                } else {
+                    Encoding::LineElsewhere
+                };
+                let bytes = event.encoded(encoding, |msg| match msg {
+                    ServerMsg::Message(m) => Bytes::from(message_lines(m, here)),
+                    _ => Bytes::new(),
+                });
+                self.out.push(bytes);
+            }
+            ServerMsg::Dm(d) => {
+                let text = if own && !d.to.eq_ignore_ascii_case(&d.from) {
+                    prefixed(&format!("-> *{}* ", d.to), &d.text)
+                } else {
+                    prefixed(&format!("*{}* ", d.from), &d.text)
+                };
+                self.say_line(text);
+            }
+            ServerMsg::Joined { room, .. } if own => {
+                self.rooms.retain(|r| r != room);
+                self.rooms.push(room.clone());
+                self.notice(&format!("you joined #{room}; it is your current room"));
+            }
+            ServerMsg::Parted { room, .. } if own => {
+                self.rooms.retain(|r| r != room);
+                self.notice(&format!("you left #{room}"));
+                match self.current().map(str::to_owned) {
+                    Some(current) => self.notice(&format!("your current room is #{current}")),
+                    None => self.notice("you are in no room: /join one to talk"),
+                }
+            }
+            ServerMsg::NickChanged { new, .. } if own => {
+                self.nick = Some(new.clone());
+                self.notice(&format!("you are now known as {new}"));
+            }
+            ServerMsg::Joined { .. } | ServerMsg::Parted { .. } | ServerMsg::NickChanged { .. } => {
+                let bytes = event.encoded(Encoding::LineHere, |msg| {
+                    Bytes::from(format!("-- {}\r\n", notice_text(msg)))
+                });
+                self.out.push(bytes);
+            }
+            ServerMsg::Members {
+                room,
+                nicks,
+                truncated,
+            } => {
+                let more = if *truncated { ", …" } else { "" };
+                self.notice(&format!(
+                    "members of #{room} ({}): {}{more}",
+                    nicks.len(),
+                    nicks.join(", ")
+                ));
+            }
+            ServerMsg::RoomList { rooms, .. } if rooms.is_empty() => self.notice("no rooms"),
+            ServerMsg::RoomList { rooms, .. } => {
+                let list: Vec<String> = rooms
+                    .iter()
+                    .map(|r| format!("#{} ({})", r.name, r.members))
+                    .collect();
+                self.notice(&format!("rooms: {}", list.join(", ")));
+            }
+            ServerMsg::History { messages, .. } if messages.is_empty() => {}
+            ServerMsg::History {
+                room,
+                messages,
+                truncated,
+            } => {
+                let older = if *truncated {
+                    " (older ones not shown)"
+                } else {
+                    ""
+                };
+                self.notice(&format!(
+                    "last {} messages in #{room}{older}:",
+                    messages.len()
+                ));
+                let here = self.current() == Some(room.as_str());
+                for m in messages {
+                    self.say_line(message_lines(m, here));
+                }
+            }
+            ServerMsg::Lagged { room, missed } => {
+                self.complain(&format!(
+                    "you fell behind and missed {missed} messages in #{room}"
+                ));
+            }
+            ServerMsg::Error { code, message, .. } => {
+                let again = if self.nick.is_none()
+                    && matches!(code, ErrorCode::NickTaken | ErrorCode::NickInvalid)
+                {
+                    "; type another nick"
+                } else {
+                    ""
+                };
+                self.complain(&format!("{message}{again}"));
+            }
+            ServerMsg::Bye { reason, message } => {
+                let text = message
+                    .clone()
+                    .unwrap_or_else(|| reason.as_str().to_owned());
+                self.notice(&format!("bye: {text}"));
+            }
+            // Line clients are never pinged, cannot ping, and ignore what they don't know.
+            ServerMsg::Ping { .. } | ServerMsg::Pong { .. } | ServerMsg::Unknown => {}
+        }
+    }
+}
+
+/// Splits off the first space-separated word; the rest has its leading spaces removed.
+fn split_word(s: &str) -> (&str, &str) {
+    let s = s.trim_start();
+    match s.find(char::is_whitespace) {
+        Some(i) => (&s[..i], s[i..].trim_start()),
+        None => (s, ""),
+    }
+}
+
+/// `text` with `prefix` on every one of its lines, each ended by `\r\n`.
+fn prefixed(prefix: &str, text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + prefix.len() + 2);
+    for line in text.split('\n') {
+        out.push_str(prefix);
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out
+}
+
+/// A room message in line format; `here` when its room is the reader's current room.
+fn message_lines(m: &ChatMessage, here: bool) -> String {
+    let mut prefix = String::new();
+    if !here {
+        let _ = write!(prefix, "[{}] ", m.room); // writing to a String cannot fail
+    }
+    if m.action {
+        let _ = write!(prefix, "* {} ", m.from);
+    } else {
+        let _ = write!(prefix, "<{}> ", m.from);
+    }
+    prefixed(&prefix, &m.text)
+}
+
+fn notice_text(msg: &ServerMsg) -> String {
+    match msg {
+        ServerMsg::Joined { room, nick, .. } => format!("{nick} joined #{room}"),
+        ServerMsg::Parted {
+            room, nick, reason, ..
+        } => match reason {
+            Some(reason) => format!("{nick} left #{room} ({reason})"),
+            None => format!("{nick} left #{room}"),
+        },
+        ServerMsg::NickChanged { old, new, .. } => format!("{old} is now known as {new}"),
+        _ => String::new(),
+    }
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Wire for LineWire<R, W> {
+    const PINGS: bool = false;
+
+    async fn recv(&mut self) -> std::io::Result<Option<Inbound>> {
+        loop {
+            let item = match self.reader.next().await {
+                None => return Ok(None),
+                Some(item) => item?,
+            };
+            let inbound = match item {
+                LineItem::Line(line) => self.translate(&line),
+                LineItem::TooLong(len) => Some(self.complain(&format!(
+                    "line too long ({len} bytes, the limit is {}): ignored",
+                    self.max_line
+                ))),
+            };
+            if let Some(inbound) = inbound {
+                return Ok(Some(inbound));
+            }
+        }
+    }
+
+    fn push(&mut self, event: &Event) {
+        self.render(event);
+    }
+
+    fn pending(&self) -> usize {
+        self.out.len()
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush(&mut self.writer).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire() -> LineWire<tokio::io::Empty, tokio::io::Sink> {
+        let mut w = LineWire::new(tokio::io::empty(), tokio::io::sink(), 100, Uuid::nil());
+        w.nick = Some("me".into());
+        w.rooms = vec!["lobby".into(), "rust".into()];
+        w
+    }
+
+    fn msg(line: &str) -> ClientMsg {
+        match wire().translate(line) {
+            Some(Inbound::Request(r)) => r.msg,
+            other => panic!("{line:?} gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn plain_lines_go_to_the_current_room() {
+        assert_eq!(
+            msg("hello there"),
+            ClientMsg::Say {
+                room: "rust".into(),
+                text: "hello there".into(),
+                action: false
+            }
+        );
+        assert_eq!(
+            msg("//help me"),
+            ClientMsg::Say {
+                room: "rust".into(),
+                text: "/help me".into(),
+                action: false
+            }
+        );
+    }
+
+    #[test]
+    fn commands_translate_to_requests() {
+        assert_eq!(
+            msg("/msg bob  hi  there"),
+            ClientMsg::Dm {
+                to: "bob".into(),
+                text: "hi  there".into()
+            }
+        );
+        assert_eq!(
+            msg("/part"),
+            ClientMsg::Part {
+                room: "rust".into(),
+                reason: None
+            }
+        );
+        assert_eq!(
+            msg("/part lobby see you"),
+            ClientMsg::Part {
+                room: "lobby".into(),
+                reason: Some("see you".into())
+            }
+        );
+        assert_eq!(
+            msg("/me waves"),
+            ClientMsg::Say {
+                room: "rust".into(),
+                text: "waves".into(),
+                action: true
+            }
+        );
+        assert_eq!(
+            msg("/WHO"),
+            ClientMsg::Who {
+                room: "rust".into()
+            }
+        );
+        assert_eq!(
+            msg("/quit gone fishing"),
+            ClientMsg::Quit {
+                reason: Some("gone fishing".into())
+            }
+        );
+    }
+
+    #[test]
+    fn local_answers_for_help_usage_and_unknown_commands() {
+        for line in ["/help", "/msg bob", "/join", "/frobnicate"] {
+            let mut w = wire();
+            assert!(
+                matches!(w.translate(line), Some(Inbound::Handled)),
+                "{line}"
+            );
+            assert!(w.pending() > 0, "{line} got no answer");
+        }
+    }
+
+    #[test]
+    fn multi_line_text_repeats_the_prefix() {
+        let m = ChatMessage {
+            id: Uuid::nil(),
+            room: "rust".into(),
+            seq: 1,
+            from: "bob".into(),
+            text: "one\ntwo".into(),
+            ts: 0,
+            action: false,
+        };
+        assert_eq!(message_lines(&m, true), "<bob> one\r\n<bob> two\r\n");
+        assert_eq!(
+            message_lines(&m, false),
+            "[rust] <bob> one\r\n[rust] <bob> two\r\n"
+        );
+    }
+}

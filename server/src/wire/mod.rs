@@ -1,0 +1,59 @@
+//! Wire adapters: each turns one wire format's bytes into [`Request`]s and events into bytes.
+//!
+//! The session (`session.rs`) knows no wire format; it talks to a [`Wire`]. Framed mode is a
+//! thin JSON adapter; line mode is a translation (text and `/commands` ↔ requests and events),
+//! not a second server. A third format (IRC, WebSocket) is one more adapter.
+//!
+//! Layout:
+//! - [`framed`]: length-prefixed JSON.
+//! - [`line`]: plain text lines for `nc` and `telnet`.
+//! - [`line_codec`]: line mode's byte-level decoder (CRLF, telnet, UTF-8, line limit).
+//! - [`outbox`]: the outgoing byte queue both adapters flush with vectored writes.
+
+pub(crate) mod framed;
+pub(crate) mod line;
+pub(crate) mod line_codec;
+pub(crate) mod outbox;
+
+use chat_shared::Request;
+use uuid::Uuid;
+
+use crate::event::Event;
+
+/// What an adapter read from its client.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    /// A well-formed request.
+    Request(Request),
+    /// Input that is not a valid request: answered with `bad_request`, connection kept.
+    Invalid {
+        /// The request's `id`, when one could be read, for the error's `ref`.
+        ref_id: Option<Uuid>,
+        reason: String,
+    },
+    /// The adapter answered the input itself (line mode's `/help`, a usage error); the
+    /// session only has to flush.
+    Handled,
+    /// A length prefix over the frame limit: the stream cannot be resynchronised.
+    FrameTooLarge { max: usize },
+}
+
+/// One client connection in some wire format, as the session sees it.
+pub(crate) trait Wire {
+    /// Whether the session pings this client when it is idle. Line clients cannot answer a
+    /// ping; TCP keepalive watches them instead.
+    const PINGS: bool;
+
+    /// The next input, or `None` at end of stream. Cancel-safe: a partly read frame or line
+    /// stays buffered.
+    async fn recv(&mut self) -> std::io::Result<Option<Inbound>>;
+
+    /// Queues an event for the client (nothing is written until [`Wire::flush`]).
+    fn push(&mut self, event: &Event);
+
+    /// Bytes queued and not yet written.
+    fn pending(&self) -> usize;
+
+    /// Writes everything queued.
+    async fn flush(&mut self) -> std::io::Result<()>;
+}
