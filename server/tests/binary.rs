@@ -44,8 +44,13 @@ fn start() -> (Server, String) {
             }
         }
     });
-    let addr = rx.recv_timeout(WAIT).expect("the log names the bound address");
-    assert!(!addr.ends_with(":0"), "the real port is logged, not 0: {addr}");
+    let addr = rx
+        .recv_timeout(WAIT)
+        .expect("the log names the bound address");
+    assert!(
+        !addr.ends_with(":0"),
+        "the real port is logged, not 0: {addr}"
+    );
     (server, addr)
 }
 
@@ -53,7 +58,10 @@ fn start() -> (Server, String) {
 async fn sigterm_says_bye_to_every_client_and_exits_zero() {
     let (mut server, addr) = start();
 
-    let mut framed = Framed::new(TcpStream::connect(&addr).await.unwrap(), ClientCodec::default());
+    let mut framed = Framed::new(
+        TcpStream::connect(&addr).await.unwrap(),
+        ClientCodec::default(),
+    );
     framed
         .send(ClientMsg::Hello {
             nick: "frank".into(),
@@ -62,14 +70,22 @@ async fn sigterm_says_bye_to_every_client_and_exits_zero() {
         })
         .await
         .unwrap();
-    let welcome = timeout(WAIT, framed.next()).await.unwrap().unwrap().unwrap();
+    let welcome = timeout(WAIT, framed.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert!(matches!(welcome, ServerMsg::Welcome { .. }), "{welcome:?}");
 
     let line = TcpStream::connect(&addr).await.unwrap();
     let (read, mut write) = line.into_split();
     write.write_all(b"lina\n").await.unwrap();
     let mut lines = tokio::io::BufReader::new(read).lines();
-    let first = timeout(WAIT, lines.next_line()).await.unwrap().unwrap().unwrap();
+    let first = timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert!(first.contains("welcome, lina"), "{first}");
 
     let status = Command::new("kill")

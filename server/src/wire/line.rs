@@ -12,7 +12,7 @@
 use std::fmt::Write as _;
 
 use bytes::Bytes;
-use chat_shared::{ChatMessage, ClientMsg, ErrorCode, Request, ServerMsg};
+use chat_shared::{ByeReason, ChatMessage, ClientMsg, ErrorCode, Request, ServerMsg};
 use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::FramedRead;
@@ -211,7 +211,8 @@ impl<R, W> LineWire<R, W> {
                 self.out.push(bytes);
             }
             ServerMsg::Dm(d) => {
-                let text = if own && !d.to.eq_ignore_ascii_case(&d.from) {
+                // `to` and `from` are both canonical nicks, so a DM to oneself has them equal.
+                let text = if own && d.to != d.from {
                     prefixed(&format!("-> *{}* ", d.to), &d.text)
                 } else {
                     prefixed(&format!("*{}* ", d.from), &d.text)
@@ -300,7 +301,13 @@ impl<R, W> LineWire<R, W> {
                 let text = message
                     .clone()
                     .unwrap_or_else(|| reason.as_str().to_owned());
-                self.notice(&format!("bye: {text}"));
+                match reason {
+                    ByeReason::Quit | ByeReason::Shutdown => self.notice(&format!("bye: {text}")),
+                    // Closing because of something the client did, or did not do.
+                    _ => {
+                        self.complain(&format!("disconnected: {text}"));
+                    }
+                }
             }
             // Line clients are never pinged, cannot ping, and ignore what they don't know.
             ServerMsg::Ping { .. } | ServerMsg::Pong { .. } | ServerMsg::Unknown => {}
