@@ -10,6 +10,7 @@
 //! - `session`: one client's session, independent of the wire format.
 //! - `wire`: the adapters, one per wire format (framed, line), and the output queue.
 //! - `hub` and `room`: who is online, the rooms, fan-out, history and message ids.
+//! - `limits`: the message rate limiter and the connection limits.
 //! - `event`: an outgoing event, encoded once per wire format and shared.
 
 use std::future::Future;
@@ -23,6 +24,7 @@ use tracing::{info, warn};
 
 mod event;
 mod hub;
+mod limits;
 mod listener;
 mod room;
 mod session;
@@ -59,6 +61,14 @@ pub struct Config {
     pub max_rooms: usize,
     /// Rooms one client may be in at once.
     pub max_rooms_per_client: usize,
+    /// Messages (`say`, `dm`) per second per connection, sustained.
+    pub rate: f64,
+    /// Messages a connection may send at once before the rate applies.
+    pub burst: u32,
+    /// Connections in total.
+    pub max_clients: usize,
+    /// Connections from one IP address.
+    pub max_clients_per_ip: usize,
     /// Pending DMs and rename notices per client before further ones are dropped.
     pub mailbox: usize,
     /// DMs remembered for recognising a resent message id.
@@ -85,6 +95,10 @@ impl Default for Config {
             room_buffer: 256,
             max_rooms: 10_000,
             max_rooms_per_client: 100,
+            rate: 5.0,
+            burst: 10,
+            max_clients: 10_000,
+            max_clients_per_ip: 32,
             mailbox: 256,
             dm_history: 10_000,
             shutdown_grace: Duration::from_secs(3),
@@ -97,6 +111,7 @@ impl Default for Config {
 pub(crate) struct Shared {
     pub(crate) config: Arc<Config>,
     pub(crate) hub: Arc<hub::Hub>,
+    pub(crate) limits: limits::ConnLimits,
     /// Cancelled once, at shutdown: every session says `bye` and ends.
     pub(crate) cancel: CancellationToken,
 }
@@ -117,6 +132,7 @@ pub async fn run(
     let config = Arc::new(config);
     let shared = Arc::new(Shared {
         hub: Arc::new(hub::Hub::new(Arc::clone(&config))),
+        limits: limits::ConnLimits::new(config.max_clients, config.max_clients_per_ip),
         config,
         cancel: CancellationToken::new(),
     });

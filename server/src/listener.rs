@@ -16,8 +16,14 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
+use bytes::{Bytes, BytesMut};
+use chat_shared::{ByeReason, ErrorCode, ServerMsg};
+use tokio::time::timeout;
+
 use crate::Shared;
+use crate::limits::Refusal;
 use crate::session::Session;
+use crate::wire::framed;
 use crate::wire::framed::FramedWire;
 use crate::wire::line::{GREETING, LineWire};
 
@@ -33,7 +39,19 @@ pub(crate) async fn accept_loop(
         match listener.accept().await {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
-                tracker.spawn(connection(stream, peer, Arc::clone(shared)));
+                match shared.limits.admit(peer.ip()) {
+                    Ok(admission) => {
+                        let shared = Arc::clone(shared);
+                        tracker.spawn(async move {
+                            connection(stream, peer, shared).await;
+                            drop(admission);
+                        });
+                    }
+                    Err(refusal) => {
+                        debug!(%peer, ?refusal, "connection refused");
+                        tracker.spawn(refuse(stream, Arc::clone(shared), refusal));
+                    }
+                }
             }
             Err(e) => {
                 warn!(error = %e, "accept failed; retrying in {backoff:?}");
@@ -116,6 +134,34 @@ async fn detect(
     }
 }
 
+/// Tells a client over a connection limit why it is closed, in its own mode when it has
+/// shown one within the sniff window, then closes.
+async fn refuse(stream: TcpStream, shared: Arc<Shared>, refusal: Refusal) {
+    let text = match refusal {
+        Refusal::Full => "the server is full, try again later",
+        Refusal::TooManyFromIp => "too many connections from your address",
+    };
+    let mut first = [0u8; 1];
+    let peeked = timeout(shared.config.sniff, stream.peek(&mut first)).await;
+    let bytes = if matches!(peeked, Ok(Ok(1..))) && first[0] == 0 {
+        let mut frames = BytesMut::new();
+        frames.extend_from_slice(&framed::encode(&ServerMsg::error(
+            ErrorCode::ServerFull,
+            text,
+            None,
+        )));
+        frames.extend_from_slice(&framed::encode(&ServerMsg::Bye {
+            reason: ByeReason::ServerFull,
+            message: Some(text.into()),
+        }));
+        frames.freeze()
+    } else {
+        Bytes::from(format!("! {text}\r\n"))
+    };
+    // Best effort: the client may already be gone, and it is being closed either way.
+    let _ = timeout(Duration::from_secs(1), write_all(&stream, &bytes)).await;
+}
+
 fn mode_of(peeked: usize, first: u8) -> Option<Mode> {
     match (peeked, first) {
         (0, _) => None,
@@ -125,10 +171,13 @@ fn mode_of(peeked: usize, first: u8) -> Option<Mode> {
 }
 
 async fn write_line(stream: &TcpStream, text: &str) -> std::io::Result<()> {
+    write_all(stream, text.as_bytes()).await
+}
+
+async fn write_all(stream: &TcpStream, bytes: &[u8]) -> std::io::Result<()> {
     // Written through `&TcpStream` (which has no AsyncWrite) so the stream stays whole for
     // `into_split` afterwards.
     let mut written = 0;
-    let bytes = text.as_bytes();
     while written < bytes.len() {
         stream.writable().await?;
         match stream.try_write(&bytes[written..]) {

@@ -55,6 +55,18 @@ struct Args {
     /// Rooms one client may be in at once.
     #[arg(long, env = "CHAT_MAX_ROOMS_PER_CLIENT", default_value_t = Config::default().max_rooms_per_client)]
     max_rooms_per_client: usize,
+    /// Messages (say, dm) per second per connection.
+    #[arg(long, env = "CHAT_RATE", default_value_t = Config::default().rate)]
+    rate: f64,
+    /// Messages a connection may send at once before the rate applies.
+    #[arg(long, env = "CHAT_BURST", default_value_t = Config::default().burst)]
+    burst: u32,
+    /// Connections in total.
+    #[arg(long, env = "CHAT_MAX_CLIENTS", default_value_t = Config::default().max_clients)]
+    max_clients: usize,
+    /// Connections from one IP address.
+    #[arg(long, env = "CHAT_MAX_CLIENTS_PER_IP", default_value_t = Config::default().max_clients_per_ip)]
+    max_clients_per_ip: usize,
     /// Pending DMs and notices per client before further ones are dropped.
     #[arg(long, env = "CHAT_MAILBOX", default_value_t = Config::default().mailbox)]
     mailbox: usize,
@@ -82,6 +94,10 @@ impl Args {
             room_buffer: self.room_buffer,
             max_rooms: self.max_rooms,
             max_rooms_per_client: self.max_rooms_per_client,
+            rate: self.rate,
+            burst: self.burst,
+            max_clients: self.max_clients,
+            max_clients_per_ip: self.max_clients_per_ip,
             mailbox: self.mailbox,
             dm_history: self.dm_history,
             motd: self.motd.clone(),

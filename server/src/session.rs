@@ -32,6 +32,7 @@ use uuid::Uuid;
 
 use crate::event::{Encoding, Event};
 use crate::hub::{Hub, HubError};
+use crate::limits::{RateLimiter, Verdict};
 use crate::room::{Posted, Room, RoomError};
 use crate::wire::{Inbound, Wire, framed};
 use crate::{Config, Shared};
@@ -76,6 +77,7 @@ pub(crate) struct Session<W> {
     ping_sent: Option<Instant>,
     /// The reason room-mates get in `parted` when the session ends.
     part_reason: String,
+    rate: RateLimiter,
 }
 
 fn error(code: ErrorCode, message: impl Into<String>, ref_id: Option<Uuid>) -> ServerMsg {
@@ -101,6 +103,7 @@ impl<W: Wire> Session<W> {
             last_heard: Instant::now(),
             ping_sent: None,
             part_reason: "quit".into(),
+            rate: RateLimiter::new(shared.config.rate, shared.config.burst),
         }
     }
 
@@ -373,6 +376,25 @@ impl<W: Wire> Session<W> {
     /// Handles one request of a registered client.
     fn handle(&mut self, req: Request) -> Result<(), Exit> {
         let ref_id = req.id;
+        if matches!(req.msg, ClientMsg::Say { .. } | ClientMsg::Dm { .. }) {
+            match self.rate.check(Instant::now()) {
+                Verdict::Allow => {}
+                Verdict::Reject => {
+                    self.reply(error(
+                        ErrorCode::RateLimited,
+                        format!(
+                            "slow down: at most {} messages a second (bursts of {}); this one was dropped",
+                            self.config.rate, self.config.burst
+                        ),
+                        ref_id,
+                    ));
+                    return Ok(());
+                }
+                Verdict::Flood => {
+                    return Err(Exit::Bye(ByeReason::Flood, "flooding".into()));
+                }
+            }
+        }
         match req.msg {
             ClientMsg::Say { room, text, action } => self.say(&room, &text, action, ref_id),
             ClientMsg::Dm { to, text } => self.dm(&to, &text, ref_id),
