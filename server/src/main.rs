@@ -144,6 +144,12 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
+    // Each client is a file descriptor; the usual soft limit (1024) is far below
+    // --max-clients, while the hard limit rarely is.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => info!("file descriptor limit {n}"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the file descriptor limit"),
+    }
     let listener = TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
