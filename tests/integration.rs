@@ -1,1 +1,11 @@
-//! placeholder
+//! Workspace-level integration tests: a real `chat-server` on `127.0.0.1:0`, real sockets,
+//! framed and line clients.
+
+mod common;
+
+mod chat_flow;
+mod framed_protocol;
+mod limits;
+mod line_mode;
+mod rooms_history;
+mod shutdown;
