@@ -124,7 +124,8 @@ impl<R, W> LineWire<R, W> {
         };
         let command = name.to_ascii_lowercase();
         match command.as_str() {
-            "nick" if !arg.is_empty() => req(ClientMsg::Nick { nick: arg.into() }),
+            // The whole rest, so "John Smith" is refused with a reason, not cut to "John".
+            "nick" if !arg.is_empty() => req(ClientMsg::Nick { nick: rest.into() }),
             "join" if !arg.is_empty() => req(ClientMsg::Join {
                 room: arg.into(),
                 since: None,
