@@ -5,6 +5,7 @@ mod common;
 
 mod chat_flow;
 mod framed_protocol;
+mod hardening;
 mod limits;
 mod line_mode;
 mod rooms_history;

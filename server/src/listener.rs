@@ -160,6 +160,8 @@ async fn refuse(stream: TcpStream, shared: Arc<Shared>, refusal: Refusal) {
     };
     // Best effort: the client may already be gone, and it is being closed either way.
     let _ = timeout(Duration::from_secs(1), write_all(&stream, &bytes)).await;
+    let (mut reader, mut writer) = stream.into_split();
+    crate::wire::linger(&mut reader, &mut writer).await;
 }
 
 fn mode_of(peeked: usize, first: u8) -> Option<Mode> {

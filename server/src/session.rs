@@ -133,6 +133,9 @@ impl<W: Wire> Session<W> {
         // The connection is closing anyway; a client that cannot take its last words in
         // time loses them.
         let _ = timeout(LAST_WORDS, self.wire.flush()).await;
+        // Room-mates hear of the departure now, not after the lingering close.
+        self.leave();
+        self.wire.close().await;
     }
 
     fn reply(&mut self, msg: ServerMsg) {
@@ -672,9 +675,9 @@ impl<W: Wire> Session<W> {
     }
 }
 
-impl<W> Drop for Session<W> {
-    /// Leaves every room and frees the nick: synchronous, so it happens on every exit path.
-    fn drop(&mut self) {
+impl<W> Session<W> {
+    /// Leaves every room and frees the nick; does nothing the second time.
+    fn leave(&mut self) {
         let Some(nick) = self.nick.take() else {
             return;
         };
@@ -682,8 +685,17 @@ impl<W> Drop for Session<W> {
             // Err only if not a member, which is what leaving wants anyway.
             let _ = room.part(self.id, Some(self.part_reason.clone()));
         }
+        self.rooms.clear();
+        self.subs = StreamMap::new();
         self.hub.unregister(self.id, &nick);
         info!(session = %self.id, %nick, reason = %self.part_reason, "left");
+    }
+}
+
+impl<W> Drop for Session<W> {
+    /// Synchronous, so leaving happens on every exit path, a panic included.
+    fn drop(&mut self) {
+        self.leave();
     }
 }
 

@@ -89,6 +89,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Wire for FramedWire<R, W> {
     async fn flush(&mut self) -> std::io::Result<()> {
         self.out.flush(&mut self.writer).await
     }
+
+    async fn close(&mut self) {
+        super::linger(self.reader.get_mut(), &mut self.writer).await;
+    }
 }
 
 #[cfg(test)]

@@ -397,6 +397,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Wire for LineWire<R, W> {
     async fn flush(&mut self) -> std::io::Result<()> {
         self.out.flush(&mut self.writer).await
     }
+
+    async fn close(&mut self) {
+        super::linger(self.reader.get_mut(), &mut self.writer).await;
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,11 @@ pub(crate) mod line;
 pub(crate) mod line_codec;
 pub(crate) mod outbox;
 
+use std::time::Duration;
+
 use chat_shared::Request;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, timeout_at};
 use uuid::Uuid;
 
 use crate::event::Event;
@@ -56,4 +60,29 @@ pub(crate) trait Wire {
 
     /// Writes everything queued.
     async fn flush(&mut self) -> std::io::Result<()>;
+
+    /// Ends the connection gracefully; see [`linger`].
+    async fn close(&mut self);
+}
+
+/// How long a closing connection's input is read and discarded.
+const LINGER: Duration = Duration::from_millis(500);
+
+/// Half-closes `writer` (FIN), then reads and discards `reader` until the client closes too,
+/// or [`LINGER`] passes.
+///
+/// Closing a socket that still has unread input makes the kernel send a reset, and a reset
+/// can destroy the last frames sent (`bye`, the reason for a disconnect) before the client
+/// reads them. Flooders and oversized frames are exactly the clients that still have input
+/// in flight when they are disconnected.
+pub(crate) async fn linger<R, W>(reader: &mut R, writer: &mut W)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    // Errors mean the peer is already gone, which is what closing wants.
+    let _ = writer.shutdown().await;
+    let deadline = Instant::now() + LINGER;
+    let mut scratch = [0u8; 1024];
+    while let Ok(Ok(1..)) = timeout_at(deadline, reader.read(&mut scratch)).await {}
 }
