@@ -296,3 +296,32 @@ mod tests {
         assert!(cut.len() <= MAX_REASON_LEN && cut.chars().all(|c| c == '字'));
     }
 }
+
+/// Property tests of the rules on arbitrary Unicode.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn fuzz_clean_text_never_passes_controls_or_exceeds_the_limit(raw in "\\PC*|.*", max in 1usize..64) {
+            if let Ok(text) = clean_text(&raw, max) {
+                prop_assert!(text.len() <= max);
+                prop_assert!(!text.chars().any(is_stripped));
+                prop_assert!(!text.trim().is_empty());
+            }
+        }
+
+        #[test]
+        fn fuzz_names_are_stable_under_reparsing(raw in ".{0,40}") {
+            if let Ok(nick) = Nick::parse(&raw) {
+                prop_assert_eq!(Nick::parse(nick.as_str()).unwrap(), nick.clone());
+                prop_assert!(nick.as_str().chars().count() <= MAX_NAME_CHARS);
+            }
+            if let Ok(room) = RoomName::parse(&raw) {
+                prop_assert_eq!(RoomName::parse(room.as_str()).unwrap(), room);
+            }
+        }
+    }
+}

@@ -121,3 +121,58 @@ mod tests {
         ));
     }
 }
+
+/// Property tests: the framed decoder and the request parser take any bytes. A longer run:
+/// `PROPTEST_CASES=200000 cargo test --release -p chat-server fuzz_`.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use bytes::BytesMut;
+    use chat_shared::FrameCodec;
+    use proptest::prelude::*;
+    use tokio_util::codec::Decoder;
+
+    const MAX: usize = 1024;
+
+    proptest! {
+        #[test]
+        fn fuzz_frame_decoder_and_parser_never_panic_or_overallocate(
+            bytes in proptest::collection::vec(any::<u8>(), 0..4096),
+        ) {
+            let mut codec = FrameCodec::new(MAX);
+            let mut src = BytesMut::from(&bytes[..]);
+            loop {
+                match codec.decode(&mut src) {
+                    Ok(Some(frame)) => {
+                        prop_assert!(frame.len() <= MAX);
+                        let _ = parse(&frame); // any outcome but a panic is fine
+                    }
+                    Ok(None) => break,
+                    Err(CodecError::FrameTooLarge { .. }) => break,
+                    Err(e) => prop_assert!(false, "unexpected error {e}"),
+                }
+                // Never reserves the announced length of a refused frame.
+                prop_assert!(src.capacity() <= bytes.len().max(MAX + 4) * 2);
+            }
+        }
+
+        #[test]
+        fn fuzz_parser_on_json_shaped_input(
+            kind in prop_oneof![
+                Just("say".to_owned()), Just("hello".to_owned()), Just("join".to_owned()),
+                Just("dm".to_owned()), "[a-z]{1,8}",
+            ],
+            field in "[a-z]{1,6}",
+            value in prop_oneof![
+                Just("null".to_owned()), Just("1e400".to_owned()), Just("-1".to_owned()),
+                Just("\"\\u0000\\ud800\"".to_owned()), "\"[^\"\\\\]{0,40}\"", Just("[[[[]]]]".to_owned()),
+            ],
+        ) {
+            let json = format!(r#"{{"type":"{kind}","{field}":{value},"room":"lobby","text":"x"}}"#);
+            match parse(json.as_bytes()) {
+                Inbound::Request(_) | Inbound::Invalid { .. } => {}
+                other => prop_assert!(false, "parse gave {other:?}"),
+            }
+        }
+    }
+}

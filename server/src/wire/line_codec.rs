@@ -227,3 +227,73 @@ mod tests {
         assert_eq!(decode_all(&mut c, b"next\n"), [line("next")]);
     }
 }
+
+/// Property tests: the line decoder takes any bytes, split anywhere. A longer run:
+/// `PROPTEST_CASES=200000 cargo test --release -p chat-server fuzz_`.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn decode_chunks(max: usize, bytes: &[u8], splits: &[usize]) -> Vec<LineItem> {
+        let mut codec = LineCodec::new(max);
+        let mut out = Vec::new();
+        let mut src = BytesMut::new();
+        let mut start = 0;
+        let mut cuts: Vec<usize> = splits.iter().map(|s| s % (bytes.len() + 1)).collect();
+        cuts.sort_unstable();
+        cuts.push(bytes.len());
+        for cut in cuts {
+            src.extend_from_slice(&bytes[start..cut.max(start)]);
+            start = cut.max(start);
+            while let Some(item) = codec.decode(&mut src).unwrap() {
+                out.push(item);
+            }
+        }
+        while let Some(item) = codec.decode_eof(&mut src).unwrap() {
+            out.push(item);
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn fuzz_line_decoder_is_split_invariant_and_bounded(
+            bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+            splits in proptest::collection::vec(any::<usize>(), 0..16),
+            max in 1usize..64,
+        ) {
+            let whole = decode_chunks(max, &bytes, &[]);
+            let split = decode_chunks(max, &bytes, &splits);
+            prop_assert_eq!(&whole, &split);
+            for item in &whole {
+                if let LineItem::Line(line) = item {
+                    // U+FFFD may take 3 bytes for 1 invalid byte; count chars against bytes.
+                    prop_assert!(line.chars().count() <= max);
+                    prop_assert!(!line.contains('\n'));
+                }
+            }
+        }
+
+        #[test]
+        fn fuzz_line_decoder_on_text_with_telnet_and_newlines(
+            parts in proptest::collection::vec(
+                prop_oneof![
+                    "[a-z你好 ]{0,20}".prop_map(String::into_bytes),
+                    Just(b"\r\n".to_vec()),
+                    Just(b"\n".to_vec()),
+                    Just(vec![IAC, WILL, 1]),
+                    Just(vec![IAC, SB, 31, 0, 80, IAC, SE]),
+                    Just(vec![IAC, IAC]),
+                ],
+                0..40,
+            ),
+        ) {
+            let bytes: Vec<u8> = parts.concat();
+            let items = decode_chunks(4096, &bytes, &[]);
+            let newlines = bytes.iter().filter(|&&b| b == b'\n').count();
+            // One item per newline, plus a last unterminated line if anything follows.
+            prop_assert!(items.len() == newlines || items.len() == newlines + 1);
+        }
+    }
+}
