@@ -1,1 +1,31 @@
-//! placeholder
+//! `chat-tui`: the terminal client of `chat-server`, on ratatui + crossterm.
+//!
+//! It follows the Elm architecture so that everything but the IO is testable without a
+//! terminal or a network: state ([`app`]), a pure [`update`] that turns actions into state
+//! changes and effects, a [`view`] that draws the state, and the IO at the edges ([`net`],
+//! [`runtime`], [`tui`]).
+//!
+//! Layout:
+//! - [`app`]: the state: tabs, scrollback, members, connection, pending messages.
+//! - [`input`]: the input line editor (cursor, history, completion, horizontal scroll).
+//! - [`command`]: parsing `/commands`.
+//! - [`update`]: `Action` → state change + `Effect`s; the client's protocol behaviour.
+//! - [`view`]: drawing the state into a ratatui `Frame`.
+//! - [`text`]: sanitising, display-width wrapping, nick colours, timestamps.
+//! - [`net`]: the network task: framed connection, reconnect with backoff, ping/RTT.
+//! - [`runtime`]: the event loop that ties terminal, network and clock to `update`.
+//! - [`tui`]: terminal modes on and off, including on panic.
+
+pub mod app;
+pub mod command;
+pub mod input;
+pub mod net;
+pub mod runtime;
+pub mod text;
+pub mod tui;
+pub mod update;
+pub mod view;
+
+pub use app::App;
+pub use runtime::{Options, run};
+pub use update::{Action, Effect, NetEvent, update};

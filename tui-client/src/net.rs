@@ -1,0 +1,412 @@
+//! The network task: one framed connection at a time, reconnecting with backoff forever.
+//!
+//! It knows the transport, not the chat: it reports each [`ServerMsg`] to the app as a
+//! [`NetEvent`] and writes the [`Request`]s the app sends back. The two protocol concerns it
+//! owns are timing (`ping` for the round-trip time, and declaring a silent connection dead)
+//! and generations: each request carries the number of the connection it was meant for, so
+//! nothing written for a connection that has since dropped reaches the next one before its
+//! `hello`.
+//!
+//! Layout:
+//! - [`spawn`] and [`NetCommand`]: the task and what the app can ask of it.
+//! - `session`: one connection's select loop.
+//! - [`Pinger`] and [`backoff`]: the timing rules, pure so they can be unit-tested.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use chat_shared::{ClientCodec, ClientMsg, Request, ServerMsg};
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{MissedTickBehavior, interval_at, sleep, timeout};
+use tokio_util::codec::Framed;
+
+use crate::update::NetEvent;
+
+/// What the app asks of the network task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NetCommand {
+    /// Write `req` if connection `generation` is still the current one; drop it otherwise.
+    Send {
+        /// The connection the request was made for.
+        generation: u64,
+        /// The request.
+        req: Request,
+    },
+    /// Close the connection (after writing what was already queued) and end the task.
+    Shutdown,
+}
+
+/// Timing of the network task; a struct so tests can make it fast.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// Server address, `HOST:PORT`.
+    pub addr: String,
+    /// How often to `ping` for the round-trip time.
+    pub ping_every: Duration,
+    /// Unanswered pings after which the connection is declared dead (a half-open TCP
+    /// connection would otherwise look "online" forever).
+    pub max_unanswered: u32,
+    /// Longest wait for a TCP connect.
+    pub connect_timeout: Duration,
+}
+
+impl NetConfig {
+    /// Defaults for `addr`: ping every 5 s, dead after 4 unanswered, 5 s connect timeout.
+    pub fn new(addr: impl Into<String>) -> Self {
+        Self {
+            addr: addr.into(),
+            ping_every: Duration::from_secs(5),
+            max_unanswered: 4,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Starts the network task. Events go to `events_tx`; the returned sender takes commands.
+///
+/// The command channel is unbounded because its producer is the UI loop, which must never
+/// block on the network; its rate is bounded by the user's typing and by answers to what the
+/// server sent (which the bounded `events_tx` already throttles).
+pub fn spawn(
+    config: NetConfig,
+    events_tx: mpsc::Sender<NetEvent>,
+) -> (mpsc::UnboundedSender<NetCommand>, JoinHandle<()>) {
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let handle = tokio::spawn(run(config, events_tx, cmd_rx));
+    (cmd_tx, handle)
+}
+
+/// How a session ended.
+enum End {
+    /// The connection is gone; reconnect.
+    Lost {
+        reason: String,
+        /// Whether the server welcomed us: then the next failure starts a fresh backoff.
+        welcomed: bool,
+    },
+    /// The app asked to stop, or is gone.
+    Stop,
+}
+
+async fn run(
+    config: NetConfig,
+    events_tx: mpsc::Sender<NetEvent>,
+    mut cmd_rx: mpsc::UnboundedReceiver<NetCommand>,
+) {
+    let mut attempt: u32 = 0;
+    let mut generation: u64 = 0;
+    loop {
+        if events_tx
+            .send(NetEvent::Connecting { attempt })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let connect = timeout(config.connect_timeout, TcpStream::connect(&config.addr));
+        let reason = match connect.await {
+            Ok(Ok(stream)) => {
+                // Best effort: small frames should leave at once; failure only adds latency.
+                let _ = stream.set_nodelay(true);
+                generation += 1;
+                if events_tx
+                    .send(NetEvent::Connected { generation })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let framed = Framed::new(stream, ClientCodec::default());
+                match session(framed, generation, &config, &mut cmd_rx, &events_tx).await {
+                    End::Stop => return,
+                    End::Lost { reason, welcomed } => {
+                        if welcomed {
+                            attempt = 0;
+                        }
+                        reason
+                    }
+                }
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "connect timed out".to_owned(),
+        };
+        let retry_in = backoff(attempt, jitter_ms());
+        attempt = attempt.saturating_add(1);
+        let event = NetEvent::Disconnected { reason, retry_in };
+        if events_tx.send(event).await.is_err() {
+            return;
+        }
+        let wait = sleep(retry_in);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                () = &mut wait => break,
+                cmd = cmd_rx.recv() => match cmd {
+                    // Expected while offline: the app resends unacknowledged messages after
+                    // the next `welcome`; everything else is moot.
+                    Some(NetCommand::Send { .. }) => {}
+                    Some(NetCommand::Shutdown) | None => return,
+                },
+            }
+        }
+    }
+}
+
+async fn session(
+    mut framed: Framed<TcpStream, ClientCodec>,
+    generation: u64,
+    config: &NetConfig,
+    cmd_rx: &mut mpsc::UnboundedReceiver<NetCommand>,
+    events_tx: &mpsc::Sender<NetEvent>,
+) -> End {
+    let mut pinger = Pinger::new(config.max_unanswered);
+    let start = tokio::time::Instant::now() + config.ping_every.min(Duration::from_secs(1));
+    let mut ping_tick = interval_at(start, config.ping_every);
+    ping_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut welcomed = false;
+    let lost = |reason: String, welcomed: bool| End::Lost { reason, welcomed };
+    loop {
+        tokio::select! {
+            frame = framed.next() => match frame {
+                Some(Ok(ServerMsg::Pong { token: Some(token) }))
+                    if pinger.is_ours(&token) =>
+                {
+                    if let Some(rtt) = pinger.on_pong(&token, Instant::now())
+                        && events_tx.send(NetEvent::Rtt(rtt)).await.is_err()
+                    {
+                        return End::Stop;
+                    }
+                }
+                Some(Ok(msg)) => {
+                    welcomed |= matches!(msg, ServerMsg::Welcome { .. });
+                    if events_tx.send(NetEvent::Message(msg)).await.is_err() {
+                        return End::Stop;
+                    }
+                }
+                Some(Err(e)) => return lost(e.to_string(), welcomed),
+                None => return lost("connection closed by the server".into(), welcomed),
+            },
+            cmd = cmd_rx.recv() => match cmd {
+                Some(NetCommand::Send { generation: g, req }) if g == generation => {
+                    if let Err(e) = framed.send(req).await {
+                        return lost(e.to_string(), welcomed);
+                    }
+                }
+                // Expected: made for an earlier connection; resent after `welcome` if needed.
+                Some(NetCommand::Send { .. }) => {}
+                Some(NetCommand::Shutdown) | None => {
+                    close(framed).await;
+                    return End::Stop;
+                }
+            },
+            _ = ping_tick.tick() => {
+                let Some(token) = pinger.next_ping(Instant::now()) else {
+                    return lost("no answer to ping".into(), welcomed);
+                };
+                let ping = ClientMsg::Ping { token: Some(Value::from(token)) };
+                if let Err(e) = framed.send(Request::new(ping)).await {
+                    return lost(e.to_string(), welcomed);
+                }
+            }
+        }
+    }
+}
+
+/// Flushes and waits briefly for the server to close after our `quit`, so its `bye` and
+/// the close are orderly; never waits long, the user is leaving.
+async fn close(mut framed: Framed<TcpStream, ClientCodec>) {
+    let drain = async {
+        // Ignored: the connection is being abandoned either way.
+        let _ = SinkExt::<Request>::flush(&mut framed).await;
+        while let Some(Ok(_)) = framed.next().await {}
+    };
+    // Ignored: a server that does not close in time is simply dropped.
+    let _ = timeout(Duration::from_millis(500), drain).await;
+}
+
+/// Reconnect delay: 0.5 s doubling to 15 s, plus up to 250 ms of jitter so that many
+/// clients cut off at once by a restart do not come back in lockstep.
+pub fn backoff(attempt: u32, jitter_ms: u64) -> Duration {
+    let base = 500u64.saturating_mul(1 << attempt.min(5)).min(15_000);
+    Duration::from_millis(base + jitter_ms % 250)
+}
+
+fn jitter_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()))
+}
+
+/// Round-trip timing with numeric tokens, and liveness: too many unanswered pings in a row
+/// mean the connection is dead even if TCP has not noticed.
+#[derive(Debug)]
+pub struct Pinger {
+    next_token: u64,
+    /// The ping in flight: its token and when it was sent.
+    in_flight: Option<(u64, Instant)>,
+    unanswered: u32,
+    max_unanswered: u32,
+}
+
+impl Pinger {
+    /// A pinger that gives up after `max_unanswered` pings in a row without a `pong`.
+    pub fn new(max_unanswered: u32) -> Self {
+        Self {
+            next_token: 1,
+            in_flight: None,
+            unanswered: 0,
+            max_unanswered,
+        }
+    }
+
+    /// The token of the next ping, or `None` when the connection should be declared dead.
+    pub fn next_ping(&mut self, now: Instant) -> Option<u64> {
+        if self.in_flight.is_some() {
+            self.unanswered += 1;
+            if self.unanswered >= self.max_unanswered {
+                return None;
+            }
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        self.in_flight = Some((token, now));
+        Some(token)
+    }
+
+    /// Whether a pong token is one of ours (numeric, not from the future).
+    pub fn is_ours(&self, token: &Value) -> bool {
+        token.as_u64().is_some_and(|t| t < self.next_token)
+    }
+
+    /// The round-trip time if `token` answers the ping in flight. An older token still
+    /// proves the connection alive.
+    pub fn on_pong(&mut self, token: &Value, now: Instant) -> Option<Duration> {
+        self.unanswered = 0;
+        let (sent_token, sent_at) = self.in_flight?;
+        if token.as_u64() != Some(sent_token) {
+            return None;
+        }
+        self.in_flight = None;
+        Some(now.duration_since(sent_at))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chat_shared::FrameCodec;
+    use chat_shared::encode_frame;
+    use tokio::net::TcpListener;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff(0, 0), Duration::from_millis(500));
+        assert_eq!(backoff(1, 0), Duration::from_millis(1000));
+        assert_eq!(backoff(30, 0), Duration::from_millis(15_000));
+        assert!(backoff(2, 1_000_003) < Duration::from_millis(2250));
+    }
+
+    #[test]
+    fn pinger_measures_rtt_and_detects_a_dead_connection() {
+        let t0 = Instant::now();
+        let mut p = Pinger::new(3);
+        let token = p.next_ping(t0).unwrap();
+        assert!(p.is_ours(&Value::from(token)));
+        assert!(!p.is_ours(&Value::from("server-token")));
+        let rtt = p.on_pong(&Value::from(token), t0 + Duration::from_millis(7));
+        assert_eq!(rtt, Some(Duration::from_millis(7)));
+        // After three unanswered pings, the next tick declares the connection dead.
+        assert!(p.next_ping(t0).is_some());
+        assert!(p.next_ping(t0).is_some());
+        assert!(p.next_ping(t0).is_some());
+        assert_eq!(p.next_ping(t0), None);
+    }
+
+    async fn next_event(rx: &mut mpsc::Receiver<NetEvent>) -> NetEvent {
+        timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("no network event within 5 s")
+            .expect("network task ended")
+    }
+
+    #[tokio::test]
+    async fn reconnects_after_the_server_drops_and_drops_stale_requests() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (events_tx, mut events_rx) = mpsc::channel(16);
+        let (cmd_tx, handle) = spawn(NetConfig::new(addr), events_tx);
+
+        assert_eq!(
+            next_event(&mut events_rx).await,
+            NetEvent::Connecting { attempt: 0 }
+        );
+        let (first, _) = listener.accept().await.unwrap();
+        assert_eq!(
+            next_event(&mut events_rx).await,
+            NetEvent::Connected { generation: 1 }
+        );
+        drop(first);
+        let NetEvent::Disconnected { retry_in, .. } = next_event(&mut events_rx).await else {
+            panic!("expected a disconnect");
+        };
+        assert!(retry_in <= Duration::from_millis(750));
+        // Written for connection 1, which is gone: must never reach connection 2.
+        let stale = Request::new(ClientMsg::Rooms {});
+        cmd_tx
+            .send(NetCommand::Send {
+                generation: 1,
+                req: stale,
+            })
+            .unwrap();
+        assert_eq!(
+            next_event(&mut events_rx).await,
+            NetEvent::Connecting { attempt: 1 }
+        );
+        let (second, _) = listener.accept().await.unwrap();
+        assert_eq!(
+            next_event(&mut events_rx).await,
+            NetEvent::Connected { generation: 2 }
+        );
+        let mut server = Framed::new(second, FrameCodec::new(chat_shared::MAX_FRAME_LEN));
+        let hello = Request::new(ClientMsg::Hello {
+            nick: "alice".into(),
+            version: None,
+            client: None,
+        });
+        cmd_tx
+            .send(NetCommand::Send {
+                generation: 2,
+                req: hello.clone(),
+            })
+            .unwrap();
+        let frame = timeout(Duration::from_secs(5), server.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let got: Request = serde_json::from_slice(&frame).unwrap();
+        assert_eq!(
+            got, hello,
+            "the first frame on the new connection is the hello"
+        );
+
+        // Events from the server are forwarded as they are.
+        let welcome = ServerMsg::Pong {
+            token: Some(Value::from("x")),
+        };
+        let bytes = encode_frame(&welcome).unwrap();
+        futures::SinkExt::send(&mut server, bytes.slice(4..))
+            .await
+            .unwrap();
+        assert_eq!(next_event(&mut events_rx).await, NetEvent::Message(welcome));
+
+        cmd_tx.send(NetCommand::Shutdown).unwrap();
+        timeout(Duration::from_secs(5), handle)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}

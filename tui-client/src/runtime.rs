@@ -1,0 +1,171 @@
+//! The only loop that does IO: terminal events, network events, a slow tick and signals go
+//! in as [`Action`]s; `update` decides; the [`Effect`]s are carried out; the screen is
+//! redrawn only when something changed.
+//!
+//! Idle cost is near zero: the loop sleeps in `select!` until one of its sources has
+//! something, and the tick is once a second.
+//!
+//! Layout:
+//! - [`Options`] and [`run`]: what the binary passes in, and the loop.
+//! - `Signals`: SIGTERM and SIGHUP as a future (Unix), turned into a clean quit.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use crossterm::event::{Event, EventStream};
+use futures::StreamExt;
+use ratatui::DefaultTerminal;
+use tokio::sync::mpsc;
+use tokio::time::{MissedTickBehavior, interval, timeout};
+
+use crate::app::App;
+use crate::net::{self, NetCommand, NetConfig};
+use crate::update::{Action, Effect, update};
+use crate::view::view;
+
+/// Network events queued between two draws are handled in one batch, up to this many, so a
+/// burst (a page of history) costs one redraw instead of hundreds.
+const BATCH: usize = 512;
+
+/// What the binary passes in.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The nick to ask for.
+    pub nick: String,
+    /// Server address, `HOST:PORT`.
+    pub server: String,
+    /// Local time zone offset for timestamps.
+    pub utc_offset_secs: i32,
+}
+
+/// Current time in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Runs the client on an already initialised terminal until the user quits.
+///
+/// # Errors
+/// When the terminal fails (reading events or drawing) or the network task dies.
+pub async fn run(terminal: &mut DefaultTerminal, options: Options) -> anyhow::Result<()> {
+    let (events_tx, mut net_rx) = mpsc::channel(1024);
+    let (cmd_tx, mut net_task) = net::spawn(NetConfig::new(options.server.clone()), events_tx);
+    let mut app = App::new(options.nick, options.server);
+    app.utc_offset_secs = options.utc_offset_secs;
+    app.now_ms = now_ms();
+    let size = terminal.size().context("reading the terminal size")?;
+    app.size = (size.width, size.height);
+
+    let mut term_events = EventStream::new();
+    let mut tick = interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut signals = Signals::new()?;
+
+    loop {
+        if app.needs_redraw {
+            terminal.draw(|frame| view(&app, frame))?;
+            app.needs_redraw = false;
+        }
+        let action = tokio::select! {
+            ev = term_events.next() => match ev {
+                Some(Ok(ev)) => match terminal_action(ev) {
+                    Some(action) => action,
+                    None => continue,
+                },
+                Some(Err(e)) => return Err(e).context("reading terminal events"),
+                // Expected when the terminal goes away: leave like /quit.
+                None => Action::Terminate,
+            },
+            ev = net_rx.recv() => match ev {
+                Some(ev) => Action::Net(ev),
+                None => bail!("the network task stopped"),
+            },
+            _ = tick.tick() => Action::Tick { now_ms: now_ms() },
+            () = signals.recv() => Action::Terminate,
+            res = &mut net_task => bail!("the network task ended: {res:?}"),
+        };
+        let mut quit = perform(&mut app, action, &cmd_tx);
+        for _ in 0..BATCH {
+            if quit {
+                break;
+            }
+            match net_rx.try_recv() {
+                Ok(ev) => quit = perform(&mut app, Action::Net(ev), &cmd_tx),
+                Err(_) => break,
+            }
+        }
+        if quit {
+            // Ignored: if the task is already gone there is nothing left to close.
+            let _ = cmd_tx.send(NetCommand::Shutdown);
+            // Ignored: a task that does not finish in time is dropped with the runtime.
+            let _ = timeout(Duration::from_secs(1), net_task).await;
+            return Ok(());
+        }
+    }
+}
+
+/// Feeds one action to `update` and carries out its effects; returns whether to quit.
+fn perform(app: &mut App, action: Action, cmd_tx: &mpsc::UnboundedSender<NetCommand>) -> bool {
+    let mut quit = false;
+    for effect in update(app, action) {
+        match effect {
+            Effect::Send(req) => {
+                let cmd = NetCommand::Send {
+                    generation: app.conn_gen,
+                    req,
+                };
+                // Ignored: a dead network task is noticed by the select loop.
+                let _ = cmd_tx.send(cmd);
+            }
+            Effect::Quit => quit = true,
+        }
+    }
+    quit
+}
+
+fn terminal_action(ev: Event) -> Option<Action> {
+    match ev {
+        Event::Key(key) => Some(Action::Key(key)),
+        Event::Paste(text) => Some(Action::Paste(text)),
+        Event::Mouse(m) => Some(Action::Mouse(m)),
+        Event::Resize(w, h) => Some(Action::Resize(w, h)),
+        // Expected: focus reporting is not enabled, and would change nothing.
+        Event::FocusGained | Event::FocusLost => None,
+    }
+}
+
+/// SIGTERM and SIGHUP (terminal closed). Ctrl-C needs no handler: in raw mode it arrives
+/// as a key.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+                hangup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.hangup.recv() => {}
+        }
+        #[cfg(not(unix))]
+        std::future::pending::<()>().await;
+    }
+}

@@ -1,0 +1,430 @@
+//! The view: draws an [`App`] into a ratatui [`Frame`]. Read-only.
+//!
+//! The scrollback is wrapped from the bottom up and stops as soon as the viewport is full,
+//! so drawing costs the same for 50 lines of history as for 10,000. Every string that came
+//! from the network passes [`sanitize`] on its way to the screen.
+//!
+//! Layout:
+//! - [`view`]: the whole screen: tab bar, scrollback (+ member list), status bar, input.
+//! - [`areas`]: where each part goes; `update` uses it too, to scroll by the right amount.
+//! - [`entry_rows`] and [`visible_rows`]: one scrollback entry as wrapped rows, and the rows
+//!   of the viewport.
+
+use std::borrow::Cow;
+
+use chat_shared::validate::nick_key;
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Position, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph};
+
+use crate::app::{App, ConnState, Entry, EntryKind, MsgState, Tab, TabKind};
+use crate::text::{format_time, mentions, nick_color, sanitize, truncate, width, wrap};
+
+/// Columns of a continuation row's indent: the width of `HH:MM `.
+const INDENT: usize = 6;
+
+/// Narrower terminals hide the member list, whatever F2 says: the messages need the room.
+const MIN_WIDTH_FOR_MEMBERS: u16 = 50;
+
+/// Prompt before the input line.
+const PROMPT: &str = "> ";
+
+/// The screen's parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Areas {
+    /// Tab bar (top row).
+    pub tabs: Rect,
+    /// Scrollback.
+    pub body: Rect,
+    /// Member list, when shown.
+    pub members: Option<Rect>,
+    /// Status bar.
+    pub status: Rect,
+    /// Input line.
+    pub input: Rect,
+}
+
+/// Splits `area` into the screen's parts for the current tab.
+pub fn areas(app: &App, area: Rect) -> Areas {
+    let [tabs, middle, status, input] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(1),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    let tab = app.current_tab();
+    let show = app.show_members
+        && tab.kind == TabKind::Room
+        && area.width >= MIN_WIDTH_FOR_MEMBERS
+        && !tab.members.is_empty();
+    if !show {
+        return Areas {
+            tabs,
+            body: middle,
+            members: None,
+            status,
+            input,
+        };
+    }
+    let widest = tab
+        .members
+        .iter()
+        .map(|m| width(&sanitize(m)))
+        .max()
+        .unwrap_or(0);
+    let members_width = (widest + 3).clamp(12, 22) as u16;
+    let [body, members] =
+        Layout::horizontal([Constraint::Min(1), Constraint::Length(members_width)]).areas(middle);
+    Areas {
+        tabs,
+        body,
+        members: Some(members),
+        status,
+        input,
+    }
+}
+
+/// What rows depend on besides the entry: whose mentions to highlight, which time zone.
+#[derive(Debug, Clone, Copy)]
+pub struct RowContext<'a> {
+    /// Our nick.
+    pub me: &'a str,
+    /// Local time zone offset.
+    pub utc_offset_secs: i32,
+}
+
+impl<'a> RowContext<'a> {
+    /// The context of `app`.
+    pub fn of(app: &'a App) -> Self {
+        Self {
+            me: &app.nick,
+            utc_offset_secs: app.utc_offset_secs,
+        }
+    }
+}
+
+/// Message text for drawing: each line sanitised, line structure kept.
+fn clean_multiline(text: &str) -> String {
+    text.split('\n')
+        .map(|l| sanitize(l.trim_end_matches('\r')))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// One entry as wrapped rows of at most `width` cells.
+pub fn entry_rows(entry: &Entry, ctx: RowContext<'_>, width: usize) -> Vec<Line<'static>> {
+    let dim = Style::new().fg(Color::DarkGray);
+    let time = format_time(entry.ts, ctx.utc_offset_secs);
+    let mut pieces: Vec<(Cow<'_, str>, Style)> = Vec::with_capacity(6);
+    match &entry.kind {
+        EntryKind::Message {
+            from,
+            text,
+            action,
+            state,
+            ..
+        } => {
+            let from = sanitize(from).into_owned();
+            let mine = nick_key(&from) == nick_key(ctx.me);
+            let mention = !mine && mentions(text, ctx.me);
+            let nick_style = if mine {
+                Style::new().add_modifier(Modifier::BOLD)
+            } else {
+                Style::new().fg(nick_color(&from))
+            };
+            let mut text_style = if mention {
+                Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD)
+            } else {
+                Style::new()
+            };
+            let (time_sep, time_style) = match state {
+                MsgState::Missed => ("»", Style::new().fg(Color::Yellow)),
+                _ => (" ", dim),
+            };
+            pieces.push((format!("{time}{time_sep}").into(), time_style));
+            if *action {
+                pieces.push(("* ".into(), nick_style));
+                pieces.push((format!("{from} ").into(), nick_style));
+            } else {
+                pieces.push(("<".into(), dim));
+                pieces.push((from.into(), nick_style));
+                pieces.push(("> ".into(), dim));
+            }
+            if *state == MsgState::Failed {
+                text_style = text_style.add_modifier(Modifier::CROSSED_OUT);
+            }
+            pieces.push((clean_multiline(text).into(), text_style));
+            if *state == MsgState::Failed {
+                pieces.push((" (not sent)".into(), Style::new().fg(Color::Red)));
+            }
+            if *state == MsgState::Pending {
+                for (_, style) in &mut pieces {
+                    *style = style.add_modifier(Modifier::DIM).fg(Color::DarkGray);
+                }
+            }
+        }
+        EntryKind::Notice(text) => {
+            let style = dim.add_modifier(Modifier::DIM);
+            pieces.push((format!("{time} -- ").into(), style));
+            pieces.push((clean_multiline(text).into(), style));
+        }
+        EntryKind::Info(text) => {
+            pieces.push((format!("{time} ").into(), dim));
+            pieces.push(("-- ".into(), Style::new().fg(Color::Cyan)));
+            pieces.push((clean_multiline(text).into(), Style::new()));
+        }
+        EntryKind::Error(text) => {
+            let style = Style::new().fg(Color::Red);
+            pieces.push((format!("{time} ").into(), dim));
+            pieces.push(("! ".into(), style.add_modifier(Modifier::BOLD)));
+            pieces.push((clean_multiline(text).into(), style));
+        }
+    }
+    wrap(&pieces, width, INDENT)
+}
+
+/// The rows of the scrollback viewport, top to bottom, and how many entries were wrapped to
+/// produce them (the cost, which tests check stays bounded by the viewport).
+///
+/// Walks the entries from the newest back, skipping `tab.scroll` rows, until `height` rows
+/// are collected; nothing above the viewport is wrapped.
+pub fn visible_rows(
+    tab: &Tab,
+    ctx: RowContext<'_>,
+    width: usize,
+    height: usize,
+) -> (Vec<Line<'static>>, usize) {
+    let needed = tab.scroll + height;
+    let mut rows: Vec<Line<'static>> = Vec::with_capacity(needed.min(4 * height));
+    let mut skip = tab.scroll;
+    let mut visited = 0;
+    for entry in tab.entries.iter().rev() {
+        if rows.len() >= height {
+            break;
+        }
+        visited += 1;
+        let entry_rows = entry_rows(entry, ctx, width);
+        for row in entry_rows.into_iter().rev() {
+            if skip > 0 {
+                skip -= 1;
+            } else if rows.len() < height {
+                rows.push(row);
+            }
+        }
+    }
+    rows.reverse();
+    (rows, visited)
+}
+
+/// Draws the whole screen.
+pub fn view(app: &App, frame: &mut Frame<'_>) {
+    let parts = areas(app, frame.area());
+    draw_tabs(app, frame, parts.tabs);
+    draw_scrollback(app, frame, parts.body);
+    if let Some(area) = parts.members {
+        draw_members(app.current_tab(), frame, area);
+    }
+    draw_status(app, frame, parts.status);
+    draw_input(app, frame, parts.input);
+}
+
+fn tab_label(index: usize, tab: &Tab) -> String {
+    let name = sanitize(&tab.name);
+    let name = match tab.kind {
+        TabKind::Status => Cow::Borrowed("status"),
+        TabKind::Room => name,
+        TabKind::Dm => Cow::Owned(format!("@{name}")),
+    };
+    match tab.unread {
+        0 => format!(" {}:{name} ", index + 1),
+        n => format!(" {}:{name} ({n}) ", index + 1),
+    }
+}
+
+fn draw_tabs(app: &App, frame: &mut Frame<'_>, area: Rect) {
+    let labels: Vec<String> = app
+        .tabs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| tab_label(i, t))
+        .collect();
+    // Drop tabs from the left until the current one fits.
+    let mut first = 0;
+    let fits = |first: usize| {
+        labels[first..=app.current]
+            .iter()
+            .map(|l| width(l))
+            .sum::<usize>()
+            <= usize::from(area.width)
+    };
+    while first < app.current && !fits(first) {
+        first += 1;
+    }
+    let mut spans = Vec::new();
+    if first > 0 {
+        spans.push(Span::styled("«", Style::new().fg(Color::DarkGray)));
+    }
+    for (i, label) in labels.iter().enumerate().skip(first) {
+        let tab = &app.tabs[i];
+        let style = if i == app.current {
+            Style::new().add_modifier(Modifier::REVERSED | Modifier::BOLD)
+        } else if tab.mentioned {
+            Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD)
+        } else if tab.unread > 0 {
+            Style::new().add_modifier(Modifier::BOLD)
+        } else {
+            Style::new().fg(Color::DarkGray)
+        };
+        spans.push(Span::styled(label.clone(), style));
+    }
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+fn draw_scrollback(app: &App, frame: &mut Frame<'_>, area: Rect) {
+    if area.height == 0 || area.width == 0 {
+        return;
+    }
+    let tab = app.current_tab();
+    let height = usize::from(area.height);
+    let (rows, _) = visible_rows(tab, RowContext::of(app), usize::from(area.width), height);
+    // Chat grows from the bottom: a short scrollback sits just above the status bar.
+    let top = area.y + area.height - rows.len() as u16;
+    let rows_area = Rect::new(area.x, top, area.width, rows.len() as u16);
+    frame.render_widget(Paragraph::new(rows), rows_area);
+
+    if tab.loading_older {
+        let note = Line::styled(
+            truncate(" loading older messages… ", usize::from(area.width)).to_owned(),
+            Style::new()
+                .fg(Color::DarkGray)
+                .add_modifier(Modifier::REVERSED),
+        );
+        frame.render_widget(
+            Paragraph::new(note),
+            Rect::new(area.x, area.y, area.width, 1),
+        );
+    }
+    if tab.scroll > 0 {
+        let text = match tab.new_below {
+            0 => " scrolled up · End: back to live ".to_owned(),
+            1 => " ↓ 1 new message below · End ".to_owned(),
+            n => format!(" ↓ {n} new messages below · End "),
+        };
+        let marker = Line::styled(
+            truncate(&text, usize::from(area.width)).to_owned(),
+            Style::new()
+                .fg(Color::Black)
+                .bg(Color::Yellow)
+                .add_modifier(Modifier::BOLD),
+        );
+        let row = Rect::new(area.x, area.y + area.height - 1, area.width, 1);
+        frame.render_widget(Clear, row);
+        frame.render_widget(
+            Paragraph::new(marker).style(Style::new().bg(Color::Yellow)),
+            row,
+        );
+    }
+}
+
+fn draw_members(tab: &Tab, frame: &mut Frame<'_>, area: Rect) {
+    let block = Block::new()
+        .borders(Borders::LEFT)
+        .border_style(Style::new().fg(Color::DarkGray))
+        .title(Line::styled(
+            format!(" {} members ", tab.members.len()),
+            Style::new().fg(Color::DarkGray),
+        ));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let cols = usize::from(inner.width);
+    let lines: Vec<Line<'_>> = tab
+        .members
+        .iter()
+        .take(usize::from(inner.height))
+        .map(|m| {
+            let nick = sanitize(m);
+            Line::styled(
+                truncate(&format!(" {nick}"), cols).to_owned(),
+                Style::new().fg(nick_color(&nick)),
+            )
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(lines), inner);
+}
+
+fn draw_status(app: &App, frame: &mut Frame<'_>, area: Rect) {
+    let bar = Style::new().bg(Color::Blue).fg(Color::White);
+    let sep = Span::styled(" │ ", bar.fg(Color::Gray));
+    let (state, state_style) = match &app.conn {
+        ConnState::Online => ("online".to_owned(), bar.fg(Color::LightGreen)),
+        ConnState::Registering => ("signing in".to_owned(), bar.fg(Color::LightYellow)),
+        ConnState::Connecting { attempt: 0 } => {
+            ("connecting".to_owned(), bar.fg(Color::LightYellow))
+        }
+        ConnState::Connecting { attempt } => (
+            format!("reconnecting (try {})", attempt + 1),
+            bar.fg(Color::LightYellow),
+        ),
+        ConnState::Offline { reason, retry_in } => (
+            format!(
+                "disconnected: {} · retry in {:.1}s",
+                sanitize(reason),
+                retry_in.as_secs_f32()
+            ),
+            bar.fg(Color::LightRed).add_modifier(Modifier::BOLD),
+        ),
+    };
+    let tab = app.current_tab();
+    let place = match tab.kind {
+        TabKind::Status => "status".to_owned(),
+        TabKind::Room => format!("#{}", sanitize(&tab.name)),
+        TabKind::Dm => format!("@{}", sanitize(&tab.name)),
+    };
+    let rtt = match app.rtt {
+        Some(d) if d.as_millis() < 10 => format!("rtt {:.1} ms", d.as_secs_f64() * 1000.0),
+        Some(d) => format!("rtt {} ms", d.as_millis()),
+        None => "rtt –".to_owned(),
+    };
+    let line = Line::from(vec![
+        Span::styled(" ", bar),
+        Span::styled(state, state_style),
+        sep.clone(),
+        Span::styled(
+            sanitize(&app.nick).into_owned(),
+            bar.add_modifier(Modifier::BOLD),
+        ),
+        sep.clone(),
+        Span::styled(place, bar),
+        sep.clone(),
+        Span::styled(rtt, bar),
+        sep,
+        Span::styled(sanitize(&app.server).into_owned(), bar),
+    ]);
+    frame.render_widget(Paragraph::new(line).style(bar), area);
+}
+
+/// Columns available for the input text after the prompt.
+pub fn input_columns(area_width: u16) -> usize {
+    usize::from(area_width).saturating_sub(width(PROMPT)).max(1)
+}
+
+fn draw_input(app: &App, frame: &mut Frame<'_>, area: Rect) {
+    let cols = input_columns(area.width);
+    let shown = app.input.view(cols);
+    let line = Line::from(vec![
+        Span::styled(PROMPT, Style::new().fg(Color::Cyan)),
+        Span::raw(shown.text),
+    ]);
+    frame.render_widget(Paragraph::new(line), area);
+    if area.width == 0 {
+        return;
+    }
+    let x = area.x + (width(PROMPT) + shown.cursor_x).min(usize::from(area.width) - 1) as u16;
+    frame.set_cursor_position(Position::new(x, area.y));
+}
+
+#[cfg(test)]
+mod tests;
