@@ -1,0 +1,892 @@
+//! Load clients for both wire modes: log in, send timestamped messages, receive and count.
+//!
+//! A receiver in a 1000-member room handles a million deliveries a second, so it never
+//! JSON-decodes one: it finds the text of a `message` frame (or the `<nick> ` line) in the
+//! raw bytes and reads the send time, sender and sequence number that the sender wrote at
+//! the start of the text: `t=<ns since BASE> s=<sender> n=<seq> xxx…`. Every client lives in
+//! this one process, so one monotonic base serves them all.
+//!
+//! Layout:
+//! - [`Mode`], [`Login`], [`connect`]: a logged-in connection, ready when the server has
+//!   confirmed the last room change it asked for.
+//! - [`Acks`]: how far each sender's messages have got, for W1's bounded in-flight window.
+//! - [`Tap`] / [`receive`]: the read loop, counting deliveries into a [`Tally`].
+//! - [`Pace`] / [`send`]: the send loop, windowed or at a fixed rate.
+//! - [`churn_cycle`], [`idle`]: W6's connect-join-quit cycle and W4's silent connection.
+//! - Byte-level helpers ([`InBuf`], [`scan`], [`parse_text`]), tested below.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, OnceLock};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chat_shared::{ClientMsg, Request, ServerMsg, encode_frame};
+use memchr::memmem;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::{Instant, sleep_until, timeout, timeout_at};
+
+use crate::stats::Tally;
+
+/// Bound on logging in (connect, hello, the room changes).
+pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Lateness of a paced send that is put down to the timer rather than to the target.
+const TIMER_SLACK: Duration = Duration::from_millis(2);
+
+/// Initial read buffer of a receiving connection; it grows for a large frame.
+const READ_BUF: usize = 16 * 1024;
+
+/// Wire mode of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Length-prefixed JSON.
+    Framed,
+    /// Plain text lines.
+    Line,
+}
+
+impl Mode {
+    /// `framed` or `line`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Framed => "framed",
+            Self::Line => "line",
+        }
+    }
+}
+
+static BASE: OnceLock<std::time::Instant> = OnceLock::new();
+
+/// Nanoseconds from the process-wide base to `at`; the send time carried in each message.
+pub fn ns_at(at: Instant) -> u64 {
+    let base = *BASE.get_or_init(std::time::Instant::now);
+    u64::try_from(at.into_std().saturating_duration_since(base).as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// What a client does to log in, and so what "ready" means.
+#[derive(Debug, Clone)]
+pub struct Login {
+    /// Nick (ASCII, unique per server).
+    pub nick: String,
+    /// Leave `lobby`, which the server joins every client to.
+    pub part_lobby: bool,
+    /// Then join this room.
+    pub join: Option<String>,
+}
+
+impl Login {
+    /// Stay in `lobby`.
+    pub fn lobby(nick: String) -> Self {
+        Self {
+            nick,
+            part_lobby: false,
+            join: None,
+        }
+    }
+
+    /// Leave `lobby` and join `room`.
+    pub fn room(nick: String, room: &str) -> Self {
+        Self {
+            nick,
+            part_lobby: true,
+            join: Some(room.to_owned()),
+        }
+    }
+
+    /// Leave `lobby` and stay in no room.
+    pub fn idle(nick: String) -> Self {
+        Self {
+            nick,
+            part_lobby: true,
+            join: None,
+        }
+    }
+
+    /// The room whose confirmation ends the login: `(room, joined?)`.
+    fn ready(&self) -> (&str, bool) {
+        match (&self.join, self.part_lobby) {
+            (Some(room), _) => (room, true),
+            (None, true) => (chat_shared::DEFAULT_ROOM, false),
+            (None, false) => (chat_shared::DEFAULT_ROOM, true),
+        }
+    }
+
+    /// Every request of the login, written at once: the server handles them in order.
+    fn bytes(&self, mode: Mode) -> anyhow::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        match mode {
+            Mode::Line => {
+                out.extend_from_slice(self.nick.as_bytes());
+                out.push(b'\n');
+                if self.part_lobby {
+                    out.extend_from_slice(b"/part lobby\n");
+                }
+                if let Some(room) = &self.join {
+                    out.extend_from_slice(format!("/join {room}\n").as_bytes());
+                }
+            }
+            Mode::Framed => {
+                let mut push = |msg: ClientMsg| -> anyhow::Result<()> {
+                    out.extend_from_slice(&encode_frame(&Request::new(msg))?);
+                    Ok(())
+                };
+                push(ClientMsg::Hello {
+                    nick: self.nick.clone(),
+                    version: Some(chat_shared::PROTOCOL_VERSION),
+                    client: Some("chat-bench".into()),
+                })?;
+                if self.part_lobby {
+                    push(ClientMsg::Part {
+                        room: chat_shared::DEFAULT_ROOM.into(),
+                        reason: None,
+                    })?;
+                }
+                if let Some(room) = &self.join {
+                    push(ClientMsg::Join {
+                        room: room.clone(),
+                        since: None,
+                    })?;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A logged-in connection, with whatever arrived after the login confirmation.
+#[derive(Debug)]
+pub struct Conn {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Bytes read but not yet scanned (history, members, early messages).
+    pub inbuf: InBuf,
+}
+
+/// Connects to `addr` and logs in; returns once the server confirmed the login's last room
+/// change (so a receiver is a member before any sender starts).
+///
+/// # Errors
+/// Connection errors, a refused nick or room (the server's `error` / `! ` text), or no
+/// confirmation within [`LOGIN_TIMEOUT`].
+pub async fn connect(addr: SocketAddr, mode: Mode, login: &Login) -> anyhow::Result<Conn> {
+    timeout(LOGIN_TIMEOUT, connect_inner(addr, mode, login))
+        .await
+        .with_context(|| format!("{} login timed out", login.nick))?
+}
+
+async fn connect_inner(addr: SocketAddr, mode: Mode, login: &Login) -> anyhow::Result<Conn> {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connect {addr}"))?;
+    stream.set_nodelay(true)?;
+    stream.write_all(&login.bytes(mode)?).await?;
+    let (room, joined) = login.ready();
+    let marker = if joined {
+        format!("-- you joined #{room};")
+    } else {
+        format!("-- you left #{room}")
+    };
+    let mut inbuf = InBuf::with_capacity(4096);
+    loop {
+        let n = stream.read(inbuf.spare()).await?;
+        if n == 0 {
+            bail!("{}: server closed the connection during login", login.nick);
+        }
+        inbuf.filled(n);
+        let mut outcome: Option<anyhow::Result<()>> = None;
+        let used = scan(mode, inbuf.data(), |item| {
+            if outcome.is_some() {
+                return false;
+            }
+            if let Item::Other(unit) = item {
+                outcome = match mode {
+                    Mode::Line => login_line(unit, &marker),
+                    Mode::Framed => login_frame(unit, &login.nick, room, joined),
+                };
+            }
+            outcome.is_none()
+        });
+        inbuf.consume(used);
+        match outcome {
+            Some(Ok(())) => return Ok(Conn { stream, inbuf }),
+            Some(Err(e)) => return Err(e.context(format!("{} login", login.nick))),
+            None => {}
+        }
+    }
+}
+
+fn login_line(line: &[u8], marker: &str) -> Option<anyhow::Result<()>> {
+    if line.starts_with(marker.as_bytes()) {
+        Some(Ok(()))
+    } else {
+        line.strip_prefix(b"! ").map(|err| {
+            Err(anyhow::anyhow!(
+                "server said: {}",
+                String::from_utf8_lossy(err)
+            ))
+        })
+    }
+}
+
+fn login_frame(frame: &[u8], me: &str, room: &str, joined: bool) -> Option<anyhow::Result<()>> {
+    // Login frames are few, so decoding them properly is affordable here.
+    match serde_json::from_slice::<ServerMsg>(frame) {
+        Ok(ServerMsg::Joined { room: r, nick, .. }) if joined && r == room && nick == me => {
+            Some(Ok(()))
+        }
+        Ok(ServerMsg::Parted { room: r, nick, .. }) if !joined && r == room && nick == me => {
+            Some(Ok(()))
+        }
+        Ok(ServerMsg::Error { code, message, .. }) => {
+            Some(Err(anyhow::anyhow!("server said: {code:?}: {message}")))
+        }
+        Ok(ServerMsg::Bye { reason, message }) => Some(Err(anyhow::anyhow!(
+            "server said bye: {reason:?} {}",
+            message.unwrap_or_default()
+        ))),
+        Ok(_) => None,
+        Err(e) => Some(Err(anyhow::anyhow!("undecodable frame during login: {e}"))),
+    }
+}
+
+/// How far each sender's messages have got at every member that must receive them, so a
+/// windowed sender counts a message in flight until the *slowest* member has it. Judging
+/// by one member only would let the others fall behind by more than the server's room
+/// buffer, and the run would measure loss instead of throughput.
+///
+/// Each observing connection owns a row and is its only writer (one store per sender per
+/// read batch); a cell is a cache line of its own, so two receivers on two threads never
+/// share one.
+#[derive(Debug)]
+pub struct Acks {
+    senders: usize,
+    cells: Vec<Cell>,
+    wake: Vec<Notify>,
+}
+
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Cell(AtomicU64);
+
+/// Whom an observer wakes when it reports progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// Nobody: its progress is read when a sender checks (and by the sender's 1 ms poll).
+    Nobody,
+    /// The sender it is (framed mode: its own echoed copy).
+    Own,
+    /// Every sender (line mode, where nothing is echoed: one designated receiver).
+    Everyone,
+}
+
+/// One connection's part in [`Acks`].
+#[derive(Debug, Clone)]
+pub struct AckRole {
+    /// The shared table.
+    pub acks: Arc<Acks>,
+    /// This connection's row.
+    pub row: usize,
+    /// Whom it wakes.
+    pub wake: Wake,
+}
+
+/// How long a sender with a full window waits for a wake-up before looking again (a
+/// straggler's progress wakes nobody).
+const WINDOW_POLL: Duration = Duration::from_millis(1);
+
+impl Acks {
+    /// A table for `senders` senders and `observers` observing connections.
+    pub fn new(senders: usize, observers: usize) -> Self {
+        Self {
+            senders,
+            cells: (0..senders * observers).map(|_| Cell::default()).collect(),
+            wake: (0..senders).map(|_| Notify::new()).collect(),
+        }
+    }
+
+    /// Observer `row` has seen `count` of `sender`'s messages.
+    fn report(&self, row: usize, sender: usize, count: u64) {
+        if let Some(cell) = self.cells.get(row * self.senders + sender) {
+            cell.0.store(count, Ordering::Relaxed);
+        }
+    }
+
+    /// How many of `sender`'s messages every observer has seen.
+    fn acked(&self, sender: u32) -> u64 {
+        let s = sender as usize;
+        if s >= self.senders {
+            return 0;
+        }
+        self.cells
+            .iter()
+            .skip(s)
+            .step_by(self.senders)
+            .map(|c| c.0.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0)
+    }
+
+    async fn changed(&self, sender: u32) {
+        if let Some(n) = self.wake.get(sender as usize) {
+            // Elapsed: a straggler may have moved without waking anyone; look again.
+            let _ = timeout(WINDOW_POLL, n.notified()).await;
+        } else {
+            // Not a sender with a slot: nothing will ever change.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// What a read loop does with the messages it sees.
+#[derive(Debug, Clone)]
+pub struct Tap {
+    /// This connection's own sender id: its own messages (framed mode echoes them) are
+    /// acknowledgements, not deliveries.
+    pub me: Option<u32>,
+    /// Count deliveries and latency (receivers; senders only in W5, where all members are
+    /// both).
+    pub count: bool,
+    /// Report progress for windowed senders (W1).
+    pub ack: Option<AckRole>,
+    /// Where deliveries are counted.
+    pub tally: Arc<Tally>,
+    /// Spreads histogram locks; any number stable per connection.
+    pub shard: usize,
+}
+
+/// Reads and counts until the connection ends (or the task is aborted).
+pub async fn receive<R: AsyncRead + Unpin>(mut rd: R, mut inbuf: InBuf, mode: Mode, tap: Tap) {
+    let mut latencies = Vec::with_capacity(512);
+    // Per sender: messages seen, and whether that changed in this batch.
+    let senders = tap.ack.as_ref().map_or(0, |a| a.acks.senders);
+    let mut seen = vec![0u64; senders];
+    let mut moved = vec![false; senders];
+    inbuf.reserve(READ_BUF);
+    let mut pending = !inbuf.data().is_empty();
+    loop {
+        if !pending {
+            match rd.read(inbuf.spare()).await {
+                Ok(0) | Err(_) => {
+                    tap.tally.disconnected();
+                    return;
+                }
+                Ok(n) => inbuf.filled(n),
+            }
+        }
+        pending = false;
+        let now = ns_at(Instant::now());
+        latencies.clear();
+        let used = scan(mode, inbuf.data(), |item| {
+            match item {
+                Item::Msg(p) => {
+                    let own = tap.me == Some(p.sender);
+                    if let Some(s) = seen.get_mut(p.sender as usize) {
+                        *s = (*s).max(p.seq + 1);
+                        moved[p.sender as usize] = true;
+                    }
+                    if tap.count && !own {
+                        latencies.push(now.saturating_sub(p.t_ns));
+                    }
+                }
+                Item::Lagged => tap.tally.lagged(),
+                // Notices, joins and parts of others, members lists: not measured.
+                Item::Other(_) => {}
+            }
+            true
+        });
+        inbuf.consume(used);
+        tap.tally.record(tap.shard, &latencies);
+        if let Some(role) = &tap.ack {
+            for (s, m) in moved.iter_mut().enumerate() {
+                if !std::mem::take(m) {
+                    continue;
+                }
+                role.acks.report(role.row, s, seen[s]);
+                let wake = match role.wake {
+                    Wake::Nobody => false,
+                    Wake::Own => tap.me == Some(u32::try_from(s).unwrap_or(u32::MAX)),
+                    Wake::Everyone => true,
+                };
+                if wake {
+                    role.acks.wake[s].notify_one();
+                }
+            }
+        }
+    }
+}
+
+/// How a sender paces itself.
+#[derive(Debug, Clone)]
+pub enum Pace {
+    /// As fast as the server takes it, with at most `size` messages that some member has
+    /// not received yet.
+    Window {
+        /// Messages in flight.
+        size: u64,
+        /// Where acknowledgements arrive.
+        acks: Arc<Acks>,
+    },
+    /// One message every `interval`, the first at `first`. A late sender catches up with a
+    /// burst, and each message carries its scheduled time (give or take the timer's
+    /// resolution), so a stall shows as latency instead of disappearing (no coordinated
+    /// omission).
+    Rate {
+        /// Time between messages.
+        interval: Duration,
+        /// When the first is due.
+        first: Instant,
+    },
+}
+
+/// One sender's plan.
+#[derive(Debug, Clone)]
+pub struct SendPlan {
+    /// Sender id, written into each message.
+    pub id: u32,
+    /// Room the messages go to (framed; in line mode the current room is used, which is
+    /// the one joined last).
+    pub room: String,
+    /// Pacing.
+    pub pace: Pace,
+    /// No message is sent at or after this instant.
+    pub until: Instant,
+    /// Text length in bytes (the timestamp header, then padding).
+    pub text_len: usize,
+}
+
+/// Sends per `plan`; returns how many messages were written.
+///
+/// # Errors
+/// The socket's.
+pub async fn send<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    mode: Mode,
+    plan: &SendPlan,
+) -> std::io::Result<u64> {
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut sent = 0u64;
+    match &plan.pace {
+        Pace::Window { size, acks } => loop {
+            let now = Instant::now();
+            if now >= plan.until {
+                break;
+            }
+            let in_flight = sent.saturating_sub(acks.acked(plan.id));
+            let room = size.saturating_sub(in_flight);
+            if room == 0 {
+                if timeout_at(plan.until, acks.changed(plan.id)).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            buf.clear();
+            let t = ns_at(now);
+            for _ in 0..room {
+                encode_say(&mut buf, mode, &plan.room, t, plan.id, sent, plan.text_len);
+                sent += 1;
+            }
+            wr.write_all(&buf).await?;
+        },
+        Pace::Rate { interval, first } => loop {
+            let due = *first + *interval * u32::try_from(sent).unwrap_or(u32::MAX);
+            if due >= plan.until {
+                break;
+            }
+            sleep_until(due).await;
+            let now = Instant::now();
+            buf.clear();
+            loop {
+                let due = *first + *interval * u32::try_from(sent).unwrap_or(u32::MAX);
+                if due > now || due >= plan.until {
+                    break;
+                }
+                // A timer that fired late (tokio's resolution is 1 ms) is this process's
+                // delay, not the target's: within TIMER_SLACK the real send time is carried.
+                // Beyond it the schedule is, so a stall still shows as latency.
+                let stamp = if now.saturating_duration_since(due) <= TIMER_SLACK {
+                    now
+                } else {
+                    due
+                };
+                encode_say(
+                    &mut buf,
+                    mode,
+                    &plan.room,
+                    ns_at(stamp),
+                    plan.id,
+                    sent,
+                    plan.text_len,
+                );
+                sent += 1;
+            }
+            wr.write_all(&buf).await?;
+        },
+    }
+    wr.flush().await?;
+    Ok(sent)
+}
+
+/// Appends one `say` (framed) or text line (line mode) carrying `t`, `sender` and `seq`.
+pub fn encode_say(
+    buf: &mut Vec<u8>,
+    mode: Mode,
+    room: &str,
+    t: u64,
+    sender: u32,
+    seq: u64,
+    text_len: usize,
+) {
+    use std::io::Write;
+    let start = buf.len();
+    if mode == Mode::Framed {
+        buf.extend_from_slice(&[0; 4]);
+        buf.extend_from_slice(b"{\"type\":\"say\",\"room\":\"");
+        buf.extend_from_slice(room.as_bytes());
+        buf.extend_from_slice(b"\",\"text\":\"");
+    }
+    let text_start = buf.len();
+    // Writing to a Vec cannot fail.
+    let _ = write!(buf, "t={t} s={sender} n={seq} ");
+    let pad = text_len.saturating_sub(buf.len() - text_start);
+    buf.resize(buf.len() + pad, b'x');
+    match mode {
+        Mode::Framed => {
+            buf.extend_from_slice(b"\"}");
+            let len = u32::try_from(buf.len() - start - 4).unwrap_or(u32::MAX);
+            buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+        }
+        Mode::Line => buf.push(b'\n'),
+    }
+}
+
+/// The quit request.
+fn quit_bytes(mode: Mode) -> anyhow::Result<Vec<u8>> {
+    Ok(match mode {
+        Mode::Line => b"/quit\n".to_vec(),
+        Mode::Framed => encode_frame(&Request::new(ClientMsg::Quit { reason: None }))?.to_vec(),
+    })
+}
+
+/// W6's cycle: connect, log in, join `login.join`, quit, and read until the server closes
+/// (so the server, not this side, holds the TIME_WAIT and ports are not exhausted).
+///
+/// # Errors
+/// Any step's failure, or the server not closing within [`LOGIN_TIMEOUT`] after `quit`.
+pub async fn churn_cycle(addr: SocketAddr, mode: Mode, login: &Login) -> anyhow::Result<()> {
+    let Conn { mut stream, .. } = connect(addr, mode, login).await?;
+    stream.write_all(&quit_bytes(mode)?).await?;
+    let drain = async {
+        let mut scratch = vec![0u8; 8192];
+        while stream.read(&mut scratch).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    };
+    timeout(LOGIN_TIMEOUT, drain)
+        .await
+        .context("server did not close after quit")??;
+    Ok(())
+}
+
+/// Holds a logged-in connection silently until the server closes it (counted in `tally`)
+/// or the task is aborted. Keeps no buffer between reads: 10,000 of these are W4.
+pub async fn idle(stream: TcpStream, tally: Arc<Tally>) {
+    loop {
+        if stream.readable().await.is_err() {
+            break;
+        }
+        let mut scratch = [0u8; 512];
+        match stream.try_read(&mut scratch) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => break,
+        }
+    }
+    tally.disconnected();
+}
+
+// -------------------------------------------------------------------------------------------
+// Bytes
+// -------------------------------------------------------------------------------------------
+
+/// A read buffer: a window of filled bytes in a vector that is compacted, or grown when a
+/// unit (a large frame) does not fit.
+#[derive(Debug, Default)]
+pub struct InBuf {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl InBuf {
+    /// An empty buffer of `cap` bytes.
+    pub fn with_capacity(cap: usize) -> Self {
+        Self {
+            buf: vec![0; cap.max(64)],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    fn reserve(&mut self, cap: usize) {
+        if self.buf.len() < cap {
+            self.buf.resize(cap, 0);
+        }
+    }
+
+    /// Filled, unscanned bytes.
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Drops `n` scanned bytes.
+    pub fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start >= self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Free space after the filled bytes, never empty.
+    pub fn spare(&mut self) -> &mut [u8] {
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                let len = self.buf.len().max(64) * 2;
+                self.buf.resize(len, 0);
+            }
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// Marks `n` bytes of [`InBuf::spare`] as filled.
+    pub fn filled(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.buf.len());
+    }
+}
+
+/// The header a sender writes at the start of each text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Payload {
+    /// Send time, ns since the base.
+    pub t_ns: u64,
+    /// Sender id.
+    pub sender: u32,
+    /// Sender's sequence number, from 0.
+    pub seq: u64,
+}
+
+/// One unit of input: a line, or a frame's payload.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Item<'a> {
+    /// A benchmark message.
+    Msg(Payload),
+    /// The server skipped messages for this client.
+    Lagged,
+    /// Anything else.
+    Other(&'a [u8]),
+}
+
+static LINE_TEXT: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new("> t="));
+static FRAME_TEXT: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new("\"text\":\"t="));
+
+/// Calls `f` for each complete unit at the start of `data` while it returns true; returns
+/// the bytes those units took.
+pub fn scan(mode: Mode, data: &[u8], mut f: impl FnMut(Item<'_>) -> bool) -> usize {
+    let mut pos = 0;
+    match mode {
+        Mode::Line => {
+            while let Some(i) = memchr::memchr(b'\n', &data[pos..]) {
+                let raw = &data[pos..pos + i];
+                pos += i + 1;
+                let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+                if !f(classify_line(line)) {
+                    break;
+                }
+            }
+        }
+        Mode::Framed => {
+            while data.len() - pos >= 4 {
+                let len =
+                    u32::from_be_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]])
+                        as usize;
+                if data.len() - pos - 4 < len {
+                    break;
+                }
+                let frame = &data[pos + 4..pos + 4 + len];
+                pos += 4 + len;
+                if !f(classify_frame(frame)) {
+                    break;
+                }
+            }
+        }
+    }
+    pos
+}
+
+fn classify_line(line: &[u8]) -> Item<'_> {
+    match line.first() {
+        Some(b'<' | b'[') => match LINE_TEXT
+            .find(line)
+            .and_then(|i| parse_text(&line[i + 2..]))
+        {
+            Some(p) => Item::Msg(p),
+            None => Item::Other(line),
+        },
+        Some(b'!') if line.starts_with(b"! you fell behind") => Item::Lagged,
+        _ => Item::Other(line),
+    }
+}
+
+fn classify_frame(frame: &[u8]) -> Item<'_> {
+    if frame.starts_with(b"{\"type\":\"message\"") {
+        if let Some(p) = FRAME_TEXT
+            .find(frame)
+            .and_then(|i| parse_text(&frame[i + "\"text\":\"".len()..]))
+        {
+            return Item::Msg(p);
+        }
+    } else if frame.starts_with(b"{\"type\":\"lagged\"") {
+        return Item::Lagged;
+    }
+    Item::Other(frame)
+}
+
+/// Reads `t=<u64> s=<u32> n=<u64>` at the start of `b`.
+pub fn parse_text(b: &[u8]) -> Option<Payload> {
+    let (t_ns, b) = number(b.strip_prefix(b"t=")?)?;
+    let (sender, b) = number(b.strip_prefix(b" s=")?)?;
+    let (seq, _) = number(b.strip_prefix(b" n=")?)?;
+    Some(Payload {
+        t_ns,
+        sender: u32::try_from(sender).ok()?,
+        seq,
+    })
+}
+
+fn number(b: &[u8]) -> Option<(u64, &[u8])> {
+    let digits = b.iter().take_while(|c| c.is_ascii_digit()).count();
+    if digits == 0 || digits > 19 {
+        return None;
+    }
+    let n = b[..digits]
+        .iter()
+        .fold(0u64, |n, &c| n * 10 + u64::from(c - b'0'));
+    Some((n, &b[digits..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chat_shared::ChatMessage;
+
+    #[test]
+    fn parses_the_text_header() {
+        assert_eq!(
+            parse_text(b"t=123 s=4 n=56 xxxx"),
+            Some(Payload {
+                t_ns: 123,
+                sender: 4,
+                seq: 56
+            })
+        );
+        assert_eq!(parse_text(b"t=1 s=x n=2"), None);
+        assert_eq!(parse_text(b"hello"), None);
+    }
+
+    #[test]
+    fn encodes_padded_texts_in_both_modes() {
+        let mut buf = Vec::new();
+        encode_say(&mut buf, Mode::Line, "lobby", 7, 1, 2, 40);
+        assert_eq!(buf.len(), 41);
+        assert!(buf.starts_with(b"t=7 s=1 n=2 xxx"));
+        assert!(buf.ends_with(b"x\n"));
+
+        let mut buf = Vec::new();
+        encode_say(&mut buf, Mode::Framed, "r1", 7, 1, 2, 40);
+        let len = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, buf.len() - 4);
+        let req: Request = serde_json::from_slice(&buf[4..]).unwrap();
+        match req.msg {
+            ClientMsg::Say { room, text, .. } => {
+                assert_eq!(room, "r1");
+                assert_eq!(text.len(), 40);
+                assert!(text.starts_with("t=7 s=1 n=2 "));
+            }
+            other => panic!("not a say: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn finds_messages_in_server_lines() {
+        let data = b"-- alice joined #lobby\r\n<s1> t=9 s=1 n=3 xx\r\n[r2] <s2> t=8 s=2 n=0 y\r\n! you fell behind and missed 3 messages in #lobby\r\n<partial";
+        let mut items = Vec::new();
+        let used = scan(Mode::Line, data, |i| {
+            items.push(format!("{i:?}"));
+            true
+        });
+        assert_eq!(&data[used..], b"<partial");
+        assert_eq!(items.len(), 4);
+        assert!(items[1].contains("t_ns: 9"), "{items:?}");
+        assert!(items[2].contains("sender: 2"), "{items:?}");
+        assert_eq!(items[3], "Lagged");
+    }
+
+    #[test]
+    fn finds_messages_in_server_frames() {
+        let msg = ServerMsg::Message(ChatMessage {
+            id: uuid_v4_like(),
+            room: "lobby".into(),
+            seq: 1,
+            from: "s0".into(),
+            text: "t=77 s=0 n=5 xxxx".into(),
+            ts: 1,
+            action: false,
+        });
+        let mut data = encode_frame(&msg).unwrap().to_vec();
+        data.extend_from_slice(
+            &encode_frame(&ServerMsg::Lagged {
+                room: "lobby".into(),
+                missed: 2,
+            })
+            .unwrap(),
+        );
+        data.extend_from_slice(&[0, 0, 1]);
+        let mut items = Vec::new();
+        let used = scan(Mode::Framed, &data, |i| {
+            items.push(format!("{i:?}"));
+            true
+        });
+        assert_eq!(used, data.len() - 3);
+        assert_eq!(items.len(), 2);
+        assert!(
+            items[0].contains("t_ns: 77") && items[0].contains("seq: 5"),
+            "{items:?}"
+        );
+        assert_eq!(items[1], "Lagged");
+    }
+
+    fn uuid_v4_like() -> uuid::Uuid {
+        uuid::Uuid::from_u128(0x0193_0000_0000_7000_8000_0000_0000_0001)
+    }
+
+    #[test]
+    fn inbuf_compacts_and_grows() {
+        let mut b = InBuf::with_capacity(64);
+        let n = b.spare().len();
+        b.spare()[..n].fill(b'a');
+        b.filled(n);
+        b.consume(10);
+        assert_eq!(b.spare().len(), 10, "compacted");
+        b.filled(10);
+        assert!(b.spare().len() >= 64, "grown");
+        assert_eq!(b.data().len(), 64);
+    }
+}

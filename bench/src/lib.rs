@@ -1,0 +1,193 @@
+//! `chat-bench`: the benchmark of `chat-server` (issue 4).
+//!
+//! It starts the real `chat-server` binary as a child process (so its memory and CPU time
+//! can be read from `/proc`), drives it over loopback from many clients in this one process,
+//! in framed and in line mode, and runs the same fan-out workloads against a featureless
+//! reflector in the same run. Every server figure is also given as a ratio to the
+//! reflector's: on a shared 2-core machine the absolute numbers drift from run to run, the
+//! ratio much less.
+//!
+//! Layout:
+//! - [`Options`] / [`run`]: which workloads, modes and targets; runs them in order, each on
+//!   a freshly started target.
+//! - [`server_proc`]: the target process (or in-process task), `/proc` sampling.
+//! - [`reflector`]: the reference reflector.
+//! - [`client`]: the load clients, both wire modes.
+//! - [`workloads`]: the six workloads, W1–W6.
+//! - [`stats`]: counters, latency histograms, the load generator's own CPU time.
+//! - [`report`]: the table, JSON lines, ratios and targets.
+
+pub mod client;
+pub mod reflector;
+pub mod report;
+pub mod server_proc;
+pub mod stats;
+pub mod workloads;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+pub use client::Mode;
+pub use report::Outcome;
+pub use server_proc::ServerHandle;
+pub use workloads::{Scale, Workload};
+
+use workloads::{Params, TargetKind};
+
+/// The server's log filter: the `listening on` line, warnings, and not one line per login.
+const SERVER_LOG: &str = "warn,chat_server=info,chat_server::session=warn";
+
+/// The server under test.
+#[derive(Debug, Clone)]
+pub enum ServerSpec {
+    /// The `chat-server` binary at this path, as a child process.
+    Binary(PathBuf),
+    /// `chat_server::run` in this process (no RSS or CPU figures).
+    InProcess,
+}
+
+/// The reference reflector.
+#[derive(Debug, Clone)]
+pub enum ReflectorSpec {
+    /// This executable, re-run as `chat-bench reflector --listen 127.0.0.1:0`.
+    Process(PathBuf),
+    /// A task in this process (no RSS or CPU figures).
+    InProcess,
+    /// Not run; no ratios.
+    Off,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Workloads, run in this order.
+    pub workloads: Vec<Workload>,
+    /// Wire modes the server is driven in (the reflector speaks line mode only).
+    pub modes: Vec<Mode>,
+    /// Full size or the smoke test.
+    pub scale: Scale,
+    /// Overrides each workload's sending time.
+    pub duration: Option<Duration>,
+    /// W1's in-flight messages per sender.
+    pub window: u64,
+    /// The server.
+    pub server: ServerSpec,
+    /// The reflector.
+    pub reflector: ReflectorSpec,
+}
+
+/// W1's default window: 4 senders × 128 stays well inside the server's 4096-message room
+/// buffer, so a receiver a little behind the acknowledging one never lags.
+pub const DEFAULT_WINDOW: u64 = 128;
+
+impl Options {
+    /// The `--quick` smoke test: tiny workloads, everything in this process, both modes.
+    pub fn quick() -> Self {
+        Self {
+            workloads: Workload::ALL.to_vec(),
+            modes: vec![Mode::Line, Mode::Framed],
+            scale: Scale::Quick,
+            duration: None,
+            window: DEFAULT_WINDOW,
+            server: ServerSpec::InProcess,
+            reflector: ReflectorSpec::InProcess,
+        }
+    }
+}
+
+/// Runs every selected workload: against the reflector first (W1–W4), then the server in
+/// each mode; `on_outcome` sees each result as soon as it is complete (ratios included).
+///
+/// # Errors
+/// A target that does not start, or a workload that fails (a login refused, a socket error).
+pub async fn run(
+    opts: &Options,
+    mut on_outcome: impl FnMut(&Outcome),
+) -> anyhow::Result<Vec<Outcome>> {
+    // 10,000 idle connections (W4) need as many descriptors; the usual soft limit is 1024.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        eprintln!("chat-bench: could not raise the file descriptor limit: {e}");
+    }
+    let mut outcomes = Vec::new();
+    for &w in &opts.workloads {
+        let params = Params::of(w, opts.scale, opts.duration, opts.window);
+        let mut reference: Option<Outcome> = None;
+        if w.on_reflector() && !matches!(opts.reflector, ReflectorSpec::Off) {
+            let target = start_reflector(&opts.reflector).await?;
+            if let Some(pid) = target.pid() {
+                eprintln!("chat-bench: {} reflector line: pid {pid}", w.name());
+            }
+            let out = workloads::run(w, &params, &target, TargetKind::Reflector, Mode::Line)
+                .await
+                .with_context(|| format!("{} on the reflector", w.name()))?;
+            target.stop().await;
+            on_outcome(&out);
+            reference = Some(out.clone());
+            outcomes.push(out);
+        }
+        for &mode in &opts.modes {
+            let target = start_server(&opts.server).await?;
+            if let Some(pid) = target.pid() {
+                // For `perf record -p PID` while it runs.
+                eprintln!("chat-bench: {} server {}: pid {pid}", w.name(), mode.name());
+            }
+            let mut out = workloads::run(w, &params, &target, TargetKind::Server, mode)
+                .await
+                .with_context(|| format!("{} on the server, {} mode", w.name(), mode.name()))?;
+            target.stop().await;
+            if let Some(r) = &reference {
+                out.compare(r);
+            }
+            on_outcome(&out);
+            outcomes.push(out);
+        }
+    }
+    Ok(outcomes)
+}
+
+async fn start_server(spec: &ServerSpec) -> anyhow::Result<ServerHandle> {
+    match spec {
+        ServerSpec::Binary(path) => ServerHandle::spawn(
+            path,
+            &server_proc::server_args(),
+            &[("RUST_LOG", SERVER_LOG)],
+        ),
+        ServerSpec::InProcess => ServerHandle::in_process_server().await,
+    }
+}
+
+async fn start_reflector(spec: &ReflectorSpec) -> anyhow::Result<ServerHandle> {
+    match spec {
+        ReflectorSpec::Process(exe) => ServerHandle::spawn(
+            exe,
+            &["reflector".into(), "--listen".into(), "127.0.0.1:0".into()],
+            &[],
+        ),
+        ReflectorSpec::InProcess | ReflectorSpec::Off => ServerHandle::in_process_reflector().await,
+    }
+}
+
+/// One paragraph about this machine, for the report: CPU, cores, memory, kernel.
+pub fn machine() -> String {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown CPU", |(_, m)| m.trim())
+        .to_owned();
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let mem_gib = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|l| l.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or_else(|| "?".into(), |kib| format!("{:.1}", kib / 1024.0 / 1024.0));
+    let kernel = read("/proc/sys/kernel/osrelease");
+    format!(
+        "{model}, {cores} CPUs, {mem_gib} GiB RAM, Linux {}",
+        kernel.trim()
+    )
+}

@@ -1,0 +1,167 @@
+//! `chat-bench` binary: command line, runtime, printing; the benchmark is the library.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::bail;
+use chat_bench::report::{table, targets};
+use chat_bench::{Mode, Options, ReflectorSpec, Scale, ServerSpec, Workload};
+use clap::{Parser, Subcommand};
+
+/// Benchmark of chat-server: W1 fan-out, W2 big room, W3 latency, W4 idle memory, W5 many
+/// rooms, W6 churn; W1–W4 also against a featureless reflector, for ratios.
+///
+/// Build first: `cargo build --release -p chat-server -p chat-bench`.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Tiny versions of every workload, in seconds (the test suite runs this).
+    #[arg(long)]
+    quick: bool,
+    /// Workloads to run, e.g. `W1,W3` (default: all).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Wire mode(s) the server is driven in.
+    #[arg(long, default_value = "both", value_parser = ["framed", "line", "both"])]
+    mode: String,
+    /// Seconds each workload sends (default 10; W4: seconds the connections are held, 2).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// The chat-server binary, or `in-process` (default: next to this executable).
+    #[arg(long)]
+    server: Option<String>,
+    /// W1's in-flight messages per sender.
+    #[arg(long, default_value_t = chat_bench::DEFAULT_WINDOW)]
+    window: u64,
+    /// Skip the reflector (no ratios).
+    #[arg(long)]
+    no_reflector: bool,
+    /// Print only the JSON lines.
+    #[arg(long)]
+    json_only: bool,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// The reference reflector as its own process (started by the benchmark itself).
+    #[command(hide = true)]
+    Reflector {
+        /// Address to listen on; the chosen one is printed as `listening on ADDR`.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+}
+
+fn options(args: &Args) -> anyhow::Result<Options> {
+    let workloads = if args.only.is_empty() {
+        Workload::ALL.to_vec()
+    } else {
+        let mut ws = Vec::new();
+        for name in &args.only {
+            match Workload::parse(name) {
+                Some(w) => ws.push(w),
+                None => bail!("unknown workload {name:?}: expected W1 … W6"),
+            }
+        }
+        ws.sort();
+        ws.dedup();
+        ws
+    };
+    let modes = match args.mode.as_str() {
+        "framed" => vec![Mode::Framed],
+        "line" => vec![Mode::Line],
+        _ => vec![Mode::Line, Mode::Framed],
+    };
+    let in_process = args.server.as_deref() == Some("in-process");
+    let server = if in_process {
+        ServerSpec::InProcess
+    } else {
+        let explicit = args.server.as_ref().map(PathBuf::from);
+        ServerSpec::Binary(chat_bench::server_proc::locate_server(explicit.as_deref())?)
+    };
+    let reflector = if args.no_reflector {
+        ReflectorSpec::Off
+    } else if in_process {
+        ReflectorSpec::InProcess
+    } else {
+        ReflectorSpec::Process(std::env::current_exe()?)
+    };
+    let duration = match args.duration {
+        Some(s) if s.is_finite() && s > 0.0 && s <= 3600.0 => Some(Duration::from_secs_f64(s)),
+        Some(s) => bail!("--duration must be between 0 and 3600 seconds, got {s}"),
+        None => None,
+    };
+    Ok(Options {
+        workloads,
+        modes,
+        scale: if args.quick {
+            Scale::Quick
+        } else {
+            Scale::Full
+        },
+        duration,
+        window: args.window.max(1),
+        server,
+        reflector,
+    })
+}
+
+fn describe(server: &ServerSpec) -> String {
+    match server {
+        ServerSpec::InProcess => "chat-server in process".into(),
+        ServerSpec::Binary(p) => {
+            let built = std::fs::metadata(p)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .map_or_else(String::new, |age| {
+                    format!(" (built {} min ago)", age.as_secs() / 60)
+                });
+            format!("{}{built}", p.display())
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // Two workers: the load generator shares two cores with the server, as in issue 4.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    if let Some(Cmd::Reflector { listen }) = &args.cmd {
+        // Errors only cost W4's 10,000 connections, which then fail visibly.
+        let _ = rlimit::increase_nofile_limit(u64::MAX);
+        return runtime.block_on(chat_bench::reflector::main(listen));
+    }
+    let opts = options(&args)?;
+    if !args.json_only {
+        println!("chat-bench on {}", chat_bench::machine());
+        println!("server: {}", describe(&opts.server));
+        println!(
+            "load generator: this process, 2 tokio workers; rates and latencies over loopback"
+        );
+        println!();
+    }
+    let json_only = args.json_only;
+    let outcomes = runtime.block_on(chat_bench::run(&opts, |o| {
+        if !json_only {
+            eprintln!(
+                "done: {} {} {} ({:.1} s)",
+                o.workload, o.target, o.mode, o.wall_s
+            );
+        }
+        println!("{}", o.json());
+    }))?;
+    if !json_only {
+        println!();
+        print!("{}", table(&outcomes));
+        if opts.scale == Scale::Full {
+            println!();
+            print!("{}", targets(&outcomes));
+        }
+    }
+    Ok(())
+}

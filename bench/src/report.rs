@@ -1,0 +1,346 @@
+//! Results: one [`Outcome`] per workload, target and mode; printed as a table for people
+//! and as one JSON line each for scripts, with every server result also given as a ratio
+//! to the reflector's in the same run (the figure that survives a noisy machine).
+//!
+//! Layout:
+//! - [`Outcome`], [`Idle`], [`Churn`]: what one run measured.
+//! - [`Outcome::compare`]: the ratio to the reflector, per workload's headline metric.
+//! - [`table`]: the human table; [`targets`]: issue 4's targets, met or not.
+
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::stats::Latency;
+
+/// W4's figures.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Idle {
+    /// Connections opened and logged in.
+    pub connections: u64,
+    /// Still open after the hold period.
+    pub held: u64,
+    /// Target RSS before the first connection.
+    pub rss_before_kib: Option<u64>,
+    /// Target RSS with every connection held.
+    pub rss_after_kib: Option<u64>,
+    /// (after − before) / connections.
+    pub kib_per_conn: Option<f64>,
+}
+
+/// W6's figures.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Churn {
+    /// Completed connect-login-join-quit cycles.
+    pub cycles: u64,
+    /// Cycles that failed.
+    pub failures: u64,
+    /// Completed cycles per second.
+    pub cycles_per_s: f64,
+    /// Duration of one cycle.
+    pub cycle_latency: Latency,
+    /// Message latency in the busy room meanwhile.
+    pub room_latency: Latency,
+}
+
+/// One workload against one target in one mode.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Outcome {
+    /// `W1` … `W6`.
+    pub workload: &'static str,
+    /// `server` or `reflector`.
+    pub target: &'static str,
+    /// `framed` or `line`.
+    pub mode: &'static str,
+    /// Connections the workload used (W6: besides the churning ones).
+    pub clients: usize,
+    /// Measured interval: first send to last delivery (W4: the logins).
+    pub wall_s: f64,
+    /// Messages sent.
+    pub sent: u64,
+    /// Deliveries owed: each message × the members that were in the room to receive it
+    /// (receivers, not counting the sender's own copy).
+    pub expected: u64,
+    /// Deliveries received.
+    pub delivered: u64,
+    /// `expected − delivered` (negative would mean duplicates).
+    pub lost: i64,
+    /// `lagged` events (the server skipped messages for a slow reader).
+    pub lag_events: u64,
+    /// Connections that ended during the workload.
+    pub disconnects: u64,
+    /// Deliveries per second.
+    pub deliveries_per_s: f64,
+    /// Messages per second (W4: logins per second; W6: churn cycles per second).
+    pub messages_per_s: f64,
+    /// Send-to-receive latency (W6: one churn cycle).
+    pub latency: Latency,
+    /// Target RSS at the end, KiB (absent when it runs in this process).
+    pub server_rss_kib: Option<u64>,
+    /// Target CPU over the interval, % of one core.
+    pub server_cpu_pct: Option<f64>,
+    /// This load generator's CPU over the interval, % of one core.
+    pub loadgen_cpu_pct: f64,
+    /// W4 only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle: Option<Idle>,
+    /// W6 only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub churn: Option<Churn>,
+    /// This result's headline metric divided by the reflector's (see `ratio_of`).
+    pub ratio: Option<f64>,
+    /// What `ratio` divides.
+    pub ratio_of: Option<&'static str>,
+}
+
+impl Outcome {
+    /// An empty outcome for `clients` connections.
+    pub fn new(clients: usize) -> Self {
+        Self {
+            clients,
+            ..Self::default()
+        }
+    }
+
+    /// Rates and loss from the counts and the wall time.
+    pub fn derive_rates(&mut self) {
+        let wall = self.wall_s.max(1e-9);
+        self.deliveries_per_s = self.delivered as f64 / wall;
+        self.messages_per_s = self.sent as f64 / wall;
+        self.lost = i64::try_from(self.expected).unwrap_or(i64::MAX)
+            - i64::try_from(self.delivered).unwrap_or(i64::MAX);
+    }
+
+    /// The workload's headline metric and its name: W1 throughput, W2/W3 p99 latency, W4
+    /// memory per connection.
+    fn headline(&self) -> Option<(f64, &'static str)> {
+        match self.workload {
+            "W1" => Some((self.deliveries_per_s, "deliveries_per_s")),
+            "W2" | "W3" => Some((self.latency.p99_us, "p99")),
+            "W4" => self
+                .idle
+                .as_ref()
+                .and_then(|i| i.kib_per_conn)
+                .map(|k| (k, "kib_per_conn")),
+            _ => None,
+        }
+    }
+
+    /// Sets `ratio` against the reflector's result for the same workload.
+    pub fn compare(&mut self, reflector: &Outcome) {
+        if let (Some((mine, what)), Some((theirs, _))) = (self.headline(), reflector.headline())
+            && theirs > 0.0
+        {
+            self.ratio = Some(mine / theirs);
+            self.ratio_of = Some(what);
+        }
+    }
+
+    /// One JSON line.
+    pub fn json(&self) -> String {
+        // Plain data with string keys: serialising cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+fn count(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{:.2}M", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.1}k", x / 1e3)
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+fn micros(us: f64) -> String {
+    if us <= 0.0 {
+        "-".into()
+    } else if us < 1000.0 {
+        format!("{us:.0}µs")
+    } else if us < 100_000.0 {
+        format!("{:.1}ms", us / 1000.0)
+    } else {
+        format!("{:.0}ms", us / 1000.0)
+    }
+}
+
+fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
+    v.map_or_else(|| "-".into(), f)
+}
+
+/// The table of `outcomes`, one row each.
+pub fn table(outcomes: &[Outcome]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<3} {:<9} {:<6} {:>6} {:>8} {:>8} {:>7} {:>7} {:>7} {:>7} {:>6} {:>7} {:>6} {:>6} {:>6}  notes",
+        "wl",
+        "target",
+        "mode",
+        "conns",
+        "deliv/s",
+        "msgs/s",
+        "p50",
+        "p90",
+        "p99",
+        "max",
+        "lost",
+        "srvRSS",
+        "srvCPU",
+        "genCPU",
+        "×refl"
+    );
+    for o in outcomes {
+        let mut notes = Vec::new();
+        if let Some(i) = &o.idle {
+            notes.push(format!(
+                "{}/{} held, {} KiB/conn, logins/s in msgs/s",
+                i.held,
+                i.connections,
+                opt(i.kib_per_conn, |k| format!("{k:.2}"))
+            ));
+        }
+        if let Some(c) = &o.churn {
+            notes.push(format!(
+                "{} cycles ({} failed), latency = one cycle; busy room p99 {}",
+                c.cycles,
+                c.failures,
+                micros(c.room_latency.p99_us)
+            ));
+        }
+        if o.lag_events > 0 {
+            notes.push(format!("{} lagged", o.lag_events));
+        }
+        if o.disconnects > 0 && o.idle.is_none() {
+            notes.push(format!("{} disconnected", o.disconnects));
+        }
+        if let Some(what) = o.ratio_of {
+            notes.push(format!("×refl of {what}"));
+        }
+        let _ = writeln!(
+            s,
+            "{:<3} {:<9} {:<6} {:>6} {:>8} {:>8} {:>7} {:>7} {:>7} {:>7} {:>6} {:>7} {:>6} {:>6} {:>6}  {}",
+            o.workload,
+            o.target,
+            o.mode,
+            o.clients,
+            if o.delivered > 0 {
+                count(o.deliveries_per_s)
+            } else {
+                "-".into()
+            },
+            count(o.messages_per_s),
+            micros(o.latency.p50_us),
+            micros(o.latency.p90_us),
+            micros(o.latency.p99_us),
+            micros(o.latency.max_us),
+            if o.expected > 0 {
+                o.lost.to_string()
+            } else {
+                "-".into()
+            },
+            opt(o.server_rss_kib, |k| format!("{:.1}M", k as f64 / 1024.0)),
+            opt(o.server_cpu_pct, |c| format!("{c:.0}%")),
+            format!("{:.0}%", o.loadgen_cpu_pct),
+            opt(o.ratio, |r| format!("{r:.2}")),
+            notes.join("; ")
+        );
+    }
+    s
+}
+
+/// Issue 4's targets, one line each: met, missed, or not measured in this run.
+pub fn targets(outcomes: &[Outcome]) -> String {
+    let find = |w: &str, t: &str, m: &str| {
+        outcomes
+            .iter()
+            .find(|o| o.workload == w && o.target == t && o.mode == m)
+    };
+    let mark = |ok: bool| if ok { "met   " } else { "MISSED" };
+    let mut s = String::new();
+    for mode in ["line", "framed"] {
+        if let Some(o) = find("W1", "server", mode) {
+            let _ = writeln!(
+                s,
+                "{} W1 {mode}: {} deliveries/s, target ≥ 4.5M (2 × ngIRCd)",
+                mark(o.deliveries_per_s >= 4.5e6),
+                count(o.deliveries_per_s)
+            );
+            if mode == "line"
+                && let Some(r) = o.ratio
+            {
+                let _ = writeln!(
+                    s,
+                    "{} W1 line: {r:.2} × the reflector, target ≥ 0.5",
+                    mark(r >= 0.5)
+                );
+            }
+        }
+        if let Some(o) = find("W2", "server", mode) {
+            let ok = o.lost == 0 && o.lag_events == 0 && o.latency.p99_us <= 40_000.0;
+            let _ = writeln!(
+                s,
+                "{} W2 {mode}: lost {}, p99 {}, target nothing lost and p99 ≤ 40ms",
+                mark(ok),
+                o.lost,
+                micros(o.latency.p99_us)
+            );
+        }
+        if let Some(o) = find("W3", "server", mode)
+            && let Some(r) = o.ratio
+        {
+            let _ = writeln!(
+                s,
+                "{} W3 {mode}: p99 {} = {r:.2} × the reflector's, target ≤ 1.5",
+                mark(r <= 1.5),
+                micros(o.latency.p99_us)
+            );
+        }
+        if let Some(o) = find("W4", "server", mode)
+            && let Some(i) = &o.idle
+        {
+            let kib = i.kib_per_conn.unwrap_or(f64::INFINITY);
+            let _ = writeln!(
+                s,
+                "{} W4 {mode}: {} KiB per idle connection, {}/{} held, target ≤ 3 KiB and 10000 held",
+                mark(kib <= 3.0 && i.held >= 10_000),
+                opt(i.kib_per_conn, |k| format!("{k:.2}")),
+                i.held,
+                i.connections
+            );
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratio_uses_the_headline_metric() {
+        let mut server = Outcome {
+            workload: "W1",
+            deliveries_per_s: 3e6,
+            ..Outcome::default()
+        };
+        let refl = Outcome {
+            workload: "W1",
+            deliveries_per_s: 6e6,
+            ..Outcome::default()
+        };
+        server.compare(&refl);
+        assert_eq!(server.ratio, Some(0.5));
+        assert!(server.json().contains("\"ratio\":0.5"));
+        assert!(table(&[server]).contains("0.50"));
+    }
+
+    #[test]
+    fn formats_counts_and_latencies() {
+        assert_eq!(count(4_520_000.0), "4.52M");
+        assert_eq!(count(1500.0), "1.5k");
+        assert_eq!(micros(85.0), "85µs");
+        assert_eq!(micros(12_345.0), "12.3ms");
+    }
+}

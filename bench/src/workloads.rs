@@ -1,0 +1,763 @@
+//! The six workloads, each against one target in one wire mode.
+//!
+//! Every workload follows the same discipline so that loss can be counted exactly: all
+//! receivers are confirmed members before the first message is sent (the login waits for
+//! the server's own confirmation of the join), senders stop at a deadline and report how
+//! many messages they wrote, and the run ends only when the expected deliveries arrived or
+//! nothing more arrived for a while (bounded).
+//!
+//! Layout:
+//! - [`Workload`], [`Scale`], [`Params`]: what runs, full size or `--quick`.
+//! - [`run`]: one workload against one target.
+//! - `fan_out` (W1–W3), `idle_memory` (W4), `many_rooms` (W5), `churn` (W6).
+//! - `Meter`: wall time, server and load-generator CPU over the measured interval.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use futures::{StreamExt, TryStreamExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep};
+
+use crate::client::{self, AckRole, Acks, Conn, Login, Mode, Pace, SendPlan, Tap, Wake};
+use crate::report::{Churn, Idle, Outcome};
+use crate::server_proc::{ProcSample, ServerHandle};
+use crate::stats::{LocalHist, Tally, loadgen_cpu};
+
+/// The workloads of issue 4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Workload {
+    /// Fan-out: 100 receivers, 4 windowed senders, as fast as the server takes it.
+    W1,
+    /// Big room: 1000 receivers, 4 senders, 1000 messages/s in total.
+    W2,
+    /// Latency: 500 receivers, 10 senders, 200 messages/s in total.
+    W3,
+    /// Idle memory: 10,000 logged-in connections.
+    W4,
+    /// Many rooms: 200 rooms of 10 members, all chatting.
+    W5,
+    /// Churn: connect, log in, join, quit, as fast as possible, next to a busy room.
+    W6,
+}
+
+impl Workload {
+    /// All six, in order.
+    pub const ALL: [Workload; 6] = [Self::W1, Self::W2, Self::W3, Self::W4, Self::W5, Self::W6];
+
+    /// `W1` … `W6`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::W1 => "W1",
+            Self::W2 => "W2",
+            Self::W3 => "W3",
+            Self::W4 => "W4",
+            Self::W5 => "W5",
+            Self::W6 => "W6",
+        }
+    }
+
+    /// Parses `W1` (or `w1`, `1`).
+    pub fn parse(s: &str) -> Option<Self> {
+        let n = s.trim().trim_start_matches(['W', 'w']);
+        Self::ALL.iter().copied().find(|w| &w.name()[1..] == n)
+    }
+
+    /// Whether the reflector runs it too: it has no rooms, so only W1–W4.
+    pub fn on_reflector(self) -> bool {
+        matches!(self, Self::W1 | Self::W2 | Self::W3 | Self::W4)
+    }
+}
+
+/// Full size, or the seconds-long smoke test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    /// The sizes of issue 4.
+    Full,
+    /// Tiny versions of every workload (`--quick`, the test suite).
+    Quick,
+}
+
+/// Sizes and rates of one workload.
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// Receiving connections (W1–W3, W6's busy room).
+    pub receivers: usize,
+    /// Sending connections.
+    pub senders: usize,
+    /// Messages per second over all senders; `None`: windowed, as fast as possible.
+    pub rate: Option<f64>,
+    /// W1's in-flight messages per sender.
+    pub window: u64,
+    /// How long senders send (W4: how long the connections are held before measuring).
+    pub duration: Duration,
+    /// W4's connections.
+    pub idle: usize,
+    /// W5's rooms and members per room.
+    pub rooms: usize,
+    /// W5's members per room.
+    pub members: usize,
+    /// W5's messages per second per member.
+    pub member_rate: f64,
+    /// W6's concurrent churning clients.
+    pub churners: usize,
+    /// Logins in flight at once.
+    pub login_concurrency: usize,
+    /// Bytes of text per message.
+    pub text_len: usize,
+}
+
+impl Params {
+    /// The parameters of `w` at `scale`; `duration` overrides the default.
+    pub fn of(w: Workload, scale: Scale, duration: Option<Duration>, window: u64) -> Self {
+        let quick = scale == Scale::Quick;
+        let base = Self {
+            receivers: 0,
+            senders: 0,
+            rate: None,
+            window,
+            duration: if quick {
+                Duration::from_millis(500)
+            } else {
+                Duration::from_secs(10)
+            },
+            idle: 0,
+            rooms: 0,
+            members: 0,
+            member_rate: 0.0,
+            churners: 0,
+            login_concurrency: if quick { 16 } else { 64 },
+            text_len: 64,
+        };
+        let mut p = match (w, quick) {
+            (Workload::W1, false) => Self {
+                receivers: 100,
+                senders: 4,
+                ..base
+            },
+            (Workload::W1, true) => Self {
+                receivers: 10,
+                senders: 2,
+                window: window.min(16),
+                ..base
+            },
+            (Workload::W2, false) => Self {
+                receivers: 1000,
+                senders: 4,
+                rate: Some(1000.0),
+                ..base
+            },
+            (Workload::W2, true) => Self {
+                receivers: 20,
+                senders: 2,
+                rate: Some(200.0),
+                ..base
+            },
+            (Workload::W3, false) => Self {
+                receivers: 500,
+                senders: 10,
+                rate: Some(200.0),
+                ..base
+            },
+            (Workload::W3, true) => Self {
+                receivers: 10,
+                senders: 2,
+                rate: Some(100.0),
+                ..base
+            },
+            (Workload::W4, false) => Self {
+                idle: 10_000,
+                duration: Duration::from_secs(2),
+                login_concurrency: 128,
+                ..base
+            },
+            (Workload::W4, true) => Self {
+                idle: 100,
+                duration: Duration::from_millis(200),
+                ..base
+            },
+            (Workload::W5, false) => Self {
+                rooms: 200,
+                members: 10,
+                member_rate: 5.0,
+                ..base
+            },
+            (Workload::W5, true) => Self {
+                rooms: 5,
+                members: 4,
+                member_rate: 20.0,
+                ..base
+            },
+            (Workload::W6, false) => Self {
+                receivers: 50,
+                senders: 2,
+                rate: Some(500.0),
+                churners: 8,
+                ..base
+            },
+            (Workload::W6, true) => Self {
+                receivers: 5,
+                senders: 1,
+                rate: Some(100.0),
+                churners: 2,
+                ..base
+            },
+        };
+        if let Some(d) = duration {
+            p.duration = d;
+        }
+        p
+    }
+}
+
+/// Which implementation a target is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    /// `chat-server`.
+    Server,
+    /// The reference reflector (line mode only).
+    Reflector,
+}
+
+impl TargetKind {
+    /// `server` or `reflector`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Server => "server",
+            Self::Reflector => "reflector",
+        }
+    }
+}
+
+/// Runs `w` against `target`, which was started fresh for it.
+///
+/// # Errors
+/// A client that cannot log in, or a sender whose socket fails.
+pub async fn run(
+    w: Workload,
+    params: &Params,
+    target: &ServerHandle,
+    kind: TargetKind,
+    mode: Mode,
+) -> anyhow::Result<Outcome> {
+    let mut out = match w {
+        Workload::W1 | Workload::W2 | Workload::W3 => fan_out(params, target, mode).await?,
+        Workload::W4 => idle_memory(params, target, mode).await?,
+        Workload::W5 => many_rooms(params, target, mode).await?,
+        Workload::W6 => churn(params, target, mode).await?,
+    };
+    out.workload = w.name();
+    out.target = kind.name();
+    out.mode = mode.name();
+    Ok(out)
+}
+
+/// Wall time and CPU over the measured interval.
+struct Meter {
+    t0: Instant,
+    server0: Option<ProcSample>,
+    gen0: Duration,
+}
+
+/// What [`Meter::stop`] read.
+struct Usage {
+    wall: Duration,
+    server: Option<ProcSample>,
+    server_cpu: Option<Duration>,
+    gen_cpu: Duration,
+}
+
+impl Meter {
+    fn start(target: &ServerHandle) -> Self {
+        Self {
+            t0: Instant::now(),
+            server0: target.sample(),
+            gen0: loadgen_cpu(),
+        }
+    }
+
+    fn stop(&self, target: &ServerHandle, end: Instant) -> Usage {
+        let server = target.sample();
+        Usage {
+            wall: end.saturating_duration_since(self.t0),
+            server_cpu: match (self.server0, server) {
+                (Some(a), Some(b)) => Some(b.cpu.saturating_sub(a.cpu)),
+                _ => None,
+            },
+            server,
+            gen_cpu: loadgen_cpu().saturating_sub(self.gen0),
+        }
+    }
+
+    fn fill(usage: &Usage, out: &mut Outcome) {
+        let wall = usage.wall.as_secs_f64().max(1e-9);
+        out.wall_s = wall;
+        out.server_rss_kib = usage.server.map(|s| s.rss_kib);
+        out.server_cpu_pct = usage.server_cpu.map(|c| 100.0 * c.as_secs_f64() / wall);
+        out.loadgen_cpu_pct = 100.0 * usage.gen_cpu.as_secs_f64() / wall;
+    }
+}
+
+/// Logs in every `login`, `concurrency` at a time, handing each connection to `ready` as
+/// soon as it is confirmed (so receivers read from the start and never back up the server
+/// during setup).
+async fn login_all<T>(
+    addr: SocketAddr,
+    mode: Mode,
+    logins: Vec<Login>,
+    concurrency: usize,
+    mut ready: impl FnMut(usize, Conn) -> T,
+) -> anyhow::Result<Vec<T>> {
+    let mut results = Vec::with_capacity(logins.len());
+    let mut stream =
+        futures::stream::iter(logins.into_iter().enumerate().map(|(i, login)| async move {
+            client::connect(addr, mode, &login).await.map(|c| (i, c))
+        }))
+        .buffered(concurrency.max(1));
+    while let Some((i, conn)) = stream.try_next().await? {
+        results.push(ready(i, conn));
+    }
+    Ok(results)
+}
+
+/// Waits until `tally` has `expected` deliveries, or none arrived for `quiet` (bounded by
+/// `limit`); returns when the last delivery was seen.
+async fn drain(tally: &Tally, expected: u64, quiet: Duration, limit: Duration) -> Instant {
+    let give_up = Instant::now() + limit;
+    let mut last = tally.delivered();
+    let mut last_change = Instant::now();
+    loop {
+        if last >= expected {
+            return Instant::now();
+        }
+        sleep(Duration::from_millis(1)).await;
+        let now = Instant::now();
+        let seen = tally.delivered();
+        if seen != last {
+            last = seen;
+            last_change = now;
+        } else if now.duration_since(last_change) >= quiet || now >= give_up {
+            return last_change;
+        }
+    }
+}
+
+/// Quiet period after which a drain stops waiting.
+const DRAIN_QUIET: Duration = Duration::from_millis(500);
+/// Longest drain.
+const DRAIN_LIMIT: Duration = Duration::from_secs(15);
+
+/// Connects `count` senders: each keeps reading (framed mode echoes its own messages,
+/// which are its acknowledgements) and hands back its write half.
+async fn connect_senders(
+    addr: SocketAddr,
+    mode: Mode,
+    logins: Vec<Login>,
+    params: &Params,
+    taps: impl Fn(usize) -> Tap,
+    readers: &mut JoinSet<()>,
+) -> anyhow::Result<Vec<OwnedWriteHalf>> {
+    login_all(addr, mode, logins, params.login_concurrency, |i, conn| {
+        let (rd, wr) = conn.stream.into_split();
+        readers.spawn(client::receive(rd, conn.inbuf, mode, taps(i)));
+        wr
+    })
+    .await
+}
+
+/// Starts one send task per writer and returns their total, bounded in time, and the
+/// writers, which the caller drops (a half-close, which ends the session) only after the
+/// drain.
+async fn run_senders(
+    writers: Vec<OwnedWriteHalf>,
+    mode: Mode,
+    plans: Vec<SendPlan>,
+) -> anyhow::Result<(u64, Vec<OwnedWriteHalf>)> {
+    let mut set = JoinSet::new();
+    let until = plans
+        .iter()
+        .map(|p| p.until)
+        .max()
+        .unwrap_or_else(Instant::now);
+    for (mut wr, plan) in writers.into_iter().zip(plans) {
+        set.spawn(async move {
+            let sent = client::send(&mut wr, mode, &plan).await;
+            (sent, wr)
+        });
+    }
+    let mut total = 0;
+    let mut keep = Vec::new();
+    // A sender blocked on a full socket past the deadline means a stuck server.
+    let bound = until + Duration::from_secs(30);
+    loop {
+        match tokio::time::timeout_at(bound, set.join_next()).await {
+            Ok(Some(joined)) => {
+                let (sent, wr) = joined.context("sender task failed")?;
+                total += sent.context("sender socket failed")?;
+                keep.push(wr);
+            }
+            Ok(None) => break,
+            Err(_) => bail!("senders still blocked 30 s after their deadline"),
+        }
+    }
+    Ok((total, keep))
+}
+
+/// W1–W3: one room (`lobby`), `receivers` receivers, `senders` senders, windowed (W1) or
+/// paced (W2, W3).
+async fn fan_out(params: &Params, target: &ServerHandle, mode: Mode) -> anyhow::Result<Outcome> {
+    let addr = target.addr();
+    let tally = Arc::new(Tally::default());
+    // Every receiver is an observer; in framed mode the senders are too (they receive
+    // every message, their own included). In line mode they never see their own.
+    let observers = params.receivers
+        + if mode == Mode::Framed {
+            params.senders
+        } else {
+            0
+        };
+    let acks = Arc::new(Acks::new(params.senders, observers));
+    let windowed = params.rate.is_none();
+    let mut readers = JoinSet::new();
+    let logins = (0..params.receivers)
+        .map(|i| Login::lobby(format!("r{i}")))
+        .collect();
+    login_all(addr, mode, logins, params.login_concurrency, |i, conn| {
+        let ack = windowed.then(|| AckRole {
+            acks: Arc::clone(&acks),
+            row: i,
+            // Line mode does not echo a sender's messages: receiver 0 wakes them.
+            wake: if mode == Mode::Line && i == 0 {
+                Wake::Everyone
+            } else {
+                Wake::Nobody
+            },
+        });
+        let tap = Tap {
+            me: None,
+            count: true,
+            ack,
+            tally: Arc::clone(&tally),
+            shard: i,
+        };
+        readers.spawn(client::receive(conn.stream, conn.inbuf, mode, tap));
+    })
+    .await?;
+    let logins = (0..params.senders)
+        .map(|i| Login::lobby(format!("s{i}")))
+        .collect();
+    let sender_tally = Arc::new(Tally::default());
+    let writers = connect_senders(
+        addr,
+        mode,
+        logins,
+        params,
+        |i| Tap {
+            me: Some(u32::try_from(i).unwrap_or(u32::MAX)),
+            count: false,
+            ack: (windowed && mode == Mode::Framed).then(|| AckRole {
+                acks: Arc::clone(&acks),
+                row: params.receivers + i,
+                wake: Wake::Own,
+            }),
+            tally: Arc::clone(&sender_tally),
+            shard: i,
+        },
+        &mut readers,
+    )
+    .await?;
+
+    let meter = Meter::start(target);
+    let start = Instant::now();
+    let until = start + params.duration;
+    let plans = (0..params.senders)
+        .map(|i| SendPlan {
+            id: u32::try_from(i).unwrap_or(u32::MAX),
+            room: chat_shared::DEFAULT_ROOM.into(),
+            pace: match params.rate {
+                None => Pace::Window {
+                    size: params.window,
+                    acks: Arc::clone(&acks),
+                },
+                Some(rate) => {
+                    let interval = Duration::from_secs_f64(params.senders as f64 / rate);
+                    Pace::Rate {
+                        interval,
+                        // Spread the senders over one interval instead of in step.
+                        first: start + interval.mul_f64(i as f64 / params.senders as f64),
+                    }
+                }
+            },
+            until,
+            text_len: params.text_len,
+        })
+        .collect();
+    let (sent, writers) = run_senders(writers, mode, plans).await?;
+    let expected = sent * params.receivers as u64;
+    let end = drain(&tally, expected, DRAIN_QUIET, DRAIN_LIMIT).await;
+    let usage = meter.stop(target, end);
+    readers.abort_all();
+    drop(writers);
+
+    let mut out = Outcome::new(params.receivers + params.senders);
+    out.sent = sent;
+    out.expected = expected;
+    out.delivered = tally.delivered();
+    out.lag_events = tally.lag_events() + sender_tally.lag_events();
+    out.disconnects = tally.disconnects() + sender_tally.disconnects();
+    out.latency = tally.latency();
+    Meter::fill(&usage, &mut out);
+    out.derive_rates();
+    Ok(out)
+}
+
+/// W4: `idle` connections log in (and leave `lobby`), stay silent; the server's RSS growth
+/// per connection is the figure.
+async fn idle_memory(
+    params: &Params,
+    target: &ServerHandle,
+    mode: Mode,
+) -> anyhow::Result<Outcome> {
+    let addr = target.addr();
+    // Let the fresh process finish starting before its baseline is read.
+    sleep(Duration::from_millis(200)).await;
+    let before = target.sample();
+    let meter = Meter::start(target);
+    let tally = Arc::new(Tally::default());
+    let mut holders = JoinSet::new();
+    let logins = (0..params.idle)
+        .map(|i| Login::idle(format!("i{i}")))
+        .collect();
+    login_all(addr, mode, logins, params.login_concurrency, |_, conn| {
+        holders.spawn(client::idle(conn.stream, Arc::clone(&tally)));
+    })
+    .await?;
+    let logged_in = Instant::now();
+    // Held for a while: the figure is for connections that stay, after any lazy freeing.
+    sleep(params.duration).await;
+    let after = target.sample();
+    let usage = meter.stop(target, logged_in);
+    let held = params.idle as u64 - tally.disconnects();
+    holders.abort_all();
+
+    let mut out = Outcome::new(params.idle);
+    Meter::fill(&usage, &mut out);
+    out.messages_per_s = params.idle as f64 / out.wall_s;
+    out.disconnects = tally.disconnects();
+    out.idle = Some(Idle {
+        connections: params.idle as u64,
+        held,
+        rss_before_kib: before.map(|s| s.rss_kib),
+        rss_after_kib: after.map(|s| s.rss_kib),
+        kib_per_conn: match (before, after) {
+            (Some(b), Some(a)) => {
+                Some(a.rss_kib.saturating_sub(b.rss_kib) as f64 / params.idle.max(1) as f64)
+            }
+            _ => None,
+        },
+    });
+    out.server_rss_kib = after.map(|s| s.rss_kib);
+    Ok(out)
+}
+
+/// W5: `rooms` rooms of `members` members, every member sending at `member_rate` and
+/// receiving everyone else's messages.
+async fn many_rooms(params: &Params, target: &ServerHandle, mode: Mode) -> anyhow::Result<Outcome> {
+    let addr = target.addr();
+    let tally = Arc::new(Tally::default());
+    let total = params.rooms * params.members;
+    let mut readers = JoinSet::new();
+    let logins = (0..total)
+        .map(|i| {
+            let room = i / params.members.max(1);
+            Login::room(
+                format!("m{room}x{}", i % params.members.max(1)),
+                &format!("r{room}"),
+            )
+        })
+        .collect();
+    let writers = connect_senders(
+        addr,
+        mode,
+        logins,
+        params,
+        |i| Tap {
+            me: Some(u32::try_from(i).unwrap_or(u32::MAX)),
+            count: true,
+            ack: None,
+            tally: Arc::clone(&tally),
+            shard: i,
+        },
+        &mut readers,
+    )
+    .await?;
+
+    let meter = Meter::start(target);
+    let start = Instant::now();
+    let until = start + params.duration;
+    let interval = Duration::from_secs_f64(1.0 / params.member_rate);
+    let plans = (0..total)
+        .map(|i| SendPlan {
+            id: u32::try_from(i).unwrap_or(u32::MAX),
+            room: format!("r{}", i / params.members.max(1)),
+            pace: Pace::Rate {
+                interval,
+                first: start + interval.mul_f64(i as f64 / total as f64),
+            },
+            until,
+            text_len: params.text_len,
+        })
+        .collect();
+    let (sent, writers) = run_senders(writers, mode, plans).await?;
+    let expected = sent * (params.members as u64 - 1);
+    let end = drain(&tally, expected, DRAIN_QUIET, DRAIN_LIMIT).await;
+    let usage = meter.stop(target, end);
+    readers.abort_all();
+    drop(writers);
+
+    let mut out = Outcome::new(total);
+    out.sent = sent;
+    out.expected = expected;
+    out.delivered = tally.delivered();
+    out.lag_events = tally.lag_events();
+    out.disconnects = tally.disconnects();
+    out.latency = tally.latency();
+    Meter::fill(&usage, &mut out);
+    out.derive_rates();
+    Ok(out)
+}
+
+/// Most churn cycles one worker runs, whatever the duration: a bound on connections made.
+const MAX_CYCLES_PER_CHURNER: u64 = 50_000;
+
+/// W6: `churners` clients connect, log in, join the busy room and quit, over and over,
+/// while `senders` keep that room busy for `receivers` members. Both are measured: cycles
+/// per second (and their latency), and the busy room's deliveries and loss.
+async fn churn(params: &Params, target: &ServerHandle, mode: Mode) -> anyhow::Result<Outcome> {
+    const ROOM: &str = "busy";
+    let addr = target.addr();
+    let tally = Arc::new(Tally::default());
+    let mut readers = JoinSet::new();
+    let logins = (0..params.receivers)
+        .map(|i| Login::room(format!("r{i}"), ROOM))
+        .collect();
+    login_all(addr, mode, logins, params.login_concurrency, |i, conn| {
+        let tap = Tap {
+            me: None,
+            count: true,
+            ack: None,
+            tally: Arc::clone(&tally),
+            shard: i,
+        };
+        readers.spawn(client::receive(conn.stream, conn.inbuf, mode, tap));
+    })
+    .await?;
+    let sender_tally = Arc::new(Tally::default());
+    let logins = (0..params.senders)
+        .map(|i| Login::room(format!("s{i}"), ROOM))
+        .collect();
+    let writers = connect_senders(
+        addr,
+        mode,
+        logins,
+        params,
+        |i| Tap {
+            me: Some(u32::try_from(i).unwrap_or(u32::MAX)),
+            count: false,
+            ack: None,
+            tally: Arc::clone(&sender_tally),
+            shard: i,
+        },
+        &mut readers,
+    )
+    .await?;
+
+    let meter = Meter::start(target);
+    let start = Instant::now();
+    let until = start + params.duration;
+    let rate = params.rate.unwrap_or(100.0);
+    let interval = Duration::from_secs_f64(params.senders as f64 / rate);
+    let plans = (0..params.senders)
+        .map(|i| SendPlan {
+            id: u32::try_from(i).unwrap_or(u32::MAX),
+            room: ROOM.into(),
+            pace: Pace::Rate {
+                interval,
+                first: start + interval.mul_f64(i as f64 / params.senders as f64),
+            },
+            until,
+            text_len: params.text_len,
+        })
+        .collect();
+    let mut churners = JoinSet::new();
+    for w in 0..params.churners {
+        churners.spawn(async move {
+            let mut hist = LocalHist::default();
+            let (mut cycles, mut failures) = (0u64, 0u64);
+            while Instant::now() < until && cycles < MAX_CYCLES_PER_CHURNER {
+                let login = Login {
+                    nick: format!("c{w}x{cycles}"),
+                    part_lobby: false,
+                    join: Some(ROOM.into()),
+                };
+                let t = Instant::now();
+                match client::churn_cycle(addr, mode, &login).await {
+                    Ok(()) => hist.record(t.elapsed()),
+                    Err(e) => {
+                        failures += 1;
+                        if failures <= 3 {
+                            eprintln!("chat-bench: churn cycle failed: {e:#}");
+                        }
+                        if failures >= 100 {
+                            break;
+                        }
+                    }
+                }
+                cycles += 1;
+            }
+            (hist, cycles, failures)
+        });
+    }
+    let (sent, writers) = run_senders(writers, mode, plans).await?;
+    let mut hist = LocalHist::default();
+    let (mut cycles, mut failures) = (0u64, 0u64);
+    while let Some(joined) = churners.join_next().await {
+        let (h, c, f) = joined.context("churn task failed")?;
+        hist.merge(&h);
+        cycles += c;
+        failures += f;
+    }
+    let churn_end = Instant::now();
+    let expected = sent * params.receivers as u64;
+    let end = drain(&tally, expected, DRAIN_QUIET, DRAIN_LIMIT).await;
+    let usage = meter.stop(target, end.max(churn_end));
+    readers.abort_all();
+    drop(writers);
+
+    let mut out = Outcome::new(params.receivers + params.senders + params.churners);
+    out.sent = sent;
+    out.expected = expected;
+    out.delivered = tally.delivered();
+    out.lag_events = tally.lag_events() + sender_tally.lag_events();
+    out.disconnects = tally.disconnects() + sender_tally.disconnects();
+    Meter::fill(&usage, &mut out);
+    out.derive_rates();
+    let cycle_secs = churn_end
+        .saturating_duration_since(start)
+        .as_secs_f64()
+        .max(1e-9);
+    out.churn = Some(Churn {
+        cycles: cycles - failures,
+        failures,
+        cycles_per_s: (cycles - failures) as f64 / cycle_secs,
+        cycle_latency: hist.latency(),
+        room_latency: tally.latency(),
+    });
+    // The table's latency columns show the cycle for W6; the busy room's is in `churn`.
+    out.latency = hist.latency();
+    out.messages_per_s = (cycles - failures) as f64 / cycle_secs;
+    Ok(out)
+}

@@ -1,0 +1,36 @@
+//! The `--quick` smoke test: tiny versions of every workload in both modes, server and
+//! reflector in this process. It asserts only that deliveries happen and nothing is lost,
+//! never a speed: the test suite runs on machines of every size and load.
+
+use chat_bench::{Options, run};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_mode_delivers_everything_in_every_workload_issue_4() {
+    let outcomes = run(&Options::quick(), |_| {})
+        .await
+        .expect("every quick workload runs");
+    // W1–W4 on the reflector, then all six in both modes on the server.
+    assert_eq!(outcomes.len(), 4 + 6 * 2, "{outcomes:#?}");
+    for o in &outcomes {
+        let what = format!("{} {} {}", o.workload, o.target, o.mode);
+        match o.workload {
+            "W1" | "W2" | "W3" | "W5" => {
+                assert!(o.delivered > 0, "{what}: nothing delivered: {o:#?}");
+                assert_eq!(o.lost, 0, "{what}: lost deliveries: {o:#?}");
+                assert_eq!(o.lag_events, 0, "{what}: lagged: {o:#?}");
+            }
+            "W4" => {
+                let idle = o.idle.as_ref().expect("W4 reports idle figures");
+                assert_eq!(idle.held, idle.connections, "{what}: connections dropped");
+            }
+            "W6" => {
+                let churn = o.churn.as_ref().expect("W6 reports churn figures");
+                assert!(churn.cycles > 0, "{what}: no churn cycle completed");
+                assert_eq!(churn.failures, 0, "{what}: churn cycles failed");
+                assert!(o.delivered > 0, "{what}: the busy room was silent");
+                assert_eq!(o.lost, 0, "{what}: the busy room lost deliveries");
+            }
+            other => panic!("unexpected workload {other}"),
+        }
+    }
+}
