@@ -1,9 +1,9 @@
 //! An outgoing event, encoded at most once per wire format and shared by every recipient.
 //!
 //! A room broadcast carries one `Arc<Event>`; each recipient's wire adapter asks it for its
-//! format's bytes. The first recipient of a format pays for the encoding, the rest get a
-//! clone of the same [`Bytes`] (a reference-count bump), so a room of 1,000 members costs one
-//! JSON serialisation, not 1,000. Formats nobody in the room speaks are never encoded.
+//! format's bytes. The first recipient of a format pays for the encoding, the rest read the
+//! same bytes, so a room of 1,000 members costs one JSON serialisation, not 1,000. Formats
+//! nobody in the room speaks are never encoded.
 
 use std::sync::OnceLock;
 
@@ -44,15 +44,14 @@ impl Event {
     }
 
     /// This event's bytes in `encoding`, built by `encode` only the first time they are asked
-    /// for.
+    /// for. Borrowed, not cloned: recipients copy them into their own write buffer, which
+    /// spares a reference count shared by every core.
     pub(crate) fn encoded(
         &self,
         encoding: Encoding,
         encode: impl FnOnce(&ServerMsg) -> Bytes,
-    ) -> Bytes {
-        self.encoded[encoding as usize]
-            .get_or_init(|| encode(&self.msg))
-            .clone()
+    ) -> &[u8] {
+        self.encoded[encoding as usize].get_or_init(|| encode(&self.msg))
     }
 
     /// Stores bytes already made for `encoding` (a caller that had to encode to measure
@@ -76,10 +75,10 @@ mod tests {
             calls.set(calls.get() + 1);
             Bytes::from_static(b"frame")
         };
-        let a = ev.encoded(Encoding::Framed, enc);
-        let b = ev.encoded(Encoding::Framed, enc);
+        let a = ev.encoded(Encoding::Framed, enc).as_ptr();
+        let b = ev.encoded(Encoding::Framed, enc).as_ptr();
         assert_eq!(calls.get(), 1);
-        assert_eq!(a.as_ptr(), b.as_ptr(), "recipients share one buffer");
+        assert_eq!(a, b, "recipients share one buffer");
         ev.encoded(Encoding::LineHere, enc);
         assert_eq!(calls.get(), 2);
     }

@@ -15,17 +15,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use chat_shared::validate::nick_key;
 use chat_shared::{DirectMessage, Nick, RoomInfo, RoomName, ServerMsg};
-use tokio::sync::mpsc;
 use tracing::warn;
 use uuid::Uuid;
 
 use crate::Config;
 use crate::event::Event;
+use crate::mailbox::{Full, Mailbox};
 use crate::now_ms;
 use crate::room::Room;
-
-/// A session's private mailbox: DMs and rename notices.
-pub(crate) type Mailbox = mpsc::Sender<Arc<Event>>;
 
 /// Why the hub refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +86,7 @@ impl IdIndex {
 struct Member {
     session: Uuid,
     nick: Nick,
-    mailbox: Mailbox,
+    mailbox: Arc<Mailbox>,
 }
 
 #[derive(Debug, Default)]
@@ -127,7 +124,7 @@ impl Hub {
         &self,
         session: Uuid,
         nick: &Nick,
-        mailbox: Mailbox,
+        mailbox: Arc<Mailbox>,
     ) -> Result<(), HubError> {
         let mut st = self.lock();
         let key = nick.key();
@@ -191,8 +188,11 @@ impl Hub {
             Some(session),
         ));
         mates.remove(&session);
-        let mailboxes: HashMap<Uuid, &Mailbox> =
-            st.nicks.values().map(|m| (m.session, &m.mailbox)).collect();
+        let mailboxes: HashMap<Uuid, &Mailbox> = st
+            .nicks
+            .values()
+            .map(|m| (m.session, m.mailbox.as_ref()))
+            .collect();
         for mate in mates {
             if let Some(mailbox) = mailboxes.get(&mate) {
                 deliver(mailbox, &event);
@@ -296,15 +296,10 @@ impl Hub {
 
 /// Puts an event in a session's mailbox without waiting.
 fn deliver(mailbox: &Mailbox, event: &Arc<Event>) {
-    match mailbox.try_send(Arc::clone(event)) {
-        Ok(()) => {}
-        // Expected: the session ended between the lookup and now.
-        Err(mpsc::error::TrySendError::Closed(_)) => {}
+    if mailbox.deliver(Arc::clone(event)) == Err(Full) {
         // The recipient has not read its mailbox for a long time: it is a slow consumer,
         // and waiting for it would stall the sender; it loses this notice instead.
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            warn!("mailbox full, notice dropped for a slow client");
-        }
+        warn!("mailbox full, notice dropped for a slow client");
     }
 }
 
@@ -323,11 +318,11 @@ mod tests {
     #[test]
     fn nicks_are_unique_without_regard_to_case() {
         let hub = hub(Config::default());
-        let (tx, _rx) = mpsc::channel(4);
-        hub.register(Uuid::new_v4(), &nick("Alice"), tx.clone())
+        let mailbox = Arc::new(Mailbox::new(4));
+        hub.register(Uuid::new_v4(), &nick("Alice"), Arc::clone(&mailbox))
             .unwrap();
         assert_eq!(
-            hub.register(Uuid::new_v4(), &nick("aLICE"), tx),
+            hub.register(Uuid::new_v4(), &nick("aLICE"), mailbox),
             Err(HubError::NickTaken)
         );
     }
@@ -336,10 +331,10 @@ mod tests {
     fn rename_notifies_each_room_mate_once() {
         let hub = hub(Config::default());
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-        let (a_tx, _a_rx) = mpsc::channel(4);
-        let (b_tx, mut b_rx) = mpsc::channel(4);
-        hub.register(a, &nick("a"), a_tx).unwrap();
-        hub.register(b, &nick("b"), b_tx).unwrap();
+        let a_box = Arc::new(Mailbox::new(4));
+        let b_box = Arc::new(Mailbox::new(4));
+        hub.register(a, &nick("a"), a_box).unwrap();
+        hub.register(b, &nick("b"), Arc::clone(&b_box)).unwrap();
         let r1 = hub.room(&RoomName::parse("one").unwrap()).unwrap();
         let r2 = hub.room(&RoomName::parse("two").unwrap()).unwrap();
         for r in [&r1, &r2] {
@@ -349,10 +344,10 @@ mod tests {
         hub.rename(a, &nick("a"), &nick("A2"), &[r1.clone(), r2.clone()])
             .unwrap();
         assert!(matches!(
-            b_rx.try_recv().unwrap().msg,
+            b_box.try_take().unwrap().msg,
             ServerMsg::NickChanged { .. }
         ));
-        assert!(b_rx.try_recv().is_err(), "one notice, not one per room");
+        assert!(b_box.try_take().is_none(), "one notice, not one per room");
         assert_eq!(r1.members(), ["A2", "b"]);
     }
 

@@ -12,6 +12,7 @@
 //! - `hub` and `room`: who is online, the rooms, fan-out, history and message ids.
 //! - `limits`: the message rate limiter and the connection limits.
 //! - `event`: an outgoing event, encoded once per wire format and shared.
+//! - `mailbox`: a session's private queue for DMs and rename notices.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ mod event;
 mod hub;
 mod limits;
 mod listener;
+mod mailbox;
 mod room;
 mod session;
 mod wire;
@@ -114,6 +116,8 @@ pub(crate) struct Shared {
     pub(crate) limits: limits::ConnLimits,
     /// Cancelled once, at shutdown: every session says `bye` and ends.
     pub(crate) cancel: CancellationToken,
+    /// Every connection and session task, so shutdown can wait for them.
+    pub(crate) tracker: TaskTracker,
 }
 
 /// Serves `listener` until `shutdown` completes, then says goodbye to every client and
@@ -135,8 +139,9 @@ pub async fn run(
         limits: limits::ConnLimits::new(config.max_clients, config.max_clients_per_ip),
         config,
         cancel: CancellationToken::new(),
+        tracker: TaskTracker::new(),
     });
-    let tracker = TaskTracker::new();
+    let tracker = shared.tracker.clone();
     info!("listening on {addr}");
     tokio::select! {
         () = listener::accept_loop(&listener, &shared, &tracker) => {}

@@ -29,33 +29,31 @@ pub(crate) enum Verdict {
     Flood,
 }
 
-/// A token bucket: `rate` messages per second, bursts of up to `burst`.
+/// A token bucket: `rate` messages per second, bursts of up to `burst`. The rate and burst
+/// are the server's, passed to each check rather than copied into every connection.
 #[derive(Debug)]
 pub(crate) struct RateLimiter {
-    rate: f64,
-    burst: f64,
     tokens: f64,
     strikes: f64,
     last: Instant,
 }
 
 impl RateLimiter {
-    pub(crate) fn new(rate: f64, burst: u32) -> Self {
+    pub(crate) fn new(burst: u32) -> Self {
         let burst = f64::from(burst.max(1));
         Self {
-            rate,
-            burst,
             tokens: burst,
             strikes: burst * STRIKES_PER_BURST,
             last: Instant::now(),
         }
     }
 
-    pub(crate) fn check(&mut self, now: Instant) -> Verdict {
-        let refill = now.saturating_duration_since(self.last).as_secs_f64() * self.rate;
+    pub(crate) fn check(&mut self, now: Instant, rate: f64, burst: u32) -> Verdict {
+        let burst = f64::from(burst.max(1));
+        let refill = now.saturating_duration_since(self.last).as_secs_f64() * rate;
         self.last = now;
-        self.tokens = (self.tokens + refill).min(self.burst);
-        self.strikes = (self.strikes + refill).min(self.burst * STRIKES_PER_BURST);
+        self.tokens = (self.tokens + refill).min(burst);
+        self.strikes = (self.strikes + refill).min(burst * STRIKES_PER_BURST);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             return Verdict::Allow;
@@ -144,15 +142,18 @@ mod tests {
     #[test]
     fn bursts_pass_then_the_rate_holds() {
         let start = Instant::now();
-        let mut rl = RateLimiter::new(5.0, 10);
+        let mut rl = RateLimiter::new(10);
         for _ in 0..10 {
-            assert_eq!(rl.check(start), Verdict::Allow);
+            assert_eq!(rl.check(start, 5.0, 10), Verdict::Allow);
         }
-        assert_eq!(rl.check(start), Verdict::Reject);
+        assert_eq!(rl.check(start, 5.0, 10), Verdict::Reject);
         // 5 per second: 200 ms buys one message.
-        assert_eq!(rl.check(start + Duration::from_millis(200)), Verdict::Allow);
         assert_eq!(
-            rl.check(start + Duration::from_millis(200)),
+            rl.check(start + Duration::from_millis(200), 5.0, 10),
+            Verdict::Allow
+        );
+        assert_eq!(
+            rl.check(start + Duration::from_millis(200), 5.0, 10),
             Verdict::Reject
         );
     }
@@ -160,8 +161,8 @@ mod tests {
     #[test]
     fn a_pasted_paragraph_is_not_a_flood_but_a_stream_is() {
         let start = Instant::now();
-        let mut rl = RateLimiter::new(5.0, 10);
-        let verdicts: Vec<Verdict> = (0..30).map(|_| rl.check(start)).collect();
+        let mut rl = RateLimiter::new(10);
+        let verdicts: Vec<Verdict> = (0..30).map(|_| rl.check(start, 5.0, 10)).collect();
         assert_eq!(
             verdicts.iter().filter(|v| **v == Verdict::Allow).count(),
             10
@@ -173,7 +174,7 @@ mod tests {
         let mut t = start;
         let flood = (0..1000).find(|_| {
             t += Duration::from_millis(10); // 100 messages a second
-            rl.check(t) == Verdict::Flood
+            rl.check(t, 5.0, 10) == Verdict::Flood
         });
         assert!(
             flood.is_some_and(|i| i < 100),

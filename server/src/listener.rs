@@ -21,7 +21,7 @@ use chat_shared::{ByeReason, ErrorCode, ServerMsg};
 use tokio::time::timeout;
 
 use crate::Shared;
-use crate::limits::Refusal;
+use crate::limits::{Admission, Refusal};
 use crate::session::Session;
 use crate::wire::framed;
 use crate::wire::framed::FramedWire;
@@ -41,11 +41,7 @@ pub(crate) async fn accept_loop(
                 backoff = Duration::from_millis(5);
                 match shared.limits.admit(peer.ip()) {
                     Ok(admission) => {
-                        let shared = Arc::clone(shared);
-                        tracker.spawn(async move {
-                            connection(stream, peer, shared).await;
-                            drop(admission);
-                        });
+                        tracker.spawn(connection(stream, peer, Arc::clone(shared), admission));
                     }
                     Err(refusal) => {
                         debug!(%peer, ?refusal, "connection refused");
@@ -68,8 +64,14 @@ enum Mode {
     Line,
 }
 
-/// One connection, from its first byte to its end.
-async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+/// One connection until its mode is known; then its session runs in a task of its own, sized
+/// for that session alone (an idle connection's memory is mostly its task).
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    admission: Admission,
+) {
     let config = &shared.config;
     // The server batches its own writes, so Nagle's algorithm would only add latency.
     if let Err(e) = stream.set_nodelay(true) {
@@ -94,14 +96,17 @@ async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let id = Uuid::now_v7();
     debug!(%peer, session = %id, ?mode, "connected");
     let (reader, writer) = stream.into_split();
+    let tracker = shared.tracker.clone();
     match mode {
         Mode::Framed => {
             let wire = FramedWire::new(reader, writer, config.max_frame);
-            Session::new(id, wire, &shared).run(&shared, deadline).await;
+            let session = Session::new(id, wire, &shared);
+            tracker.spawn(session.run(deadline, admission));
         }
         Mode::Line => {
             let wire = LineWire::new(reader, writer, config.max_line, id);
-            Session::new(id, wire, &shared).run(&shared, deadline).await;
+            let session = Session::new(id, wire, &shared);
+            tracker.spawn(session.run(deadline, admission));
         }
     }
 }
@@ -189,4 +194,50 @@ async fn write_all(stream: &TcpStream, bytes: &[u8]) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+    /// An idle connection's memory is mostly its session task; W4 of `chat-bench` measures
+    /// the whole. This keeps the task from silently growing back (it was 2.7 KB before the
+    /// rare phases were boxed and `run` stopped copying `self`).
+    #[tokio::test]
+    async fn session_tasks_stay_under_a_kilobyte() {
+        const BUDGET: usize = 1024;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = Arc::new(crate::Config::default());
+        let shared = Arc::new(Shared {
+            hub: Arc::new(crate::hub::Hub::new(Arc::clone(&config))),
+            limits: crate::limits::ConnLimits::new(10, 10),
+            config,
+            cancel: tokio_util::sync::CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        });
+        let mut sizes = Vec::new();
+        for framed in [true, false] {
+            let _client = TcpStream::connect(addr).await.unwrap();
+            let (stream, peer) = listener.accept().await.unwrap();
+            let admission = shared.limits.admit(peer.ip()).unwrap();
+            let (r, w) = stream.into_split();
+            let size = if framed {
+                let wire: FramedWire<OwnedReadHalf, OwnedWriteHalf> = FramedWire::new(r, w, 1024);
+                let task = Session::new(Uuid::nil(), wire, &shared).run(Instant::now(), admission);
+                std::mem::size_of_val(&task)
+            } else {
+                let wire: LineWire<OwnedReadHalf, OwnedWriteHalf> =
+                    LineWire::new(r, w, 1024, Uuid::nil());
+                let task = Session::new(Uuid::nil(), wire, &shared).run(Instant::now(), admission);
+                std::mem::size_of_val(&task)
+            };
+            sizes.push(size);
+        }
+        assert!(
+            sizes.iter().all(|&s| s <= BUDGET),
+            "session task sizes (framed, line): {sizes:?}"
+        );
+    }
 }

@@ -21,18 +21,19 @@ use chat_shared::{
 };
 use futures::FutureExt;
 use serde_json::Value;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_stream::StreamExt;
 use tokio_stream::StreamMap;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 use uuid::Uuid;
 
 use crate::event::{Encoding, Event};
 use crate::hub::{Hub, HubError};
 use crate::limits::{RateLimiter, Verdict};
+use crate::mailbox::Mailbox;
 use crate::room::{Posted, Room, RoomError};
 use crate::wire::{Inbound, Wire, framed};
 use crate::{Config, Shared};
@@ -65,11 +66,13 @@ pub(crate) struct Session<W> {
     wire: W,
     hub: Arc<Hub>,
     config: Arc<Config>,
+    /// The server's shutdown signal.
+    cancel: CancellationToken,
     /// Set once registered; then the session holds this nick in the hub.
     nick: Option<Nick>,
     rooms: HashMap<RoomName, Arc<Room>>,
     subs: Subscriptions,
-    mailbox_rx: Option<mpsc::Receiver<Arc<Event>>>,
+    mailbox: Arc<Mailbox>,
     bad_in_a_row: u32,
     /// Last time any input arrived; an idle framed client is pinged from here.
     last_heard: Instant,
@@ -95,47 +98,60 @@ impl<W: Wire> Session<W> {
             wire,
             hub: Arc::clone(&shared.hub),
             config: Arc::clone(&shared.config),
+            cancel: shared.cancel.clone(),
             nick: None,
             rooms: HashMap::new(),
             subs: StreamMap::new(),
-            mailbox_rx: None,
+            mailbox: Arc::new(Mailbox::new(shared.config.mailbox)),
             bad_in_a_row: 0,
             last_heard: Instant::now(),
             ping_sent: None,
             part_reason: "quit".into(),
-            rate: RateLimiter::new(shared.config.rate, shared.config.burst),
+            rate: RateLimiter::new(shared.config.burst),
         }
     }
 
-    /// Runs the session to its end. `deadline` bounds registration (the handshake timeout).
-    pub(crate) async fn run(mut self, shared: &Shared, deadline: Instant) {
-        let exit = match self.register(shared, deadline).await {
-            Ok(()) => self.serve(shared).await,
-            Err(exit) => exit,
-        };
-        debug!(session = %self.id, ?exit, "session ends");
-        match exit {
-            Exit::Quit(reason) => {
-                if let Some(reason) = reason {
-                    self.part_reason = reason;
+    /// Runs the session to its end. `deadline` bounds registration (the handshake timeout);
+    /// `guard` (the connection's slot) is released when the session ends.
+    ///
+    /// This is a connection's task, alive as long as the connection, so its size is most of
+    /// what an idle connection costs: the phases that run once (registration, closing) are
+    /// boxed, taking their state to the heap only while they run.
+    /// (Written as a function returning an `async move` block, not an `async fn`: an async
+    /// fn copies its arguments into the future twice, and this one's `self` is big.)
+    #[allow(clippy::manual_async_fn)] // deliberately not an async fn: see above
+    pub(crate) fn run<G>(mut self, deadline: Instant, guard: G) -> impl Future<Output = ()> {
+        async move {
+            let registered = Box::pin(self.register(deadline)).await;
+            let exit = match registered {
+                Ok(()) => self.serve().await,
+                Err(exit) => exit,
+            };
+            debug!(session = %self.id, ?exit, "session ends");
+            match exit {
+                Exit::Quit(reason) => {
+                    if let Some(reason) = reason {
+                        self.part_reason = reason;
+                    }
+                }
+                Exit::Bye(reason, message) => {
+                    if reason == ByeReason::Timeout {
+                        self.part_reason = "timeout".into();
+                    }
+                    self.reply(ServerMsg::Bye {
+                        reason,
+                        message: Some(message),
+                    });
                 }
             }
-            Exit::Bye(reason, message) => {
-                if reason == ByeReason::Timeout {
-                    self.part_reason = "timeout".into();
-                }
-                self.reply(ServerMsg::Bye {
-                    reason,
-                    message: Some(message),
-                });
-            }
+            // The connection is closing anyway; a client that cannot take its last words in
+            // time loses them.
+            let _ = timeout(LAST_WORDS, self.wire.flush()).await;
+            // Room-mates hear of the departure now, not after the lingering close.
+            self.leave();
+            Box::pin(self.wire.close()).await;
+            drop(guard);
         }
-        // The connection is closing anyway; a client that cannot take its last words in
-        // time loses them.
-        let _ = timeout(LAST_WORDS, self.wire.flush()).await;
-        // Room-mates hear of the departure now, not after the lingering close.
-        self.leave();
-        self.wire.close().await;
     }
 
     fn reply(&mut self, msg: ServerMsg) {
@@ -169,11 +185,11 @@ impl<W: Wire> Session<W> {
     }
 
     /// Reads until a `hello` succeeds; answers what is allowed before it.
-    async fn register(&mut self, shared: &Shared, deadline: Instant) -> Result<(), Exit> {
+    async fn register(&mut self, deadline: Instant) -> Result<(), Exit> {
         loop {
             let inbound = tokio::select! {
                 biased;
-                () = shared.cancel.cancelled() => return Err(shutdown_exit()),
+                () = self.cancel.cancelled() => return Err(shutdown_exit()),
                 () = sleep_until(deadline) => return Err(Exit::Bye(
                     ByeReason::HandshakeTimeout,
                     "no nick given in time".into(),
@@ -237,8 +253,11 @@ impl<W: Wire> Session<W> {
                 return false;
             }
         };
-        let (mailbox_tx, mailbox_rx) = mpsc::channel(self.config.mailbox);
-        if self.hub.register(self.id, &nick, mailbox_tx).is_err() {
+        if self
+            .hub
+            .register(self.id, &nick, Arc::clone(&self.mailbox))
+            .is_err()
+        {
             self.reply(error(
                 ErrorCode::NickTaken,
                 format!("nick {nick} is already taken"),
@@ -247,7 +266,6 @@ impl<W: Wire> Session<W> {
             return false;
         }
         info!(session = %self.id, %nick, client = client.unwrap_or("-"), "registered");
-        self.mailbox_rx = Some(mailbox_rx);
         self.reply(ServerMsg::Welcome {
             nick: nick.to_string(),
             session: self.id,
@@ -261,10 +279,8 @@ impl<W: Wire> Session<W> {
     }
 
     /// The main loop of a registered session.
-    async fn serve(&mut self, shared: &Shared) -> Exit {
-        let Some(mut mailbox_rx) = self.mailbox_rx.take() else {
-            return Exit::Quit(None);
-        };
+    async fn serve(&mut self) -> Exit {
+        let mailbox = Arc::clone(&self.mailbox);
         loop {
             let ping_at = match self.ping_sent {
                 Some(sent) => sent + self.config.ping_timeout,
@@ -272,9 +288,9 @@ impl<W: Wire> Session<W> {
             };
             let step = tokio::select! {
                 biased;
-                () = shared.cancel.cancelled() => Err(shutdown_exit()),
+                () = self.cancel.cancelled() => Err(shutdown_exit()),
                 inbound = self.wire.recv() => self.on_inbound(inbound),
-                Some(event) = mailbox_rx.recv() => {
+                event = mailbox.take() => {
                     self.wire.push(&event);
                     Ok(())
                 }
@@ -287,7 +303,7 @@ impl<W: Wire> Session<W> {
             if let Err(exit) = step {
                 return exit;
             }
-            self.drain_ready(&mut mailbox_rx);
+            self.drain_ready();
             if let Err(exit) = self.flush().await {
                 return exit;
             }
@@ -295,12 +311,12 @@ impl<W: Wire> Session<W> {
     }
 
     /// Queues whatever else is already waiting, without waiting, up to one batch.
-    fn drain_ready(&mut self, mailbox_rx: &mut mpsc::Receiver<Arc<Event>>) {
+    fn drain_ready(&mut self) {
         for _ in 0..MAX_BATCH {
             if self.wire.pending() >= MAX_BATCH_BYTES {
                 return;
             }
-            if let Ok(event) = mailbox_rx.try_recv() {
+            if let Some(event) = self.mailbox.try_take() {
                 self.wire.push(&event);
                 continue;
             }
@@ -380,7 +396,10 @@ impl<W: Wire> Session<W> {
     fn handle(&mut self, req: Request) -> Result<(), Exit> {
         let ref_id = req.id;
         if matches!(req.msg, ClientMsg::Say { .. } | ClientMsg::Dm { .. }) {
-            match self.rate.check(Instant::now()) {
+            match self
+                .rate
+                .check(Instant::now(), self.config.rate, self.config.burst)
+            {
                 Verdict::Allow => {}
                 Verdict::Reject => {
                     self.reply(error(
@@ -758,7 +777,7 @@ mod tests {
         };
         let event = fit(&nicks, false, Cut::Back, make, 4096);
         let frame = event.encoded(Encoding::Framed, framed::encode);
-        assert!(chat_shared::codec::payload_len(&frame) <= 4096);
+        assert!(chat_shared::codec::payload_len(frame) <= 4096);
         let ServerMsg::Members {
             nicks: kept,
             truncated,

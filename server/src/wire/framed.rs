@@ -2,22 +2,18 @@
 
 use bytes::Bytes;
 use chat_shared::{CodecError, FrameCodec, Request, ServerMsg, encode_frame};
-use futures::StreamExt;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::codec::FramedRead;
 use tracing::error;
 use uuid::Uuid;
 
 use super::outbox::Outbox;
+use super::reader::Reader;
 use super::{Inbound, Wire};
 use crate::event::{Encoding, Event};
 
-/// Initial read buffer: enough for a typical request; it grows for a large frame.
-const READ_BUF: usize = 1024;
-
 pub(crate) struct FramedWire<R, W> {
-    reader: FramedRead<R, FrameCodec>,
+    reader: Reader<R, FrameCodec>,
     writer: W,
     out: Outbox,
 }
@@ -25,7 +21,7 @@ pub(crate) struct FramedWire<R, W> {
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> FramedWire<R, W> {
     pub(crate) fn new(reader: R, writer: W, max_frame: usize) -> Self {
         Self {
-            reader: FramedRead::with_capacity(reader, FrameCodec::new(max_frame), READ_BUF),
+            reader: Reader::new(reader, FrameCodec::new(max_frame)),
             writer,
             out: Outbox::default(),
         }

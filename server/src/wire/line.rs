@@ -13,17 +13,14 @@ use std::fmt::Write as _;
 
 use bytes::Bytes;
 use chat_shared::{ByeReason, ChatMessage, ClientMsg, ErrorCode, Request, ServerMsg};
-use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::codec::FramedRead;
 use uuid::Uuid;
 
 use super::line_codec::{LineCodec, LineItem};
 use super::outbox::Outbox;
+use super::reader::Reader;
 use super::{Inbound, Wire};
 use crate::event::{Encoding, Event};
-
-const READ_BUF: usize = 256;
 
 /// Sent when a client says nothing within the sniff window.
 pub(crate) const GREETING: &str = "-- Welcome to chat-server! What is your nick?\r\n";
@@ -43,10 +40,9 @@ const HELP: &[&str] = &[
 ];
 
 pub(crate) struct LineWire<R, W> {
-    reader: FramedRead<R, LineCodec>,
+    reader: Reader<R, LineCodec>,
     writer: W,
     out: Outbox,
-    max_line: usize,
     session: Uuid,
     /// Set by `welcome`; before it, a line is a nick.
     nick: Option<String>,
@@ -57,10 +53,9 @@ pub(crate) struct LineWire<R, W> {
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> LineWire<R, W> {
     pub(crate) fn new(reader: R, writer: W, max_line: usize, session: Uuid) -> Self {
         Self {
-            reader: FramedRead::with_capacity(reader, LineCodec::new(max_line), READ_BUF),
+            reader: Reader::new(reader, LineCodec::new(max_line)),
             writer,
             out: Outbox::default(),
-            max_line,
             session,
             nick: None,
             rooms: Vec::new(),
@@ -74,7 +69,7 @@ impl<R, W> LineWire<R, W> {
     }
 
     fn say_line(&mut self, text: String) {
-        self.out.push(Bytes::from(text));
+        self.out.push(text.as_bytes());
     }
 
     fn notice(&mut self, text: &str) {
@@ -377,7 +372,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Wire for LineWire<R, W> {
                 LineItem::Line(line) => self.translate(&line),
                 LineItem::TooLong(len) => Some(self.complain(&format!(
                     "line too long ({len} bytes, the limit is {}): ignored",
-                    self.max_line
+                    self.reader.codec().max_line()
                 ))),
             };
             if let Some(inbound) = inbound {

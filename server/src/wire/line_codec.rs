@@ -62,6 +62,10 @@ impl LineCodec {
         }
     }
 
+    pub(crate) fn max_line(&self) -> usize {
+        self.max_line
+    }
+
     fn finish_line(&mut self) -> LineItem {
         // The limit counts bytes before the terminator, and "\r\n" is a terminator.
         let len = std::mem::take(&mut self.seen) - usize::from(self.last_cr);

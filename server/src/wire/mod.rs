@@ -8,18 +8,23 @@
 //! - [`framed`]: length-prefixed JSON.
 //! - [`line`]: plain text lines for `nc` and `telnet`.
 //! - [`line_codec`]: line mode's byte-level decoder (CRLF, telnet, UTF-8, line limit).
-//! - [`outbox`]: the outgoing byte queue both adapters flush with vectored writes.
+//! - [`outbox`]: the outgoing byte buffer both adapters write with one syscall per batch.
+//! - [`reader`]: decoding input without holding a read buffer while idle.
 
 pub(crate) mod framed;
 pub(crate) mod line;
 pub(crate) mod line_codec;
 pub(crate) mod outbox;
+pub(crate) mod reader;
 
 use std::time::Duration;
 
 use chat_shared::Request;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::{Instant, timeout_at};
+use std::pin::Pin;
+use std::task::Poll;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::timeout;
 use uuid::Uuid;
 
 use crate::event::Event;
@@ -82,7 +87,19 @@ where
 {
     // Errors mean the peer is already gone, which is what closing wants.
     let _ = writer.shutdown().await;
-    let deadline = Instant::now() + LINGER;
-    let mut scratch = [0u8; 1024];
-    while let Ok(Ok(1..)) = timeout_at(deadline, reader.read(&mut scratch)).await {}
+    let discard = std::future::poll_fn(|cx| {
+        loop {
+            // On the stack of this poll, not in the future: every connection's task holds
+            // its future for its whole life.
+            let mut scratch = [0u8; 1024];
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut *reader).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => continue,
+                Poll::Ready(_) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    });
+    // Timing out is the other normal end: the client keeps sending.
+    let _ = timeout(LINGER, discard).await;
 }

@@ -1,0 +1,122 @@
+//! Reading a connection through a decoder without keeping a read buffer while it is idle.
+//!
+//! tokio-util's `FramedRead` owns a buffer for the life of the connection, and one emptied
+//! to save memory is refilled eight bytes at a time. Most connections are idle most of the
+//! time, so this reader polls into a scratch buffer on the stack and copies what arrived to
+//! the heap; once the decoder has consumed everything, the heap buffer is freed. Only a
+//! connection in the middle of a frame or a line holds memory for it.
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::{Poll, ready};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio_util::codec::Decoder;
+
+/// Bytes read per syscall at most.
+const SCRATCH: usize = 4096;
+
+pub(crate) struct Reader<R, D> {
+    io: R,
+    codec: D,
+    buf: BytesMut,
+    eof: bool,
+}
+
+impl<R: AsyncRead + Unpin, D: Decoder> Reader<R, D>
+where
+    D::Error: From<std::io::Error>,
+{
+    pub(crate) fn new(io: R, codec: D) -> Self {
+        Self {
+            io,
+            codec,
+            buf: BytesMut::new(),
+            eof: false,
+        }
+    }
+
+    pub(crate) fn get_mut(&mut self) -> &mut R {
+        &mut self.io
+    }
+
+    pub(crate) fn codec(&self) -> &D {
+        &self.codec
+    }
+
+    /// The next decoded item; `None` at the end of the stream. Cancel-safe: bytes read are
+    /// in `self` before the future can complete.
+    pub(crate) async fn next(&mut self) -> Option<Result<D::Item, D::Error>> {
+        loop {
+            if self.eof {
+                return self.codec.decode_eof(&mut self.buf).transpose();
+            }
+            if !self.buf.is_empty() {
+                match self.codec.decode(&mut self.buf) {
+                    Ok(Some(item)) => {
+                        if self.buf.is_empty() {
+                            self.buf = BytesMut::new();
+                        }
+                        return Some(Ok(item));
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+            match self.fill().await {
+                Ok(0) => self.eof = true,
+                Ok(_) => {}
+                Err(e) => return Some(Err(e.into())),
+            }
+        }
+    }
+
+    /// Reads once into the stack scratch buffer and appends what came to `self.buf`.
+    async fn fill(&mut self) -> std::io::Result<usize> {
+        poll_fn(|cx| {
+            let mut scratch = [0u8; SCRATCH];
+            let mut read = ReadBuf::new(&mut scratch);
+            ready!(Pin::new(&mut self.io).poll_read(cx, &mut read))?;
+            self.buf.extend_from_slice(read.filled());
+            Poll::Ready(Ok(read.filled().len()))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::line_codec::{LineCodec, LineItem};
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn decodes_across_reads_and_frees_the_buffer_between_items() {
+        let (client, server) = tokio::io::duplex(64);
+        let mut reader = Reader::new(server, LineCodec::new(100));
+        let mut client = client;
+        client.write_all(b"hel").await.unwrap();
+        let pending = tokio::spawn(async move {
+            let item = reader.next().await;
+            (reader, item)
+        });
+        client.write_all(b"lo\nworld").await.unwrap();
+        let (mut reader, item) = pending.await.unwrap();
+        assert_eq!(item.unwrap().unwrap(), LineItem::Line("hello".into()));
+        assert!(reader.buf.capacity() > 0, "half a line is still held");
+        client.write_all(b"\n").await.unwrap();
+        assert_eq!(
+            reader.next().await.unwrap().unwrap(),
+            LineItem::Line("world".into())
+        );
+        assert_eq!(reader.buf.capacity(), 0, "an idle reader holds no buffer");
+        client.write_all(b"last").await.unwrap();
+        drop(client);
+        assert_eq!(
+            reader.next().await.unwrap().unwrap(),
+            LineItem::Line("last".into())
+        );
+        assert!(reader.next().await.is_none());
+    }
+}
