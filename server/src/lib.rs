@@ -13,6 +13,7 @@
 //! - `limits`: the message rate limiter and the connection limits.
 //! - `event`: an outgoing event, encoded once per wire format and shared.
 //! - `mailbox`: a session's private queue for DMs and rename notices.
+//! - `subscriptions`: a session's room receivers, drained without a future per message.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ mod listener;
 mod mailbox;
 mod room;
 mod session;
+mod subscriptions;
 mod wire;
 
 /// Server settings. Every limit is here, with the contract's default; `chat-server --help`

@@ -19,13 +19,8 @@ use chat_shared::{
     ByeReason, ChatMessage, ClientMsg, ErrorCode, Nick, PROTOCOL_VERSION, Request, RoomName,
     ServerMsg,
 };
-use futures::FutureExt;
 use serde_json::Value;
 use tokio::time::{Instant, sleep_until, timeout};
-use tokio_stream::StreamExt;
-use tokio_stream::StreamMap;
-use tokio_stream::wrappers::BroadcastStream;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 use uuid::Uuid;
@@ -35,6 +30,7 @@ use crate::hub::{Hub, HubError};
 use crate::limits::{RateLimiter, Verdict};
 use crate::mailbox::Mailbox;
 use crate::room::{Posted, Room, RoomError};
+use crate::subscriptions::{Delivery, Subscriptions};
 use crate::wire::{Inbound, Wire, framed};
 use crate::{Config, Shared};
 
@@ -58,8 +54,6 @@ enum Exit {
     /// A `bye` to send first, then close.
     Bye(ByeReason, String),
 }
-
-type Subscriptions = StreamMap<RoomName, BroadcastStream<Arc<Event>>>;
 
 pub(crate) struct Session<W> {
     id: Uuid,
@@ -101,7 +95,7 @@ impl<W: Wire> Session<W> {
             cancel: shared.cancel.clone(),
             nick: None,
             rooms: HashMap::new(),
-            subs: StreamMap::new(),
+            subs: Subscriptions::default(),
             mailbox: Arc::new(Mailbox::new(shared.config.mailbox)),
             bad_in_a_row: 0,
             last_heard: Instant::now(),
@@ -294,8 +288,8 @@ impl<W: Wire> Session<W> {
                     self.wire.push(&event);
                     Ok(())
                 }
-                Some((room, item)) = self.subs.next(), if !self.subs.is_empty() => {
-                    self.on_broadcast(&room, item);
+                delivery = self.subs.next(), if !self.subs.is_empty() => {
+                    self.on_broadcast(delivery);
                     Ok(())
                 }
                 () = sleep_until(ping_at), if W::PINGS => self.on_ping_due(),
@@ -320,22 +314,18 @@ impl<W: Wire> Session<W> {
                 self.wire.push(&event);
                 continue;
             }
-            match self.subs.next().now_or_never() {
-                Some(Some((room, item))) => self.on_broadcast(&room, item),
-                _ => return,
+            match self.subs.try_next() {
+                Some(delivery) => self.on_broadcast(delivery),
+                None => return,
             }
         }
     }
 
-    fn on_broadcast(
-        &mut self,
-        room: &RoomName,
-        item: Result<Arc<Event>, BroadcastStreamRecvError>,
-    ) {
-        match item {
-            Ok(event) => self.wire.push(&event),
+    fn on_broadcast(&mut self, delivery: Delivery) {
+        match delivery {
+            Delivery::Event(event) => self.wire.push(&event),
             // Expected for a slow reader: it skipped messages and may fetch them.
-            Err(BroadcastStreamRecvError::Lagged(missed)) => self.reply(ServerMsg::Lagged {
+            Delivery::Lagged { room, missed } => self.reply(ServerMsg::Lagged {
                 room: room.to_string(),
                 missed,
             }),
@@ -556,8 +546,7 @@ impl<W: Wire> Session<W> {
         let nick = self.nick().clone();
         let joined = room.join(self.id, &nick, since, self.config.history_on_join);
         // Replaces any earlier receiver of this room: the snapshot below covers up to now.
-        self.subs
-            .insert(name.clone(), BroadcastStream::new(joined.rx));
+        self.subs.insert(name.clone(), joined.rx);
         self.rooms.insert(name.clone(), room);
         self.wire.push(&joined.event);
         self.push_history(name.as_str(), joined.history, joined.truncated);
@@ -705,7 +694,7 @@ impl<W> Session<W> {
             let _ = room.part(self.id, Some(self.part_reason.clone()));
         }
         self.rooms.clear();
-        self.subs = StreamMap::new();
+        self.subs.clear();
         self.hub.unregister(self.id, &nick);
         info!(session = %self.id, %nick, reason = %self.part_reason, "left");
     }
