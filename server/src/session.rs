@@ -236,16 +236,8 @@ impl<W: Wire> Session<W> {
 
     /// Registers `nick`, sends `welcome` and joins the default room. False when refused.
     fn hello(&mut self, raw: &str, ref_id: Option<Uuid>, client: Option<&str>) -> bool {
-        let nick = match Nick::parse(raw) {
-            Ok(nick) => nick,
-            Err(e) => {
-                self.reply(error(
-                    ErrorCode::NickInvalid,
-                    name_error("nick", raw, &e),
-                    ref_id,
-                ));
-                return false;
-            }
+        let Some(nick) = self.parse_nick(raw, ref_id) else {
+            return false;
         };
         if self
             .hub
@@ -410,14 +402,11 @@ impl<W: Wire> Session<W> {
         match req.msg {
             ClientMsg::Say { room, text, action } => self.say(&room, &text, action, ref_id),
             ClientMsg::Dm { to, text } => self.dm(&to, &text, ref_id),
-            ClientMsg::Join { room, since } => match RoomName::parse(&room) {
-                Ok(name) => self.join(name, since, ref_id),
-                Err(e) => self.reply(error(
-                    ErrorCode::RoomInvalid,
-                    name_error("room", &room, &e),
-                    ref_id,
-                )),
-            },
+            ClientMsg::Join { room, since } => {
+                if let Some(name) = self.parse_room(&room, ref_id) {
+                    self.join(name, since, ref_id);
+                }
+            }
             ClientMsg::Part { room, reason } => self.part(&room, reason.as_deref(), ref_id),
             ClientMsg::Nick { nick } => self.rename(&nick, ref_id),
             ClientMsg::Who { room } => self.who(&room, ref_id),
@@ -454,29 +443,35 @@ impl<W: Wire> Session<W> {
         Ok(())
     }
 
-    /// Resolves a room the client must have joined.
+    /// Parses a room name, answering `room_invalid` when it breaks the rules.
+    fn parse_room(&mut self, raw: &str, ref_id: Option<Uuid>) -> Option<RoomName> {
+        RoomName::parse(raw)
+            .map_err(|e| {
+                let message = name_error("room", raw, &e);
+                self.reply(error(ErrorCode::RoomInvalid, message, ref_id));
+            })
+            .ok()
+    }
+
+    /// Parses a nick, answering `nick_invalid` when it breaks the rules.
+    fn parse_nick(&mut self, raw: &str, ref_id: Option<Uuid>) -> Option<Nick> {
+        Nick::parse(raw)
+            .map_err(|e| {
+                let message = name_error("nick", raw, &e);
+                self.reply(error(ErrorCode::NickInvalid, message, ref_id));
+            })
+            .ok()
+    }
+
+    /// Resolves a room the client must have joined, answering `not_in_room` otherwise.
     fn joined_room(&mut self, raw: &str, ref_id: Option<Uuid>) -> Option<Arc<Room>> {
-        match RoomName::parse(raw) {
-            Ok(name) => match self.rooms.get(&name) {
-                Some(room) => Some(Arc::clone(room)),
-                None => {
-                    self.reply(error(
-                        ErrorCode::NotInRoom,
-                        format!("you are not in #{name}"),
-                        ref_id,
-                    ));
-                    None
-                }
-            },
-            Err(e) => {
-                self.reply(error(
-                    ErrorCode::RoomInvalid,
-                    name_error("room", raw, &e),
-                    ref_id,
-                ));
-                None
-            }
+        let name = self.parse_room(raw, ref_id)?;
+        let room = self.rooms.get(&name).cloned();
+        if room.is_none() {
+            let message = format!("you are not in #{name}");
+            self.reply(error(ErrorCode::NotInRoom, message, ref_id));
         }
+        room
     }
 
     fn text(&mut self, raw: &str, ref_id: Option<Uuid>) -> Option<String> {
@@ -569,16 +564,8 @@ impl<W: Wire> Session<W> {
     }
 
     fn rename(&mut self, raw: &str, ref_id: Option<Uuid>) {
-        let new = match Nick::parse(raw) {
-            Ok(nick) => nick,
-            Err(e) => {
-                self.reply(error(
-                    ErrorCode::NickInvalid,
-                    name_error("nick", raw, &e),
-                    ref_id,
-                ));
-                return;
-            }
+        let Some(new) = self.parse_nick(raw, ref_id) else {
+            return;
         };
         let old = self.nick().clone();
         let rooms: Vec<Arc<Room>> = self.rooms.values().cloned().collect();
@@ -599,16 +586,8 @@ impl<W: Wire> Session<W> {
     }
 
     fn who(&mut self, raw: &str, ref_id: Option<Uuid>) {
-        let name = match RoomName::parse(raw) {
-            Ok(name) => name,
-            Err(e) => {
-                self.reply(error(
-                    ErrorCode::RoomInvalid,
-                    name_error("room", raw, &e),
-                    ref_id,
-                ));
-                return;
-            }
+        let Some(name) = self.parse_room(raw, ref_id) else {
+            return;
         };
         let nicks = self
             .hub
@@ -625,16 +604,8 @@ impl<W: Wire> Session<W> {
         limit: Option<u32>,
         ref_id: Option<Uuid>,
     ) {
-        let name = match RoomName::parse(raw) {
-            Ok(name) => name,
-            Err(e) => {
-                self.reply(error(
-                    ErrorCode::RoomInvalid,
-                    name_error("room", raw, &e),
-                    ref_id,
-                ));
-                return;
-            }
+        let Some(name) = self.parse_room(raw, ref_id) else {
+            return;
         };
         let limit = limit.map_or(HISTORY_PAGE, |l| (l as usize).min(HISTORY_PAGE_MAX));
         let page = match self.hub.existing_room(&name) {
