@@ -14,6 +14,7 @@
 //! - [`reflector`]: the reference reflector.
 //! - [`client`]: the load clients, both wire modes.
 //! - [`workloads`]: the six workloads, W1–W6.
+//! - [`soak`]: rounds of churn and chatter, checking that descriptors and memory return.
 //! - [`stats`]: counters, latency histograms, the load generator's own CPU time.
 //! - [`report`]: the table, JSON lines, ratios and targets.
 
@@ -21,6 +22,7 @@ pub mod client;
 pub mod reflector;
 pub mod report;
 pub mod server_proc;
+pub mod soak;
 pub mod stats;
 pub mod workloads;
 
@@ -145,6 +147,35 @@ pub async fn run(
         }
     }
     Ok(outcomes)
+}
+
+/// Soaks a freshly started server in each of `modes`: a warm-up round, then `rounds` rounds
+/// of `round`; `on_report` sees each mode's report as soon as it is complete.
+///
+/// # Errors
+/// A server that does not start, or a round that fails.
+pub async fn run_soak(
+    server: &ServerSpec,
+    modes: &[Mode],
+    scale: Scale,
+    round: std::time::Duration,
+    rounds: usize,
+    mut on_report: impl FnMut(&soak::SoakReport),
+) -> anyhow::Result<Vec<soak::SoakReport>> {
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        eprintln!("chat-bench: could not raise the file descriptor limit: {e}");
+    }
+    let mut reports = Vec::new();
+    for &mode in modes {
+        let target = start_server(server).await?;
+        let report = soak::soak(&target, mode, scale, round, rounds)
+            .await
+            .with_context(|| format!("soak in {} mode", mode.name()))?;
+        target.stop().await;
+        on_report(&report);
+        reports.push(report);
+    }
+    Ok(reports)
 }
 
 async fn start_server(spec: &ServerSpec) -> anyhow::Result<ServerHandle> {

@@ -39,6 +39,13 @@ struct Args {
     /// Print only the JSON lines.
     #[arg(long)]
     json_only: bool,
+    /// Instead of the workloads: soak the server for this many seconds of churn and chatter
+    /// (in rounds), checking that its descriptors and memory return to baseline.
+    #[arg(long, value_name = "SECS")]
+    soak: Option<u64>,
+    /// Length of one soak round, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    soak_round: u64,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -137,6 +144,31 @@ fn main() -> anyhow::Result<()> {
         return runtime.block_on(chat_bench::reflector::main(listen));
     }
     let opts = options(&args)?;
+    if let Some(total) = args.soak {
+        let round = args.soak_round.clamp(1, 3600);
+        let rounds = usize::try_from(total.div_ceil(round).max(1)).unwrap_or(1);
+        let json_only = args.json_only;
+        let reports = runtime.block_on(chat_bench::run_soak(
+            &opts.server,
+            &opts.modes,
+            opts.scale,
+            Duration::from_secs(round),
+            rounds,
+            |r| {
+                if !json_only {
+                    print!("{}", r.table());
+                }
+                println!("{}", serde_json::to_string(r).unwrap_or_default());
+            },
+        ))?;
+        if reports
+            .iter()
+            .all(|r| r.fds_returned() && r.rss_plateaued())
+        {
+            return Ok(());
+        }
+        bail!("the soak found descriptors or memory that did not come back");
+    }
     if !args.json_only {
         println!("chat-bench on {}", chat_bench::machine());
         println!("server: {}", describe(&opts.server));

@@ -636,7 +636,11 @@ const MAX_CYCLES_PER_CHURNER: u64 = 50_000;
 /// W6: `churners` clients connect, log in, join the busy room and quit, over and over,
 /// while `senders` keep that room busy for `receivers` members. Both are measured: cycles
 /// per second (and their latency), and the busy room's deliveries and loss.
-async fn churn(params: &Params, target: &ServerHandle, mode: Mode) -> anyhow::Result<Outcome> {
+pub(crate) async fn churn(
+    params: &Params,
+    target: &ServerHandle,
+    mode: Mode,
+) -> anyhow::Result<Outcome> {
     const ROOM: &str = "busy";
     let addr = target.addr();
     let tally = Arc::new(Tally::default());

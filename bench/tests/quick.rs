@@ -34,3 +34,25 @@ async fn quick_mode_delivers_everything_in_every_workload_issue_4() {
         }
     }
 }
+
+/// A short soak in this process (issue 5): after rounds of churn and chatter, every socket
+/// of the server and of the load generator is closed again. (RSS is not judged in process:
+/// the load generator's own memory is in the same figure.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_rounds_leave_no_descriptor_behind_issue_5() {
+    let reports = chat_bench::run_soak(
+        &chat_bench::ServerSpec::InProcess,
+        &[chat_bench::Mode::Line, chat_bench::Mode::Framed],
+        chat_bench::Scale::Quick,
+        std::time::Duration::from_secs(1),
+        2,
+        |_| {},
+    )
+    .await
+    .expect("the soak runs");
+    for r in &reports {
+        assert!(r.cycles > 0, "{}", r.table());
+        assert_eq!(r.lost, 0, "{}", r.table());
+        assert!(r.fds_returned(), "{}", r.table());
+    }
+}
