@@ -10,3 +10,4 @@ mod limits;
 mod line_mode;
 mod rooms_history;
 mod shutdown;
+mod storage;

@@ -33,7 +33,7 @@ use anyhow::Context;
 
 pub use client::Mode;
 pub use report::Outcome;
-pub use server_proc::ServerHandle;
+pub use server_proc::{DbDir, ServerHandle, Storage};
 pub use workloads::{Scale, Workload};
 
 use workloads::{Params, TargetKind};
@@ -78,6 +78,8 @@ pub struct Options {
     pub server: ServerSpec,
     /// The reflector.
     pub reflector: ReflectorSpec,
+    /// The server with its history database, without, or both (the cost of storage).
+    pub storage: Vec<Storage>,
 }
 
 /// W1's default window: 4 senders × 128 stays well inside the server's 4096-message room
@@ -95,6 +97,7 @@ impl Options {
             window: DEFAULT_WINDOW,
             server: ServerSpec::InProcess,
             reflector: ReflectorSpec::InProcess,
+            storage: vec![Storage::On, Storage::Off],
         }
     }
 }
@@ -129,21 +132,31 @@ pub async fn run(
             reference = Some(out.clone());
             outcomes.push(out);
         }
-        for &mode in &opts.modes {
-            let target = start_server(&opts.server).await?;
-            if let Some(pid) = target.pid() {
-                // For `perf record -p PID` while it runs.
-                eprintln!("chat-bench: {} server {}: pid {pid}", w.name(), mode.name());
+        for &storage in &opts.storage {
+            for &mode in &opts.modes {
+                let kind = TargetKind::Server(storage);
+                let (target, _db) = start_server(&opts.server, storage).await?;
+                if let Some(pid) = target.pid() {
+                    // For `perf record -p PID` while it runs.
+                    eprintln!(
+                        "chat-bench: {} {} {}: pid {pid}",
+                        w.name(),
+                        kind.name(),
+                        mode.name()
+                    );
+                }
+                let mut out = workloads::run(w, &params, &target, kind, mode)
+                    .await
+                    .with_context(|| {
+                        format!("{} on the {}, {} mode", w.name(), kind.name(), mode.name())
+                    })?;
+                target.stop().await;
+                if let Some(r) = &reference {
+                    out.compare(r);
+                }
+                on_outcome(&out);
+                outcomes.push(out);
             }
-            let mut out = workloads::run(w, &params, &target, TargetKind::Server, mode)
-                .await
-                .with_context(|| format!("{} on the server, {} mode", w.name(), mode.name()))?;
-            target.stop().await;
-            if let Some(r) = &reference {
-                out.compare(r);
-            }
-            on_outcome(&out);
-            outcomes.push(out);
         }
     }
     Ok(outcomes)
@@ -167,7 +180,8 @@ pub async fn run_soak(
     }
     let mut reports = Vec::new();
     for &mode in modes {
-        let target = start_server(server).await?;
+        // The server as shipped: with its history database.
+        let (target, _db) = start_server(server, Storage::On).await?;
         let report = soak::soak(&target, mode, scale, round, rounds)
             .await
             .with_context(|| format!("soak in {} mode", mode.name()))?;
@@ -178,14 +192,23 @@ pub async fn run_soak(
     Ok(reports)
 }
 
-async fn start_server(spec: &ServerSpec) -> anyhow::Result<ServerHandle> {
+/// Starts the server; with storage on, in a fresh database folder that lives as long as the
+/// returned guard (drop it after stopping the server).
+async fn start_server(
+    spec: &ServerSpec,
+    storage: Storage,
+) -> anyhow::Result<(ServerHandle, Option<DbDir>)> {
     match spec {
-        ServerSpec::Binary(path) => ServerHandle::spawn(
-            path,
-            &server_proc::server_args(),
-            &[("RUST_LOG", SERVER_LOG)],
-        ),
-        ServerSpec::InProcess => ServerHandle::in_process_server().await,
+        ServerSpec::Binary(path) => {
+            let dir = match storage {
+                Storage::On => Some(DbDir::new()?),
+                Storage::Off => None,
+            };
+            let args = server_proc::server_args(dir.as_ref().map(DbDir::db).as_deref());
+            let handle = ServerHandle::spawn(path, &args, &[("RUST_LOG", SERVER_LOG)])?;
+            Ok((handle, dir))
+        }
+        ServerSpec::InProcess => Ok((ServerHandle::in_process_server(storage).await?, None)),
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use chat_bench::report::{table, targets};
-use chat_bench::{Mode, Options, ReflectorSpec, Scale, ServerSpec, Workload};
+use chat_bench::{Mode, Options, ReflectorSpec, Scale, ServerSpec, Storage, Workload};
 use clap::{Parser, Subcommand};
 
 /// Benchmark of chat-server: W1 fan-out, W2 big room, W3 latency, W4 idle memory, W5 many
@@ -33,6 +33,10 @@ struct Args {
     /// W1's in-flight messages per sender.
     #[arg(long, default_value_t = chat_bench::DEFAULT_WINDOW)]
     window: u64,
+    /// The server with its SQLite history (`on`, as shipped), with `--db none` (`off`), or
+    /// both, to show what storage costs.
+    #[arg(long, default_value = "both", value_parser = ["on", "off", "both"])]
+    storage: String,
     /// Skip the reflector (no ratios).
     #[arg(long)]
     no_reflector: bool,
@@ -112,6 +116,11 @@ fn options(args: &Args) -> anyhow::Result<Options> {
         window: args.window.max(1),
         server,
         reflector,
+        storage: match args.storage.as_str() {
+            "on" => vec![Storage::On],
+            "off" => vec![Storage::Off],
+            _ => vec![Storage::On, Storage::Off],
+        },
     })
 }
 

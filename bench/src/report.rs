@@ -250,6 +250,44 @@ pub fn table(outcomes: &[Outcome]) -> String {
     s
 }
 
+/// What storage costs (issue 6): W1 throughput and W2/W3 p99 with the history database
+/// (`server`) against without (`server-nodb`), where both ran.
+fn storage_cost(outcomes: &[Outcome], s: &mut String) {
+    let find = |w: &str, t: &str, m: &str| {
+        outcomes
+            .iter()
+            .find(|o| o.workload == w && o.target == t && o.mode == m)
+    };
+    for mode in ["line", "framed"] {
+        if let (Some(on), Some(off)) = (find("W1", "server", mode), find("W1", "server-nodb", mode))
+            && off.deliveries_per_s > 0.0
+        {
+            let cost = 1.0 - on.deliveries_per_s / off.deliveries_per_s;
+            let _ = writeln!(
+                s,
+                "{} W1 {mode} storage cost: {:.1} % of deliveries/s ({} with, {} without), target ≤ 15 %",
+                if cost <= 0.15 { "met   " } else { "MISSED" },
+                cost * 100.0,
+                count(on.deliveries_per_s),
+                count(off.deliveries_per_s)
+            );
+        }
+        for w in ["W2", "W3"] {
+            if let (Some(on), Some(off)) = (find(w, "server", mode), find(w, "server-nodb", mode)) {
+                let added = (on.latency.p99_us - off.latency.p99_us) / 1000.0;
+                let _ = writeln!(
+                    s,
+                    "{} {w} {mode} storage cost: p99 {:+.1} ms ({} with, {} without), target a few ms at most (≤ 5)",
+                    if added <= 5.0 { "met   " } else { "MISSED" },
+                    added,
+                    micros(on.latency.p99_us),
+                    micros(off.latency.p99_us)
+                );
+            }
+        }
+    }
+}
+
 /// Issue 4's targets, one line each: met, missed, or not measured in this run.
 pub fn targets(outcomes: &[Outcome]) -> String {
     let find = |w: &str, t: &str, m: &str| {
@@ -311,6 +349,7 @@ pub fn targets(outcomes: &[Outcome]) -> String {
             );
         }
     }
+    storage_cost(outcomes, &mut s);
     s
 }
 

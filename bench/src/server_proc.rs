@@ -27,11 +27,61 @@ use tokio::task::JoinHandle;
 /// How long a child may take to print its `listening on` line.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Whether the server under test keeps history in SQLite (its default) or only in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// `--db DIR/bench.db`, a fresh database in a temporary folder.
+    On,
+    /// `--db none`.
+    Off,
+}
+
+impl Storage {
+    /// The name the server's rows carry in the results: `server` is the server as shipped.
+    pub fn target_name(self) -> &'static str {
+        match self {
+            Self::On => "server",
+            Self::Off => "server-nodb",
+        }
+    }
+}
+
+/// A temporary folder for one server's database, removed on drop.
+#[derive(Debug)]
+pub struct DbDir(PathBuf);
+
+impl DbDir {
+    /// A new, empty folder under the system's temporary folder.
+    ///
+    /// # Errors
+    /// When it cannot be created.
+    pub fn new() -> anyhow::Result<Self> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("chat-bench-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self(dir))
+    }
+
+    /// The database file in it.
+    pub fn db(&self) -> PathBuf {
+        self.0.join("bench.db")
+    }
+}
+
+impl Drop for DbDir {
+    fn drop(&mut self) {
+        // Best effort: a leftover temporary folder is harmless.
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The server's flags for benchmarking: no rate limit, room for the W4 connections, a room
-/// buffer that absorbs W1's bursts, and no history on join (W4 and churn measure joining,
-/// not replaying).
-pub fn server_args() -> Vec<String> {
-    [
+/// buffer that absorbs W1's bursts, no history on join (W4 and churn measure joining, not
+/// replaying), and the given history database (`None`: `--db none`).
+pub fn server_args(db: Option<&Path>) -> Vec<String> {
+    let db = db.map_or_else(|| "none".to_owned(), |p| p.display().to_string());
+    let mut args: Vec<String> = [
         "--listen",
         "127.0.0.1:0",
         "--rate",
@@ -51,12 +101,18 @@ pub fn server_args() -> Vec<String> {
     ]
     .iter()
     .map(|s| (*s).to_owned())
-    .collect()
+    .collect();
+    args.extend(["--db".to_owned(), db]);
+    args
 }
 
-/// The in-process equivalent of [`server_args`].
-pub fn in_process_config() -> chat_server::Config {
+/// The in-process equivalent of [`server_args`]; storage on is SQLite in memory.
+pub fn in_process_config(storage: Storage) -> chat_server::Config {
     chat_server::Config {
+        storage: match storage {
+            Storage::On => chat_server::Storage::Sqlite(":memory:".into()),
+            Storage::Off => chat_server::Storage::Memory,
+        },
         rate: 1e9,
         burst: u32::MAX,
         max_clients: 20_000,
@@ -171,7 +227,7 @@ impl ServerHandle {
     ///
     /// # Errors
     /// If the port cannot be bound.
-    pub async fn in_process_server() -> anyhow::Result<Self> {
+    pub async fn in_process_server(storage: Storage) -> anyhow::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, rx) = oneshot::channel::<()>();
@@ -180,7 +236,7 @@ impl ServerHandle {
                 // Err means the handle was dropped, which also means stop.
                 let _ = rx.await;
             };
-            if let Err(e) = chat_server::run(listener, in_process_config(), shutdown).await {
+            if let Err(e) = chat_server::run(listener, in_process_config(storage), shutdown).await {
                 eprintln!("chat-bench: in-process server failed: {e:#}");
             }
         });

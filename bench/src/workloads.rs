@@ -24,7 +24,7 @@ use tokio::time::{Instant, sleep};
 
 use crate::client::{self, AckRole, Acks, Conn, Login, Mode, Pace, SendPlan, Tap, Wake};
 use crate::report::{Churn, Idle, Outcome};
-use crate::server_proc::{ProcSample, ServerHandle};
+use crate::server_proc::{ProcSample, ServerHandle, Storage};
 use crate::stats::{LocalHist, Tally, loadgen_cpu};
 
 /// The workloads of issue 4.
@@ -216,17 +216,17 @@ impl Params {
 /// Which implementation a target is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TargetKind {
-    /// `chat-server`.
-    Server,
+    /// `chat-server`, with or without its history database.
+    Server(Storage),
     /// The reference reflector (line mode only).
     Reflector,
 }
 
 impl TargetKind {
-    /// `server` or `reflector`.
+    /// `server`, `server-nodb` or `reflector`.
     pub fn name(self) -> &'static str {
         match self {
-            Self::Server => "server",
+            Self::Server(storage) => storage.target_name(),
             Self::Reflector => "reflector",
         }
     }

@@ -9,8 +9,9 @@ async fn quick_mode_delivers_everything_in_every_workload_issue_4() {
     let outcomes = run(&Options::quick(), |_| {})
         .await
         .expect("every quick workload runs");
-    // W1–W4 on the reflector, then all six in both modes on the server.
-    assert_eq!(outcomes.len(), 4 + 6 * 2, "{outcomes:#?}");
+    // W1–W4 on the reflector, then all six in both modes on the server, with its history
+    // database (SQLite in memory here) and without.
+    assert_eq!(outcomes.len(), 4 + 6 * 2 * 2, "{outcomes:#?}");
     for o in &outcomes {
         let what = format!("{} {} {}", o.workload, o.target, o.mode);
         match o.workload {

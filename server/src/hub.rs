@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chat_shared::validate::nick_key;
-use chat_shared::{DirectMessage, Nick, RoomInfo, RoomName, ServerMsg};
+use chat_shared::{DirectMessage, ErrorCode, Nick, RoomInfo, RoomName, ServerMsg};
 use tracing::warn;
 use uuid::Uuid;
 
@@ -23,6 +23,7 @@ use crate::event::Event;
 use crate::mailbox::{Full, Mailbox};
 use crate::now_ms;
 use crate::room::Room;
+use crate::store::{Job, Record, RoomLoad, Store, Stored};
 
 /// Why the hub refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +31,8 @@ pub(crate) enum HubError {
     NickTaken,
     NoSuchNick,
     TooManyRooms,
+    /// The store cannot be read or is too far behind.
+    StoreFailed,
 }
 
 /// Every retained message by id, so a resent message is recognised and answered with its
@@ -39,9 +42,18 @@ pub(crate) struct MessageIds(Mutex<IdIndex>);
 
 #[derive(Debug, Default)]
 pub(crate) struct IdIndex {
-    by_id: HashMap<Uuid, Arc<Event>>,
+    by_id: HashMap<Uuid, Known>,
     /// DMs are retained only here (rooms retain theirs in their history), oldest first.
     dms: VecDeque<Uuid>,
+}
+
+/// A message the server knows by id.
+#[derive(Debug, Clone)]
+pub(crate) struct Known {
+    pub(crate) event: Arc<Event>,
+    /// Stored (or storage is off). A resend of a message that is not durable yet gets no
+    /// answer of its own: the original's delivery, once durable, acknowledges both.
+    pub(crate) durable: bool,
 }
 
 impl MessageIds {
@@ -51,12 +63,18 @@ impl MessageIds {
 }
 
 impl IdIndex {
-    pub(crate) fn get(&self, id: &Uuid) -> Option<&Arc<Event>> {
+    pub(crate) fn get(&self, id: &Uuid) -> Option<&Known> {
         self.by_id.get(id)
     }
 
-    pub(crate) fn insert(&mut self, id: Uuid, ev: Arc<Event>) {
-        self.by_id.insert(id, ev);
+    pub(crate) fn insert(&mut self, id: Uuid, event: Arc<Event>, durable: bool) {
+        self.by_id.insert(id, Known { event, durable });
+    }
+
+    pub(crate) fn mark_durable(&mut self, id: &Uuid) {
+        if let Some(known) = self.by_id.get_mut(id) {
+            known.durable = true;
+        }
     }
 
     pub(crate) fn remove(&mut self, id: &Uuid) {
@@ -68,7 +86,7 @@ impl IdIndex {
         self.by_id.len()
     }
 
-    fn insert_dm(&mut self, id: Uuid, ev: Arc<Event>, capacity: usize) {
+    fn insert_dm(&mut self, id: Uuid, event: Arc<Event>, durable: bool, capacity: usize) {
         if capacity == 0 {
             return;
         }
@@ -78,7 +96,7 @@ impl IdIndex {
             self.by_id.remove(&old);
         }
         self.dms.push_back(id);
-        self.by_id.insert(id, ev);
+        self.insert(id, event, durable);
     }
 }
 
@@ -100,15 +118,18 @@ struct HubState {
 pub(crate) struct Hub {
     config: Arc<Config>,
     state: Mutex<HubState>,
-    pub(crate) ids: MessageIds,
+    pub(crate) ids: Arc<MessageIds>,
+    /// Durable history; `None` keeps history in the rooms' rings only.
+    pub(crate) store: Option<Arc<dyn Store>>,
 }
 
 impl Hub {
-    pub(crate) fn new(config: Arc<Config>) -> Self {
+    pub(crate) fn new(config: Arc<Config>, store: Option<Arc<dyn Store>>) -> Self {
         Self {
             config,
             state: Mutex::default(),
-            ids: MessageIds::default(),
+            ids: Arc::default(),
+            store,
         }
     }
 
@@ -201,11 +222,14 @@ impl Hub {
         Ok(event)
     }
 
-    /// The room called `name`, created if needed. At the room limit, the least recently
-    /// active empty room is forgotten to make space (with its in-memory history).
+    /// The room called `name`, created if needed (with its stored tail and `seq`, read once,
+    /// while the hub waits: a room is loaded once per run of the server). At the room limit,
+    /// the least recently active empty room is forgotten to make space; with storage on it
+    /// comes back from the store, without it its history is gone.
     ///
     /// # Errors
-    /// `TooManyRooms` when the limit is reached and every room has members.
+    /// `TooManyRooms` when the limit is reached and every room has members; `StoreFailed`
+    /// when the store cannot be read.
     pub(crate) fn room(&self, name: &RoomName) -> Result<Arc<Room>, HubError> {
         let mut st = self.lock();
         if let Some(room) = st.rooms.get(name) {
@@ -221,15 +245,28 @@ impl Hub {
                 .map(|(n, _)| n.clone());
             match idle {
                 Some(idle) => {
-                    st.rooms.remove(&idle);
+                    if let Some(forgotten) = st.rooms.remove(&idle) {
+                        forgotten.forget_ids(&self.ids);
+                    }
                 }
                 None => return Err(HubError::TooManyRooms),
             }
         }
+        let load = match &self.store {
+            Some(store) => store
+                .load_room(name.as_str(), self.config.history)
+                .map_err(|e| {
+                    warn!(room = %name, error = %e, "cannot load a room from the store");
+                    HubError::StoreFailed
+                })?,
+            None => RoomLoad::default(),
+        };
         let room = Arc::new(Room::new(
             name.clone(),
-            self.config.history,
-            self.config.room_buffer,
+            &self.config,
+            self.store.clone(),
+            load,
+            &self.ids,
         ));
         st.rooms.insert(name.clone(), Arc::clone(&room));
         Ok(room)
@@ -255,25 +292,30 @@ impl Hub {
         list
     }
 
-    /// Sends a DM; returns the sender's copy (the recipient's went to its mailbox). A known
-    /// id returns the stored original and delivers nothing.
+    /// Sends a DM. Both copies (recipient's and sender's) go to mailboxes once the DM is
+    /// durable; a known id gets the stored original, for the sender alone.
     ///
     /// # Errors
-    /// `NoSuchNick` when nobody has the nick `to`.
+    /// `NoSuchNick` when nobody has the nick `to`; `StoreFailed` when the store is too far
+    /// behind to take it.
     pub(crate) fn dm(
         &self,
         session: Uuid,
         from: &Nick,
+        sender: &Arc<Mailbox>,
         to: &str,
         text: String,
         id: Option<Uuid>,
-    ) -> Result<Arc<Event>, HubError> {
+    ) -> Result<(), HubError> {
         let st = self.lock();
         let recipient = st.nicks.get(&nick_key(to)).ok_or(HubError::NoSuchNick)?;
         let id = id.unwrap_or_else(Uuid::now_v7);
         let mut ids = self.ids.lock();
-        if let Some(original) = ids.get(&id) {
-            return Ok(Arc::clone(original));
+        if let Some(known) = ids.get(&id) {
+            if known.durable {
+                deliver(sender, &known.event);
+            }
+            return Ok(());
         }
         let event = Arc::new(Event::new(
             ServerMsg::Dm(DirectMessage {
@@ -285,13 +327,61 @@ impl Hub {
             }),
             Some(session),
         ));
-        ids.insert_dm(id, Arc::clone(&event), self.config.dm_history);
+        let to_box = (recipient.session != session).then(|| Arc::clone(&recipient.mailbox));
+        let capacity = self.config.dm_history;
+        let Some(store) = &self.store else {
+            ids.insert_dm(id, Arc::clone(&event), true, capacity);
+            drop(ids);
+            deliver_dm(&event, to_box.as_deref(), sender);
+            return Ok(());
+        };
+        ids.insert_dm(id, Arc::clone(&event), false, capacity);
         drop(ids);
-        if recipient.session != session {
-            deliver(&recipient.mailbox, &event);
-        }
-        Ok(event)
+        drop(st);
+        let hub_ids = Arc::clone(&self.ids);
+        let sender = Arc::clone(sender);
+        let job = Job {
+            record: Record::Dm(Arc::clone(&event)),
+            done: Box::new(move |stored| match stored {
+                Stored::New => {
+                    hub_ids.lock().mark_durable(&id);
+                    deliver_dm(&event, to_box.as_deref(), &sender);
+                }
+                Stored::Duplicate(original) => {
+                    hub_ids.lock().remove(&id);
+                    deliver(&sender, &original);
+                }
+                Stored::Failed(reason) => {
+                    hub_ids.lock().remove(&id);
+                    deliver(&sender, &Arc::new(not_stored(&reason, id)));
+                }
+            }),
+        };
+        store.append(job).map_err(|_| {
+            self.ids.lock().remove(&id);
+            HubError::StoreFailed
+        })
     }
+}
+
+/// The error a sender gets for a message the store could not keep.
+pub(crate) fn not_stored(reason: &str, id: Uuid) -> Event {
+    Event::new(
+        ServerMsg::error(
+            ErrorCode::Unavailable,
+            format!("the message could not be stored and was not delivered: {reason}"),
+            Some(id),
+        ),
+        None,
+    )
+}
+
+/// Both copies of a DM: the recipient's (unless it is the sender) and the sender's.
+fn deliver_dm(event: &Arc<Event>, recipient: Option<&Mailbox>, sender: &Mailbox) {
+    if let Some(recipient) = recipient {
+        deliver(recipient, event);
+    }
+    deliver(sender, event);
 }
 
 /// Puts an event in a session's mailbox without waiting.
@@ -308,7 +398,7 @@ mod tests {
     use super::*;
 
     fn hub(config: Config) -> Hub {
-        Hub::new(Arc::new(config))
+        Hub::new(Arc::new(config), None)
     }
 
     fn nick(s: &str) -> Nick {
@@ -360,8 +450,22 @@ mod tests {
         let s = Uuid::new_v4();
         let busy = hub.room(&RoomName::parse("busy").unwrap()).unwrap();
         busy.join(s, &nick("a"), None, 0);
-        hub.room(&RoomName::parse("empty").unwrap()).unwrap();
+        let empty = hub.room(&RoomName::parse("empty").unwrap()).unwrap();
+        empty.join(s, &nick("a"), None, 0);
+        let mailbox = Arc::new(Mailbox::new(4));
+        for text in ["x", "y"] {
+            empty
+                .post(&hub.ids, s, &mailbox, text.into(), None, false)
+                .unwrap();
+        }
+        empty.part(s, None).unwrap();
+        assert_eq!(hub.ids.lock().len(), 2);
         hub.room(&RoomName::parse("third").unwrap()).unwrap();
+        assert_eq!(
+            hub.ids.lock().len(),
+            0,
+            "a forgotten room's ids are forgotten too"
+        );
         assert!(
             hub.existing_room(&RoomName::parse("empty").unwrap())
                 .is_none()

@@ -12,6 +12,7 @@
 //! - `hub` and `room`: who is online, the rooms, fan-out, history and message ids.
 //! - `limits`: the message rate limiter and the connection limits.
 //! - `event`: an outgoing event, encoded once per wire format and shared.
+//! - `store`: durable history (SQLite) behind a small interface.
 //! - `mailbox`: a session's private queue for DMs and rename notices.
 //! - `subscriptions`: a session's room receivers, drained without a future per message.
 
@@ -31,13 +32,35 @@ mod listener;
 mod mailbox;
 mod room;
 mod session;
+mod store;
 mod subscriptions;
 mod wire;
+
+/// Where history is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// Only in memory (the `--history` ring per room): gone with the process.
+    Memory,
+    /// An SQLite database at this path; `:memory:` is an SQLite database in memory.
+    Sqlite(std::path::PathBuf),
+}
 
 /// Server settings. Every limit is here, with the contract's default; `chat-server --help`
 /// lists the flag for each.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Where history is kept. `Config::default()` keeps it in memory; the binary's default is
+    /// an SQLite file in the user's data directory.
+    pub storage: Storage,
+    /// Delete stored messages older than this many days (`None`: keep).
+    pub retain_days: Option<u32>,
+    /// Keep at most this many stored messages per room (`None`: keep all).
+    pub retain_per_room: Option<u64>,
+    /// How often retention runs.
+    pub prune_interval: Duration,
+    /// Messages accepted but not yet durable; past this, new messages are refused with
+    /// `rate_limited` until the disk catches up.
+    pub max_unsaved: usize,
     /// Largest frame payload in bytes, both directions.
     pub max_frame: usize,
     /// Largest message text in bytes, after control characters are stripped.
@@ -86,6 +109,11 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
+            storage: Storage::Memory,
+            retain_days: None,
+            retain_per_room: None,
+            prune_interval: Duration::from_secs(60),
+            max_unsaved: 100_000,
             max_frame: chat_shared::MAX_FRAME_LEN,
             max_text: chat_shared::MAX_TEXT_LEN,
             max_line: 4 * 1024,
@@ -135,9 +163,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let grace = config.shutdown_grace;
+    let store = open_store(&config)?;
     let config = Arc::new(config);
     let shared = Arc::new(Shared {
-        hub: Arc::new(hub::Hub::new(Arc::clone(&config))),
+        hub: Arc::new(hub::Hub::new(Arc::clone(&config), store.clone())),
         limits: limits::ConnLimits::new(config.max_clients, config.max_clients_per_ip),
         config,
         cancel: CancellationToken::new(),
@@ -158,9 +187,35 @@ pub async fn run(
             "sessions still running after the grace period"
         );
     }
+    if let Some(store) = store {
+        // Sessions are gone; write what is queued and stop the writer (it blocks).
+        let closing = tokio::task::spawn_blocking(move || store.close());
+        if closing.await.is_err() {
+            warn!("the store did not close cleanly");
+        }
+    }
     info!("stopped");
     Ok(())
 }
+
+/// Opens the configured store, if any.
+fn open_store(config: &Config) -> anyhow::Result<Option<Arc<dyn store::Store>>> {
+    match &config.storage {
+        Storage::Memory => Ok(None),
+        Storage::Sqlite(path) => {
+            let retention = store::sqlite::Retention {
+                days: config.retain_days,
+                per_room: config.retain_per_room,
+                interval: config.prune_interval,
+            };
+            let store = store::sqlite::SqliteStore::open(path, config.max_unsaved, retention)?;
+            info!(path = %path.display(), "history stored in SQLite");
+            Ok(Some(store))
+        }
+    }
+}
+
+pub use store::default_path as default_db_path;
 
 /// Unix time in milliseconds, the protocol's `ts`.
 pub(crate) fn now_ms() -> i64 {

@@ -202,16 +202,17 @@ mod tests {
     use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
     /// An idle connection's memory is mostly its session task; W4 of `chat-bench` measures
-    /// the whole. This keeps the task from silently growing back (it was 2.7 KB before the
-    /// rare phases were boxed and `run` stopped copying `self`).
+    /// the whole. This keeps the task from silently growing back: it was 2.7 KB before the
+    /// rare phases were boxed and `run` stopped copying `self`, then 984 / 990 bytes (framed
+    /// / line), and 1016 / 1056 once history could come from the store.
     #[tokio::test]
-    async fn session_tasks_stay_under_a_kilobyte() {
-        const BUDGET: usize = 1024;
+    async fn session_tasks_stay_near_a_kilobyte() {
+        const BUDGET: usize = 1088;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let config = Arc::new(crate::Config::default());
         let shared = Arc::new(Shared {
-            hub: Arc::new(crate::hub::Hub::new(Arc::clone(&config))),
+            hub: Arc::new(crate::hub::Hub::new(Arc::clone(&config), None)),
             limits: crate::limits::ConnLimits::new(10, 10),
             config,
             cancel: tokio_util::sync::CancellationToken::new(),

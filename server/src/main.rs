@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use chat_server::{Config, run};
+use chat_server::{Config, Storage, run};
 use clap::Parser;
 use tokio::net::TcpListener;
 use tracing::info;
@@ -16,6 +16,23 @@ struct Args {
     /// Address to listen on (port 0 picks a free port; the log says which).
     #[arg(long, env = "CHAT_LISTEN", default_value = chat_shared::DEFAULT_ADDR)]
     listen: String,
+    /// History database (SQLite). Default: $XDG_DATA_HOME/chat-server/chat.db (or
+    /// ~/.local/share/chat-server/chat.db). `:memory:` for an ephemeral server, `none` to
+    /// keep history only in memory, per room (--history).
+    #[arg(long, env = "CHAT_DB")]
+    db: Option<String>,
+    /// Delete stored messages older than this many days.
+    #[arg(long, env = "CHAT_RETAIN_DAYS")]
+    retain_days: Option<u32>,
+    /// Keep at most this many stored messages per room.
+    #[arg(long, env = "CHAT_RETAIN_PER_ROOM")]
+    retain_per_room: Option<u64>,
+    /// Seconds between retention runs.
+    #[arg(long, env = "CHAT_PRUNE_INTERVAL", default_value_t = 60)]
+    prune_interval: u64,
+    /// Messages accepted but not yet on disk before new ones are refused (rate_limited).
+    #[arg(long, env = "CHAT_MAX_UNSAVED", default_value_t = Config::default().max_unsaved)]
+    max_unsaved: usize,
     /// Largest frame payload in bytes, both directions.
     #[arg(long, env = "CHAT_MAX_FRAME", default_value_t = Config::default().max_frame)]
     max_frame: usize,
@@ -80,7 +97,17 @@ struct Args {
 
 impl Args {
     fn config(&self) -> Config {
+        let storage = match self.db.as_deref() {
+            Some("none") => Storage::Memory,
+            Some(path) => Storage::Sqlite(path.into()),
+            None => Storage::Sqlite(chat_server::default_db_path()),
+        };
         Config {
+            storage,
+            retain_days: self.retain_days,
+            retain_per_room: self.retain_per_room,
+            prune_interval: Duration::from_secs(self.prune_interval.max(1)),
+            max_unsaved: self.max_unsaved,
             max_frame: self.max_frame,
             max_text: self.max_text,
             max_line: self.max_line,

@@ -1,12 +1,16 @@
 //! One chat room: its members, its broadcast channel, its recent history and its `seq`.
 //!
-//! Everything that must happen atomically for a room (assigning `seq`, appending to history,
-//! broadcasting; snapshotting history and subscribing on join) happens under the room's own
-//! short std `Mutex`, never held across an `.await`. That is what gives every member the same
-//! order and lets a joiner see each message exactly once: in the history snapshot or through
-//! its new receiver, never both, never neither.
+//! Everything that must happen atomically for a room (assigning `seq`, queueing a message
+//! for storage; releasing it into history and the broadcast; snapshotting history and
+//! subscribing on join) happens under the room's own short std `Mutex`, never held across an
+//! `.await`. That is what gives every member the same order and lets a joiner see each
+//! message exactly once: in the history snapshot or through its new receiver, never both,
+//! never neither.
 //!
-//! The broadcast channel is the fan-out: one `Arc<Event>` per message, however many members.
+//! With a store, a message is released (into the history ring and the broadcast) only once
+//! it is durable, by the store's writer thread; without one, at once. The ring is then the
+//! cache of the store's newest messages: joins and history pages are served from it, and
+//! only what is older comes from the store (see [`Plan`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,15 +19,41 @@ use chat_shared::{ChatMessage, Nick, RoomName, ServerMsg};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use crate::Config;
 use crate::event::Event;
-use crate::hub::MessageIds;
+use crate::hub::{MessageIds, not_stored};
+use crate::mailbox::Mailbox;
 use crate::now_ms;
+use crate::store::{Busy, Job, Range, Record, RoomLoad, Store, Stored};
 
 /// Why a room refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RoomError {
     NotInRoom,
     UnknownBefore,
+    /// The store is too far behind to take another message.
+    StoreBusy,
+}
+
+/// A page of history, or how to complete it from the store.
+#[derive(Debug)]
+pub(crate) enum Plan {
+    /// Complete from memory; `older` when older messages exist.
+    Done {
+        messages: Vec<ChatMessage>,
+        older: bool,
+    },
+    /// Read `range` from the store and put it before `messages`. `range.limit` is one more
+    /// than wanted: getting it all means older messages exist.
+    Read {
+        messages: Vec<ChatMessage>,
+        range: Range,
+        /// A join with `since`: messages after `since` that are no longer stored also make
+        /// the history `truncated`.
+        since: bool,
+    },
+    /// `before` is not in memory: find its `seq` in the store, then read `limit` before it.
+    Find { before: Uuid, limit: usize },
 }
 
 /// What `join` hands the joiner, captured at one instant.
@@ -31,18 +61,19 @@ pub(crate) struct Joined {
     /// Subscribed right after the snapshot: everything later arrives here.
     pub(crate) rx: broadcast::Receiver<Arc<Event>>,
     pub(crate) event: Arc<Event>,
-    pub(crate) history: Vec<ChatMessage>,
-    /// Messages matched that are not in `history` (not retained, or over the count).
-    pub(crate) truncated: bool,
+    pub(crate) history: Plan,
     pub(crate) members: Vec<String>,
 }
 
 /// The outcome of posting a message.
 pub(crate) enum Posted {
-    /// Stored and broadcast (the sender receives it through its subscription).
+    /// Stored (or on its way) and then broadcast; the sender's copy comes through its own
+    /// subscription.
     New,
-    /// The id was already known: the stored original, for the sender alone.
+    /// The id is known and durable: the stored original, for the sender alone.
     Duplicate(Arc<Event>),
+    /// The id is known and not durable yet: its delivery will acknowledge both.
+    Pending,
 }
 
 #[derive(Debug)]
@@ -50,12 +81,15 @@ pub(crate) struct Room {
     name: RoomName,
     tx: broadcast::Sender<Arc<Event>>,
     state: Mutex<RoomState>,
+    store: Option<Arc<dyn Store>>,
+    /// Messages older than this many milliseconds are not shown (retention by age).
+    retain_ms: Option<i64>,
 }
 
 #[derive(Debug)]
 struct RoomState {
     members: HashMap<Uuid, Nick>,
-    /// `message` events, oldest first, at most `capacity`.
+    /// Released `message` events, oldest first, at most `capacity`.
     history: VecDeque<Arc<Event>>,
     capacity: usize,
     next_seq: u64,
@@ -72,19 +106,50 @@ fn chat(ev: &Event) -> &ChatMessage {
     }
 }
 
+impl RoomState {
+    /// The seq the ring starts at: where the store's part of the history ends.
+    fn first_seq(&self) -> u64 {
+        self.history.front().map_or(self.next_seq, |e| chat(e).seq)
+    }
+}
+
 impl Room {
-    pub(crate) fn new(name: RoomName, history: usize, buffer: usize) -> Self {
-        let (tx, _) = broadcast::channel(buffer.max(1));
+    /// A room with what the store had of it (`load`); its ids join the id index.
+    pub(crate) fn new(
+        name: RoomName,
+        config: &Config,
+        store: Option<Arc<dyn Store>>,
+        load: RoomLoad,
+        ids: &MessageIds,
+    ) -> Self {
+        let (tx, _) = broadcast::channel(config.room_buffer.max(1));
+        let capacity = match config.retain_per_room {
+            Some(keep) => config
+                .history
+                .min(usize::try_from(keep).unwrap_or(usize::MAX)),
+            None => config.history,
+        };
+        let mut history = VecDeque::with_capacity(load.tail.len().min(capacity));
+        let mut ids = ids.lock();
+        let skip = load.tail.len().saturating_sub(capacity);
+        for m in load.tail.into_iter().skip(skip) {
+            let id = m.id;
+            let event = Arc::new(Event::new(ServerMsg::Message(m), None));
+            ids.insert(id, Arc::clone(&event), true);
+            history.push_back(event);
+        }
         Self {
             name,
             tx,
             state: Mutex::new(RoomState {
                 members: HashMap::new(),
-                history: VecDeque::new(),
-                capacity: history,
-                next_seq: 1,
+                history,
+                capacity,
+                next_seq: load.next_seq.max(1),
                 last_active: now_ms(),
             }),
+            store,
+            retain_ms: config.retain_days.map(|d| i64::from(d) * 86_400_000),
         }
     }
 
@@ -101,6 +166,62 @@ impl Room {
     fn broadcast(&self, ev: &Arc<Event>) {
         // An error only means nobody is subscribed right now: nothing to deliver.
         let _ = self.tx.send(Arc::clone(ev));
+    }
+
+    /// The oldest `ts` retention by age still shows.
+    fn cutoff(&self) -> i64 {
+        self.retain_ms.map_or(i64::MIN, |ms| now_ms() - ms)
+    }
+
+    /// Messages of the ring from `start`, without those retention by age no longer keeps.
+    fn snapshot(&self, st: &RoomState, start: usize) -> Vec<ChatMessage> {
+        let cutoff = self.cutoff();
+        st.history
+            .range(start..)
+            .map(|e| chat(e))
+            .filter(|m| m.ts >= cutoff)
+            .cloned()
+            .collect()
+    }
+
+    /// The history a joiner gets: after `since`, or the newest `on_join`.
+    fn join_plan(&self, st: &RoomState, since: Option<u64>, on_join: usize) -> Plan {
+        let first = st.first_seq();
+        let (start, wanted_from_store) = match since {
+            Some(since) => {
+                let start = st.history.partition_point(|e| chat(e).seq <= since);
+                let missing = first.saturating_sub(since.saturating_add(1));
+                (start, usize::try_from(missing).unwrap_or(usize::MAX))
+            }
+            None => {
+                let start = st.history.len().saturating_sub(on_join);
+                (start, on_join - (st.history.len() - start))
+            }
+        };
+        let messages = self.snapshot(st, start);
+        // Messages retention by age hides from the ring count as missing too.
+        let hidden = st.history.len() - start > messages.len();
+        let older_exist = first > 1 || start > 0 || hidden;
+        match (&self.store, since) {
+            (Some(_), _) if wanted_from_store > 0 && first > 1 => Plan::Read {
+                messages,
+                range: Range {
+                    after: since.unwrap_or(0),
+                    before: first,
+                    limit: wanted_from_store.min(JOIN_FROM_STORE_MAX) + 1,
+                },
+                since: since.is_some(),
+            },
+            (_, Some(since)) => Plan::Done {
+                messages,
+                // Without a store, what the ring lost is gone: say so.
+                older: since.saturating_add(1) < first || hidden,
+            },
+            (_, None) => Plan::Done {
+                messages,
+                older: older_exist,
+            },
+        }
     }
 
     /// Adds (or re-adds) a member and returns its join sequence.
@@ -128,25 +249,13 @@ impl Room {
         if st.members.insert(session, nick.clone()).is_none() {
             self.broadcast(&event);
         }
-        let (start, truncated) = match since {
-            Some(since) => {
-                let first_kept = st.history.front().map_or(st.next_seq, |e| chat(e).seq);
-                let start = st.history.partition_point(|e| chat(e).seq <= since);
-                (start, since + 1 < first_kept)
-            }
-            None => {
-                let start = st.history.len().saturating_sub(on_join);
-                (start, start > 0)
-            }
-        };
-        let history = st.history.range(start..).map(|e| chat(e).clone()).collect();
+        let history = self.join_plan(&st, since, on_join);
         let members = sorted_nicks(&st.members);
         let rx = self.tx.subscribe();
         Joined {
             rx,
             event,
             history,
-            truncated,
             members,
         }
     }
@@ -177,14 +286,17 @@ impl Room {
         Ok(event)
     }
 
-    /// Stores and broadcasts a message, unless its id is already known.
+    /// Takes a message: assigns its `seq`, then stores it and, once durable, releases it to
+    /// history and the broadcast. A known id is not taken again.
     ///
     /// # Errors
-    /// `NotInRoom` when `session` is not a member.
+    /// `NotInRoom` when `session` is not a member; `StoreBusy` when the store is too far
+    /// behind (the message was not taken).
     pub(crate) fn post(
-        &self,
-        ids: &MessageIds,
+        self: &Arc<Self>,
+        ids: &Arc<MessageIds>,
         session: Uuid,
+        sender: &Arc<Mailbox>,
         text: String,
         id: Option<Uuid>,
         action: bool,
@@ -196,9 +308,13 @@ impl Room {
             .ok_or(RoomError::NotInRoom)?
             .to_string();
         let id = id.unwrap_or_else(Uuid::now_v7);
-        let mut ids = ids.lock();
-        if let Some(original) = ids.get(&id) {
-            return Ok(Posted::Duplicate(Arc::clone(original)));
+        let mut index = ids.lock();
+        if let Some(known) = index.get(&id) {
+            return Ok(if known.durable {
+                Posted::Duplicate(Arc::clone(&known.event))
+            } else {
+                Posted::Pending
+            });
         }
         let ts = now_ms();
         st.last_active = ts;
@@ -211,20 +327,70 @@ impl Room {
             ts,
             action,
         };
+        // Used from here on, whatever becomes of the message: a seq is never reused.
         st.next_seq += 1;
         let event = Arc::new(Event::new(ServerMsg::Message(msg), Some(session)));
+        let Some(store) = &self.store else {
+            index.insert(id, Arc::clone(&event), true);
+            drop(index);
+            self.release(&mut st, ids, event);
+            return Ok(Posted::New);
+        };
+        index.insert(id, Arc::clone(&event), false);
+        drop(index);
+        let (room, ids_handle, sender) = (Arc::clone(self), Arc::clone(ids), Arc::clone(sender));
+        let stored_event = Arc::clone(&event);
+        let job = Job {
+            record: Record::Message(event),
+            done: Box::new(move |stored| {
+                room.on_stored(&ids_handle, stored_event, stored, &sender)
+            }),
+        };
+        // Queued under the room lock, so the store sees this room's messages in seq order
+        // and releases them in that order.
+        match store.append(job) {
+            Ok(()) => Ok(Posted::New),
+            Err(Busy) => {
+                ids.lock().remove(&id);
+                Err(RoomError::StoreBusy)
+            }
+        }
+    }
+
+    /// The store's verdict on a message (on the store's writer thread).
+    fn on_stored(&self, ids: &MessageIds, event: Arc<Event>, stored: Stored, sender: &Mailbox) {
+        let id = chat(&event).id;
+        match stored {
+            Stored::New => {
+                ids.lock().mark_durable(&id);
+                let mut st = self.lock();
+                self.release(&mut st, ids, event);
+            }
+            Stored::Duplicate(original) => {
+                // Stored long ago (before a restart): this resend's seq is skipped.
+                ids.lock().remove(&id);
+                let _ = sender.deliver(original); // a full mailbox loses the ack: the client resends
+            }
+            Stored::Failed(reason) => {
+                ids.lock().remove(&id);
+                let _ = sender.deliver(Arc::new(not_stored(&reason, id))); // as above
+            }
+        }
+    }
+
+    /// Puts a durable message into history and broadcasts it (under the room lock).
+    fn release(&self, st: &mut RoomState, ids: &MessageIds, event: Arc<Event>) {
         if st.capacity > 0 {
-            if st.history.len() == st.capacity
+            if st.history.len() >= st.capacity
                 && let Some(old) = st.history.pop_front()
             {
-                ids.remove(&chat(&old).id);
+                ids.lock().remove(&chat(&old).id);
             }
             st.history.push_back(Arc::clone(&event));
-            ids.insert(id, Arc::clone(&event));
+        } else {
+            ids.lock().remove(&chat(&event).id);
         }
-        drop(ids);
         self.broadcast(&event);
-        Ok(Posted::New)
     }
 
     /// Changes a member's nick; returns every member's session (the renamed one included).
@@ -244,40 +410,68 @@ impl Room {
         self.lock().members.len()
     }
 
+    /// Removes this room's cached messages from the id index: the room is being forgotten.
+    pub(crate) fn forget_ids(&self, ids: &MessageIds) {
+        let st = self.lock();
+        let mut ids = ids.lock();
+        for event in &st.history {
+            ids.remove(&chat(event).id);
+        }
+    }
+
     /// (member count, last activity), for choosing which empty room to forget.
     pub(crate) fn activity(&self) -> (usize, i64) {
         let st = self.lock();
         (st.members.len(), st.last_active)
     }
 
-    /// Up to `limit` messages older than `before` (default: the newest), oldest first, and
-    /// whether older ones exist.
+    /// Up to `limit` messages older than `before` (default: the newest), oldest first.
     ///
     /// # Errors
-    /// `UnknownBefore` when `before` is not a retained message of this room.
-    pub(crate) fn history(
-        &self,
-        before: Option<Uuid>,
-        limit: usize,
-    ) -> Result<(Vec<ChatMessage>, bool), RoomError> {
+    /// `UnknownBefore` when `before` is not a message of this room (in memory, and there is
+    /// no store to look in).
+    pub(crate) fn history(&self, before: Option<Uuid>, limit: usize) -> Result<Plan, RoomError> {
         let st = self.lock();
         let end = match before {
-            Some(id) => st
-                .history
-                .iter()
-                .position(|e| chat(e).id == id)
-                .ok_or(RoomError::UnknownBefore)?,
+            Some(id) => match st.history.iter().position(|e| chat(e).id == id) {
+                Some(end) => end,
+                None if self.store.is_some() => return Ok(Plan::Find { before: id, limit }),
+                None => return Err(RoomError::UnknownBefore),
+            },
             None => st.history.len(),
         };
         let start = end.saturating_sub(limit);
-        let page = st
+        let cutoff = self.cutoff();
+        let messages: Vec<ChatMessage> = st
             .history
             .range(start..end)
-            .map(|e| chat(e).clone())
+            .map(|e| chat(e))
+            .filter(|m| m.ts >= cutoff)
+            .cloned()
             .collect();
-        Ok((page, start > 0))
+        let first = st.first_seq();
+        let wanted = limit - messages.len();
+        if self.store.is_some() && wanted > 0 && first > 1 {
+            return Ok(Plan::Read {
+                messages,
+                range: Range {
+                    after: 0,
+                    before: first,
+                    limit: wanted + 1,
+                },
+                since: false,
+            });
+        }
+        Ok(Plan::Done {
+            messages,
+            older: start > 0,
+        })
     }
 }
+
+/// Most messages a `join` with an old `since` reads from the store (the frame limit cuts
+/// what is sent further; `history` pages the rest).
+const JOIN_FROM_STORE_MAX: usize = 500;
 
 fn sorted_nicks(members: &HashMap<Uuid, Nick>) -> Vec<String> {
     let mut nicks: Vec<String> = members.values().map(Nick::to_string).collect();
@@ -293,73 +487,96 @@ mod tests {
         Nick::parse(s).unwrap()
     }
 
-    fn post(room: &Room, ids: &MessageIds, who: Uuid, text: &str) {
+    fn room(history: usize) -> (Arc<Room>, Arc<MessageIds>) {
+        let ids = Arc::new(MessageIds::default());
+        let config = Config {
+            history,
+            room_buffer: 16,
+            ..Config::default()
+        };
+        let room = Room::new(
+            RoomName::parse("r").unwrap(),
+            &config,
+            None,
+            RoomLoad::default(),
+            &ids,
+        );
+        (Arc::new(room), ids)
+    }
+
+    fn mailbox() -> Arc<Mailbox> {
+        Arc::new(Mailbox::new(8))
+    }
+
+    fn post(room: &Arc<Room>, ids: &Arc<MessageIds>, who: Uuid, text: &str) {
         assert!(matches!(
-            room.post(ids, who, text.into(), None, false),
+            room.post(ids, who, &mailbox(), text.into(), None, false),
             Ok(Posted::New)
         ));
     }
 
+    fn done(plan: Plan) -> (Vec<u64>, bool) {
+        match plan {
+            Plan::Done { messages, older } => (messages.iter().map(|m| m.seq).collect(), older),
+            other => panic!("not served from memory: {other:?}"),
+        }
+    }
+
     #[test]
     fn seq_increases_and_history_is_bounded() {
-        let ids = MessageIds::default();
-        let room = Room::new(RoomName::parse("r").unwrap(), 3, 16);
+        let (room, ids) = room(3);
         let a = Uuid::new_v4();
         room.join(a, &nick("a"), None, 50);
         for i in 0..5 {
             post(&room, &ids, a, &format!("m{i}"));
         }
-        let (page, older) = room.history(None, 50).unwrap();
-        let seqs: Vec<u64> = page.iter().map(|m| m.seq).collect();
-        assert_eq!(seqs, [3, 4, 5]);
-        assert!(!older);
+        assert_eq!(
+            done(room.history(None, 50).unwrap()),
+            (vec![3, 4, 5], false)
+        );
         assert_eq!(ids.lock().len(), 3, "evicted ids are forgotten");
     }
 
     #[test]
     fn join_since_returns_exactly_what_follows() {
-        let ids = MessageIds::default();
-        let room = Room::new(RoomName::parse("r").unwrap(), 10, 16);
+        let (room, ids) = room(10);
         let a = Uuid::new_v4();
         room.join(a, &nick("a"), None, 50);
         for i in 0..6 {
             post(&room, &ids, a, &format!("m{i}"));
         }
         let j = room.join(Uuid::new_v4(), &nick("b"), Some(4), 50);
-        assert_eq!(j.history.iter().map(|m| m.seq).collect::<Vec<_>>(), [5, 6]);
-        assert!(!j.truncated);
+        assert_eq!(done(j.history), (vec![5, 6], false));
         let j = room.join(Uuid::new_v4(), &nick("c"), None, 2);
-        assert_eq!(j.history.iter().map(|m| m.seq).collect::<Vec<_>>(), [5, 6]);
-        assert!(j.truncated);
+        assert_eq!(done(j.history), (vec![5, 6], true));
         assert_eq!(j.members, ["a", "b", "c"]);
     }
 
     #[test]
     fn join_since_older_than_retained_says_truncated() {
-        let ids = MessageIds::default();
-        let room = Room::new(RoomName::parse("r").unwrap(), 2, 16);
+        let (room, ids) = room(2);
         let a = Uuid::new_v4();
         room.join(a, &nick("a"), None, 50);
         for i in 0..5 {
             post(&room, &ids, a, &format!("m{i}"));
         }
         let j = room.join(Uuid::new_v4(), &nick("b"), Some(1), 50);
-        assert_eq!(j.history.iter().map(|m| m.seq).collect::<Vec<_>>(), [4, 5]);
-        assert!(j.truncated, "seq 2 and 3 are gone");
+        assert_eq!(done(j.history), (vec![4, 5], true), "seq 2 and 3 are gone");
     }
 
     #[test]
     fn duplicate_ids_return_the_original() {
-        let ids = MessageIds::default();
-        let room = Room::new(RoomName::parse("r").unwrap(), 10, 16);
+        let (room, ids) = room(10);
         let a = Uuid::new_v4();
         let mut rx = room.join(a, &nick("a"), None, 50).rx;
         let id = Uuid::now_v7();
         assert!(matches!(
-            room.post(&ids, a, "x".into(), Some(id), false),
+            room.post(&ids, a, &mailbox(), "x".into(), Some(id), false),
             Ok(Posted::New)
         ));
-        let Ok(Posted::Duplicate(orig)) = room.post(&ids, a, "y".into(), Some(id), false) else {
+        let Ok(Posted::Duplicate(orig)) =
+            room.post(&ids, a, &mailbox(), "y".into(), Some(id), false)
+        else {
             panic!("second post with the same id was not a duplicate");
         };
         assert_eq!(chat(&orig).text, "x");
@@ -369,10 +586,9 @@ mod tests {
 
     #[test]
     fn non_members_cannot_post_and_history_before_must_exist() {
-        let ids = MessageIds::default();
-        let room = Room::new(RoomName::parse("r").unwrap(), 10, 16);
+        let (room, ids) = room(10);
         assert!(matches!(
-            room.post(&ids, Uuid::new_v4(), "x".into(), None, false),
+            room.post(&ids, Uuid::new_v4(), &mailbox(), "x".into(), None, false),
             Err(RoomError::NotInRoom)
         ));
         assert_eq!(

@@ -29,7 +29,8 @@ use crate::event::{Encoding, Event};
 use crate::hub::{Hub, HubError};
 use crate::limits::{RateLimiter, Verdict};
 use crate::mailbox::Mailbox;
-use crate::room::{Posted, Room, RoomError};
+use crate::room::{Plan, Posted, Room, RoomError};
+use crate::store::{Range, Store};
 use crate::subscriptions::{Delivery, Subscriptions};
 use crate::wire::{Inbound, Wire, framed};
 use crate::{Config, Shared};
@@ -70,10 +71,13 @@ pub(crate) struct Session<W> {
     bad_in_a_row: u32,
     /// Last time any input arrived; an idle framed client is pinged from here.
     last_heard: Instant,
-    /// A ping is outstanding since this instant.
-    ping_sent: Option<Instant>,
+    /// A ping is outstanding. It was sent when the idle interval ran out, at `last_heard +
+    /// ping_interval`, so its deadline needs no instant of its own.
+    pinged: bool,
     /// The reason room-mates get in `parted` when the session ends.
-    part_reason: String,
+    part_reason: Box<str>,
+    /// History a join or a `history` request still owes, waiting on the store.
+    deferred: Option<Box<Deferred>>,
     rate: RateLimiter,
 }
 
@@ -99,8 +103,9 @@ impl<W: Wire> Session<W> {
             mailbox: Arc::new(Mailbox::new(shared.config.mailbox)),
             bad_in_a_row: 0,
             last_heard: Instant::now(),
-            ping_sent: None,
+            pinged: false,
             part_reason: "quit".into(),
+            deferred: None,
             rate: RateLimiter::new(shared.config.burst),
         }
     }
@@ -125,7 +130,7 @@ impl<W: Wire> Session<W> {
             match exit {
                 Exit::Quit(reason) => {
                     if let Some(reason) = reason {
-                        self.part_reason = reason;
+                        self.part_reason = reason.into();
                     }
                 }
                 Exit::Bye(reason, message) => {
@@ -216,6 +221,9 @@ impl<W: Wire> Session<W> {
                             ref_id,
                         ));
                     } else if self.hello(&nick, ref_id, client.as_deref()) {
+                        if self.deferred.is_some() {
+                            Box::pin(self.complete()).await;
+                        }
                         self.flush().await?;
                         return Ok(());
                     }
@@ -268,10 +276,10 @@ impl<W: Wire> Session<W> {
     async fn serve(&mut self) -> Exit {
         let mailbox = Arc::clone(&self.mailbox);
         loop {
-            let ping_at = match self.ping_sent {
-                Some(sent) => sent + self.config.ping_timeout,
-                None => self.last_heard + self.config.ping_interval,
-            };
+            let mut ping_at = self.last_heard + self.config.ping_interval;
+            if self.pinged {
+                ping_at += self.config.ping_timeout;
+            }
             let step = tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => Err(shutdown_exit()),
@@ -288,6 +296,9 @@ impl<W: Wire> Session<W> {
             };
             if let Err(exit) = step {
                 return exit;
+            }
+            if self.deferred.is_some() {
+                Box::pin(self.complete()).await;
             }
             self.drain_ready();
             if let Err(exit) = self.flush().await {
@@ -325,11 +336,10 @@ impl<W: Wire> Session<W> {
     }
 
     fn on_ping_due(&mut self) -> Result<(), Exit> {
-        if self.ping_sent.is_some() {
+        if self.pinged {
             return Err(Exit::Bye(ByeReason::Timeout, "no answer to ping".into()));
         }
-        let now = Instant::now();
-        self.ping_sent = Some(now);
+        self.pinged = true;
         self.reply(ServerMsg::Ping {
             token: Value::from(crate::now_ms()),
         });
@@ -338,7 +348,7 @@ impl<W: Wire> Session<W> {
 
     fn on_inbound(&mut self, inbound: std::io::Result<Option<Inbound>>) -> Result<(), Exit> {
         self.last_heard = Instant::now();
-        self.ping_sent = None;
+        self.pinged = false;
         match inbound {
             Ok(Some(Inbound::Request(req))) => {
                 self.bad_in_a_row = 0;
@@ -431,7 +441,7 @@ impl<W: Wire> Session<W> {
             ClientMsg::Pong { .. } => {}
             ClientMsg::Quit { reason } => {
                 let reason = clean_reason(reason.as_deref());
-                self.part_reason = reason.unwrap_or_else(|| "quit".into());
+                self.part_reason = reason.map_or_else(|| "quit".into(), String::into_boxed_str);
                 return Err(Exit::Bye(ByeReason::Quit, "bye".into()));
             }
             ClientMsg::Hello { .. } => {
@@ -491,12 +501,21 @@ impl<W: Wire> Session<W> {
         let Some(text) = self.text(text, ref_id) else {
             return;
         };
-        match room.post(&self.hub.ids, self.id, text, ref_id, action) {
-            // The sender's copy (its acknowledgement) comes through its own subscription.
-            Ok(Posted::New) => {}
+        match room.post(&self.hub.ids, self.id, &self.mailbox, text, ref_id, action) {
+            // The sender's copy (its acknowledgement) comes through its own subscription,
+            // once the message is durable; a resend of one not durable yet is acknowledged
+            // by that same copy.
+            Ok(Posted::New | Posted::Pending) => {}
             Ok(Posted::Duplicate(original)) => self.wire.push(&original),
+            Err(RoomError::StoreBusy) => self.reply(error(
+                ErrorCode::RateLimited,
+                "the server is busy storing messages; this one was dropped, try again",
+                ref_id,
+            )),
             // Unreachable while `self.rooms` mirrors memberships; answered all the same.
-            Err(_) => self.reply(error(ErrorCode::NotInRoom, "not in that room", ref_id)),
+            Err(RoomError::NotInRoom | RoomError::UnknownBefore) => {
+                self.reply(error(ErrorCode::NotInRoom, "not in that room", ref_id));
+            }
         }
     }
 
@@ -505,8 +524,14 @@ impl<W: Wire> Session<W> {
             return;
         };
         let from = self.nick().clone();
-        match self.hub.dm(self.id, &from, to, text, ref_id) {
-            Ok(copy) => self.wire.push(&copy),
+        // Both copies, the recipient's and this sender's, come through mailboxes.
+        match self.hub.dm(self.id, &from, &self.mailbox, to, text, ref_id) {
+            Ok(()) => {}
+            Err(HubError::StoreFailed) => self.reply(error(
+                ErrorCode::RateLimited,
+                "the server is busy storing messages; this one was dropped, try again",
+                ref_id,
+            )),
             Err(_) => self.reply(error(
                 ErrorCode::NoSuchNick,
                 format!("nobody is called {to:?}"),
@@ -529,6 +554,14 @@ impl<W: Wire> Session<W> {
         }
         let room = match self.hub.room(&name) {
             Ok(room) => room,
+            Err(HubError::StoreFailed) => {
+                self.reply(error(
+                    ErrorCode::Unavailable,
+                    "the room's history cannot be read right now",
+                    ref_id,
+                ));
+                return;
+            }
             Err(_) => {
                 self.reply(error(
                     ErrorCode::TooManyRooms,
@@ -544,8 +577,20 @@ impl<W: Wire> Session<W> {
         self.subs.insert(name.clone(), joined.rx);
         self.rooms.insert(name.clone(), room);
         self.wire.push(&joined.event);
-        self.push_history(name.as_str(), joined.history, joined.truncated);
-        self.push_members(&name, &joined.members);
+        match joined.history {
+            Plan::Done { messages, older } => {
+                self.push_history(name.as_str(), messages, older);
+                self.push_members(&name, &joined.members);
+            }
+            plan => {
+                self.deferred = Some(Box::new(Deferred {
+                    room: name,
+                    plan,
+                    members: Some(joined.members),
+                    ref_id,
+                }));
+            }
+        }
     }
 
     fn part(&mut self, raw: &str, reason: Option<&str>, ref_id: Option<Uuid>) {
@@ -557,7 +602,7 @@ impl<W: Wire> Session<W> {
         self.subs.remove(&name);
         match room.part(self.id, clean_reason(reason)) {
             Ok(event) => self.wire.push(&event),
-            Err(RoomError::NotInRoom | RoomError::UnknownBefore) => {
+            Err(RoomError::NotInRoom | RoomError::UnknownBefore | RoomError::StoreBusy) => {
                 self.reply(error(ErrorCode::NotInRoom, "not in that room", ref_id));
             }
         }
@@ -579,7 +624,7 @@ impl<W: Wire> Session<W> {
                 format!("nick {new} is already taken"),
                 ref_id,
             )),
-            Err(HubError::NoSuchNick | HubError::TooManyRooms) => {
+            Err(HubError::NoSuchNick | HubError::TooManyRooms | HubError::StoreFailed) => {
                 self.reply(error(ErrorCode::BadRequest, "rename failed", ref_id));
             }
         }
@@ -608,17 +653,72 @@ impl<W: Wire> Session<W> {
             return;
         };
         let limit = limit.map_or(HISTORY_PAGE, |l| (l as usize).min(HISTORY_PAGE_MAX));
-        let page = match self.hub.existing_room(&name) {
+        // With a store, a room nobody has joined since the start is still in it.
+        let room = match &self.hub.store {
+            Some(_) => self.hub.room(&name).ok(),
+            None => self.hub.existing_room(&name),
+        };
+        let plan = match room {
             Some(room) => room.history(before, limit),
             None if before.is_some() => Err(RoomError::UnknownBefore),
-            None => Ok((Vec::new(), false)),
+            None => Ok(Plan::Done {
+                messages: Vec::new(),
+                older: false,
+            }),
         };
-        match page {
-            Ok((messages, older)) => self.push_history(name.as_str(), messages, older),
+        match plan {
+            Ok(Plan::Done { messages, older }) => self.push_history(name.as_str(), messages, older),
+            Ok(plan) => {
+                self.deferred = Some(Box::new(Deferred {
+                    room: name,
+                    plan,
+                    members: None,
+                    ref_id,
+                }));
+            }
             Err(_) => {
                 // A bad `before` counts towards the bad-request streak like any other.
                 let _ = self.bad_request("history: unknown message id in before", ref_id);
             }
+        }
+    }
+
+    /// Completes a join's or a `history` request's history from the store (and, for a join,
+    /// sends the members after it, as the join sequence requires).
+    async fn complete(&mut self) {
+        let Some(deferred) = self.deferred.take() else {
+            return;
+        };
+        let Deferred {
+            room,
+            plan,
+            members,
+            ref_id,
+        } = *deferred;
+        let result = match self.hub.store.clone() {
+            Some(store) => resolve(store, room.to_string(), plan).await,
+            None => Err(Unresolved::Store),
+        };
+        match result {
+            Ok((messages, older)) => self.push_history(room.as_str(), messages, older),
+            Err(Unresolved::UnknownBefore) => {
+                // A bad `before` counts towards the bad-request streak like any other.
+                let _ = self.bad_request("history: unknown message id in before", ref_id);
+            }
+            Err(Unresolved::Store) => {
+                self.reply(error(
+                    ErrorCode::Unavailable,
+                    "older history cannot be read right now",
+                    ref_id,
+                ));
+                if members.is_some() {
+                    // The join sequence still needs its history: what memory had.
+                    self.push_history(room.as_str(), Vec::new(), true);
+                }
+            }
+        }
+        if let Some(members) = members {
+            self.push_members(&room, &members);
         }
     }
 
@@ -662,7 +762,7 @@ impl<W> Session<W> {
         };
         for room in self.rooms.values() {
             // Err only if not a member, which is what leaving wants anyway.
-            let _ = room.part(self.id, Some(self.part_reason.clone()));
+            let _ = room.part(self.id, Some(self.part_reason.to_string()));
         }
         self.rooms.clear();
         self.subs.clear();
@@ -675,6 +775,74 @@ impl<W> Drop for Session<W> {
     /// Synchronous, so leaving happens on every exit path, a panic included.
     fn drop(&mut self) {
         self.leave();
+    }
+}
+
+/// History still owed to the client, waiting on a store read.
+struct Deferred {
+    room: RoomName,
+    plan: Plan,
+    /// For a join: the members, sent after the history.
+    members: Option<Vec<String>>,
+    ref_id: Option<Uuid>,
+}
+
+/// Why a plan could not be completed.
+enum Unresolved {
+    UnknownBefore,
+    Store,
+}
+
+/// Completes a history plan from the store, on a blocking thread (SQLite reads block).
+async fn resolve(
+    store: Arc<dyn Store>,
+    room: String,
+    plan: Plan,
+) -> Result<(Vec<ChatMessage>, bool), Unresolved> {
+    let read = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let (messages, range, since) = match plan {
+            Plan::Done { messages, older } => return Ok(Some((messages, older))),
+            Plan::Read {
+                messages,
+                range,
+                since,
+            } => (messages, range, since),
+            Plan::Find { before, limit } => match store.seq_of(&room, before)? {
+                Some(seq) => (
+                    Vec::new(),
+                    Range {
+                        after: 0,
+                        before: seq,
+                        limit: limit + 1,
+                    },
+                    false,
+                ),
+                None => return Ok(None),
+            },
+        };
+        let mut older = store.read(&room, range)?;
+        // One more than wanted was asked for: getting it means older ones exist.
+        let mut truncated = older.len() >= range.limit;
+        if truncated {
+            older.remove(0);
+        }
+        // After `since`, a missing first message means it is no longer kept.
+        let first = older.first().map_or(range.before, |m| m.seq);
+        truncated |= since && first > range.after.saturating_add(1);
+        older.extend(messages);
+        Ok(Some((older, truncated)))
+    });
+    match read.await {
+        Ok(Ok(Some(page))) => Ok(page),
+        Ok(Ok(None)) => Err(Unresolved::UnknownBefore),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "history read failed");
+            Err(Unresolved::Store)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "history read task failed");
+            Err(Unresolved::Store)
+        }
     }
 }
 

@@ -28,7 +28,15 @@ impl Drop for Server {
 /// Starts the binary on an ephemeral port and reads the bound address from its log.
 fn start(extra: &[&str]) -> (Server, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
-        .args(["--listen", "127.0.0.1:0", "--sniff-ms", "100"])
+        // These tests are about signals and clients; history storage has its own tests.
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--sniff-ms",
+            "100",
+            "--db",
+            "none",
+        ])
         .args(extra)
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())

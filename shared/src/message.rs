@@ -365,6 +365,9 @@ pub enum ErrorCode {
     ServerFull,
     /// Over the limit on rooms (server-wide or joined by one client). Added to v1.
     TooManyRooms,
+    /// The server could not store the message (or read history); nothing was delivered.
+    /// Added to v1.
+    Unavailable,
     /// A code newer than this client; produced only by parsing, never sent.
     #[serde(other)]
     Other,

@@ -1,0 +1,431 @@
+//! Issue 6 with the real binary: every acknowledged message survives `kill -9`, and the
+//! default database lives under `$XDG_DATA_HOME` (or `$HOME/.local/share`).
+//!
+//! Each test runs the binary in its own temporary directory (also its working directory and
+//! `HOME`), removed at the end; a guard kills the process if the test fails first.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use chat_shared::{ChatMessage, ClientCodec, ClientMsg, Request, ServerMsg};
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tokio_util::codec::Framed;
+use uuid::Uuid;
+
+/// The bound on every single wait.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Frames big enough for a full page of 500 messages, on both sides.
+const BIG_FRAME: usize = 1024 * 1024;
+
+type Conn = Framed<TcpStream, ClientCodec>;
+
+/// Kills the server if the test fails before it exits on its own.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Already exited in a passing test; otherwise end the process this test started.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Server {
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([sig, &self.0.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {sig} failed: {status:?}");
+    }
+
+    /// Waits (up to [`WAIT`]) for the process to end.
+    async fn exited(&mut self) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.0.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                started.elapsed() < WAIT,
+                "the server did not exit within {WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// How the binary is started: its flags and its environment.
+struct Run<'a> {
+    args: Vec<String>,
+    /// Working directory (the fallback database would land here).
+    dir: &'a Path,
+    env: Vec<(&'static str, PathBuf)>,
+    /// Removed from the inherited environment (besides every `CHAT_…` variable).
+    unset: Vec<&'static str>,
+}
+
+impl Run<'_> {
+    /// Starts the binary on an ephemeral port and reads the bound address from its log.
+    fn start(&self) -> (Server, String) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_chat-server"));
+        cmd.args(["--listen", "127.0.0.1:0", "--sniff-ms", "100"])
+            .args(&self.args)
+            .current_dir(self.dir)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null());
+        // No flag may come from the environment this test happens to run in.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("CHAT_") {
+                cmd.env_remove(key);
+            }
+        }
+        for var in &self.unset {
+            cmd.env_remove(var);
+        }
+        for (key, value) in &self.env {
+            cmd.env(key, value);
+        }
+        let mut child = cmd.spawn().expect("chat-server starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let server = Server(child);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(addr.trim().to_owned()); // the test may have given up
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(WAIT)
+            .expect("the log names the bound address");
+        (server, addr)
+    }
+}
+
+/// The next frame; a timeout, end of file or decoding error fails the test.
+async fn recv(conn: &mut Conn, what: &str) -> ServerMsg {
+    match timeout(WAIT, conn.next()).await {
+        Ok(Some(Ok(msg))) => msg,
+        Ok(Some(Err(e))) => panic!("waiting for {what}: {e}"),
+        Ok(None) => panic!("connection closed while waiting for {what}"),
+        Err(_) => panic!("nothing within {WAIT:?} while waiting for {what}"),
+    }
+}
+
+/// Connects, says `hello`, and returns the connection and the lobby history sent on join.
+async fn login(addr: &str, nick: &str) -> (Conn, Vec<ChatMessage>) {
+    let stream = timeout(WAIT, TcpStream::connect(addr))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let mut conn = Framed::new(stream, ClientCodec::new(BIG_FRAME));
+    conn.send(ClientMsg::Hello {
+        nick: nick.into(),
+        version: Some(1),
+        client: Some("durability-test".into()),
+    })
+    .await
+    .expect("send hello");
+    let mut history = None;
+    loop {
+        match recv(&mut conn, "the lobby join sequence").await {
+            ServerMsg::History { room, messages, .. } if room == "lobby" => {
+                history = Some(messages);
+            }
+            ServerMsg::Members { room, .. } if room == "lobby" => break,
+            ServerMsg::Error { .. } | ServerMsg::Bye { .. } => panic!("login as {nick} refused"),
+            _ => {}
+        }
+    }
+    (conn, history.expect("history came before members"))
+}
+
+/// Says `text` in lobby with a fresh id and waits for the acknowledgement.
+async fn say(conn: &mut Conn, text: &str) -> ChatMessage {
+    let id = Uuid::new_v4();
+    conn.send(Request::with_id(
+        id,
+        ClientMsg::Say {
+            room: "lobby".into(),
+            text: text.into(),
+            action: false,
+        },
+    ))
+    .await
+    .expect("send say");
+    loop {
+        match recv(conn, "the acknowledgement").await {
+            ServerMsg::Message(m) if m.id == id => return m,
+            m @ ServerMsg::Error { .. } => panic!("say {text:?} refused: {m:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// Pages back through `room` with `history{before, limit: 500}` until an empty page;
+/// returns everything oldest first.
+async fn page_all(conn: &mut Conn, room: &str) -> Vec<ChatMessage> {
+    let mut pages: Vec<Vec<ChatMessage>> = Vec::new();
+    let mut before = None;
+    loop {
+        conn.send(ClientMsg::History {
+            room: room.into(),
+            before,
+            limit: Some(500),
+        })
+        .await
+        .expect("send history");
+        let page = loop {
+            match recv(conn, "a history page").await {
+                ServerMsg::History {
+                    room: r, messages, ..
+                } if r == room => break messages,
+                m @ ServerMsg::Error { .. } => panic!("history before {before:?}: {m:?}"),
+                _ => {}
+            }
+        };
+        let Some(first) = page.first() else {
+            break;
+        };
+        before = Some(first.id);
+        pages.push(page);
+        assert!(pages.len() <= 40, "paging {room} does not end");
+    }
+    pages.into_iter().rev().flatten().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_6_kill_9_mid_stream_loses_no_acknowledged_message_and_stores_none_twice() {
+    const N: usize = 5000;
+    const KILL_AFTER: usize = 1000;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let db = dir.path().join("chat.db");
+    let run = Run {
+        args: [
+            "--db",
+            db.to_str().expect("UTF-8 path"),
+            "--rate",
+            "1000000",
+            "--burst",
+            "1000000",
+            "--max-frame",
+            "1048576",
+        ]
+        .map(String::from)
+        .to_vec(),
+        dir: dir.path(),
+        env: vec![("HOME", dir.path().to_path_buf())],
+        unset: vec!["XDG_DATA_HOME"],
+    };
+    let (mut server, addr) = run.start();
+    let (conn, _) = login(&addr, "writer").await;
+    let (mut sink, mut stream) = conn.split();
+
+    // The writer sends everything at once, never waiting for an acknowledgement.
+    let ids: Vec<Uuid> = (0..N).map(|_| Uuid::new_v4()).collect();
+    let sent_ids = ids.clone();
+    let writer = tokio::spawn(async move {
+        for (i, id) in sent_ids.into_iter().enumerate() {
+            let say = Request::with_id(
+                id,
+                ClientMsg::Say {
+                    room: "lobby".into(),
+                    text: format!("stream {i}"),
+                    action: false,
+                },
+            );
+            if sink.send(say).await.is_err() {
+                return i; // the server is gone
+            }
+        }
+        N
+    });
+
+    // Every acknowledgement, in the order received; SIGKILL after KILL_AFTER of them.
+    let mut acked: Vec<(Uuid, u64)> = Vec::new();
+    let mut refused = 0;
+    let mut killed = false;
+    loop {
+        let next = timeout(WAIT, stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("nothing for {WAIT:?} after {} acks", acked.len()));
+        match next {
+            Some(Ok(ServerMsg::Message(m))) if m.from == "writer" => {
+                acked.push((m.id, m.seq));
+                if acked.len() == KILL_AFTER {
+                    server.signal("-KILL");
+                    killed = true;
+                }
+            }
+            Some(Ok(ServerMsg::Error { .. })) => refused += 1,
+            Some(Ok(_)) => {}
+            // End of file or a reset: the process is gone.
+            Some(Err(_)) | None => break,
+        }
+        assert!(
+            killed || acked.len() < N,
+            "all {N} acknowledged before the kill"
+        );
+    }
+    assert!(
+        killed,
+        "the connection ended after only {} acks",
+        acked.len()
+    );
+    let status = server.exited().await;
+    assert!(!status.success(), "killed, yet exit status {status:?}");
+    let sent = timeout(WAIT, writer)
+        .await
+        .expect("the writer stops")
+        .expect("the writer task");
+    eprintln!(
+        "sent {sent} of {N}, {} acknowledged, {refused} refused, before the kill",
+        acked.len()
+    );
+    drop(server);
+
+    let (server, addr) = run.start();
+    let (mut reader, _) = login(&addr, "reader").await;
+    let stored = page_all(&mut reader, "lobby").await;
+
+    let stored_seqs: Vec<u64> = stored.iter().map(|m| m.seq).collect();
+    if let Some(w) = stored_seqs.windows(2).find(|w| w[0] >= w[1]) {
+        panic!(
+            "stored seqs not strictly increasing in page order: {} then {}",
+            w[0], w[1]
+        );
+    }
+    let mine: HashSet<Uuid> = ids.iter().copied().collect();
+    let mut by_id: HashMap<Uuid, u64> = HashMap::new();
+    for m in &stored {
+        assert!(mine.contains(&m.id), "a message nobody sent: {m:?}");
+        assert!(
+            by_id.insert(m.id, m.seq).is_none(),
+            "stored twice: {} (seq {})",
+            m.id,
+            m.seq
+        );
+    }
+    let lost: Vec<&(Uuid, u64)> = acked
+        .iter()
+        .filter(|(id, seq)| by_id.get(id) != Some(seq))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged messages are missing or have another seq after kill -9 \
+         (stored {}, seqs {:?}..{:?}); first: {:?} stored as {:?}",
+        lost.len(),
+        acked.len(),
+        stored.len(),
+        stored_seqs.first(),
+        stored_seqs.last(),
+        lost[0],
+        by_id.get(&lost[0].0)
+    );
+    assert!(stored.len() >= acked.len());
+
+    // seq goes on from the last stored one.
+    let last = stored_seqs.last().copied().unwrap_or(0);
+    let next = say(&mut reader, "after the crash").await;
+    assert_eq!(next.seq, last + 1, "seq after a restart");
+    drop(server);
+}
+
+/// Posts one message, stops the server with SIGTERM (exit 0), starts it again the same way
+/// and returns (the message, the lobby history a new client gets).
+async fn restart_cycle(run: &Run<'_>) -> (ChatMessage, Vec<ChatMessage>) {
+    let (mut server, addr) = run.start();
+    let (mut poster, _) = login(&addr, "poster").await;
+    let said = say(&mut poster, "kept across restarts").await;
+    server.signal("-TERM");
+    let status = server.exited().await;
+    assert!(status.success(), "SIGTERM: exit status {status:?}");
+    drop((poster, server));
+
+    let (_server, addr) = run.start();
+    let (_reader, history) = login(&addr, "reader").await;
+    (said, history)
+}
+
+#[tokio::test]
+async fn issue_6_without_db_flag_history_is_kept_in_xdg_data_home_across_restarts() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let home = dir.path().join("home");
+    let xdg = dir.path().join("xdg");
+    std::fs::create_dir(&home).expect("mkdir home");
+    let run = Run {
+        args: Vec::new(),
+        dir: dir.path(),
+        env: vec![("HOME", home.clone()), ("XDG_DATA_HOME", xdg.clone())],
+        unset: Vec::new(),
+    };
+    let (said, history) = restart_cycle(&run).await;
+    assert_eq!(history, vec![said], "lobby history after a restart");
+    let db = xdg.join("chat-server").join("chat.db");
+    assert!(db.is_file(), "no database at {}", db.display());
+    assert!(
+        !home.join(".local/share/chat-server").exists(),
+        "XDG_DATA_HOME is set: nothing under $HOME/.local/share"
+    );
+}
+
+#[tokio::test]
+async fn issue_6_without_db_flag_or_xdg_data_home_history_is_kept_in_home_local_share() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).expect("mkdir home");
+    let run = Run {
+        args: Vec::new(),
+        dir: dir.path(),
+        env: vec![("HOME", home.clone())],
+        unset: vec!["XDG_DATA_HOME"],
+    };
+    let (said, history) = restart_cycle(&run).await;
+    assert_eq!(history, vec![said], "lobby history after a restart");
+    let db = home.join(".local/share/chat-server/chat.db");
+    assert!(db.is_file(), "no database at {}", db.display());
+}
+
+#[tokio::test]
+async fn issue_6_db_none_keeps_history_in_memory_only() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let home = dir.path().join("home");
+    let xdg = dir.path().join("xdg");
+    std::fs::create_dir(&home).expect("mkdir home");
+    let run = Run {
+        args: vec!["--db".into(), "none".into()],
+        dir: dir.path(),
+        env: vec![("HOME", home.clone()), ("XDG_DATA_HOME", xdg.clone())],
+        unset: Vec::new(),
+    };
+    let (_, history) = restart_cycle(&run).await;
+    assert!(
+        history.is_empty(),
+        "--db none: history is gone with the process: {history:?}"
+    );
+    assert!(
+        !xdg.join("chat-server").exists() && !home.join(".local").exists(),
+        "--db none wrote a database"
+    );
+    let mut entries: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("read temp dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    entries.sort();
+    assert_eq!(
+        entries,
+        ["home"],
+        "--db none created files in its working directory"
+    );
+}
