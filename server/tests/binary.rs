@@ -1,9 +1,8 @@
 //! The real `chat-server` binary as a user runs it: port 0, the `listening on` log line,
 //! and SIGTERM saying goodbye to every client before exiting 0.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use chat_shared::{ByeReason, ClientCodec, ClientMsg, ServerMsg};
 use futures::{SinkExt, StreamExt};
@@ -12,55 +11,25 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_util::codec::Framed;
 
+mod common;
+
+use common::{Run, Server};
+
+/// The bound on each wait in these tests (the contract's 5 s for a shutdown).
 const WAIT: Duration = Duration::from_secs(5);
 
-/// Kills the server if the test fails before it exits on its own.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // Already exited in a passing test; otherwise end the process this test started.
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the binary on an ephemeral port and reads the bound address from its log.
+/// Starts the binary with `extra` flags, its history in memory only (these tests are about
+/// signals and clients; storage has its own).
 fn start(extra: &[&str]) -> (Server, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
-        // These tests are about signals and clients; history storage has its own tests.
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--sniff-ms",
-            "100",
-            "--db",
-            "none",
-        ])
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("chat-server starts");
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let server = Server(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.split("listening on ").nth(1) {
-                let _ = tx.send(addr.trim().to_owned()); // the test may have given up
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(WAIT)
-        .expect("the log names the bound address");
-    assert!(
-        !addr.ends_with(":0"),
-        "the real port is logged, not 0: {addr}"
-    );
-    (server, addr)
+    let mut args: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+    args.extend(["--db".to_owned(), "none".to_owned()]);
+    Run {
+        args,
+        dir: Path::new("."),
+        env: Vec::new(),
+        unset: Vec::new(),
+    }
+    .start()
 }
 
 #[tokio::test]
@@ -127,26 +96,14 @@ async fn sigterm_says_bye_to_every_client_and_exits_zero() {
 }
 
 fn sigterm(server: &Server) {
-    let status = Command::new("kill")
-        .args(["-TERM", &server.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    server.signal("-TERM");
 }
 
 async fn assert_exits_zero_within(server: &mut Server, limit: Duration) {
-    let started = Instant::now();
-    let code = loop {
-        if let Some(status) = server.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < limit,
-            "the server did not exit within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert!(code.success(), "exit status {code:?}");
+    let status = timeout(limit, server.exited())
+        .await
+        .unwrap_or_else(|_| panic!("the server did not exit within {limit:?}"));
+    assert!(status.success(), "exit status {status:?}");
 }
 
 /// Issue 5: SIGTERM while 200 clients (half framed, half line) chat; each gets its goodbye

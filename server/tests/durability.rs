@@ -5,10 +5,6 @@
 //! `HOME`), removed at the end; a guard kills the process if the test fails first.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
 
 use chat_shared::{ChatMessage, ClientCodec, ClientMsg, Request, ServerMsg};
 use futures::{SinkExt, StreamExt};
@@ -17,100 +13,14 @@ use tokio::time::timeout;
 use tokio_util::codec::Framed;
 use uuid::Uuid;
 
-/// The bound on every single wait.
-const WAIT: Duration = Duration::from_secs(10);
+mod common;
+
+use common::{Run, WAIT};
 
 /// Frames big enough for a full page of 500 messages, on both sides.
 const BIG_FRAME: usize = 1024 * 1024;
 
 type Conn = Framed<TcpStream, ClientCodec>;
-
-/// Kills the server if the test fails before it exits on its own.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // Already exited in a passing test; otherwise end the process this test started.
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Server {
-    fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .args([sig, &self.0.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill {sig} failed: {status:?}");
-    }
-
-    /// Waits (up to [`WAIT`]) for the process to end.
-    async fn exited(&mut self) -> ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.0.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                started.elapsed() < WAIT,
-                "the server did not exit within {WAIT:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-/// How the binary is started: its flags and its environment.
-struct Run<'a> {
-    args: Vec<String>,
-    /// Working directory (the fallback database would land here).
-    dir: &'a Path,
-    env: Vec<(&'static str, PathBuf)>,
-    /// Removed from the inherited environment (besides every `CHAT_…` variable).
-    unset: Vec<&'static str>,
-}
-
-impl Run<'_> {
-    /// Starts the binary on an ephemeral port and reads the bound address from its log.
-    fn start(&self) -> (Server, String) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_chat-server"));
-        cmd.args(["--listen", "127.0.0.1:0", "--sniff-ms", "100"])
-            .args(&self.args)
-            .current_dir(self.dir)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null());
-        // No flag may come from the environment this test happens to run in.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("CHAT_") {
-                cmd.env_remove(key);
-            }
-        }
-        for var in &self.unset {
-            cmd.env_remove(var);
-        }
-        for (key, value) in &self.env {
-            cmd.env(key, value);
-        }
-        let mut child = cmd.spawn().expect("chat-server starts");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let server = Server(child);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(addr.trim().to_owned()); // the test may have given up
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(WAIT)
-            .expect("the log names the bound address");
-        (server, addr)
-    }
-}
 
 /// The next frame; a timeout, end of file or decoding error fails the test.
 async fn recv(conn: &mut Conn, what: &str) -> ServerMsg {

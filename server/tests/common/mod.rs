@@ -1,0 +1,101 @@
+//! Running the real `chat-server` binary in a test: start it on an ephemeral port, read the
+//! address it logs, signal it, wait for it to exit, and kill it if the test fails first.
+
+#![allow(dead_code)] // Each test file uses a different subset.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The bound on every single wait.
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
+
+/// Kills the server if the test fails before it exits on its own.
+pub(crate) struct Server(pub(crate) Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Already exited in a passing test; otherwise end the process this test started.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Server {
+    /// Sends `sig` (as `kill` spells it, e.g. `-TERM`).
+    pub(crate) fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([sig, &self.0.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {sig} failed: {status:?}");
+    }
+
+    /// Waits (up to [`WAIT`]) for the process to end.
+    pub(crate) async fn exited(&mut self) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.0.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                started.elapsed() < WAIT,
+                "the server did not exit within {WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// How the binary is started: its flags and its environment.
+pub(crate) struct Run<'a> {
+    /// Flags after `--listen 127.0.0.1:0 --sniff-ms 100`.
+    pub(crate) args: Vec<String>,
+    /// Working directory (the fallback database would land here).
+    pub(crate) dir: &'a Path,
+    pub(crate) env: Vec<(&'static str, PathBuf)>,
+    /// Removed from the inherited environment (besides every `CHAT_…` variable).
+    pub(crate) unset: Vec<&'static str>,
+}
+
+impl Run<'_> {
+    /// Starts the binary on an ephemeral port and reads the bound address from its log.
+    pub(crate) fn start(&self) -> (Server, String) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_chat-server"));
+        cmd.args(["--listen", "127.0.0.1:0", "--sniff-ms", "100"])
+            .args(&self.args)
+            .current_dir(self.dir)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null());
+        // No flag may come from the environment this test happens to run in.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("CHAT_") {
+                cmd.env_remove(key);
+            }
+        }
+        for var in &self.unset {
+            cmd.env_remove(var);
+        }
+        for (key, value) in &self.env {
+            cmd.env(key, value);
+        }
+        let mut child = cmd.spawn().expect("chat-server starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let server = Server(child);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(addr.trim().to_owned()); // the test may have given up
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(WAIT)
+            .expect("the log names the bound address");
+        (server, addr)
+    }
+}
