@@ -228,23 +228,12 @@ impl ServerHandle {
     /// # Errors
     /// If the port cannot be bound.
     pub async fn in_process_server(storage: Storage) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let (stop, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let shutdown = async move {
-                // Err means the handle was dropped, which also means stop.
-                let _ = rx.await;
-            };
+        Self::in_process(move |listener, shutdown| async move {
             if let Err(e) = chat_server::run(listener, in_process_config(storage), shutdown).await {
                 eprintln!("chat-bench: in-process server failed: {e:#}");
             }
-        });
-        Ok(Self::InProcess {
-            addr,
-            stop: Some(stop),
-            task,
         })
+        .await
     }
 
     /// The reflector on `127.0.0.1:0` inside this process.
@@ -252,16 +241,24 @@ impl ServerHandle {
     /// # Errors
     /// If the port cannot be bound.
     pub async fn in_process_reflector() -> anyhow::Result<Self> {
+        Self::in_process(crate::reflector::serve).await
+    }
+
+    /// Binds `127.0.0.1:0` and runs `serve` on it as a task until the handle is stopped
+    /// (or dropped).
+    async fn in_process<F, Fut>(serve: F) -> anyhow::Result<Self>
+    where
+        F: FnOnce(TcpListener, futures::future::BoxFuture<'static, ()>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let shutdown = async move {
-                // Err means the handle was dropped, which also means stop.
-                let _ = rx.await;
-            };
-            crate::reflector::serve(listener, shutdown).await;
+        let shutdown = Box::pin(async move {
+            // Err means the handle was dropped, which also means stop.
+            let _ = rx.await;
         });
+        let task = tokio::spawn(serve(listener, shutdown));
         Ok(Self::InProcess {
             addr,
             stop: Some(stop),
