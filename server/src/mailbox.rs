@@ -7,6 +7,7 @@
 //! up front, about half a kilobyte per connection.)
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
@@ -16,6 +17,10 @@ use crate::event::Event;
 #[derive(Debug)]
 pub(crate) struct Mailbox {
     queue: Mutex<VecDeque<Arc<Event>>>,
+    /// Events queued, readable without the lock: a session checks its mailbox before every
+    /// room event it drains (so a rename notice comes before the renamer's next message),
+    /// and almost always finds it empty.
+    len: AtomicUsize,
     notify: Notify,
     capacity: usize,
 }
@@ -28,6 +33,7 @@ impl Mailbox {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             queue: Mutex::new(VecDeque::new()),
+            len: AtomicUsize::new(0),
             notify: Notify::new(),
             capacity,
         }
@@ -48,6 +54,7 @@ impl Mailbox {
                 return Err(Full);
             }
             queue.push_back(event);
+            self.len.store(queue.len(), Ordering::Release);
         }
         self.notify.notify_one();
         Ok(())
@@ -55,8 +62,12 @@ impl Mailbox {
 
     /// The oldest waiting event, if any.
     pub(crate) fn try_take(&self) -> Option<Arc<Event>> {
+        if self.len.load(Ordering::Acquire) == 0 {
+            return None;
+        }
         let mut queue = self.lock();
         let event = queue.pop_front();
+        self.len.store(queue.len(), Ordering::Release);
         if queue.is_empty() && queue.capacity() > 0 {
             // Give the memory back: most mailboxes stay empty for hours.
             *queue = VecDeque::new();
