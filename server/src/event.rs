@@ -6,6 +6,7 @@
 //! nobody in the room speaks are never encoded.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use bytes::Bytes;
 use chat_shared::ServerMsg;
@@ -32,6 +33,22 @@ pub(crate) struct Event {
     /// messages, and shows its own DMs as sent confirmations.
     pub(crate) origin: Option<Uuid>,
     encoded: [OnceLock<Bytes>; ENCODINGS],
+    /// Where a stored message stands (see [`Settled`]); every other event is born durable.
+    settled: AtomicU8,
+}
+
+/// Where a message stands on its way to the disk.
+///
+/// A room message is delivered to the room as soon as the store has taken it, before its
+/// commit; only the copy that acknowledges it to its sender waits for [`Settled::Durable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settled {
+    /// Written, not yet committed.
+    Pending,
+    /// On disk (or storage is off).
+    Durable,
+    /// The commit failed: it was never stored.
+    Failed,
 }
 
 impl Event {
@@ -40,7 +57,30 @@ impl Event {
             msg,
             origin,
             encoded: Default::default(),
+            settled: AtomicU8::new(Settled::Durable as u8),
         }
+    }
+
+    /// A message on its way to the store: [`Settled::Pending`] until the store says.
+    pub(crate) fn pending(msg: ServerMsg, origin: Option<Uuid>) -> Self {
+        let event = Self::new(msg, origin);
+        event
+            .settled
+            .store(Settled::Pending as u8, Ordering::Relaxed);
+        event
+    }
+
+    pub(crate) fn settled(&self) -> Settled {
+        match self.settled.load(Ordering::Acquire) {
+            0 => Settled::Pending,
+            1 => Settled::Durable,
+            _ => Settled::Failed,
+        }
+    }
+
+    /// Records the store's verdict; called once, by the store's callback.
+    pub(crate) fn settle(&self, to: Settled) {
+        self.settled.store(to as u8, Ordering::Release);
     }
 
     /// This event's bytes in `encoding`, built by `encode` only the first time they are asked

@@ -19,7 +19,7 @@ use tracing::warn;
 use uuid::Uuid;
 
 use crate::Config;
-use crate::event::Event;
+use crate::event::{Event, Settled};
 use crate::mailbox::{Full, Mailbox};
 use crate::now_ms;
 use crate::room::Room;
@@ -42,18 +42,12 @@ pub(crate) struct MessageIds(Mutex<IdIndex>);
 
 #[derive(Debug, Default)]
 pub(crate) struct IdIndex {
-    by_id: HashMap<Uuid, Known>,
+    /// The event's [`Settled`](crate::event::Settled) state says whether it is durable yet.
+    /// A resend of a message that is not durable yet gets no answer of its own: the
+    /// original's acknowledgement, once durable, acknowledges both.
+    by_id: HashMap<Uuid, Arc<Event>>,
     /// DMs are retained only here (rooms retain theirs in their history), oldest first.
     dms: VecDeque<Uuid>,
-}
-
-/// A message the server knows by id.
-#[derive(Debug, Clone)]
-pub(crate) struct Known {
-    pub(crate) event: Arc<Event>,
-    /// Stored (or storage is off). A resend of a message that is not durable yet gets no
-    /// answer of its own: the original's delivery, once durable, acknowledges both.
-    pub(crate) durable: bool,
 }
 
 impl MessageIds {
@@ -63,18 +57,12 @@ impl MessageIds {
 }
 
 impl IdIndex {
-    pub(crate) fn get(&self, id: &Uuid) -> Option<&Known> {
+    pub(crate) fn get(&self, id: &Uuid) -> Option<&Arc<Event>> {
         self.by_id.get(id)
     }
 
-    pub(crate) fn insert(&mut self, id: Uuid, event: Arc<Event>, durable: bool) {
-        self.by_id.insert(id, Known { event, durable });
-    }
-
-    pub(crate) fn mark_durable(&mut self, id: &Uuid) {
-        if let Some(known) = self.by_id.get_mut(id) {
-            known.durable = true;
-        }
+    pub(crate) fn insert(&mut self, id: Uuid, event: Arc<Event>) {
+        self.by_id.insert(id, event);
     }
 
     pub(crate) fn remove(&mut self, id: &Uuid) {
@@ -86,7 +74,7 @@ impl IdIndex {
         self.by_id.len()
     }
 
-    fn insert_dm(&mut self, id: Uuid, event: Arc<Event>, durable: bool, capacity: usize) {
+    fn insert_dm(&mut self, id: Uuid, event: Arc<Event>, capacity: usize) {
         if capacity == 0 {
             return;
         }
@@ -96,7 +84,7 @@ impl IdIndex {
             self.by_id.remove(&old);
         }
         self.dms.push_back(id);
-        self.insert(id, event, durable);
+        self.insert(id, event);
     }
 }
 
@@ -312,46 +300,51 @@ impl Hub {
         let id = id.unwrap_or_else(Uuid::now_v7);
         let mut ids = self.ids.lock();
         if let Some(known) = ids.get(&id) {
-            if known.durable {
-                deliver(sender, &known.event);
+            if known.settled() == Settled::Durable {
+                deliver(sender, known);
             }
             return Ok(());
         }
-        let event = Arc::new(Event::new(
-            ServerMsg::Dm(DirectMessage {
-                id,
-                from: from.to_string(),
-                to: recipient.nick.to_string(),
-                text,
-                ts: now_ms(),
-            }),
-            Some(session),
-        ));
+        let dm = ServerMsg::Dm(DirectMessage {
+            id,
+            from: from.to_string(),
+            to: recipient.nick.to_string(),
+            text,
+            ts: now_ms(),
+        });
+        // DMs are delivered only once durable (their rate is a person's, not a room's).
+        let event = Arc::new(match self.store {
+            Some(_) => Event::pending(dm, Some(session)),
+            None => Event::new(dm, Some(session)),
+        });
         let to_box = (recipient.session != session).then(|| Arc::clone(&recipient.mailbox));
         let capacity = self.config.dm_history;
         let Some(store) = &self.store else {
-            ids.insert_dm(id, Arc::clone(&event), true, capacity);
+            ids.insert_dm(id, Arc::clone(&event), capacity);
             drop(ids);
             deliver_dm(&event, to_box.as_deref(), sender);
             return Ok(());
         };
-        ids.insert_dm(id, Arc::clone(&event), false, capacity);
+        ids.insert_dm(id, Arc::clone(&event), capacity);
         drop(ids);
         drop(st);
         let hub_ids = Arc::clone(&self.ids);
         let sender = Arc::clone(sender);
         let job = Job {
             record: Record::Dm(Arc::clone(&event)),
+            placed: None,
             done: Box::new(move |stored| match stored {
-                Stored::New => {
-                    hub_ids.lock().mark_durable(&id);
+                Stored::New { .. } => {
+                    event.settle(Settled::Durable);
                     deliver_dm(&event, to_box.as_deref(), &sender);
                 }
                 Stored::Duplicate(original) => {
+                    event.settle(Settled::Failed);
                     hub_ids.lock().remove(&id);
                     deliver(&sender, &original);
                 }
                 Stored::Failed(reason) => {
+                    event.settle(Settled::Failed);
                     hub_ids.lock().remove(&id);
                     deliver(&sender, &Arc::new(not_stored(&reason, id)));
                 }

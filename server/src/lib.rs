@@ -106,6 +106,15 @@ pub struct Config {
     pub motd: Option<String>,
 }
 
+impl Config {
+    /// How many of one client's room messages may wait for the disk before its input is no
+    /// longer read: half the room buffer, so its own messages, placed in a burst when the
+    /// disk catches up, cannot make it lag in its own room.
+    pub(crate) fn max_unsettled(&self) -> usize {
+        (self.room_buffer / 2).max(1)
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {

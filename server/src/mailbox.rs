@@ -1,5 +1,5 @@
 //! A session's private mailbox: DMs and rename notices, the events that are not a room
-//! broadcast.
+//! broadcast; and the store's nudge when a message the session sent becomes durable.
 //!
 //! Every connection has one and most never receive anything, so it is built to cost little
 //! while empty: a lock-protected queue that allocates only when something arrives, and a
@@ -7,7 +7,7 @@
 //! up front, about half a kilobyte per connection.)
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
@@ -23,6 +23,10 @@ pub(crate) struct Mailbox {
     len: AtomicUsize,
     notify: Notify,
     capacity: usize,
+    /// Something other than an event wants the session awake (see [`Mailbox::poke`]).
+    poked: AtomicBool,
+    /// The session's room messages on their way to the disk.
+    unsettled: AtomicUsize,
 }
 
 /// The mailbox is full: its owner has not read it for a long time.
@@ -36,6 +40,8 @@ impl Mailbox {
             len: AtomicUsize::new(0),
             notify: Notify::new(),
             capacity,
+            poked: AtomicBool::new(false),
+            unsettled: AtomicUsize::new(0),
         }
     }
 
@@ -75,12 +81,36 @@ impl Mailbox {
         event
     }
 
-    /// Waits for the next event. Cancel-safe: an event is only removed when returned, and a
-    /// notification that arrives while nobody waits is kept for the next wait.
-    pub(crate) async fn take(&self) -> Arc<Event> {
+    /// One more of the session's messages is on its way to the disk.
+    pub(crate) fn unsettled_add(&self) {
+        self.unsettled.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// One of the session's messages is settled (durable, a duplicate, or failed).
+    pub(crate) fn unsettled_sub(&self) {
+        self.unsettled.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn unsettled(&self) -> usize {
+        self.unsettled.load(Ordering::Acquire)
+    }
+
+    /// Wakes the session without an event: a message it holds back until durable now is.
+    pub(crate) fn poke(&self) {
+        self.poked.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    /// Waits for the next event, or a poke (`None`). Cancel-safe: an event is only removed
+    /// when returned, and a notification that arrives while nobody waits is kept for the
+    /// next wait.
+    pub(crate) async fn take(&self) -> Option<Arc<Event>> {
         loop {
             if let Some(event) = self.try_take() {
-                return event;
+                return Some(event);
+            }
+            if self.poked.swap(false, Ordering::AcqRel) {
+                return None;
             }
             self.notify.notified().await;
         }
@@ -107,15 +137,17 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(10)).await;
         let first = event();
         mailbox.deliver(Arc::clone(&first)).unwrap();
-        assert!(Arc::ptr_eq(&taker.await.unwrap(), &first));
+        assert!(Arc::ptr_eq(&taker.await.unwrap().unwrap(), &first));
 
         let (a, b) = (event(), event());
         mailbox.deliver(Arc::clone(&a)).unwrap();
         mailbox.deliver(Arc::clone(&b)).unwrap();
         assert_eq!(mailbox.deliver(event()), Err(Full));
-        assert!(Arc::ptr_eq(&mailbox.take().await, &a));
+        assert!(Arc::ptr_eq(&mailbox.take().await.unwrap(), &a));
         assert!(Arc::ptr_eq(&mailbox.try_take().unwrap(), &b));
         assert!(mailbox.try_take().is_none());
+        mailbox.poke();
+        assert!(mailbox.take().await.is_none(), "a poke wakes the taker");
         assert_eq!(
             mailbox.lock().capacity(),
             0,

@@ -63,7 +63,8 @@ struct Args {
     /// Seconds a client's writes may make no progress before it is dropped.
     #[arg(long, env = "CHAT_WRITE_TIMEOUT", default_value_t = 30)]
     write_timeout: u64,
-    /// Messages a room buffers for its slowest member before that member lags.
+    /// Messages a room buffers for its slowest member before that member lags. Half of it
+    /// is how many of one client's messages may wait for the disk before it is not read.
     #[arg(long, env = "CHAT_ROOM_BUFFER", default_value_t = Config::default().room_buffer)]
     room_buffer: usize,
     /// Rooms kept in memory (idle empty rooms make way for new ones).

@@ -7,12 +7,17 @@
 //! message exactly once: in the history snapshot or through its new receiver, never both,
 //! never neither.
 //!
-//! With a store, a message is released (into the history ring and the broadcast) only once
-//! it is durable, by the store's writer thread; without one, at once. The ring is then the
-//! cache of the store's newest messages: joins and history pages are served from it, and
-//! only what is older comes from the store (see [`Plan`]).
+//! Without a store a message is released (into the history ring and the broadcast) at once.
+//! With one it is released before it is durable, as soon as a crash could no longer give
+//! its `seq` to another message, and in `seq` order: at once for an id the server made up,
+//! or when the store has checked and written one from the client (which may be a resend);
+//! its sender's session holds its own copy back until the store says it is durable (see
+//! `subscriptions.rs`). The ring is the cache of the store's newest messages: joins and
+//! history pages are served from it, and only what is older comes from the store (see
+//! [`Plan`]).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chat_shared::{ChatMessage, Nick, RoomName, ServerMsg};
@@ -20,11 +25,11 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::Config;
-use crate::event::Event;
+use crate::event::{Event, Settled};
 use crate::hub::{MessageIds, not_stored};
 use crate::mailbox::Mailbox;
 use crate::now_ms;
-use crate::store::{Busy, Job, Range, Record, RoomLoad, Store, Stored};
+use crate::store::{Job, Range, Record, RoomLoad, Store, Stored};
 
 /// Why a room refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,16 +68,20 @@ pub(crate) struct Joined {
     pub(crate) event: Arc<Event>,
     pub(crate) history: Plan,
     pub(crate) members: Vec<String>,
+    /// The newest message in `history` that the joiner's nick sent and that is not durable
+    /// yet. Seeing it would acknowledge it (a client reconnecting after a send), so the
+    /// history waits until it is settled.
+    pub(crate) unsettled: Option<Arc<Event>>,
 }
 
 /// The outcome of posting a message.
 pub(crate) enum Posted {
-    /// Stored (or on its way) and then broadcast; the sender's copy comes through its own
-    /// subscription.
+    /// Broadcast (now or once the store has taken it) and on its way to the disk; the
+    /// sender's copy comes through its own subscription, held back until durable.
     New,
     /// The id is known and durable: the stored original, for the sender alone.
     Duplicate(Arc<Event>),
-    /// The id is known and not durable yet: its delivery will acknowledge both.
+    /// The id is known and not durable yet: its acknowledgement will answer both.
     Pending,
 }
 
@@ -84,6 +93,12 @@ pub(crate) struct Room {
     store: Option<Arc<dyn Store>>,
     /// Messages older than this many milliseconds are not shown (retention by age).
     retain_ms: Option<i64>,
+    /// Every `seq` below this is reserved on disk: a message with one may be broadcast
+    /// before it is durable (a crash cannot make the room give its seq to another message).
+    covered: AtomicU64,
+    /// The newest `seq` the store has placed or settled: messages queued for placement by
+    /// the store are all out of the way once this reaches `RoomState::last_queued`.
+    resolved: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -93,6 +108,8 @@ struct RoomState {
     history: VecDeque<Arc<Event>>,
     capacity: usize,
     next_seq: u64,
+    /// The newest `seq` handed to the store to be placed by it (see `Room::post`).
+    last_queued: u64,
     /// Unix ms of the last join, part or message; the least recently active empty room is
     /// the one forgotten when the room limit is reached.
     last_active: i64,
@@ -135,7 +152,7 @@ impl Room {
         for m in load.tail.into_iter().skip(skip) {
             let id = m.id;
             let event = Arc::new(Event::new(ServerMsg::Message(m), None));
-            ids.insert(id, Arc::clone(&event), true);
+            ids.insert(id, Arc::clone(&event));
             history.push_back(event);
         }
         Self {
@@ -146,10 +163,13 @@ impl Room {
                 history,
                 capacity,
                 next_seq: load.next_seq.max(1),
+                last_queued: 0,
                 last_active: now_ms(),
             }),
             store,
             retain_ms: config.retain_days.map(|d| i64::from(d) * 86_400_000),
+            covered: AtomicU64::new(0),
+            resolved: AtomicU64::new(0),
         }
     }
 
@@ -251,12 +271,21 @@ impl Room {
         }
         let history = self.join_plan(&st, since, on_join);
         let members = sorted_nicks(&st.members);
+        // Messages settle in seq order, so the unsettled ones are the newest.
+        let unsettled = st
+            .history
+            .iter()
+            .rev()
+            .take_while(|e| e.settled() == Settled::Pending)
+            .find(|e| same_nick(&chat(e).from, nick.as_str()))
+            .cloned();
         let rx = self.tx.subscribe();
         Joined {
             rx,
             event,
             history,
             members,
+            unsettled,
         }
     }
 
@@ -286,8 +315,8 @@ impl Room {
         Ok(event)
     }
 
-    /// Takes a message: assigns its `seq`, then stores it and, once durable, releases it to
-    /// history and the broadcast. A known id is not taken again.
+    /// Takes a message: assigns its `seq`, releases it to history and the broadcast (see the
+    /// module's doc for when) and stores it. A known id is not taken again.
     ///
     /// # Errors
     /// `NotInRoom` when `session` is not a member; `StoreBusy` when the store is too far
@@ -307,13 +336,13 @@ impl Room {
             .get(&session)
             .ok_or(RoomError::NotInRoom)?
             .to_string();
+        let fresh_id = id.is_none();
         let id = id.unwrap_or_else(Uuid::now_v7);
         let mut index = ids.lock();
         if let Some(known) = index.get(&id) {
-            return Ok(if known.durable {
-                Posted::Duplicate(Arc::clone(&known.event))
-            } else {
-                Posted::Pending
+            return Ok(match known.settled() {
+                Settled::Durable => Posted::Duplicate(Arc::clone(known)),
+                Settled::Pending | Settled::Failed => Posted::Pending,
             });
         }
         let ts = now_ms();
@@ -329,56 +358,93 @@ impl Room {
         };
         // Used from here on, whatever becomes of the message: a seq is never reused.
         st.next_seq += 1;
-        let event = Arc::new(Event::new(ServerMsg::Message(msg), Some(session)));
         let Some(store) = &self.store else {
-            index.insert(id, Arc::clone(&event), true);
+            let event = Arc::new(Event::new(ServerMsg::Message(msg), Some(session)));
+            index.insert(id, Arc::clone(&event));
             drop(index);
             self.release(&mut st, ids, event);
             return Ok(Posted::New);
         };
-        index.insert(id, Arc::clone(&event), false);
+        let seq = msg.seq;
+        let event = Arc::new(Event::pending(ServerMsg::Message(msg), Some(session)));
+        let event_done = Arc::clone(&event);
+        index.insert(id, Arc::clone(&event));
         drop(index);
-        let (room, ids_handle, sender) = (Arc::clone(self), Arc::clone(ids), Arc::clone(sender));
-        let stored_event = Arc::clone(&event);
+        // When to broadcast it, before it is durable either way:
+        // - an id the server made up cannot be a resend: at once, if its seq is reserved on
+        //   disk and nothing queued before it is still waiting to be placed (order);
+        // - an id from the client may be a resend of a message stored long ago, which only
+        //   the store can tell: the store places it once written (see `store::Job`).
+        let at_once = fresh_id
+            && seq < self.covered.load(Ordering::Acquire)
+            && self.resolved.load(Ordering::Acquire) >= st.last_queued;
+        let placed = (!at_once).then(|| {
+            let (room, ids, event) = (Arc::clone(self), Arc::clone(ids), Arc::clone(&event));
+            Box::new(move || {
+                let mut st = room.lock();
+                room.resolved.fetch_max(seq, Ordering::AcqRel);
+                room.release(&mut st, &ids, event);
+            }) as Box<dyn FnOnce() + Send>
+        });
+        let (room, ids_handle, acker) = (Arc::clone(self), Arc::clone(ids), Arc::clone(sender));
         let job = Job {
-            record: Record::Message(event),
-            done: Box::new(move |stored| {
-                room.on_stored(&ids_handle, stored_event, stored, &sender)
-            }),
+            record: Record::Message(Arc::clone(&event)),
+            placed,
+            done: Box::new(move |stored| room.on_stored(&ids_handle, &event_done, stored, &acker)),
         };
         // Queued under the room lock, so the store sees this room's messages in seq order
-        // and releases them in that order.
-        match store.append(job) {
-            Ok(()) => Ok(Posted::New),
-            Err(Busy) => {
-                ids.lock().remove(&id);
-                Err(RoomError::StoreBusy)
-            }
+        // and places them in that order.
+        sender.unsettled_add();
+        if store.append(job).is_err() {
+            sender.unsettled_sub();
+            ids.lock().remove(&id);
+            return Err(RoomError::StoreBusy);
         }
+        if at_once {
+            self.release(&mut st, ids, event);
+        } else {
+            st.last_queued = seq;
+        }
+        Ok(Posted::New)
     }
 
-    /// The store's verdict on a message (on the store's writer thread).
-    fn on_stored(&self, ids: &MessageIds, event: Arc<Event>, stored: Stored, sender: &Mailbox) {
-        let id = chat(&event).id;
+    /// The store's verdict on a message, once it is settled. A new message was placed
+    /// (broadcast) before this; its sender's copy waits for this call to be sent.
+    fn on_stored(&self, ids: &MessageIds, event: &Arc<Event>, stored: Stored, sender: &Mailbox) {
+        let ChatMessage { id, seq, .. } = *chat(event);
+        sender.unsettled_sub();
+        // Placed or never to be: either way no longer in the way of later messages.
+        self.resolved.fetch_max(seq, Ordering::AcqRel);
         match stored {
-            Stored::New => {
-                ids.lock().mark_durable(&id);
-                let mut st = self.lock();
-                self.release(&mut st, ids, event);
+            Stored::New { covered } => {
+                self.covered.fetch_max(covered, Ordering::AcqRel);
+                event.settle(Settled::Durable);
+                // The sender's session holds its own copy until now: wake it to send it.
+                sender.poke();
             }
             Stored::Duplicate(original) => {
-                // Stored long ago (before a restart): this resend's seq is skipped.
+                // Stored long ago (before a restart), so never placed: this resend's seq is
+                // skipped, and the sender alone gets the original.
+                event.settle(Settled::Failed);
                 ids.lock().remove(&id);
                 let _ = sender.deliver(original); // a full mailbox loses the ack: the client resends
             }
             Stored::Failed(reason) => {
+                event.settle(Settled::Failed);
                 ids.lock().remove(&id);
+                // History keeps only what is stored; whoever received it already keeps it.
+                let mut st = self.lock();
+                if let Some(at) = st.history.iter().rposition(|e| Arc::ptr_eq(e, event)) {
+                    st.history.remove(at);
+                }
+                drop(st);
                 let _ = sender.deliver(Arc::new(not_stored(&reason, id))); // as above
             }
         }
     }
 
-    /// Puts a durable message into history and broadcasts it (under the room lock).
+    /// Puts a message into history and broadcasts it (under the room lock): at once without
+    /// a store, once the store has taken it with one.
     fn release(&self, st: &mut RoomState, ids: &MessageIds, event: Arc<Event>) {
         if st.capacity > 0 {
             if st.history.len() >= st.capacity
@@ -473,6 +539,16 @@ impl Room {
 /// what is sent further; `history` pages the rest).
 const JOIN_FROM_STORE_MAX: usize = 500;
 
+/// Whether two nicks are the same person's (nicks are unique without regard to case). Cheap
+/// for ASCII nicks: it runs for every message a session holds back.
+pub(crate) fn same_nick(a: &str, b: &str) -> bool {
+    if a.eq_ignore_ascii_case(b) {
+        return true;
+    }
+    !(a.is_ascii() && b.is_ascii())
+        && chat_shared::validate::nick_key(a) == chat_shared::validate::nick_key(b)
+}
+
 fn sorted_nicks(members: &HashMap<Uuid, Nick>) -> Vec<String> {
     let mut nicks: Vec<String> = members.values().map(Nick::to_string).collect();
     nicks.sort_by_cached_key(|n| chat_shared::validate::nick_key(n));
@@ -482,6 +558,7 @@ fn sorted_nicks(members: &HashMap<Uuid, Nick>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Busy;
 
     fn nick(s: &str) -> Nick {
         Nick::parse(s).unwrap()
@@ -582,6 +659,110 @@ mod tests {
         assert_eq!(chat(&orig).text, "x");
         assert_eq!(chat(&rx.try_recv().unwrap()).seq, 1);
         assert!(rx.try_recv().is_err(), "the duplicate was not broadcast");
+    }
+
+    /// A store that keeps its jobs for the test to settle by hand.
+    #[derive(Debug, Default)]
+    struct HeldStore(Mutex<Vec<Job>>);
+
+    impl std::fmt::Debug for Job {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Job")
+        }
+    }
+
+    impl Store for HeldStore {
+        fn append(&self, job: Job) -> Result<(), Busy> {
+            self.0.lock().unwrap().push(job);
+            Ok(())
+        }
+        fn load_room(&self, _: &str, _: usize) -> anyhow::Result<RoomLoad> {
+            Ok(RoomLoad::default())
+        }
+        fn read(&self, _: &str, _: Range) -> anyhow::Result<Vec<ChatMessage>> {
+            Ok(Vec::new())
+        }
+        fn seq_of(&self, _: &str, _: Uuid) -> anyhow::Result<Option<u64>> {
+            Ok(None)
+        }
+        fn close(&self) {}
+    }
+
+    fn seqs(rx: &mut broadcast::Receiver<Arc<Event>>) -> Vec<u64> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|e| chat(&e).seq)
+            .collect()
+    }
+
+    /// With a store: a message with an id the server made up is broadcast at once once its
+    /// seq is reserved, one with the client's id only when the store places it; never out
+    /// of seq order; and its sender's copy is held back until it is durable.
+    #[test]
+    fn with_a_store_broadcasts_before_durable_in_seq_order() {
+        let store = Arc::new(HeldStore::default());
+        let ids = Arc::new(MessageIds::default());
+        let config = Config {
+            room_buffer: 16,
+            ..Config::default()
+        };
+        let dyn_store: Arc<dyn Store> = store.clone();
+        let room = Arc::new(Room::new(
+            RoomName::parse("r").unwrap(),
+            &config,
+            Some(dyn_store),
+            RoomLoad::default(),
+            &ids,
+        ));
+        let a = Uuid::new_v4();
+        let mut rx = room.join(a, &nick("a"), None, 50).rx;
+        let sender = mailbox();
+        let say = |id: Option<Uuid>| {
+            assert!(matches!(
+                room.post(&ids, a, &sender, "x".into(), id, false),
+                Ok(Posted::New)
+            ));
+        };
+        let settle = |n: usize, covered: u64| {
+            let jobs: Vec<Job> = store.0.lock().unwrap().drain(..n).collect();
+            for mut job in jobs {
+                if let Some(placed) = job.placed.take() {
+                    placed();
+                }
+                (job.done)(Stored::New { covered });
+            }
+        };
+
+        // Nothing is reserved yet: seq 1 waits for the store.
+        say(None);
+        assert_eq!(seqs(&mut rx), [] as [u64; 0]);
+        assert_eq!(sender.unsettled(), 1);
+        settle(1, 6);
+        assert_eq!(seqs(&mut rx), [1]);
+        assert_eq!(sender.unsettled(), 0);
+        assert!(
+            sender.try_take().is_none(),
+            "a poke, not an event, tells the sender"
+        );
+
+        // Reserved now: seq 2 goes out at once, still pending.
+        say(None);
+        let ev = rx.try_recv().unwrap();
+        assert_eq!((chat(&ev).seq, ev.settled()), (2, Settled::Pending));
+        // A client id (seq 3) waits for the store; seq 4 must not overtake it.
+        say(Some(Uuid::now_v7()));
+        say(None);
+        assert_eq!(seqs(&mut rx), [] as [u64; 0]);
+        settle(3, 6);
+        assert_eq!(seqs(&mut rx), [3, 4]);
+        assert_eq!(ev.settled(), Settled::Durable);
+        // Everything placed: fast again.
+        say(None);
+        assert_eq!(seqs(&mut rx), [5]);
+        // Past the reservation (6): waits for the store again.
+        say(None);
+        assert_eq!(seqs(&mut rx), [] as [u64; 0]);
+        settle(2, 200);
+        assert_eq!(seqs(&mut rx), [6]);
     }
 
     #[test]

@@ -25,11 +25,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 use uuid::Uuid;
 
-use crate::event::{Encoding, Event};
+use crate::event::{Encoding, Event, Settled};
 use crate::hub::{Hub, HubError};
 use crate::limits::{RateLimiter, Verdict};
 use crate::mailbox::Mailbox;
-use crate::room::{Plan, Posted, Room, RoomError};
+use crate::room::{Plan, Posted, Room, RoomError, same_nick};
 use crate::store::{Range, Store};
 use crate::subscriptions::{Delivery, Subscriptions};
 use crate::wire::{Inbound, Wire, framed};
@@ -44,6 +44,9 @@ const MAX_BAD_IN_A_ROW: u32 = 16;
 /// Default and largest `limit` of a `history` request.
 const HISTORY_PAGE: usize = 50;
 const HISTORY_PAGE_MAX: usize = 500;
+/// How often a session looks again at a message it holds back until durable, when nothing
+/// wakes it sooner (its own messages' settling pokes it; a namesake's does not).
+const HOLD_POLL: std::time::Duration = std::time::Duration::from_millis(1);
 /// How long a closing connection gets to take its last words (`bye`).
 const LAST_WORDS: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -276,23 +279,35 @@ impl<W: Wire> Session<W> {
     async fn serve(&mut self) -> Exit {
         let mailbox = Arc::clone(&self.mailbox);
         loop {
-            let mut ping_at = self.last_heard + self.config.ping_interval;
-            if self.pinged {
-                ping_at += self.config.ping_timeout;
-            }
+            // One timer for two jobs: the idle ping, and looking again at a message held
+            // back until durable (see `on_broadcast`).
+            let holding = self.subs.holding();
+            let wake_at = self.wake_at(holding);
+            // Backpressure: a client sending faster than the disk takes its messages is not
+            // read until some are durable, rather than lagging behind its own messages.
+            let paused = self.mailbox.unsettled() >= self.config.max_unsettled();
             let step = tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => Err(shutdown_exit()),
-                inbound = self.wire.recv() => self.on_inbound(inbound),
+                inbound = self.wire.recv(), if !paused => self.on_inbound(inbound),
                 event = mailbox.take() => {
-                    self.wire.push(&event);
+                    // `None`: a poke, a held message has settled; the drain below sends it.
+                    if let Some(event) = event {
+                        self.wire.push(&event);
+                    }
                     Ok(())
                 }
                 delivery = self.subs.next(), if !self.subs.is_empty() => {
                     self.on_broadcast(delivery);
                     Ok(())
                 }
-                () = sleep_until(ping_at), if W::PINGS => self.on_ping_due(),
+                () = sleep_until(wake_at), if W::PINGS || holding => {
+                    if W::PINGS && Instant::now() >= self.ping_at() {
+                        self.on_ping_due()
+                    } else {
+                        Ok(())
+                    }
+                }
             };
             if let Err(exit) = step {
                 return exit;
@@ -324,15 +339,57 @@ impl<W: Wire> Session<W> {
         }
     }
 
+    /// When the idle client is due a ping (or, with one outstanding, due to answer it).
+    fn ping_at(&self) -> Instant {
+        let at = self.last_heard + self.config.ping_interval;
+        if self.pinged {
+            at + self.config.ping_timeout
+        } else {
+            at
+        }
+    }
+
+    fn wake_at(&self, holding: bool) -> Instant {
+        let at = if W::PINGS {
+            self.ping_at()
+        } else {
+            Instant::now() + HOLD_POLL
+        };
+        if holding {
+            at.min(Instant::now() + HOLD_POLL)
+        } else {
+            at
+        }
+    }
+
     fn on_broadcast(&mut self, delivery: Delivery) {
         match delivery {
-            Delivery::Event(event) => self.wire.push(&event),
+            Delivery::Event(event) => match event.settled() {
+                Settled::Durable => self.wire.push(&event),
+                // Its commit failed: it is not history, and its sender was told.
+                Settled::Failed => {}
+                // Members see a message as soon as the store has taken it; the copy that
+                // acknowledges it waits until it is durable, holding its room back.
+                Settled::Pending if self.acknowledges(&event) => self.subs.hold(event),
+                Settled::Pending => self.wire.push(&event),
+            },
             // Expected for a slow reader: it skipped messages and may fetch them.
             Delivery::Lagged { room, missed } => self.reply(ServerMsg::Lagged {
                 room: room.to_string(),
                 missed,
             }),
         }
+    }
+
+    /// Whether this client would take `event` as the acknowledgement of its own message: it
+    /// sent it, or it is the same nick again (a client reconnected after sending it).
+    fn acknowledges(&self, event: &Event) -> bool {
+        if !W::ECHOES_OWN {
+            return false;
+        }
+        event.origin == Some(self.id)
+            || matches!((&event.msg, &self.nick),
+                (ServerMsg::Message(m), Some(nick)) if same_nick(&m.from, nick.as_str()))
     }
 
     fn on_ping_due(&mut self) -> Result<(), Exit> {
@@ -577,17 +634,18 @@ impl<W: Wire> Session<W> {
         self.subs.insert(name.clone(), joined.rx);
         self.rooms.insert(name.clone(), room);
         self.wire.push(&joined.event);
-        match joined.history {
-            Plan::Done { messages, older } => {
+        match (joined.history, joined.unsettled) {
+            (Plan::Done { messages, older }, None) => {
                 self.push_history(name.as_str(), messages, older);
                 self.push_members(&name, &joined.members);
             }
-            plan => {
+            (plan, unsettled) => {
                 self.deferred = Some(Box::new(Deferred {
                     room: name,
                     plan,
                     members: Some(joined.members),
                     ref_id,
+                    unsettled,
                 }));
             }
         }
@@ -674,6 +732,7 @@ impl<W: Wire> Session<W> {
                     plan,
                     members: None,
                     ref_id,
+                    unsettled: None,
                 }));
             }
             Err(_) => {
@@ -694,13 +753,30 @@ impl<W: Wire> Session<W> {
             plan,
             members,
             ref_id,
+            unsettled,
         } = *deferred;
-        let result = match self.hub.store.clone() {
-            Some(store) => resolve(store, room.to_string(), plan).await,
-            None => Err(Unresolved::Store),
+        if let Some(event) = &unsettled {
+            // Settles with its commit, a few milliseconds at most unless the disk stalls.
+            while event.settled() == Settled::Pending {
+                tokio::time::sleep(HOLD_POLL).await;
+            }
+        }
+        let result = match (plan, self.hub.store.clone()) {
+            (Plan::Done { messages, older }, _) => Ok((messages, older)),
+            (plan, Some(store)) => resolve(store, room.to_string(), plan).await,
+            (_, None) => Err(Unresolved::Store),
         };
         match result {
-            Ok((messages, older)) => self.push_history(room.as_str(), messages, older),
+            Ok((mut messages, older)) => {
+                if let Some(failed) = unsettled.filter(|e| e.settled() == Settled::Failed) {
+                    let id = match &failed.msg {
+                        ServerMsg::Message(m) => m.id,
+                        _ => Uuid::nil(),
+                    };
+                    messages.retain(|m| m.id != id);
+                }
+                self.push_history(room.as_str(), messages, older);
+            }
             Err(Unresolved::UnknownBefore) => {
                 // A bad `before` counts towards the bad-request streak like any other.
                 let _ = self.bad_request("history: unknown message id in before", ref_id);
@@ -785,6 +861,8 @@ struct Deferred {
     /// For a join: the members, sent after the history.
     members: Option<Vec<String>>,
     ref_id: Option<Uuid>,
+    /// The history waits for this message to settle (see `Joined::unsettled`).
+    unsettled: Option<Arc<Event>>,
 }
 
 /// Why a plan could not be completed.

@@ -5,6 +5,10 @@
 //! subscription drains its receiver with `try_recv` (no future, no waker) and moves the
 //! receiver into a boxed future only to wait, once per wakeup; the box is allocated on the
 //! first wait and reused after.
+//!
+//! A subscription can also hold one event back: a session's own message, until it is
+//! durable (that copy is its acknowledgement). The room's later events wait behind it, so
+//! the sender still sees the room in `seq` order.
 
 use std::future::poll_fn;
 use std::sync::Arc;
@@ -15,7 +19,7 @@ use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio_util::sync::ReusableBoxFuture;
 
-use crate::event::Event;
+use crate::event::{Event, Settled};
 
 /// What a subscription yields.
 #[derive(Debug)]
@@ -40,6 +44,8 @@ struct Subscription {
     /// `None` while the receiver is inside `wait`.
     rx: Option<Receiver<Arc<Event>>>,
     wait: Option<ReusableBoxFuture<'static, Received>>,
+    /// Held back until it settles; nothing after it is yielded before it.
+    held: Option<Arc<Event>>,
 }
 
 impl Subscription {
@@ -55,7 +61,19 @@ impl Subscription {
         }
     }
 
+    /// `Some(None)`: blocked behind a held event that is not settled yet.
+    fn release_held(&mut self) -> Option<Option<Delivery>> {
+        let held = self.held.as_ref()?;
+        if held.settled() == Settled::Pending {
+            return Some(None);
+        }
+        self.held.take().map(|e| Some(Delivery::Event(e)))
+    }
+
     fn try_next(&mut self) -> Option<Delivery> {
+        if let Some(held) = self.release_held() {
+            return held;
+        }
         if self.rx.is_none() {
             // Parked in `wait`: take it back if the wait is over. The no-op waker is safe:
             // before the session sleeps, `poll_next` polls again with the real one.
@@ -87,6 +105,10 @@ impl Subscription {
         if let Some(delivery) = self.try_next() {
             return Poll::Ready(delivery);
         }
+        if self.held.is_some() {
+            // Whoever settles it wakes the session (see `Subscriptions::hold`).
+            return Poll::Pending;
+        }
         if let Some(rx) = self.rx.take() {
             match &mut self.wait {
                 Some(wait) => wait.set(recv_owned(rx)),
@@ -106,6 +128,8 @@ pub(crate) struct Subscriptions {
     subs: Vec<Subscription>,
     /// Where the next scan starts, so one busy room cannot starve the others.
     start: usize,
+    /// The subscription that yielded last.
+    last: usize,
 }
 
 impl Subscriptions {
@@ -116,6 +140,7 @@ impl Subscriptions {
             room,
             rx: Some(rx),
             wait: None,
+            held: None,
         });
     }
 
@@ -142,10 +167,25 @@ impl Subscriptions {
     pub(crate) fn try_next(&mut self) -> Option<Delivery> {
         for i in self.rotate() {
             if let Some(delivery) = self.subs[i].try_next() {
+                self.last = i;
                 return Some(delivery);
             }
         }
         None
+    }
+
+    /// Gives back the event just yielded, to be yielded again once it has settled; its room
+    /// yields nothing else until then. The caller must get woken when it settles: the store
+    /// pokes the sender's mailbox, and a session holding another's event polls.
+    pub(crate) fn hold(&mut self, event: Arc<Event>) {
+        if let Some(sub) = self.subs.get_mut(self.last) {
+            sub.held = Some(event);
+        }
+    }
+
+    /// Whether any room is held back.
+    pub(crate) fn holding(&self) -> bool {
+        self.subs.iter().any(|s| s.held.is_some())
     }
 
     /// Waits for the next delivery from any room. Cancel-safe: a receiver is never dropped
@@ -154,6 +194,7 @@ impl Subscriptions {
         poll_fn(|cx| {
             for i in self.rotate() {
                 if let Poll::Ready(delivery) = self.subs[i].poll_next(cx) {
+                    self.last = i;
                     return Poll::Ready(delivery);
                 }
             }
@@ -224,5 +265,34 @@ mod tests {
         subs.remove(&RoomName::parse("a").unwrap());
         a_tx.send(event(9)).unwrap_or_default();
         assert!(subs.try_next().is_none());
+    }
+
+    #[test]
+    fn a_held_event_holds_its_room_back_until_it_settles() {
+        let (a_tx, a_rx) = broadcast::channel(8);
+        let (b_tx, b_rx) = broadcast::channel(8);
+        let mut subs = Subscriptions::default();
+        subs.insert(RoomName::parse("a").unwrap(), a_rx);
+        subs.insert(RoomName::parse("b").unwrap(), b_rx);
+        let own = Arc::new(Event::pending(ServerMsg::Pong { token: None }, None));
+        a_tx.send(Arc::clone(&own)).unwrap();
+        a_tx.send(event(1)).unwrap();
+        let Some(Delivery::Event(first)) = subs.try_next() else {
+            panic!("nothing delivered");
+        };
+        assert!(Arc::ptr_eq(&first, &own));
+        subs.hold(first);
+        assert!(subs.holding());
+        // Room a waits behind it; room b does not.
+        b_tx.send(event(2)).unwrap();
+        assert_eq!(n(subs.try_next().unwrap()), 2);
+        assert!(subs.try_next().is_none());
+        own.settle(Settled::Durable);
+        let Some(Delivery::Event(again)) = subs.try_next() else {
+            panic!("the held event did not come back");
+        };
+        assert!(Arc::ptr_eq(&again, &own));
+        assert!(!subs.holding());
+        assert_eq!(n(subs.try_next().unwrap()), 1);
     }
 }

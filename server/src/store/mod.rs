@@ -2,9 +2,12 @@
 //!
 //! The rooms and the hub talk to a [`Store`]; today that is SQLite ([`sqlite`]), and with
 //! `--db none` there is no store at all and history lives only in each room's ring. Writes
-//! are asynchronous: a message is handed over as a [`Job`] and its `done` callback runs once
-//! it is durable. Only then is it broadcast, which is what makes the sender's own copy an
-//! acknowledgement that can be trusted: nothing acknowledged is lost by a crash.
+//! are asynchronous: a message is handed over as a [`Job`]. Its `placed` callback runs once
+//! the store has taken it (written, not yet committed, its id checked against everything
+//! stored and its `seq` covered by a durable reservation), and the room broadcasts it then;
+//! `done` runs once it is durable, and only then does its sender get the copy that
+//! acknowledges it. So the disk's latency is paid by the acknowledgement, not by the
+//! fan-out, and nothing acknowledged is lost by a crash.
 //!
 //! Layout:
 //! - [`Store`]: the interface (append, load a room, page, find a message's `seq`).
@@ -31,18 +34,25 @@ pub(crate) enum Record {
 /// What became of a record.
 #[derive(Debug)]
 pub(crate) enum Stored {
-    /// Durable now.
-    New,
+    /// Durable now. For a room message, every `seq` of its room below `covered` is reserved
+    /// on disk (see `Room::post`); 0 for a DM.
+    New { covered: u64 },
     /// Its id was already stored: this is the stored original (for the sender alone).
     Duplicate(Arc<Event>),
-    /// It could not be stored (disk full, I/O error); it must not be delivered.
+    /// It could not be stored (disk full, I/O error). If it was placed, the room has seen
+    /// it; its sender gets an error instead of an acknowledgement.
     Failed(String),
 }
 
-/// One write, with what to do once it is durable (run on the writer's thread, in the order
-/// the jobs were appended).
+/// One write, with what to do once it is taken and once it is durable. Callbacks run in the
+/// order the jobs were appended, and a job's `placed` (if it runs) before its `done`.
 pub(crate) struct Job {
     pub(crate) record: Record,
+    /// Runs when the record is written as new, before its commit, once its `seq` can never
+    /// be handed out again whatever happens next. Not run for a duplicate or a failed write.
+    pub(crate) placed: Option<Box<dyn FnOnce() + Send>>,
+    /// Runs once the record is durable, or is known to be a duplicate, or failed (a failed
+    /// commit after `placed` included).
     pub(crate) done: Box<dyn FnOnce(Stored) + Send>,
 }
 

@@ -60,6 +60,7 @@ pub(crate) fn parse(frame: &[u8]) -> Inbound {
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Wire for FramedWire<R, W> {
     const PINGS: bool = true;
+    const ECHOES_OWN: bool = true;
 
     async fn recv(&mut self) -> std::io::Result<Option<Inbound>> {
         match self.reader.next().await {

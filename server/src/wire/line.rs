@@ -361,6 +361,7 @@ fn notice_text(msg: &ServerMsg) -> String {
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Wire for LineWire<R, W> {
     const PINGS: bool = false;
+    const ECHOES_OWN: bool = false;
 
     async fn recv(&mut self) -> std::io::Result<Option<Inbound>> {
         loop {

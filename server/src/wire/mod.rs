@@ -53,6 +53,10 @@ pub(crate) trait Wire {
     /// ping; TCP keepalive watches them instead.
     const PINGS: bool;
 
+    /// Whether the client receives its own room messages, as their acknowledgement. Line
+    /// clients do not (their terminal already shows what they typed).
+    const ECHOES_OWN: bool;
+
     /// The next input, or `None` at end of stream. Cancel-safe: a partly read frame or line
     /// stays buffered.
     async fn recv(&mut self) -> std::io::Result<Option<Inbound>>;
