@@ -271,14 +271,7 @@ impl Room {
         }
         let history = self.join_plan(&st, since, on_join);
         let members = sorted_nicks(&st.members);
-        // Messages settle in seq order, so the unsettled ones are the newest.
-        let unsettled = st
-            .history
-            .iter()
-            .rev()
-            .take_while(|e| e.settled() == Settled::Pending)
-            .find(|e| same_nick(&chat(e).from, nick.as_str()))
-            .cloned();
+        let unsettled = unsettled_by(&st, nick);
         let rx = self.tx.subscribe();
         Joined {
             rx,
@@ -468,6 +461,12 @@ impl Room {
         st.members.keys().copied().collect()
     }
 
+    /// The newest message in the history ring that `nick` sent and that is not durable yet
+    /// (see `Joined::unsettled`).
+    pub(crate) fn unsettled_by(&self, nick: &Nick) -> Option<Arc<Event>> {
+        unsettled_by(&self.lock(), nick)
+    }
+
     pub(crate) fn members(&self) -> Vec<String> {
         sorted_nicks(&self.lock().members)
     }
@@ -538,6 +537,16 @@ impl Room {
 /// Most messages a `join` with an old `since` reads from the store (the frame limit cuts
 /// what is sent further; `history` pages the rest).
 const JOIN_FROM_STORE_MAX: usize = 500;
+
+fn unsettled_by(st: &RoomState, nick: &Nick) -> Option<Arc<Event>> {
+    // Messages settle in seq order, so the unsettled ones are the newest.
+    st.history
+        .iter()
+        .rev()
+        .take_while(|e| e.settled() == Settled::Pending)
+        .find(|e| same_nick(&chat(e).from, nick.as_str()))
+        .cloned()
+}
 
 /// Whether two nicks are the same person's (nicks are unique without regard to case). Cheap
 /// for ASCII nicks: it runs for every message a session holds back.

@@ -634,7 +634,7 @@ impl<W: Wire> Session<W> {
         self.subs.insert(name.clone(), joined.rx);
         self.rooms.insert(name.clone(), room);
         self.wire.push(&joined.event);
-        match (joined.history, joined.unsettled) {
+        match (joined.history, joined.unsettled.filter(|_| W::ECHOES_OWN)) {
             (Plan::Done { messages, older }, None) => {
                 self.push_history(name.as_str(), messages, older);
                 self.push_members(&name, &joined.members);
@@ -716,7 +716,7 @@ impl<W: Wire> Session<W> {
             Some(_) => self.hub.room(&name).ok(),
             None => self.hub.existing_room(&name),
         };
-        let plan = match room {
+        let plan = match &room {
             Some(room) => room.history(before, limit),
             None if before.is_some() => Err(RoomError::UnknownBefore),
             None => Ok(Plan::Done {
@@ -724,18 +724,25 @@ impl<W: Wire> Session<W> {
                 older: false,
             }),
         };
-        match plan {
-            Ok(Plan::Done { messages, older }) => self.push_history(name.as_str(), messages, older),
-            Ok(plan) => {
+        // As for a join: a page holding this client's own message must not acknowledge it
+        // before it is durable.
+        let unsettled = room
+            .filter(|_| W::ECHOES_OWN)
+            .and_then(|r| r.unsettled_by(self.nick()));
+        match (plan, unsettled) {
+            (Ok(Plan::Done { messages, older }), None) => {
+                self.push_history(name.as_str(), messages, older);
+            }
+            (Ok(plan), unsettled) => {
                 self.deferred = Some(Box::new(Deferred {
                     room: name,
                     plan,
                     members: None,
                     ref_id,
-                    unsettled: None,
+                    unsettled,
                 }));
             }
-            Err(_) => {
+            (Err(_), _) => {
                 // A bad `before` counts towards the bad-request streak like any other.
                 let _ = self.bad_request("history: unknown message id in before", ref_id);
             }

@@ -664,7 +664,14 @@ fn write_loop(
     loop {
         let mut first = take(rx);
         if first.is_none() {
+            let recent = w.last_commit + COMMIT_EVERY;
             match w.commit_at {
+                // Just committed: whatever arrives before `recent` would wait for it anyway,
+                // so nothing but an urgent job needs to wake the writer until then.
+                None if Instant::now() < recent => {
+                    std::thread::park_timeout(recent.saturating_duration_since(Instant::now()));
+                    first = take(rx);
+                }
                 None => {
                     idle.store(true, Ordering::SeqCst);
                     std::sync::atomic::fence(Ordering::SeqCst);
