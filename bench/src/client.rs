@@ -543,7 +543,13 @@ pub fn encode_say(
     let start = buf.len();
     if mode == Mode::Framed {
         buf.extend_from_slice(&[0; 4]);
-        buf.extend_from_slice(b"{\"type\":\"say\",\"room\":\"");
+        // Like chat-tui, every framed message carries its own id (what a client resends
+        // by); the server must then check it against everything stored before fanning out.
+        let _ = write!(
+            buf,
+            "{{\"type\":\"say\",\"id\":\"{}\",\"room\":\"",
+            message_id()
+        );
         buf.extend_from_slice(room.as_bytes());
         buf.extend_from_slice(b"\",\"text\":\"");
     }
@@ -560,6 +566,15 @@ pub fn encode_say(
         }
         Mode::Line => buf.push(b'\n'),
     }
+}
+
+/// A message id unique to this process: a random prefix and a counter (cheaper than a
+/// random id per message, and never repeated by a sender that reconnects).
+fn message_id() -> uuid::Uuid {
+    static RUN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let run = *RUN.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    uuid::Uuid::from_u64_pair(run, NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
 }
 
 /// The quit request.
@@ -816,6 +831,7 @@ mod tests {
         let req: Request = serde_json::from_slice(&buf[4..]).unwrap();
         match req.msg {
             ClientMsg::Say { room, text, .. } => {
+                assert!(req.id.is_some(), "framed messages carry an id");
                 assert_eq!(room, "r1");
                 assert_eq!(text.len(), 40);
                 assert!(text.starts_with("t=7 s=1 n=2 "));

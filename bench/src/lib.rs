@@ -80,6 +80,9 @@ pub struct Options {
     pub reflector: ReflectorSpec,
     /// The server with its history database, without, or both (the cost of storage).
     pub storage: Vec<Storage>,
+    /// Runs of each server case. With storage on and off, the two alternate, so that both
+    /// see the same drift of a shared machine; the verdicts use medians.
+    pub repeat: usize,
 }
 
 /// W1's default window: 4 senders × 128 stays well inside the server's 4096-message room
@@ -98,6 +101,7 @@ impl Options {
             server: ServerSpec::InProcess,
             reflector: ReflectorSpec::InProcess,
             storage: vec![Storage::On, Storage::Off],
+            repeat: 1,
         }
     }
 }
@@ -132,8 +136,15 @@ pub async fn run(
             reference = Some(out.clone());
             outcomes.push(out);
         }
-        for &storage in &opts.storage {
-            for &mode in &opts.modes {
+        // Storage on and off side by side, mode by mode, round after round: what is compared
+        // runs minutes apart at most.
+        let cases = (0..opts.repeat.max(1)).flat_map(|_| {
+            opts.modes
+                .iter()
+                .flat_map(|&mode| opts.storage.iter().map(move |&storage| (mode, storage)))
+        });
+        for (mode, storage) in cases {
+            {
                 let kind = TargetKind::Server(storage);
                 let (target, _db) = start_server(&opts.server, storage).await?;
                 if let Some(pid) = target.pid() {

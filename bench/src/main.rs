@@ -37,6 +37,9 @@ struct Args {
     /// both, to show what storage costs.
     #[arg(long, default_value = "both", value_parser = ["on", "off", "both"])]
     storage: String,
+    /// Runs of each server case (storage on and off alternating); verdicts use medians.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
     /// Skip the reflector (no ratios).
     #[arg(long)]
     no_reflector: bool,
@@ -121,6 +124,7 @@ fn options(args: &Args) -> anyhow::Result<Options> {
             "off" => vec![Storage::Off],
             _ => vec![Storage::On, Storage::Off],
         },
+        repeat: args.repeat.clamp(1, 100),
     })
 }
 
