@@ -63,11 +63,10 @@ impl Event {
 
     /// A message on its way to the store: [`Settled::Pending`] until the store says.
     pub(crate) fn pending(msg: ServerMsg, origin: Option<Uuid>) -> Self {
-        let event = Self::new(msg, origin);
-        event
-            .settled
-            .store(Settled::Pending as u8, Ordering::Relaxed);
-        event
+        Self {
+            settled: AtomicU8::new(Settled::Pending as u8),
+            ..Self::new(msg, origin)
+        }
     }
 
     pub(crate) fn settled(&self) -> Settled {

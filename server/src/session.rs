@@ -349,16 +349,14 @@ impl<W: Wire> Session<W> {
         }
     }
 
+    /// When the loop's timer fires: the ping's time, or sooner to look at a held message
+    /// (without pings, the timer runs only while holding).
     fn wake_at(&self, holding: bool) -> Instant {
-        let at = if W::PINGS {
-            self.ping_at()
-        } else {
-            Instant::now() + HOLD_POLL
-        };
-        if holding {
-            at.min(Instant::now() + HOLD_POLL)
-        } else {
-            at
+        let look_again = Instant::now() + HOLD_POLL;
+        match (W::PINGS, holding) {
+            (true, true) => self.ping_at().min(look_again),
+            (true, false) => self.ping_at(),
+            (false, _) => look_again,
         }
     }
 

@@ -607,12 +607,9 @@ impl<'a> Writer<'a> {
         }
     }
 
-    fn fail_all(&mut self, mut jobs: Vec<Job>, e: &rusqlite::Error) {
+    /// Settles `jobs` as failed; those not placed yet never will be (see `Released::run`).
+    fn fail_all(&mut self, jobs: Vec<Job>, e: &rusqlite::Error) {
         error!(error = %e, messages = jobs.len(), "could not store messages");
-        for job in &mut jobs {
-            // Not placed yet: it never will be.
-            job.placed = None;
-        }
         let failed = jobs
             .into_iter()
             .map(|job| (job, Stored::Failed(e.to_string())))
