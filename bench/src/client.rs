@@ -441,6 +441,17 @@ pub enum Pace {
     },
 }
 
+impl Pace {
+    /// One message every `interval` for sender `i` of `n`, the senders spread over one
+    /// interval after `start` instead of in step.
+    pub fn staggered(interval: Duration, start: Instant, i: usize, n: usize) -> Self {
+        Self::Rate {
+            interval,
+            first: start + interval.mul_f64(i as f64 / n.max(1) as f64),
+        }
+    }
+}
+
 /// One sender's plan.
 #[derive(Debug, Clone)]
 pub struct SendPlan {

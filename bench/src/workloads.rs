@@ -482,14 +482,12 @@ async fn fan_out(params: &Params, target: &ServerHandle, mode: Mode) -> anyhow::
                     size: params.window,
                     acks: Arc::clone(&acks),
                 },
-                Some(rate) => {
-                    let interval = Duration::from_secs_f64(params.senders as f64 / rate);
-                    Pace::Rate {
-                        interval,
-                        // Spread the senders over one interval instead of in step.
-                        first: start + interval.mul_f64(i as f64 / params.senders as f64),
-                    }
-                }
+                Some(rate) => Pace::staggered(
+                    Duration::from_secs_f64(params.senders as f64 / rate),
+                    start,
+                    i,
+                    params.senders,
+                ),
             },
             until,
             text_len: params.text_len,
@@ -603,10 +601,7 @@ async fn many_rooms(params: &Params, target: &ServerHandle, mode: Mode) -> anyho
         .map(|i| SendPlan {
             id: u32::try_from(i).unwrap_or(u32::MAX),
             room: format!("r{}", i / params.members.max(1)),
-            pace: Pace::Rate {
-                interval,
-                first: start + interval.mul_f64(i as f64 / total as f64),
-            },
+            pace: Pace::staggered(interval, start, i, total),
             until,
             text_len: params.text_len,
         })
@@ -688,10 +683,7 @@ pub(crate) async fn churn(
         .map(|i| SendPlan {
             id: u32::try_from(i).unwrap_or(u32::MAX),
             room: ROOM.into(),
-            pace: Pace::Rate {
-                interval,
-                first: start + interval.mul_f64(i as f64 / params.senders as f64),
-            },
+            pace: Pace::staggered(interval, start, i, params.senders),
             until,
             text_len: params.text_len,
         })
