@@ -6,13 +6,18 @@
 //! the start of the text: `t=<ns since BASE> s=<sender> n=<seq> xxx…`. Every client lives in
 //! this one process, so one monotonic base serves them all.
 //!
+//! History replayed on join carries the same markers, and is never a delivery: in framed
+//! mode it comes in one `history` frame, which is not a `message` frame; in line mode it is
+//! the lines right after the `-- last N messages in #room:` header, which [`receive`] skips.
+//!
 //! Layout:
 //! - [`Mode`], [`Login`], [`connect`]: a logged-in connection, ready when the server has
 //!   confirmed the last room change it asked for.
 //! - [`Acks`]: how far each sender's messages have got, for W1's bounded in-flight window.
 //! - [`Tap`] / [`receive`]: the read loop, counting deliveries into a [`Tally`].
 //! - [`Pace`] / [`send`]: the send loop, windowed or at a fixed rate.
-//! - [`churn_cycle`], [`idle`]: W6's connect-join-quit cycle and W4's silent connection.
+//! - [`churn_cycle`], [`idle`]: W6's connect-join-quit cycle and W4's silent connection,
+//!   which count `lagged` notices in the raw bytes ([`LagCounter`]) without parsing them.
 //! - Byte-level helpers ([`InBuf`], [`scan`], [`parse_text`]), tested below.
 
 use std::net::SocketAddr;
@@ -28,7 +33,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 
-use crate::stats::Tally;
+use crate::stats::{Span, Tally};
 
 /// Bound on logging in (connect, hello, the room changes).
 pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -355,11 +360,26 @@ pub struct Tap {
     pub tally: Arc<Tally>,
     /// Spreads histogram locks; any number stable per connection.
     pub shard: usize,
+    /// Also record the latency of messages sent within a span of time into a tally of its
+    /// own (W7: the talk during the join storm).
+    pub during: Option<During>,
+}
+
+/// A span of send times whose latencies go into a tally of their own as well.
+#[derive(Debug, Clone)]
+pub struct During {
+    /// The span, in [`ns_at`] times.
+    pub span: Arc<Span>,
+    /// Where those latencies are recorded.
+    pub tally: Arc<Tally>,
 }
 
 /// Reads and counts until the connection ends (or the task is aborted).
 pub async fn receive<R: AsyncRead + Unpin>(mut rd: R, mut inbuf: InBuf, mode: Mode, tap: Tap) {
     let mut latencies = Vec::with_capacity(512);
+    let mut during = Vec::new();
+    // Line mode: lines of join history still to come after their header.
+    let mut history_left = 0u64;
     // Per sender: messages seen, and whether that changed in this batch.
     let senders = tap.ack.as_ref().map_or(0, |a| a.acks.senders);
     let mut seen = vec![0u64; senders];
@@ -379,7 +399,14 @@ pub async fn receive<R: AsyncRead + Unpin>(mut rd: R, mut inbuf: InBuf, mode: Mo
         pending = false;
         let now = ns_at(Instant::now());
         latencies.clear();
+        during.clear();
         let used = scan(mode, inbuf.data(), |item| {
+            if history_left > 0 && !matches!(item, Item::History(_)) {
+                // Replayed on join (the server writes them right after their header): sent
+                // before this client joined, so neither a delivery nor a latency.
+                history_left -= 1;
+                return true;
+            }
             match item {
                 Item::Msg(p) => {
                     let own = tap.me == Some(p.sender);
@@ -388,17 +415,26 @@ pub async fn receive<R: AsyncRead + Unpin>(mut rd: R, mut inbuf: InBuf, mode: Mo
                         moved[p.sender as usize] = true;
                     }
                     if tap.count && !own {
-                        latencies.push(now.saturating_sub(p.t_ns));
+                        let latency = now.saturating_sub(p.t_ns);
+                        latencies.push(latency);
+                        if tap.during.as_ref().is_some_and(|d| d.span.contains(p.t_ns)) {
+                            during.push(latency);
+                        }
                     }
                 }
                 Item::Lagged => tap.tally.lagged(),
-                // Notices, joins and parts of others, members lists: not measured.
+                Item::History(lines) => history_left = lines,
+                // Notices, joins and parts of others, members lists, framed history: not
+                // measured.
                 Item::Other(_) => {}
             }
             true
         });
         inbuf.consume(used);
         tap.tally.record(tap.shard, &latencies);
+        if let Some(d) = &tap.during {
+            d.tally.record(tap.shard, &during);
+        }
         if let Some(role) = &tap.ack {
             for (s, m) in moved.iter_mut().enumerate() {
                 if !std::mem::take(m) {
@@ -598,39 +634,123 @@ fn quit_bytes(mode: Mode) -> anyhow::Result<Vec<u8>> {
 
 /// W6's cycle: connect, log in, join `login.join`, quit, and read until the server closes
 /// (so the server, not this side, holds the TIME_WAIT and ports are not exhausted).
+/// Returns the `lagged` notices it saw after its login.
 ///
 /// # Errors
 /// Any step's failure, or the server not closing within [`LOGIN_TIMEOUT`] after `quit`.
-pub async fn churn_cycle(addr: SocketAddr, mode: Mode, login: &Login) -> anyhow::Result<()> {
-    let Conn { mut stream, .. } = connect(addr, mode, login).await?;
+pub async fn churn_cycle(addr: SocketAddr, mode: Mode, login: &Login) -> anyhow::Result<u64> {
+    let Conn { mut stream, inbuf } = connect(addr, mode, login).await?;
     stream.write_all(&quit_bytes(mode)?).await?;
+    let mut lags = LagCounter::new(mode);
+    lags.feed(inbuf.data());
     let drain = async {
         let mut scratch = vec![0u8; 8192];
-        while stream.read(&mut scratch).await? > 0 {}
+        loop {
+            let n = stream.read(&mut scratch).await?;
+            if n == 0 {
+                break;
+            }
+            lags.feed(&scratch[..n]);
+        }
         Ok::<_, std::io::Error>(())
     };
     timeout(LOGIN_TIMEOUT, drain)
         .await
         .context("server did not close after quit")??;
-    Ok(())
+    Ok(lags.count())
 }
 
 /// Holds a logged-in connection silently until the server closes it (counted in `tally`)
-/// or the task is aborted. Keeps no buffer between reads: 10,000 of these are W4.
-pub async fn idle(stream: TcpStream, tally: Arc<Tally>) {
+/// or the task is aborted, counting any `lagged` notice. Keeps no buffer between reads
+/// beyond [`LagCounter`]'s few bytes: 10,000 of these are W4.
+pub async fn idle(conn: Conn, mode: Mode, tally: Arc<Tally>) {
+    let Conn { stream, inbuf } = conn;
+    let mut lags = LagCounter::new(mode);
+    let mut counted = lags.feed(inbuf.data());
+    drop(inbuf);
     loop {
+        for _ in 0..counted {
+            tally.lagged();
+        }
         if stream.readable().await.is_err() {
             break;
         }
         let mut scratch = [0u8; 512];
-        match stream.try_read(&mut scratch) {
+        counted = match stream.try_read(&mut scratch) {
             Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Ok(n) => lags.feed(&scratch[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
             Err(_) => break,
-        }
+        };
     }
     tally.disconnected();
+}
+
+/// Counts `lagged` notices (framed `{"type":"lagged"`, line `! you fell behind`) in a byte
+/// stream fed in arbitrary pieces, matches across piece boundaries included, keeping only
+/// the last few bytes between pieces.
+#[derive(Debug)]
+pub struct LagCounter {
+    finder: &'static memmem::Finder<'static>,
+    /// The end of what was fed so far, shorter than the needle.
+    tail: [u8; 32],
+    tail_len: usize,
+    count: u64,
+}
+
+static LINE_LAGGED: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new("! you fell behind"));
+static FRAME_LAGGED: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new("{\"type\":\"lagged\""));
+
+impl LagCounter {
+    /// A counter for `mode`'s notices.
+    pub fn new(mode: Mode) -> Self {
+        Self {
+            finder: match mode {
+                Mode::Line => &LINE_LAGGED,
+                Mode::Framed => &FRAME_LAGGED,
+            },
+            tail: [0; 32],
+            tail_len: 0,
+            count: 0,
+        }
+    }
+
+    /// Feeds the next bytes; returns the notices that ended in them.
+    pub fn feed(&mut self, bytes: &[u8]) -> u64 {
+        let keep = self.finder.needle().len() - 1;
+        // A match that starts in the tail ends within the first `keep` bytes.
+        let mut joint = [0u8; 64];
+        let head = bytes.len().min(keep);
+        joint[..self.tail_len].copy_from_slice(&self.tail[..self.tail_len]);
+        joint[self.tail_len..self.tail_len + head].copy_from_slice(&bytes[..head]);
+        // Neither the tail nor `head` alone can hold a whole needle: these straddle.
+        let mut found = self
+            .finder
+            .find_iter(&joint[..self.tail_len + head])
+            .count();
+        found += self.finder.find_iter(bytes).count();
+        // The new tail: the last `keep` bytes of tail + bytes.
+        if bytes.len() >= keep {
+            self.tail[..keep].copy_from_slice(&bytes[bytes.len() - keep..]);
+            self.tail_len = keep;
+        } else {
+            // `joint` holds all of tail + bytes then.
+            let all = self.tail_len + bytes.len();
+            let from = all.saturating_sub(keep);
+            self.tail_len = all - from;
+            self.tail[..self.tail_len].copy_from_slice(&joint[from..all]);
+        }
+        let found = found as u64;
+        self.count += found;
+        found
+    }
+
+    /// Notices seen so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
 }
 
 // -------------------------------------------------------------------------------------------
@@ -715,6 +835,8 @@ pub enum Item<'a> {
     Msg(Payload),
     /// The server skipped messages for this client.
     Lagged,
+    /// Line mode's header of the history replayed on join: this many lines follow.
+    History(u64),
     /// Anything else.
     Other(&'a [u8]),
 }
@@ -767,8 +889,15 @@ fn classify_line(line: &[u8]) -> Item<'_> {
             None => Item::Other(line),
         },
         Some(b'!') if line.starts_with(b"! you fell behind") => Item::Lagged,
+        Some(b'-') => history_header(line).map_or(Item::Other(line), Item::History),
         _ => Item::Other(line),
     }
+}
+
+/// `-- last N messages in #room…:` → N.
+fn history_header(line: &[u8]) -> Option<u64> {
+    let (n, rest) = number(line.strip_prefix(b"-- last ")?)?;
+    rest.starts_with(b" messages in #").then_some(n)
 }
 
 fn classify_frame(frame: &[u8]) -> Item<'_> {
@@ -898,6 +1027,87 @@ mod tests {
             "{items:?}"
         );
         assert_eq!(items[1], "Lagged");
+    }
+
+    fn tally_of(mode: Mode, data: &[u8]) -> Arc<Tally> {
+        let tally = Arc::new(Tally::default());
+        let tap = Tap {
+            me: None,
+            count: true,
+            ack: None,
+            tally: Arc::clone(&tally),
+            shard: 0,
+            during: None,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        // Half of it as if read during the login, the rest from the socket.
+        let (early, rest) = data.split_at(data.len() / 2);
+        let mut inbuf = InBuf::with_capacity(early.len());
+        inbuf.spare()[..early.len()].copy_from_slice(early);
+        inbuf.filled(early.len());
+        rt.block_on(receive(rest, inbuf, mode, tap));
+        tally
+    }
+
+    #[test]
+    fn join_history_is_not_a_delivery_in_line_mode() {
+        let data = b"-- last 2 messages in #lobby:\r\n<s0> t=1 s=0 n=0 x\r\n<s0> t=2 s=0 n=1 x\r\n-- members of #lobby (3): a, b, c\r\n<s0> t=3 s=0 n=2 x\r\n-- last 1 messages in #other (older ones not shown):\r\n[other] <s1> t=4 s=1 n=9 x\r\n<s0> t=5 s=0 n=3 x\r\n";
+        let tally = tally_of(Mode::Line, data);
+        assert_eq!(tally.delivered(), 2, "only n=2 and n=3 are live");
+        assert_eq!(history_header(b"-- last 50 messages in #lobby:"), Some(50));
+        assert_eq!(history_header(b"-- last words"), None);
+    }
+
+    #[test]
+    fn join_history_is_not_a_delivery_in_framed_mode() {
+        let m = |seq, text: &str| ChatMessage {
+            id: uuid_v4_like(),
+            room: "lobby".into(),
+            seq,
+            from: "s0".into(),
+            text: text.into(),
+            ts: 1,
+            action: false,
+        };
+        let mut data = encode_frame(&ServerMsg::History {
+            room: "lobby".into(),
+            messages: vec![m(1, "t=1 s=0 n=0 x"), m(2, "t=2 s=0 n=1 x")],
+            truncated: false,
+        })
+        .unwrap()
+        .to_vec();
+        data.extend_from_slice(&encode_frame(&ServerMsg::Message(m(3, "t=3 s=0 n=2 x"))).unwrap());
+        let tally = tally_of(Mode::Framed, &data);
+        assert_eq!(tally.delivered(), 1);
+    }
+
+    #[test]
+    fn lag_counter_finds_notices_split_anywhere() {
+        let lagged = encode_frame(&ServerMsg::Lagged {
+            room: "lobby".into(),
+            missed: 2,
+        })
+        .unwrap();
+        let mut framed = b"xx".to_vec();
+        framed.extend_from_slice(&lagged);
+        framed.extend_from_slice(&lagged);
+        let line =
+            b"-- a\r\n! you fell behind and missed 3 messages in #a\r\n! you fell behind x\r\n"
+                .to_vec();
+        for (mode, data) in [(Mode::Framed, framed), (Mode::Line, line)] {
+            for cut in 0..=data.len() {
+                for step in [1, 3, 7, data.len().max(1)] {
+                    let mut c = LagCounter::new(mode);
+                    let mut found = c.feed(&data[..cut]);
+                    for piece in data[cut..].chunks(step) {
+                        found += c.feed(piece);
+                    }
+                    assert_eq!((found, c.count()), (2, 2), "{mode:?} cut {cut} step {step}");
+                }
+            }
+        }
     }
 
     fn uuid_v4_like() -> uuid::Uuid {

@@ -1,4 +1,5 @@
-//! `chat-bench`: the benchmark of `chat-server` (issue 4).
+//! `chat-bench`: the benchmark of `chat-server` (issue 4; the server as shipped and the join
+//! storm W7 since issue 10).
 //!
 //! It starts the real `chat-server` binary as a child process (so its memory and CPU time
 //! can be read from `/proc`), drives it over loopback from many clients in this one process,
@@ -13,10 +14,13 @@
 //! - [`server_proc`]: the target process (or in-process task), `/proc` sampling.
 //! - [`reflector`]: the reference reflector.
 //! - [`client`]: the load clients, both wire modes.
-//! - [`workloads`]: the six workloads, W1–W6.
+//! - [`workloads`]: the seven workloads, W1–W7.
 //! - [`soak`]: rounds of churn and chatter, checking that descriptors and memory return.
 //! - [`stats`]: counters, latency histograms, the load generator's own CPU time.
 //! - [`report`]: the table, JSON lines, ratios and targets.
+//!
+//! The server runs with its default flags except the rate and connection limits (see
+//! [`server_proc::server_args`]), as a user would run it.
 
 pub mod client;
 pub mod reflector;

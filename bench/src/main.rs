@@ -9,7 +9,7 @@ use chat_bench::{Mode, Options, ReflectorSpec, Scale, ServerSpec, Storage, Workl
 use clap::{Parser, Subcommand};
 
 /// Benchmark of chat-server: W1 fan-out, W2 big room, W3 latency, W4 idle memory, W5 many
-/// rooms, W6 churn; W1–W4 also against a featureless reflector, for ratios.
+/// rooms, W6 churn, W7 join storm; W1–W4 also against a featureless reflector, for ratios.
 ///
 /// Build first: `cargo build --release -p chat-server -p chat-bench`.
 #[derive(Debug, Parser)]
@@ -76,7 +76,7 @@ fn options(args: &Args) -> anyhow::Result<Options> {
         for name in &args.only {
             match Workload::parse(name) {
                 Some(w) => ws.push(w),
-                None => bail!("unknown workload {name:?}: expected W1 … W6"),
+                None => bail!("unknown workload {name:?}: expected W1 … W7"),
             }
         }
         ws.sort();

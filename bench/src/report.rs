@@ -18,6 +18,8 @@ use crate::stats::Latency;
 pub struct Idle {
     /// Connections opened and logged in.
     pub connections: u64,
+    /// Members of each room they stay in.
+    pub members_per_room: u64,
     /// Still open after the hold period.
     pub held: u64,
     /// Target RSS before the first connection.
@@ -43,29 +45,55 @@ pub struct Churn {
     pub room_latency: Latency,
 }
 
+/// W7's figures.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Storm {
+    /// Members of the room before the senders started (loss is counted for them).
+    pub early_members: u64,
+    /// Clients that joined at once.
+    pub joiners: u64,
+    /// Joins the server confirmed.
+    pub joined: u64,
+    /// Joins that failed (refused, or not confirmed in time).
+    pub failures: u64,
+    /// From the first join to the last confirmed one, seconds.
+    pub join_all_s: f64,
+    /// One joiner's connect, login and join until confirmed.
+    pub join_latency: Latency,
+    /// The last join was confirmed after the senders had stopped.
+    pub outlasted_talk: bool,
+    /// `lagged` events at joiners (also in the outcome's total).
+    pub joiner_lag_events: u64,
+    /// Live messages the joiners received after their join (not counted as loss either way).
+    pub joiner_deliveries: u64,
+    /// Latency over the whole talk, before and after the storm too, at every member.
+    pub talk_latency: Latency,
+}
+
 /// One workload against one target in one mode.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Outcome {
-    /// `W1` … `W6`.
+    /// `W1` … `W7`.
     pub workload: &'static str,
     /// `server` or `reflector`.
     pub target: &'static str,
     /// `framed` or `line`.
     pub mode: &'static str,
-    /// Connections the workload used (W6: besides the churning ones).
+    /// Connections the workload used (W6: besides the churning ones; W7: joiners included).
     pub clients: usize,
     /// Measured interval: first send to last delivery (W4: the logins).
     pub wall_s: f64,
     /// Messages sent.
     pub sent: u64,
     /// Deliveries owed: each message × the members that were in the room to receive it
-    /// (receivers, not counting the sender's own copy).
+    /// (receivers, not counting the sender's own copy; W7: the members before the storm).
     pub expected: u64,
     /// Deliveries received.
     pub delivered: u64,
     /// `expected − delivered` (negative would mean duplicates).
     pub lost: i64,
-    /// `lagged` events (the server skipped messages for a slow reader).
+    /// `lagged` events at any client of the workload (the server skipped messages for a
+    /// reader it judged slow).
     pub lag_events: u64,
     /// Connections that ended during the workload.
     pub disconnects: u64,
@@ -73,7 +101,7 @@ pub struct Outcome {
     pub deliveries_per_s: f64,
     /// Messages per second (W4: logins per second; W6: churn cycles per second).
     pub messages_per_s: f64,
-    /// Send-to-receive latency (W6: one churn cycle).
+    /// Send-to-receive latency (W6: one churn cycle; W7: messages sent during the storm).
     pub latency: Latency,
     /// Target RSS at the end, KiB (absent when it runs in this process).
     pub server_rss_kib: Option<u64>,
@@ -87,6 +115,9 @@ pub struct Outcome {
     /// W6 only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub churn: Option<Churn>,
+    /// W7 only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storm: Option<Storm>,
     /// This result's headline metric divided by the reflector's (see `ratio_of`).
     pub ratio: Option<f64>,
     /// What `ratio` divides.
@@ -174,7 +205,7 @@ pub fn table(outcomes: &[Outcome]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<3} {:<9} {:<6} {:>6} {:>8} {:>8} {:>7} {:>7} {:>7} {:>7} {:>6} {:>7} {:>6} {:>6} {:>6}  notes",
+        "{:<3} {:<11} {:<6} {:>6} {:>8} {:>8} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>7} {:>6} {:>6} {:>6}  notes",
         "wl",
         "target",
         "mode",
@@ -186,6 +217,7 @@ pub fn table(outcomes: &[Outcome]) -> String {
         "p99",
         "max",
         "lost",
+        "lagged",
         "srvRSS",
         "srvCPU",
         "genCPU",
@@ -195,10 +227,32 @@ pub fn table(outcomes: &[Outcome]) -> String {
         let mut notes = Vec::new();
         if let Some(i) = &o.idle {
             notes.push(format!(
-                "{}/{} held, {} KiB/conn, logins/s in msgs/s",
+                "{}/{} held in rooms of {}, {} KiB/conn, logins/s in msgs/s",
                 i.held,
                 i.connections,
+                i.members_per_room,
                 opt(i.kib_per_conn, |k| format!("{k:.2}"))
+            ));
+        }
+        if let Some(st) = &o.storm {
+            notes.push(format!(
+                "{}/{} joined in {:.2} s (one join p99 {}){}{}; latency = talk during the storm, whole talk p99 {}; lost = {} early members",
+                st.joined,
+                st.joiners,
+                st.join_all_s,
+                micros(st.join_latency.p99_us),
+                if st.failures > 0 {
+                    format!(", {} failed", st.failures)
+                } else {
+                    String::new()
+                },
+                if st.outlasted_talk {
+                    ", outlasting the talk"
+                } else {
+                    ""
+                },
+                micros(st.talk_latency.p99_us),
+                st.early_members
             ));
         }
         if let Some(c) = &o.churn {
@@ -209,9 +263,6 @@ pub fn table(outcomes: &[Outcome]) -> String {
                 micros(c.room_latency.p99_us)
             ));
         }
-        if o.lag_events > 0 {
-            notes.push(format!("{} lagged", o.lag_events));
-        }
         if o.disconnects > 0 && o.idle.is_none() {
             notes.push(format!("{} disconnected", o.disconnects));
         }
@@ -220,7 +271,7 @@ pub fn table(outcomes: &[Outcome]) -> String {
         }
         let _ = writeln!(
             s,
-            "{:<3} {:<9} {:<6} {:>6} {:>8} {:>8} {:>7} {:>7} {:>7} {:>7} {:>6} {:>7} {:>6} {:>6} {:>6}  {}",
+            "{:<3} {:<11} {:<6} {:>6} {:>8} {:>8} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>7} {:>6} {:>6} {:>6}  {}",
             o.workload,
             o.target,
             o.mode,
@@ -240,6 +291,7 @@ pub fn table(outcomes: &[Outcome]) -> String {
             } else {
                 "-".into()
             },
+            o.lag_events,
             opt(o.server_rss_kib, |k| format!("{:.1}M", k as f64 / 1024.0)),
             opt(o.server_cpu_pct, |c| format!("{c:.0}%")),
             format!("{:.0}%", o.loadgen_cpu_pct),

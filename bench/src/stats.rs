@@ -6,7 +6,9 @@
 //!
 //! Layout:
 //! - [`Tally`]: the shared counters and sharded latency histogram of one run.
-//! - [`Latency`]: a histogram's summary (p50, p90, p99, max).
+//! - [`Latency`]: a histogram's summary (p50, p90, p99, max); [`merged_latency`] of several
+//!   tallies.
+//! - [`Span`]: a span of send times (W7's join storm), open until it is closed.
 //! - [`loadgen_cpu`]: this process's CPU time (`getrusage`), to show whether the load
 //!   generator was the limit.
 
@@ -94,7 +96,10 @@ impl Tally {
 
     /// All shards merged.
     pub fn latency(&self) -> Latency {
-        let mut all = new_histogram();
+        merged_latency(&[self])
+    }
+
+    fn add_to(&self, all: &mut Histogram<u64>) {
         for shard in &self.shards {
             let hist = shard
                 .lock()
@@ -102,7 +107,49 @@ impl Tally {
             // Same bounds on both sides, so adding cannot fail.
             let _ = all.add(&*hist);
         }
-        Latency::of(&all)
+    }
+}
+
+/// The latency of every sample of every tally in `tallies`.
+pub fn merged_latency(tallies: &[&Tally]) -> Latency {
+    let mut all = new_histogram();
+    for t in tallies {
+        t.add_to(&mut all);
+    }
+    Latency::of(&all)
+}
+
+/// A span of times in nanoseconds (the clock of `client::ns_at`): empty until it is
+/// opened, then open-ended until it is closed.
+#[derive(Debug)]
+pub struct Span {
+    start: AtomicU64,
+    end: AtomicU64,
+}
+
+impl Default for Span {
+    fn default() -> Self {
+        Self {
+            start: AtomicU64::new(u64::MAX),
+            end: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl Span {
+    /// From `ns` on.
+    pub fn open(&self, ns: u64) {
+        self.start.store(ns, Ordering::Relaxed);
+    }
+
+    /// Up to `ns`.
+    pub fn close(&self, ns: u64) {
+        self.end.store(ns, Ordering::Relaxed);
+    }
+
+    /// Whether `ns` is in it.
+    pub fn contains(&self, ns: u64) -> bool {
+        self.start.load(Ordering::Relaxed) <= ns && ns <= self.end.load(Ordering::Relaxed)
     }
 }
 
@@ -199,6 +246,22 @@ mod tests {
         assert_eq!(l.count, 4);
         assert!((l.max_us - 100.0).abs() < 0.2, "{l:?}");
         assert!(l.p50_us >= 1.9 && l.p50_us <= 2.1, "{l:?}");
+    }
+
+    #[test]
+    fn spans_and_merged_tallies() {
+        let span = Span::default();
+        assert!(!span.contains(5), "empty until opened");
+        span.open(10);
+        assert!(span.contains(10) && span.contains(u64::MAX - 1) && !span.contains(9));
+        span.close(20);
+        assert!(span.contains(20) && !span.contains(21));
+
+        let (a, b) = (Tally::default(), Tally::default());
+        a.record(0, &[1_000]);
+        b.record(3, &[2_000, 3_000]);
+        assert_eq!(merged_latency(&[&a, &b]).count, 3);
+        assert_eq!(a.latency().count, 1);
     }
 
     #[test]

@@ -1,15 +1,21 @@
-//! The six workloads, each against one target in one wire mode.
+//! The seven workloads, each against one target in one wire mode.
 //!
 //! Every workload follows the same discipline so that loss can be counted exactly: all
 //! receivers are confirmed members before the first message is sent (the login waits for
 //! the server's own confirmation of the join), senders stop at a deadline and report how
 //! many messages they wrote, and the run ends only when the expected deliveries arrived or
-//! nothing more arrived for a while (bounded).
+//! nothing more arrived for a while (bounded). W7's joiners, who join while messages flow,
+//! are the exception: they measure latency and `lagged`, and loss is counted only for the
+//! members that were there before the first send.
+//!
+//! The server runs with its defaults, so every join also replays up to 50 messages of the
+//! room's history; those are never counted as deliveries (see `client`).
 //!
 //! Layout:
 //! - [`Workload`], [`Scale`], [`Params`]: what runs, full size or `--quick`.
 //! - [`run`]: one workload against one target.
-//! - `fan_out` (W1–W3), `idle_memory` (W4), `many_rooms` (W5), `churn` (W6).
+//! - `fan_out` (W1–W3), `idle_memory` (W4), `many_rooms` (W5), `churn` (W6),
+//!   `join_storm` (W7).
 //! - `Meter`: wall time, server and load-generator CPU over the measured interval.
 
 use std::net::SocketAddr;
@@ -22,12 +28,14 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep};
 
-use crate::client::{self, AckRole, Acks, Conn, Login, Mode, Pace, SendPlan, Tap, Wake};
-use crate::report::{Churn, Idle, Outcome};
+use crate::client::{
+    self, AckRole, Acks, Conn, During, Login, Mode, Pace, SendPlan, Tap, Wake, ns_at,
+};
+use crate::report::{Churn, Idle, Outcome, Storm};
 use crate::server_proc::{ProcSample, ServerHandle, Storage};
-use crate::stats::{LocalHist, Tally, loadgen_cpu};
+use crate::stats::{LocalHist, Span, Tally, loadgen_cpu, merged_latency};
 
-/// The workloads of issue 4.
+/// The workloads of issue 4, and issue 10's join storm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Workload {
     /// Fan-out: 100 receivers, 4 windowed senders, as fast as the server takes it.
@@ -36,19 +44,29 @@ pub enum Workload {
     W2,
     /// Latency: 500 receivers, 10 senders, 200 messages/s in total.
     W3,
-    /// Idle memory: 10,000 logged-in connections.
+    /// Idle memory: 10,000 logged-in connections, in rooms of 100.
     W4,
     /// Many rooms: 200 rooms of 10 members, all chatting.
     W5,
     /// Churn: connect, log in, join, quit, as fast as possible, next to a busy room.
     W6,
+    /// Join storm: 1000 clients join one room at once while 4 senders talk in it.
+    W7,
 }
 
 impl Workload {
-    /// All six, in order.
-    pub const ALL: [Workload; 6] = [Self::W1, Self::W2, Self::W3, Self::W4, Self::W5, Self::W6];
+    /// All seven, in order.
+    pub const ALL: [Workload; 7] = [
+        Self::W1,
+        Self::W2,
+        Self::W3,
+        Self::W4,
+        Self::W5,
+        Self::W6,
+        Self::W7,
+    ];
 
-    /// `W1` … `W6`.
+    /// `W1` … `W7`.
     pub fn name(self) -> &'static str {
         match self {
             Self::W1 => "W1",
@@ -57,6 +75,7 @@ impl Workload {
             Self::W4 => "W4",
             Self::W5 => "W5",
             Self::W6 => "W6",
+            Self::W7 => "W7",
         }
     }
 
@@ -84,7 +103,7 @@ pub enum Scale {
 /// Sizes and rates of one workload.
 #[derive(Debug, Clone)]
 pub struct Params {
-    /// Receiving connections (W1–W3, W6's busy room).
+    /// Receiving connections (W1–W3, W6's busy room, W7's members before the storm).
     pub receivers: usize,
     /// Sending connections.
     pub senders: usize,
@@ -96,6 +115,8 @@ pub struct Params {
     pub duration: Duration,
     /// W4's connections.
     pub idle: usize,
+    /// W4's members per room.
+    pub idle_room: usize,
     /// W5's rooms and members per room.
     pub rooms: usize,
     /// W5's members per room.
@@ -104,6 +125,8 @@ pub struct Params {
     pub member_rate: f64,
     /// W6's concurrent churning clients.
     pub churners: usize,
+    /// W7's clients that join at once.
+    pub joiners: usize,
     /// Logins in flight at once.
     pub login_concurrency: usize,
     /// Bytes of text per message.
@@ -125,10 +148,12 @@ impl Params {
                 Duration::from_secs(10)
             },
             idle: 0,
+            idle_room: 100,
             rooms: 0,
             members: 0,
             member_rate: 0.0,
             churners: 0,
+            joiners: 0,
             login_concurrency: if quick { 16 } else { 64 },
             text_len: 64,
         };
@@ -205,6 +230,20 @@ impl Params {
                 churners: 2,
                 ..base
             },
+            (Workload::W7, false) => Self {
+                receivers: 50,
+                senders: 4,
+                rate: Some(200.0),
+                joiners: 1000,
+                ..base
+            },
+            (Workload::W7, true) => Self {
+                receivers: 5,
+                senders: 1,
+                rate: Some(100.0),
+                joiners: 50,
+                ..base
+            },
         };
         if let Some(d) = duration {
             p.duration = d;
@@ -248,6 +287,7 @@ pub async fn run(
         Workload::W4 => idle_memory(params, target, mode).await?,
         Workload::W5 => many_rooms(params, target, mode).await?,
         Workload::W6 => churn(params, target, mode).await?,
+        Workload::W7 => join_storm(params, target, mode).await?,
     };
     out.workload = w.name();
     out.target = kind.name();
@@ -442,6 +482,7 @@ async fn fan_out(params: &Params, target: &ServerHandle, mode: Mode) -> anyhow::
             ack,
             tally: Arc::clone(&tally),
             shard: i,
+            during: None,
         };
         readers.spawn(client::receive(conn.stream, conn.inbuf, mode, tap));
     })
@@ -465,6 +506,7 @@ async fn fan_out(params: &Params, target: &ServerHandle, mode: Mode) -> anyhow::
             }),
             tally: Arc::clone(&sender_tally),
             shard: i,
+            during: None,
         },
         &mut readers,
     )
@@ -512,8 +554,9 @@ async fn fan_out(params: &Params, target: &ServerHandle, mode: Mode) -> anyhow::
     Ok(out)
 }
 
-/// W4: `idle` connections log in (and leave `lobby`), stay silent; the server's RSS growth
-/// per connection is the figure.
+/// W4 as a user has it: `idle` connections log in and move from `lobby` to rooms of
+/// `idle_room` members (`idle-0`, `idle-1`, …), where they stay, silent; the server's RSS
+/// growth per connection is the figure.
 async fn idle_memory(
     params: &Params,
     target: &ServerHandle,
@@ -526,11 +569,12 @@ async fn idle_memory(
     let meter = Meter::start(target);
     let tally = Arc::new(Tally::default());
     let mut holders = JoinSet::new();
+    let per_room = params.idle_room.max(1);
     let logins = (0..params.idle)
-        .map(|i| Login::idle(format!("i{i}")))
+        .map(|i| Login::room(format!("i{i}"), &format!("idle-{}", i / per_room)))
         .collect();
     login_all(addr, mode, logins, params.login_concurrency, |_, conn| {
-        holders.spawn(client::idle(conn.stream, Arc::clone(&tally)));
+        holders.spawn(client::idle(conn, mode, Arc::clone(&tally)));
     })
     .await?;
     let logged_in = Instant::now();
@@ -545,8 +589,10 @@ async fn idle_memory(
     Meter::fill(&usage, &mut out);
     out.messages_per_s = params.idle as f64 / out.wall_s;
     out.disconnects = tally.disconnects();
+    out.lag_events = tally.lag_events();
     out.idle = Some(Idle {
         connections: params.idle as u64,
+        members_per_room: per_room as u64,
         held,
         rss_before_kib: before.map(|s| s.rss_kib),
         rss_after_kib: after.map(|s| s.rss_kib),
@@ -588,6 +634,7 @@ async fn many_rooms(params: &Params, target: &ServerHandle, mode: Mode) -> anyho
             ack: None,
             tally: Arc::clone(&tally),
             shard: i,
+            during: None,
         },
         &mut readers,
     )
@@ -650,6 +697,7 @@ pub(crate) async fn churn(
             ack: None,
             tally: Arc::clone(&tally),
             shard: i,
+            during: None,
         };
         readers.spawn(client::receive(conn.stream, conn.inbuf, mode, tap));
     })
@@ -669,6 +717,7 @@ pub(crate) async fn churn(
             ack: None,
             tally: Arc::clone(&sender_tally),
             shard: i,
+            during: None,
         },
         &mut readers,
     )
@@ -692,7 +741,7 @@ pub(crate) async fn churn(
     for w in 0..params.churners {
         churners.spawn(async move {
             let mut hist = LocalHist::default();
-            let (mut cycles, mut failures) = (0u64, 0u64);
+            let (mut cycles, mut failures, mut lagged) = (0u64, 0u64, 0u64);
             while Instant::now() < until && cycles < MAX_CYCLES_PER_CHURNER {
                 let login = Login {
                     nick: format!("c{w}x{cycles}"),
@@ -701,7 +750,10 @@ pub(crate) async fn churn(
                 };
                 let t = Instant::now();
                 match client::churn_cycle(addr, mode, &login).await {
-                    Ok(()) => hist.record(t.elapsed()),
+                    Ok(lags) => {
+                        hist.record(t.elapsed());
+                        lagged += lags;
+                    }
                     Err(e) => {
                         failures += 1;
                         if failures <= 3 {
@@ -714,17 +766,18 @@ pub(crate) async fn churn(
                 }
                 cycles += 1;
             }
-            (hist, cycles, failures)
+            (hist, cycles, failures, lagged)
         });
     }
     let (sent, writers) = run_senders(writers, mode, plans).await?;
     let mut hist = LocalHist::default();
-    let (mut cycles, mut failures) = (0u64, 0u64);
+    let (mut cycles, mut failures, mut churner_lags) = (0u64, 0u64, 0u64);
     while let Some(joined) = churners.join_next().await {
-        let (h, c, f) = joined.context("churn task failed")?;
+        let (h, c, f, l) = joined.context("churn task failed")?;
         hist.merge(&h);
         cycles += c;
         failures += f;
+        churner_lags += l;
     }
     let churn_end = Instant::now();
     let expected = sent * params.receivers as u64;
@@ -737,7 +790,7 @@ pub(crate) async fn churn(
     out.sent = sent;
     out.expected = expected;
     out.delivered = tally.delivered();
-    out.lag_events = tally.lag_events() + sender_tally.lag_events();
+    out.lag_events = tally.lag_events() + sender_tally.lag_events() + churner_lags;
     out.disconnects = tally.disconnects() + sender_tally.disconnects();
     Meter::fill(&usage, &mut out);
     out.derive_rates();
@@ -755,5 +808,158 @@ pub(crate) async fn churn(
     // The table's latency columns show the cycle for W6; the busy room's is in `churn`.
     out.latency = hist.latency();
     out.messages_per_s = (cycles - failures) as f64 / cycle_secs;
+    Ok(out)
+}
+
+/// How long W7's senders talk before the storm begins: a fifth of the talk, at most 1 s.
+fn storm_lead(duration: Duration) -> Duration {
+    (duration / 5).min(Duration::from_secs(1))
+}
+
+/// W7, a join storm (what a restart looks like: everyone reconnects at once). `receivers`
+/// members and `senders` senders are in `lobby`, and the senders talk at `rate`; a moment
+/// later `joiners` clients connect all at once, and logging in joins each to `lobby`.
+/// Measured: the time from the first join to the last confirmed one, the latency of the
+/// messages sent meanwhile (at every member that has joined, joiners included), `lagged`
+/// at any client, and the loss at the members that were there before the first send.
+async fn join_storm(params: &Params, target: &ServerHandle, mode: Mode) -> anyhow::Result<Outcome> {
+    let addr = target.addr();
+    let room = chat_shared::DEFAULT_ROOM;
+    // Early members (loss is counted for them), joiners, senders; and the storm's latency.
+    let tally = Arc::new(Tally::default());
+    let joiner_tally = Arc::new(Tally::default());
+    let sender_tally = Arc::new(Tally::default());
+    let span = Arc::new(Span::default());
+    let storm_tally = Arc::new(Tally::default());
+    let tap = |tally: &Arc<Tally>, shard: usize| Tap {
+        me: None,
+        count: true,
+        ack: None,
+        tally: Arc::clone(tally),
+        shard,
+        during: Some(During {
+            span: Arc::clone(&span),
+            tally: Arc::clone(&storm_tally),
+        }),
+    };
+    let mut readers = JoinSet::new();
+    let logins = (0..params.receivers)
+        .map(|i| Login::lobby(format!("r{i}")))
+        .collect();
+    login_all(addr, mode, logins, params.login_concurrency, |i, conn| {
+        readers.spawn(client::receive(
+            conn.stream,
+            conn.inbuf,
+            mode,
+            tap(&tally, i),
+        ));
+    })
+    .await?;
+    let logins = (0..params.senders)
+        .map(|i| Login::lobby(format!("s{i}")))
+        .collect();
+    let writers = connect_senders(
+        addr,
+        mode,
+        logins,
+        params,
+        |i| Tap {
+            me: Some(u32::try_from(i).unwrap_or(u32::MAX)),
+            count: false,
+            ack: None,
+            tally: Arc::clone(&sender_tally),
+            shard: i,
+            during: None,
+        },
+        &mut readers,
+    )
+    .await?;
+
+    let meter = Meter::start(target);
+    let start = Instant::now();
+    let until = start + params.duration;
+    let rate = params.rate.unwrap_or(200.0);
+    let interval = Duration::from_secs_f64(params.senders as f64 / rate);
+    let plans = (0..params.senders)
+        .map(|i| SendPlan {
+            id: u32::try_from(i).unwrap_or(u32::MAX),
+            room: room.into(),
+            pace: Pace::staggered(interval, start, i, params.senders),
+            until,
+            text_len: params.text_len,
+        })
+        .collect();
+    let storm_at = start + storm_lead(params.duration);
+    let storm = async {
+        tokio::time::sleep_until(storm_at).await;
+        let first = Instant::now();
+        span.open(ns_at(first));
+        let mut joins = JoinSet::new();
+        for j in 0..params.joiners {
+            joins.spawn(async move {
+                let t = Instant::now();
+                let conn = client::connect(addr, mode, &Login::lobby(format!("j{j}"))).await;
+                (j, t, Instant::now(), conn)
+            });
+        }
+        let mut hist = LocalHist::default();
+        let (mut joined, mut failures) = (0u64, 0u64);
+        let mut last = first;
+        while let Some(done) = joins.join_next().await {
+            let (j, t, at, conn) = done.context("joiner task failed")?;
+            match conn {
+                Ok(conn) => {
+                    hist.record(at.saturating_duration_since(t));
+                    joined += 1;
+                    last = last.max(at);
+                    readers.spawn(client::receive(
+                        conn.stream,
+                        conn.inbuf,
+                        mode,
+                        tap(&joiner_tally, params.receivers + j),
+                    ));
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures <= 3 {
+                        eprintln!("chat-bench: join storm: {e:#}");
+                    }
+                }
+            }
+        }
+        span.close(ns_at(last));
+        Ok::<_, anyhow::Error>((first, last, hist, joined, failures))
+    };
+    let ((sent, writers), (first, last, hist, joined, failures)) =
+        tokio::try_join!(run_senders(writers, mode, plans), storm)?;
+    let expected = sent * params.receivers as u64;
+    let end = drain(&tally, expected, DRAIN_QUIET, DRAIN_LIMIT).await;
+    let usage = meter.stop(target, end.max(last));
+    readers.abort_all();
+    drop(writers);
+
+    let mut out = Outcome::new(params.receivers + params.senders + params.joiners);
+    out.sent = sent;
+    out.expected = expected;
+    out.delivered = tally.delivered();
+    out.lag_events = tally.lag_events() + joiner_tally.lag_events() + sender_tally.lag_events();
+    out.disconnects = tally.disconnects() + joiner_tally.disconnects() + sender_tally.disconnects();
+    Meter::fill(&usage, &mut out);
+    out.derive_rates();
+    // The table's latency columns show the talk during the storm; the whole talk is in
+    // `storm`.
+    out.latency = storm_tally.latency();
+    out.storm = Some(Storm {
+        early_members: params.receivers as u64,
+        joiners: params.joiners as u64,
+        joined,
+        failures,
+        join_all_s: last.saturating_duration_since(first).as_secs_f64(),
+        join_latency: hist.latency(),
+        outlasted_talk: last > until,
+        joiner_lag_events: joiner_tally.lag_events(),
+        joiner_deliveries: joiner_tally.delivered(),
+        talk_latency: merged_latency(&[&tally, &joiner_tally]),
+    });
     Ok(out)
 }

@@ -9,9 +9,9 @@ async fn quick_mode_delivers_everything_in_every_workload_issue_4() {
     let outcomes = run(&Options::quick(), |_| {})
         .await
         .expect("every quick workload runs");
-    // W1–W4 on the reflector, then all six in both modes on the server, with its history
+    // W1–W4 on the reflector, then all seven in both modes on the server, with its history
     // database (SQLite in memory here) and without.
-    assert_eq!(outcomes.len(), 4 + 6 * 2 * 2, "{outcomes:#?}");
+    assert_eq!(outcomes.len(), 4 + 7 * 2 * 2, "{outcomes:#?}");
     for o in &outcomes {
         let what = format!("{} {} {}", o.workload, o.target, o.mode);
         match o.workload {
@@ -30,6 +30,14 @@ async fn quick_mode_delivers_everything_in_every_workload_issue_4() {
                 assert_eq!(churn.failures, 0, "{what}: churn cycles failed");
                 assert!(o.delivered > 0, "{what}: the busy room was silent");
                 assert_eq!(o.lost, 0, "{what}: the busy room lost deliveries");
+            }
+            "W7" => {
+                let storm = o.storm.as_ref().expect("W7 reports storm figures");
+                assert_eq!(storm.joined, storm.joiners, "{what}: joins failed: {o:#?}");
+                assert_eq!(storm.failures, 0, "{what}: joins failed: {o:#?}");
+                assert!(o.delivered > 0, "{what}: nothing delivered: {o:#?}");
+                assert_eq!(o.lost, 0, "{what}: early members lost deliveries: {o:#?}");
+                assert_eq!(o.lag_events, 0, "{what}: lagged: {o:#?}");
             }
             other => panic!("unexpected workload {other}"),
         }
