@@ -238,10 +238,11 @@ pub fn table(outcomes: &[Outcome]) -> String {
         }
         if let Some(st) = &o.storm {
             notes.push(format!(
-                "{}/{} joined in {:.2} s (one join p99 {}){}{}; latency = talk during the storm, whole talk p99 {}; lost = {} early members",
+                "{}/{} joined in {:.2} s (one join p50 {}, p99 {}){}{}; latency = talk during the storm, whole talk p99 {}; lost: at the {} early members",
                 st.joined,
                 st.joiners,
                 st.join_all_s,
+                micros(st.join_latency.p50_us),
                 micros(st.join_latency.p99_us),
                 if st.failures > 0 {
                     format!(", {} failed", st.failures)
@@ -483,10 +484,12 @@ pub fn targets(outcomes: &[Outcome]) -> String {
             );
         }
     }
-    if outcomes.iter().any(|o| o.target == "server-nodb") {
+    let mut cost = String::new();
+    storage_cost(outcomes, &mut cost);
+    if !cost.is_empty() {
         s.push_str("issue 6's storage cost, `server` (SQLite) against `server-nodb`:\n");
+        s.push_str(&cost);
     }
-    storage_cost(outcomes, &mut s);
     s
 }
 
