@@ -4,6 +4,7 @@
 mod common;
 
 mod chat_flow;
+mod error_codes;
 mod framed_protocol;
 mod hardening;
 mod limits;
