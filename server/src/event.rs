@@ -1,29 +1,34 @@
 //! An outgoing event, encoded at most once per wire format and shared by every recipient.
 //!
-//! A room broadcast carries one `Arc<Event>`; each recipient's wire adapter asks it for its
-//! format's bytes. The first recipient of a format pays for the encoding, the rest read the
-//! same bytes, so a room of 1,000 members costs one JSON serialisation, not 1,000. Formats
-//! nobody in the room speaks are never encoded.
+//! Local delivery hands every member one `Arc<Event>`; each recipient's wire adapter asks
+//! it for its format's bytes. The first recipient of a format pays for the encoding, the
+//! rest read the same bytes, so a room of 1,000 members costs one JSON serialisation, not
+//! 1,000. Formats nobody in the room speaks are never encoded. Which formats exist is the
+//! adapters' business: each claims [`Slot`]s of the cache (see `wire::slots`); this file
+//! only knows how many there are.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use bytes::Bytes;
 use chat_shared::ServerMsg;
+use once_cell::race::OnceBox;
 use uuid::Uuid;
 
-/// The encodings an event can be cached in. A new wire format (IRC, WebSocket) adds one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Encoding {
-    /// A complete length-prefixed JSON frame.
-    Framed,
-    /// Line-mode text as seen by a client whose current room is the event's room.
-    LineHere,
-    /// Line-mode text as seen by a client for which the room is not current (`[room] ` prefix).
-    LineElsewhere,
-}
+/// How many encodings an event can cache; an adapter with a new variant raises it.
+pub(crate) const SLOTS: usize = 3;
 
-const ENCODINGS: usize = 3;
+/// One cached encoding of an event, claimed by one wire adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Slot(usize);
+
+impl Slot {
+    /// # Panics
+    /// At compile time (slots are constants) when `index` is not below [`SLOTS`].
+    pub(crate) const fn new(index: usize) -> Self {
+        assert!(index < SLOTS, "raise event::SLOTS for a new encoding");
+        Self(index)
+    }
+}
 
 /// One server event plus its lazily built wire encodings.
 #[derive(Debug)]
@@ -32,9 +37,11 @@ pub(crate) struct Event {
     /// The session whose request caused the event: line mode does not echo a client's own
     /// messages, and shows its own DMs as sent confirmations.
     pub(crate) origin: Option<Uuid>,
-    encoded: [OnceLock<Bytes>; ENCODINGS],
+    encoded: [OnceBox<Bytes>; SLOTS],
     /// Where a stored message stands (see [`Settled`]); every other event is born durable.
     settled: AtomicU8,
+    /// See [`Event::weight`]; computed once, as every recipient's queue asks for it.
+    weight: u32,
 }
 
 /// Where a message stands on its way to the disk.
@@ -47,17 +54,22 @@ pub(crate) enum Settled {
     Pending,
     /// On disk (or storage is off).
     Durable,
-    /// The commit failed: it was never stored.
+    /// The commit failed, or it was a resend: it was never stored.
     Failed,
 }
 
+/// What an event costs a recipient's send queue beyond its text: the JSON around it.
+const OVERHEAD: usize = 96;
+
 impl Event {
     pub(crate) fn new(msg: ServerMsg, origin: Option<Uuid>) -> Self {
+        let weight = u32::try_from(weight_of(&msg)).unwrap_or(u32::MAX);
         Self {
             msg,
             origin,
             encoded: Default::default(),
             settled: AtomicU8::new(Settled::Durable as u8),
+            weight,
         }
     }
 
@@ -77,28 +89,45 @@ impl Event {
         }
     }
 
-    /// Records the store's verdict; called once, by the store's callback.
+    /// Records the store's verdict; called once, by the ordered path.
     pub(crate) fn settle(&self, to: Settled) {
         self.settled.store(to as u8, Ordering::Release);
     }
 
-    /// This event's bytes in `encoding`, built by `encode` only the first time they are asked
-    /// for. Borrowed, not cloned: recipients copy them into their own write buffer, which
-    /// spares a reference count shared by every core.
-    pub(crate) fn encoded(
-        &self,
-        encoding: Encoding,
-        encode: impl FnOnce(&ServerMsg) -> Bytes,
-    ) -> &[u8] {
-        self.encoded[encoding as usize].get_or_init(|| encode(&self.msg))
+    /// About how many bytes this event takes on the wire: what it weighs in a recipient's
+    /// send queue. An estimate from its free text (the encodings are built later, by the
+    /// recipients' adapters, and differ), close to the framed size for the events that are
+    /// queued in bulk: messages and notices.
+    pub(crate) fn weight(&self) -> usize {
+        self.weight as usize
     }
 
-    /// Stores bytes already made for `encoding` (a caller that had to encode to measure
-    /// the size need not encode again).
-    pub(crate) fn prime(&self, encoding: Encoding, bytes: Bytes) {
-        // Already set means someone encoded it first; both encodings are the same.
-        let _ = self.encoded[encoding as usize].set(bytes);
+    /// This event's bytes in `slot`, built by `encode` only if nobody has yet. Borrowed,
+    /// not cloned: recipients copy them into their own write buffer, which spares a
+    /// reference count shared by every core.
+    ///
+    /// Never waits: a recipient that finds no encoding builds one, and whichever is stored
+    /// first is kept (`once_cell::race`). A `OnceLock` would block worker threads while the
+    /// first recipient encodes, which in a busy room is every event; racing costs at most
+    /// one extra encoding per worker thread, and only on a tie.
+    pub(crate) fn encoded(&self, slot: Slot, encode: impl FnOnce(&ServerMsg) -> Bytes) -> &[u8] {
+        self.encoded[slot.0].get_or_init(|| Box::new(encode(&self.msg)))
     }
+}
+
+/// See [`Event::weight`].
+fn weight_of(msg: &ServerMsg) -> usize {
+    OVERHEAD
+        + match msg {
+            ServerMsg::Message(m) => m.text.len() + m.from.len() + m.room.len(),
+            ServerMsg::Dm(d) => d.text.len() + d.from.len() + d.to.len(),
+            ServerMsg::Joined { room, nick, .. } => room.len() + nick.len(),
+            ServerMsg::Parted {
+                room, nick, reason, ..
+            } => room.len() + nick.len() + reason.as_ref().map_or(0, String::len),
+            ServerMsg::NickChanged { old, new, .. } => old.len() + new.len(),
+            _ => 0,
+        }
 }
 
 #[cfg(test)]
@@ -114,11 +143,12 @@ mod tests {
             calls.set(calls.get() + 1);
             Bytes::from_static(b"frame")
         };
-        let a = ev.encoded(Encoding::Framed, enc).as_ptr();
-        let b = ev.encoded(Encoding::Framed, enc).as_ptr();
+        let (a, b) = (Slot::new(0), Slot::new(1));
+        let first = ev.encoded(a, enc).as_ptr();
+        let again = ev.encoded(a, enc).as_ptr();
         assert_eq!(calls.get(), 1);
-        assert_eq!(a, b, "recipients share one buffer");
-        ev.encoded(Encoding::LineHere, enc);
+        assert_eq!(first, again, "recipients share one buffer");
+        ev.encoded(b, enc);
         assert_eq!(calls.get(), 2);
     }
 }

@@ -1,157 +1,49 @@
 //! `chat-server`: an async multi-client chat room server.
 //!
 //! Framed clients (length-prefixed JSON) and plain line clients (`nc`, `telnet`) share one
-//! port; the first byte a client sends decides its mode. Both meet in the same rooms through
-//! one session logic that knows no wire format.
+//! port; the first bytes a client sends decide its protocol. All meet in the same rooms
+//! through one session logic that knows no wire format and no transport.
 //!
-//! Layout:
-//! - [`run`] and [`Config`]: the whole server, given a bound listener and a shutdown signal.
-//! - `listener`: accept loop, mode detection, shutdown and waiting for sessions to end.
-//! - `session`: one client's session, independent of the wire format.
-//! - `wire`: the adapters, one per wire format (framed, line), and the output queue.
-//! - `hub` and `room`: who is online, the rooms, fan-out, history and message ids.
-//! - `limits`: the message rate limiter and the connection limits.
+//! Layout, from the socket inwards:
+//! - [`run`]: the whole server, given a bound listener, a [`Config`] and a shutdown signal.
+//! - `config`: every setting and limit, with its default.
+//! - `net`: the accept loop, the protocol sniffer, the transport's reader and writer.
+//! - `server`: one connection from accept to its session; picks the wire adapter.
+//! - `wire`: the adapters, one per wire format (framed, line), and their output buffer.
+//! - `session`: one client's session: its loop, registration, commands, history, errors.
+//! - `chat`: the nick directory and the room registry; DMs.
+//! - `path`: each room's ordered path of events, its producer and local delivery, and each
+//!   session's send queue.
 //! - `event`: an outgoing event, encoded once per wire format and shared.
-//! - `store`: durable history (SQLite) behind a small interface.
-//! - `mailbox`: a session's private queue for DMs and rename notices.
-//! - `subscriptions`: a session's room receivers, drained without a future per message.
+//! - `store`: durable history (SQLite) behind an interface that knows nothing of rooms.
+//! - `limits`: the message rate limiter and the connection limits.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+mod chat;
+mod config;
 mod event;
-mod hub;
 mod limits;
-mod listener;
-mod mailbox;
-mod room;
+mod net;
+mod path;
+mod server;
 mod session;
 mod store;
-mod subscriptions;
 mod wire;
 
-/// Where history is kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Storage {
-    /// Only in memory (the `--history` ring per room): gone with the process.
-    Memory,
-    /// An SQLite database at this path; `:memory:` is an SQLite database in memory.
-    Sqlite(std::path::PathBuf),
-}
-
-/// Server settings. Every limit is here, with the contract's default; `chat-server --help`
-/// lists the flag for each.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Where history is kept. `Config::default()` keeps it in memory; the binary's default is
-    /// an SQLite file in the user's data directory.
-    pub storage: Storage,
-    /// Delete stored messages older than this many days (`None`: keep).
-    pub retain_days: Option<u32>,
-    /// Keep at most this many stored messages per room (`None`: keep all).
-    pub retain_per_room: Option<u64>,
-    /// How often retention runs.
-    pub prune_interval: Duration,
-    /// Messages accepted but not yet durable; past this, new messages are refused with
-    /// `rate_limited` until the disk catches up.
-    pub max_unsaved: usize,
-    /// Largest frame payload in bytes, both directions.
-    pub max_frame: usize,
-    /// Largest message text in bytes, after control characters are stripped.
-    pub max_text: usize,
-    /// Largest line-mode input line in bytes (before its terminator).
-    pub max_line: usize,
-    /// Messages kept per room for history.
-    pub history: usize,
-    /// Messages sent on `join` without `since`.
-    pub history_on_join: usize,
-    /// How long a new connection may stay silent before it is taken for a person at `nc`
-    /// and greeted.
-    pub sniff: Duration,
-    /// An idle framed client is pinged after this long without input.
-    pub ping_interval: Duration,
-    /// A pinged client that sends nothing for this long is dropped.
-    pub ping_timeout: Duration,
-    /// Time from connecting to completing `hello` or the nick line.
-    pub handshake_timeout: Duration,
-    /// A client whose writes make no progress for this long is dropped.
-    pub write_timeout: Duration,
-    /// Messages a room buffers for its slowest member before that member lags.
-    pub room_buffer: usize,
-    /// Rooms the server keeps; the least recently active empty room makes way for a new one.
-    pub max_rooms: usize,
-    /// Rooms one client may be in at once.
-    pub max_rooms_per_client: usize,
-    /// Messages (`say`, `dm`) per second per connection, sustained.
-    pub rate: f64,
-    /// Messages a connection may send at once before the rate applies.
-    pub burst: u32,
-    /// Connections in total.
-    pub max_clients: usize,
-    /// Connections from one IP address.
-    pub max_clients_per_ip: usize,
-    /// Pending DMs and rename notices per client before further ones are dropped.
-    pub mailbox: usize,
-    /// DMs remembered for recognising a resent message id.
-    pub dm_history: usize,
-    /// How long shutdown waits for sessions to say goodbye.
-    pub shutdown_grace: Duration,
-    /// Sent in `welcome`.
-    pub motd: Option<String>,
-}
-
-impl Config {
-    /// How many of one client's room messages may wait for the disk before its input is no
-    /// longer read: half the room buffer, so its own messages, placed in a burst when the
-    /// disk catches up, cannot make it lag in its own room.
-    pub(crate) fn max_unsettled(&self) -> usize {
-        (self.room_buffer / 2).max(1)
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            storage: Storage::Memory,
-            retain_days: None,
-            retain_per_room: None,
-            prune_interval: Duration::from_secs(60),
-            max_unsaved: 100_000,
-            max_frame: chat_shared::MAX_FRAME_LEN,
-            max_text: chat_shared::MAX_TEXT_LEN,
-            max_line: 4 * 1024,
-            history: 200,
-            history_on_join: 50,
-            sniff: Duration::from_millis(300),
-            ping_interval: Duration::from_secs(60),
-            ping_timeout: Duration::from_secs(30),
-            handshake_timeout: Duration::from_secs(10),
-            write_timeout: Duration::from_secs(30),
-            room_buffer: 256,
-            max_rooms: 10_000,
-            max_rooms_per_client: 100,
-            rate: 5.0,
-            burst: 10,
-            max_clients: 10_000,
-            max_clients_per_ip: 32,
-            mailbox: 256,
-            dm_history: 10_000,
-            shutdown_grace: Duration::from_secs(3),
-            motd: None,
-        }
-    }
-}
+pub use config::{Config, Storage};
 
 /// What every connection task shares.
 pub(crate) struct Shared {
     pub(crate) config: Arc<Config>,
-    pub(crate) hub: Arc<hub::Hub>,
+    pub(crate) chat: Arc<chat::Chat>,
     pub(crate) limits: limits::ConnLimits,
     /// Cancelled once, at shutdown: every session says `bye` and ends.
     pub(crate) cancel: CancellationToken,
@@ -172,10 +64,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let grace = config.shutdown_grace;
-    let store = open_store(&config)?;
+    let (outcomes_tx, outcomes_rx) = tokio::sync::mpsc::unbounded_channel();
+    let store = open_store(&config, outcomes_tx)?;
     let config = Arc::new(config);
+    let chat = Arc::new(chat::Chat::new(Arc::clone(&config), store.clone()));
+    // The store's outcomes become events of the rooms' paths; the task ends with the store.
+    let durability = tokio::spawn(path::durability::run(outcomes_rx, Arc::clone(&chat.ids)));
     let shared = Arc::new(Shared {
-        hub: Arc::new(hub::Hub::new(Arc::clone(&config), store.clone())),
+        chat,
         limits: limits::ConnLimits::new(config.max_clients, config.max_clients_per_ip),
         config,
         cancel: CancellationToken::new(),
@@ -184,7 +80,9 @@ pub async fn run(
     let tracker = shared.tracker.clone();
     info!("listening on {addr}");
     tokio::select! {
-        () = listener::accept_loop(&listener, &shared, &tracker) => {}
+        () = net::listener::accept_loop(&listener, &shared.limits, |stream, peer, admission| {
+            server::accepted(stream, peer, &shared, admission);
+        }) => {}
         () = shutdown => info!("shutting down"),
     }
     drop(listener);
@@ -203,12 +101,19 @@ pub async fn run(
             warn!("the store did not close cleanly");
         }
     }
+    // The writer is gone, so its last outcomes are queued and the channel is closing.
+    if durability.await.is_err() {
+        warn!("the store's outcomes were not all applied");
+    }
     info!("stopped");
     Ok(())
 }
 
-/// Opens the configured store, if any.
-fn open_store(config: &Config) -> anyhow::Result<Option<Arc<dyn store::Store>>> {
+/// Opens the configured store, if any; it reports to `outcomes`.
+fn open_store(
+    config: &Config,
+    outcomes: store::Outcomes<path::producer::InFlight>,
+) -> anyhow::Result<Option<path::PathStore>> {
     match &config.storage {
         Storage::Memory => Ok(None),
         Storage::Sqlite(path) => {
@@ -217,8 +122,8 @@ fn open_store(config: &Config) -> anyhow::Result<Option<Arc<dyn store::Store>>> 
                 per_room: config.retain_per_room,
                 interval: config.prune_interval,
             };
-            let store = store::sqlite::SqliteStore::open(path, config.max_unsaved, retention)?;
-            info!(path = %path.display(), "history stored in SQLite");
+            let store =
+                store::sqlite::SqliteStore::open(path, config.max_unsaved, retention, outcomes)?;
             Ok(Some(store))
         }
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chat_server::{Config, Storage, run};
 use clap::Parser;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tracing::info;
 
 /// An async multi-client chat room server: framed JSON clients and plain line clients
@@ -16,6 +16,11 @@ struct Args {
     /// Address to listen on (port 0 picks a free port; the log says which).
     #[arg(long, env = "CHAT_LISTEN", default_value = chat_shared::DEFAULT_ADDR)]
     listen: String,
+    /// Connections the kernel queues before the server accepts them: a reconnect storm
+    /// (every client of a restarted server at once) must not overflow it. The kernel caps
+    /// it at net.core.somaxconn.
+    #[arg(long, env = "CHAT_BACKLOG", default_value_t = 4096)]
+    backlog: u32,
     /// History database (SQLite). Default: $XDG_DATA_HOME/chat-server/chat.db (or
     /// ~/.local/share/chat-server/chat.db). `:memory:` for an ephemeral server, `none` to
     /// keep history only in memory, per room (--history).
@@ -63,10 +68,13 @@ struct Args {
     /// Seconds a client's writes may make no progress before it is dropped.
     #[arg(long, env = "CHAT_WRITE_TIMEOUT", default_value_t = 30)]
     write_timeout: u64,
-    /// Messages a room buffers for its slowest member before that member lags. Half of it
-    /// is how many of one client's messages may wait for the disk before it is not read.
-    #[arg(long, env = "CHAT_ROOM_BUFFER", default_value_t = Config::default().room_buffer)]
-    room_buffer: usize,
+    /// Bytes a client may have waiting that the server could not yet write to it; past
+    /// this it misses room messages and is told with `lagged`.
+    #[arg(long, env = "CHAT_MAX_SENDQ", default_value_t = Config::default().max_sendq)]
+    max_sendq: usize,
+    /// A client's room messages waiting for the disk before its input is no longer read.
+    #[arg(long, env = "CHAT_MAX_UNSETTLED", default_value_t = Config::default().max_unsettled)]
+    max_unsettled: usize,
     /// Rooms kept in memory (idle empty rooms make way for new ones).
     #[arg(long, env = "CHAT_MAX_ROOMS", default_value_t = Config::default().max_rooms)]
     max_rooms: usize,
@@ -85,9 +93,6 @@ struct Args {
     /// Connections from one IP address.
     #[arg(long, env = "CHAT_MAX_CLIENTS_PER_IP", default_value_t = Config::default().max_clients_per_ip)]
     max_clients_per_ip: usize,
-    /// Pending DMs and notices per client before further ones are dropped.
-    #[arg(long, env = "CHAT_MAILBOX", default_value_t = Config::default().mailbox)]
-    mailbox: usize,
     /// DMs remembered to recognise a resent message id.
     #[arg(long, env = "CHAT_DM_HISTORY", default_value_t = Config::default().dm_history)]
     dm_history: usize,
@@ -119,14 +124,14 @@ impl Args {
             ping_timeout: Duration::from_secs(self.ping_timeout),
             handshake_timeout: Duration::from_secs(self.handshake_timeout),
             write_timeout: Duration::from_secs(self.write_timeout),
-            room_buffer: self.room_buffer,
+            max_sendq: self.max_sendq,
+            max_unsettled: self.max_unsettled.max(1),
             max_rooms: self.max_rooms,
             max_rooms_per_client: self.max_rooms_per_client,
             rate: self.rate,
             burst: self.burst,
             max_clients: self.max_clients,
             max_clients_per_ip: self.max_clients_per_ip,
-            mailbox: self.mailbox,
             dm_history: self.dm_history,
             motd: self.motd.clone(),
             ..Config::default()
@@ -178,8 +183,25 @@ async fn main() -> anyhow::Result<()> {
         Ok(n) => info!("file descriptor limit {n}"),
         Err(e) => tracing::warn!(error = %e, "could not raise the file descriptor limit"),
     }
-    let listener = TcpListener::bind(&args.listen)
+    let listener = bind(&args.listen, args.backlog)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     run(listener, args.config(), stop_signal()).await
+}
+
+/// Binds `addr` (the first address it resolves to) with a listen backlog of `backlog`.
+/// (`TcpListener::bind` takes no backlog, and its own is too short for a reconnect storm.)
+async fn bind(addr: &str, backlog: u32) -> std::io::Result<TcpListener> {
+    let addr = tokio::net::lookup_host(addr).await?.next().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on")
+    })?;
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As TcpListener::bind does: a restarted server can listen again at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }

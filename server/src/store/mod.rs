@@ -1,18 +1,17 @@
 //! Durable history: the seam between the chat logic and wherever messages are kept.
 //!
-//! The rooms and the hub talk to a [`Store`]; today that is SQLite ([`sqlite`]), and with
-//! `--db none` there is no store at all and history lives only in each room's ring. Writes
-//! are asynchronous: a message is handed over as a [`Job`]. Its `placed` callback runs once
-//! the store has taken it (written, not yet committed, its id checked against everything
-//! stored and its `seq` covered by a durable reservation), and the room broadcasts it then;
-//! `done` runs once it is durable, and only then does its sender get the copy that
-//! acknowledges it. So the disk's latency is paid by the acknowledgement, not by the
-//! fan-out, and nothing acknowledged is lost by a crash.
+//! The ordered path (`path/`) talks to a [`Store`]; today that is SQLite ([`sqlite`]), and
+//! with `--db none` there is no store at all and history lives only in each room's ring.
+//! Writes are asynchronous: a record is handed over as a [`Job`] carrying a context `C` that
+//! the store never looks into, and the store reports what became of it as [`Outcome`]s, in
+//! the order the jobs were appended, on a channel. It calls nothing back: the path turns
+//! outcomes into events of its own ("placed", "durable"), so the store knows nothing of
+//! rooms, sessions or delivery.
 //!
 //! Layout:
 //! - [`Store`]: the interface (append, load a room, page, find a message's `seq`).
-//! - [`Job`], [`Record`], [`Stored`]: what is written and what became of it.
-//! - [`sqlite`]: the SQLite implementation, with its writer thread and migrations.
+//! - [`Job`], [`Outcome`], [`Record`], [`Stored`]: what is written and what became of it.
+//! - [`sqlite`]: the SQLite implementation (schema, writer thread, retention).
 //! - [`default_path`]: where the binary keeps its database unless told otherwise.
 
 pub(crate) mod sqlite;
@@ -31,11 +30,19 @@ pub(crate) enum Record {
     Dm(Arc<Event>),
 }
 
+impl Record {
+    pub(crate) fn event(&self) -> &Arc<Event> {
+        match self {
+            Self::Message(ev) | Self::Dm(ev) => ev,
+        }
+    }
+}
+
 /// What became of a record.
 #[derive(Debug)]
 pub(crate) enum Stored {
     /// Durable now. For a room message, every `seq` of its room below `covered` is reserved
-    /// on disk (see `Room::post`); 0 for a DM.
+    /// on disk (see `path::producer`); 0 for a DM.
     New { covered: u64 },
     /// Its id was already stored: this is the stored original (for the sender alone).
     Duplicate(Arc<Event>),
@@ -44,20 +51,40 @@ pub(crate) enum Stored {
     Failed(String),
 }
 
-/// One write, with what to do once it is taken and once it is durable. Callbacks run in the
-/// order the jobs were appended, and a job's `placed` (if it runs) before its `done`.
-pub(crate) struct Job {
+/// One write. `place` asks for an [`Outcome::Placed`] as soon as the record is written as
+/// new and its `seq` can never be handed out again, before its commit.
+pub(crate) struct Job<C> {
     pub(crate) record: Record,
-    /// Runs when the record is written as new, before its commit, once its `seq` can never
-    /// be handed out again whatever happens next. Not run for a duplicate or a failed write.
-    pub(crate) placed: Option<Box<dyn FnOnce() + Send>>,
-    /// Runs once the record is durable, or is known to be a duplicate, or failed (a failed
-    /// commit after `placed` included).
-    pub(crate) done: Box<dyn FnOnce(Stored) + Send>,
+    pub(crate) place: bool,
+    /// The caller's, handed back in the outcomes.
+    pub(crate) ctx: C,
 }
 
+impl<C> std::fmt::Debug for Job<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("record", &self.record)
+            .field("place", &self.place)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the store reports, in the order the jobs were appended; a job's `Placed` (if any)
+/// always comes before its `Settled`.
+#[derive(Debug)]
+pub(crate) enum Outcome<C> {
+    /// Written as new, its `seq` covered by a reservation on disk: it may be shown now.
+    Placed(C),
+    /// Final: durable, a duplicate, or failed (a failed commit after `Placed` included).
+    Settled(C, Stored),
+}
+
+/// Where a store sends its outcomes: in batches, one wake-up of the receiver per batch.
+pub(crate) type Outcomes<C> = tokio::sync::mpsc::UnboundedSender<Vec<Outcome<C>>>;
+
 /// The store refuses new writes: too many are waiting for the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many messages are waiting for the disk")]
 pub(crate) struct Busy;
 
 /// A room as stored: where its `seq` goes on, and its newest messages.
@@ -79,12 +106,12 @@ pub(crate) struct Range {
 
 /// Durable history. Reads block (callers run them off the async runtime or, for a room's
 /// first load, accept one short wait); writes never block.
-pub(crate) trait Store: Send + Sync + std::fmt::Debug {
-    /// Queues a write; its `done` runs once it is durable.
+pub(crate) trait Store<C>: Send + Sync + std::fmt::Debug {
+    /// Queues a write; its outcomes follow on the store's channel.
     ///
     /// # Errors
     /// [`Busy`] when too many writes are waiting for the disk.
-    fn append(&self, job: Job) -> Result<(), Busy>;
+    fn append(&self, job: Job<C>) -> Result<(), Busy>;
 
     /// The room's next `seq` and its newest `limit` messages.
     ///

@@ -9,8 +9,9 @@ use uuid::Uuid;
 
 use super::outbox::Outbox;
 use super::reader::Reader;
+use super::{Caps, slots};
 use super::{Inbound, Wire};
-use crate::event::{Encoding, Event};
+use crate::event::Event;
 
 pub(crate) struct FramedWire<R, W> {
     reader: Reader<R, FrameCodec>,
@@ -58,9 +59,18 @@ pub(crate) fn parse(frame: &[u8]) -> Inbound {
     }
 }
 
+/// The payload length of `event`'s frame (encoded once and kept for its recipients).
+pub(crate) fn payload_len(event: &Event) -> usize {
+    chat_shared::codec::payload_len(event.encoded(slots::FRAMED, encode))
+}
+
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Wire for FramedWire<R, W> {
-    const PINGS: bool = true;
-    const ECHOES_OWN: bool = true;
+    fn caps(&self) -> Caps {
+        Caps {
+            pings: true,
+            echoes_own: true,
+        }
+    }
 
     async fn recv(&mut self) -> std::io::Result<Option<Inbound>> {
         match self.reader.next().await {
@@ -76,11 +86,15 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Wire for FramedWire<R, W> {
     }
 
     fn push(&mut self, event: &Event) {
-        self.out.push(event.encoded(Encoding::Framed, encode));
+        self.out.push(event.encoded(slots::FRAMED, encode));
     }
 
     fn pending(&self) -> usize {
         self.out.len()
+    }
+
+    fn reserve(&mut self, bytes: usize) {
+        self.out.reserve(bytes);
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {

@@ -19,8 +19,9 @@ use uuid::Uuid;
 use super::line_codec::{LineCodec, LineItem};
 use super::outbox::Outbox;
 use super::reader::Reader;
+use super::{Caps, slots};
 use super::{Inbound, Wire};
-use crate::event::{Encoding, Event};
+use crate::event::Event;
 
 /// Sent when a client says nothing within the sniff window.
 pub(crate) const GREETING: &str = "-- Welcome to chat-server! What is your nick?\r\n";
@@ -46,8 +47,9 @@ pub(crate) struct LineWire<R, W> {
     session: Uuid,
     /// Set by `welcome`; before it, a line is a nick.
     nick: Option<String>,
-    /// Joined rooms, least recently joined first: the last is the current room.
-    rooms: Vec<String>,
+    /// Joined rooms, least recently joined first: the last is the current room. Boxed
+    /// strings: an idle connection holds these for hours.
+    rooms: Vec<Box<str>>,
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> LineWire<R, W> {
@@ -65,7 +67,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> LineWire<R, W> {
 
 impl<R, W> LineWire<R, W> {
     fn current(&self) -> Option<&str> {
-        self.rooms.last().map(String::as_str)
+        self.rooms.last().map(|r| &**r)
     }
 
     fn say_line(&mut self, text: String) {
@@ -195,15 +197,12 @@ impl<R, W> LineWire<R, W> {
             ServerMsg::Message(_) if own => {}
             ServerMsg::Message(m) => {
                 let here = self.current() == Some(m.room.as_str());
-                let encoding = if here {
-                    Encoding::LineHere
+                let slot = if here {
+                    slots::LINE_HERE
                 } else {
-                    Encoding::LineElsewhere
+                    slots::LINE_ELSEWHERE
                 };
-                let bytes = event.encoded(encoding, |msg| match msg {
-                    ServerMsg::Message(m) => Bytes::from(message_lines(m, here)),
-                    _ => Bytes::new(),
-                });
+                let bytes = event.encoded(slot, |msg| encode_message(msg, here));
                 self.out.push(bytes);
             }
             ServerMsg::Dm(d) => {
@@ -216,12 +215,12 @@ impl<R, W> LineWire<R, W> {
                 self.say_line(text);
             }
             ServerMsg::Joined { room, .. } if own => {
-                self.rooms.retain(|r| r != room);
-                self.rooms.push(room.clone());
+                self.rooms.retain(|r| **r != **room);
+                self.rooms.push(room.as_str().into());
                 self.notice(&format!("you joined #{room}; it is your current room"));
             }
             ServerMsg::Parted { room, .. } if own => {
-                self.rooms.retain(|r| r != room);
+                self.rooms.retain(|r| **r != **room);
                 self.notice(&format!("you left #{room}"));
                 match self.current().map(str::to_owned) {
                     Some(current) => self.notice(&format!("your current room is #{current}")),
@@ -233,9 +232,7 @@ impl<R, W> LineWire<R, W> {
                 self.notice(&format!("you are now known as {new}"));
             }
             ServerMsg::Joined { .. } | ServerMsg::Parted { .. } | ServerMsg::NickChanged { .. } => {
-                let bytes = event.encoded(Encoding::LineHere, |msg| {
-                    Bytes::from(format!("-- {}\r\n", notice_text(msg)))
-                });
+                let bytes = event.encoded(slots::LINE_HERE, encode_notice);
                 self.out.push(bytes);
             }
             ServerMsg::Members {
@@ -311,6 +308,18 @@ impl<R, W> LineWire<R, W> {
     }
 }
 
+/// A room message's lines; `here` when the room is the reader's current room.
+fn encode_message(msg: &ServerMsg, here: bool) -> Bytes {
+    match msg {
+        ServerMsg::Message(m) => Bytes::from(message_lines(m, here)),
+        _ => Bytes::new(),
+    }
+}
+
+fn encode_notice(msg: &ServerMsg) -> Bytes {
+    Bytes::from(format!("-- {}\r\n", notice_text(msg)))
+}
+
 /// Splits off the first space-separated word; the rest has its leading spaces removed.
 fn split_word(s: &str) -> (&str, &str) {
     let s = s.trim_start();
@@ -360,8 +369,12 @@ fn notice_text(msg: &ServerMsg) -> String {
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Wire for LineWire<R, W> {
-    const PINGS: bool = false;
-    const ECHOES_OWN: bool = false;
+    fn caps(&self) -> Caps {
+        Caps {
+            pings: false,
+            echoes_own: false,
+        }
+    }
 
     async fn recv(&mut self) -> std::io::Result<Option<Inbound>> {
         loop {
@@ -388,6 +401,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Wire for LineWire<R, W> {
 
     fn pending(&self) -> usize {
         self.out.len()
+    }
+
+    fn reserve(&mut self, bytes: usize) {
+        self.out.reserve(bytes);
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {

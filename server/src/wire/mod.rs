@@ -1,8 +1,10 @@
 //! Wire adapters: each turns one wire format's bytes into [`Request`]s and events into bytes.
 //!
-//! The session (`session.rs`) knows no wire format; it talks to a [`Wire`]. Framed mode is a
-//! thin JSON adapter; line mode is a translation (text and `/commands` ↔ requests and events),
-//! not a second server. A third format (IRC, WebSocket) is one more adapter.
+//! The session (`session/`) knows no wire format; it talks to a [`Wire`], whose
+//! capabilities ([`Caps`]) are decided per connection at run time. Framed mode is a thin
+//! JSON adapter; line mode is a translation (text and `/commands` ↔ requests and events),
+//! not a second server. A third format (IRC, WebSocket) is one more adapter: a file here, its
+//! encoding slots in [`slots`], and one arm where `server.rs` picks the adapter.
 //!
 //! Layout:
 //! - [`framed`]: length-prefixed JSON.
@@ -29,6 +31,31 @@ use uuid::Uuid;
 
 use crate::event::Event;
 
+/// The event-cache slots (see `event.rs`), one per encoding variant; each adapter claims
+/// its own here, so two can never share one.
+pub(crate) mod slots {
+    use crate::event::Slot;
+
+    /// A complete length-prefixed JSON frame.
+    pub(crate) const FRAMED: Slot = Slot::new(0);
+    /// Line-mode text as seen by a client whose current room is the event's room.
+    pub(crate) const LINE_HERE: Slot = Slot::new(1);
+    /// Line-mode text as seen by a client for which the room is not current (`[room] `).
+    pub(crate) const LINE_ELSEWHERE: Slot = Slot::new(2);
+}
+
+/// What a connection's client can do, decided when it connects (a future adapter may
+/// negotiate them, as IRC's `echo-message`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Caps {
+    /// The session pings this client when it is idle. Line clients cannot answer a ping;
+    /// TCP keepalive watches them instead.
+    pub(crate) pings: bool,
+    /// The client receives its own room messages, as their acknowledgement. Line clients do
+    /// not (their terminal already shows what they typed).
+    pub(crate) echoes_own: bool,
+}
+
 /// What an adapter read from its client.
 #[derive(Debug)]
 pub(crate) enum Inbound {
@@ -49,13 +76,8 @@ pub(crate) enum Inbound {
 
 /// One client connection in some wire format, as the session sees it.
 pub(crate) trait Wire {
-    /// Whether the session pings this client when it is idle. Line clients cannot answer a
-    /// ping; TCP keepalive watches them instead.
-    const PINGS: bool;
-
-    /// Whether the client receives its own room messages, as their acknowledgement. Line
-    /// clients do not (their terminal already shows what they typed).
-    const ECHOES_OWN: bool;
+    /// What this client can do.
+    fn caps(&self) -> Caps;
 
     /// The next input, or `None` at end of stream. Cancel-safe: a partly read frame or line
     /// stays buffered.
@@ -66,6 +88,16 @@ pub(crate) trait Wire {
 
     /// Bytes queued and not yet written.
     fn pending(&self) -> usize;
+
+    /// Makes room for about `bytes` more, so a batch is gathered in one allocation rather
+    /// than by doubling (the buffer is freed after every write, so it starts empty).
+    fn reserve(&mut self, bytes: usize);
+
+    /// How large `event` is in the protocol's terms, to keep lists (history, members, rooms)
+    /// within one frame of `--max-frame` for every client alike.
+    fn size_of(&self, event: &Event) -> usize {
+        framed::payload_len(event)
+    }
 
     /// Writes everything queued.
     async fn flush(&mut self) -> std::io::Result<()>;

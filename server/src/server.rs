@@ -1,71 +1,50 @@
-//! Accepting connections and deciding each one's wire mode from its first byte.
-//!
-//! A framed client's first byte is `0x00` (the top byte of a length under 16 MiB); typed text
-//! never is. A client that sends nothing within the sniff window is taken for a person at
-//! `nc` and greeted; if a slow framed client's `0x00` arrives after that, it still gets framed
-//! mode (it skips the greeting, which contains no NUL).
+//! One connection from accept to its session: socket options, protocol sniffing, the
+//! greeting for a silent client, the refusal of one over a connection limit, and the
+//! choice of wire adapter. Here, and only here, transports meet adapters and sessions.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use socket2::{SockRef, TcpKeepalive};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::time::{Instant, sleep, timeout_at};
-use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
-use uuid::Uuid;
-
 use bytes::{Bytes, BytesMut};
 use chat_shared::{ByeReason, ErrorCode, ServerMsg};
-use tokio::time::timeout;
+use socket2::{SockRef, TcpKeepalive};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout};
+use tracing::debug;
+use uuid::Uuid;
 
 use crate::Shared;
 use crate::limits::{Admission, Refusal};
+use crate::net::sniff::{Proto, Sniffed, sniff};
+use crate::net::stream;
 use crate::session::Session;
-use crate::wire::framed;
-use crate::wire::framed::FramedWire;
+use crate::wire::framed::{self, FramedWire};
 use crate::wire::line::{GREETING, LineWire};
 
-/// Accepts until cancelled. Accept errors (out of file descriptors, say) are retried with a
-/// growing pause instead of ending the server.
-pub(crate) async fn accept_loop(
-    listener: &TcpListener,
+/// Runs one accepted connection, admitted or not, in a task of its own.
+pub(crate) fn accepted(
+    stream: TcpStream,
+    peer: SocketAddr,
     shared: &Arc<Shared>,
-    tracker: &TaskTracker,
+    admission: Result<Admission, Refusal>,
 ) {
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                backoff = Duration::from_millis(5);
-                match shared.limits.admit(peer.ip()) {
-                    Ok(admission) => {
-                        tracker.spawn(connection(stream, peer, Arc::clone(shared), admission));
-                    }
-                    Err(refusal) => {
-                        debug!(%peer, ?refusal, "connection refused");
-                        tracker.spawn(refuse(stream, Arc::clone(shared), refusal));
-                    }
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, "accept failed; retrying in {backoff:?}");
-                sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
+    let shared_conn = Arc::clone(shared);
+    match admission {
+        Ok(admission) => {
+            shared
+                .tracker
+                .spawn(connection(stream, peer, shared_conn, admission));
+        }
+        Err(refusal) => {
+            debug!(%peer, ?refusal, "connection refused");
+            shared.tracker.spawn(refuse(stream, shared_conn, refusal));
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Framed,
-    Line,
-}
-
-/// One connection until its mode is known; then its session runs in a task of its own, sized
-/// for that session alone (an idle connection's memory is mostly its task).
+/// One connection until its protocol is known; then its session runs in a task of its
+/// own, sized for that session alone (an idle connection's memory is mostly its task).
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -85,8 +64,9 @@ async fn connection(
         debug!(%peer, error = %e, "keepalive failed");
     }
     let deadline = Instant::now() + config.handshake_timeout;
-    let mode = match detect(&stream, &shared, deadline).await {
-        Ok(Some(mode)) => mode,
+    let mut sniffed = BytesMut::new();
+    let proto = match detect(&stream, &shared, &mut sniffed, deadline).await {
+        Ok(Some(proto)) => proto,
         Ok(None) => return,
         Err(e) => {
             debug!(%peer, error = %e, "connection failed before its first byte");
@@ -94,45 +74,50 @@ async fn connection(
         }
     };
     let id = Uuid::now_v7();
-    debug!(%peer, session = %id, ?mode, "connected");
-    let (reader, writer) = stream.into_split();
+    debug!(%peer, session = %id, ?proto, "connected");
+    let (reader, writer) = stream::split(stream, sniffed.freeze());
     let tracker = shared.tracker.clone();
-    match mode {
-        Mode::Framed => {
+    match proto {
+        Proto::Framed => {
             let wire = FramedWire::new(reader, writer, config.max_frame);
-            let session = Session::new(id, wire, &shared);
-            tracker.spawn(session.run(deadline, admission));
+            tracker.spawn(Session::new(id, wire, &shared).run(deadline, admission));
         }
-        Mode::Line => {
+        // TLS, IRC and HTTP are reserved for their adapters; until then they are served as
+        // line mode, as before the sniffer knew them.
+        Proto::Line | Proto::Tls | Proto::Irc | Proto::Http => {
             let wire = LineWire::new(reader, writer, config.max_line, id);
-            let session = Session::new(id, wire, &shared);
-            tracker.spawn(session.run(deadline, admission));
+            tracker.spawn(Session::new(id, wire, &shared).run(deadline, admission));
         }
     }
 }
 
-/// Waits for the first byte (without consuming it); greets a client that stays silent.
-/// `None` when the client left, the handshake timed out, or the server is shutting down.
+/// Sniffs the protocol; greets a client that stays silent through the sniff window (a
+/// person at `nc`). A slow framed client's `0x00` after the greeting still gets framed mode
+/// (it skips the greeting, which holds no NUL). `None` when the client left, the handshake
+/// timed out, or the server is shutting down.
 async fn detect(
     stream: &TcpStream,
     shared: &Shared,
+    sniffed: &mut BytesMut,
     deadline: Instant,
-) -> std::io::Result<Option<Mode>> {
-    let mut first = [0u8; 1];
+) -> std::io::Result<Option<Proto>> {
     let sniff_end = (Instant::now() + shared.config.sniff).min(deadline);
-    if let Ok(peeked) = timeout_at(sniff_end, stream.peek(&mut first)).await {
-        return Ok(mode_of(peeked?, first[0]));
+    match sniff(stream, sniffed, sniff_end).await? {
+        Sniffed::Proto(proto) => return Ok(Some(proto)),
+        Sniffed::Closed => return Ok(None),
+        Sniffed::Silent => {}
     }
-    write_line(stream, GREETING).await?;
+    write_all(stream, GREETING.as_bytes()).await?;
     tokio::select! {
         () = shared.cancel.cancelled() => {
-            write_line(stream, "-- the server is shutting down\r\n").await?;
+            write_all(stream, b"-- the server is shutting down\r\n").await?;
             Ok(None)
         }
-        peeked = timeout_at(deadline, stream.peek(&mut first)) => match peeked {
-            Ok(n) => Ok(mode_of(n?, first[0])),
-            Err(_) => {
-                write_line(stream, "! no nick given in time, bye\r\n").await?;
+        found = sniff(stream, sniffed, deadline) => match found? {
+            Sniffed::Proto(proto) => Ok(Some(proto)),
+            Sniffed::Closed => Ok(None),
+            Sniffed::Silent => {
+                write_all(stream, b"! no nick given in time, bye\r\n").await?;
                 Ok(None)
             }
         },
@@ -146,9 +131,10 @@ async fn refuse(stream: TcpStream, shared: Arc<Shared>, refusal: Refusal) {
         Refusal::Full => "the server is full, try again later",
         Refusal::TooManyFromIp => "too many connections from your address",
     };
-    let mut first = [0u8; 1];
-    let peeked = timeout(shared.config.sniff, stream.peek(&mut first)).await;
-    let bytes = if matches!(peeked, Ok(Ok(1..))) && first[0] == 0 {
+    let mut sniffed = BytesMut::new();
+    let until = Instant::now() + shared.config.sniff;
+    let found = sniff(&stream, &mut sniffed, until).await;
+    let bytes = if matches!(found, Ok(Sniffed::Proto(Proto::Framed))) {
         let mut frames = BytesMut::new();
         frames.extend_from_slice(&framed::encode(&ServerMsg::error(
             ErrorCode::ServerFull,
@@ -169,21 +155,9 @@ async fn refuse(stream: TcpStream, shared: Arc<Shared>, refusal: Refusal) {
     crate::wire::linger(&mut reader, &mut writer).await;
 }
 
-fn mode_of(peeked: usize, first: u8) -> Option<Mode> {
-    match (peeked, first) {
-        (0, _) => None,
-        (_, 0) => Some(Mode::Framed),
-        _ => Some(Mode::Line),
-    }
-}
-
-async fn write_line(stream: &TcpStream, text: &str) -> std::io::Result<()> {
-    write_all(stream, text.as_bytes()).await
-}
-
 async fn write_all(stream: &TcpStream, bytes: &[u8]) -> std::io::Result<()> {
     // Written through `&TcpStream` (which has no AsyncWrite) so the stream stays whole for
-    // `into_split` afterwards.
+    // splitting afterwards.
     let mut written = 0;
     while written < bytes.len() {
         stream.writable().await?;
@@ -199,20 +173,25 @@ async fn write_all(stream: &TcpStream, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+    use crate::net::stream::{Reader, Writer};
+    use tokio::net::TcpListener;
+    use tokio_util::task::TaskTracker;
 
     /// An idle connection's memory is mostly its session task; W4 of `chat-bench` measures
     /// the whole. This keeps the task from silently growing back: it was 2.7 KB before the
     /// rare phases were boxed and `run` stopped copying `self`, then 984 / 990 bytes (framed
-    /// / line), and 1016 / 1056 once history could come from the store.
+    /// / line), 1016 / 1056 once history could come from the store, and 1088 / 1120 once
+    /// the idle-ping timer and the shutdown future were made once per session instead of
+    /// once per wake-up (issue 10: they cost a timer-wheel update and a lock shared by every
+    /// session on every wake-up) and a join's history read was boxed like a page's.
     #[tokio::test]
     async fn session_tasks_stay_near_a_kilobyte() {
-        const BUDGET: usize = 1088;
+        const BUDGET: usize = 1152;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let config = Arc::new(crate::Config::default());
         let shared = Arc::new(Shared {
-            hub: Arc::new(crate::hub::Hub::new(Arc::clone(&config), None)),
+            chat: Arc::new(crate::chat::Chat::new(Arc::clone(&config), None)),
             limits: crate::limits::ConnLimits::new(10, 10),
             config,
             cancel: tokio_util::sync::CancellationToken::new(),
@@ -223,19 +202,19 @@ mod tests {
             let _client = TcpStream::connect(addr).await.unwrap();
             let (stream, peer) = listener.accept().await.unwrap();
             let admission = shared.limits.admit(peer.ip()).unwrap();
-            let (r, w) = stream.into_split();
+            let (r, w) = stream::split(stream, Bytes::new());
             let size = if framed {
-                let wire: FramedWire<OwnedReadHalf, OwnedWriteHalf> = FramedWire::new(r, w, 1024);
+                let wire: FramedWire<Reader, Writer> = FramedWire::new(r, w, 1024);
                 let task = Session::new(Uuid::nil(), wire, &shared).run(Instant::now(), admission);
                 std::mem::size_of_val(&task)
             } else {
-                let wire: LineWire<OwnedReadHalf, OwnedWriteHalf> =
-                    LineWire::new(r, w, 1024, Uuid::nil());
+                let wire: LineWire<Reader, Writer> = LineWire::new(r, w, 1024, Uuid::nil());
                 let task = Session::new(Uuid::nil(), wire, &shared).run(Instant::now(), admission);
                 std::mem::size_of_val(&task)
             };
             sizes.push(size);
         }
+        eprintln!("session task sizes (framed, line): {sizes:?}");
         assert!(
             sizes.iter().all(|&s| s <= BUDGET),
             "session task sizes (framed, line): {sizes:?}"

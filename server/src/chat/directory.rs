@@ -1,0 +1,170 @@
+//! The nick directory: which session holds which nick, and the DMs routed by it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chat_shared::validate::nick_key;
+use chat_shared::{DirectMessage, Nick, ServerMsg};
+use uuid::Uuid;
+
+use super::{Chat, ChatError, lock};
+use crate::event::{Event, Settled};
+use crate::now_ms;
+use crate::path::Room;
+use crate::path::durability::deliver_dm;
+use crate::path::producer::InFlight;
+use crate::path::sink::Sink;
+use crate::store::{Job, Record};
+
+#[derive(Debug)]
+pub(super) struct Entry {
+    session: Uuid,
+    nick: Nick,
+    sink: Arc<Sink>,
+}
+
+impl Chat {
+    /// Claims `nick` for `session`.
+    ///
+    /// # Errors
+    /// [`ChatError::NickTaken`] when someone holds it, in any case.
+    pub(crate) fn register(
+        &self,
+        session: Uuid,
+        nick: &Nick,
+        sink: &Arc<Sink>,
+    ) -> Result<(), ChatError> {
+        let mut nicks = lock(&self.nicks);
+        let key = nick.key();
+        if nicks.contains_key(&key) {
+            return Err(ChatError::NickTaken(nick.clone()));
+        }
+        nicks.insert(
+            key,
+            Entry {
+                session,
+                nick: nick.clone(),
+                sink: Arc::clone(sink),
+            },
+        );
+        Ok(())
+    }
+
+    /// Releases `nick` if `session` holds it.
+    pub(crate) fn unregister(&self, session: Uuid, nick: &Nick) {
+        let mut nicks = lock(&self.nicks);
+        let key = nick.key();
+        if nicks.get(&key).is_some_and(|e| e.session == session) {
+            nicks.remove(&key);
+        }
+    }
+
+    /// Renames `session` in the directory and in `rooms`, and tells everyone who shares a
+    /// room with it, once each however many rooms they share. Returns the notice for the
+    /// renamed client itself.
+    ///
+    /// # Errors
+    /// [`ChatError::NickTaken`] when another session holds `new` (a change of case only is
+    /// allowed).
+    pub(crate) fn rename(
+        &self,
+        session: Uuid,
+        old: &Nick,
+        new: &Nick,
+        rooms: &[Arc<Room>],
+    ) -> Result<Arc<Event>, ChatError> {
+        let mut nicks = lock(&self.nicks);
+        let (old_key, new_key) = (old.key(), new.key());
+        if nicks.get(&new_key).is_some_and(|e| e.session != session) {
+            return Err(ChatError::NickTaken(new.clone()));
+        }
+        let Some(mut entry) = nicks.remove(&old_key) else {
+            // Not registered: a session bug, but refusing is safer than inventing a member.
+            return Err(ChatError::NotRegistered);
+        };
+        entry.nick = new.clone();
+        nicks.insert(new_key, entry);
+        drop(nicks);
+        let mut mates: HashMap<Uuid, Arc<Sink>> = HashMap::new();
+        for room in rooms {
+            mates.extend(room.rename(session, new));
+        }
+        mates.remove(&session);
+        let event = Arc::new(Event::new(
+            ServerMsg::NickChanged {
+                old: old.to_string(),
+                new: new.to_string(),
+                ts: now_ms(),
+            },
+            Some(session),
+        ));
+        for sink in mates.values() {
+            // Dropped only for a mate over its budget, which hears of its gap.
+            let _ = sink.push(&event);
+        }
+        Ok(event)
+    }
+
+    /// Sends a DM. Both copies (recipient's and sender's) go to sinks once the DM is
+    /// durable; a known id gets the stored original, for the sender alone.
+    ///
+    /// # Errors
+    /// [`ChatError::NoSuchNick`] when nobody has the nick `to`; [`ChatError::StoreBusy`]
+    /// when the store is too far behind to take it.
+    pub(crate) fn dm(
+        &self,
+        session: Uuid,
+        from: &Nick,
+        sender: &Arc<Sink>,
+        to: &str,
+        text: String,
+        id: Option<Uuid>,
+    ) -> Result<(), ChatError> {
+        let nicks = lock(&self.nicks);
+        let recipient = nicks
+            .get(&nick_key(to))
+            .ok_or_else(|| ChatError::NoSuchNick(to.to_owned()))?;
+        let id = id.unwrap_or_else(Uuid::now_v7);
+        let mut ids = self.ids.lock();
+        if let Some(known) = ids.get(&id) {
+            if known.settled() == Settled::Durable {
+                // Dropped only over budget: the client resends.
+                let _ = sender.push(known);
+            }
+            return Ok(());
+        }
+        let dm = ServerMsg::Dm(DirectMessage {
+            id,
+            from: from.to_string(),
+            to: recipient.nick.to_string(),
+            text,
+            ts: now_ms(),
+        });
+        // DMs are delivered only once durable (their rate is a person's, not a room's).
+        let event = Arc::new(match self.store {
+            Some(_) => Event::pending(dm, Some(session)),
+            None => Event::new(dm, Some(session)),
+        });
+        let to_sink = (recipient.session != session).then(|| Arc::clone(&recipient.sink));
+        ids.insert_dm(id, Arc::clone(&event), self.config.dm_history);
+        drop(ids);
+        drop(nicks);
+        let Some(store) = &self.store else {
+            deliver_dm(&event, to_sink.as_deref(), sender);
+            return Ok(());
+        };
+        let job = Job {
+            record: Record::Dm(Arc::clone(&event)),
+            place: false,
+            ctx: InFlight::Dm {
+                event,
+                recipient: to_sink,
+                sender: Arc::clone(sender),
+            },
+        };
+        store.append(job).map_err(|_| {
+            self.ids.lock().remove(&id);
+            ChatError::StoreBusy
+        })
+    }
+}

@@ -1,0 +1,77 @@
+//! The chat state of this node: who is online (the nick directory) and which rooms exist.
+//!
+//! Rooms carry their own ordered path (`path/`); the chat state only finds them, creates and
+//! forgets them, and routes what is not a room event (DMs, rename notices) to the sessions'
+//! sinks. Sessions keep an `Arc<Room>` for every room they are in, so posting a message
+//! never touches these locks.
+//!
+//! Lock order: directory → room → message ids; room registry → room. No lock is held across
+//! an `.await`.
+//!
+//! Layout:
+//! - [`Chat`] and [`ChatError`]: the state and why it refuses a request.
+//! - `directory`: nicks (register, rename, release) and DMs.
+//! - `rooms`: the room registry (create or load, forget the idlest, list).
+
+mod directory;
+mod rooms;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chat_shared::{Nick, RoomName};
+
+use crate::Config;
+use crate::path::ids::MessageIds;
+use crate::path::{PathStore, Room};
+use directory::Entry;
+
+/// Why the chat state refused a request. Each maps to one protocol code, in one table
+/// (`session/errors.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ChatError {
+    #[error("nick {0} is already taken")]
+    NickTaken(Nick),
+    #[error("nobody is called {0:?}")]
+    NoSuchNick(String),
+    #[error("the server has no space for another room: all {0} rooms have members")]
+    ServerRoomsFull(usize),
+    #[error("#{0}'s history cannot be read right now")]
+    StoreUnavailable(RoomName),
+    #[error("the server is busy storing messages; this one was dropped, try again")]
+    StoreBusy,
+    #[error("this session holds no nick")]
+    NotRegistered,
+}
+
+#[derive(Debug)]
+pub(crate) struct Chat {
+    config: Arc<Config>,
+    /// Keyed by `Nick::key`, so nicks are unique without regard to case.
+    nicks: Mutex<HashMap<String, Entry>>,
+    rooms: Mutex<HashMap<RoomName, Arc<Room>>>,
+    pub(crate) ids: Arc<MessageIds>,
+    /// Durable history; `None` keeps history in the rooms' caches only.
+    pub(crate) store: Option<PathStore>,
+}
+
+impl Chat {
+    pub(crate) fn new(config: Arc<Config>, store: Option<PathStore>) -> Self {
+        Self {
+            config,
+            nicks: Mutex::default(),
+            rooms: Mutex::default(),
+            ids: Arc::default(),
+            store,
+        }
+    }
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked (every update under
+/// these locks is a few infallible steps).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests;

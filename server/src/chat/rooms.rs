@@ -1,0 +1,77 @@
+//! The room registry: finding a room, creating or loading it, forgetting the idlest.
+
+use std::sync::Arc;
+
+use chat_shared::{RoomInfo, RoomName};
+use tracing::warn;
+
+use super::{Chat, ChatError, lock};
+use crate::path::Room;
+use crate::store::RoomLoad;
+
+impl Chat {
+    /// The room called `name`, created if needed (with its stored tail and `seq`, read once,
+    /// while the registry waits: a room is loaded once per run of the server). At the room
+    /// limit, the least recently active empty room is forgotten to make space; with storage
+    /// on it comes back from the store, without it its history is gone.
+    ///
+    /// # Errors
+    /// [`ChatError::ServerRoomsFull`] when the limit is reached and every room has members;
+    /// [`ChatError::StoreUnavailable`] when the store cannot be read.
+    pub(crate) fn room(&self, name: &RoomName) -> Result<Arc<Room>, ChatError> {
+        let mut rooms = lock(&self.rooms);
+        if let Some(room) = rooms.get(name) {
+            return Ok(Arc::clone(room));
+        }
+        if rooms.len() >= self.config.max_rooms {
+            let idle = rooms
+                .iter()
+                .map(|(n, r)| (n, r.activity()))
+                .filter(|(_, (members, _))| *members == 0)
+                .min_by_key(|(_, (_, last))| *last)
+                .map(|(n, _)| n.clone());
+            match idle.and_then(|idle| rooms.remove(&idle)) {
+                Some(forgotten) => forgotten.forget_ids(),
+                None => return Err(ChatError::ServerRoomsFull(self.config.max_rooms)),
+            }
+        }
+        let load = match &self.store {
+            Some(store) => store
+                .load_room(name.as_str(), self.config.history)
+                .map_err(|e| {
+                    warn!(room = %name, error = %e, "cannot load a room from the store");
+                    ChatError::StoreUnavailable(name.clone())
+                })?,
+            None => RoomLoad::default(),
+        };
+        let room = Arc::new(Room::new(
+            name.clone(),
+            &self.config,
+            self.store.clone(),
+            load,
+            Arc::clone(&self.ids),
+        ));
+        rooms.insert(name.clone(), Arc::clone(&room));
+        Ok(room)
+    }
+
+    /// The room called `name` if it exists; never creates one.
+    pub(crate) fn existing_room(&self, name: &RoomName) -> Option<Arc<Room>> {
+        lock(&self.rooms).get(name).cloned()
+    }
+
+    /// Rooms with at least one member, by name.
+    pub(crate) fn rooms(&self) -> Vec<RoomInfo> {
+        let rooms: Vec<Arc<Room>> = lock(&self.rooms).values().cloned().collect();
+        let mut list: Vec<RoomInfo> = rooms
+            .iter()
+            .map(|r| RoomInfo {
+                name: r.name().to_string(),
+                members: r.member_count(),
+            })
+            .filter(|r| r.members > 0)
+            .collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list
+    }
+}

@@ -1,0 +1,123 @@
+use std::collections::VecDeque;
+
+use chat_shared::ServerMsg;
+use uuid::Uuid;
+
+use super::*;
+use crate::path::sink::{Item, Sink};
+
+fn chat(config: Config) -> Chat {
+    Chat::new(Arc::new(config), None)
+}
+
+fn nick(s: &str) -> Nick {
+    Nick::parse(s).unwrap()
+}
+
+fn sink() -> Arc<Sink> {
+    Arc::new(Sink::new(1 << 20, 64))
+}
+
+fn notices(sink: &Sink) -> Vec<ServerMsg> {
+    let mut items = VecDeque::new();
+    sink.take_all(&mut items);
+    items
+        .into_iter()
+        .filter_map(|i| match i {
+            Item::Event(e) => Some(e.msg.clone()),
+            Item::Join(_) => None,
+        })
+        .collect()
+}
+
+#[test]
+fn nicks_are_unique_without_regard_to_case() {
+    let chat = chat(Config::default());
+    chat.register(Uuid::new_v4(), &nick("Alice"), &sink())
+        .unwrap();
+    assert_eq!(
+        chat.register(Uuid::new_v4(), &nick("aLICE"), &sink()),
+        Err(ChatError::NickTaken(nick("aLICE")))
+    );
+}
+
+#[test]
+fn rename_notifies_each_room_mate_once() {
+    let chat = chat(Config::default());
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let (a_sink, b_sink) = (sink(), sink());
+    chat.register(a, &nick("a"), &a_sink).unwrap();
+    chat.register(b, &nick("b"), &b_sink).unwrap();
+    let r1 = chat.room(&RoomName::parse("one").unwrap()).unwrap();
+    let r2 = chat.room(&RoomName::parse("two").unwrap()).unwrap();
+    for r in [&r1, &r2] {
+        r.join(a, &nick("a"), &a_sink, None, 0);
+        r.join(b, &nick("b"), &b_sink, None, 0);
+    }
+    notices(&b_sink);
+    chat.rename(a, &nick("a"), &nick("A2"), &[r1.clone(), r2.clone()])
+        .unwrap();
+    let seen = notices(&b_sink);
+    assert!(
+        matches!(seen[..], [ServerMsg::NickChanged { .. }]),
+        "{seen:?}"
+    );
+    assert_eq!(r1.members(), ["A2", "b"]);
+    assert!(
+        chat.register(Uuid::new_v4(), &nick("a"), &sink()).is_ok(),
+        "the old nick is free"
+    );
+}
+
+#[test]
+fn room_limit_forgets_the_idlest_empty_room() {
+    let chat = chat(Config {
+        max_rooms: 2,
+        ..Config::default()
+    });
+    let (s, s_sink) = (Uuid::new_v4(), sink());
+    let busy = chat.room(&RoomName::parse("busy").unwrap()).unwrap();
+    busy.join(s, &nick("a"), &s_sink, None, 0);
+    let empty = chat.room(&RoomName::parse("empty").unwrap()).unwrap();
+    empty.join(s, &nick("a"), &s_sink, None, 0);
+    for text in ["x", "y"] {
+        empty.post(s, &s_sink, text.into(), None, false).unwrap();
+    }
+    empty.part(s, None).unwrap();
+    assert_eq!(chat.ids.lock().len(), 2);
+    chat.room(&RoomName::parse("third").unwrap()).unwrap();
+    assert_eq!(
+        chat.ids.lock().len(),
+        0,
+        "a forgotten room's ids are forgotten too"
+    );
+    assert!(
+        chat.existing_room(&RoomName::parse("empty").unwrap())
+            .is_none()
+    );
+    let third = chat
+        .existing_room(&RoomName::parse("third").unwrap())
+        .unwrap();
+    third.join(s, &nick("a"), &s_sink, None, 0);
+    assert_eq!(
+        chat.room(&RoomName::parse("fourth").unwrap()).unwrap_err(),
+        ChatError::ServerRoomsFull(2)
+    );
+}
+
+#[test]
+fn dms_reach_both_ends_and_an_unknown_nick_is_named() {
+    let chat = chat(Config::default());
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let (a_sink, b_sink) = (sink(), sink());
+    chat.register(a, &nick("a"), &a_sink).unwrap();
+    chat.register(b, &nick("B"), &b_sink).unwrap();
+    chat.dm(a, &nick("a"), &a_sink, "b", "hi".into(), None)
+        .unwrap();
+    assert!(matches!(&notices(&b_sink)[..], [ServerMsg::Dm(d)] if d.to == "B"));
+    assert!(matches!(&notices(&a_sink)[..], [ServerMsg::Dm(_)]));
+    assert_eq!(
+        chat.dm(a, &nick("a"), &a_sink, "zed", "hi".into(), None),
+        Err(ChatError::NoSuchNick("zed".into()))
+    );
+}

@@ -1,0 +1,110 @@
+//! The server's settings: every limit, with its default. The binary's flags fill this in
+//! (`chat-server --help`); tests and the bench build it directly.
+
+use std::time::Duration;
+
+/// Where history is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// Only in memory (the `--history` ring per room): gone with the process.
+    Memory,
+    /// An SQLite database at this path; `:memory:` is an SQLite database in memory.
+    Sqlite(std::path::PathBuf),
+}
+
+/// Server settings. Every limit is here, with the contract's default; `chat-server --help`
+/// lists the flag for each.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where history is kept. `Config::default()` keeps it in memory; the binary's default is
+    /// an SQLite file in the user's data directory.
+    pub storage: Storage,
+    /// Delete stored messages older than this many days (`None`: keep).
+    pub retain_days: Option<u32>,
+    /// Keep at most this many stored messages per room (`None`: keep all).
+    pub retain_per_room: Option<u64>,
+    /// How often retention runs.
+    pub prune_interval: Duration,
+    /// Messages accepted but not yet durable; past this, new messages are refused with
+    /// `rate_limited` until the disk catches up.
+    pub max_unsaved: usize,
+    /// Largest frame payload in bytes, both directions.
+    pub max_frame: usize,
+    /// Largest message text in bytes, after control characters are stripped.
+    pub max_text: usize,
+    /// Largest line-mode input line in bytes (before its terminator).
+    pub max_line: usize,
+    /// Messages kept per room for history.
+    pub history: usize,
+    /// Messages sent on `join` without `since`.
+    pub history_on_join: usize,
+    /// How long a new connection may stay silent before it is taken for a person at `nc`
+    /// and greeted.
+    pub sniff: Duration,
+    /// An idle framed client is pinged after this long without input.
+    pub ping_interval: Duration,
+    /// A pinged client that sends nothing for this long is dropped.
+    pub ping_timeout: Duration,
+    /// Time from connecting to completing `hello` or the nick line.
+    pub handshake_timeout: Duration,
+    /// A client whose writes make no progress for this long is dropped.
+    pub write_timeout: Duration,
+    /// Bytes a client may have queued that the server could not yet write to it (about
+    /// the framed size of the events); past this it falls behind: it misses room messages
+    /// and is told with `lagged`. Only its own slowness counts, never how busy a room is.
+    pub max_sendq: usize,
+    /// A client's room messages waiting for the disk before its input is no longer read
+    /// (until some are durable): a fast sender is slowed by TCP instead of being refused.
+    pub max_unsettled: usize,
+    /// Rooms the server keeps; the least recently active empty room makes way for a new one.
+    pub max_rooms: usize,
+    /// Rooms one client may be in at once.
+    pub max_rooms_per_client: usize,
+    /// Messages (`say`, `dm`) per second per connection, sustained.
+    pub rate: f64,
+    /// Messages a connection may send at once before the rate applies.
+    pub burst: u32,
+    /// Connections in total.
+    pub max_clients: usize,
+    /// Connections from one IP address.
+    pub max_clients_per_ip: usize,
+    /// DMs remembered for recognising a resent message id.
+    pub dm_history: usize,
+    /// How long shutdown waits for sessions to say goodbye.
+    pub shutdown_grace: Duration,
+    /// Sent in `welcome`.
+    pub motd: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            storage: Storage::Memory,
+            retain_days: None,
+            retain_per_room: None,
+            prune_interval: Duration::from_secs(60),
+            max_unsaved: 100_000,
+            max_frame: chat_shared::MAX_FRAME_LEN,
+            max_text: chat_shared::MAX_TEXT_LEN,
+            max_line: 4 * 1024,
+            history: 200,
+            history_on_join: 50,
+            sniff: Duration::from_millis(300),
+            ping_interval: Duration::from_secs(60),
+            ping_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+            max_sendq: 1 << 20,
+            max_unsettled: 256,
+            max_rooms: 10_000,
+            max_rooms_per_client: 100,
+            rate: 5.0,
+            burst: 10,
+            max_clients: 10_000,
+            max_clients_per_ip: 32,
+            dm_history: 10_000,
+            shutdown_grace: Duration::from_secs(3),
+            motd: None,
+        }
+    }
+}

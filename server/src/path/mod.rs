@@ -1,0 +1,339 @@
+//! The ordered path of room events: one producer appends each room's events in order, and
+//! one consumer, local delivery, hands them to this node's members.
+//!
+//! Every room event (a message, a join, a part, a rename, a message becoming durable) is a
+//! [`RoomEvent`], and [`Room::apply`] is the only place one takes effect: it updates the
+//! room's stream (its `seq` and history cache) and its local delivery (members and their
+//! send queues) together, under the room's lock. Everything downstream of `apply` (local
+//! delivery, sessions, wire adapters) sees one order per room.
+//!
+//! **The seam.** Today the producer is in-process (`producer.rs`): it assigns `seq`, checks
+//! ids, hands messages to the store and applies each event itself; the store's outcomes come
+//! back as data and become `Message` (placed) and `Settled` (durable) events
+//! (`durability.rs`). A JetStream producer replaces those two files: it publishes what
+//! `post`, `join` and `part` build to the room's stream, and its consumer task calls
+//! `Room::apply` with what the stream delivers. Stream, delivery, sessions and adapters stay
+//! as they are.
+//!
+//! Layout:
+//! - [`Room`], [`RoomEvent`], [`JoinSeq`]: one room and the events of its path.
+//! - `producer`: posting a message (seq, ids, store, when it may be shown).
+//! - `durability`: the store's outcomes turned into path events.
+//! - `stream`: the room's `seq` and history cache, and planning history pages.
+//! - `delivery`: the room's local members and fan-out.
+//! - `sink`: one session's send queue and its byte budget.
+//! - `ids`: the message-id index that recognises resends.
+
+pub(crate) mod delivery;
+pub(crate) mod durability;
+pub(crate) mod ids;
+pub(crate) mod producer;
+pub(crate) mod sink;
+pub(crate) mod stream;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chat_shared::{ChatMessage, Nick, RoomName, ServerMsg};
+use uuid::Uuid;
+
+use crate::event::{Event, Settled};
+use crate::now_ms;
+use crate::store::{RoomLoad, Store};
+use delivery::{LocalDelivery, Member};
+use ids::MessageIds;
+use producer::InFlight;
+use sink::Sink;
+use stream::{Plan, RoomStream, UnknownBefore};
+
+/// The store as the path uses it: its jobs carry what the path needs back.
+pub(crate) type PathStore = Arc<dyn Store<InFlight>>;
+
+/// One event on a room's ordered path.
+#[derive(Debug)]
+pub(crate) enum RoomEvent {
+    /// A member joins. The others get `event` (the first time only); the joiner gets its
+    /// join sequence (`event`, history after `since` or the newest `on_join`, members).
+    Joined {
+        session: Uuid,
+        member: Member,
+        event: Arc<Event>,
+        since: Option<u64>,
+        on_join: usize,
+    },
+    /// A member leaves; every member, the leaver included, gets `event`.
+    Parted { session: Uuid, event: Arc<Event> },
+    /// A member's nick changed (the notice goes out once per person, from the directory).
+    Renamed { session: Uuid, nick: Nick },
+    /// A message is shown: into the history cache and to every member.
+    Message(Arc<Event>),
+    /// A message settled (its flag says how): a failed one leaves the cache, and sessions
+    /// waiting on it look again.
+    Settled(Arc<Event>),
+}
+
+/// The rest of a join sequence, queued in the joiner's sink behind its `joined`.
+#[derive(Debug)]
+pub(crate) struct JoinSeq {
+    pub(crate) room: RoomName,
+    pub(crate) joined: Arc<Event>,
+    pub(crate) plan: Plan,
+    pub(crate) members: Vec<String>,
+    /// The newest message in `plan` that the joiner's nick sent and that is not durable
+    /// yet; the history waits for it (see `RoomStream::unsettled_by`).
+    pub(crate) unsettled: Option<Arc<Event>>,
+}
+
+impl JoinSeq {
+    pub(crate) fn weight(&self) -> usize {
+        let history: usize = self.plan.held().iter().map(|m| m.text.len() + 96).sum();
+        self.joined.weight() + history + self.members.len() * 16
+    }
+}
+
+#[derive(Debug)]
+struct RoomState {
+    stream: RoomStream,
+    delivery: LocalDelivery,
+    /// Unix ms of the last join, part or message; the least recently active empty room is
+    /// the one forgotten when the room limit is reached.
+    last_active: i64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Room {
+    name: RoomName,
+    state: Mutex<RoomState>,
+    store: Option<PathStore>,
+    ids: Arc<MessageIds>,
+    /// Every `seq` below this is reserved on disk: a message with one may be shown before
+    /// it is durable (a crash cannot make the room give its seq to another message).
+    covered: AtomicU64,
+    /// The newest `seq` the store has placed or settled: messages queued for placement by
+    /// the store are all out of the way once this reaches `RoomStream::last_queued`.
+    resolved: AtomicU64,
+}
+
+/// Not a member of the room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not a member")]
+pub(crate) struct NotMember;
+
+impl Room {
+    /// A room resuming from what the store had of it (`load`).
+    pub(crate) fn new(
+        name: RoomName,
+        config: &crate::Config,
+        store: Option<PathStore>,
+        load: RoomLoad,
+        ids: Arc<MessageIds>,
+    ) -> Self {
+        let capacity = match config.retain_per_room {
+            Some(keep) => config
+                .history
+                .min(usize::try_from(keep).unwrap_or(usize::MAX)),
+            None => config.history,
+        };
+        let retain_ms = config.retain_days.map(|d| i64::from(d) * 86_400_000);
+        let stream = RoomStream::new(load, capacity, store.is_some(), retain_ms, &ids);
+        Self {
+            name,
+            state: Mutex::new(RoomState {
+                stream,
+                delivery: LocalDelivery::default(),
+                last_active: now_ms(),
+            }),
+            store,
+            ids,
+            covered: AtomicU64::new(0),
+            resolved: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn name(&self) -> &RoomName {
+        &self.name
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RoomState> {
+        // A panic while holding the lock leaves consistent data (every update is a few
+        // infallible steps), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The one consumer of the room's path: applies `event` to its stream and its local
+    /// delivery. Callers hold the room's lock, which is what makes the order one order.
+    fn apply(&self, st: &mut RoomState, event: RoomEvent) {
+        match event {
+            RoomEvent::Message(event) => {
+                st.last_active = now_ms();
+                st.delivery.deliver(&event);
+                st.stream.push(&self.ids, event);
+            }
+            RoomEvent::Joined {
+                session,
+                member,
+                event,
+                since,
+                on_join,
+            } => {
+                st.last_active = now_ms();
+                let sink = Arc::clone(&member.sink);
+                let nick = member.nick.clone();
+                if st.delivery.get(session).is_none() {
+                    st.delivery.deliver(&event);
+                }
+                st.delivery.add(session, member);
+                sink.push_join(JoinSeq {
+                    room: self.name.clone(),
+                    joined: event,
+                    plan: st.stream.join_plan(since, on_join),
+                    members: st.delivery.nicks(),
+                    unsettled: st.stream.unsettled_by(nick.as_str()),
+                });
+            }
+            RoomEvent::Parted { session, event } => {
+                st.last_active = now_ms();
+                if st.delivery.get(session).is_some() {
+                    st.delivery.deliver(&event);
+                    st.delivery.remove(session);
+                }
+            }
+            RoomEvent::Renamed { session, nick } => st.delivery.rename(session, &nick),
+            RoomEvent::Settled(event) => {
+                if event.settled() == Settled::Failed {
+                    st.stream.remove(&event);
+                }
+                st.delivery.settled();
+            }
+        }
+    }
+
+    /// Adds (or re-adds) a member; its join sequence arrives in its sink. Others hear of
+    /// the join only the first time.
+    pub(crate) fn join(
+        &self,
+        session: Uuid,
+        nick: &Nick,
+        sink: &Arc<Sink>,
+        since: Option<u64>,
+        on_join: usize,
+    ) {
+        let event = Arc::new(Event::new(
+            ServerMsg::Joined {
+                room: self.name.to_string(),
+                nick: nick.to_string(),
+                ts: now_ms(),
+            },
+            Some(session),
+        ));
+        let member = Member {
+            nick: nick.clone(),
+            sink: Arc::clone(sink),
+        };
+        let mut st = self.lock();
+        self.apply(
+            &mut st,
+            RoomEvent::Joined {
+                session,
+                member,
+                event,
+                since,
+                on_join,
+            },
+        );
+    }
+
+    /// Removes a member; everyone, the leaver included, gets `parted`.
+    ///
+    /// # Errors
+    /// [`NotMember`] when `session` is not a member.
+    pub(crate) fn part(&self, session: Uuid, reason: Option<String>) -> Result<(), NotMember> {
+        let mut st = self.lock();
+        let nick = st.delivery.get(session).ok_or(NotMember)?.nick.to_string();
+        let event = Arc::new(Event::new(
+            ServerMsg::Parted {
+                room: self.name.to_string(),
+                nick,
+                ts: now_ms(),
+                reason,
+            },
+            Some(session),
+        ));
+        self.apply(&mut st, RoomEvent::Parted { session, event });
+        Ok(())
+    }
+
+    /// Changes a member's nick; returns every member's session and sink (the renamed one
+    /// included), for the directory to tell each person once.
+    pub(crate) fn rename(&self, session: Uuid, nick: &Nick) -> Vec<(Uuid, Arc<Sink>)> {
+        let mut st = self.lock();
+        self.apply(
+            &mut st,
+            RoomEvent::Renamed {
+                session,
+                nick: nick.clone(),
+            },
+        );
+        st.delivery
+            .sinks()
+            .map(|(id, sink)| (id, Arc::clone(sink)))
+            .collect()
+    }
+
+    /// Registers `sink` to be poked when a message of this room settles, if `event` is
+    /// still pending; false when it has settled already (look at it now).
+    pub(crate) fn wait_durable(&self, event: &Event, sink: &Arc<Sink>) -> bool {
+        let mut st = self.lock();
+        // Checked under the lock that `Settled` is applied under: no settling slips between.
+        let pending = event.settled() == Settled::Pending;
+        if pending {
+            st.delivery.wait(sink);
+        }
+        pending
+    }
+
+    /// The newest message in the cache that `nick` sent and that is not durable yet.
+    pub(crate) fn unsettled_by(&self, nick: &Nick) -> Option<Arc<Event>> {
+        self.lock().stream.unsettled_by(nick.as_str())
+    }
+
+    pub(crate) fn members(&self) -> Vec<String> {
+        self.lock().delivery.nicks()
+    }
+
+    pub(crate) fn member_count(&self) -> usize {
+        self.lock().delivery.len()
+    }
+
+    /// (member count, last activity), for choosing which empty room to forget.
+    pub(crate) fn activity(&self) -> (usize, i64) {
+        let st = self.lock();
+        (st.delivery.len(), st.last_active)
+    }
+
+    /// Removes this room's cached messages from the id index: the room is being forgotten.
+    pub(crate) fn forget_ids(&self) {
+        self.lock().stream.forget_ids(&self.ids);
+    }
+
+    /// Up to `limit` messages older than `before` (default: the newest), oldest first.
+    ///
+    /// # Errors
+    /// [`UnknownBefore`] when `before` is not a message of this room (in memory, and there
+    /// is no store to look in).
+    pub(crate) fn history(
+        &self,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Plan, UnknownBefore> {
+        self.lock().stream.history_plan(before, limit)
+    }
+}
+
+/// The message inside a `message` event.
+pub(crate) fn chat(event: &Event) -> &ChatMessage {
+    stream::chat(event)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,183 @@
+//! The in-process producer: turns a posted message into the room's next event.
+//!
+//! Under the room's lock it checks the sender is a member and the id is new, assigns the
+//! `seq`, and hands the message to the store. Without a store the message is shown at once.
+//! With one it is shown before it is durable, as soon as a crash could no longer give its
+//! `seq` to another message, and in `seq` order: at once for an id the server made up, or
+//! when the store has checked and written one from the client (which may be a resend of a
+//! message stored long ago); its sender's copy waits for the `Settled` event (see
+//! `session/inbox.rs`).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use chat_shared::{ChatMessage, ServerMsg};
+use uuid::Uuid;
+
+use super::sink::Sink;
+use super::{Room, RoomEvent, chat};
+use crate::event::{Event, Settled};
+use crate::now_ms;
+use crate::store::{Busy, Job, Record, Stored};
+
+/// What a store job carries back to the path in its outcomes.
+#[derive(Debug, Clone)]
+pub(crate) enum InFlight {
+    Message {
+        room: Arc<Room>,
+        event: Arc<Event>,
+        sender: Arc<Sink>,
+    },
+    Dm {
+        event: Arc<Event>,
+        /// `None` for a DM to oneself (the sender's copy is the only one).
+        recipient: Option<Arc<Sink>>,
+        sender: Arc<Sink>,
+    },
+}
+
+/// The outcome of posting a message.
+#[derive(Debug)]
+pub(crate) enum Posted {
+    /// On its way: shown to the room now or once the store has taken it; the sender's copy
+    /// comes through its own sink, held back until durable.
+    New,
+    /// The id is known and durable: the stored original, for the sender alone.
+    Duplicate(Arc<Event>),
+    /// The id is known and not durable yet: its acknowledgement will answer both.
+    Pending,
+}
+
+/// Why a message was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum PostError {
+    #[error("not a member of the room")]
+    NotMember,
+    #[error(transparent)]
+    Busy(#[from] Busy),
+}
+
+impl Room {
+    /// Takes a message: assigns its `seq`, shows it (see the module's doc for when) and
+    /// stores it. A known id is not taken again.
+    ///
+    /// # Errors
+    /// [`PostError::NotMember`] when `session` is not a member; [`PostError::Busy`] when the
+    /// store is too far behind (the message was not taken).
+    pub(crate) fn post(
+        self: &Arc<Self>,
+        session: Uuid,
+        sender: &Arc<Sink>,
+        text: String,
+        id: Option<Uuid>,
+        action: bool,
+    ) -> Result<Posted, PostError> {
+        let mut st = self.lock();
+        let from = st
+            .delivery
+            .get(session)
+            .ok_or(PostError::NotMember)?
+            .nick
+            .to_string();
+        let fresh_id = id.is_none();
+        let id = id.unwrap_or_else(Uuid::now_v7);
+        let mut index = self.ids.lock();
+        if let Some(known) = index.get(&id) {
+            return Ok(match known.settled() {
+                Settled::Durable => Posted::Duplicate(Arc::clone(known)),
+                Settled::Pending | Settled::Failed => Posted::Pending,
+            });
+        }
+        let msg = ChatMessage {
+            id,
+            room: self.name.to_string(),
+            seq: st.stream.next_seq,
+            from,
+            text,
+            ts: now_ms(),
+            action,
+        };
+        // Used from here on, whatever becomes of the message: a seq is never reused.
+        st.stream.next_seq += 1;
+        let Some(store) = &self.store else {
+            let event = Arc::new(Event::new(ServerMsg::Message(msg), Some(session)));
+            index.insert(id, Arc::clone(&event));
+            drop(index);
+            self.apply(&mut st, RoomEvent::Message(event));
+            return Ok(Posted::New);
+        };
+        let seq = msg.seq;
+        let event = Arc::new(Event::pending(ServerMsg::Message(msg), Some(session)));
+        index.insert(id, Arc::clone(&event));
+        drop(index);
+        // When to show it, before it is durable either way:
+        // - an id the server made up cannot be a resend: at once, if its seq is reserved on
+        //   disk and nothing queued before it is still waiting to be placed (order);
+        // - an id from the client may be a resend of a message stored long ago, which only
+        //   the store can tell: shown when the store reports it placed.
+        let at_once = fresh_id
+            && seq < self.covered.load(Ordering::Acquire)
+            && self.resolved.load(Ordering::Acquire) >= st.stream.last_queued;
+        let job = Job {
+            record: Record::Message(Arc::clone(&event)),
+            place: !at_once,
+            ctx: InFlight::Message {
+                room: Arc::clone(self),
+                event: Arc::clone(&event),
+                sender: Arc::clone(sender),
+            },
+        };
+        // Queued under the room lock, so the store sees this room's messages in seq order
+        // and reports them in that order.
+        sender.unsettled_add();
+        if let Err(busy) = store.append(job) {
+            sender.unsettled_sub();
+            self.ids.lock().remove(&id);
+            return Err(busy.into());
+        }
+        if at_once {
+            self.apply(&mut st, RoomEvent::Message(event));
+        } else {
+            st.stream.last_queued = seq;
+        }
+        Ok(Posted::New)
+    }
+
+    /// The store placed a message (written, its `seq` reserved): show it.
+    pub(crate) fn placed(&self, event: Arc<Event>) {
+        let seq = chat(&event).seq;
+        let mut st = self.lock();
+        self.resolved.fetch_max(seq, Ordering::AcqRel);
+        self.apply(&mut st, RoomEvent::Message(event));
+    }
+
+    /// The store's verdict on a message. A new one was shown before this; its sender's copy
+    /// waits for the `Settled` event applied here.
+    pub(crate) fn settle(&self, event: Arc<Event>, stored: Stored, sender: &Sink) {
+        let ChatMessage { id, seq, .. } = *chat(&event);
+        sender.unsettled_sub();
+        // Placed or never to be: either way no longer in the way of later messages.
+        self.resolved.fetch_max(seq, Ordering::AcqRel);
+        match stored {
+            Stored::New { covered } => {
+                self.covered.fetch_max(covered, Ordering::AcqRel);
+                event.settle(Settled::Durable);
+            }
+            Stored::Duplicate(original) => {
+                // Stored long ago (before a restart), so never shown: this resend's seq is
+                // skipped, and the sender alone gets the original.
+                event.settle(Settled::Failed);
+                self.ids.lock().remove(&id);
+                let _ = sender.push(&original); // dropped only over budget: the client resends
+            }
+            Stored::Failed(reason) => {
+                event.settle(Settled::Failed);
+                self.ids.lock().remove(&id);
+                // Whoever was shown it already keeps it; the history cache does not.
+                let _ = sender.push(&Arc::new(super::durability::not_stored(&reason, id)));
+            }
+        }
+        let mut st = self.lock();
+        self.apply(&mut st, RoomEvent::Settled(event));
+    }
+}

@@ -1,0 +1,356 @@
+//! A session's send queue: everything local delivery hands one client, in order, with a
+//! byte budget that is the client's alone.
+//!
+//! A room used to buffer its events in one ring shared by its members, and a member that
+//! fell a ring's length behind skipped messages. That made a busy room, not a slow reader,
+//! the cause of loss: four senders bursting into a room of a hundred overran a 256-slot ring
+//! while every reader was keeping up. Here each recipient has its own queue, and it falls
+//! behind only when what it has been handed and the server could not yet write to it
+//! exceeds `--max-sendq` (the event's [`weight`](Event::weight), counted from the moment it
+//! is queued until the session has written it). Past that, the queue takes nothing more of
+//! its rooms' messages, counts what it misses per room, and once the client has read half
+//! of its backlog it is told with `lagged` exactly where its gap is, as before. Memory
+//! follows what is queued: an idle sink holds no buffer, and the events themselves are
+//! shared with every other recipient.
+//!
+//! Pushing costs the producer one short lock and, only when the session is not already due
+//! to wake, one notification: a burst of a thousand messages wakes a reader once.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chat_shared::ServerMsg;
+use tokio::sync::Notify;
+
+use super::JoinSeq;
+use crate::event::Event;
+
+/// The smallest budget: two of a session's write batches. What a session has taken counts
+/// until it is written, so a budget of one batch or less would lag a client that reads as
+/// fast as it can.
+pub(crate) const MIN_BUDGET: usize = 2 * 64 * 1024;
+
+/// What a sink holds.
+#[derive(Debug)]
+pub(crate) enum Item {
+    Event(Arc<Event>),
+    /// The rest of a join sequence (history, then members): whatever the room does after
+    /// the join queues behind it, so the joiner sees each message once, in order.
+    Join(Box<JoinSeq>),
+}
+
+/// Whether a push was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    Queued,
+    /// Over budget: dropped (a room message is counted, and reported with `lagged`).
+    Dropped,
+}
+
+#[derive(Debug)]
+pub(crate) struct Sink {
+    state: Mutex<State>,
+    /// Wakes the session. A `Notify` rather than a registered waker: a push while the
+    /// session is busy (not waiting) leaves a permit instead of scheduling its task again.
+    notify: Notify,
+    /// Set by a push and cleared when the session takes what is queued: while set, further
+    /// pushes need not wake it again.
+    signalled: AtomicBool,
+    /// Something other than an item wants the session awake: a message it waits on is
+    /// durable (see `Room::wait_durable`).
+    poked: AtomicBool,
+    /// The session's room messages on their way to the disk (its input is not read past
+    /// `--max-unsettled`).
+    unsettled: AtomicUsize,
+    /// At this many unsettled messages the session stops reading its client.
+    pause_at: usize,
+    budget: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    items: VecDeque<Item>,
+    /// Weight queued here or taken by the session and not yet written.
+    bytes: usize,
+    /// While over budget: messages missed, per room, in the order the gaps began. Boxed
+    /// so that the many sinks that never fall behind pay one word for it, not three.
+    #[allow(clippy::box_collection)] // deliberately: see above
+    missed: Option<Box<Vec<(String, u64)>>>,
+}
+
+impl Sink {
+    /// A sink whose client falls behind past `budget` (at least [`MIN_BUDGET`]).
+    pub(crate) fn new(budget: usize, pause_at: usize) -> Self {
+        let budget = budget.max(MIN_BUDGET);
+        Self {
+            state: Mutex::default(),
+            notify: Notify::new(),
+            signalled: AtomicBool::new(false),
+            poked: AtomicBool::new(false),
+            unsettled: AtomicUsize::new(0),
+            pause_at,
+            budget,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every update is a few infallible steps: a poisoned lock still holds sound data.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn signal(&self) {
+        // A load first: in a burst the flag is already set, and reading a shared cache line
+        // is much cheaper than taking it over to write.
+        if !self.signalled.load(Ordering::Acquire) && !self.signalled.swap(true, Ordering::AcqRel) {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Queues an event, unless the client is over its budget.
+    pub(crate) fn push(&self, event: &Arc<Event>) -> Pushed {
+        let weight = event.weight();
+        {
+            let mut st = self.lock();
+            if st.missed.is_some() || st.bytes + weight > self.budget {
+                // Messages are counted; a room's notices name the room with nothing counted,
+                // so a gap of notices alone is still reported (`lagged` with `missed: 0`).
+                let (room, n) = match &event.msg {
+                    ServerMsg::Message(m) => (Some(&m.room), 1),
+                    ServerMsg::Joined { room, .. } | ServerMsg::Parted { room, .. } => {
+                        (Some(room), 0)
+                    }
+                    _ => (None, 0),
+                };
+                let missed = st.missed.get_or_insert_with(Box::default);
+                if let Some(room) = room {
+                    match missed.iter_mut().find(|(r, _)| r == room) {
+                        Some((_, count)) => *count += n,
+                        None => missed.push((room.clone(), n)),
+                    }
+                }
+                return Pushed::Dropped;
+            }
+            st.bytes += weight;
+            st.items.push_back(Item::Event(Arc::clone(event)));
+        }
+        self.signal();
+        Pushed::Queued
+    }
+
+    /// Queues the rest of a join sequence; never refused (it is bounded by one frame and
+    /// the joiner is the one who asked for it).
+    pub(crate) fn push_join(&self, join: JoinSeq) {
+        {
+            let mut st = self.lock();
+            st.bytes += join.weight();
+            st.items.push_back(Item::Join(Box::new(join)));
+        }
+        self.signal();
+    }
+
+    /// Moves everything queued to the back of `into`. What is taken still counts against
+    /// the budget until [`Sink::written`].
+    pub(crate) fn take_all(&self, into: &mut VecDeque<Item>) {
+        let mut st = self.lock();
+        self.signalled.store(false, Ordering::Release);
+        if into.is_empty() {
+            std::mem::swap(into, &mut st.items);
+        } else {
+            into.extend(st.items.drain(..));
+        }
+        if st.items.capacity() > 0 {
+            // Give the memory back: most sinks stay empty for hours.
+            st.items = VecDeque::new();
+        }
+    }
+
+    /// The session wrote `weight` of what it took. A client that fell behind and has now
+    /// read half its budget's worth gets `lagged` for each of its gaps, queued right where
+    /// they end.
+    pub(crate) fn written(&self, weight: usize) {
+        if weight == 0 {
+            return;
+        }
+        let mut st = self.lock();
+        st.bytes = st.bytes.saturating_sub(weight);
+        if st.missed.is_some() && st.bytes <= self.budget / 2 {
+            let missed = st.missed.take().map(|m| *m).unwrap_or_default();
+            for (room, missed) in missed {
+                let lagged = Arc::new(Event::new(ServerMsg::Lagged { room, missed }, None));
+                st.bytes += lagged.weight();
+                st.items.push_back(Item::Event(lagged));
+            }
+            drop(st);
+            self.signal();
+        }
+    }
+
+    /// Wakes the session without an item (see `poked`).
+    pub(crate) fn poke(&self) {
+        self.poked.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    /// Whether something was queued that the session has not taken yet.
+    pub(crate) fn signalled(&self) -> bool {
+        self.signalled.load(Ordering::Acquire)
+    }
+
+    /// Whether a poke came since the last call.
+    pub(crate) fn take_poke(&self) -> bool {
+        self.poked.swap(false, Ordering::AcqRel)
+    }
+
+    /// Waits until something is pushed or poked. Cancel-safe: a notification that arrives
+    /// while nobody waits is kept for the next wait.
+    pub(crate) async fn wait(&self) {
+        self.notify.notified().await;
+    }
+
+    /// Waits for a poke alone (what is queued meanwhile stays queued), and takes it.
+    pub(crate) async fn wait_poke(&self) {
+        while !self.take_poke() {
+            self.notify.notified().await;
+        }
+    }
+
+    pub(crate) fn unsettled_add(&self) {
+        self.unsettled.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn unsettled_sub(&self) {
+        if self.unsettled.fetch_sub(1, Ordering::AcqRel) == self.pause_at {
+            // It was paused: it may read its client again.
+            self.poke();
+        }
+    }
+
+    pub(crate) fn unsettled(&self) -> usize {
+        self.unsettled.load(Ordering::Acquire)
+    }
+
+    /// Weight queued or in the session's hands, not yet written.
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> usize {
+        self.lock().bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chat_shared::ChatMessage;
+    use std::time::Duration;
+    use uuid::Uuid;
+
+    fn message(room: &str, seq: u64) -> Arc<Event> {
+        Arc::new(Event::new(
+            ServerMsg::Message(ChatMessage {
+                id: Uuid::nil(),
+                room: room.into(),
+                seq,
+                from: "a".into(),
+                text: "x".repeat(100),
+                ts: 0,
+                action: false,
+            }),
+            None,
+        ))
+    }
+
+    fn seqs(items: &VecDeque<Item>) -> Vec<String> {
+        items
+            .iter()
+            .map(|i| match i {
+                Item::Event(e) => match &e.msg {
+                    ServerMsg::Message(m) => format!("{}:{}", m.room, m.seq),
+                    ServerMsg::Lagged { room, missed } => format!("lagged {room} {missed}"),
+                    other => format!("{other:?}"),
+                },
+                Item::Join(_) => "join".into(),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_push_wakes_the_waiter_once_per_drain() {
+        let sink = Arc::new(Sink::new(1 << 20, 8));
+        let waiter = tokio::spawn({
+            let sink = Arc::clone(&sink);
+            async move { sink.wait().await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        for seq in 1..=100 {
+            sink.push(&message("r", seq));
+        }
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut taken = VecDeque::new();
+        sink.take_all(&mut taken);
+        assert_eq!(taken.len(), 100);
+        assert!(
+            !sink.signalled.load(Ordering::Acquire),
+            "taking resets the signal"
+        );
+        assert_eq!(
+            sink.lock().items.capacity(),
+            0,
+            "an empty sink holds no memory"
+        );
+    }
+
+    #[test]
+    fn over_budget_it_drops_counts_per_room_and_reports_the_gap_once_read() {
+        let weight = message("r", 0).weight();
+        let sink = Sink {
+            budget: weight * 4,
+            ..Sink::new(0, 8)
+        };
+        let mut taken = VecDeque::new();
+        for seq in 1..=4 {
+            assert_eq!(sink.push(&message("a", seq)), Pushed::Queued);
+        }
+        assert_eq!(sink.push(&message("a", 5)), Pushed::Dropped);
+        assert_eq!(sink.push(&message("b", 1)), Pushed::Dropped);
+        let notice = Arc::new(Event::new(
+            ServerMsg::Joined {
+                room: "c".into(),
+                nick: "x".into(),
+                ts: 0,
+            },
+            None,
+        ));
+        assert_eq!(sink.push(&notice), Pushed::Dropped);
+        sink.take_all(&mut taken);
+        // Still over budget until written: the gap goes on.
+        assert_eq!(sink.push(&message("a", 6)), Pushed::Dropped);
+        sink.written(weight * 3);
+        assert_eq!(sink.push(&message("a", 7)), Pushed::Queued);
+        sink.take_all(&mut taken);
+        assert_eq!(
+            seqs(&taken),
+            [
+                "a:1",
+                "a:2",
+                "a:3",
+                "a:4",
+                "lagged a 2",
+                "lagged b 1",
+                "lagged c 0",
+                "a:7"
+            ]
+        );
+        let lagged = Event::new(
+            ServerMsg::Lagged {
+                room: "a".into(),
+                missed: 2,
+            },
+            None,
+        )
+        .weight();
+        assert_eq!(sink.queued(), weight * 2 + lagged * 3);
+    }
+}

@@ -1,0 +1,261 @@
+//! The ordered path in one process: seq, history, joins and the store's placement rules,
+//! observed through members' sinks.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use chat_shared::ServerMsg;
+
+use super::producer::{InFlight, Posted};
+use super::sink::Item;
+use super::*;
+use crate::Config;
+use crate::store::{Busy, Job, Outcome, Range, Stored};
+
+fn nick(s: &str) -> Nick {
+    Nick::parse(s).unwrap()
+}
+
+fn sink() -> Arc<Sink> {
+    Arc::new(Sink::new(1 << 20, 64))
+}
+
+fn room_with(history: usize, store: Option<PathStore>) -> Arc<Room> {
+    let config = Config {
+        history,
+        ..Config::default()
+    };
+    Arc::new(Room::new(
+        RoomName::parse("r").unwrap(),
+        &config,
+        store,
+        RoomLoad::default(),
+        Arc::default(),
+    ))
+}
+
+fn room(history: usize) -> Arc<Room> {
+    room_with(history, None)
+}
+
+/// What a sink holds, taken: message seqs, join sequences as `J[seqs]`, other events by
+/// type.
+fn taken(sink: &Sink) -> Vec<String> {
+    let mut items = VecDeque::new();
+    sink.take_all(&mut items);
+    items
+        .into_iter()
+        .map(|item| match item {
+            Item::Event(e) => match &e.msg {
+                ServerMsg::Message(m) => m.seq.to_string(),
+                ServerMsg::Joined { nick, .. } => format!("joined {nick}"),
+                ServerMsg::Parted { nick, .. } => format!("parted {nick}"),
+                other => format!("{other:?}"),
+            },
+            Item::Join(j) => {
+                let seqs: Vec<String> = j.plan.held().iter().map(|m| m.seq.to_string()).collect();
+                let older = match j.plan {
+                    Plan::Done { older: true, .. } => "+older",
+                    _ => "",
+                };
+                format!("J[{}]{older}", seqs.join(","))
+            }
+        })
+        .collect()
+}
+
+fn post(room: &Arc<Room>, who: Uuid, sender: &Arc<Sink>, text: &str) {
+    assert!(matches!(
+        room.post(who, sender, text.into(), None, false),
+        Ok(Posted::New)
+    ));
+}
+
+#[test]
+fn seq_increases_and_history_is_bounded() {
+    let room = room(3);
+    let (a, a_sink) = (Uuid::new_v4(), sink());
+    room.join(a, &nick("a"), &a_sink, None, 50);
+    for i in 0..5 {
+        post(&room, a, &a_sink, &format!("m{i}"));
+    }
+    assert_eq!(taken(&a_sink), ["J[]", "1", "2", "3", "4", "5"]);
+    let Plan::Done { messages, older } = room.history(None, 50).unwrap() else {
+        panic!("not served from memory");
+    };
+    assert_eq!(
+        messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        [3, 4, 5]
+    );
+    assert!(!older);
+    assert_eq!(room.ids.lock().len(), 3, "evicted ids are forgotten");
+}
+
+#[test]
+fn a_joiner_gets_its_sequence_then_everything_after_and_others_hear_of_it_once() {
+    let room = room(10);
+    let (a, a_sink) = (Uuid::new_v4(), sink());
+    room.join(a, &nick("a"), &a_sink, None, 50);
+    for i in 0..6 {
+        post(&room, a, &a_sink, &format!("m{i}"));
+    }
+    let (b, b_sink) = (Uuid::new_v4(), sink());
+    room.join(b, &nick("b"), &b_sink, Some(4), 50);
+    post(&room, a, &a_sink, "after");
+    assert_eq!(taken(&b_sink), ["J[5,6]", "7"]);
+    // Joining again repeats the sequence, and others hear of the join only once.
+    room.join(b, &nick("b"), &b_sink, None, 2);
+    assert_eq!(taken(&b_sink), ["J[6,7]+older"]);
+    let a_saw = taken(&a_sink);
+    assert_eq!(a_saw.iter().filter(|s| *s == "joined b").count(), 1);
+    assert_eq!(room.members(), ["a", "b"]);
+    room.part(b, None).unwrap();
+    assert_eq!(taken(&b_sink), ["parted b"], "the leaver hears of it too");
+    assert_eq!(room.part(b, None), Err(NotMember));
+}
+
+#[test]
+fn join_since_older_than_retained_says_truncated() {
+    let room = room(2);
+    let (a, a_sink) = (Uuid::new_v4(), sink());
+    room.join(a, &nick("a"), &a_sink, None, 50);
+    for i in 0..5 {
+        post(&room, a, &a_sink, &format!("m{i}"));
+    }
+    let b_sink = sink();
+    room.join(Uuid::new_v4(), &nick("b"), &b_sink, Some(1), 50);
+    assert_eq!(taken(&b_sink), ["J[4,5]+older"], "seq 2 and 3 are gone");
+}
+
+#[test]
+fn duplicate_ids_return_the_original() {
+    let room = room(10);
+    let (a, a_sink) = (Uuid::new_v4(), sink());
+    room.join(a, &nick("a"), &a_sink, None, 50);
+    let id = Uuid::now_v7();
+    assert!(matches!(
+        room.post(a, &a_sink, "x".into(), Some(id), false),
+        Ok(Posted::New)
+    ));
+    let Ok(Posted::Duplicate(orig)) = room.post(a, &a_sink, "y".into(), Some(id), false) else {
+        panic!("second post with the same id was not a duplicate");
+    };
+    assert_eq!(chat(&orig).text, "x");
+    assert_eq!(
+        taken(&a_sink),
+        ["J[]", "1"],
+        "the duplicate was not delivered"
+    );
+}
+
+#[test]
+fn non_members_cannot_post_and_history_before_must_exist() {
+    let room = room(10);
+    assert!(matches!(
+        room.post(Uuid::new_v4(), &sink(), "x".into(), None, false),
+        Err(producer::PostError::NotMember)
+    ));
+    let unknown = Uuid::new_v4();
+    assert_eq!(
+        room.history(Some(unknown), 10).unwrap_err(),
+        UnknownBefore(unknown)
+    );
+}
+
+/// A store that keeps its jobs for the test to settle by hand, as the writer would report.
+#[derive(Debug, Default)]
+struct HeldStore(Mutex<Vec<Job<InFlight>>>);
+
+impl Store<InFlight> for HeldStore {
+    fn append(&self, job: Job<InFlight>) -> Result<(), Busy> {
+        self.0.lock().unwrap().push(job);
+        Ok(())
+    }
+    fn load_room(&self, _: &str, _: usize) -> anyhow::Result<RoomLoad> {
+        Ok(RoomLoad::default())
+    }
+    fn read(&self, _: &str, _: Range) -> anyhow::Result<Vec<ChatMessage>> {
+        Ok(Vec::new())
+    }
+    fn seq_of(&self, _: &str, _: Uuid) -> anyhow::Result<Option<u64>> {
+        Ok(None)
+    }
+    fn close(&self) {}
+}
+
+/// With a store: a message with an id the server made up is shown at once once its seq is
+/// reserved, one with the client's id only when the store places it; never out of seq
+/// order; and a session waiting on a message is poked when it settles.
+#[test]
+fn with_a_store_messages_are_shown_before_durable_in_seq_order() {
+    let store = Arc::new(HeldStore::default());
+    let dyn_store: PathStore = store.clone();
+    let room = room_with(200, Some(dyn_store));
+    let (a, a_sink) = (Uuid::new_v4(), sink());
+    room.join(a, &nick("a"), &a_sink, None, 50);
+    taken(&a_sink);
+    let say = |id: Option<Uuid>| {
+        assert!(matches!(
+            room.post(a, &a_sink, "x".into(), id, false),
+            Ok(Posted::New)
+        ));
+    };
+    // What the writer would report for the first `n` jobs, each covered up to `covered`.
+    let settle = |n: usize, covered: u64| {
+        let ids = Arc::new(ids::MessageIds::default());
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let jobs: Vec<Job<InFlight>> = store.0.lock().unwrap().drain(..n).collect();
+        let mut batch = Vec::new();
+        for job in jobs {
+            if job.place {
+                batch.push(Outcome::Placed(job.ctx.clone()));
+            }
+            batch.push(Outcome::Settled(job.ctx, Stored::New { covered }));
+        }
+        tx.send(batch).unwrap();
+        drop(tx);
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(durability::run(rx, ids));
+    };
+
+    // Nothing is reserved yet: seq 1 waits for the store.
+    say(None);
+    assert!(taken(&a_sink).is_empty());
+    assert_eq!(a_sink.unsettled(), 1);
+    settle(1, 6);
+    assert_eq!(taken(&a_sink), ["1"]);
+    assert_eq!(a_sink.unsettled(), 0);
+
+    // Reserved now: seq 2 goes out at once, still pending; a session waiting on it is
+    // poked when it settles.
+    say(None);
+    let mut items = VecDeque::new();
+    a_sink.take_all(&mut items);
+    let Some(Item::Event(two)) = items.pop_front() else {
+        panic!("seq 2 not shown at once");
+    };
+    assert_eq!((chat(&two).seq, two.settled()), (2, Settled::Pending));
+    assert!(room.wait_durable(&two, &a_sink));
+    // A client id (seq 3) waits for the store; seq 4 must not overtake it.
+    say(Some(Uuid::now_v7()));
+    say(None);
+    assert!(taken(&a_sink).is_empty());
+    settle(3, 6);
+    assert_eq!(taken(&a_sink), ["3", "4"]);
+    assert_eq!(two.settled(), Settled::Durable);
+    assert!(a_sink.take_poke(), "the waiting session was poked");
+    assert!(
+        !room.wait_durable(&two, &a_sink),
+        "settled: nothing to wait for"
+    );
+    // Everything placed: fast again.
+    say(None);
+    assert_eq!(taken(&a_sink), ["5"]);
+    // Past the reservation (6): waits for the store again.
+    say(None);
+    assert!(taken(&a_sink).is_empty());
+    settle(2, 200);
+    assert_eq!(taken(&a_sink), ["6"]);
+}

@@ -1,0 +1,159 @@
+//! What the sink hands the session: written to the client in order, in batches, except
+//! the copy of a message that acknowledges it to its sender, which waits until the message
+//! is durable, with everything behind it (so the sender still sees its rooms in order).
+
+use std::sync::Arc;
+
+use chat_shared::ServerMsg;
+
+use super::history::Deferred;
+use super::{Exit, MAX_BATCH_BYTES, Session};
+use crate::event::{Event, Settled};
+use crate::path::sink::Item;
+use crate::path::stream::same_nick;
+use crate::wire::Wire;
+
+/// Where handling the inbox stopped.
+enum Batch {
+    /// A batch's worth is queued; more may follow.
+    Full,
+    /// Nothing more to handle now (empty, or held behind an acknowledgement).
+    Done,
+    /// A join's history needs the store first.
+    Deferred(Box<Deferred>),
+}
+
+/// What to do with the event at the front of the inbox.
+enum Next {
+    Send,
+    Skip,
+    /// Wait: it acknowledges this client's own message, which is not durable yet.
+    Hold,
+}
+
+impl<W: Wire> Session<W> {
+    /// Takes what the sink has and writes it, one flush per batch, until nothing is left or
+    /// the front waits for durability (the sink pokes the session when it may go on).
+    pub(super) async fn deliver(&mut self) -> Result<(), Exit> {
+        loop {
+            // A poke only says "look again", which this is.
+            self.sink.take_poke();
+            self.sink.take_all(&mut self.inbox);
+            let batch = self.handle_inbox();
+            self.flush().await?;
+            let more = match batch {
+                Batch::Full => true,
+                Batch::Done => false,
+                Batch::Deferred(deferred) => {
+                    // Boxed: it runs rarely, and every connection's task would carry it.
+                    Box::pin(self.complete(*deferred)).await;
+                    true
+                }
+            };
+            // Queued meanwhile: a wait for durability (see `history.rs`) may have taken the
+            // wake-up that announced it.
+            if !more && !self.sink.signalled() {
+                if self.inbox.is_empty() && self.inbox.capacity() > 0 {
+                    // An idle session keeps no buffer: most are idle most of the time.
+                    self.inbox = std::collections::VecDeque::new();
+                }
+                return Ok(());
+            }
+        }
+    }
+
+    /// Handles inbox items until a batch is full, the inbox is empty or held, or a join
+    /// needs the store.
+    fn handle_inbox(&mut self) -> Batch {
+        if self.wire.pending() == 0 {
+            let coming: usize = self
+                .inbox
+                .iter()
+                .map(|item| match item {
+                    Item::Event(e) => e.weight(),
+                    Item::Join(_) => 0,
+                })
+                .take_while({
+                    let mut total = 0;
+                    move |w| {
+                        total += w;
+                        total <= MAX_BATCH_BYTES
+                    }
+                })
+                .sum();
+            self.wire.reserve(coming);
+        }
+        while self.wire.pending() < MAX_BATCH_BYTES {
+            let next = match self.inbox.front() {
+                None => return Batch::Done,
+                Some(Item::Event(event)) => self.next(event),
+                Some(Item::Join(_)) => Next::Send,
+            };
+            if let Next::Hold = next {
+                return Batch::Done;
+            }
+            let Some(item) = self.inbox.pop_front() else {
+                return Batch::Done;
+            };
+            match item {
+                Item::Event(event) => {
+                    self.handled += event.weight();
+                    if let Next::Send = next {
+                        self.wire.push(&event);
+                    }
+                }
+                Item::Join(join) => {
+                    self.handled += join.weight();
+                    if let Some(deferred) = self.join_sequence(*join) {
+                        return Batch::Deferred(Box::new(deferred));
+                    }
+                }
+            }
+        }
+        Batch::Full
+    }
+
+    fn next(&self, event: &Arc<Event>) -> Next {
+        match event.settled() {
+            Settled::Durable => Next::Send,
+            // Never stored: not history, and its sender was told.
+            Settled::Failed => Next::Skip,
+            // Members see a message as soon as the store has taken it; the copy that
+            // acknowledges it waits until it is durable.
+            Settled::Pending if self.acknowledges(event) => {
+                if self.wait_durable(event) {
+                    Next::Hold
+                } else {
+                    // Settled meanwhile: look again.
+                    self.next(event)
+                }
+            }
+            Settled::Pending => Next::Send,
+        }
+    }
+
+    /// Whether this client would take `event` as the acknowledgement of its own message: it
+    /// sent it, or it is the same nick again (a client reconnected after sending it).
+    fn acknowledges(&self, event: &Event) -> bool {
+        if !self.caps.echoes_own {
+            return false;
+        }
+        event.origin == Some(self.id)
+            || matches!((&event.msg, &self.nick),
+                (ServerMsg::Message(m), Some(nick)) if same_nick(&m.from, nick.as_str()))
+    }
+
+    /// Asks `event`'s room to poke this session when a message settles; false when it has
+    /// settled already, or its room is not known here (then it goes out as it is).
+    pub(super) fn wait_durable(&self, event: &Event) -> bool {
+        let ServerMsg::Message(m) = &event.msg else {
+            return false;
+        };
+        let room = self.rooms.get(&m.room).cloned().or_else(|| {
+            // Parted meanwhile: the room still settles it.
+            let name = chat_shared::RoomName::parse(&m.room).ok()?;
+            self.chat.existing_room(&name)
+        });
+        room.is_some_and(|room| room.wait_durable(event, &self.sink))
+    }
+}

@@ -1,0 +1,403 @@
+//! One client's session, independent of its wire format and its transport.
+//!
+//! A session registers its client (`hello` or the nick line), then runs one loop over its
+//! client's requests, its sink (everything local delivery hands it: room events, DMs,
+//! notices) and the server's shutdown signal. Everything it sends goes through the [`Wire`]
+//! adapter, which queues bytes; the loop handles a batch of what is ready and flushes once,
+//! so a busy room costs one write per batch rather than one per message.
+//!
+//! A client that stops reading blocks only its own session: its sink fills up to
+//! `--max-sendq` and it misses messages (told with `lagged`), and if a write makes no
+//! progress for `write_timeout` it is disconnected. Leaving the chat state (rooms, nick)
+//! happens in `Drop`, so no exit path, not even a panic, leaves a ghost member behind.
+//!
+//! Layout:
+//! - this file: the session, its loop, flushing and leaving.
+//! - `register`: `hello` and what is allowed before it.
+//! - `commands/`: one file per request, and the short dispatch.
+//! - `inbox`: what the sink hands the session, held back where it must be.
+//! - `history`: history pages and join sequences completed from the store; lists cut to fit.
+//! - `errors`: every refusal and the one table of protocol codes.
+
+mod commands;
+mod errors;
+mod history;
+mod inbox;
+mod register;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use chat_shared::{ByeReason, ClientMsg, ErrorCode, Nick, RoomName, ServerMsg};
+use futures::FutureExt;
+use serde_json::Value;
+use tokio::time::{Instant, timeout};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+use uuid::Uuid;
+
+use crate::chat::Chat;
+use crate::event::Event;
+use crate::limits::RateLimiter;
+use crate::path::Room;
+use crate::path::sink::{Item, Sink};
+use crate::wire::{Caps, Inbound, Wire};
+use crate::{Config, Shared};
+use errors::Refusal;
+use history::Deferred;
+
+/// Flush early once this many bytes are queued, so one busy room cannot delay a flush.
+const MAX_BATCH_BYTES: usize = 64 * 1024;
+// A batch taken from the sink counts against its budget until written: the smallest budget
+// must hold two, or a client reading as fast as it can would be said to fall behind.
+const _: () = assert!(2 * MAX_BATCH_BYTES <= crate::path::sink::MIN_BUDGET);
+/// Requests handled in one turn of the loop at most, so a client pasting a thousand lines
+/// cannot keep its session from its own sink (the sink's budget is counted while it waits).
+const MAX_REQUESTS_PER_TURN: usize = 32;
+/// Bad requests in a row that end a connection (the contract's number).
+const MAX_BAD_IN_A_ROW: u32 = 16;
+/// How long a closing connection gets to take its last words (`bye`).
+const LAST_WORDS: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How a session ends; decides the `bye` and what room-mates are told.
+#[derive(Debug)]
+enum Exit {
+    /// The client asked (`quit`) or vanished; `parted` carries this reason.
+    Quit(Option<String>),
+    /// A `bye` to send first, then close.
+    Bye(ByeReason, String),
+}
+
+pub(crate) struct Session<W> {
+    id: Uuid,
+    wire: W,
+    caps: Caps,
+    chat: Arc<Chat>,
+    config: Arc<Config>,
+    /// The server's shutdown signal.
+    cancel: CancellationToken,
+    /// Set once registered; then the session holds this nick in the directory.
+    nick: Option<Nick>,
+    rooms: Rooms,
+    sink: Arc<Sink>,
+    /// Taken from the sink and not handled yet: the rest of a batch, or what waits behind
+    /// an acknowledgement that is not durable yet.
+    inbox: VecDeque<Item>,
+    /// The sink weight of what was handled since the last flush, given back once written.
+    handled: usize,
+    bad_in_a_row: u32,
+    /// Last time any input arrived; an idle pinging client is pinged from here.
+    last_heard: Instant,
+    /// A ping is outstanding. It was sent when the idle interval ran out, at `last_heard +
+    /// ping_interval`, so its deadline needs no instant of its own.
+    pinged: bool,
+    /// The reason room-mates get in `parted` when the session ends; `None` is "quit", what
+    /// nearly every session ends with, so it costs no allocation.
+    part_reason: Option<Box<str>>,
+    /// A `history` request still owed, waiting on the store.
+    deferred: Option<Box<Deferred>>,
+    rate: RateLimiter,
+}
+
+impl<W: Wire> Session<W> {
+    pub(crate) fn new(id: Uuid, wire: W, shared: &Shared) -> Self {
+        let config = &shared.config;
+        Self {
+            id,
+            caps: wire.caps(),
+            wire,
+            chat: Arc::clone(&shared.chat),
+            config: Arc::clone(config),
+            cancel: shared.cancel.clone(),
+            nick: None,
+            rooms: Rooms::default(),
+            sink: Arc::new(Sink::new(config.max_sendq, config.max_unsettled)),
+            inbox: VecDeque::new(),
+            handled: 0,
+            bad_in_a_row: 0,
+            last_heard: Instant::now(),
+            pinged: false,
+            part_reason: None,
+            deferred: None,
+            rate: RateLimiter::new(config.burst),
+        }
+    }
+
+    /// Runs the session to its end. `deadline` bounds registration (the handshake timeout);
+    /// `guard` (the connection's slot) is released when the session ends.
+    ///
+    /// This is a connection's task, alive as long as the connection, so its size is most of
+    /// what an idle connection costs: the phases that run once (registration, closing) are
+    /// boxed, taking their state to the heap only while they run.
+    /// (Written as a function returning an `async move` block, not an `async fn`: an async
+    /// fn copies its arguments into the future twice, and this one's `self` is big.)
+    #[allow(clippy::manual_async_fn)] // deliberately not an async fn: see above
+    pub(crate) fn run<G>(mut self, deadline: Instant, guard: G) -> impl Future<Output = ()> {
+        async move {
+            let registered = Box::pin(self.register(deadline)).await;
+            let exit = match registered {
+                Ok(()) => self.serve().await,
+                Err(exit) => exit,
+            };
+            debug!(session = %self.id, ?exit, "session ends");
+            match exit {
+                Exit::Quit(reason) => {
+                    if let Some(reason) = reason {
+                        self.part_reason = Some(reason.into());
+                    }
+                }
+                Exit::Bye(reason, message) => {
+                    if reason == ByeReason::Timeout {
+                        self.part_reason = Some("timeout".into());
+                    }
+                    self.reply(ServerMsg::Bye {
+                        reason,
+                        message: Some(message),
+                    });
+                }
+            }
+            // The connection is closing anyway; a client that cannot take its last words in
+            // time loses them.
+            let _ = timeout(LAST_WORDS, self.wire.flush()).await;
+            // Room-mates hear of the departure now, not after the lingering close.
+            self.leave();
+            Box::pin(self.wire.close()).await;
+            drop(guard);
+        }
+    }
+
+    fn reply(&mut self, msg: ServerMsg) {
+        self.wire.push(&Event::new(msg, Some(self.id)));
+    }
+
+    /// Answers a refusal with its code; a bad request counts towards the streak that ends
+    /// the connection.
+    fn refuse(&mut self, refusal: &Refusal, ref_id: Option<Uuid>) -> Result<(), Exit> {
+        let code = refusal.code();
+        self.reply(ServerMsg::error(code, refusal.to_string(), ref_id));
+        if code != ErrorCode::BadRequest {
+            return Ok(());
+        }
+        self.bad_in_a_row += 1;
+        if self.bad_in_a_row >= MAX_BAD_IN_A_ROW {
+            return Err(Exit::Bye(
+                ByeReason::BadRequests,
+                format!("{MAX_BAD_IN_A_ROW} bad requests in a row"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Flushes within the write timeout, then gives the sink back the weight written.
+    async fn flush(&mut self) -> Result<(), Exit> {
+        match timeout(self.config.write_timeout, self.wire.flush()).await {
+            Ok(Ok(())) => {
+                self.sink.written(std::mem::take(&mut self.handled));
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                debug!(session = %self.id, error = %e, "write failed");
+                Err(Exit::Quit(None))
+            }
+            Err(_) => Err(Exit::Bye(
+                ByeReason::TooSlow,
+                "your connection is not reading what the server sends".into(),
+            )),
+        }
+    }
+
+    /// The main loop of a registered session.
+    async fn serve(&mut self) -> Exit {
+        let sink = Arc::clone(&self.sink);
+        // One timer for the whole session, armed for the idle ping and re-armed only when it
+        // fires early (input came since): building a timer per turn of the loop would cost
+        // a timer-wheel insertion and removal per wake-up.
+        let ping = tokio::time::sleep_until(self.ping_at());
+        // Likewise registered once: a fresh `cancelled()` per turn would take the token's
+        // lock, which every session shares, twice per wake-up.
+        let cancelled = self.cancel.clone().cancelled_owned();
+        tokio::pin!(ping, cancelled);
+        loop {
+            // Backpressure: a client sending faster than the disk takes its messages is not
+            // read until some are durable, rather than refused.
+            let paused = sink.unsettled() >= self.config.max_unsettled;
+            let step = tokio::select! {
+                biased;
+                () = &mut cancelled => Err(shutdown_exit()),
+                inbound = self.wire.recv(), if !paused => self.on_inbound(inbound),
+                // Something was queued, or a message this session waits on settled.
+                () = sink.wait() => Ok(false),
+                () = &mut ping, if self.caps.pings => {
+                    let due = Instant::now() >= self.ping_at();
+                    let step = if due { self.on_ping_due() } else { Ok(()) };
+                    ping.as_mut().reset(self.ping_at());
+                    step.map(|()| false)
+                }
+            };
+            let step = match step {
+                Ok(true) => self.more_requests(),
+                Ok(false) => Ok(()),
+                Err(exit) => Err(exit),
+            };
+            if let Err(exit) = step {
+                return exit;
+            }
+            if let Some(deferred) = self.deferred.take() {
+                Box::pin(self.complete(*deferred)).await;
+            }
+            if let Err(exit) = self.deliver().await {
+                return exit;
+            }
+        }
+    }
+
+    /// Handles requests that are already read, up to [`MAX_REQUESTS_PER_TURN`]: a turn of
+    /// the loop each would pay a select and a flush per request.
+    fn more_requests(&mut self) -> Result<(), Exit> {
+        for _ in 0..MAX_REQUESTS_PER_TURN {
+            if self.sink.unsettled() >= self.config.max_unsettled {
+                return Ok(());
+            }
+            let Some(inbound) = self.wire.recv().now_or_never() else {
+                return Ok(());
+            };
+            if !self.on_inbound(inbound)? {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// When the idle client is due a ping (or, with one outstanding, due to answer it).
+    fn ping_at(&self) -> Instant {
+        let at = self.last_heard + self.config.ping_interval;
+        if self.pinged {
+            at + self.config.ping_timeout
+        } else {
+            at
+        }
+    }
+
+    fn on_ping_due(&mut self) -> Result<(), Exit> {
+        if self.pinged {
+            return Err(Exit::Bye(ByeReason::Timeout, "no answer to ping".into()));
+        }
+        self.pinged = true;
+        self.reply(ServerMsg::Ping {
+            token: Value::from(crate::now_ms()),
+        });
+        Ok(())
+    }
+
+    /// Handles one input. `Ok(true)`: the next request, if already read, may be handled
+    /// before this one's events are delivered. Only messages say so: a join, a part or a
+    /// rename changes what the client's next lines mean (line mode's current room, its
+    /// nick), so what it causes is delivered first.
+    fn on_inbound(&mut self, inbound: std::io::Result<Option<Inbound>>) -> Result<bool, Exit> {
+        self.last_heard = Instant::now();
+        self.pinged = false;
+        match inbound {
+            Ok(Some(Inbound::Request(req))) => {
+                self.bad_in_a_row = 0;
+                let batchable = matches!(
+                    req.msg,
+                    ClientMsg::Say { .. } | ClientMsg::Dm { .. } | ClientMsg::Pong { .. }
+                );
+                self.handle(req).map(|()| batchable)
+            }
+            Ok(Some(other)) => self.unreadable(other).map(|()| true),
+            // The client closed or the socket failed: it vanished, which is a quit.
+            Ok(None) | Err(_) => Err(Exit::Quit(None)),
+        }
+    }
+
+    /// Answers input that is not a request.
+    fn unreadable(&mut self, inbound: Inbound) -> Result<(), Exit> {
+        match inbound {
+            Inbound::Request(_) | Inbound::Handled => Ok(()),
+            Inbound::Invalid { ref_id, reason } => self.refuse(&Refusal::Malformed(reason), ref_id),
+            Inbound::FrameTooLarge { max } => {
+                let message = format!("frame larger than {max} bytes");
+                self.reply(ServerMsg::error(
+                    ErrorCode::FrameTooLarge,
+                    message.clone(),
+                    None,
+                ));
+                Err(Exit::Bye(ByeReason::FrameTooLarge, message))
+            }
+        }
+    }
+
+    fn nick(&self) -> &Nick {
+        self.nick
+            .as_ref()
+            .expect("requests are handled only after registration")
+    }
+}
+
+impl<W> Session<W> {
+    /// Leaves every room and frees the nick; does nothing the second time.
+    fn leave(&mut self) {
+        let Some(nick) = self.nick.take() else {
+            return;
+        };
+        for room in self.rooms.iter() {
+            // Err only if not a member, which is what leaving wants anyway.
+            let _ = room.part(self.id, Some(self.part_reason().to_owned()));
+        }
+        self.rooms.clear();
+        self.chat.unregister(self.id, &nick);
+        info!(session = %self.id, %nick, reason = %self.part_reason(), "left");
+    }
+}
+
+impl<W> Session<W> {
+    fn part_reason(&self) -> &str {
+        self.part_reason.as_deref().unwrap_or("quit")
+    }
+}
+
+impl<W> Drop for Session<W> {
+    /// Synchronous, so leaving happens on every exit path, a panic included.
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+/// The rooms a session is in. A short list searched by name: a client is in a few rooms
+/// (at most `--max-rooms-per-client`), and a map's buckets would cost every idle
+/// connection more than the search ever does.
+#[derive(Default)]
+struct Rooms(Vec<Arc<Room>>);
+
+impl Rooms {
+    fn get(&self, name: &str) -> Option<&Arc<Room>> {
+        self.0.iter().find(|r| r.name().as_str() == name)
+    }
+
+    fn insert(&mut self, room: Arc<Room>) {
+        if self.get(room.name().as_str()).is_none() {
+            self.0.push(room);
+        }
+    }
+
+    fn remove(&mut self, name: &RoomName) {
+        self.0.retain(|r| r.name() != name);
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Arc<Room>> {
+        self.0.iter()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0 = Vec::new();
+    }
+}
+
+fn shutdown_exit() -> Exit {
+    Exit::Bye(ByeReason::Shutdown, "the server is shutting down".into())
+}

@@ -1,0 +1,88 @@
+//! Registration: reading until a `hello` succeeds, answering what is allowed before it.
+
+use chat_shared::{ByeReason, ClientMsg, PROTOCOL_VERSION, RoomName, ServerMsg};
+use tokio::time::{Instant, sleep_until};
+use tracing::info;
+use uuid::Uuid;
+
+use super::errors::Refusal;
+use super::{Exit, Session, shutdown_exit};
+use crate::wire::{Inbound, Wire};
+
+impl<W: Wire> Session<W> {
+    /// Reads until a `hello` succeeds, within `deadline`.
+    pub(super) async fn register(&mut self, deadline: Instant) -> Result<(), Exit> {
+        loop {
+            let inbound = tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => return Err(shutdown_exit()),
+                () = sleep_until(deadline) => return Err(Exit::Bye(
+                    ByeReason::HandshakeTimeout,
+                    "no nick given in time".into(),
+                )),
+                inbound = self.wire.recv() => inbound,
+            };
+            let req = match inbound {
+                Ok(Some(Inbound::Request(req))) => req,
+                Ok(Some(other)) => {
+                    self.unreadable(other)?;
+                    self.flush().await?;
+                    continue;
+                }
+                Ok(None) | Err(_) => return Err(Exit::Quit(None)),
+            };
+            self.bad_in_a_row = 0;
+            let ref_id = req.id;
+            let refused = match req.msg {
+                ClientMsg::Hello {
+                    nick,
+                    version,
+                    client,
+                } => match version {
+                    Some(v) if v != PROTOCOL_VERSION => {
+                        Err(Refusal::UnsupportedVersion(PROTOCOL_VERSION))
+                    }
+                    _ => match self.hello(&nick, client.as_deref()) {
+                        Ok(()) => {
+                            self.deliver().await?;
+                            return Ok(());
+                        }
+                        Err(refusal) => Err(refusal),
+                    },
+                },
+                ClientMsg::Ping { token } => {
+                    self.reply(ServerMsg::Pong { token });
+                    Ok(())
+                }
+                ClientMsg::Quit { .. } => {
+                    return Err(Exit::Bye(ByeReason::Quit, "bye".into()));
+                }
+                other => Err(Refusal::NotRegistered(other.kind())),
+            };
+            if let Err(refusal) = refused {
+                self.refuse(&refusal, ref_id)?;
+            }
+            self.flush().await?;
+        }
+    }
+
+    /// Registers `raw`, sends `welcome` and joins the default room.
+    fn hello(&mut self, raw: &str, client: Option<&str>) -> Result<(), Refusal> {
+        let nick = super::commands::parse_nick(raw)?;
+        self.chat.register(self.id, &nick, &self.sink)?;
+        info!(session = %self.id, %nick, client = client.unwrap_or("-"), "registered");
+        self.reply(ServerMsg::Welcome {
+            nick: nick.to_string(),
+            session: self.id,
+            server: concat!("chat-server ", env!("CARGO_PKG_VERSION")).into(),
+            motd: self.config.motd.clone(),
+        });
+        self.nick = Some(nick);
+        let lobby = RoomName::parse(chat_shared::DEFAULT_ROOM).expect("the default room is valid");
+        if let Err(refusal) = self.join(lobby, None) {
+            // Registered all the same: the client can join another room.
+            let _ = self.refuse(&refusal, None::<Uuid>); // not a bad request: never an exit
+        }
+        Ok(())
+    }
+}
