@@ -4,6 +4,7 @@
 mod common;
 
 mod chat_flow;
+mod delivery;
 mod error_codes;
 mod framed_protocol;
 mod hardening;
