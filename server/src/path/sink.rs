@@ -192,6 +192,11 @@ impl Sink {
         self.notify.notify_one();
     }
 
+    /// Makes the session's next wait return at once: it stopped with work left.
+    pub(crate) fn rearm(&self) {
+        self.notify.notify_one();
+    }
+
     /// Whether something was queued that the session has not taken yet.
     pub(crate) fn signalled(&self) -> bool {
         self.signalled.load(Ordering::Acquire)

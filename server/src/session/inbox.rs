@@ -13,6 +13,9 @@ use crate::path::sink::Item;
 use crate::path::stream::same_nick;
 use crate::wire::Wire;
 
+/// Batches a session writes before it looks at its client's input and its shutdown again.
+const MAX_ROUNDS: usize = 4;
+
 /// Where handling the inbox stopped.
 enum Batch {
     /// A batch's worth is queued; more may follow.
@@ -32,10 +35,13 @@ enum Next {
 }
 
 impl<W: Wire> Session<W> {
-    /// Takes what the sink has and writes it, one flush per batch, until nothing is left or
-    /// the front waits for durability (the sink pokes the session when it may go on).
+    /// Takes what the sink has and writes it, one flush per batch, until nothing is left,
+    /// the front waits for durability (the sink pokes the session when it may go on), or
+    /// [`MAX_ROUNDS`] batches were written. Then the session goes back to its loop, so a
+    /// busy room can never keep it from its client's input or from shutting down; if more
+    /// is waiting, the sink is re-armed and the loop comes straight back here.
     pub(super) async fn deliver(&mut self) -> Result<(), Exit> {
-        loop {
+        for _ in 0..MAX_ROUNDS {
             // A poke only says "look again", which this is.
             self.sink.take_poke();
             self.sink.take_all(&mut self.inbox);
@@ -50,8 +56,6 @@ impl<W: Wire> Session<W> {
                     true
                 }
             };
-            // Queued meanwhile: a wait for durability (see `history.rs`) may have taken the
-            // wake-up that announced it.
             if !more && !self.sink.signalled() {
                 if self.inbox.is_empty() && self.inbox.capacity() > 0 {
                     // An idle session keeps no buffer: most are idle most of the time.
@@ -60,6 +64,10 @@ impl<W: Wire> Session<W> {
                 return Ok(());
             }
         }
+        // More is waiting (in the inbox, or queued and possibly announced by a wake-up that
+        // a wait for durability took, see `history.rs`): wake the loop again.
+        self.sink.rearm();
+        Ok(())
     }
 
     /// Handles inbox items until a batch is full, the inbox is empty or held, or a join

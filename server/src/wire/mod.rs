@@ -106,8 +106,13 @@ pub(crate) trait Wire {
     async fn close(&mut self);
 }
 
-/// How long a closing connection's input is read and discarded.
-const LINGER: Duration = Duration::from_millis(500);
+/// How long a closing connection's input is read and discarded, at most (a client that
+/// closes too ends it at once). Long enough for a client still reading a full kernel send
+/// buffer (megabytes of a busy room's messages) to reach its last frames: closing earlier
+/// with its input unread sends a reset, which destroys them. At shutdown this fits in the
+/// grace period after the last words' flush (3 s − 1 s). 500 ms was too short once a busy
+/// room stopped skipping messages for readers that keep up (issue 10).
+const LINGER: Duration = Duration::from_millis(2000);
 
 /// Half-closes `writer` (FIN), then reads and discards `reader` until the client closes too,
 /// or [`LINGER`] passes.
