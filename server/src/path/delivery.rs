@@ -83,6 +83,11 @@ impl LocalDelivery {
         }
     }
 
+    /// How many sessions wait.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
     /// A message settled: every waiting session looks again.
     pub(crate) fn settled(&mut self) {
         for sink in self.waiting.drain(..) {

@@ -31,7 +31,7 @@ pub(crate) mod producer;
 pub(crate) mod sink;
 pub(crate) mod stream;
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chat_shared::{ChatMessage, Nick, RoomName, ServerMsg};
@@ -112,6 +112,8 @@ pub(crate) struct Room {
     /// The newest `seq` the store has placed or settled: messages queued for placement by
     /// the store are all out of the way once this reaches `RoomStream::last_queued`.
     resolved: AtomicU64,
+    /// How many sessions wait for a message of this room to settle (see `has_waiters`).
+    waiting: AtomicUsize,
 }
 
 /// Not a member of the room.
@@ -147,6 +149,7 @@ impl Room {
             ids,
             covered: AtomicU64::new(0),
             resolved: AtomicU64::new(0),
+            waiting: AtomicUsize::new(0),
         }
     }
 
@@ -204,6 +207,7 @@ impl Room {
                     st.stream.remove(&event);
                 }
                 st.delivery.settled();
+                self.waiting.store(0, Ordering::SeqCst);
             }
         }
     }
@@ -284,12 +288,20 @@ impl Room {
     /// still pending; false when it has settled already (look at it now).
     pub(crate) fn wait_durable(&self, event: &Event, sink: &Arc<Sink>) -> bool {
         let mut st = self.lock();
-        // Checked under the lock that `Settled` is applied under: no settling slips between.
-        let pending = event.settled() == Settled::Pending;
-        if pending {
-            st.delivery.wait(sink);
-        }
-        pending
+        st.delivery.wait(sink);
+        self.waiting.store(st.delivery.waiting(), Ordering::SeqCst);
+        // Registered before looking (see `has_waiters`): either this sees the message
+        // settled, or its settling sees this registration and pokes.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        event.settled() == Settled::Pending
+    }
+
+    /// Whether any session waits for a message of this room to settle. Read after the
+    /// settling was stored, paired with `wait_durable`'s store before it looks, so the
+    /// durability task skips the room's lock for the many messages nobody waits on.
+    pub(crate) fn has_waiters(&self) -> bool {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        self.waiting.load(Ordering::SeqCst) > 0
     }
 
     /// The newest message in the cache that `nick` sent and that is not durable yet.

@@ -177,7 +177,10 @@ impl Room {
                 let _ = sender.push(&Arc::new(super::durability::not_stored(&reason, id)));
             }
         }
-        let mut st = self.lock();
-        self.apply(&mut st, RoomEvent::Settled(event));
+        // A durable message nobody waits on changes nothing in the room: no lock for it.
+        if event.settled() == Settled::Failed || self.has_waiters() {
+            let mut st = self.lock();
+            self.apply(&mut st, RoomEvent::Settled(event));
+        }
     }
 }
