@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, timeout};
 use uuid::Uuid;
 
-use crate::common::{Client, Line, Next, WAIT, cfg, say_req, spawn_server};
+use crate::common::{Client, Line, Next, WAIT, cfg, say_req, small_window_stream, spawn_server};
 
 /// No rate limit and room for hundreds of connections from 127.0.0.1; everything else is
 /// the default (`max_sendq` 1 MiB, `history_on_join` 50).
@@ -35,16 +35,6 @@ fn unlimited_sqlite() -> Config {
         storage: Storage::Sqlite(":memory:".into()),
         ..unlimited()
     }
-}
-
-/// A connection whose receive buffer is pinned small, so the server's writes to it block
-/// early instead of filling autotuned socket buffers.
-fn small_window_stream(addr: SocketAddr) -> TcpStream {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket.connect(&addr.into()).unwrap();
-    socket.set_nonblocking(true).unwrap();
-    TcpStream::from_std(socket.into()).unwrap()
 }
 
 /// A bounded description of a read, for failure messages (some messages here are 3 KB).

@@ -16,7 +16,8 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::common::{
-    Client, Line, Next, QUIET, WAIT, assert_pair_chats, cfg, frame, say_req, spawn_server,
+    Client, Line, Next, QUIET, WAIT, assert_pair_chats, cfg, frame, say_req, small_window_stream,
+    spawn_server,
 };
 
 /// No rate limit, for tests that need volume.
@@ -27,16 +28,6 @@ fn unlimited() -> Config {
         max_clients_per_ip: 10_000,
         ..cfg()
     }
-}
-
-/// A connection whose receive buffer is pinned small, so the server's writes to it block
-/// after a few megabytes (its own send buffer) instead of tens (autotuned receive buffers).
-fn small_window_stream(addr: SocketAddr) -> TcpStream {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket.connect(&addr.into()).unwrap();
-    socket.set_nonblocking(true).unwrap();
-    TcpStream::from_std(socket.into()).unwrap()
 }
 
 /// Posts `n` messages of `size` bytes to lobby as fast as the server takes them (at most 16

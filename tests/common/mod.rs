@@ -616,6 +616,16 @@ pub async fn assert_pair_chats(a: &mut Client, b: &mut Client) {
     assert_eq!(got.from, b.nick);
 }
 
+/// A connection whose receive buffer is pinned small, so the server's writes to it block
+/// after a few megabytes (its own send buffer) instead of tens (autotuned receive buffers).
+pub fn small_window_stream(addr: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    TcpStream::from_std(socket.into()).unwrap()
+}
+
 /// Posts `n` messages `"<prefix> <i>"` (i from 0) to `room`, one at a time and acknowledged,
 /// from short-lived senders that each stay under the rate limit's burst; returns them in order.
 pub async fn fill_room(addr: SocketAddr, room: &str, prefix: &str, n: usize) -> Vec<ChatMessage> {
