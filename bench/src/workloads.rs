@@ -446,6 +446,39 @@ async fn run_senders(
     Ok((total, keep))
 }
 
+/// A sender's tap: it counts deliveries only where `count` (W5's members both send and
+/// receive), and takes no part in a window.
+fn sender_tap(i: usize, count: bool, tally: &Arc<Tally>) -> Tap {
+    Tap {
+        me: Some(u32::try_from(i).unwrap_or(u32::MAX)),
+        count,
+        ack: None,
+        tally: Arc::clone(tally),
+        shard: i,
+        during: None,
+    }
+}
+
+/// `params.senders` senders into `room` at `rate` messages/s in total, spread evenly.
+fn paced_plans(
+    params: &Params,
+    room: &str,
+    rate: f64,
+    start: Instant,
+    until: Instant,
+) -> Vec<SendPlan> {
+    let interval = Duration::from_secs_f64(params.senders as f64 / rate);
+    (0..params.senders)
+        .map(|i| SendPlan {
+            id: u32::try_from(i).unwrap_or(u32::MAX),
+            room: room.into(),
+            pace: Pace::staggered(interval, start, i, params.senders),
+            until,
+            text_len: params.text_len,
+        })
+        .collect()
+}
+
 /// W1–W3: one room (`lobby`), `receivers` receivers, `senders` senders, windowed (W1) or
 /// paced (W2, W3).
 async fn fan_out(params: &Params, target: &ServerHandle, mode: Mode) -> anyhow::Result<Outcome> {
@@ -628,14 +661,7 @@ async fn many_rooms(params: &Params, target: &ServerHandle, mode: Mode) -> anyho
         mode,
         logins,
         params,
-        |i| Tap {
-            me: Some(u32::try_from(i).unwrap_or(u32::MAX)),
-            count: true,
-            ack: None,
-            tally: Arc::clone(&tally),
-            shard: i,
-            during: None,
-        },
+        |i| sender_tap(i, true, &tally),
         &mut readers,
     )
     .await?;
@@ -711,14 +737,7 @@ pub(crate) async fn churn(
         mode,
         logins,
         params,
-        |i| Tap {
-            me: Some(u32::try_from(i).unwrap_or(u32::MAX)),
-            count: false,
-            ack: None,
-            tally: Arc::clone(&sender_tally),
-            shard: i,
-            during: None,
-        },
+        |i| sender_tap(i, false, &sender_tally),
         &mut readers,
     )
     .await?;
@@ -726,17 +745,7 @@ pub(crate) async fn churn(
     let meter = Meter::start(target);
     let start = Instant::now();
     let until = start + params.duration;
-    let rate = params.rate.unwrap_or(100.0);
-    let interval = Duration::from_secs_f64(params.senders as f64 / rate);
-    let plans = (0..params.senders)
-        .map(|i| SendPlan {
-            id: u32::try_from(i).unwrap_or(u32::MAX),
-            room: ROOM.into(),
-            pace: Pace::staggered(interval, start, i, params.senders),
-            until,
-            text_len: params.text_len,
-        })
-        .collect();
+    let plans = paced_plans(params, ROOM, params.rate.unwrap_or(100.0), start, until);
     let mut churners = JoinSet::new();
     for w in 0..params.churners {
         churners.spawn(async move {
@@ -863,14 +872,7 @@ async fn join_storm(params: &Params, target: &ServerHandle, mode: Mode) -> anyho
         mode,
         logins,
         params,
-        |i| Tap {
-            me: Some(u32::try_from(i).unwrap_or(u32::MAX)),
-            count: false,
-            ack: None,
-            tally: Arc::clone(&sender_tally),
-            shard: i,
-            during: None,
-        },
+        |i| sender_tap(i, false, &sender_tally),
         &mut readers,
     )
     .await?;
@@ -878,17 +880,7 @@ async fn join_storm(params: &Params, target: &ServerHandle, mode: Mode) -> anyho
     let meter = Meter::start(target);
     let start = Instant::now();
     let until = start + params.duration;
-    let rate = params.rate.unwrap_or(200.0);
-    let interval = Duration::from_secs_f64(params.senders as f64 / rate);
-    let plans = (0..params.senders)
-        .map(|i| SendPlan {
-            id: u32::try_from(i).unwrap_or(u32::MAX),
-            room: room.into(),
-            pace: Pace::staggered(interval, start, i, params.senders),
-            until,
-            text_len: params.text_len,
-        })
-        .collect();
+    let plans = paced_plans(params, room, params.rate.unwrap_or(200.0), start, until);
     let storm_at = start + storm_lead(params.duration);
     let storm = async {
         tokio::time::sleep_until(storm_at).await;
