@@ -592,17 +592,26 @@ fn on_server(app: &mut App, msg: ServerMsg, fx: &mut Vec<Effect>) -> bool {
             };
             let ts = app.now_ms;
             let tab = &mut app.tabs[i];
-            tab.missed_after = Some(tab.last_seq);
-            tab.push(
-                ts,
-                EntryKind::Notice(format!("fell behind by {missed} messages; fetching them")),
-            );
-            let limit = u32::try_from(missed.saturating_add(20)).unwrap_or(HISTORY_MAX);
-            fx.push(send(ClientMsg::History {
-                room,
-                before: None,
-                limit: Some(limit.clamp(HISTORY_PAGE, HISTORY_MAX)),
-            }));
+            // Joins and parts in the gap were skipped too: the member list is asked again.
+            if missed == 0 {
+                tab.push(
+                    ts,
+                    EntryKind::Notice("fell behind; refreshing who is here".into()),
+                );
+            } else {
+                tab.missed_after = Some(tab.last_seq);
+                tab.push(
+                    ts,
+                    EntryKind::Notice(format!("fell behind by {missed} messages; fetching them")),
+                );
+                let limit = u32::try_from(missed.saturating_add(20)).unwrap_or(HISTORY_MAX);
+                fx.push(send(ClientMsg::History {
+                    room: room.clone(),
+                    before: None,
+                    limit: Some(limit.clamp(HISTORY_PAGE, HISTORY_MAX)),
+                }));
+            }
+            fx.push(send(ClientMsg::Who { room }));
         }
         ServerMsg::Ping { token } => {
             fx.push(send(ClientMsg::Pong { token }));

@@ -253,7 +253,10 @@ fn lagged_fetches_history_and_marks_what_was_skipped() {
     );
     assert!(matches!(
         &sent(&fx)[..],
-        [ClientMsg::History { room, before: None, limit: Some(_) }] if room == "lobby"
+        [
+            ClientMsg::History { room, before: None, limit: Some(_) },
+            ClientMsg::Who { room: who },
+        ] if room == "lobby" && who == "lobby"
     ));
     let mut newest: Vec<ChatMessage> = lobby_ids(&app)
         .into_iter()
@@ -268,6 +271,24 @@ fn lagged_fetches_history_and_marks_what_was_skipped() {
     let got = lobby_messages(&app);
     assert_eq!(texts(&app), ["m1", "m2", "m3", "m4"]);
     assert_eq!((got[1].1, got[2].1), (MsgState::Normal, MsgState::Missed));
+}
+
+/// A gap of join and part notices alone (`missed: 0`, issue 10): nothing to fetch, but the
+/// member list may be stale.
+#[test]
+fn lagged_without_missed_messages_refreshes_the_members_only() {
+    let mut app = online_in_lobby(1..=2);
+    let fx = server(
+        &mut app,
+        ServerMsg::Lagged {
+            room: "lobby".into(),
+            missed: 0,
+        },
+    );
+    assert!(matches!(
+        &sent(&fx)[..],
+        [ClientMsg::Who { room }] if room == "lobby"
+    ));
 }
 
 #[test]
