@@ -68,7 +68,8 @@ pub(crate) enum RoomEvent {
     /// A message is shown: into the history cache and to every member.
     Message(Arc<Event>),
     /// A message settled (its flag says how): a failed one leaves the cache, and sessions
-    /// waiting on it look again.
+    /// waiting on it look again. A durable one nobody waits on changes nothing in the room,
+    /// so it is not applied at all (see `Room::has_waiters`).
     Settled(Arc<Event>),
 }
 

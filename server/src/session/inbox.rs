@@ -20,8 +20,10 @@ const MAX_ROUNDS: usize = 4;
 enum Batch {
     /// A batch's worth is queued; more may follow.
     Full,
-    /// Nothing more to handle now (empty, or held behind an acknowledgement).
+    /// Nothing more to handle now.
     Done,
+    /// The front is this client's own message, not durable yet.
+    Held,
     /// A join's history needs the store first.
     Deferred(Box<Deferred>),
 }
@@ -50,6 +52,9 @@ impl<W: Wire> Session<W> {
             let more = match batch {
                 Batch::Full => true,
                 Batch::Done => false,
+                // Only the settling (a poke) or new events (a wake-up) change anything now:
+                // looking again before either would spin.
+                Batch::Held => return Ok(()),
                 Batch::Deferred(deferred) => {
                     // Boxed: it runs rarely, and every connection's task would carry it.
                     Box::pin(self.complete(*deferred)).await;
@@ -98,7 +103,7 @@ impl<W: Wire> Session<W> {
                 Some(Item::Join(_)) => Next::Send,
             };
             if let Next::Hold = next {
-                return Batch::Done;
+                return Batch::Held;
             }
             let Some(item) = self.inbox.pop_front() else {
                 return Batch::Done;
