@@ -34,7 +34,7 @@ pub(crate) mod stream;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use chat_shared::{ChatMessage, Nick, RoomName, ServerMsg};
+use chat_shared::{Nick, RoomName, ServerMsg};
 use uuid::Uuid;
 
 use crate::event::{Event, Settled};
@@ -44,6 +44,7 @@ use delivery::{LocalDelivery, Member};
 use ids::MessageIds;
 use producer::InFlight;
 use sink::Sink;
+pub(crate) use stream::chat;
 use stream::{Plan, RoomStream, UnknownBefore};
 
 /// The store as the path uses it: its jobs carry what the path needs back.
@@ -341,11 +342,6 @@ impl Room {
     ) -> Result<Plan, UnknownBefore> {
         self.lock().stream.history_plan(before, limit)
     }
-}
-
-/// The message inside a `message` event.
-pub(crate) fn chat(event: &Event) -> &ChatMessage {
-    stream::chat(event)
 }
 
 #[cfg(test)]

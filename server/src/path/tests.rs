@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use chat_shared::ServerMsg;
+use chat_shared::{ChatMessage, ServerMsg};
 
 use super::producer::{InFlight, Posted};
 use super::sink::Item;

@@ -78,24 +78,6 @@ impl<W: Wire> Session<W> {
     /// Handles inbox items until a batch is full, the inbox is empty or held, or a join
     /// needs the store.
     fn handle_inbox(&mut self) -> Batch {
-        if self.wire.pending() == 0 {
-            let coming: usize = self
-                .inbox
-                .iter()
-                .map(|item| match item {
-                    Item::Event(e) => e.weight(),
-                    Item::Join(_) => 0,
-                })
-                .take_while({
-                    let mut total = 0;
-                    move |w| {
-                        total += w;
-                        total <= MAX_BATCH_BYTES
-                    }
-                })
-                .sum();
-            self.wire.reserve(coming);
-        }
         while self.wire.pending() < MAX_BATCH_BYTES {
             let next = match self.inbox.front() {
                 None => return Batch::Done,

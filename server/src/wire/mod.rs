@@ -89,10 +89,6 @@ pub(crate) trait Wire {
     /// Bytes queued and not yet written.
     fn pending(&self) -> usize;
 
-    /// Makes room for about `bytes` more, so a batch is gathered in one allocation rather
-    /// than by doubling (the buffer is freed after every write, so it starts empty).
-    fn reserve(&mut self, bytes: usize);
-
     /// How large `event` is in the protocol's terms, to keep lists (history, members, rooms)
     /// within one frame of `--max-frame` for every client alike.
     fn size_of(&self, event: &Event) -> usize {

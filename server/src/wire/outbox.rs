@@ -20,10 +20,6 @@ impl Outbox {
         self.buf.extend_from_slice(bytes);
     }
 
-    pub(crate) fn reserve(&mut self, bytes: usize) {
-        self.buf.reserve(bytes);
-    }
-
     /// Bytes waiting to be written.
     pub(crate) fn len(&self) -> usize {
         self.buf.len()
