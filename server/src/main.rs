@@ -139,30 +139,33 @@ impl Args {
     }
 }
 
-/// Completes on SIGINT (Ctrl-C) or SIGTERM.
-async fn stop_signal() {
+/// A future that completes on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed when
+/// this is called, not when the future is first polled: a signal that arrives as soon as
+/// the server has said where it listens must stop it gracefully, not kill it.
+///
+/// # Errors
+/// A handler cannot be installed.
+fn stop_signal() -> std::io::Result<impl Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
-                    _ = term.recv() => info!("SIGTERM received"),
-                }
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => info!("SIGINT received"),
+                _ = term.recv() => info!("SIGTERM received"),
             }
-            Err(_) => {
-                // No SIGTERM handler could be installed; Ctrl-C still works.
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        // Ctrl-C is the only stop signal here; an error means no handler, so never stop.
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
+        Ok(async {
+            // Ctrl-C is the only stop signal here; an error means no handler, so never stop.
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        })
     }
 }
 
@@ -183,10 +186,12 @@ async fn main() -> anyhow::Result<()> {
         Ok(n) => info!("file descriptor limit {n}"),
         Err(e) => tracing::warn!(error = %e, "could not raise the file descriptor limit"),
     }
+    // Before the address is known to anyone: see `stop_signal`.
+    let stop = stop_signal().context("cannot install the signal handlers")?;
     let listener = bind(&args.listen, args.backlog)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    run(listener, args.config(), stop_signal()).await
+    run(listener, args.config(), stop).await
 }
 
 /// Binds `addr` (the first address it resolves to) with a listen backlog of `backlog`.
