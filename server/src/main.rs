@@ -8,6 +8,14 @@ use clap::Parser;
 use tokio::net::{TcpListener, TcpSocket};
 use tracing::info;
 
+/// The allocator. Every delivery allocates on one worker thread and frees on another (an
+/// event's encoding, a write batch); glibc's malloc took an arena lock for those frees,
+/// which under a busy room showed up as futex calls and a tenth of the server's CPU.
+/// jemalloc frees across threads without that, and it also holds an idle connection in
+/// less memory (W4: 2.1 KiB instead of 2.4–2.5; mimalloc, tried too, took 2.7).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// An async multi-client chat room server: framed JSON clients and plain line clients
 /// (`nc`, `telnet`) on one port.
 #[derive(Debug, Parser)]
