@@ -16,6 +16,9 @@ use crate::wire::Wire;
 /// Batches a session writes before it looks at its client's input and its shutdown again.
 const MAX_ROUNDS: usize = 4;
 
+/// Room for the event that takes a batch past `MAX_BATCH_BYTES`.
+const RESERVE_SLACK: usize = 4 * 1024;
+
 /// Where handling the inbox stopped.
 enum Batch {
     /// A batch's worth is queued; more may follow.
@@ -46,7 +49,11 @@ impl<W: Wire> Session<W> {
         for _ in 0..MAX_ROUNDS {
             // A poke only says "look again", which this is.
             self.sink.take_poke();
-            self.sink.take_all(&mut self.inbox);
+            let fresh = self.sink.take_all(&mut self.inbox);
+            // A batch stops at the first event past MAX_BATCH_BYTES; weights are about
+            // the framed size, an upper bound for line mode's.
+            self.wire
+                .reserve(fresh.min(MAX_BATCH_BYTES + RESERVE_SLACK));
             let batch = self.handle_inbox();
             self.flush().await?;
             let more = match batch {

@@ -403,6 +403,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Wire for LineWire<R, W> {
         self.out.len()
     }
 
+    fn reserve(&mut self, bytes: usize) {
+        self.out.reserve(bytes);
+    }
+
     async fn flush(&mut self) -> std::io::Result<()> {
         self.out.flush(&mut self.writer).await
     }

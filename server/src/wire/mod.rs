@@ -89,6 +89,10 @@ pub(crate) trait Wire {
     /// Bytes queued and not yet written.
     fn pending(&self) -> usize;
 
+    /// About `bytes` more are coming before the next flush (a batch's weight): room for
+    /// them is made at once, rather than by growing the buffer message by message.
+    fn reserve(&mut self, bytes: usize);
+
     /// How large `event` is in the protocol's terms, to keep lists (history, members, rooms)
     /// within one frame of `--max-frame` for every client alike.
     fn size_of(&self, event: &Event) -> usize {

@@ -20,6 +20,12 @@ impl Outbox {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// Makes room for `bytes` more. A batch grown message by message reallocates (and
+    /// copies) its buffer a dozen times on its way to 64 KiB; sized once, never.
+    pub(crate) fn reserve(&mut self, bytes: usize) {
+        self.buf.reserve(bytes);
+    }
+
     /// Bytes waiting to be written.
     pub(crate) fn len(&self) -> usize {
         self.buf.len()
