@@ -3,9 +3,10 @@
 //! Under the room's lock it checks the sender is a member and the id is new, assigns the
 //! `seq`, and hands the message to the store. Without a store the message is shown at once.
 //! With one it is shown before it is durable, as soon as a crash could no longer give its
-//! `seq` to another message, and in `seq` order: at once for an id the server made up, or
-//! when the store has checked and written one from the client (which may be a resend of a
-//! message stored long ago); its sender's copy waits for the `Settled` event (see
+//! `seq` to another message, and in `seq` order: at once for an id the server made up or
+//! one the store certainly does not have, or, for a client's id the store may have (a
+//! resend of a message stored long ago, or a false positive of its filter), when the store
+//! has checked and written it; its sender's copy waits for the `Settled` event (see
 //! `session/inbox.rs`).
 
 use std::sync::Arc;
@@ -113,9 +114,10 @@ impl Room {
         // When to show it, before it is durable either way:
         // - an id the server made up cannot be a resend: at once, if its seq is reserved on
         //   disk and nothing queued before it is still waiting to be placed (order);
-        // - an id from the client may be a resend of a message stored long ago, which only
-        //   the store can tell: shown when the store reports it placed.
-        let at_once = fresh_id
+        // - an id from the client may be a resend of a message stored long ago: at once too
+        //   if the store certainly has no such id (nearly always), else shown when the
+        //   store has looked it up and reports it placed.
+        let at_once = (fresh_id || !store.may_have(&id))
             && seq < self.covered.load(Ordering::Acquire)
             && self.resolved.load(Ordering::Acquire) >= st.stream.last_queued;
         let job = Job {

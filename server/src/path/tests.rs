@@ -162,13 +162,17 @@ fn non_members_cannot_post_and_history_before_must_exist() {
     );
 }
 
-/// A store that keeps its jobs for the test to settle by hand, as the writer would report.
+/// A store that keeps its jobs for the test to settle by hand, as the writer would report;
+/// it "may have" exactly the ids in `known`.
 #[derive(Debug, Default)]
-struct HeldStore(Mutex<Vec<Job<InFlight>>>);
+struct HeldStore {
+    jobs: Mutex<Vec<Job<InFlight>>>,
+    known: Mutex<Vec<Uuid>>,
+}
 
 impl Store<InFlight> for HeldStore {
     fn append(&self, job: Job<InFlight>) -> Result<(), Busy> {
-        self.0.lock().unwrap().push(job);
+        self.jobs.lock().unwrap().push(job);
         Ok(())
     }
     fn load_room(&self, _: &str, _: usize) -> anyhow::Result<RoomLoad> {
@@ -177,6 +181,9 @@ impl Store<InFlight> for HeldStore {
     fn read(&self, _: &str, _: Range) -> anyhow::Result<Vec<ChatMessage>> {
         Ok(Vec::new())
     }
+    fn may_have(&self, id: &Uuid) -> bool {
+        self.known.lock().unwrap().contains(id)
+    }
     fn seq_of(&self, _: &str, _: Uuid) -> anyhow::Result<Option<u64>> {
         Ok(None)
     }
@@ -184,8 +191,9 @@ impl Store<InFlight> for HeldStore {
 }
 
 /// With a store: a message with an id the server made up is shown at once once its seq is
-/// reserved, one with the client's id only when the store places it; never out of seq
-/// order; and a session waiting on a message is poked when it settles.
+/// reserved, and so is one with a client's id that the store certainly lacks; one with an
+/// id the store may have only when the store places it; never out of seq order; and a
+/// session waiting on a message is poked when it settles.
 #[test]
 fn with_a_store_messages_are_shown_before_durable_in_seq_order() {
     let store = Arc::new(HeldStore::default());
@@ -204,7 +212,7 @@ fn with_a_store_messages_are_shown_before_durable_in_seq_order() {
     let settle = |n: usize, covered: u64| {
         let ids = Arc::new(ids::MessageIds::default());
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let jobs: Vec<Job<InFlight>> = store.0.lock().unwrap().drain(..n).collect();
+        let jobs: Vec<Job<InFlight>> = store.jobs.lock().unwrap().drain(..n).collect();
         let mut batch = Vec::new();
         for job in jobs {
             if job.place {
@@ -238,8 +246,10 @@ fn with_a_store_messages_are_shown_before_durable_in_seq_order() {
     };
     assert_eq!((chat(&two).seq, two.settled()), (2, Settled::Pending));
     assert!(room.wait_durable(&two, &a_sink));
-    // A client id (seq 3) waits for the store; seq 4 must not overtake it.
-    say(Some(Uuid::now_v7()));
+    // A client id the store may have (seq 3) waits for it; seq 4 must not overtake it.
+    let maybe_stored = Uuid::now_v7();
+    store.known.lock().unwrap().push(maybe_stored);
+    say(Some(maybe_stored));
     say(None);
     assert!(taken(&a_sink).is_empty());
     settle(3, 6);
@@ -250,8 +260,8 @@ fn with_a_store_messages_are_shown_before_durable_in_seq_order() {
         !room.wait_durable(&two, &a_sink),
         "settled: nothing to wait for"
     );
-    // Everything placed: fast again.
-    say(None);
+    // Everything placed: fast again, for a client id the store cannot have too.
+    say(Some(Uuid::now_v7()));
     assert_eq!(taken(&a_sink), ["5"]);
     // Past the reservation (6): waits for the store again.
     say(None);

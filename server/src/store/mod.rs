@@ -125,6 +125,12 @@ pub(crate) trait Store<C>: Send + Sync + std::fmt::Debug {
     /// The database's error.
     fn read(&self, room: &str, range: Range) -> anyhow::Result<Vec<ChatMessage>>;
 
+    /// Whether a message or DM with `id` may be stored already, from before this run or
+    /// long enough ago that the path no longer remembers it. `false` is certain: a message
+    /// with a client's id that the store cannot have is no resend, and is shown at once
+    /// instead of after the store's check.
+    fn may_have(&self, id: &uuid::Uuid) -> bool;
+
     /// The `seq` of a stored message of `room`, if there is one with that id.
     ///
     /// # Errors
