@@ -10,6 +10,7 @@ mod framed_protocol;
 mod hardening;
 mod limits;
 mod line_mode;
+mod names_and_text;
 mod rooms_history;
 mod shutdown;
 mod storage;

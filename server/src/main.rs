@@ -141,7 +141,11 @@ impl Args {
             max_clients: self.max_clients,
             max_clients_per_ip: self.max_clients_per_ip,
             dm_history: self.dm_history,
-            motd: self.motd.clone(),
+            // The operator's text, but relayed to every terminal all the same.
+            motd: self
+                .motd
+                .as_deref()
+                .map(|m| chat_shared::validate::strip_controls(m).into_owned()),
             ..Config::default()
         }
     }

@@ -3,16 +3,26 @@
 //!
 //! Layout:
 //! - [`Nick`] and [`RoomName`]: checked newtypes; holding one means the rules were applied.
-//! - [`clean_text`]: message text (control characters stripped, then length checked).
+//! - [`nick_key`] and [`name_skeleton`]: a name's identity (case and compatibility forms
+//!   folded) and its confusable class (names that look alike share one).
+//! - [`clean_text`]: message text (control and invisible format characters stripped, then
+//!   length checked).
 //! - [`strip_controls`] and [`clean_reason`]: other free text that is relayed to others.
+//!
+//! Names that cannot be faked: a name is NFKC-normalised (so fullwidth `ＡＬＩＣＥ` is
+//! `ALICE`), compared without case, refused when it mixes scripts beyond Unicode TS #39's
+//! "highly restrictive" level (Latin with Cyrillic or Greek; Latin with Han, kana or Hangul
+//! is fine) or holds a character TS #39 restricts from identifiers, and it collides with
+//! every name of the same confusable skeleton (`аlice` with a Cyrillic а is `alice`).
 
 use std::borrow::Cow;
 use std::fmt;
 
 use thiserror::Error;
 use unicode_normalization::UnicodeNormalization;
+use unicode_security::{GeneralSecurityProfile, RestrictionLevel, RestrictionLevelDetection};
 
-/// Longest nick or room name, in code points after NFC normalisation.
+/// Longest nick or room name, in code points after NFKC normalisation.
 pub const MAX_NAME_CHARS: usize = 32;
 
 /// Longest `reason` (part, quit) kept, in bytes; longer ones are cut at a char boundary.
@@ -30,6 +40,16 @@ pub enum NameError {
     /// A character outside letters, digits, `-` and `_`.
     #[error("{0:?} is not allowed: use letters, digits, '-' and '_'")]
     BadChar(char),
+    /// A letter Unicode (TS #39) restricts from identifiers: invisible, obsolete, or made
+    /// to look like another.
+    #[error("{0:?} is not allowed in names: it is invisible, obsolete or easily mistaken")]
+    Restricted(char),
+    /// Scripts mixed in a way that can imitate another name (Latin with Cyrillic, say).
+    #[error(
+        "mixes scripts that can imitate other names (Latin with Han, kana or Hangul is \
+         fine; Latin with Cyrillic or Greek is not)"
+    )]
+    MixedScripts,
 }
 
 /// Why a message text was refused.
@@ -48,25 +68,34 @@ pub enum TextError {
     },
 }
 
+/// Checks an NFKC-normalised name.
 fn check_name(name: &str) -> Result<(), NameError> {
     let mut count = 0;
     for c in name.chars() {
         if !(c.is_alphanumeric() || c == '-' || c == '_') {
             return Err(NameError::BadChar(c));
         }
+        if !c.identifier_allowed() {
+            return Err(NameError::Restricted(c));
+        }
         count += 1;
     }
     match count {
         0 => Err(NameError::Empty),
         n if n > MAX_NAME_CHARS => Err(NameError::TooLong),
+        _ if !name.check_restriction_level(RestrictionLevel::HighlyRestrictive) => {
+            Err(NameError::MixedScripts)
+        }
         _ => Ok(()),
     }
 }
 
-/// A valid nick: 1–32 letters, digits, `-` or `_` (Unicode sense), NFC-normalised.
+/// A valid nick: 1–32 letters, digits, `-` or `_` (Unicode sense), NFKC-normalised, in
+/// scripts that cannot imitate another name (see the module's doc).
 ///
-/// Display keeps the user's case; uniqueness uses [`Nick::key`], so `Alice` and `alice`
-/// cannot both be online.
+/// Display keeps the user's case. Identity is [`Nick::key`], so `Alice` and `alice` are one
+/// nick; uniqueness is [`Nick::skeleton`], so neither can be online while `аlice` (with a
+/// Cyrillic а) is.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Nick(String);
 
@@ -76,9 +105,9 @@ impl Nick {
     /// # Errors
     /// [`NameError`] says which rule the input breaks.
     pub fn parse(raw: &str) -> Result<Self, NameError> {
-        let nfc: String = raw.nfc().collect();
-        check_name(&nfc)?;
-        Ok(Self(nfc))
+        let nfkc: String = raw.nfkc().collect();
+        check_name(&nfkc)?;
+        Ok(Self(nfkc))
     }
 
     /// The nick as the user chose it.
@@ -90,11 +119,35 @@ impl Nick {
     pub fn key(&self) -> String {
         nick_key(&self.0)
     }
+
+    /// The nick's confusable class: two nicks that look alike have the same skeleton, and
+    /// only one of them can be online or registered.
+    pub fn skeleton(&self) -> String {
+        name_skeleton(&self.0)
+    }
 }
 
-/// The case-insensitive identity of a nick-like string, for lookups by what a user typed.
+/// The case-insensitive identity of a nick-like string (NFKC, lowercased), for lookups by
+/// what a user typed.
 pub fn nick_key(nick: &str) -> String {
-    nick.nfc().flat_map(char::to_lowercase).collect()
+    nick.nfkc().flat_map(char::to_lowercase).nfkc().collect()
+}
+
+/// The confusable class of a name: names that look alike, such as `alice`, `ALICE`,
+/// `ＡＬＩＣＥ`, `аlice` with a Cyrillic а, or `ΑΒΟ` in Greek capitals and `ABO`, share it.
+///
+/// TS #39's skeleton maps each character to the prototype it looks like, but it is not
+/// case-blind: it sees Greek `Β` as `B` and Greek `β` as `ß`, and `rn` as `m` only in lower
+/// case. So the name is skeletonised in upper case (capitals imitate capitals), lowered,
+/// and skeletonised again (small letters imitate small letters), then lowered.
+pub fn name_skeleton(name: &str) -> String {
+    let upper = nick_key(name).to_uppercase();
+    let lower: String = unicode_security::skeleton(&upper)
+        .flat_map(char::to_lowercase)
+        .collect();
+    unicode_security::skeleton(&lower)
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 impl fmt::Display for Nick {
@@ -109,9 +162,11 @@ impl AsRef<str> for Nick {
     }
 }
 
-/// A valid room name: the nick alphabet and length, without a leading `#`, lowercase.
+/// A valid room name: the nick rules, without a leading `#`, lowercase.
 ///
-/// Rooms are case-insensitive, so the canonical (lowercase) form is the only one kept.
+/// Rooms are case-insensitive, so the canonical (lowercase) form is the only one kept; a
+/// server finds rooms by [`RoomName::skeleton`], so a look-alike name leads to the room it
+/// imitates rather than to a second one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RoomName(String);
 
@@ -122,15 +177,19 @@ impl RoomName {
     /// [`NameError`] says which rule the input breaks.
     pub fn parse(raw: &str) -> Result<Self, NameError> {
         let raw = raw.strip_prefix('#').unwrap_or(raw);
-        let nfc: String = raw.nfc().collect();
-        check_name(&nfc)?;
-        let lower: String = nfc.chars().flat_map(char::to_lowercase).nfc().collect();
-        Ok(Self(lower))
+        let nfkc: String = raw.nfkc().collect();
+        check_name(&nfkc)?;
+        Ok(Self(nick_key(&nfkc)))
     }
 
     /// The canonical (lowercase) name.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The room's confusable class (see [`name_skeleton`]).
+    pub fn skeleton(&self) -> String {
+        name_skeleton(&self.0)
     }
 }
 
@@ -146,15 +205,70 @@ impl AsRef<str> for RoomName {
     }
 }
 
-fn is_stripped(c: char) -> bool {
-    c.is_control() && c != '\n' && c != '\t'
+/// Invisible characters that can hide or reorder text, removed from everything relayed:
+/// the Unicode format characters (`Cf`) and the Hangul fillers, which render as nothing.
+///
+/// - bidi embeddings, overrides and isolates (U+202A–U+202E, U+2066–U+2069) and marks
+///   (U+200E, U+200F, U+061C): they reorder what a terminal shows ("Trojan Source");
+/// - zero-width space, word joiner and invisible operators (U+200B, U+2060–U+2064), the
+///   deprecated format controls U+206A–U+206F, the BOM (U+FEFF), the soft hyphen (U+00AD),
+///   the Mongolian vowel separator (U+180E), interlinear annotations (U+FFF9–U+FFFB),
+///   Arabic, Syriac, Kaithi, Egyptian, shorthand and musical format controls, and the
+///   language tag U+E0001;
+/// - the Hangul fillers U+115F, U+1160, U+3164 and U+FFA0 (letters that draw nothing).
+///
+/// Kept, because emoji and scripts need them: ZWNJ (U+200C), ZWJ (U+200D), the variation
+/// selectors (not format characters), and the tag characters U+E0020–U+E007F that spell
+/// subdivision flags such as Scotland's.
+const INVISIBLE: &[(char, char)] = &[
+    ('\u{00AD}', '\u{00AD}'),
+    ('\u{0600}', '\u{0605}'),
+    ('\u{061C}', '\u{061C}'),
+    ('\u{06DD}', '\u{06DD}'),
+    ('\u{070F}', '\u{070F}'),
+    ('\u{0890}', '\u{0891}'),
+    ('\u{08E2}', '\u{08E2}'),
+    ('\u{115F}', '\u{1160}'),
+    ('\u{180E}', '\u{180E}'),
+    ('\u{200B}', '\u{200B}'),
+    ('\u{200E}', '\u{200F}'),
+    ('\u{202A}', '\u{202E}'),
+    ('\u{2060}', '\u{2064}'),
+    ('\u{2066}', '\u{206F}'),
+    ('\u{3164}', '\u{3164}'),
+    ('\u{FEFF}', '\u{FEFF}'),
+    ('\u{FFA0}', '\u{FFA0}'),
+    ('\u{FFF9}', '\u{FFFB}'),
+    ('\u{110BD}', '\u{110BD}'),
+    ('\u{110CD}', '\u{110CD}'),
+    ('\u{13430}', '\u{1343F}'),
+    ('\u{1BCA0}', '\u{1BCA3}'),
+    ('\u{1D173}', '\u{1D17A}'),
+    ('\u{E0001}', '\u{E0001}'),
+];
+
+/// Whether `c` is one of the invisible characters every relayed text loses (see
+/// [`INVISIBLE`]); clients drop them before drawing too.
+pub fn is_invisible(c: char) -> bool {
+    // Below U+00AD there is nothing to find: one comparison for ASCII text; a binary search
+    // of the sorted ranges for the rest.
+    if c < '\u{00AD}' {
+        return false;
+    }
+    let i = INVISIBLE.partition_point(|&(_, hi)| hi < c);
+    INVISIBLE.get(i).is_some_and(|&(lo, _)| lo <= c)
 }
 
-/// Removes every control character (Unicode `Cc`: C0, DEL, C1) except `\n` and `\t`.
+fn is_stripped(c: char) -> bool {
+    (c.is_control() && c != '\n' && c != '\t') || is_invisible(c)
+}
+
+/// Removes every control character (Unicode `Cc`: C0, DEL, C1) except `\n` and `\t`, and
+/// every invisible character that can hide or reorder text (see [`INVISIBLE`]).
 ///
-/// This is what keeps one client from sending terminal escape sequences to another: line
-/// clients read relayed text raw in their terminals. Borrows when there is nothing to strip,
-/// which is the common case.
+/// This is what keeps one client from sending terminal escape sequences, or bidi overrides
+/// that rearrange a line, to another: line clients read relayed text raw in their
+/// terminals. Borrows when there is nothing to strip, which is the common case.
 pub fn strip_controls(s: &str) -> Cow<'_, str> {
     if s.chars().any(is_stripped) {
         Cow::Owned(s.chars().filter(|&c| !is_stripped(c)).collect())
@@ -242,7 +356,7 @@ mod tests {
     }
 
     #[test]
-    fn nicks_are_nfc_normalised_and_compared_without_case() {
+    fn nicks_are_normalised_and_compared_without_case() {
         // "e" + combining acute (2 code points) is stored as the single "é".
         let decomposed = "Jose\u{301}";
         let nick = Nick::parse(decomposed).unwrap();
@@ -250,6 +364,51 @@ mod tests {
         assert_eq!(nick.key(), Nick::parse("JOSÉ").unwrap().key());
         assert_eq!(Nick::parse("Alice").unwrap().key(), "alice");
         assert_eq!(nick_key("ÄRGER"), "ärger");
+    }
+
+    #[test]
+    fn look_alike_nicks_share_one_identity_or_skeleton() {
+        // Fullwidth is the same nick once normalised, and shown as plain letters.
+        assert_eq!(Nick::parse("ＡＬＩＣＥ").unwrap().as_str(), "ALICE");
+        let alice = Nick::parse("alice").unwrap();
+        assert_eq!(Nick::parse("ＡＬＩＣＥ").unwrap().key(), alice.key());
+        // All-Cyrillic and all-Greek look-alikes are single-script, hence valid names, but
+        // they have the skeleton of the Latin name they imitate.
+        let scope = Nick::parse("scope").unwrap();
+        let cyrillic = Nick::parse("ѕсоре").unwrap();
+        assert_eq!(cyrillic.skeleton(), scope.skeleton());
+        let greek = Nick::parse("ΑΒΟ").unwrap();
+        assert_eq!(greek.skeleton(), Nick::parse("ABO").unwrap().skeleton());
+        // In Latin alone, what TS #39 lists as confusable: rn and m, 0 and O.
+        assert_eq!(name_skeleton("rnoney"), name_skeleton("money"));
+        assert_eq!(name_skeleton("b0b"), name_skeleton("BOB"));
+        assert_ne!(name_skeleton("bob"), alice.skeleton());
+    }
+
+    #[test]
+    fn names_mixing_latin_with_cyrillic_or_greek_are_refused_but_cjk_mixes_are_fine() {
+        // A Cyrillic а in a Latin name, a Greek ο in another.
+        assert_eq!(Nick::parse("\u{430}lice"), Err(NameError::MixedScripts));
+        assert_eq!(Nick::parse("b\u{3BF}b"), Err(NameError::MixedScripts));
+        assert_eq!(RoomName::parse("l\u{43E}bby"), Err(NameError::MixedScripts));
+        for ok in [
+            "小明",
+            "たなか",
+            "タナカ",
+            "김철수",
+            "alice小明",
+            "bob_たなか",
+            "テスト2",
+        ] {
+            assert!(Nick::parse(ok).is_ok(), "{ok}");
+        }
+        // A Hangul filler is a letter that draws nothing (NFKC makes U+3164 U+1160).
+        for filler in ["a\u{3164}", "\u{115F}", "b\u{FFA0}"] {
+            assert!(
+                matches!(Nick::parse(filler), Err(NameError::Restricted(_))),
+                "{filler:?}"
+            );
+        }
     }
 
     #[test]
@@ -269,6 +428,36 @@ mod tests {
             "red [31mtext\n\tnext 👋🏽 31m"
         );
         assert!(matches!(strip_controls("plain 你好"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn text_loses_bidi_controls_and_invisible_characters_but_keeps_emoji_joiners() {
+        // "Trojan Source": an override and isolates that reorder a line.
+        let raw = "pay \u{202E}01$\u{202C} to \u{2066}bob\u{2069}\u{200B}\u{FEFF}\u{3164}";
+        assert_eq!(clean_text(raw, 4096).unwrap(), "pay 01$ to bob");
+        for c in [
+            '\u{202A}',
+            '\u{202D}',
+            '\u{2067}',
+            '\u{200E}',
+            '\u{061C}',
+            '\u{E0001}',
+        ] {
+            assert!(is_stripped(c), "{c:?} passes");
+        }
+        // ZWJ sequences, ZWNJ in Persian, variation selectors and a tag flag survive.
+        for kept in [
+            "👩\u{200D}💻",
+            "می\u{200C}خواهم",
+            "☺\u{FE0F}",
+            "🏴\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F}",
+            "你好，世界",
+        ] {
+            assert_eq!(clean_text(kept, 4096).unwrap(), kept);
+        }
+        // Invisible only is empty.
+        assert_eq!(clean_text("\u{200B}\u{2060}", 10), Err(TextError::Empty));
+        assert_eq!(clean_reason(Some("\u{202E}evil")), Some("evil".into()));
     }
 
     #[test]

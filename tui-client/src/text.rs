@@ -11,22 +11,25 @@
 
 use std::borrow::Cow;
 
-use chat_shared::validate::nick_key;
+use chat_shared::validate::{is_invisible, nick_key};
 use ratatui::style::{Color, Style};
 use ratatui::text::{Line, Span};
 use unicode_segmentation::UnicodeSegmentation;
 use unicode_width::UnicodeWidthStr;
 
-/// Removes every control character and turns tabs into a space, so nothing the server (or a
-/// paste) sends can move the cursor or change terminal modes. Newlines are removed too:
-/// callers that keep line structure split on `\n` first.
+/// Removes every control character and every invisible character that can hide or reorder
+/// text (bidi overrides and the like, the server's list), and turns tabs into a space, so
+/// nothing the server (or a paste) sends can move the cursor, change terminal modes or
+/// rearrange a line. Newlines are removed too: callers that keep line structure split on
+/// `\n` first.
 pub fn sanitize(s: &str) -> Cow<'_, str> {
-    if s.chars().any(char::is_control) {
+    let dropped = |c: char| c.is_control() || is_invisible(c);
+    if s.chars().any(dropped) {
         Cow::Owned(
             s.chars()
                 .filter_map(|c| match c {
                     '\t' => Some(' '),
-                    c if c.is_control() => None,
+                    c if dropped(c) => None,
                     c => Some(c),
                 })
                 .collect(),
@@ -204,6 +207,9 @@ mod tests {
     fn sanitize_removes_escapes_and_controls() {
         assert_eq!(sanitize("a\u{1b}[31mb\u{7}\tc\u{9b}d"), "a[31mb cd");
         assert!(matches!(sanitize("你好 👋"), Cow::Borrowed(_)));
+        // A bidi override would reverse the rest of the line on screen.
+        assert_eq!(sanitize("pay \u{202E}01$ now\u{2069}"), "pay 01$ now");
+        assert_eq!(sanitize("👩\u{200D}💻"), "👩\u{200D}💻");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chat_shared::validate::nick_key;
+use chat_shared::validate::name_skeleton;
 use chat_shared::{DirectMessage, Nick, ServerMsg};
 use uuid::Uuid;
 
@@ -27,7 +27,8 @@ impl Chat {
     /// Claims `nick` for `session`.
     ///
     /// # Errors
-    /// [`ChatError::NickTaken`] when someone holds it, in any case.
+    /// [`ChatError::NickTaken`] when someone holds it, in any case;
+    /// [`ChatError::NickLooksLike`] when someone holds a nick it imitates.
     pub(crate) fn register(
         &self,
         session: Uuid,
@@ -35,9 +36,9 @@ impl Chat {
         sink: &Arc<Sink>,
     ) -> Result<(), ChatError> {
         let mut nicks = lock(&self.nicks);
-        let key = nick.key();
-        if nicks.contains_key(&key) {
-            return Err(ChatError::NickTaken(nick.clone()));
+        let key = nick.skeleton();
+        if let Some(holder) = nicks.get(&key) {
+            return Err(taken(nick, &holder.nick));
         }
         nicks.insert(
             key,
@@ -53,7 +54,7 @@ impl Chat {
     /// Releases `nick` if `session` holds it.
     pub(crate) fn unregister(&self, session: Uuid, nick: &Nick) {
         let mut nicks = lock(&self.nicks);
-        let key = nick.key();
+        let key = nick.skeleton();
         if nicks.get(&key).is_some_and(|e| e.session == session) {
             nicks.remove(&key);
         }
@@ -64,8 +65,9 @@ impl Chat {
     /// renamed client itself.
     ///
     /// # Errors
-    /// [`ChatError::NickTaken`] when another session holds `new` (a change of case only is
-    /// allowed).
+    /// [`ChatError::NickTaken`] or [`ChatError::NickLooksLike`] when another session holds
+    /// `new` or a nick it imitates (a change of case or of look-alike letters of one's own
+    /// nick is allowed).
     pub(crate) fn rename(
         &self,
         session: Uuid,
@@ -74,9 +76,9 @@ impl Chat {
         rooms: &[Arc<Room>],
     ) -> Result<Arc<Event>, ChatError> {
         let mut nicks = lock(&self.nicks);
-        let (old_key, new_key) = (old.key(), new.key());
-        if nicks.get(&new_key).is_some_and(|e| e.session != session) {
-            return Err(ChatError::NickTaken(new.clone()));
+        let (old_key, new_key) = (old.skeleton(), new.skeleton());
+        if let Some(holder) = nicks.get(&new_key).filter(|e| e.session != session) {
+            return Err(taken(new, &holder.nick));
         }
         let Some(mut entry) = nicks.remove(&old_key) else {
             // Not registered: a session bug, but refusing is safer than inventing a member.
@@ -122,7 +124,7 @@ impl Chat {
     ) -> Result<(), ChatError> {
         let nicks = lock(&self.nicks);
         let recipient = nicks
-            .get(&nick_key(to))
+            .get(&name_skeleton(to))
             .ok_or_else(|| ChatError::NoSuchNick(to.to_owned()))?;
         let id = id.unwrap_or_else(Uuid::now_v7);
         let mut ids = self.ids.lock();
@@ -166,5 +168,17 @@ impl Chat {
             self.ids.lock().remove(&id);
             ChatError::StoreBusy
         })
+    }
+}
+
+/// `nick` refused because `holder` is online: the same nick, or one it looks like.
+fn taken(nick: &Nick, holder: &Nick) -> ChatError {
+    if nick.key() == holder.key() {
+        ChatError::NickTaken(nick.clone())
+    } else {
+        ChatError::NickLooksLike {
+            nick: nick.clone(),
+            online: holder.clone(),
+        }
     }
 }

@@ -32,6 +32,9 @@ use directory::Entry;
 pub(crate) enum ChatError {
     #[error("nick {0} is already taken")]
     NickTaken(Nick),
+    /// Another spelling of a nick that is online: a look-alike (`аlice` for `alice`).
+    #[error("nick {nick} looks like {online}, who is online: choose another")]
+    NickLooksLike { nick: Nick, online: Nick },
     #[error("nobody is called {0:?}")]
     NoSuchNick(String),
     #[error("the server has no space for another room: all {0} rooms have members")]
@@ -47,9 +50,11 @@ pub(crate) enum ChatError {
 #[derive(Debug)]
 pub(crate) struct Chat {
     config: Arc<Config>,
-    /// Keyed by `Nick::key`, so nicks are unique without regard to case.
+    /// Keyed by `Nick::skeleton`, so nicks are unique without regard to case, width or
+    /// look-alike letters: `alice`, `ALICE`, `ＡＬＩＣＥ` and `аlice` are one.
     nicks: Mutex<HashMap<String, Entry>>,
-    rooms: Mutex<HashMap<RoomName, Arc<Room>>>,
+    /// Keyed by `RoomName::skeleton`: a look-alike name leads to the room it imitates.
+    rooms: Mutex<HashMap<String, Arc<Room>>>,
     pub(crate) ids: Arc<MessageIds>,
     /// Durable history; `None` keeps history in the rooms' caches only.
     pub(crate) store: Option<PathStore>,

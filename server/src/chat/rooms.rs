@@ -10,7 +10,7 @@ use crate::path::Room;
 use crate::store::RoomLoad;
 
 impl Chat {
-    /// The room called `name`, created if needed (with its stored tail and `seq`, read once,
+    /// The room called `name` (or the open room whose name it looks like), created if needed (with its stored tail and `seq`, read once,
     /// while the registry waits: a room is loaded once per run of the server). At the room
     /// limit, the least recently active empty room is forgotten to make space; with storage
     /// on it comes back from the store, without it its history is gone.
@@ -20,7 +20,8 @@ impl Chat {
     /// [`ChatError::StoreUnavailable`] when the store cannot be read.
     pub(crate) fn room(&self, name: &RoomName) -> Result<Arc<Room>, ChatError> {
         let mut rooms = lock(&self.rooms);
-        if let Some(room) = rooms.get(name) {
+        let key = name.skeleton();
+        if let Some(room) = rooms.get(&key) {
             return Ok(Arc::clone(room));
         }
         if rooms.len() >= self.config.max_rooms {
@@ -51,13 +52,13 @@ impl Chat {
             load,
             Arc::clone(&self.ids),
         ));
-        rooms.insert(name.clone(), Arc::clone(&room));
+        rooms.insert(key, Arc::clone(&room));
         Ok(room)
     }
 
-    /// The room called `name` if it exists; never creates one.
+    /// The room called `name`, or a name it looks like, if it exists; never creates one.
     pub(crate) fn existing_room(&self, name: &RoomName) -> Option<Arc<Room>> {
-        lock(&self.rooms).get(name).cloned()
+        lock(&self.rooms).get(&name.skeleton()).cloned()
     }
 
     /// Rooms with at least one member, by name.

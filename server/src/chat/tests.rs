@@ -42,6 +42,41 @@ fn nicks_are_unique_without_regard_to_case() {
 }
 
 #[test]
+fn look_alikes_of_an_online_nick_are_refused_and_say_whom_they_imitate() {
+    let chat = chat(Config::default());
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    chat.register(a, &nick("scope"), &sink()).unwrap();
+    // Fullwidth normalises to the same nick; all-Cyrillic is another nick that looks alike.
+    assert_eq!(
+        chat.register(b, &nick("ＳＣＯＰＥ"), &sink()),
+        Err(ChatError::NickTaken(nick("SCOPE")))
+    );
+    assert_eq!(
+        chat.register(b, &nick("ѕсоре"), &sink()),
+        Err(ChatError::NickLooksLike {
+            nick: nick("ѕсоре"),
+            online: nick("scope"),
+        })
+    );
+    // Nor can another session rename into it; the holder may change its own spelling.
+    chat.register(b, &nick("bob"), &sink()).unwrap();
+    assert!(chat.rename(b, &nick("bob"), &nick("ѕсоре"), &[]).is_err());
+    chat.rename(a, &nick("scope"), &nick("ѕсоре"), &[]).unwrap();
+    // Once released, the look-alike is free.
+    chat.unregister(a, &nick("ѕсоре"));
+    chat.register(b, &nick("scope"), &sink()).unwrap();
+}
+
+#[test]
+fn a_look_alike_room_name_leads_to_the_room_it_imitates() {
+    let chat = chat(Config::default());
+    let room = chat.room(&RoomName::parse("scope").unwrap()).unwrap();
+    let same = chat.room(&RoomName::parse("ѕсоре").unwrap()).unwrap();
+    assert!(Arc::ptr_eq(&room, &same));
+    assert_eq!(same.name().as_str(), "scope");
+}
+
+#[test]
 fn rename_notifies_each_room_mate_once() {
     let chat = chat(Config::default());
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());

@@ -48,7 +48,7 @@ impl Refusal {
     pub(crate) fn code(&self) -> ErrorCode {
         match self {
             Self::Chat(e) => match e {
-                ChatError::NickTaken(_) => ErrorCode::NickTaken,
+                ChatError::NickTaken(_) | ChatError::NickLooksLike { .. } => ErrorCode::NickTaken,
                 ChatError::NoSuchNick(_) => ErrorCode::NoSuchNick,
                 ChatError::ServerRoomsFull(_) => ErrorCode::TooManyRooms,
                 ChatError::StoreUnavailable(_) => ErrorCode::Unavailable,

@@ -75,8 +75,14 @@ impl<W: Wire> Session<W> {
             return Ok(std::sync::Arc::clone(room));
         }
         let name = parse_room(raw)?;
+        if let Some(room) = self.rooms.get(name.as_str()) {
+            return Ok(std::sync::Arc::clone(room));
+        }
+        // A look-alike of a joined room's name is that room (see `Chat::room`).
+        let key = name.skeleton();
         self.rooms
-            .get(name.as_str())
+            .iter()
+            .find(|r| r.name().skeleton() == key)
             .cloned()
             .ok_or(Refusal::NotInRoom(name))
     }
