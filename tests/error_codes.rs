@@ -31,6 +31,7 @@ async fn refusal(c: &mut Client, code: ErrorCode, what: &str) -> (String, Option
                 code,
                 message,
                 ref_id,
+                ..
             } => Some((*code, message.clone(), *ref_id)),
             _ => None,
         })
@@ -132,6 +133,7 @@ fn hello_msg(nick: &str, version: Option<u32>) -> ClientMsg {
         nick: nick.into(),
         version,
         client: Some("chat-tests".into()),
+        password: None,
     }
 }
 
@@ -670,6 +672,7 @@ async fn messages_over_the_burst_are_rate_limited_with_ref_naming_the_limit() {
                 code,
                 message,
                 ref_id,
+                ..
             } => {
                 assert_eq!(code, ErrorCode::RateLimited, "{message:?}");
                 let r = ref_id.expect("a rate_limited answer to a say with an id carries ref");
@@ -862,6 +865,7 @@ async fn a_message_the_store_cannot_keep_is_unavailable_with_ref_and_not_deliver
         code: ErrorCode::Unavailable,
         message,
         ref_id,
+        ..
     } = answer
     else {
         panic!("a message the store cannot keep: expected error{{unavailable}}, got {answer:?}");

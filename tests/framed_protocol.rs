@@ -28,6 +28,7 @@ async fn hello_gets_welcome_then_lobby_joined_history_members() {
         nick: "alice".into(),
         version: Some(1),
         client: Some("tests".into()),
+        password: None,
     })
     .await;
     match c.recv().await {
@@ -162,6 +163,7 @@ async fn hello_with_version_2_is_unsupported_version_and_another_hello_may_follo
         nick: "alice".into(),
         version: Some(2),
         client: None,
+        password: None,
     })
     .await;
     c.expect_error(ErrorCode::UnsupportedVersion).await;
@@ -180,6 +182,7 @@ async fn hello_after_welcome_is_bad_request_with_ref() {
             nick: "other".into(),
             version: None,
             client: None,
+            password: None,
         },
     ))
     .await;

@@ -257,6 +257,7 @@ async fn a_full_server_refuses_in_the_clients_mode_and_keeps_the_others() {
             nick: "dave".into(),
             version: None,
             client: None,
+            password: None,
         })
         .await;
     framed.expect_error(ErrorCode::ServerFull).await;

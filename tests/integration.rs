@@ -3,6 +3,7 @@
 
 mod common;
 
+mod accounts;
 mod chat_flow;
 mod delivery;
 mod error_codes;

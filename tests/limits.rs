@@ -116,6 +116,7 @@ async fn connection_over_the_per_ip_limit_gets_server_full_in_its_mode() {
             nick: "extra".into(),
             version: None,
             client: None,
+            password: None,
         })
         .await;
     let mut seen = Vec::new();

@@ -142,6 +142,7 @@ impl Login {
                     nick: self.nick.clone(),
                     version: Some(chat_shared::PROTOCOL_VERSION),
                     client: Some("chat-bench".into()),
+                    password: None,
                 })?;
                 if self.part_lobby {
                     push(ClientMsg::Part {

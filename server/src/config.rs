@@ -74,6 +74,19 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Sent in `welcome`.
     pub motd: Option<String>,
+    /// Shortest password an account may have, in characters.
+    pub min_password_len: usize,
+    /// Password hashes computed at once at most (each takes 19 MiB and tens of ms of CPU).
+    pub max_hashing: usize,
+    /// The wait after a first failed login; it doubles with each further failure.
+    pub auth_backoff: Duration,
+    /// The longest wait an address that keeps failing is given.
+    pub auth_max_wait_ip: Duration,
+    /// The longest wait an account is given: all an owner can be made to wait by guessers
+    /// elsewhere.
+    pub auth_max_wait_account: Duration,
+    /// Addresses (and accounts) the login throttle tracks at most.
+    pub auth_max_tracked: usize,
 }
 
 impl Default for Config {
@@ -105,6 +118,28 @@ impl Default for Config {
             dm_history: 10_000,
             shutdown_grace: Duration::from_secs(3),
             motd: None,
+            min_password_len: 8,
+            max_hashing: 2,
+            auth_backoff: Duration::from_millis(250),
+            auth_max_wait_ip: Duration::from_secs(60),
+            auth_max_wait_account: Duration::from_secs(5),
+            auth_max_tracked: 100_000,
+        }
+    }
+}
+
+impl Config {
+    /// The accounts' settings.
+    pub(crate) fn auth(&self) -> crate::auth::AuthConfig {
+        crate::auth::AuthConfig {
+            min_password_len: self.min_password_len,
+            max_hashing: self.max_hashing,
+            throttle: crate::auth::throttle::ThrottleConfig {
+                base: self.auth_backoff,
+                max_per_ip: self.auth_max_wait_ip,
+                max_per_account: self.auth_max_wait_account,
+                max_entries: self.auth_max_tracked,
+            },
         }
     }
 }

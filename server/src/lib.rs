@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+mod auth;
 mod chat;
 mod config;
 mod event;
@@ -65,9 +66,10 @@ pub async fn run(
     let addr = listener.local_addr()?;
     let grace = config.shutdown_grace;
     let (outcomes_tx, outcomes_rx) = tokio::sync::mpsc::unbounded_channel();
-    let store = open_store(&config, outcomes_tx)?;
+    let (store, accounts) = open_store(&config, outcomes_tx)?;
+    let auth = auth::Auth::open(accounts, config.auth())?;
     let config = Arc::new(config);
-    let chat = Arc::new(chat::Chat::new(Arc::clone(&config), store.clone()));
+    let chat = Arc::new(chat::Chat::new(Arc::clone(&config), store.clone()).with_auth(auth));
     // The store's outcomes become events of the rooms' paths; the task ends with the store.
     let durability = tokio::spawn(path::durability::run(outcomes_rx, Arc::clone(&chat.ids)));
     let shared = Arc::new(Shared {
@@ -109,13 +111,19 @@ pub async fn run(
     Ok(())
 }
 
+/// The configured store, if any (it reports to `outcomes`), and its accounts.
+type Stores = (
+    Option<path::PathStore>,
+    Option<Arc<dyn store::AccountStore>>,
+);
+
 /// Opens the configured store, if any; it reports to `outcomes`.
 fn open_store(
     config: &Config,
     outcomes: store::Outcomes<path::producer::InFlight>,
-) -> anyhow::Result<Option<path::PathStore>> {
+) -> anyhow::Result<Stores> {
     match &config.storage {
-        Storage::Memory => Ok(None),
+        Storage::Memory => Ok((None, None)),
         Storage::Sqlite(path) => {
             let retention = store::sqlite::Retention {
                 days: config.retain_days,
@@ -124,7 +132,9 @@ fn open_store(
             };
             let store =
                 store::sqlite::SqliteStore::open(path, config.max_unsaved, retention, outcomes)?;
-            Ok(Some(store))
+            let accounts: Arc<dyn store::AccountStore> = Arc::new(store.accounts()?);
+            let store: path::PathStore = store;
+            Ok((Some(store), Some(accounts)))
         }
     }
 }

@@ -107,6 +107,25 @@ struct Args {
     /// Message of the day, sent to every client on login.
     #[arg(long, env = "CHAT_MOTD")]
     motd: Option<String>,
+    /// Shortest password an account may have, in characters.
+    #[arg(long, env = "CHAT_MIN_PASSWORD_LEN", default_value_t = Config::default().min_password_len)]
+    min_password_len: usize,
+    /// Password hashes computed at once at most (each takes 19 MiB and tens of ms of CPU).
+    #[arg(long, env = "CHAT_MAX_HASHING", default_value_t = Config::default().max_hashing)]
+    max_hashing: usize,
+    /// Milliseconds a client waits after a first failed login; doubled per further failure.
+    #[arg(long, env = "CHAT_AUTH_BACKOFF_MS", default_value_t = 250)]
+    auth_backoff_ms: u64,
+    /// The longest wait, in seconds, given to an address that keeps failing to log in.
+    #[arg(long, env = "CHAT_AUTH_MAX_WAIT_IP", default_value_t = 60)]
+    auth_max_wait_ip: u64,
+    /// The longest wait, in seconds, given to an account that others keep failing to log in
+    /// to: all its owner can be made to wait.
+    #[arg(long, env = "CHAT_AUTH_MAX_WAIT_ACCOUNT", default_value_t = 5)]
+    auth_max_wait_account: u64,
+    /// Addresses (and accounts) the login throttle tracks at most.
+    #[arg(long, env = "CHAT_AUTH_MAX_TRACKED", default_value_t = Config::default().auth_max_tracked)]
+    auth_max_tracked: usize,
 }
 
 impl Args {
@@ -146,6 +165,12 @@ impl Args {
                 .motd
                 .as_deref()
                 .map(|m| chat_shared::validate::strip_controls(m).into_owned()),
+            min_password_len: self.min_password_len,
+            max_hashing: self.max_hashing.max(1),
+            auth_backoff: Duration::from_millis(self.auth_backoff_ms),
+            auth_max_wait_ip: Duration::from_secs(self.auth_max_wait_ip),
+            auth_max_wait_account: Duration::from_secs(self.auth_max_wait_account),
+            auth_max_tracked: self.auth_max_tracked.max(1),
             ..Config::default()
         }
     }

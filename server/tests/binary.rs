@@ -45,6 +45,7 @@ async fn sigterm_says_bye_to_every_client_and_exits_zero() {
             nick: "frank".into(),
             version: Some(1),
             client: None,
+            password: None,
         })
         .await
         .unwrap();
@@ -122,6 +123,7 @@ async fn sigterm_under_load_says_bye_to_hundreds_and_exits_zero_within_5_s() {
                 nick: format!("f{i}"),
                 version: None,
                 client: None,
+                password: None,
             };
             framed.send(hello).await.unwrap();
             let mut ready = Some(ready);

@@ -44,6 +44,7 @@ async fn login(addr: &str, nick: &str) -> (Conn, Vec<ChatMessage>) {
         nick: nick.into(),
         version: Some(1),
         client: Some("durability-test".into()),
+        password: None,
     })
     .await
     .expect("send hello");

@@ -21,7 +21,8 @@ pub mod validate;
 pub use codec::{ClientCodec, FrameCodec, encode_frame};
 pub use error::CodecError;
 pub use message::{
-    ByeReason, ChatMessage, ClientMsg, DirectMessage, ErrorCode, Request, RoomInfo, ServerMsg,
+    ByeReason, ChatMessage, ClientMsg, DirectMessage, ErrorCode, Password, Request, RoomInfo,
+    ServerMsg,
 };
 pub use validate::{Nick, RoomName};
 

@@ -51,6 +51,30 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+/// A password on its way to the server. Its `Debug` shows nothing, so no log line, panic
+/// message or test failure that prints a request can leak one; on the wire it is a string.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Password(String);
+
+impl Password {
+    /// Wraps a password.
+    pub fn new(password: impl Into<String>) -> Self {
+        Self(password.into())
+    }
+
+    /// The password itself, for hashing or checking.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(…)")
+    }
+}
+
 /// Client → server requests.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -65,6 +89,9 @@ pub enum ClientMsg {
         /// Free-text client name, for logs.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client: Option<String>,
+        /// The nick's password, to log in to a registered nick. Optional v1 addition.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password: Option<Password>,
     },
     /// Post to a joined room.
     Say {
@@ -139,6 +166,20 @@ pub enum ClientMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// Register the current nick with a password; answered by `registered`. Optional v1
+    /// addition.
+    Register {
+        /// The new account's password.
+        password: Password,
+    },
+    /// Change the password of the account one is logged in to; answered by
+    /// `password_changed`. Optional v1 addition.
+    SetPassword {
+        /// The current password.
+        old: Password,
+        /// The new one.
+        new: Password,
+    },
 }
 
 impl ClientMsg {
@@ -146,6 +187,8 @@ impl ClientMsg {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Hello { .. } => "hello",
+            Self::Register { .. } => "register",
+            Self::SetPassword { .. } => "set_password",
             Self::Say { .. } => "say",
             Self::Dm { .. } => "dm",
             Self::Join { .. } => "join",
@@ -220,6 +263,10 @@ pub enum ServerMsg {
         /// Message of the day.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         motd: Option<String>,
+        /// The nick is registered and this connection is logged in to it. Optional v1
+        /// addition.
+        #[serde(default, skip_serializing_if = "is_false")]
+        account: bool,
     },
     /// A room message.
     Message(ChatMessage),
@@ -309,7 +356,18 @@ pub enum ServerMsg {
         /// The `id` of the request this answers.
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
         ref_id: Option<Uuid>,
+        /// For `auth_throttled`: how long to wait before the next try. Optional v1 addition.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
+    /// The current nick is now registered (the answer to `register`). Optional v1
+    /// addition.
+    Registered {
+        /// The registered nick.
+        nick: String,
+    },
+    /// The password was changed (the answer to `set_password`). Optional v1 addition.
+    PasswordChanged {},
     /// The server is about to close the connection.
     Bye {
         /// Why.
@@ -330,6 +388,7 @@ impl ServerMsg {
             code,
             message: message.into(),
             ref_id,
+            retry_after_ms: None,
         }
     }
 }
@@ -368,6 +427,13 @@ pub enum ErrorCode {
     /// The server could not store the message (or read history); nothing was delivered.
     /// Added to v1.
     Unavailable,
+    /// The nick is registered: it needs its password (`hello` with `password`). Optional v1
+    /// addition.
+    NickRegistered,
+    /// Wrong password. Optional v1 addition.
+    AuthFailed,
+    /// Too many failed logins: wait `retry_after_ms`. Optional v1 addition.
+    AuthThrottled,
     /// A code newer than this client; produced only by parsing, never sent.
     #[serde(other)]
     Other,
@@ -395,6 +461,9 @@ pub enum ByeReason {
     BadRequests,
     /// No room for another connection.
     ServerFull,
+    /// Another connection logged in to this nick's account and took the nick over.
+    /// Optional v1 addition.
+    Replaced,
     /// A reason newer than this client; produced only by parsing, never sent.
     #[serde(other)]
     Other,
@@ -413,6 +482,7 @@ impl ByeReason {
             Self::FrameTooLarge => "frame_too_large",
             Self::BadRequests => "bad_requests",
             Self::ServerFull => "server_full",
+            Self::Replaced => "replaced",
             Self::Other => "other",
         }
     }

@@ -194,6 +194,7 @@ impl Client {
             nick: nick.into(),
             version: Some(1),
             client: Some("chat-tests".into()),
+            password: None,
         })
         .await;
         let answer = self.recv().await;

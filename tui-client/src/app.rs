@@ -405,6 +405,12 @@ pub struct App {
     pub quitting: bool,
     /// Whether the screen must be redrawn; cleared by the runtime after drawing.
     pub needs_redraw: bool,
+    /// The nick's password, sent with every `hello` (reconnects too). Only in memory:
+    /// never written to disk, to the input history or to the screen.
+    pub password: Option<chat_shared::Password>,
+    /// A password sent with `/register` or `/password`, which becomes `password` once the
+    /// server confirms it (so a reconnect logs in with it). Memory only, like `password`.
+    pub password_asked: Option<chat_shared::Password>,
 }
 
 impl App {
@@ -432,6 +438,8 @@ impl App {
             unwanted_lobby: false,
             quitting: false,
             needs_redraw: true,
+            password: None,
+            password_asked: None,
         }
     }
 

@@ -10,7 +10,17 @@
 
 /// Every command, for Tab completion.
 pub const COMMANDS: &[&str] = &[
-    "/help", "/join", "/me", "/msg", "/nick", "/part", "/quit", "/rooms", "/who",
+    "/help",
+    "/join",
+    "/me",
+    "/msg",
+    "/nick",
+    "/part",
+    "/password",
+    "/quit",
+    "/register",
+    "/rooms",
+    "/who",
 ];
 
 /// The `/help` text, one line per entry.
@@ -22,6 +32,8 @@ pub const HELP: &[&str] = &[
     "/me TEXT            action, shown as \"* nick TEXT\"",
     "/who [ROOM]         list the members of the current room (or ROOM)",
     "/rooms              list the rooms on the server",
+    "/register PASSWORD  register your nick (start with --password-file next time)",
+    "/password OLD NEW   change your account's password",
     "/quit [WHY]         leave (also Ctrl-C)",
     "//text              send \"/text\" literally",
     "keys: Alt-1..9 / Ctrl-N / Ctrl-P switch tabs, PgUp/PgDn or wheel scroll, End live,",
@@ -61,6 +73,25 @@ pub enum Input {
     Help,
     /// `/quit [REASON]`.
     Quit(Option<String>),
+    /// `/register PASSWORD`.
+    Register(chat_shared::Password),
+    /// `/password OLD NEW`.
+    SetPassword {
+        /// The current password.
+        old: chat_shared::Password,
+        /// The new one.
+        new: chat_shared::Password,
+    },
+}
+
+/// Whether `line` carries a password (`/register`, `/password`): such a line is never kept
+/// in the input history.
+pub fn has_password(line: &str) -> bool {
+    let Some(rest) = line.strip_prefix('/') else {
+        return false;
+    };
+    let cmd = word(rest).0.to_lowercase();
+    cmd == "register" || cmd == "password"
 }
 
 /// Splits off the first whitespace-separated word.
@@ -140,6 +171,17 @@ pub fn parse(line: &str) -> Result<Option<Input>, String> {
         "rooms" | "list" => Input::Rooms,
         "help" => Input::Help,
         "quit" | "exit" => Input::Quit(non_empty(args)),
+        "register" => match args.trim() {
+            "" => return usage("/register PASSWORD"),
+            password => Input::Register(chat_shared::Password::new(password)),
+        },
+        "password" => match word(args) {
+            (old, new) if !old.is_empty() && !new.trim().is_empty() => Input::SetPassword {
+                old: chat_shared::Password::new(old),
+                new: chat_shared::Password::new(new.trim()),
+            },
+            _ => return usage("/password OLD NEW"),
+        },
         other => return Err(format!("unknown command /{other} (try /help)")),
     };
     Ok(Some(input))

@@ -172,7 +172,11 @@ impl InputLine {
         self.history_pos = None;
         self.draft.clear();
         self.completion = None;
-        if !line.trim().is_empty() && self.history.last() != Some(&line) {
+        // A line with a password is sent, never remembered.
+        if !line.trim().is_empty()
+            && self.history.last() != Some(&line)
+            && !crate::command::has_password(&line)
+        {
             if self.history.len() == HISTORY_LEN {
                 self.history.remove(0);
             }

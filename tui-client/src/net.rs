@@ -375,6 +375,7 @@ mod tests {
             nick: "alice".into(),
             version: None,
             client: None,
+            password: None,
         });
         cmd_tx
             .send(NetCommand::Send {

@@ -36,6 +36,8 @@ pub struct Options {
     pub server: String,
     /// Local time zone offset for timestamps.
     pub utc_offset_secs: i32,
+    /// The nick's password, if it is registered (kept in memory only).
+    pub password: Option<chat_shared::Password>,
 }
 
 /// Current time in Unix milliseconds.
@@ -54,6 +56,7 @@ pub async fn run(terminal: &mut DefaultTerminal, options: Options) -> anyhow::Re
     let (cmd_tx, mut net_task) = net::spawn(NetConfig::new(options.server.clone()), events_tx);
     let mut app = App::new(options.nick, options.server);
     app.utc_offset_secs = options.utc_offset_secs;
+    app.password = options.password;
     app.now_ms = now_ms();
     let size = terminal.size().context("reading the terminal size")?;
     app.size = (size.width, size.height);

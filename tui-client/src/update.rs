@@ -214,6 +214,7 @@ fn hello(app: &App) -> Effect {
         nick: app.nick.clone(),
         version: Some(chat_shared::PROTOCOL_VERSION),
         client: Some(concat!("chat-tui ", env!("CARGO_PKG_VERSION")).into()),
+        password: app.password.clone(),
     })
 }
 
@@ -315,6 +316,16 @@ fn submit(app: &mut App, fx: &mut Vec<Effect>) {
 
 fn run(app: &mut App, input: Input, fx: &mut Vec<Effect>) {
     match input {
+        Input::Register(password) => {
+            app.password_asked = Some(password.clone());
+            fx.push(send(ClientMsg::Register { password }));
+        }
+        Input::SetPassword { old, new } => {
+            // Reconnects log in with the new one once the server confirms; until then the
+            // old one is still the account's.
+            app.password_asked = Some(new.clone());
+            fx.push(send(ClientMsg::SetPassword { old, new }));
+        }
         Input::Say(text) => match app.current_tab().kind {
             TabKind::Room => {
                 let room = app.current_tab().name.clone();
@@ -529,6 +540,17 @@ fn on_server(app: &mut App, msg: ServerMsg, fx: &mut Vec<Effect>) -> bool {
             nick, server, motd, ..
         } => on_welcome(app, nick, &server, motd, fx),
         ServerMsg::Message(m) => on_message(app, &m, fx),
+        ServerMsg::Registered { nick } => {
+            app.password = app.password_asked.take().or(app.password.take());
+            app.info(format!(
+                "{nick} is registered to you: next time start chat-tui with its password \
+                 (--password-file, CHAT_PASSWORD or the prompt)"
+            ));
+        }
+        ServerMsg::PasswordChanged {} => {
+            app.password = app.password_asked.take().or(app.password.take());
+            app.info("your password is changed");
+        }
         ServerMsg::Dm(d) => {
             app.now_ms = app.now_ms.max(d.ts);
             let peer = if app.is_me(&d.from) { &d.to } else { &d.from };
@@ -623,6 +645,7 @@ fn on_server(app: &mut App, msg: ServerMsg, fx: &mut Vec<Effect>) -> bool {
             code,
             message,
             ref_id,
+            ..
         } => on_error(app, code, &message, ref_id),
         ServerMsg::Bye { reason, message } => {
             if !app.quitting {
@@ -864,6 +887,17 @@ fn on_error(app: &mut App, code: ErrorCode, message: &str, ref_id: Option<Uuid>)
     }
     if registering && matches!(code, ErrorCode::NickTaken | ErrorCode::NickInvalid) {
         return app.error(format!("{message} — choose another nick with /nick NAME"));
+    }
+    if registering
+        && matches!(
+            code,
+            ErrorCode::NickRegistered | ErrorCode::AuthFailed | ErrorCode::AuthThrottled
+        )
+    {
+        return app.error(format!(
+            "{message} — restart with the password (--password-file, CHAT_PASSWORD or the \
+             prompt), or choose another nick with /nick NAME"
+        ));
     }
     if let Some(id) = ref_id
         && let Some(pos) = app.pending.iter().position(|p| p.id == id)

@@ -51,6 +51,20 @@ impl Chat {
         Ok(())
     }
 
+    /// Gives `nick` to `session`, which logged in to its account, whoever holds it now (or
+    /// a look-alike of it); the holder's session is told it was replaced and ends.
+    pub(crate) fn take_over(&self, session: Uuid, nick: &Nick, sink: &Arc<Sink>) {
+        let entry = Entry {
+            session,
+            nick: nick.clone(),
+            sink: Arc::clone(sink),
+        };
+        let old = lock(&self.nicks).insert(nick.skeleton(), entry);
+        if let Some(old) = old.filter(|old| old.session != session) {
+            old.sink.replace();
+        }
+    }
+
     /// Releases `nick` if `session` holds it.
     pub(crate) fn unregister(&self, session: Uuid, nick: &Nick) {
         let mut nicks = lock(&self.nicks);

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use chat_shared::{Nick, RoomName};
 
 use crate::Config;
+use crate::auth::Auth;
 use crate::path::ids::MessageIds;
 use crate::path::{PathStore, Room};
 use directory::Entry;
@@ -58,6 +59,8 @@ pub(crate) struct Chat {
     pub(crate) ids: Arc<MessageIds>,
     /// Durable history; `None` keeps history in the rooms' caches only.
     pub(crate) store: Option<PathStore>,
+    /// Registered nicks and logging in to them.
+    pub(crate) auth: Auth,
 }
 
 impl Chat {
@@ -68,7 +71,16 @@ impl Chat {
             rooms: Mutex::default(),
             ids: Arc::default(),
             store,
+            // No accounts until `with_auth` gives the server's.
+            auth: Auth::open(None, crate::Config::default().auth())
+                .expect("accounts without a store cannot fail to open"),
         }
+    }
+
+    /// The chat state with `auth` for its accounts.
+    pub(crate) fn with_auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
     }
 }
 

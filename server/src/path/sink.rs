@@ -60,6 +60,9 @@ pub(crate) struct Sink {
     /// Something other than an item wants the session awake: a message it waits on is
     /// durable (see `Room::wait_durable`).
     poked: AtomicBool,
+    /// Another connection logged in to this session's account and took its nick: the
+    /// session says `bye{replaced}` and ends.
+    replaced: AtomicBool,
     /// The session's room messages on their way to the disk (its input is not read past
     /// `--max-unsettled`).
     unsettled: AtomicUsize,
@@ -95,6 +98,7 @@ impl Sink {
             state: Mutex::default(),
             notify: Notify::new(),
             poked: AtomicBool::new(false),
+            replaced: AtomicBool::new(false),
             unsettled: AtomicUsize::new(0),
             pause_at,
             budget,
@@ -211,6 +215,17 @@ impl Sink {
     pub(crate) fn poke(&self) {
         self.poked.store(true, Ordering::Release);
         self.notify.notify_one();
+    }
+
+    /// Tells the session it was replaced (see `replaced`), and wakes it.
+    pub(crate) fn replace(&self) {
+        self.replaced.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    /// Whether another connection took this session's nick over.
+    pub(crate) fn replaced(&self) -> bool {
+        self.replaced.load(Ordering::Acquire)
     }
 
     /// Makes the session's next wait return at once: it stopped with work left.

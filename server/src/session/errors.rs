@@ -9,12 +9,15 @@ use chat_shared::validate::{NameError, TextError};
 use chat_shared::{ErrorCode, RoomName};
 use uuid::Uuid;
 
+use crate::auth::AuthError;
 use crate::chat::ChatError;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Refusal {
     #[error(transparent)]
     Chat(#[from] ChatError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     #[error("nick {raw:?} is not valid: {reason}")]
     NickInvalid { raw: String, reason: NameError },
     #[error("room {raw:?} is not valid: {reason}")]
@@ -44,6 +47,16 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
+    /// How long a throttled client is to wait, for the error's `retry_after_ms`.
+    pub(crate) fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            Self::Auth(AuthError::Throttled(wait)) => {
+                Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1))
+            }
+            _ => None,
+        }
+    }
+
     /// The protocol's code for this refusal: the one mapping, cause by cause.
     pub(crate) fn code(&self) -> ErrorCode {
         match self {
@@ -55,6 +68,15 @@ impl Refusal {
                 // The message says the server is busy; the client retries as for its rate.
                 ChatError::StoreBusy => ErrorCode::RateLimited,
                 ChatError::NotRegistered => ErrorCode::NotRegistered,
+            },
+            Self::Auth(e) => match e {
+                AuthError::Unavailable | AuthError::Store => ErrorCode::Unavailable,
+                AuthError::NickRegistered(_)
+                | AuthError::LooksLikeRegistered { .. }
+                | AuthError::AlreadyRegistered(_) => ErrorCode::NickRegistered,
+                AuthError::Failed | AuthError::NotRegistered(_) => ErrorCode::AuthFailed,
+                AuthError::Throttled(_) => ErrorCode::AuthThrottled,
+                AuthError::TooShort(_) | AuthError::NoAccount(_) => ErrorCode::BadRequest,
             },
             Self::NickInvalid { .. } => ErrorCode::NickInvalid,
             Self::RoomInvalid { .. } => ErrorCode::RoomInvalid,

@@ -13,12 +13,15 @@
 //!
 //! Layout:
 //! - this file: the session, its loop, flushing and leaving.
-//! - `register`: `hello` and what is allowed before it.
+//! - `register`: `hello` (logging in to a registered nick, taking it over) and what is
+//!   allowed before it.
+//! - `account`: `register` and `set_password`, which hash off the loop.
 //! - `commands/`: one file per request, and the short dispatch.
 //! - `inbox`: what the sink hands the session, held back where it must be.
 //! - `history`: history pages and join sequences completed from the store; lists cut to fit.
 //! - `errors`: every refusal and the one table of protocol codes.
 
+mod account;
 mod commands;
 mod errors;
 mod history;
@@ -26,6 +29,7 @@ mod inbox;
 mod register;
 
 use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use chat_shared::{ByeReason, ClientMsg, ErrorCode, Nick, RoomName, ServerMsg};
@@ -43,6 +47,7 @@ use crate::path::Room;
 use crate::path::sink::{Item, Sink};
 use crate::wire::{Caps, Inbound, Wire};
 use crate::{Config, Shared};
+use account::AccountJob;
 use errors::Refusal;
 use history::Deferred;
 
@@ -96,11 +101,18 @@ pub(crate) struct Session<W> {
     part_reason: Option<Box<str>>,
     /// A `history` request still owed, waiting on the store.
     deferred: Option<Box<Deferred>>,
+    /// A `register` or `set_password` still owed, waiting for its hash.
+    account_job: Option<Box<AccountJob>>,
     rate: RateLimiter,
+    /// The client's address: failed logins are throttled by it.
+    peer: IpAddr,
+    /// Logged in to the account of the nick it holds (with its password, or by
+    /// registering it).
+    logged_in: bool,
 }
 
 impl<W: Wire> Session<W> {
-    pub(crate) fn new(id: Uuid, wire: W, shared: &Shared) -> Self {
+    pub(crate) fn new(id: Uuid, wire: W, shared: &Shared, peer: IpAddr) -> Self {
         let config = &shared.config;
         Self {
             id,
@@ -119,7 +131,10 @@ impl<W: Wire> Session<W> {
             pinged: false,
             part_reason: None,
             deferred: None,
+            account_job: None,
             rate: RateLimiter::new(config.burst),
+            peer,
+            logged_in: false,
         }
     }
 
@@ -174,7 +189,11 @@ impl<W: Wire> Session<W> {
     /// the connection.
     fn refuse(&mut self, refusal: &Refusal, ref_id: Option<Uuid>) -> Result<(), Exit> {
         let code = refusal.code();
-        self.reply(ServerMsg::error(code, refusal.to_string(), ref_id));
+        let mut error = ServerMsg::error(code, refusal.to_string(), ref_id);
+        if let ServerMsg::Error { retry_after_ms, .. } = &mut error {
+            *retry_after_ms = refusal.retry_after_ms();
+        }
+        self.reply(error);
         if code != ErrorCode::BadRequest {
             return Ok(());
         }
@@ -225,8 +244,16 @@ impl<W: Wire> Session<W> {
                 biased;
                 () = &mut cancelled => Err(shutdown_exit()),
                 inbound = self.wire.recv(), if !paused => self.on_inbound(inbound),
-                // Something was queued, or a message this session waits on settled.
-                () = sink.wait() => Ok(false),
+                // Something was queued, or a message this session waits on settled, or
+                // another connection logged in to this nick's account.
+                () = sink.wait() => if sink.replaced() {
+                    Err(Exit::Bye(
+                        ByeReason::Replaced,
+                        "your nick's account logged in from another connection".into(),
+                    ))
+                } else {
+                    Ok(false)
+                },
                 () = &mut ping, if self.caps.pings => {
                     let due = Instant::now() >= self.ping_at();
                     let step = if due { self.on_ping_due() } else { Ok(()) };
@@ -244,6 +271,11 @@ impl<W: Wire> Session<W> {
             }
             if let Some(deferred) = self.deferred.take() {
                 Box::pin(self.complete(*deferred)).await;
+            }
+            if let Some(job) = self.account_job.take()
+                && let Err(exit) = Box::pin(self.account(*job)).await
+            {
+                return exit;
             }
             if let Err(exit) = self.deliver().await {
                 return exit;

@@ -1,12 +1,13 @@
 //! Registration: reading until a `hello` succeeds, answering what is allowed before it.
 
-use chat_shared::{ByeReason, ClientMsg, PROTOCOL_VERSION, RoomName, ServerMsg};
+use chat_shared::{ByeReason, ClientMsg, PROTOCOL_VERSION, Password, RoomName, ServerMsg};
 use tokio::time::{Instant, sleep_until};
 use tracing::info;
 use uuid::Uuid;
 
 use super::errors::Refusal;
 use super::{Exit, Session, shutdown_exit};
+use crate::auth::Login;
 use crate::wire::{Inbound, Wire};
 
 impl<W: Wire> Session<W> {
@@ -38,11 +39,15 @@ impl<W: Wire> Session<W> {
                     nick,
                     version,
                     client,
+                    password,
                 } => match version {
                     Some(v) if v != PROTOCOL_VERSION => {
                         Err(Refusal::UnsupportedVersion(PROTOCOL_VERSION))
                     }
-                    _ => match self.hello(&nick, client.as_deref()) {
+                    _ => match self
+                        .hello(&nick, client.as_deref(), password.as_ref())
+                        .await
+                    {
                         Ok(()) => {
                             self.deliver().await?;
                             return Ok(());
@@ -66,16 +71,40 @@ impl<W: Wire> Session<W> {
         }
     }
 
-    /// Registers `raw`, sends `welcome` and joins the default room.
-    fn hello(&mut self, raw: &str, client: Option<&str>) -> Result<(), Refusal> {
+    /// Registers `raw` (logging in to its account if it has one), sends `welcome` and
+    /// joins the default room. A login takes the nick over from whoever holds it.
+    async fn hello(
+        &mut self,
+        raw: &str,
+        client: Option<&str>,
+        password: Option<&Password>,
+    ) -> Result<(), Refusal> {
         let nick = super::commands::parse_nick(raw)?;
-        self.chat.register(self.id, &nick, &self.sink)?;
-        info!(session = %self.id, %nick, client = client.unwrap_or("-"), "registered");
+        let login = self.chat.auth.login(self.peer, &nick, password).await;
+        if let Err(e) = &login {
+            // The password never reaches a log line; the failure does, with its address.
+            info!(session = %self.id, peer = %self.peer, %nick, error = %e, "login refused");
+        }
+        match login? {
+            Login::Guest => self.chat.register(self.id, &nick, &self.sink)?,
+            Login::Account => {
+                self.chat.take_over(self.id, &nick, &self.sink);
+                self.logged_in = true;
+            }
+        }
+        info!(
+            session = %self.id,
+            %nick,
+            account = self.logged_in,
+            client = client.unwrap_or("-"),
+            "registered"
+        );
         self.reply(ServerMsg::Welcome {
             nick: nick.to_string(),
             session: self.id,
             server: concat!("chat-server ", env!("CARGO_PKG_VERSION")).into(),
             motd: self.config.motd.clone(),
+            account: self.logged_in,
         });
         self.nick = Some(nick);
         let lobby = RoomName::parse(chat_shared::DEFAULT_ROOM).expect("the default room is valid");

@@ -141,6 +141,46 @@ pub(crate) trait Store<C>: Send + Sync + std::fmt::Debug {
     fn close(&self);
 }
 
+/// A registered account as stored: the nick's skeleton (its key), the nick as registered,
+/// and its password hash (a PHC string).
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct StoredAccount {
+    pub(crate) skeleton: String,
+    pub(crate) nick: String,
+    pub(crate) hash: String,
+}
+
+impl std::fmt::Debug for StoredAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The hash stays out of logs too.
+        f.debug_struct("StoredAccount")
+            .field("nick", &self.nick)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Registered accounts. Every call blocks on the database: callers run them on the
+/// blocking pool. Rare (a registration, a password change), so not batched.
+pub(crate) trait AccountStore: Send + Sync + std::fmt::Debug {
+    /// Every account, read once at start.
+    ///
+    /// # Errors
+    /// The database's error.
+    fn load_all(&self) -> anyhow::Result<Vec<StoredAccount>>;
+
+    /// Stores a new account; `false` when its skeleton is registered already.
+    ///
+    /// # Errors
+    /// The database's error.
+    fn create(&self, account: &StoredAccount) -> anyhow::Result<bool>;
+
+    /// Replaces the hash of the account `skeleton`.
+    ///
+    /// # Errors
+    /// The database's error.
+    fn set_hash(&self, skeleton: &str, hash: &str) -> anyhow::Result<()>;
+}
+
 /// Where the binary keeps its database by default: `$XDG_DATA_HOME/chat-server/chat.db`,
 /// else `$HOME/.local/share/chat-server/chat.db`, else `chat-server.db` in the working
 /// directory.

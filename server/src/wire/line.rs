@@ -12,7 +12,7 @@
 use std::fmt::Write as _;
 
 use bytes::Bytes;
-use chat_shared::{ByeReason, ChatMessage, ClientMsg, ErrorCode, Request, ServerMsg};
+use chat_shared::{ByeReason, ChatMessage, ClientMsg, ErrorCode, Password, Request, ServerMsg};
 use tokio::io::{AsyncRead, AsyncWrite};
 use uuid::Uuid;
 
@@ -35,6 +35,8 @@ const HELP: &[&str] = &[
     "  /who [ROOM]         list a room's members",
     "  /rooms              list rooms",
     "  /nick NAME          change your nick",
+    "  /register PASSWORD  register your nick (log in later with: NICK PASSWORD)",
+    "  /password OLD NEW   change your account's password",
     "  /quit [REASON]      leave the server",
     "  //text              send a line that starts with /",
     "anything else is a message to your current room",
@@ -50,7 +52,21 @@ pub(crate) struct LineWire<R, W> {
     /// Joined rooms, least recently joined first: the last is the current room. Boxed
     /// strings: an idle connection holds these for hours.
     rooms: Vec<Box<str>>,
+    /// Before `welcome`: the nick of the last `hello`, and whether the next line is its
+    /// password (the server said it is registered).
+    login: Option<Box<Login>>,
 }
+
+/// Line mode's login state before `welcome` (boxed: it lives only that long).
+#[derive(Debug, Default)]
+struct Login {
+    nick: String,
+    password_next: bool,
+}
+
+/// Telnet: "I will echo" (so the client stops echoing what is typed), and "I won't".
+const WILL_ECHO: &[u8] = &[255, 251, 1];
+const WONT_ECHO: &[u8] = &[255, 252, 1];
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> LineWire<R, W> {
     pub(crate) fn new(reader: R, writer: W, max_line: usize, session: Uuid) -> Self {
@@ -61,6 +77,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> LineWire<R, W> {
             session,
             nick: None,
             rooms: Vec::new(),
+            login: None,
         }
     }
 }
@@ -87,16 +104,7 @@ impl<R, W> LineWire<R, W> {
     fn translate(&mut self, line: &str) -> Option<Inbound> {
         let req = |msg| Some(Inbound::Request(Request::new(msg)));
         if self.nick.is_none() {
-            let nick = line.trim();
-            return match nick {
-                "" => None,
-                "/quit" => req(ClientMsg::Quit { reason: None }),
-                _ => req(ClientMsg::Hello {
-                    nick: nick.to_owned(),
-                    version: None,
-                    client: Some("line".into()),
-                }),
-            };
+            return self.login_line(line);
         }
         if line.trim().is_empty() {
             return None;
@@ -148,6 +156,15 @@ impl<R, W> LineWire<R, W> {
                 None => Some(self.complain("you are in no room: /who ROOM")),
             },
             "rooms" => req(ClientMsg::Rooms {}),
+            "register" if !arg.is_empty() => req(ClientMsg::Register {
+                password: Password::new(rest),
+            }),
+            "password" if !arg.is_empty() && !tail.is_empty() => req(ClientMsg::SetPassword {
+                old: Password::new(arg),
+                new: Password::new(tail),
+            }),
+            "register" => Some(self.complain("usage: /register PASSWORD")),
+            "password" => Some(self.complain("usage: /password OLD NEW")),
             "quit" => req(ClientMsg::Quit {
                 reason: Some(rest.to_owned()).filter(|t| !t.is_empty()),
             }),
@@ -172,6 +189,65 @@ impl<R, W> LineWire<R, W> {
         }
     }
 
+    /// A line before `welcome`: `NICK`, `NICK PASSWORD`, or the password the server asked
+    /// for. A password is never echoed back or kept past its `hello`.
+    fn login_line(&mut self, line: &str) -> Option<Inbound> {
+        let login = self.login.get_or_insert_with(Box::default);
+        let (nick, password) = if login.password_next {
+            login.password_next = false;
+            if self.reader.codec().is_telnet() {
+                self.out.push(WONT_ECHO);
+                self.out.push(b"\r\n");
+            }
+            let password = line.trim_end_matches(['\r', '\n']);
+            if password.is_empty() {
+                self.login = None;
+                return Some(self.complain("no password given; type your nick"));
+            }
+            (login.nick.clone(), Some(Password::new(password)))
+        } else {
+            let (nick, password) = split_word(line.trim());
+            let password = password.trim();
+            match nick {
+                "" => return None,
+                "/quit" => {
+                    return Some(Inbound::Request(Request::new(ClientMsg::Quit {
+                        reason: None,
+                    })));
+                }
+                _ => {}
+            }
+            login.nick = nick.to_owned();
+            (
+                nick.to_owned(),
+                Some(password).filter(|p| !p.is_empty()).map(Password::new),
+            )
+        };
+        Some(Inbound::Request(Request::new(ClientMsg::Hello {
+            nick,
+            version: None,
+            client: Some("line".into()),
+            password,
+        })))
+    }
+
+    /// Asks for the password of the nick just refused as registered; a telnet client is
+    /// told not to echo it.
+    fn ask_password(&mut self) {
+        let Some(login) = self.login.as_mut() else {
+            return;
+        };
+        login.password_next = true;
+        let prompt = format!(
+            "-- password for {} (type it on the next line):\r\n",
+            login.nick
+        );
+        if self.reader.codec().is_telnet() {
+            self.out.push(WILL_ECHO);
+        }
+        self.say_line(prompt);
+    }
+
     fn in_current_room(&mut self, make: impl FnOnce(String) -> ClientMsg) -> Inbound {
         match self.current() {
             Some(room) => Inbound::Request(Request::new(make(room.to_owned()))),
@@ -182,8 +258,17 @@ impl<R, W> LineWire<R, W> {
     fn render(&mut self, event: &Event) {
         let own = event.origin == Some(self.session);
         match &event.msg {
-            ServerMsg::Welcome { nick, motd, .. } => {
+            ServerMsg::Welcome {
+                nick,
+                motd,
+                account,
+                ..
+            } => {
                 self.nick = Some(nick.clone());
+                self.login = None;
+                if *account {
+                    self.notice(&format!("logged in to your account {nick}"));
+                }
                 self.notice(&format!(
                     "welcome, {nick}! type to talk, /help lists commands"
                 ));
@@ -281,15 +366,30 @@ impl<R, W> LineWire<R, W> {
                 ));
             }
             ServerMsg::Error { code, message, .. } => {
-                let again = if self.nick.is_none()
-                    && matches!(code, ErrorCode::NickTaken | ErrorCode::NickInvalid)
-                {
-                    "; type another nick"
-                } else {
-                    ""
+                let registering = self.nick.is_none();
+                let asked = self.login.as_ref().is_some_and(|l| !l.nick.is_empty());
+                let again = match code {
+                    ErrorCode::NickRegistered if registering && asked => {
+                        self.complain(message);
+                        self.ask_password();
+                        return;
+                    }
+                    ErrorCode::NickTaken | ErrorCode::NickInvalid | ErrorCode::NickRegistered
+                        if registering =>
+                    {
+                        "; type another nick"
+                    }
+                    ErrorCode::AuthFailed | ErrorCode::AuthThrottled if registering => {
+                        "; type your nick (and password) again"
+                    }
+                    _ => "",
                 };
                 self.complain(&format!("{message}{again}"));
             }
+            ServerMsg::Registered { nick } => self.notice(&format!(
+                "{nick} is registered to you; next time log in with: {nick} PASSWORD"
+            )),
+            ServerMsg::PasswordChanged {} => self.notice("your password is changed"),
             ServerMsg::Bye { reason, message } => {
                 let text = message
                     .clone()

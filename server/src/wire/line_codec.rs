@@ -49,6 +49,9 @@ pub(crate) struct LineCodec {
     seen: usize,
     /// The last byte of the current line was '\r'.
     last_cr: bool,
+    /// The client sent a telnet command: it is a telnet client, which understands being
+    /// asked not to echo (for a password).
+    telnet_seen: bool,
 }
 
 impl LineCodec {
@@ -59,7 +62,13 @@ impl LineCodec {
             telnet: Telnet::Data,
             seen: 0,
             last_cr: false,
+            telnet_seen: false,
         }
+    }
+
+    /// Whether the client has spoken telnet (see `telnet_seen`).
+    pub(crate) fn is_telnet(&self) -> bool {
+        self.telnet_seen
     }
 
     pub(crate) fn max_line(&self) -> usize {
@@ -118,8 +127,14 @@ impl Decoder for LineCodec {
                     self.data(IAC);
                     Telnet::Data
                 }
-                (Telnet::Iac, WILL..=DONT) => Telnet::Option,
-                (Telnet::Iac, SB) => Telnet::Sub,
+                (Telnet::Iac, WILL..=DONT) => {
+                    self.telnet_seen = true;
+                    Telnet::Option
+                }
+                (Telnet::Iac, SB) => {
+                    self.telnet_seen = true;
+                    Telnet::Sub
+                }
                 // Any other command byte (NOP, GA, AYT, …) stands alone; a stray byte after
                 // IAC is dropped with it rather than guessed at.
                 (Telnet::Iac, _) | (Telnet::Option, _) => Telnet::Data,

@@ -24,6 +24,12 @@ pub(crate) struct Reader<R, D> {
     eof: bool,
 }
 
+impl<R, D> Reader<R, D> {
+    pub(crate) fn codec(&self) -> &D {
+        &self.codec
+    }
+}
+
 impl<R: AsyncRead + Unpin, D: Decoder> Reader<R, D>
 where
     D::Error: From<std::io::Error>,
@@ -39,10 +45,6 @@ where
 
     pub(crate) fn get_mut(&mut self) -> &mut R {
         &mut self.io
-    }
-
-    pub(crate) fn codec(&self) -> &D {
-        &self.codec
     }
 
     /// The next decoded item; `None` at the end of the stream. Cancel-safe: bytes read are

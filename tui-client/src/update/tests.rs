@@ -1,7 +1,7 @@
 //! Unit tests of `update`: actions in, state and effects checked. No terminal, no network.
 
 use super::*;
-use chat_shared::{DirectMessage, RoomInfo};
+use chat_shared::{DirectMessage, Password, RoomInfo};
 use ratatui::crossterm::event::{KeyEventState, MouseButton};
 
 fn key(code: KeyCode) -> Action {
@@ -65,6 +65,7 @@ fn welcome(nick: &str) -> ServerMsg {
         session: Uuid::nil(),
         server: "chat-server test".into(),
         motd: None,
+        account: false,
     }
 }
 
@@ -783,4 +784,46 @@ fn tab_completes_member_nicks_and_commands() {
     type_text(&mut app, "/wh");
     update(&mut app, key(KeyCode::Tab));
     assert_eq!(app.input.text(), "/who ");
+}
+
+#[test]
+fn register_and_password_are_sent_never_kept_in_history_and_used_on_reconnect() {
+    let mut app = online_in_lobby(1..=1);
+    let fx = submit_line(&mut app, "/register hunter2-but-longer");
+    assert!(
+        matches!(&sent(&fx)[..], [ClientMsg::Register { password }] if password.expose() == "hunter2-but-longer")
+    );
+    // Up recalls nothing: the line with the password was not remembered.
+    update(&mut app, key(KeyCode::Up));
+    assert_eq!(app.input.text(), "");
+    assert!(app.password.is_none(), "not yet confirmed");
+    server(
+        &mut app,
+        ServerMsg::Registered {
+            nick: "alice".into(),
+        },
+    );
+    assert_eq!(
+        app.password.as_ref().map(Password::expose),
+        Some("hunter2-but-longer")
+    );
+    // A password change takes effect once confirmed; a reconnect logs in with it.
+    let fx = submit_line(&mut app, "/password hunter2-but-longer n3w-and-long");
+    assert!(
+        matches!(&sent(&fx)[..], [ClientMsg::SetPassword { new, .. }] if new.expose() == "n3w-and-long")
+    );
+    server(&mut app, ServerMsg::PasswordChanged {});
+    update(
+        &mut app,
+        Action::Net(NetEvent::Disconnected {
+            reason: "test".into(),
+            retry_in: Duration::from_secs(1),
+        }),
+    );
+    let fx = update(&mut app, Action::Net(NetEvent::Connected { generation: 2 }));
+    assert!(
+        matches!(&sent(&fx)[..], [ClientMsg::Hello { password: Some(p), .. }] if p.expose() == "n3w-and-long")
+    );
+    // The Debug of the request shows no password.
+    assert!(!format!("{:?}", sent(&fx)).contains("n3w-and-long"));
 }

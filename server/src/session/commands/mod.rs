@@ -13,6 +13,7 @@ use chat_shared::validate::clean_reason;
 use chat_shared::{ByeReason, ClientMsg, Nick, Request, RoomName, ServerMsg};
 use tokio::time::Instant;
 
+use super::account::AccountJob;
 use super::errors::Refusal;
 use super::{Exit, Session};
 use crate::limits::Verdict;
@@ -22,7 +23,14 @@ impl<W: Wire> Session<W> {
     /// Handles one request of a registered client.
     pub(super) fn handle(&mut self, req: Request) -> Result<(), Exit> {
         let ref_id = req.id;
-        if matches!(req.msg, ClientMsg::Say { .. } | ClientMsg::Dm { .. }) {
+        // Account requests share the message rate: each costs a password hash.
+        if matches!(
+            req.msg,
+            ClientMsg::Say { .. }
+                | ClientMsg::Dm { .. }
+                | ClientMsg::Register { .. }
+                | ClientMsg::SetPassword { .. }
+        ) {
             let (rate, burst) = (self.config.rate, self.config.burst);
             match self.rate.check(Instant::now(), rate, burst) {
                 Verdict::Allow => {}
@@ -60,6 +68,14 @@ impl<W: Wire> Session<W> {
                 return Err(Exit::Bye(ByeReason::Quit, "bye".into()));
             }
             ClientMsg::Hello { .. } => Err(Refusal::AlreadyRegistered),
+            ClientMsg::Register { password } => {
+                self.account_job = Some(Box::new(AccountJob::Register { password, ref_id }));
+                Ok(())
+            }
+            ClientMsg::SetPassword { old, new } => {
+                self.account_job = Some(Box::new(AccountJob::SetPassword { old, new, ref_id }));
+                Ok(())
+            }
         };
         match done {
             Ok(()) => Ok(()),

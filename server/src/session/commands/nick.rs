@@ -1,4 +1,5 @@
-//! `nick`: renaming, in the directory and in every room the client is in.
+//! `nick`: renaming, in the directory and in every room the client is in. A registered
+//! nick cannot be renamed into; leaving one's account's nick leaves the account.
 
 use std::sync::Arc;
 
@@ -12,8 +13,15 @@ impl<W: Wire> Session<W> {
     pub(super) fn rename(&mut self, raw: &str) -> Result<(), Refusal> {
         let new = parse_nick(raw)?;
         let old = self.nick().clone();
+        // Another spelling of one's own account's nick keeps the login; any other nick
+        // must not be registered (a rename carries no password).
+        let own = self.logged_in && new.key() == old.key();
+        if !own {
+            self.chat.auth.free(&new)?;
+        }
         let rooms: Vec<Arc<Room>> = self.rooms.iter().cloned().collect();
         let event = self.chat.rename(self.id, &old, &new, &rooms)?;
+        self.logged_in = own;
         self.nick = Some(new);
         self.wire.push(&event);
         Ok(())

@@ -6,6 +6,7 @@
 //! - `writer`: the writer thread (group commit, seq reservations, outcomes).
 //! - `retention`: pruning by age and per room.
 
+mod accounts;
 mod retention;
 mod schema;
 mod writer;
@@ -23,6 +24,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
+pub(crate) use accounts::SqliteAccounts;
 pub(crate) use retention::Retention;
 use writer::{Wake, WriterMsg, write_loop};
 
@@ -49,6 +51,9 @@ pub(crate) struct SqliteStore<C> {
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Wakes the writer (see [`Wake`]).
     wake: Wake,
+    /// Where the database is, for the accounts' own connection.
+    path: std::path::PathBuf,
+    memory_uri: Option<String>,
 }
 
 impl<C> std::fmt::Debug for SqliteStore<C> {
@@ -116,11 +121,23 @@ impl<C: Clone + Send + 'static> SqliteStore<C> {
             max_unsaved,
             writer: Mutex::new(Some(handle)),
             wake,
+            path: path.to_path_buf(),
+            memory_uri,
         }))
     }
 }
 
 impl<C> SqliteStore<C> {
+    /// The registered accounts, on a connection of their own to the same database.
+    ///
+    /// # Errors
+    /// The database cannot be opened again.
+    pub(crate) fn accounts(&self) -> anyhow::Result<SqliteAccounts> {
+        let conn = schema::open_connection(&self.path, self.memory_uri.as_deref())
+            .context("cannot open the database for accounts")?;
+        Ok(SqliteAccounts::new(conn))
+    }
+
     fn reader(&self) -> MutexGuard<'_, Connection> {
         self.reader.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -36,6 +36,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
          ts INTEGER NOT NULL
      ) WITHOUT ROWID;
      CREATE INDEX dms_ts ON dms (ts);",
+    // 2: registered nicks, keyed by their confusable skeleton (so a registered nick also
+    // holds every look-alike of it), with the nick as registered and its Argon2id hash (a
+    // PHC string: algorithm, parameters, salt and hash; never the password).
+    "CREATE TABLE accounts (
+         skeleton TEXT PRIMARY KEY,
+         nick TEXT NOT NULL,
+         hash TEXT NOT NULL,
+         created INTEGER NOT NULL,
+         changed INTEGER NOT NULL
+     ) WITHOUT ROWID;",
 ];
 
 pub(super) fn open_connection(

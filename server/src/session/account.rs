@@ -1,0 +1,71 @@
+//! `register` and `set_password`: a session's account requests.
+//!
+//! Both need a password hash, which takes tens of milliseconds on the blocking pool, so the
+//! command only records the job; the loop runs it after its turn (like a history page that
+//! needs the store) and answers then.
+
+use chat_shared::{Password, ServerMsg};
+use tracing::info;
+use uuid::Uuid;
+
+use super::errors::Refusal;
+use super::{Exit, Session};
+use crate::wire::Wire;
+
+/// An account request waiting for its hash.
+#[derive(Debug)]
+pub(super) enum AccountJob {
+    Register {
+        password: Password,
+        ref_id: Option<Uuid>,
+    },
+    SetPassword {
+        old: Password,
+        new: Password,
+        ref_id: Option<Uuid>,
+    },
+}
+
+impl<W: Wire> Session<W> {
+    /// Runs an account request and answers it.
+    pub(super) async fn account(&mut self, job: AccountJob) -> Result<(), Exit> {
+        let nick = self.nick().clone();
+        let (done, ref_id) = match job {
+            AccountJob::Register { password, ref_id } => {
+                let done = self.chat.auth.register(&nick, &password).await;
+                if done.is_ok() {
+                    self.logged_in = true;
+                    info!(session = %self.id, %nick, "account registered");
+                    self.reply(ServerMsg::Registered {
+                        nick: nick.to_string(),
+                    });
+                }
+                (done, ref_id)
+            }
+            AccountJob::SetPassword { old, new, ref_id } => {
+                let done = if self.logged_in {
+                    self.chat
+                        .auth
+                        .change_password(self.peer, &nick, &old, &new)
+                        .await
+                } else {
+                    Err(crate::auth::AuthError::NoAccount(nick.to_string()))
+                };
+                match &done {
+                    Ok(()) => {
+                        info!(session = %self.id, %nick, "password changed");
+                        self.reply(ServerMsg::PasswordChanged {});
+                    }
+                    Err(e) => {
+                        info!(session = %self.id, peer = %self.peer, %nick, error = %e, "password change refused");
+                    }
+                }
+                (done, ref_id)
+            }
+        };
+        if let Err(e) = done {
+            self.refuse(&Refusal::Auth(e), ref_id)?;
+        }
+        self.flush().await
+    }
+}
