@@ -368,6 +368,9 @@ pub enum ErrorCode {
     /// The server could not store the message (or read history); nothing was delivered.
     /// Added to v1.
     Unavailable,
+    /// The server accepts only TLS connections (`--require-tls`) and this one is plain; it
+    /// is closed. Added to v1.
+    TlsRequired,
     /// A code newer than this client; produced only by parsing, never sent.
     #[serde(other)]
     Other,
@@ -395,6 +398,8 @@ pub enum ByeReason {
     BadRequests,
     /// No room for another connection.
     ServerFull,
+    /// A plain connection to a server that requires TLS. Added to v1.
+    TlsRequired,
     /// A reason newer than this client; produced only by parsing, never sent.
     #[serde(other)]
     Other,
@@ -413,6 +418,7 @@ impl ByeReason {
             Self::FrameTooLarge => "frame_too_large",
             Self::BadRequests => "bad_requests",
             Self::ServerFull => "server_full",
+            Self::TlsRequired => "tls_required",
             Self::Other => "other",
         }
     }
