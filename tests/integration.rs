@@ -13,3 +13,4 @@ mod line_mode;
 mod rooms_history;
 mod shutdown;
 mod storage;
+mod tls;
