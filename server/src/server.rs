@@ -81,8 +81,10 @@ async fn connection(
     };
     let (reader, writer, proto) = match (proto, &shared.tls) {
         (Proto::Tls, Some(tls)) => {
+            // Boxed: a handshake's state is large, and inline it would enlarge the task of
+            // every connection, plain ones too.
             let secured = secure(tls, stream, sniffed.freeze(), &shared, deadline, peer);
-            let Some(secured) = secured.await else {
+            let Some(secured) = Box::pin(secured).await else {
                 return;
             };
             secured
