@@ -15,3 +15,4 @@ mod names_and_text;
 mod rooms_history;
 mod shutdown;
 mod storage;
+mod tls;

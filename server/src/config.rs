@@ -1,6 +1,7 @@
 //! The server's settings: every limit, with its default. The binary's flags fill this in
 //! (`chat-server --help`); tests and the bench build it directly.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Where history is kept.
@@ -10,6 +11,24 @@ pub enum Storage {
     Memory,
     /// An SQLite database at this path; `:memory:` is an SQLite database in memory.
     Sqlite(std::path::PathBuf),
+}
+
+/// Where the TLS certificate and its key come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    /// PEM files: the certificate chain (leaf first) and its private key.
+    Files {
+        /// The certificate chain.
+        cert: PathBuf,
+        /// The private key.
+        key: PathBuf,
+    },
+    /// A self-signed certificate kept in this directory: generated on the first start,
+    /// reused on every later one, so clients that trusted its fingerprint keep trusting it.
+    SelfSigned {
+        /// The server's data directory.
+        dir: PathBuf,
+    },
 }
 
 /// Server settings. Every limit is here, with the contract's default; `chat-server --help`
@@ -87,6 +106,11 @@ pub struct Config {
     pub auth_max_wait_account: Duration,
     /// Addresses (and accounts) the login throttle tracks at most.
     pub auth_max_tracked: usize,
+    /// TLS on the same port (a connection whose first byte is a handshake's `0x16`); `None`:
+    /// plain only, and a `0x16` is taken for line-mode text.
+    pub tls: Option<TlsSource>,
+    /// Plain connections are told so and closed: only TLS is served.
+    pub require_tls: bool,
 }
 
 impl Default for Config {
@@ -124,6 +148,8 @@ impl Default for Config {
             auth_max_wait_ip: Duration::from_secs(60),
             auth_max_wait_account: Duration::from_secs(5),
             auth_max_tracked: 100_000,
+            tls: None,
+            require_tls: false,
         }
     }
 }

@@ -1,13 +1,15 @@
 //! `chat-server`: an async multi-client chat room server.
 //!
 //! Framed clients (length-prefixed JSON) and plain line clients (`nc`, `telnet`) share one
-//! port; the first bytes a client sends decide its protocol. All meet in the same rooms
-//! through one session logic that knows no wire format and no transport.
+//! port, in clear or inside TLS; the first bytes a client sends decide its protocol. All
+//! meet in the same rooms through one session logic that knows no wire format and no
+//! transport.
 //!
 //! Layout, from the socket inwards:
-//! - [`run`]: the whole server, given a bound listener, a [`Config`] and a shutdown signal.
+//! - [`run`]: the whole server, given a bound listener, a [`Config`] and a shutdown signal
+//!   ([`run_with_reload`]: and a signal to reload the TLS certificate).
 //! - `config`: every setting and limit, with its default.
-//! - `net`: the accept loop, the protocol sniffer, the transport's reader and writer.
+//! - `net`: the accept loop, the protocol sniffer, TLS, the transport's reader and writer.
 //! - `server`: one connection from accept to its session; picks the wire adapter.
 //! - `wire`: the adapters, one per wire format (framed, line), and their output buffer.
 //! - `session`: one client's session: its loop, registration, commands, history, errors.
@@ -22,6 +24,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use futures::{Stream, StreamExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -39,7 +42,7 @@ mod session;
 mod store;
 mod wire;
 
-pub use config::{Config, Storage};
+pub use config::{Config, Storage, TlsSource};
 
 /// What every connection task shares.
 pub(crate) struct Shared {
@@ -50,21 +53,41 @@ pub(crate) struct Shared {
     pub(crate) cancel: CancellationToken,
     /// Every connection and session task, so shutdown can wait for them.
     pub(crate) tracker: TaskTracker,
+    /// The TLS acceptor, when a certificate is configured.
+    pub(crate) tls: Option<net::tls::Tls>,
 }
 
 /// Serves `listener` until `shutdown` completes, then says goodbye to every client and
 /// waits (up to `shutdown_grace`) for their sessions to end.
 ///
 /// # Errors
-/// Only if the listener's address cannot be read; accept errors are retried with backoff
-/// and a client's errors end only that client.
+/// If the listener's address cannot be read, the TLS certificate cannot be loaded, or the
+/// store cannot be opened; accept errors are retried with backoff and a client's errors end
+/// only that client.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_with_reload(listener, config, shutdown, futures::stream::pending()).await
+}
+
+/// [`run`], and every item of `reload` (the binary's SIGHUP) reads the TLS certificate and
+/// key again: new handshakes get the new pair, established connections keep theirs, and a
+/// pair that fails to load is logged and leaves the old one in use.
+///
+/// # Errors
+/// As for [`run`].
+pub async fn run_with_reload(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    reload: impl Stream<Item = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let grace = config.shutdown_grace;
+    let tls = config.tls.as_ref().map(net::tls::Tls::new).transpose()?;
+    let reloader = tls.clone().map(|tls| tokio::spawn(reload_tls(tls, reload)));
     let (outcomes_tx, outcomes_rx) = tokio::sync::mpsc::unbounded_channel();
     let (store, accounts) = open_store(&config, outcomes_tx)?;
     let auth = auth::Auth::open(accounts, config.auth())?;
@@ -78,6 +101,7 @@ pub async fn run(
         config,
         cancel: CancellationToken::new(),
         tracker: TaskTracker::new(),
+        tls,
     });
     let tracker = shared.tracker.clone();
     info!("listening on {addr}");
@@ -88,6 +112,9 @@ pub async fn run(
         () = shutdown => info!("shutting down"),
     }
     drop(listener);
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     shared.cancel.cancel();
     tracker.close();
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
@@ -116,6 +143,20 @@ type Stores = (
     Option<path::PathStore>,
     Option<Arc<dyn store::AccountStore>>,
 );
+/// Reloads the certificate on every item of `reload`, off the async workers (it reads files).
+async fn reload_tls(tls: net::tls::Tls, reload: impl Stream<Item = ()>) {
+    let mut reload = std::pin::pin!(reload);
+    while reload.next().await.is_some() {
+        let tls = tls.clone();
+        match tokio::task::spawn_blocking(move || tls.reload()).await {
+            Ok(Ok(fingerprint)) => {
+                info!("TLS certificate reloaded, SHA-256 fingerprint {fingerprint}");
+            }
+            Ok(Err(e)) => warn!("TLS certificate not reloaded, the old one stays in use: {e}"),
+            Err(panicked) => warn!("TLS certificate reload failed: {panicked}"),
+        }
+    }
+}
 
 /// Opens the configured store, if any; it reports to `outcomes`.
 fn open_store(

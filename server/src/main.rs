@@ -1,10 +1,11 @@
 //! `chat-server` binary: command line, logging, signals; the server itself is the library.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use chat_server::{Config, Storage, run};
-use clap::Parser;
+use chat_server::{Config, Storage, TlsSource, run_with_reload};
+use clap::{ArgGroup, Parser};
 use tokio::net::{TcpListener, TcpSocket};
 use tracing::info;
 
@@ -17,9 +18,10 @@ use tracing::info;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// An async multi-client chat room server: framed JSON clients and plain line clients
-/// (`nc`, `telnet`) on one port.
+/// (`nc`, `telnet`) on one port, in clear or over TLS.
 #[derive(Debug, Parser)]
 #[command(version, about)]
+#[command(group(ArgGroup::new("tls").args(["tls_cert", "tls_self_signed"])))]
 struct Args {
     /// Address to listen on (port 0 picks a free port; the log says which).
     #[arg(long, env = "CHAT_LISTEN", default_value = chat_shared::DEFAULT_ADDR)]
@@ -126,6 +128,25 @@ struct Args {
     /// Addresses (and accounts) the login throttle tracks at most.
     #[arg(long, env = "CHAT_AUTH_MAX_TRACKED", default_value_t = Config::default().auth_max_tracked)]
     auth_max_tracked: usize,
+    /// TLS certificate chain (PEM, leaf first), served on the same port as plain clients.
+    /// SIGHUP reads it and --tls-key again.
+    #[arg(long, env = "CHAT_TLS_CERT", requires = "tls_key", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PEM).
+    #[arg(long, env = "CHAT_TLS_KEY", requires = "tls_cert", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// TLS with a self-signed certificate, generated on the first start into the data
+    /// directory and reused after that; its SHA-256 fingerprint is logged at start.
+    #[arg(long, env = "CHAT_TLS_SELF_SIGNED", conflicts_with = "tls_cert")]
+    tls_self_signed: bool,
+    /// Refuse plain connections (they are told why): only TLS is served.
+    #[arg(long, env = "CHAT_REQUIRE_TLS", requires = "tls")]
+    require_tls: bool,
+    /// Where the server keeps its own files (the self-signed certificate). Default: the
+    /// directory of the history database (--db), or the default database's directory when
+    /// history is not in a file.
+    #[arg(long, env = "CHAT_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 impl Args {
@@ -171,9 +192,59 @@ impl Args {
             auth_max_wait_ip: Duration::from_secs(self.auth_max_wait_ip),
             auth_max_wait_account: Duration::from_secs(self.auth_max_wait_account),
             auth_max_tracked: self.auth_max_tracked.max(1),
+            tls: self.tls(),
+            require_tls: self.require_tls,
             ..Config::default()
         }
     }
+
+    fn tls(&self) -> Option<TlsSource> {
+        if self.tls_self_signed {
+            return Some(TlsSource::SelfSigned {
+                dir: self.data_dir(),
+            });
+        }
+        let (cert, key) = (self.tls_cert.clone()?, self.tls_key.clone()?);
+        Some(TlsSource::Files { cert, key })
+    }
+
+    /// `--data-dir`, else the database's directory, else the default database's.
+    fn data_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.data_dir {
+            return dir.clone();
+        }
+        let db = match self.db.as_deref() {
+            Some("none" | ":memory:") | None => chat_server::default_db_path(),
+            Some(path) => PathBuf::from(path),
+        };
+        match db.parent() {
+            Some(dir) if dir != Path::new("") => dir.to_owned(),
+            _ => PathBuf::from("."),
+        }
+    }
+}
+
+/// A stream of SIGHUPs, when there is a certificate to reload: without TLS the signal keeps
+/// its usual meaning (the end of the process). Installed before the server listens, as
+/// the stop signals are.
+///
+/// # Errors
+/// The handler cannot be installed.
+fn reload_signal(tls: bool) -> std::io::Result<futures::stream::BoxStream<'static, ()>> {
+    use futures::StreamExt;
+    #[cfg(unix)]
+    if tls {
+        use tokio::signal::unix::{SignalKind, signal};
+        let hangup = signal(SignalKind::hangup())?;
+        return Ok(futures::stream::unfold(hangup, |mut hangup| async move {
+            hangup.recv().await?;
+            info!("SIGHUP received: reloading the TLS certificate");
+            Some(((), hangup))
+        })
+        .boxed());
+    }
+    let _ = tls;
+    Ok(futures::stream::pending().boxed())
 }
 
 /// A future that completes on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed when
@@ -225,10 +296,13 @@ async fn main() -> anyhow::Result<()> {
     }
     // Before the address is known to anyone: see `stop_signal`.
     let stop = stop_signal().context("cannot install the signal handlers")?;
+    let config = args.config();
+    let reload =
+        reload_signal(config.tls.is_some()).context("cannot install the SIGHUP handler")?;
     let listener = bind(&args.listen, args.backlog)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    run(listener, args.config(), stop).await
+    run_with_reload(listener, config, stop, reload).await
 }
 
 /// Binds `addr` (the first address it resolves to) with a listen backlog of `backlog`.

@@ -1,5 +1,6 @@
-//! One connection from accept to its session: socket options, protocol sniffing, the
-//! greeting for a silent client, the refusal of one over a connection limit, and the
+//! One connection from accept to its session: socket options, protocol sniffing, the TLS
+//! handshake and the sniffing again inside it, the greeting for a silent client, the
+//! refusal of one over a connection limit or of a plain one where TLS is required, and the
 //! choice of wire adapter. Here, and only here, transports meet adapters and sessions.
 
 use std::net::SocketAddr;
@@ -9,18 +10,24 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use chat_shared::{ByeReason, ErrorCode, ServerMsg};
 use socket2::{SockRef, TcpKeepalive};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, timeout};
-use tracing::debug;
+use tokio::time::{Instant, timeout, timeout_at};
+use tracing::{debug, info};
 use uuid::Uuid;
 
 use crate::Shared;
 use crate::limits::{Admission, Refusal};
 use crate::net::sniff::{Proto, Sniffed, sniff};
-use crate::net::stream;
+use crate::net::stream::{self, Reader, Rewind, Writer};
+use crate::net::tls::Tls;
 use crate::session::Session;
 use crate::wire::framed::{self, FramedWire};
 use crate::wire::line::{GREETING, LineWire};
+
+/// What a plain client of a `--require-tls` server is told before it is closed.
+const TLS_REQUIRED: &str = "this server accepts only TLS connections: connect with TLS \
+(for example openssl s_client -quiet -connect HOST:PORT)";
 
 /// Runs one accepted connection, admitted or not, in a task of its own.
 pub(crate) fn accepted(
@@ -46,7 +53,7 @@ pub(crate) fn accepted(
 /// One connection until its protocol is known; then its session runs in a task of its
 /// own, sized for that session alone (an idle connection's memory is mostly its task).
 async fn connection(
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
     admission: Admission,
@@ -63,27 +70,52 @@ async fn connection(
     if let Err(e) = SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
         debug!(%peer, error = %e, "keepalive failed");
     }
+    // One deadline for everything before `welcome`: the TLS handshake counts too.
     let deadline = Instant::now() + config.handshake_timeout;
     let mut sniffed = BytesMut::new();
-    let proto = match detect(&stream, &shared, &mut sniffed, deadline).await {
-        Ok(Some(proto)) => proto,
-        Ok(None) => return,
-        Err(e) => {
-            debug!(%peer, error = %e, "connection failed before its first byte");
+    // Where only TLS is served, a silent plain client is refused, not greeted.
+    let greet = !config.require_tls;
+    let found = detect(&mut stream, &shared, &mut sniffed, deadline, greet).await;
+    let Some(proto) = opened(found, peer) else {
+        return;
+    };
+    let (reader, writer, proto) = match (proto, &shared.tls) {
+        (Proto::Tls, Some(tls)) => {
+            // Boxed: a handshake's state is large, and inline it would enlarge the task of
+            // every connection, plain ones too.
+            let secured = secure(tls, stream, sniffed.freeze(), &shared, deadline, peer);
+            let Some(secured) = Box::pin(secured).await else {
+                return;
+            };
+            secured
+        }
+        _ if config.require_tls => {
+            debug!(%peer, ?proto, "plain connection refused: TLS is required");
+            let words = last_words(
+                proto,
+                ErrorCode::TlsRequired,
+                ByeReason::TlsRequired,
+                TLS_REQUIRED,
+            );
+            close_with(stream, &words).await;
             return;
+        }
+        _ => {
+            let (reader, writer) = stream::split(stream, sniffed.freeze());
+            (reader, writer, proto)
         }
     };
     let id = Uuid::now_v7();
     debug!(%peer, session = %id, ?proto, "connected");
-    let (reader, writer) = stream::split(stream, sniffed.freeze());
     let tracker = shared.tracker.clone();
     match proto {
         Proto::Framed => {
             let wire = FramedWire::new(reader, writer, config.max_frame);
             tracker.spawn(Session::new(id, wire, &shared, peer.ip()).run(deadline, admission));
         }
-        // TLS, IRC and HTTP are reserved for their adapters; until then they are served as
-        // line mode, as before the sniffer knew them.
+        // IRC and HTTP are reserved for their adapters; until then they are served as line
+        // mode, as before the sniffer knew them. So is a `0x16` without a certificate, or
+        // inside TLS.
         Proto::Line | Proto::Tls | Proto::Irc | Proto::Http => {
             let wire = LineWire::new(reader, writer, config.max_line, id);
             tracker.spawn(Session::new(id, wire, &shared, peer.ip()).run(deadline, admission));
@@ -91,89 +123,140 @@ async fn connection(
     }
 }
 
+/// The TLS handshake, within the connection's handshake deadline, then the protocol inside
+/// it, detected as on a plain connection. `None` when the connection is over: a bad,
+/// truncated or unfinished ClientHello ends it with one log line and touches nothing else.
+async fn secure(
+    tls: &Tls,
+    stream: TcpStream,
+    sniffed: Bytes,
+    shared: &Shared,
+    deadline: Instant,
+    peer: SocketAddr,
+) -> Option<(Reader, Writer, Proto)> {
+    let handshake = timeout_at(deadline, tls.accept(Rewind::new(stream, sniffed)));
+    let mut conn = tokio::select! {
+        () = shared.cancel.cancelled() => return None,
+        done = handshake => match done {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                info!(%peer, error = %e, "TLS handshake failed; connection closed");
+                return None;
+            }
+            Err(_) => {
+                info!(%peer, "TLS handshake not done within the handshake timeout; connection closed");
+                return None;
+            }
+        },
+    };
+    let mut sniffed = BytesMut::new();
+    let found = detect(&mut conn, shared, &mut sniffed, deadline, true).await;
+    let proto = opened(found, peer)?;
+    let (reader, writer) = stream::split_tls(conn, sniffed.freeze());
+    Some((reader, writer, proto))
+}
+
+/// What [`detect`] found, with a failure logged.
+fn opened(found: std::io::Result<Option<Proto>>, peer: SocketAddr) -> Option<Proto> {
+    found.unwrap_or_else(|e| {
+        debug!(%peer, error = %e, "connection failed before its protocol was known");
+        None
+    })
+}
+
 /// Sniffs the protocol; greets a client that stays silent through the sniff window (a
-/// person at `nc`). A slow framed client's `0x00` after the greeting still gets framed mode
-/// (it skips the greeting, which holds no NUL). `None` when the client left, the handshake
-/// timed out, or the server is shutting down.
-async fn detect(
-    stream: &TcpStream,
+/// person at `nc`), or with `greet` off takes it for a line client. A slow framed client's
+/// `0x00` after the greeting still gets framed mode (it skips the greeting, which holds no
+/// NUL). `None` when the client left, the handshake timed out, or the server is shutting
+/// down.
+async fn detect<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     shared: &Shared,
     sniffed: &mut BytesMut,
     deadline: Instant,
+    greet: bool,
 ) -> std::io::Result<Option<Proto>> {
     let sniff_end = (Instant::now() + shared.config.sniff).min(deadline);
     match sniff(stream, sniffed, sniff_end).await? {
         Sniffed::Proto(proto) => return Ok(Some(proto)),
         Sniffed::Closed => return Ok(None),
+        Sniffed::Silent if !greet => return Ok(Some(Proto::Line)),
         Sniffed::Silent => {}
     }
-    write_all(stream, GREETING.as_bytes()).await?;
-    tokio::select! {
-        () = shared.cancel.cancelled() => {
-            write_all(stream, b"-- the server is shutting down\r\n").await?;
+    say(stream, GREETING.as_bytes()).await?;
+    let found = tokio::select! {
+        () = shared.cancel.cancelled() => None,
+        found = sniff(stream, sniffed, deadline) => Some(found?),
+    };
+    match found {
+        None => {
+            say(stream, b"-- the server is shutting down\r\n").await?;
             Ok(None)
         }
-        found = sniff(stream, sniffed, deadline) => match found? {
-            Sniffed::Proto(proto) => Ok(Some(proto)),
-            Sniffed::Closed => Ok(None),
-            Sniffed::Silent => {
-                write_all(stream, b"! no nick given in time, bye\r\n").await?;
-                Ok(None)
-            }
-        },
+        Some(Sniffed::Proto(proto)) => Ok(Some(proto)),
+        Some(Sniffed::Closed) => Ok(None),
+        Some(Sniffed::Silent) => {
+            say(stream, b"! no nick given in time, bye\r\n").await?;
+            Ok(None)
+        }
     }
 }
 
+/// Writes `bytes` and flushes them (TLS holds written bytes until flushed).
+async fn say<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
+}
+
 /// Tells a client over a connection limit why it is closed, in its own mode when it has
-/// shown one within the sniff window, then closes.
-async fn refuse(stream: TcpStream, shared: Arc<Shared>, refusal: Refusal) {
+/// shown one within the sniff window, then closes. A TLS client is closed without a word:
+/// plain text would only break its handshake, and a handshake costs what a full server
+/// lacks.
+async fn refuse(mut stream: TcpStream, shared: Arc<Shared>, refusal: Refusal) {
     let text = match refusal {
         Refusal::Full => "the server is full, try again later",
         Refusal::TooManyFromIp => "too many connections from your address",
     };
     let mut sniffed = BytesMut::new();
     let until = Instant::now() + shared.config.sniff;
-    let found = sniff(&stream, &mut sniffed, until).await;
-    let bytes = if matches!(found, Ok(Sniffed::Proto(Proto::Framed))) {
-        let mut frames = BytesMut::new();
-        frames.extend_from_slice(&framed::encode(&ServerMsg::error(
-            ErrorCode::ServerFull,
-            text,
-            None,
-        )));
-        frames.extend_from_slice(&framed::encode(&ServerMsg::Bye {
-            reason: ByeReason::ServerFull,
-            message: Some(text.into()),
-        }));
-        frames.freeze()
-    } else {
-        Bytes::from(format!("! {text}\r\n"))
+    let proto = match sniff(&mut stream, &mut sniffed, until).await {
+        Ok(Sniffed::Proto(proto)) => proto,
+        _ => Proto::Line,
     };
-    // Best effort: the client may already be gone, and it is being closed either way.
-    let _ = timeout(Duration::from_secs(1), write_all(&stream, &bytes)).await;
-    let (mut reader, mut writer) = stream.into_split();
-    crate::wire::linger(&mut reader, &mut writer).await;
+    let words = if proto == Proto::Tls {
+        Bytes::new()
+    } else {
+        last_words(proto, ErrorCode::ServerFull, ByeReason::ServerFull, text)
+    };
+    close_with(stream, &words).await;
 }
 
-async fn write_all(stream: &TcpStream, bytes: &[u8]) -> std::io::Result<()> {
-    // Written through `&TcpStream` (which has no AsyncWrite) so the stream stays whole for
-    // splitting afterwards.
-    let mut written = 0;
-    while written < bytes.len() {
-        stream.writable().await?;
-        match stream.try_write(&bytes[written..]) {
-            Ok(n) => written += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
+/// A refusal in the client's mode: `error` and `bye` for a framed client, one `! ` line
+/// for anyone else.
+fn last_words(proto: Proto, code: ErrorCode, reason: ByeReason, text: &str) -> Bytes {
+    if proto != Proto::Framed {
+        return Bytes::from(format!("! {text}\r\n"));
     }
-    Ok(())
+    let mut frames = BytesMut::new();
+    frames.extend_from_slice(&framed::encode(&ServerMsg::error(code, text, None)));
+    frames.extend_from_slice(&framed::encode(&ServerMsg::Bye {
+        reason,
+        message: Some(text.into()),
+    }));
+    frames.freeze()
+}
+
+/// Writes `words`, best effort (the client may already be gone, and it is being closed
+/// either way), then closes without a reset (see `wire::linger`).
+async fn close_with(mut stream: TcpStream, words: &[u8]) {
+    let _ = timeout(Duration::from_secs(1), stream.write_all(words)).await;
+    let (mut reader, mut writer) = stream.into_split();
+    crate::wire::linger(&mut reader, &mut writer).await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::stream::{Reader, Writer};
     use tokio::net::TcpListener;
     use tokio_util::task::TaskTracker;
 
@@ -199,6 +282,7 @@ mod tests {
             config,
             cancel: tokio_util::sync::CancellationToken::new(),
             tracker: TaskTracker::new(),
+            tls: None,
         });
         let mut sizes = Vec::new();
         for framed in [true, false] {

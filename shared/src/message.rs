@@ -434,6 +434,9 @@ pub enum ErrorCode {
     AuthFailed,
     /// Too many failed logins: wait `retry_after_ms`. Optional v1 addition.
     AuthThrottled,
+    /// The server accepts only TLS connections (`--require-tls`) and this one is plain; it
+    /// is closed. Added to v1.
+    TlsRequired,
     /// A code newer than this client; produced only by parsing, never sent.
     #[serde(other)]
     Other,
@@ -464,6 +467,8 @@ pub enum ByeReason {
     /// Another connection logged in to this nick's account and took the nick over.
     /// Optional v1 addition.
     Replaced,
+    /// A plain connection to a server that requires TLS. Added to v1.
+    TlsRequired,
     /// A reason newer than this client; produced only by parsing, never sent.
     #[serde(other)]
     Other,
@@ -483,6 +488,7 @@ impl ByeReason {
             Self::BadRequests => "bad_requests",
             Self::ServerFull => "server_full",
             Self::Replaced => "replaced",
+            Self::TlsRequired => "tls_required",
             Self::Other => "other",
         }
     }

@@ -4,9 +4,11 @@
 //! Layout:
 //! - [`spawn_server`] / [`TestServer`]: `chat_server::run` on an ephemeral port, stopped by a
 //!   oneshot so the shutdown path is exercised too.
-//! - [`Client`]: a typed framed client (`ClientCodec`), plus raw writes for hand-made bytes.
+//! - [`Client`]: a typed framed client (`ClientCodec`), plus raw writes for hand-made bytes;
+//!   over TCP by default, over any stream (TLS) with [`Client::from_io`].
 //! - [`RawFramed`]: frames in and out as bytes, for checks on the literal JSON.
-//! - [`Line`]: a plain-text client, as `nc` or `telnet` would be.
+//! - [`Line`]: a plain-text client, as `nc` or `telnet` would be; over any stream's halves
+//!   with [`Line::from_halves`].
 //! - Small helpers: [`cfg`], [`frame`], [`say_req`], [`assert_pair_chats`], [`fill_room`].
 //!
 //! Every wait is bounded by [`WAIT`]; a timeout is a test failure that names what was awaited.
@@ -24,7 +26,7 @@ use chat_shared::{
     ServerMsg,
 };
 use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::oneshot;
@@ -118,11 +120,11 @@ pub enum Next<T> {
     Timeout,
 }
 
-/// A typed framed client over `Framed<TcpStream, ClientCodec>`.
-pub struct Client {
+/// A typed framed client over `Framed<S, ClientCodec>`.
+pub struct Client<S = TcpStream> {
     /// The nick this client registered with (empty before `hello`).
     pub nick: String,
-    io: Framed<TcpStream, ClientCodec>,
+    io: Framed<S, ClientCodec>,
     /// Answer server `ping`s automatically (and hide them) inside `recv*`.
     pub auto_pong: bool,
 }
@@ -160,16 +162,23 @@ impl Client {
     /// Wraps a connected stream (for example one that was greeted in line mode first).
     pub fn from_stream(stream: TcpStream) -> Self {
         stream.set_nodelay(true).expect("nodelay");
-        Self {
-            nick: String::new(),
-            io: Framed::new(stream, ClientCodec::default()),
-            auto_pong: true,
-        }
+        Self::from_io(stream)
     }
 
     /// Connects, says `hello`, and waits for `welcome` and the whole `lobby` join sequence.
     pub async fn login(addr: SocketAddr, nick: &str) -> Self {
         Self::connect(addr).await.register(nick).await
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    /// Wraps any connected stream.
+    pub fn from_io(io: S) -> Self {
+        Self {
+            nick: String::new(),
+            io: Framed::new(io, ClientCodec::default()),
+            auto_pong: true,
+        }
     }
 
     /// Says `hello` on this connection and waits for `welcome` and the `lobby` join sequence.
@@ -606,7 +615,11 @@ pub fn frame(payload: &[u8]) -> Vec<u8> {
 }
 
 /// Two well-behaved clients still chat both ways (each sees the other's message).
-pub async fn assert_pair_chats(a: &mut Client, b: &mut Client) {
+pub async fn assert_pair_chats<A, B>(a: &mut Client<A>, b: &mut Client<B>)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
     let text_a = format!("still here from {} {}", a.nick, Uuid::new_v4());
     a.say("lobby", &text_a).await;
     let got = b.recv_message("lobby", &text_a).await;
@@ -727,11 +740,11 @@ impl RawFramed {
 // ---------------------------------------------------------------------------------------------
 
 /// A plain-text client, as `nc` would be.
-pub struct Line {
+pub struct Line<R = OwnedReadHalf, W = OwnedWriteHalf> {
     /// The nick this client registered with (empty before).
     pub nick: String,
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+    reader: BufReader<R>,
+    writer: W,
     /// Bytes of a line not yet complete; kept across timeouts (`read_until` appends here).
     partial: Vec<u8>,
     /// Every raw byte received so far, for checks such as "no telnet answer".
@@ -747,30 +760,13 @@ impl Line {
             .expect("connect");
         stream.set_nodelay(true).expect("nodelay");
         let (r, w) = stream.into_split();
-        Self {
-            nick: String::new(),
-            reader: BufReader::new(r),
-            writer: w,
-            partial: Vec::new(),
-            raw_log: Vec::new(),
-        }
+        Self::from_halves(r, w)
     }
 
     /// Connects, sends `nick` at once, and waits for a non-error line that names the nick
     /// (the welcome or the lobby notices).
     pub async fn login(addr: SocketAddr, nick: &str) -> Self {
-        let mut l = Self::connect(addr).await;
-        l.send_line(nick).await;
-        l.nick = nick.to_owned();
-        l.read_until(
-            &format!("a notice naming {nick} after the nick line"),
-            |line| {
-                assert!(!line.starts_with("! "), "nick {nick:?} refused: {line:?}");
-                line.contains(nick)
-            },
-        )
-        .await;
-        l
+        Self::connect(addr).await.named(nick).await
     }
 
     /// Like [`Line::login`], and waits until `observer` (in `lobby`) sees the join, so that
@@ -779,6 +775,41 @@ impl Line {
         let l = Self::login(addr, nick).await;
         observer.recv_joined("lobby", nick).await;
         l
+    }
+
+    /// Gives back the socket halves' stream (for a framed client after a greeting).
+    pub fn into_stream(self) -> TcpStream {
+        let r = self.reader.into_inner();
+        r.reunite(self.writer).expect("halves of one stream")
+    }
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Line<R, W> {
+    /// A client over a connected stream's halves, nothing sent yet.
+    pub fn from_halves(reader: R, writer: W) -> Self {
+        Self {
+            nick: String::new(),
+            reader: BufReader::new(reader),
+            writer,
+            partial: Vec::new(),
+            raw_log: Vec::new(),
+        }
+    }
+
+    /// Sends `nick` as the nick line and waits for a non-error line that names it (the
+    /// welcome or the lobby notices).
+    pub async fn named(mut self, nick: &str) -> Self {
+        self.send_line(nick).await;
+        self.nick = nick.to_owned();
+        self.read_until(
+            &format!("a notice naming {nick} after the nick line"),
+            |line| {
+                assert!(!line.starts_with("! "), "nick {nick:?} refused: {line:?}");
+                line.contains(nick)
+            },
+        )
+        .await;
+        self
     }
 
     /// Writes `line` and `\n`.
@@ -965,11 +996,5 @@ impl Line {
                 ),
             }
         }
-    }
-
-    /// Gives back the socket halves' stream (for a framed client after a greeting).
-    pub fn into_stream(self) -> TcpStream {
-        let r = self.reader.into_inner();
-        r.reunite(self.writer).expect("halves of one stream")
     }
 }

@@ -3,17 +3,18 @@
 //! | first bytes | protocol |
 //! |---|---|
 //! | `0x00` | framed (the top byte of a length under 16 MiB; typed text never is) |
-//! | `0x16` | TLS handshake (reserved: served as line mode until TLS lands) |
+//! | `0x16` | TLS handshake (line mode when the server has no certificate) |
 //! | `CAP `, `NICK `, `USER `, `PASS ` | IRC (reserved, likewise) |
 //! | `GET `, `HEAD `, `POST `, `PUT `, `PATCH `, `OPTIONS ` | HTTP (reserved, likewise) |
 //! | anything else | line |
 //!
 //! A connection whose bytes so far could still begin one of the words is read further,
 //! until the word is complete or cannot be, or the window ends. The bytes read are handed
-//! on to the adapter in front of the rest (see `stream::Reader`).
+//! on to the adapter (or the TLS handshake) in front of the rest (see `stream`). Inside TLS
+//! the decrypted stream is sniffed again, the same way: the sniffer reads any stream.
 
 use bytes::BytesMut;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::{Instant, timeout_at};
 
 /// What a connection speaks.
@@ -66,8 +67,8 @@ pub(crate) enum Sniffed {
 ///
 /// # Errors
 /// The socket's error.
-pub(crate) async fn sniff(
-    stream: &TcpStream,
+pub(crate) async fn sniff<S: AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut BytesMut,
     until: Instant,
 ) -> std::io::Result<Sniffed> {
@@ -75,7 +76,7 @@ pub(crate) async fn sniff(
         if let Some(proto) = classify(buf) {
             return Ok(Sniffed::Proto(proto));
         }
-        match timeout_at(until, read_some(stream, buf)).await {
+        match timeout_at(until, read_some(&mut *stream, buf)).await {
             Ok(Ok(0)) | Err(_) if !buf.is_empty() => return Ok(Sniffed::Proto(Proto::Line)),
             Ok(Ok(0)) => return Ok(Sniffed::Closed),
             Err(_) => return Ok(Sniffed::Silent),
@@ -85,21 +86,17 @@ pub(crate) async fn sniff(
     }
 }
 
-/// One read of what is available, up to what a decision needs.
-async fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+/// One read of what is available, up to what a decision needs. Cancel-safe: a read that
+/// has not completed has taken nothing.
+async fn read_some<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+) -> std::io::Result<usize> {
     let mut scratch = [0u8; DECISIVE];
     let want = DECISIVE.saturating_sub(buf.len()).max(1);
-    loop {
-        stream.readable().await?;
-        match stream.try_read(&mut scratch[..want]) {
-            Ok(n) => {
-                buf.extend_from_slice(&scratch[..n]);
-                return Ok(n);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
+    let n = stream.read(&mut scratch[..want]).await?;
+    buf.extend_from_slice(&scratch[..n]);
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -133,15 +130,15 @@ mod tests {
     async fn waits_for_a_word_to_complete_and_keeps_what_it_read() {
         use tokio::io::AsyncWriteExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
         let until = Instant::now() + std::time::Duration::from_secs(5);
         client.write_all(b"NI").await.unwrap();
         let sniffing = tokio::spawn(async move {
             let mut buf = BytesMut::new();
-            let found = sniff(&server, &mut buf, until).await.unwrap();
+            let found = sniff(&mut server, &mut buf, until).await.unwrap();
             (found, buf)
         });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;

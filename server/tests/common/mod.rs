@@ -6,6 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 /// The bound on every single wait.
@@ -62,6 +63,13 @@ pub(crate) struct Run<'a> {
 impl Run<'_> {
     /// Starts the binary on an ephemeral port and reads the bound address from its log.
     pub(crate) fn start(&self) -> (Server, String) {
+        let (server, addr, _) = self.start_logged();
+        (server, addr)
+    }
+
+    /// Like [`Run::start`], and every line the server logs (those before the address too)
+    /// arrives on the receiver.
+    pub(crate) fn start_logged(&self) -> (Server, String, Receiver<String>) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_chat-server"));
         cmd.args(["--listen", "127.0.0.1:0", "--sniff-ms", "100"])
             .args(&self.args)
@@ -86,16 +94,19 @@ impl Run<'_> {
         let stderr = child.stderr.take().expect("stderr is piped");
         let server = Server(child);
         let (tx, rx) = std::sync::mpsc::channel();
+        let (log_tx, log) = std::sync::mpsc::channel();
+        // Reads to the end whoever listens, so the server never blocks on a full pipe.
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(addr) = line.split("listening on ").nth(1) {
                     let _ = tx.send(addr.trim().to_owned()); // the test may have given up
                 }
+                let _ = log_tx.send(line);
             }
         });
         let addr = rx
             .recv_timeout(WAIT)
             .expect("the log names the bound address");
-        (server, addr)
+        (server, addr, log)
     }
 }
