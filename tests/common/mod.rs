@@ -68,9 +68,14 @@ pub struct TestServer {
 
 /// Binds `127.0.0.1:0` and spawns `chat_server::run` with a shutdown future driven by `stop`.
 pub async fn spawn_server(cfg: Config) -> TestServer {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
+    // The binary's listen backlog (`--backlog` 4096), not `TcpListener::bind`'s 1024: a
+    // join storm of 1,000 beside other tests' connections overflowed that on a busy
+    // machine, and a dropped SYN is retried only after seconds.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("address"))
         .expect("bind 127.0.0.1:0");
+    let listener = socket.listen(4096).expect("listen");
     let addr = listener.local_addr().expect("local_addr");
     let (stop, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(chat_server::run(listener, cfg, async move {
