@@ -21,8 +21,10 @@ use common::tls_server;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-async fn listener() -> tokio::net::TcpListener {
-    tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()
+async fn listener() -> (tokio::net::TcpListener, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    (listener, addr)
 }
 
 async fn ask(
@@ -49,8 +51,9 @@ async fn ask(
 async fn first_use_asks_then_remembers_and_a_changed_certificate_is_refused() {
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let store = dirs[0].path().join("config/known_servers");
-    let first = tls_server(listener().await, dirs[0].path()).await;
-    let (addr, fp) = (first.addr.clone(), first.fingerprint.clone());
+    let (first, addr) = listener().await;
+    let first = tls_server(first, dirs[0].path()).await;
+    let fp = first.fingerprint.clone();
 
     // No: nothing is remembered.
     let mut known = KnownServers::load(&store).unwrap();
@@ -105,8 +108,8 @@ async fn first_use_asks_then_remembers_and_a_changed_certificate_is_refused() {
     timeout(WAIT, handle).await.unwrap().unwrap();
 
     // Another certificate where this one was remembered: refused with the warning.
-    let second = tls_server(listener().await, dirs[1].path()).await;
-    let other = second.addr.clone();
+    let (second, other) = listener().await;
+    let second = tls_server(second, dirs[1].path()).await;
     let mut known = KnownServers::load(&store).unwrap();
     known.add(&other, &fp).unwrap();
     let (decided, shown) = ask(&other, &mut known, "yes\n").await;

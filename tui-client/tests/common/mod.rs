@@ -13,8 +13,6 @@ use tokio::task::JoinHandle;
 
 /// A running server; it stops when `stop` is sent or dropped.
 pub(crate) struct TlsServer {
-    /// `127.0.0.1:PORT`.
-    pub(crate) addr: String,
     /// The SHA-256 fingerprint of its certificate, as the server logs it.
     pub(crate) fingerprint: String,
     /// Sending (or dropping) it stops the server.
@@ -26,7 +24,6 @@ pub(crate) struct TlsServer {
 /// Starts a server on `listener` with a self-signed certificate kept in `dir`, and waits
 /// (at most 10 s) until the certificate is written.
 pub(crate) async fn tls_server(listener: TcpListener, dir: &Path) -> TlsServer {
-    let addr = listener.local_addr().unwrap().to_string();
     let config = chat_server::Config {
         tls: Some(chat_server::TlsSource::SelfSigned {
             dir: dir.to_owned(),
@@ -53,7 +50,6 @@ pub(crate) async fn tls_server(listener: TcpListener, dir: &Path) -> TlsServer {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     TlsServer {
-        addr,
         fingerprint,
         stop,
         handle,
