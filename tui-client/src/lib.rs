@@ -13,15 +13,25 @@
 //! - [`view`]: drawing the state into a ratatui `Frame`.
 //! - [`text`]: sanitising, display-width wrapping, nick colours, timestamps.
 //! - [`net`]: the network task: framed connection, reconnect with backoff, ping/RTT.
+//! - [`endpoint`]: `--server HOST:PORT` / `tls://HOST:PORT` parsed.
+//! - [`transport`]: opening the stream, plain TCP or TLS, as one type.
+//! - [`tls`]: the TLS client: roots, `--tls-ca`, the verifier with trust on first use.
+//! - [`known_servers`]: the accepted fingerprints of self-signed servers, on disk.
+//! - [`tofu`]: the question asked before the screen starts for an unknown certificate.
 //! - [`runtime`]: the event loop that ties terminal, network and clock to `update`.
 //! - [`tui`]: terminal modes on and off, including on panic.
 
 pub mod app;
 pub mod command;
+pub mod endpoint;
 pub mod input;
+pub mod known_servers;
 pub mod net;
 pub mod runtime;
 pub mod text;
+pub mod tls;
+pub mod tofu;
+pub mod transport;
 pub mod tui;
 pub mod update;
 pub mod view;

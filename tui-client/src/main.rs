@@ -1,14 +1,25 @@
-//! `chat-tui --nick NAME [--server HOST:PORT] [--password-file FILE | --ask-password]`:
-//! the terminal chat client.
+//! `chat-tui --nick NAME [--server [tls://]HOST:PORT] [--tls] [--tls-ca FILE]
+//! [--password-file FILE | --ask-password]`: the terminal chat client.
 //!
-//! Thin on purpose: arguments, the terminal check, terminal setup and the runtime; the
-//! client itself is the `chat_tui` library.
+//! Thin on purpose: arguments, the terminal check, the TLS trust decision (asked before
+//! the screen starts), terminal setup and the runtime; the client itself is the `chat_tui`
+//! library.
 
-use std::io::{IsTerminal, stdin, stdout};
+use std::io::{IsTerminal, stderr, stdin, stdout};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use chat_shared::validate::Nick;
+use chat_tui::endpoint::Endpoint;
+use chat_tui::known_servers::KnownServers;
+use chat_tui::tls::{Roots, TlsClient};
+use chat_tui::tofu::{self, TofuError};
+use chat_tui::transport::Transport;
 use clap::Parser;
+
+/// How long the trial TLS connection before the screen may take.
+const TRIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Terminal client for chat-server.
 #[derive(Debug, Parser)]
@@ -17,12 +28,23 @@ struct Cli {
     /// Your nick: letters, digits, '-' and '_', at most 32 characters.
     #[arg(long, env = "CHAT_NICK")]
     nick: String,
-    /// Server address.
+    /// Server address: HOST:PORT, or tls://HOST:PORT (the same as --tls).
     #[arg(long, env = "CHAT_SERVER", default_value = chat_shared::DEFAULT_ADDR)]
     server: String,
+    /// Connect over TLS, verifying the server against the system's root certificates; a
+    /// certificate they do not vouch for (self-signed) is shown and asked about once.
+    #[arg(long, env = "CHAT_TLS")]
+    tls: bool,
+    /// Trust only the CA certificates in this PEM file (implies --tls; no question asked).
+    #[arg(long, env = "CHAT_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Where accepted self-signed certificates are remembered. Default:
+    /// $XDG_CONFIG_HOME/chat-tui/known_servers (or ~/.config/chat-tui/known_servers).
+    #[arg(long, env = "CHAT_KNOWN_SERVERS", value_name = "FILE")]
+    known_servers: Option<PathBuf>,
     /// A file whose first line is your registered nick's password.
     #[arg(long, conflicts_with = "ask_password")]
-    password_file: Option<std::path::PathBuf>,
+    password_file: Option<PathBuf>,
     /// Ask for your registered nick's password (hidden) before the screen starts. The
     /// environment variable CHAT_PASSWORD gives it too.
     #[arg(long)]
@@ -63,6 +85,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let endpoint = match Endpoint::parse(&cli.server, cli.tls || cli.tls_ca.is_some()) {
+        Ok(endpoint) => endpoint,
+        Err(e) => {
+            eprintln!("chat-tui: --server {e}");
+            return ExitCode::from(2);
+        }
+    };
     // Checked before touching terminal modes, so a pipe or a cron job gets one clear line
     // instead of escape sequences.
     if !stdout().is_terminal() || !stdin().is_terminal() {
@@ -90,6 +119,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let transport = match runtime.block_on(transport(&endpoint, &cli)) {
+        Ok(transport) => transport,
+        Err(TofuError::Changed(warning)) => {
+            eprintln!("{warning}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("chat-tui: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let (mut terminal, guard) = match chat_tui::tui::init() {
         Ok(t) => t,
         Err(e) => {
@@ -100,7 +140,9 @@ fn main() -> ExitCode {
     };
     let options = chat_tui::Options {
         nick: nick.to_string(),
-        server: cli.server,
+        server: endpoint.addr(),
+        transport,
+        server_label: endpoint.display(),
         utc_offset_secs,
         password,
     };
@@ -113,4 +155,37 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Plain TCP, or TLS with its trust decided: by `--tls-ca`, or by the system's roots and,
+/// for a certificate they do not vouch for, the known-servers file and the user.
+async fn transport(endpoint: &Endpoint, cli: &Cli) -> Result<Transport, TofuError> {
+    if !endpoint.tls {
+        return Ok(Transport::Plain);
+    }
+    if let Some(ca) = &cli.tls_ca {
+        let roots = Roots::CaFile(ca.clone());
+        return Ok(Transport::Tls(TlsClient::new(
+            &endpoint.host,
+            &roots,
+            None,
+        )?));
+    }
+    let path = cli
+        .known_servers
+        .clone()
+        .or_else(KnownServers::default_path)
+        .unwrap_or_else(|| PathBuf::from("chat-tui-known_servers"));
+    let mut known = KnownServers::load(&path)?;
+    // The question goes to stderr like ssh's, and the answer is a line of normal input:
+    // the screen has not started yet.
+    tofu::decide(
+        endpoint,
+        &Roots::System,
+        &mut known,
+        TRIAL_TIMEOUT,
+        &mut stdin().lock(),
+        &mut stderr(),
+    )
+    .await
 }

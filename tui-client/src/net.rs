@@ -1,6 +1,6 @@
 //! The network task: one framed connection at a time, reconnecting with backoff forever.
 //!
-//! It knows the transport, not the chat: it reports each [`ServerMsg`] to the app as a
+//! It knows the connection (plain or TLS, opened by [`crate::transport`]), not the chat: it reports each [`ServerMsg`] to the app as a
 //! [`NetEvent`] and writes the [`Request`]s the app sends back. The two protocol concerns it
 //! owns are timing (`ping` for the round-trip time, and declaring a silent connection dead)
 //! and generations: each request carries the number of the connection it was meant for, so
@@ -17,12 +17,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use chat_shared::{ClientCodec, ClientMsg, Request, ServerMsg};
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{MissedTickBehavior, interval_at, sleep, timeout};
 use tokio_util::codec::Framed;
 
+use crate::transport::{self, Stream, Transport};
 use crate::update::NetEvent;
 
 /// What the app asks of the network task.
@@ -44,20 +44,25 @@ pub enum NetCommand {
 pub struct NetConfig {
     /// Server address, `HOST:PORT`.
     pub addr: String,
+    /// Plain TCP or TLS; the trust decision made at start is inside, so every reconnect
+    /// reuses it.
+    pub transport: Transport,
     /// How often to `ping` for the round-trip time.
     pub ping_every: Duration,
     /// Unanswered pings after which the connection is declared dead (a half-open TCP
     /// connection would otherwise look "online" forever).
     pub max_unanswered: u32,
-    /// Longest wait for a TCP connect.
+    /// Longest wait for a TCP connect and the TLS handshake.
     pub connect_timeout: Duration,
 }
 
 impl NetConfig {
-    /// Defaults for `addr`: ping every 5 s, dead after 4 unanswered, 5 s connect timeout.
+    /// Defaults for `addr`: plain TCP, ping every 5 s, dead after 4 unanswered, 5 s connect
+    /// timeout.
     pub fn new(addr: impl Into<String>) -> Self {
         Self {
             addr: addr.into(),
+            transport: Transport::Plain,
             ping_every: Duration::from_secs(5),
             max_unanswered: 4,
             connect_timeout: Duration::from_secs(5),
@@ -106,11 +111,9 @@ async fn run(
         {
             return;
         }
-        let connect = timeout(config.connect_timeout, TcpStream::connect(&config.addr));
+        let connect = transport::connect(&config.addr, &config.transport, config.connect_timeout);
         let reason = match connect.await {
-            Ok(Ok(stream)) => {
-                // Best effort: small frames should leave at once; failure only adds latency.
-                let _ = stream.set_nodelay(true);
+            Ok(stream) => {
                 generation += 1;
                 if events_tx
                     .send(NetEvent::Connected { generation })
@@ -130,8 +133,7 @@ async fn run(
                     }
                 }
             }
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "connect timed out".to_owned(),
+            Err(e) => e.to_string(),
         };
         let retry_in = backoff(attempt, jitter_ms());
         attempt = attempt.saturating_add(1);
@@ -156,7 +158,7 @@ async fn run(
 }
 
 async fn session(
-    mut framed: Framed<TcpStream, ClientCodec>,
+    mut framed: Framed<Stream, ClientCodec>,
     generation: u64,
     config: &NetConfig,
     cmd_rx: &mut mpsc::UnboundedReceiver<NetCommand>,
@@ -217,7 +219,7 @@ async fn session(
 
 /// Flushes and waits briefly for the server to close after our `quit`, so its `bye` and
 /// the close are orderly; never waits long, the user is leaving.
-async fn close(mut framed: Framed<TcpStream, ClientCodec>) {
+async fn close(mut framed: Framed<Stream, ClientCodec>) {
     let drain = async {
         // Ignored: the connection is being abandoned either way.
         let _ = SinkExt::<Request>::flush(&mut framed).await;

@@ -20,6 +20,7 @@ use tokio::time::{MissedTickBehavior, interval, timeout};
 
 use crate::app::App;
 use crate::net::{self, NetCommand, NetConfig};
+use crate::transport::Transport;
 use crate::update::{Action, Effect, update};
 use crate::view::view;
 
@@ -34,6 +35,10 @@ pub struct Options {
     pub nick: String,
     /// Server address, `HOST:PORT`.
     pub server: String,
+    /// Plain or TLS (with the trust decision already made).
+    pub transport: Transport,
+    /// What the status bar shows for the server (`tls://` when encrypted).
+    pub server_label: String,
     /// Local time zone offset for timestamps.
     pub utc_offset_secs: i32,
     /// The nick's password, if it is registered (kept in memory only).
@@ -53,8 +58,12 @@ pub fn now_ms() -> i64 {
 /// When the terminal fails (reading events or drawing) or the network task dies.
 pub async fn run(terminal: &mut DefaultTerminal, options: Options) -> anyhow::Result<()> {
     let (events_tx, mut net_rx) = mpsc::channel(1024);
-    let (cmd_tx, mut net_task) = net::spawn(NetConfig::new(options.server.clone()), events_tx);
-    let mut app = App::new(options.nick, options.server);
+    let config = NetConfig {
+        transport: options.transport,
+        ..NetConfig::new(options.server)
+    };
+    let (cmd_tx, mut net_task) = net::spawn(config, events_tx);
+    let mut app = App::new(options.nick, options.server_label);
     app.utc_offset_secs = options.utc_offset_secs;
     app.password = options.password;
     app.now_ms = now_ms();

@@ -5,6 +5,11 @@
 //! `send-keys`, reads the screen with `capture-pane`, and after `/quit` checks the exit
 //! status and that the terminal modes (alternate screen, mouse) were switched off again.
 //!
+//! The TLS test runs it against a server with a self-signed certificate (what
+//! `--tls-self-signed` runs, in a temporary data directory): the fingerprint question
+//! answered yes, a chat, no question on the next start, and the refusal when the same
+//! `HOST:PORT` later presents another certificate.
+//!
 //! Skipped with a message when tmux is missing, unless `CI` is set: then it fails.
 
 use std::io::{BufRead, BufReader, Write};
@@ -12,6 +17,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod common;
+
+use common::tls_server;
 
 /// Bound on every wait.
 const WAIT: Duration = Duration::from_secs(20);
@@ -24,6 +33,34 @@ struct Tmux {
 }
 
 impl Tmux {
+    /// A tmux server on socket `chat-tui-NAME-PID` running `command` in a `width`×30 pane.
+    fn start(name: &str, width: u16, command: &str) -> Self {
+        let mut tmux = Self {
+            socket: format!("chat-tui-{name}-{}", std::process::id()),
+            socket_path: None,
+        };
+        let width = width.to_string();
+        let started = tmux.cmd(&[
+            "new-session",
+            "-d",
+            "-s",
+            "e2e",
+            "-x",
+            &width,
+            "-y",
+            "30",
+            command,
+        ]);
+        assert!(
+            started.status.success(),
+            "tmux new-session failed: {}",
+            String::from_utf8_lossy(&started.stderr)
+        );
+        let path = tmux.pane_format("#{socket_path}");
+        tmux.socket_path = Some(path).filter(|p| !p.is_empty());
+        tmux
+    }
+
     fn cmd(&self, args: &[&str]) -> Output {
         Command::new("tmux")
             .args(["-u", "-L", &self.socket, "-f", "/dev/null"])
@@ -90,11 +127,21 @@ impl Drop for Tmux {
     }
 }
 
-fn tmux_available() -> bool {
-    Command::new("tmux")
+/// Whether to skip `test`: tmux is missing and `CI` is not set (with `CI`, it panics).
+fn skip_without_tmux(test: &str) -> bool {
+    let available = Command::new("tmux")
         .arg("-V")
         .output()
-        .is_ok_and(|o| o.status.success())
+        .is_ok_and(|o| o.status.success());
+    if available {
+        return false;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "tmux is required for {test} in CI (CI is set) but was not found"
+    );
+    eprintln!("skipping {test}: tmux is not installed (set CI to make this fail)");
+    true
 }
 
 /// A line-mode client (as `nc` would be) whose received lines are collected in the
@@ -143,17 +190,9 @@ impl LineClient {
     }
 }
 
-#[test]
-fn chat_tui_in_tmux_talks_to_a_line_client_and_restores_the_terminal() {
-    if !tmux_available() {
-        if std::env::var_os("CI").is_some() {
-            panic!("tmux is required for this test in CI (CI is set) but was not found");
-        }
-        eprintln!("skipping chat_tui_in_tmux…: tmux is not installed (set CI to make this fail)");
-        return;
-    }
-
-    // The server runs in-process on its own runtime thread.
+/// The runtime the in-process server runs on (its own threads), and a listener on
+/// `127.0.0.1:0` for it.
+fn server_runtime() -> (tokio::runtime::Runtime, tokio::net::TcpListener, SocketAddr) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -163,6 +202,16 @@ fn chat_tui_in_tmux_talks_to_a_line_client_and_restores_the_terminal() {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let addr = listener.local_addr().unwrap();
+    (runtime, listener, addr)
+}
+
+#[test]
+fn chat_tui_in_tmux_talks_to_a_line_client_and_restores_the_terminal() {
+    if skip_without_tmux("chat_tui_in_tmux…") {
+        return;
+    }
+
+    let (runtime, listener, addr) = server_runtime();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = runtime.spawn(chat_server::run(
         listener,
@@ -173,10 +222,6 @@ fn chat_tui_in_tmux_talks_to_a_line_client_and_restores_the_terminal() {
         },
     ));
 
-    let mut tmux = Tmux {
-        socket: format!("chat-tui-e2e-{}", std::process::id()),
-        socket_path: None,
-    };
     let bin = env!("CARGO_BIN_EXE_chat-tui");
     // The shell prints the exit status on the (restored) normal screen, then waits for a
     // line, so the pty stays open until the test has read everything (Linux may drop
@@ -185,24 +230,7 @@ fn chat_tui_in_tmux_talks_to_a_line_client_and_restores_the_terminal() {
         "sh -c '\"$0\" --nick alice --server \"$1\"; echo \"chat-tui exited with $?\"; read _' \
          '{bin}' {addr}"
     );
-    let started = tmux.cmd(&[
-        "new-session",
-        "-d",
-        "-s",
-        "e2e",
-        "-x",
-        "100",
-        "-y",
-        "30",
-        &command,
-    ]);
-    assert!(
-        started.status.success(),
-        "tmux new-session failed: {}",
-        String::from_utf8_lossy(&started.stderr)
-    );
-    let path = tmux.pane_format("#{socket_path}");
-    tmux.socket_path = Some(path).filter(|p| !p.is_empty());
+    let tmux = Tmux::start("e2e", 100, &command);
 
     tmux.wait_for_screen(" online │ alice │ #lobby");
     let mut bob = LineClient::connect(addr, "bob");
@@ -269,4 +297,100 @@ fn chat_tui_in_tmux_talks_to_a_line_client_and_restores_the_terminal() {
             .unwrap()
             .unwrap();
     });
+}
+
+/// The shell line that runs chat-tui over TLS with its own known-servers file, then prints
+/// its exit status and waits for a line (see the plain test).
+/// Wide enough for the fingerprint's line (95 characters after its label) not to wrap.
+const WIDE: u16 = 140;
+
+fn tls_command(addr: SocketAddr, known: &std::path::Path) -> String {
+    let bin = env!("CARGO_BIN_EXE_chat-tui");
+    format!(
+        "sh -c '\"$0\" --nick alice --server \"tls://$1\" --known-servers \"$2\"; \
+         echo \"chat-tui exited with $?\"; read _' '{bin}' {addr} '{}'",
+        known.display()
+    )
+}
+
+#[test]
+fn chat_tui_over_tls_trusts_on_first_use_then_refuses_a_changed_certificate() {
+    if skip_without_tmux("chat_tui_over_tls…") {
+        return;
+    }
+    let (runtime, listener, addr) = server_runtime();
+    let temp = tempfile::tempdir().unwrap();
+    let known = temp.path().join("config/known_servers");
+    let first = runtime.block_on(tls_server(listener, &temp.path().join("data-1")));
+    let first_fp = first.fingerprint.clone();
+
+    // First use: the fingerprint is shown and asked about; yes connects and remembers it.
+    let tmux = Tmux::start("e2e-tls-1", WIDE, &tls_command(addr, &known));
+    let screen = tmux.wait_for_screen("(yes/no)");
+    assert!(
+        screen.contains(&format!("SHA-256 fingerprint: {}", first.fingerprint)),
+        "{screen}"
+    );
+    assert!(!known.exists(), "nothing is remembered before the answer");
+    tmux.send_text("yes");
+    tmux.send_key("Enter");
+    tmux.wait_for_screen(" online │ alice │ #lobby │");
+    tmux.wait_for_screen(&format!("tls://{addr}"));
+    let mut bob = LineClient::connect(addr, "bob");
+    tmux.wait_for_screen("bob joined #lobby");
+    bob.say("over TLS? 🔒");
+    tmux.wait_for_screen("<bob> over TLS? 🔒");
+    tmux.send_text("yes, encrypted 加密");
+    tmux.send_key("Enter");
+    bob.wait_for_line("<alice> yes, encrypted 加密");
+    tmux.send_text("/quit");
+    tmux.send_key("Enter");
+    tmux.wait_for_screen("chat-tui exited with 0");
+    bob.wait_for_line("alice left");
+    let remembered = std::fs::read_to_string(&known).unwrap();
+    assert_eq!(remembered, format!("{addr} {}\n", first.fingerprint));
+    drop(tmux);
+
+    // Next start: accepted silently. A question would wait for an answer and never get
+    // online.
+    let tmux = Tmux::start("e2e-tls-2", WIDE, &tls_command(addr, &known));
+    tmux.wait_for_screen(" online │ alice │ #lobby │");
+    bob.wait_for_line("alice joined");
+    tmux.send_text("/quit");
+    tmux.send_key("Enter");
+    tmux.wait_for_screen("chat-tui exited with 0");
+    drop(tmux);
+    drop(bob);
+    runtime.block_on(first.shut_down());
+
+    // The same HOST:PORT with another certificate: the warning, exit 1, no connection.
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(addr))
+        .expect("binding the first server's address again");
+    let second = runtime.block_on(tls_server(listener, &temp.path().join("data-2")));
+    assert_ne!(second.fingerprint, first_fp);
+    let tmux = Tmux::start("e2e-tls-3", WIDE, &tls_command(addr, &known));
+    let screen = tmux.wait_for_screen("chat-tui exited with 1");
+    for needle in [
+        "WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!",
+        &format!("Remembered SHA-256 fingerprint: {}", first_fp),
+        &format!("Presented SHA-256 fingerprint:  {}", second.fingerprint),
+        "chat-tui did not connect.",
+    ] {
+        assert!(
+            screen.contains(needle),
+            "{needle:?} not on screen:\n{screen}"
+        );
+    }
+    assert!(
+        !screen.contains("(yes/no)"),
+        "no question about a changed certificate"
+    );
+    let mut carol = LineClient::connect(addr, "carol");
+    carol.say("/who");
+    carol.wait_for_line("members of #lobby (1): carol");
+    assert_eq!(std::fs::read_to_string(&known).unwrap(), remembered);
+    drop(tmux);
+    drop(carol);
+    runtime.block_on(second.shut_down());
 }
