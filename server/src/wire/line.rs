@@ -47,8 +47,9 @@ pub(crate) struct LineWire<R, W> {
     writer: W,
     out: Outbox,
     session: Uuid,
-    /// Set by `welcome`; before it, a line is a nick.
-    nick: Option<String>,
+    /// Set by `welcome`; before it, a line is a nick (the server's notices name the nick,
+    /// so the adapter keeps none of its own).
+    welcomed: bool,
     /// Joined rooms, least recently joined first: the last is the current room. Boxed
     /// strings: an idle connection holds these for hours.
     rooms: Vec<Box<str>>,
@@ -75,7 +76,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> LineWire<R, W> {
             writer,
             out: Outbox::default(),
             session,
-            nick: None,
+            welcomed: false,
             rooms: Vec::new(),
             login: None,
         }
@@ -103,7 +104,7 @@ impl<R, W> LineWire<R, W> {
     /// Turns one input line into a request, or answers it locally.
     fn translate(&mut self, line: &str) -> Option<Inbound> {
         let req = |msg| Some(Inbound::Request(Request::new(msg)));
-        if self.nick.is_none() {
+        if !self.welcomed {
             return self.login_line(line);
         }
         if line.trim().is_empty() {
@@ -264,7 +265,7 @@ impl<R, W> LineWire<R, W> {
                 account,
                 ..
             } => {
-                self.nick = Some(nick.clone());
+                self.welcomed = true;
                 self.login = None;
                 if *account {
                     self.notice(&format!("logged in to your account {nick}"));
@@ -313,7 +314,6 @@ impl<R, W> LineWire<R, W> {
                 }
             }
             ServerMsg::NickChanged { new, .. } if own => {
-                self.nick = Some(new.clone());
                 self.notice(&format!("you are now known as {new}"));
             }
             ServerMsg::Joined { .. } | ServerMsg::Parted { .. } | ServerMsg::NickChanged { .. } => {
@@ -366,7 +366,7 @@ impl<R, W> LineWire<R, W> {
                 ));
             }
             ServerMsg::Error { code, message, .. } => {
-                let registering = self.nick.is_none();
+                let registering = !self.welcomed;
                 let asked = self.login.as_ref().is_some_and(|l| !l.nick.is_empty());
                 let again = match code {
                     ErrorCode::NickRegistered if registering && asked => {
@@ -522,7 +522,7 @@ mod tests {
 
     fn wire() -> LineWire<tokio::io::Empty, tokio::io::Sink> {
         let mut w = LineWire::new(tokio::io::empty(), tokio::io::sink(), 100, Uuid::nil());
-        w.nick = Some("me".into());
+        w.welcomed = true;
         w.rooms = vec!["lobby".into(), "rust".into()];
         w
     }
