@@ -59,6 +59,33 @@ fn block(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// One more failure of `key`, whose waits are capped at `cap`. A full table first forgets
+/// the entries whose wait and as long again have passed (a guesser back after that starts
+/// from the base wait); if it is still full, a new key is not tracked.
+fn record<K: std::hash::Hash + Eq>(
+    table: &mut HashMap<K, Backoff>,
+    key: K,
+    cap: Duration,
+    config: &ThrottleConfig,
+    now: Instant,
+) {
+    if table.len() >= config.max_entries && !table.contains_key(&key) {
+        table.retain(|_, b| b.until + cap > now);
+        if table.len() >= config.max_entries {
+            return;
+        }
+    }
+    let b = table.entry(key).or_insert(Backoff {
+        failures: 0,
+        until: now,
+    });
+    b.failures = b.failures.saturating_add(1);
+    let doubled = config
+        .base
+        .saturating_mul(1u32 << b.failures.saturating_sub(1).min(20));
+    b.until = now + doubled.min(cap);
+}
+
 fn remaining(entry: Option<&Backoff>, now: Instant) -> Duration {
     entry.map_or(Duration::ZERO, |b| b.until.saturating_duration_since(now))
 }
@@ -90,41 +117,15 @@ impl Throttle {
         let now = Instant::now();
         let config = self.config;
         let mut t = self.tables();
-        let wait = |failures: u32, cap: Duration| {
-            config
-                .base
-                .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
-                .min(cap)
-        };
-        let bump = |b: &mut Backoff, cap: Duration| {
-            b.failures = b.failures.saturating_add(1);
-            b.until = now + wait(b.failures, cap);
-        };
-        let fresh = Backoff {
-            failures: 0,
-            until: now,
-        };
-        let ip = block(ip);
-        if t.by_ip.len() >= config.max_entries && !t.by_ip.contains_key(&ip) {
-            // Forgotten once their wait and as long again have passed: a guesser that
-            // comes back after that starts from the base wait again.
-            let forget = |b: &Backoff, cap: Duration| b.until + cap > now;
-            let cap = config.max_per_ip;
-            t.by_ip.retain(|_, b| forget(b, cap));
-        }
-        if t.by_ip.len() < config.max_entries || t.by_ip.contains_key(&ip) {
-            bump(t.by_ip.entry(ip).or_insert(fresh), config.max_per_ip);
-        }
-        if t.by_account.len() >= config.max_entries && !t.by_account.contains_key(account) {
-            let cap = config.max_per_account;
-            t.by_account.retain(|_, b| b.until + cap > now);
-        }
-        if t.by_account.len() < config.max_entries || t.by_account.contains_key(account) {
-            bump(
-                t.by_account.entry(account.to_owned()).or_insert(fresh),
-                config.max_per_account,
-            );
-        }
+        let Tables { by_ip, by_account } = &mut *t;
+        record(by_ip, block(ip), config.max_per_ip, &config, now);
+        record(
+            by_account,
+            account.to_owned(),
+            config.max_per_account,
+            &config,
+            now,
+        );
     }
 
     /// A successful login: both slates are clean.
