@@ -101,6 +101,7 @@ fn assert_says_one_of(what: &str, message: &str, alternatives: &[&str]) {
 
 fn join_msg(room: &str) -> ClientMsg {
     ClientMsg::Join {
+        key: None,
         room: room.into(),
         since: None,
     }

@@ -45,7 +45,7 @@ async fn hello_gets_welcome_then_lobby_joined_history_members() {
         other => panic!("expected welcome first, got {other:?}"),
     }
     match c.recv().await {
-        ServerMsg::Joined { room, nick, ts } => {
+        ServerMsg::Joined { room, nick, ts, .. } => {
             assert_eq!((room.as_str(), nick.as_str()), ("lobby", "alice"));
             assert!(ts > 1_600_000_000_000, "ts in Unix ms: {ts}");
         }
@@ -95,6 +95,7 @@ async fn requests_before_hello_get_not_registered_and_hello_still_works() {
     assert_eq!(c.expect_error(ErrorCode::NotRegistered).await, Some(id));
     for msg in [
         ClientMsg::Join {
+            key: None,
             room: "rust".into(),
             since: None,
         },
@@ -261,6 +262,7 @@ async fn error_answering_a_request_with_an_id_carries_ref() {
     c.send_req(Request::with_id(
         id,
         ClientMsg::Join {
+            key: None,
             room: "no spaces".into(),
             since: None,
         },
@@ -275,6 +277,7 @@ async fn error_answering_a_request_with_an_id_carries_ref() {
 
     // Without an id there is no ref.
     c.send(ClientMsg::Join {
+        key: None,
         room: "no spaces".into(),
         since: None,
     })
@@ -620,6 +623,7 @@ async fn invalid_room_names_get_room_invalid() {
     let mut a = Client::login(srv.addr, "alice").await;
     for bad in ["", "#", "two words", "a.b", "##x", &"r".repeat(33)] {
         a.send(ClientMsg::Join {
+            key: None,
             room: bad.into(),
             since: None,
         })

@@ -307,6 +307,7 @@ async fn room_limits_per_client_and_per_server_answer_too_many_rooms() {
         .send_req(Request::with_id(
             id,
             ClientMsg::Join {
+                key: None,
                 room: "two".into(),
                 since: None,
             },
@@ -321,6 +322,7 @@ async fn room_limits_per_client_and_per_server_answer_too_many_rooms() {
     let mut carol = Client::login(addr, "carol").await;
     carol
         .send(ClientMsg::Join {
+            key: None,
             room: "three".into(),
             since: None,
         })

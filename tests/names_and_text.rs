@@ -107,6 +107,7 @@ async fn a_look_alike_room_name_joins_the_room_it_imitates() {
     let mut b = Client::login(srv.addr, "ben").await;
     a.join("scope", None).await;
     b.send(ClientMsg::Join {
+        key: None,
         room: "ѕсоре".into(),
         since: None,
     })

@@ -199,6 +199,7 @@ async fn room_names_are_case_insensitive_and_hash_is_stripped() {
     let mut bob = Client::login(srv.addr, "bob").await;
     alice
         .send(ClientMsg::Join {
+            key: None,
             room: "#Rust".into(),
             since: None,
         })

@@ -154,6 +154,7 @@ impl Login {
                     push(ClientMsg::Join {
                         room: room.clone(),
                         since: None,
+                        key: None,
                     })?;
                 }
             }
@@ -999,6 +1000,7 @@ mod tests {
     #[test]
     fn finds_messages_in_server_frames() {
         let msg = ServerMsg::Message(ChatMessage {
+            event: None,
             id: uuid_v4_like(),
             room: "lobby".into(),
             seq: 1,
@@ -1064,6 +1066,7 @@ mod tests {
     #[test]
     fn join_history_is_not_a_delivery_in_framed_mode() {
         let m = |seq, text: &str| ChatMessage {
+            event: None,
             id: uuid_v4_like(),
             room: "lobby".into(),
             seq,

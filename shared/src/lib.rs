@@ -11,11 +11,14 @@
 //!   which encodes an event once and shares the bytes.
 //! - [`validate`]: the naming and text rules both sides enforce: nicks, rooms, text limits and
 //!   control-character stripping.
+//! - [`moderation`]: roles, room modes, room notices and ban entries (optional v1
+//!   additions).
 //! - [`error`]: the codec's error type.
 
 pub mod codec;
 pub mod error;
 pub mod message;
+pub mod moderation;
 pub mod validate;
 
 pub use codec::{ClientCodec, FrameCodec, encode_frame};
@@ -24,6 +27,7 @@ pub use message::{
     ByeReason, ChatMessage, ClientMsg, DirectMessage, ErrorCode, Password, Request, RoomInfo,
     ServerMsg,
 };
+pub use moderation::{BanEntry, ModeChange, Role, RoomNotice, ServerBanEntry};
 pub use validate::{Nick, RoomName};
 
 /// Protocol version this crate speaks (`version` in `hello`).

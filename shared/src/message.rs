@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::moderation::{BanEntry, ModeChange, Role, RoomNotice, ServerBanEntry};
+
 /// A client request: any request may carry an `id` (a UUID).
 ///
 /// For `say` and `dm` the `id` is the message id, which makes a resend idempotent; for every
@@ -117,6 +119,9 @@ pub enum ClientMsg {
         /// The last `seq` the client already has; 0 = everything retained.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         since: Option<u64>,
+        /// The room's key, if it has one. Optional v1 addition.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
     },
     /// Leave a room.
     Part {
@@ -180,6 +185,119 @@ pub enum ClientMsg {
         /// The new one.
         new: Password,
     },
+    /// Set (or, with an empty text, clear) a room's topic. Optional v1 addition, as are
+    /// all the moderation requests below.
+    Topic {
+        /// The room.
+        room: String,
+        /// The new topic.
+        text: String,
+    },
+    /// Make a member an op.
+    Op {
+        /// The room.
+        room: String,
+        /// The member.
+        nick: String,
+    },
+    /// Make an op a member again (the owner only).
+    Deop {
+        /// The room.
+        room: String,
+        /// The op.
+        nick: String,
+    },
+    /// Let a member speak in a moderated room.
+    Voice {
+        /// The room.
+        room: String,
+        /// The member.
+        nick: String,
+    },
+    /// Take a member's voice away.
+    Devoice {
+        /// The room.
+        room: String,
+        /// The member.
+        nick: String,
+    },
+    /// Hand the room over to another registered member (the owner only).
+    Owner {
+        /// The room.
+        room: String,
+        /// The new owner.
+        nick: String,
+    },
+    /// Remove a member from the room.
+    Kick {
+        /// The room.
+        room: String,
+        /// The member.
+        nick: String,
+        /// Why, shown to everyone.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Ban a nick from the room (its account, or a guest's nick and address).
+    Ban {
+        /// The room.
+        room: String,
+        /// Whom.
+        nick: String,
+    },
+    /// Lift a ban.
+    Unban {
+        /// The room.
+        room: String,
+        /// The banned nick.
+        nick: String,
+    },
+    /// List a room's bans: `ban_list`.
+    Bans {
+        /// The room.
+        room: String,
+    },
+    /// Change some of a room's modes.
+    Mode {
+        /// The room.
+        room: String,
+        /// What to change.
+        #[serde(flatten)]
+        change: ModeChange,
+    },
+    /// Invite a nick into the room: it may join an invite-only room once.
+    Invite {
+        /// The room.
+        room: String,
+        /// Whom.
+        nick: String,
+    },
+    /// Disconnect a client (server admins only).
+    Kill {
+        /// Whom.
+        nick: String,
+        /// Why, shown to the client and its rooms.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Ban an IP address, a CIDR range or an account from the server (admins only).
+    ServerBan {
+        /// `203.0.113.7`, `2001:db8::/32`, or a nick.
+        mask: String,
+        /// How long; absent: until lifted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        duration_s: Option<u64>,
+        /// Why.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Lift a server ban (admins only).
+    ServerUnban {
+        /// The mask as it was banned.
+        mask: String,
+    },
+    /// List the server bans (admins only): `server_ban_list`.
+    ServerBans {},
 }
 
 impl ClientMsg {
@@ -200,6 +318,22 @@ impl ClientMsg {
             Self::Ping { .. } => "ping",
             Self::Pong { .. } => "pong",
             Self::Quit { .. } => "quit",
+            Self::Topic { .. } => "topic",
+            Self::Op { .. } => "op",
+            Self::Deop { .. } => "deop",
+            Self::Voice { .. } => "voice",
+            Self::Devoice { .. } => "devoice",
+            Self::Owner { .. } => "owner",
+            Self::Kick { .. } => "kick",
+            Self::Ban { .. } => "ban",
+            Self::Unban { .. } => "unban",
+            Self::Bans { .. } => "bans",
+            Self::Mode { .. } => "mode",
+            Self::Invite { .. } => "invite",
+            Self::Kill { .. } => "kill",
+            Self::ServerBan { .. } => "server_ban",
+            Self::ServerUnban { .. } => "server_unban",
+            Self::ServerBans {} => "server_bans",
         }
     }
 }
@@ -222,6 +356,61 @@ pub struct ChatMessage {
     /// An action (`/me`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub action: bool,
+    /// A moderation event rather than something said: `from` did this, and `text`
+    /// describes it for people. Only in history; live, it arrives as its own event type
+    /// (see [`ChatMessage::live`]). Optional v1 addition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<RoomNotice>,
+}
+
+impl ChatMessage {
+    /// The event a moderation notice is sent as live (`topic`, `kicked`, `role`, `mode`);
+    /// `None` for a message someone said.
+    pub fn live(&self) -> Option<ServerMsg> {
+        let (room, by, ts, seq, id) = (
+            self.room.clone(),
+            self.from.clone(),
+            self.ts,
+            Some(self.seq),
+            Some(self.id),
+        );
+        Some(match self.event.clone()? {
+            RoomNotice::Topic { text } => ServerMsg::Topic {
+                room,
+                text,
+                by,
+                ts,
+                seq,
+                id,
+            },
+            RoomNotice::Kicked { nick, reason } => ServerMsg::Kicked {
+                room,
+                nick,
+                by,
+                reason,
+                ts,
+                seq,
+                id,
+            },
+            RoomNotice::Role { nick, role } => ServerMsg::Role {
+                room,
+                nick,
+                role,
+                by,
+                ts,
+                seq,
+                id,
+            },
+            RoomNotice::Mode(change) => ServerMsg::Mode {
+                room,
+                by,
+                ts,
+                change,
+                seq,
+                id,
+            },
+        })
+    }
 }
 
 /// A private message.
@@ -280,6 +469,9 @@ pub enum ServerMsg {
         nick: String,
         /// Unix milliseconds.
         ts: i64,
+        /// The joiner's role when it is more than a member's. Optional v1 addition.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<Role>,
     },
     /// Someone left a room.
     Parted {
@@ -311,6 +503,15 @@ pub enum ServerMsg {
         /// The list was cut to fit the frame limit. Added to v1.
         #[serde(default, skip_serializing_if = "is_false")]
         truncated: bool,
+        /// The members who are ops, the owner included. Optional v1 addition.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ops: Vec<String>,
+        /// The members with voice. Optional v1 addition.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        voiced: Vec<String>,
+        /// The room's owner, if it has one and they are here. Optional v1 addition.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
     },
     /// Rooms with at least one member.
     RoomList {
@@ -368,6 +569,106 @@ pub enum ServerMsg {
     },
     /// The password was changed (the answer to `set_password`). Optional v1 addition.
     PasswordChanged {},
+    /// A room's topic: set (with `seq` and `id`, as it happens in the room's stream), or
+    /// the current one right after `joined` (without them). An empty text: no topic.
+    /// Optional v1 addition, as are all the moderation events below.
+    Topic {
+        /// Room.
+        room: String,
+        /// The topic.
+        text: String,
+        /// Who set it.
+        by: String,
+        /// Unix milliseconds when it was set.
+        ts: i64,
+        /// Its place in the room's stream.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+        /// Its id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Uuid>,
+    },
+    /// A member was removed from the room; every member, the kicked one included, gets it.
+    Kicked {
+        /// Room.
+        room: String,
+        /// Who was kicked.
+        nick: String,
+        /// Who kicked.
+        by: String,
+        /// Why (may be empty).
+        #[serde(default)]
+        reason: String,
+        /// Unix milliseconds.
+        ts: i64,
+        /// Its place in the room's stream.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+        /// Its id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Uuid>,
+    },
+    /// A member's role changed.
+    Role {
+        /// Room.
+        room: String,
+        /// Whose role.
+        nick: String,
+        /// The new role.
+        role: Role,
+        /// Who changed it.
+        by: String,
+        /// Unix milliseconds.
+        ts: i64,
+        /// Its place in the room's stream.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+        /// Its id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Uuid>,
+    },
+    /// Some of a room's modes changed; right after `joined`, all of them (without `seq`).
+    Mode {
+        /// Room.
+        room: String,
+        /// Who changed them (after `joined`: who changed them last, or empty).
+        by: String,
+        /// Unix milliseconds.
+        ts: i64,
+        /// What changed.
+        #[serde(flatten)]
+        change: ModeChange,
+        /// Its place in the room's stream.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+        /// Its id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Uuid>,
+    },
+    /// An op invited this client into a room.
+    Invited {
+        /// Room.
+        room: String,
+        /// Who invited.
+        by: String,
+    },
+    /// A room's bans: the answer to `bans`, `ban` and `unban`.
+    BanList {
+        /// Room.
+        room: String,
+        /// The bans, oldest first.
+        bans: Vec<BanEntry>,
+    },
+    /// The server's bans: the answer to `server_ban`, `server_unban` and `server_bans`.
+    ServerBanList {
+        /// The bans in force, oldest first.
+        bans: Vec<ServerBanEntry>,
+    },
+    /// A line for people from the server (the confirmation of a `kill`, for one).
+    Notice {
+        /// What it says.
+        text: String,
+    },
     /// The server is about to close the connection.
     Bye {
         /// Why.
@@ -437,6 +738,23 @@ pub enum ErrorCode {
     /// The server accepts only TLS connections (`--require-tls`) and this one is plain; it
     /// is closed. Added to v1.
     TlsRequired,
+    /// Only the room's ops (or server admins) may do that. Optional v1 addition, as are
+    /// the moderation codes below.
+    NotOp,
+    /// Only the room's owner may do that (demote an op, hand the room over).
+    NotOwner,
+    /// Only server admins may do that.
+    NotAdmin,
+    /// The nick is banned from the room (or the client from the server).
+    Banned,
+    /// The room is invite-only and the client has no invitation.
+    InviteOnly,
+    /// The room has a key and the `join` gave none, or the wrong one.
+    BadKey,
+    /// The room is moderated: only voiced members and ops may speak.
+    Moderated,
+    /// The nick acted on must be a registered account's (a room's owner).
+    AccountRequired,
     /// A code newer than this client; produced only by parsing, never sent.
     #[serde(other)]
     Other,
@@ -469,6 +787,10 @@ pub enum ByeReason {
     Replaced,
     /// A plain connection to a server that requires TLS. Added to v1.
     TlsRequired,
+    /// A server admin disconnected the client (`kill`). Optional v1 addition.
+    Killed,
+    /// The client's address or account is banned from the server. Optional v1 addition.
+    Banned,
     /// A reason newer than this client; produced only by parsing, never sent.
     #[serde(other)]
     Other,
@@ -489,6 +811,8 @@ impl ByeReason {
             Self::ServerFull => "server_full",
             Self::Replaced => "replaced",
             Self::TlsRequired => "tls_required",
+            Self::Killed => "killed",
+            Self::Banned => "banned",
             Self::Other => "other",
         }
     }
@@ -569,6 +893,7 @@ mod tests {
             text: "你好 👋".into(),
             ts: 1_700_000_000_000,
             action: true,
+            event: None,
         });
         let s = serde_json::to_string(&msg).unwrap();
         assert!(s.starts_with(r#"{"type":"message","id":"#), "{s}");
@@ -604,5 +929,65 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_mode_request_flattens_its_change_and_null_removes_the_key() {
+        let req =
+            parse(json!({"type": "mode", "room": "r", "key": null, "moderated": true})).unwrap();
+        let ClientMsg::Mode { room, change } = req.msg else {
+            panic!("not a mode: {req:?}");
+        };
+        assert_eq!(room, "r");
+        assert_eq!(change.key, Some(None));
+        assert_eq!(change.moderated, Some(true));
+        assert_eq!(change.secret, None);
+    }
+
+    #[test]
+    fn a_notice_in_history_is_a_message_and_live_its_own_event() {
+        let id = Uuid::now_v7();
+        let m = ChatMessage {
+            id,
+            room: "r".into(),
+            seq: 4,
+            from: "alice".into(),
+            text: "bob was kicked by alice (spam)".into(),
+            ts: 5,
+            action: false,
+            event: Some(RoomNotice::Kicked {
+                nick: "bob".into(),
+                reason: "spam".into(),
+            }),
+        };
+        let v = serde_json::to_value(&m).unwrap();
+        assert_eq!(
+            v["event"],
+            json!({"type": "kicked", "nick": "bob", "reason": "spam"})
+        );
+        assert_eq!(serde_json::from_value::<ChatMessage>(v).unwrap(), m);
+        let live = serde_json::to_value(m.live().unwrap()).unwrap();
+        assert_eq!(
+            live,
+            json!({"type": "kicked", "room": "r", "nick": "bob", "by": "alice",
+                   "reason": "spam", "ts": 5, "seq": 4, "id": id.to_string()})
+        );
+        let mode = ServerMsg::Mode {
+            room: "r".into(),
+            by: "alice".into(),
+            ts: 1,
+            change: ModeChange {
+                key: Some(None),
+                ..ModeChange::default()
+            },
+            seq: None,
+            id: None,
+        };
+        let s = serde_json::to_string(&mode).unwrap();
+        assert_eq!(
+            s,
+            r#"{"type":"mode","room":"r","by":"alice","ts":1,"key":null}"#
+        );
+        assert_eq!(serde_json::from_str::<ServerMsg>(&s).unwrap(), mode);
     }
 }

@@ -507,6 +507,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         since: Option<u64>,
     ) -> (Vec<ChatMessage>, bool, Vec<String>) {
         self.send(ClientMsg::Join {
+            key: None,
             room: room.into(),
             since,
         })

@@ -527,6 +527,7 @@ mod tests {
 
     fn msg(seq: u64, text: &str) -> ChatMessage {
         ChatMessage {
+            event: None,
             id: Uuid::now_v7(),
             room: "lobby".into(),
             seq,

@@ -415,7 +415,11 @@ fn join(app: &mut App, raw: &str, fx: &mut Vec<Effect>) {
     }
     if app.online() {
         app.focus_on_join = Some(room.clone());
-        fx.push(send(ClientMsg::Join { room, since: None }));
+        fx.push(send(ClientMsg::Join {
+            room,
+            since: None,
+            key: None,
+        }));
     } else {
         // Joined for real with the others once the connection is back.
         let i = app.room_tab(&room);
@@ -565,7 +569,7 @@ fn on_server(app: &mut App, msg: ServerMsg, fx: &mut Vec<Effect>) -> bool {
                 }
             }
         }
-        ServerMsg::Joined { room, nick, ts } => on_joined(app, &room, &nick, ts),
+        ServerMsg::Joined { room, nick, ts, .. } => on_joined(app, &room, &nick, ts),
         ServerMsg::Parted {
             room,
             nick,
@@ -657,7 +661,8 @@ fn on_server(app: &mut App, msg: ServerMsg, fx: &mut Vec<Effect>) -> bool {
             }
         }
         // Expected: an event type newer than this client.
-        ServerMsg::Unknown => return false,
+        // Moderation events: shown once chat-tui learns them (issue 12).
+        _ => return false,
     }
     true
 }
@@ -698,6 +703,7 @@ fn on_welcome(
         fx.push(send(ClientMsg::Join {
             room: tab.name.clone(),
             since,
+            key: None,
         }));
     }
     app.unwanted_lobby = reconnect && app.room_index(DEFAULT_ROOM).is_none();

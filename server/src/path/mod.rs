@@ -229,6 +229,7 @@ impl Room {
                 room: self.name.to_string(),
                 nick: nick.to_string(),
                 ts: now_ms(),
+                role: None,
             },
             Some(session),
         ));

@@ -97,6 +97,7 @@ impl Room {
             text,
             ts: now_ms(),
             action,
+            event: None,
         };
         // Used from here on, whatever becomes of the message: a seq is never reused.
         st.stream.next_seq += 1;

@@ -288,6 +288,7 @@ mod tests {
     fn message(room: &str, seq: u64) -> Arc<Event> {
         Arc::new(Event::new(
             ServerMsg::Message(ChatMessage {
+                event: None,
                 id: Uuid::nil(),
                 room: room.into(),
                 seq,
@@ -355,6 +356,7 @@ mod tests {
         assert_eq!(sink.push(&message("b", 1)), Pushed::Dropped);
         let notice = Arc::new(Event::new(
             ServerMsg::Joined {
+                role: None,
                 room: "c".into(),
                 nick: "x".into(),
                 ts: 0,

@@ -134,6 +134,9 @@ impl<W: Wire> Session<W> {
                 room: room.to_string(),
                 nicks,
                 truncated,
+                ops: Vec::new(),
+                voiced: Vec::new(),
+                owner: None,
             }
         });
         self.wire.push(&event);
@@ -255,6 +258,9 @@ mod tests {
     fn fit_cuts_lists_to_the_frame_limit() {
         let nicks: Vec<String> = (0..5000).map(|i| format!("nick{i:05}")).collect();
         let make = |nicks, truncated| ServerMsg::Members {
+            ops: Vec::new(),
+            owner: None,
+            voiced: Vec::new(),
             room: "r".into(),
             nicks,
             truncated,

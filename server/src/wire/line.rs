@@ -135,6 +135,7 @@ impl<R, W> LineWire<R, W> {
             "join" if !arg.is_empty() => req(ClientMsg::Join {
                 room: arg.into(),
                 since: None,
+                key: None,
             }),
             "part" => match room_or_current(self) {
                 Some(room) => req(ClientMsg::Part {
@@ -324,6 +325,7 @@ impl<R, W> LineWire<R, W> {
                 room,
                 nicks,
                 truncated,
+                ..
             } => {
                 let more = if *truncated { ", …" } else { "" };
                 self.notice(&format!(
@@ -403,7 +405,7 @@ impl<R, W> LineWire<R, W> {
                 }
             }
             // Line clients are never pinged, cannot ping, and ignore what they don't know.
-            ServerMsg::Ping { .. } | ServerMsg::Pong { .. } | ServerMsg::Unknown => {}
+            _ => {}
         }
     }
 }
@@ -614,6 +616,7 @@ mod tests {
     #[test]
     fn multi_line_text_repeats_the_prefix() {
         let m = ChatMessage {
+            event: None,
             id: Uuid::nil(),
             room: "rust".into(),
             seq: 1,

@@ -49,6 +49,7 @@ fn sent(fx: &[Effect]) -> Vec<ClientMsg> {
 
 fn chat(room: &str, seq: u64, from: &str, text: &str) -> ChatMessage {
     ChatMessage {
+        event: None,
         id: Uuid::now_v7(),
         room: room.into(),
         seq,
@@ -71,6 +72,7 @@ fn welcome(nick: &str) -> ServerMsg {
 
 fn joined(room: &str, nick: &str) -> ServerMsg {
     ServerMsg::Joined {
+        role: None,
         room: room.into(),
         nick: nick.into(),
         ts: 1_700_000_000_000,
@@ -99,6 +101,9 @@ fn online_in_lobby(lobby_seqs: std::ops::RangeInclusive<u64>) -> App {
     server(
         &mut app,
         ServerMsg::Members {
+            ops: Vec::new(),
+            owner: None,
+            voiced: Vec::new(),
             room: "lobby".into(),
             nicks: vec!["bob".into(), "alice".into()],
             truncated: false,
@@ -325,6 +330,7 @@ fn reconnect_rejoins_with_since_and_resends_unacknowledged_messages_with_the_sam
     assert_eq!(
         reqs[0].msg,
         ClientMsg::Join {
+            key: None,
             room: "lobby".into(),
             since: Some(5)
         }
@@ -490,6 +496,7 @@ fn join_switches_to_the_room_and_part_closes_it() {
     assert_eq!(
         sent(&fx),
         [ClientMsg::Join {
+            key: None,
             room: "rust".into(),
             since: None
         }]
@@ -710,6 +717,7 @@ fn a_lobby_left_before_a_reconnect_stays_left() {
         sent(&fx),
         [
             ClientMsg::Join {
+                key: None,
                 room: "rust".into(),
                 since: None
             },
@@ -739,6 +747,9 @@ fn commands_who_rooms_help_and_errors_print_in_the_current_tab() {
     server(
         &mut app,
         ServerMsg::Members {
+            ops: Vec::new(),
+            owner: None,
+            voiced: Vec::new(),
             room: "lobby".into(),
             nicks: vec!["alice".into(), "bob".into()],
             truncated: false,

@@ -16,6 +16,7 @@ const T0: i64 = 1_700_000_000_000;
 
 fn msg(room: &str, seq: u64, from: &str, text: &str) -> ChatMessage {
     ChatMessage {
+        event: None,
         id: Uuid::from_u128(u128::from(seq) + 1000),
         room: room.into(),
         seq,

@@ -43,7 +43,9 @@ impl<W: Wire> Session<W> {
         let done = match req.msg {
             ClientMsg::Say { room, text, action } => self.say(&room, &text, action, ref_id),
             ClientMsg::Dm { to, text } => self.dm(&to, &text, ref_id),
-            ClientMsg::Join { room, since } => parse_room(&room).and_then(|r| self.join(r, since)),
+            ClientMsg::Join { room, since, .. } => {
+                parse_room(&room).and_then(|r| self.join(r, since))
+            }
             ClientMsg::Part { room, reason } => self.part(&room, reason.as_deref()),
             ClientMsg::Nick { nick } => self.rename(&nick),
             ClientMsg::Who { room } => self.who(&room),
@@ -76,6 +78,7 @@ impl<W: Wire> Session<W> {
                 self.account_job = Some(Box::new(AccountJob::SetPassword { old, new, ref_id }));
                 Ok(())
             }
+            _ => Err(Refusal::Malformed("not implemented yet".into())),
         };
         match done {
             Ok(()) => Ok(()),

@@ -176,6 +176,7 @@ fn message_from(row: &Row<'_>) -> rusqlite::Result<ChatMessage> {
         text: row.get(4)?,
         ts: row.get(5)?,
         action: row.get(6)?,
+        event: None,
     })
 }
 
@@ -284,6 +285,7 @@ mod tests {
     fn message(room: &str, seq: u64, id: Uuid, ts: i64) -> Arc<Event> {
         Arc::new(Event::new(
             ServerMsg::Message(ChatMessage {
+                event: None,
                 id,
                 room: room.into(),
                 seq,
