@@ -111,6 +111,17 @@ pub struct Config {
     pub tls: Option<TlsSource>,
     /// Plain connections are told so and closed: only TLS is served.
     pub require_tls: bool,
+    /// Registered accounts with server-wide power (`kill`, server bans; ops in every room).
+    /// Nicks as given; they count only when logged in.
+    pub admins: Vec<String>,
+    /// Longest room topic in bytes, after control characters are stripped.
+    pub max_topic: usize,
+    /// Bans one room keeps at most.
+    pub max_bans: usize,
+    /// Server bans kept at most.
+    pub max_server_bans: usize,
+    /// Pending invitations one room keeps at most (the oldest is dropped).
+    pub max_invites: usize,
 }
 
 impl Default for Config {
@@ -150,6 +161,11 @@ impl Default for Config {
             auth_max_tracked: 100_000,
             tls: None,
             require_tls: false,
+            admins: Vec::new(),
+            max_topic: 390,
+            max_bans: 500,
+            max_server_bans: 10_000,
+            max_invites: 256,
         }
     }
 }

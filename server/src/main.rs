@@ -147,6 +147,22 @@ struct Args {
     /// history is not in a file.
     #[arg(long, env = "CHAT_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Registered accounts with server-wide power: they may kill clients and ban addresses
+    /// and accounts from the server, and act as ops in every room (once logged in).
+    #[arg(long, env = "CHAT_ADMINS", value_delimiter = ',', value_name = "NICK,...")]
+    admins: Vec<String>,
+    /// Longest room topic, in bytes.
+    #[arg(long, env = "CHAT_MAX_TOPIC", default_value_t = Config::default().max_topic)]
+    max_topic: usize,
+    /// Bans one room keeps at most.
+    #[arg(long, env = "CHAT_MAX_BANS", default_value_t = Config::default().max_bans)]
+    max_bans: usize,
+    /// Server bans kept at most.
+    #[arg(long, env = "CHAT_MAX_SERVER_BANS", default_value_t = Config::default().max_server_bans)]
+    max_server_bans: usize,
+    /// Pending invitations one room keeps at most (the oldest is dropped).
+    #[arg(long, env = "CHAT_MAX_INVITES", default_value_t = Config::default().max_invites)]
+    max_invites: usize,
 }
 
 impl Args {
@@ -194,6 +210,16 @@ impl Args {
             auth_max_tracked: self.auth_max_tracked.max(1),
             tls: self.tls(),
             require_tls: self.require_tls,
+            admins: self
+                .admins
+                .iter()
+                .map(|a| a.trim().to_owned())
+                .filter(|a| !a.is_empty())
+                .collect(),
+            max_topic: self.max_topic,
+            max_bans: self.max_bans,
+            max_server_bans: self.max_server_bans,
+            max_invites: self.max_invites.max(1),
             ..Config::default()
         }
     }
