@@ -14,6 +14,7 @@
 //! - `wire`: the adapters, one per wire format (framed, line), and their output buffer.
 //! - `session`: one client's session: its loop, registration, commands, history, errors.
 //! - `chat`: the nick directory and the room registry; DMs.
+//! - `moderation`: rooms' roles, topics, modes and bans, server admins and server bans.
 //! - `path`: each room's ordered path of events, its producer and local delivery, and each
 //!   session's send queue.
 //! - `event`: an outgoing event, encoded once per wire format and shared.
@@ -35,6 +36,7 @@ mod chat;
 mod config;
 mod event;
 mod limits;
+mod moderation;
 mod net;
 mod path;
 mod server;
@@ -89,10 +91,19 @@ pub async fn run_with_reload(
     let tls = config.tls.as_ref().map(net::tls::Tls::new).transpose()?;
     let reloader = tls.clone().map(|tls| tokio::spawn(reload_tls(tls, reload)));
     let (outcomes_tx, outcomes_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (store, accounts) = open_store(&config, outcomes_tx)?;
+    let Stores {
+        store,
+        accounts,
+        settings,
+    } = open_store(&config, outcomes_tx)?;
     let auth = auth::Auth::open(accounts, config.auth())?;
+    let moderation = moderation::Moderation::open(settings, &config)?;
     let config = Arc::new(config);
-    let chat = Arc::new(chat::Chat::new(Arc::clone(&config), store.clone()).with_auth(auth));
+    let chat = Arc::new(
+        chat::Chat::new(Arc::clone(&config), store.clone())
+            .with_auth(auth)
+            .with_moderation(moderation),
+    );
     // The store's outcomes become events of the rooms' paths; the task ends with the store.
     let durability = tokio::spawn(path::durability::run(outcomes_rx, Arc::clone(&chat.ids)));
     let shared = Arc::new(Shared {
@@ -123,6 +134,13 @@ pub async fn run_with_reload(
             "sessions still running after the grace period"
         );
     }
+    let settled = Arc::clone(&shared.chat);
+    if tokio::task::spawn_blocking(move || settled.moderation.flush())
+        .await
+        .is_err()
+    {
+        warn!("the moderation settings were not all written");
+    }
     if let Some(store) = store {
         // Sessions are gone; write what is queued and stop the writer (it blocks).
         let closing = tokio::task::spawn_blocking(move || store.close());
@@ -138,11 +156,13 @@ pub async fn run_with_reload(
     Ok(())
 }
 
-/// The configured store, if any (it reports to `outcomes`), and its accounts.
-type Stores = (
-    Option<path::PathStore>,
-    Option<Arc<dyn store::AccountStore>>,
-);
+/// The configured store, if any (it reports to `outcomes`), its accounts and its
+/// moderation settings.
+struct Stores {
+    store: Option<path::PathStore>,
+    accounts: Option<Arc<dyn store::AccountStore>>,
+    settings: Option<Arc<dyn store::SettingsStore>>,
+}
 /// Reloads the certificate on every item of `reload`, off the async workers (it reads files).
 async fn reload_tls(tls: net::tls::Tls, reload: impl Stream<Item = ()>) {
     let mut reload = std::pin::pin!(reload);
@@ -164,7 +184,11 @@ fn open_store(
     outcomes: store::Outcomes<path::producer::InFlight>,
 ) -> anyhow::Result<Stores> {
     match &config.storage {
-        Storage::Memory => Ok((None, None)),
+        Storage::Memory => Ok(Stores {
+            store: None,
+            accounts: None,
+            settings: None,
+        }),
         Storage::Sqlite(path) => {
             let retention = store::sqlite::Retention {
                 days: config.retain_days,
@@ -174,8 +198,13 @@ fn open_store(
             let store =
                 store::sqlite::SqliteStore::open(path, config.max_unsaved, retention, outcomes)?;
             let accounts: Arc<dyn store::AccountStore> = Arc::new(store.accounts()?);
+            let settings: Arc<dyn store::SettingsStore> = Arc::new(store.settings()?);
             let store: path::PathStore = store;
-            Ok((Some(store), Some(accounts)))
+            Ok(Stores {
+                store: Some(store),
+                accounts: Some(accounts),
+                settings: Some(settings),
+            })
         }
     }
 }

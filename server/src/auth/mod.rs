@@ -143,6 +143,11 @@ impl Auth {
         Some((key, account))
     }
 
+    /// Whether `nick` is a registered account's (or looks like one).
+    pub(crate) fn is_registered(&self, nick: &Nick) -> bool {
+        self.account_of(nick).is_some()
+    }
+
     /// Whether `nick` may be taken without a password: `Err` when it is registered (or
     /// looks like a registered nick). Renames use this.
     ///

@@ -1,10 +1,11 @@
 //! The nick directory: which session holds which nick, and the DMs routed by it.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use chat_shared::validate::name_skeleton;
-use chat_shared::{DirectMessage, Nick, ServerMsg};
+use chat_shared::{ByeReason, DirectMessage, Nick, ServerMsg};
 use uuid::Uuid;
 
 use super::{Chat, ChatError, lock};
@@ -13,7 +14,7 @@ use crate::now_ms;
 use crate::path::Room;
 use crate::path::durability::deliver_dm;
 use crate::path::producer::InFlight;
-use crate::path::sink::Sink;
+use crate::path::sink::{Ending, Sink};
 use crate::store::{Job, Record};
 
 #[derive(Debug)]
@@ -21,6 +22,16 @@ pub(super) struct Entry {
     session: Uuid,
     nick: Nick,
     sink: Arc<Sink>,
+    /// Where the session is connected from (for bans).
+    peer: IpAddr,
+}
+
+/// Someone online, as moderation needs them.
+#[derive(Debug, Clone)]
+pub(crate) struct Online {
+    pub(crate) nick: Nick,
+    pub(crate) sink: Arc<Sink>,
+    pub(crate) peer: IpAddr,
 }
 
 impl Chat {
@@ -34,6 +45,7 @@ impl Chat {
         session: Uuid,
         nick: &Nick,
         sink: &Arc<Sink>,
+        peer: IpAddr,
     ) -> Result<(), ChatError> {
         let mut nicks = lock(&self.nicks);
         let key = nick.skeleton();
@@ -46,22 +58,50 @@ impl Chat {
                 session,
                 nick: nick.clone(),
                 sink: Arc::clone(sink),
+                peer,
             },
         );
         Ok(())
     }
 
+    /// Who holds `nick` (or a nick it looks like), if anyone.
+    pub(crate) fn online(&self, nick: &str) -> Option<Online> {
+        lock(&self.nicks).get(&name_skeleton(nick)).map(|e| Online {
+            nick: e.nick.clone(),
+            sink: Arc::clone(&e.sink),
+            peer: e.peer,
+        })
+    }
+
+    /// Everyone online for whom `hit` holds (a server ban's matches).
+    pub(crate) fn online_where(&self, hit: impl Fn(IpAddr, &Nick) -> bool) -> Vec<Online> {
+        lock(&self.nicks)
+            .values()
+            .filter(|e| hit(e.peer, &e.nick))
+            .map(|e| Online {
+                nick: e.nick.clone(),
+                sink: Arc::clone(&e.sink),
+                peer: e.peer,
+            })
+            .collect()
+    }
+
     /// Gives `nick` to `session`, which logged in to its account, whoever holds it now (or
     /// a look-alike of it); the holder's session is told it was replaced and ends.
-    pub(crate) fn take_over(&self, session: Uuid, nick: &Nick, sink: &Arc<Sink>) {
+    pub(crate) fn take_over(&self, session: Uuid, nick: &Nick, sink: &Arc<Sink>, peer: IpAddr) {
         let entry = Entry {
             session,
             nick: nick.clone(),
             sink: Arc::clone(sink),
+            peer,
         };
         let old = lock(&self.nicks).insert(nick.skeleton(), entry);
         if let Some(old) = old.filter(|old| old.session != session) {
-            old.sink.replace();
+            old.sink.end(Ending {
+                reason: ByeReason::Replaced,
+                message: "your nick's account logged in from another connection".into(),
+                part_reason: None,
+            });
         }
     }
 

@@ -23,6 +23,7 @@ use chat_shared::{Nick, RoomName};
 
 use crate::Config;
 use crate::auth::Auth;
+use crate::moderation::Moderation;
 use crate::path::ids::MessageIds;
 use crate::path::{PathStore, Room};
 use directory::Entry;
@@ -61,12 +62,13 @@ pub(crate) struct Chat {
     pub(crate) store: Option<PathStore>,
     /// Registered nicks and logging in to them.
     pub(crate) auth: Auth,
+    /// Rooms' settings, admins, server bans.
+    pub(crate) moderation: Moderation,
 }
 
 impl Chat {
     pub(crate) fn new(config: Arc<Config>, store: Option<PathStore>) -> Self {
         Self {
-            config,
             nicks: Mutex::default(),
             rooms: Mutex::default(),
             ids: Arc::default(),
@@ -74,7 +76,15 @@ impl Chat {
             // No accounts until `with_auth` gives the server's.
             auth: Auth::open(None, crate::Config::default().auth())
                 .expect("accounts without a store cannot fail to open"),
+            moderation: Moderation::in_memory(&config),
+            config,
         }
+    }
+
+    /// The chat state with `moderation` for its rooms' settings, admins and server bans.
+    pub(crate) fn with_moderation(mut self, moderation: Moderation) -> Self {
+        self.moderation = moderation;
+        self
     }
 
     /// The chat state with `auth` for its accounts.

@@ -6,6 +6,7 @@ use chat_shared::{RoomInfo, RoomName};
 use tracing::warn;
 
 use super::{Chat, ChatError, lock};
+use crate::moderation::room::Settings;
 use crate::path::Room;
 use crate::store::RoomLoad;
 
@@ -45,15 +46,36 @@ impl Chat {
                 })?,
             None => RoomLoad::default(),
         };
+        let settings = self.room_settings(name)?;
         let room = Arc::new(Room::new(
             name.clone(),
             &self.config,
             self.store.clone(),
             load,
             Arc::clone(&self.ids),
+            (settings, self.moderation.writer.clone()),
         ));
         rooms.insert(key, Arc::clone(&room));
         Ok(room)
+    }
+
+    /// The moderation settings `name` was left with (none yet: a new room's).
+    fn room_settings(&self, name: &RoomName) -> Result<Settings, ChatError> {
+        let Some(store) = &self.moderation.store else {
+            return Ok(Settings::default());
+        };
+        let document = store.get(&Settings::key(name)).map_err(|e| {
+            warn!(room = %name, error = %e, "cannot load a room's settings");
+            ChatError::StoreUnavailable(name.clone())
+        })?;
+        Ok(match document.as_deref().map(Settings::parse) {
+            None => Settings::default(),
+            Some(Ok(settings)) => settings,
+            Some(Err(e)) => {
+                warn!(room = %name, error = %e, "a room's stored settings cannot be read; it starts afresh");
+                Settings::default()
+            }
+        })
     }
 
     /// The room called `name`, or a name it looks like, if it exists; never creates one.
@@ -61,11 +83,12 @@ impl Chat {
         lock(&self.rooms).get(&name.skeleton()).cloned()
     }
 
-    /// Rooms with at least one member, by name.
-    pub(crate) fn rooms(&self) -> Vec<RoomInfo> {
+    /// Rooms with at least one member, by name; secret ones only if `asker` is in them.
+    pub(crate) fn rooms(&self, asker: uuid::Uuid) -> Vec<RoomInfo> {
         let rooms: Vec<Arc<Room>> = lock(&self.rooms).values().cloned().collect();
         let mut list: Vec<RoomInfo> = rooms
             .iter()
+            .filter(|r| r.listed_for(asker))
             .map(|r| RoomInfo {
                 name: r.name().to_string(),
                 members: r.member_count(),

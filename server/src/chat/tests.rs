@@ -4,6 +4,8 @@ use chat_shared::ServerMsg;
 use uuid::Uuid;
 
 use super::*;
+
+const LOCAL: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 use crate::path::sink::{Item, Sink};
 
 fn chat(config: Config) -> Chat {
@@ -33,10 +35,10 @@ fn notices(sink: &Sink) -> Vec<ServerMsg> {
 #[test]
 fn nicks_are_unique_without_regard_to_case() {
     let chat = chat(Config::default());
-    chat.register(Uuid::new_v4(), &nick("Alice"), &sink())
+    chat.register(Uuid::new_v4(), &nick("Alice"), &sink(), LOCAL)
         .unwrap();
     assert_eq!(
-        chat.register(Uuid::new_v4(), &nick("aLICE"), &sink()),
+        chat.register(Uuid::new_v4(), &nick("aLICE"), &sink(), LOCAL),
         Err(ChatError::NickTaken(nick("aLICE")))
     );
 }
@@ -45,26 +47,26 @@ fn nicks_are_unique_without_regard_to_case() {
 fn look_alikes_of_an_online_nick_are_refused_and_say_whom_they_imitate() {
     let chat = chat(Config::default());
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-    chat.register(a, &nick("scope"), &sink()).unwrap();
+    chat.register(a, &nick("scope"), &sink(), LOCAL).unwrap();
     // Fullwidth normalises to the same nick; all-Cyrillic is another nick that looks alike.
     assert_eq!(
-        chat.register(b, &nick("ＳＣＯＰＥ"), &sink()),
+        chat.register(b, &nick("ＳＣＯＰＥ"), &sink(), LOCAL),
         Err(ChatError::NickTaken(nick("SCOPE")))
     );
     assert_eq!(
-        chat.register(b, &nick("ѕсоре"), &sink()),
+        chat.register(b, &nick("ѕсоре"), &sink(), LOCAL),
         Err(ChatError::NickLooksLike {
             nick: nick("ѕсоре"),
             online: nick("scope"),
         })
     );
     // Nor can another session rename into it; the holder may change its own spelling.
-    chat.register(b, &nick("bob"), &sink()).unwrap();
+    chat.register(b, &nick("bob"), &sink(), LOCAL).unwrap();
     assert!(chat.rename(b, &nick("bob"), &nick("ѕсоре"), &[]).is_err());
     chat.rename(a, &nick("scope"), &nick("ѕсоре"), &[]).unwrap();
     // Once released, the look-alike is free.
     chat.unregister(a, &nick("ѕсоре"));
-    chat.register(b, &nick("scope"), &sink()).unwrap();
+    chat.register(b, &nick("scope"), &sink(), LOCAL).unwrap();
 }
 
 #[test]
@@ -81,13 +83,13 @@ fn rename_notifies_each_room_mate_once() {
     let chat = chat(Config::default());
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     let (a_sink, b_sink) = (sink(), sink());
-    chat.register(a, &nick("a"), &a_sink).unwrap();
-    chat.register(b, &nick("b"), &b_sink).unwrap();
+    chat.register(a, &nick("a"), &a_sink, LOCAL).unwrap();
+    chat.register(b, &nick("b"), &b_sink, LOCAL).unwrap();
     let r1 = chat.room(&RoomName::parse("one").unwrap()).unwrap();
     let r2 = chat.room(&RoomName::parse("two").unwrap()).unwrap();
     for r in [&r1, &r2] {
-        r.join(a, &nick("a"), &a_sink, None, 0);
-        r.join(b, &nick("b"), &b_sink, None, 0);
+        r.join_as(a, &nick("a"), &a_sink, None, 0);
+        r.join_as(b, &nick("b"), &b_sink, None, 0);
     }
     notices(&b_sink);
     chat.rename(a, &nick("a"), &nick("A2"), &[r1.clone(), r2.clone()])
@@ -97,9 +99,9 @@ fn rename_notifies_each_room_mate_once() {
         matches!(seen[..], [ServerMsg::NickChanged { .. }]),
         "{seen:?}"
     );
-    assert_eq!(r1.members(), ["A2", "b"]);
+    assert_eq!(r1.member_nicks(), ["A2", "b"]);
     assert!(
-        chat.register(Uuid::new_v4(), &nick("a"), &sink()).is_ok(),
+        chat.register(Uuid::new_v4(), &nick("a"), &sink(), LOCAL).is_ok(),
         "the old nick is free"
     );
 }
@@ -112,9 +114,9 @@ fn room_limit_forgets_the_idlest_empty_room() {
     });
     let (s, s_sink) = (Uuid::new_v4(), sink());
     let busy = chat.room(&RoomName::parse("busy").unwrap()).unwrap();
-    busy.join(s, &nick("a"), &s_sink, None, 0);
+    busy.join_as(s, &nick("a"), &s_sink, None, 0);
     let empty = chat.room(&RoomName::parse("empty").unwrap()).unwrap();
-    empty.join(s, &nick("a"), &s_sink, None, 0);
+    empty.join_as(s, &nick("a"), &s_sink, None, 0);
     for text in ["x", "y"] {
         empty.post(s, &s_sink, text.into(), None, false).unwrap();
     }
@@ -133,7 +135,7 @@ fn room_limit_forgets_the_idlest_empty_room() {
     let third = chat
         .existing_room(&RoomName::parse("third").unwrap())
         .unwrap();
-    third.join(s, &nick("a"), &s_sink, None, 0);
+    third.join_as(s, &nick("a"), &s_sink, None, 0);
     assert_eq!(
         chat.room(&RoomName::parse("fourth").unwrap()).unwrap_err(),
         ChatError::ServerRoomsFull(2)
@@ -145,8 +147,8 @@ fn dms_reach_both_ends_and_an_unknown_nick_is_named() {
     let chat = chat(Config::default());
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     let (a_sink, b_sink) = (sink(), sink());
-    chat.register(a, &nick("a"), &a_sink).unwrap();
-    chat.register(b, &nick("B"), &b_sink).unwrap();
+    chat.register(a, &nick("a"), &a_sink, LOCAL).unwrap();
+    chat.register(b, &nick("B"), &b_sink, LOCAL).unwrap();
     chat.dm(a, &nick("a"), &a_sink, "b", "hi".into(), None)
         .unwrap();
     assert!(matches!(&notices(&b_sink)[..], [ServerMsg::Dm(d)] if d.to == "B"));

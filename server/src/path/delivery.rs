@@ -9,9 +9,10 @@
 //! that message's durability: nobody polls.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use chat_shared::Nick;
+use chat_shared::{Nick, Role};
 use uuid::Uuid;
 
 use super::sink::Sink;
@@ -22,6 +23,23 @@ use crate::event::Event;
 pub(crate) struct Member {
     pub(crate) nick: Nick,
     pub(crate) sink: Arc<Sink>,
+    /// The member's role here; a guest's ends with its membership.
+    pub(crate) role: Role,
+    /// Logged in to the account of `nick`: its role persists.
+    pub(crate) account: bool,
+    /// A server admin: acts as an op here.
+    pub(crate) admin: bool,
+    /// Where it is connected from: a guest's ban holds it.
+    pub(crate) ip: IpAddr,
+}
+
+/// A room's members as `members` reports them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct MemberList {
+    pub(crate) nicks: Vec<String>,
+    pub(crate) ops: Vec<String>,
+    pub(crate) voiced: Vec<String>,
+    pub(crate) owner: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -57,7 +75,72 @@ impl LocalDelivery {
     pub(crate) fn rename(&mut self, session: Uuid, nick: &Nick) {
         if let Some(m) = self.members.get_mut(&session) {
             m.nick = nick.clone();
+            // Renaming away from an account's nick leaves the account.
+            m.account = false;
         }
+    }
+
+    /// The member holding `nick` (compared as nicks are: by skeleton).
+    pub(crate) fn find(&self, nick: &Nick) -> Option<(Uuid, &Member)> {
+        let key = nick.skeleton();
+        self.members
+            .iter()
+            .find(|(_, m)| m.nick.skeleton() == key)
+            .map(|(id, m)| (*id, m))
+    }
+
+    /// Sets the role of the members holding `nick`; true when one of them is logged in
+    /// to its account (the role then persists).
+    pub(crate) fn set_role(&mut self, nick: &str, role: Role) -> bool {
+        let key = chat_shared::validate::name_skeleton(nick);
+        let mut account = false;
+        for m in self.members.values_mut().filter(|m| m.nick.skeleton() == key) {
+            m.role = role;
+            account |= m.account;
+        }
+        account
+    }
+
+    /// Removes the members holding `nick`, returning their sessions.
+    pub(crate) fn remove_nick(&mut self, nick: &str) -> Vec<Uuid> {
+        let key = chat_shared::validate::name_skeleton(nick);
+        let gone: Vec<Uuid> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.nick.skeleton() == key)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &gone {
+            self.members.remove(id);
+        }
+        gone
+    }
+
+    /// The members with their roles, each list sorted as `nicks` is.
+    pub(crate) fn member_list(&self) -> MemberList {
+        let mut list = MemberList {
+            nicks: self.nicks(),
+            ..MemberList::default()
+        };
+        let mut by_role: Vec<(&str, Role)> = self
+            .members
+            .values()
+            .filter(|m| m.role != Role::Member)
+            .map(|m| (m.nick.as_str(), m.role))
+            .collect();
+        by_role.sort_by_cached_key(|(n, _)| chat_shared::validate::nick_key(n));
+        for (nick, role) in by_role {
+            match role {
+                Role::Owner => {
+                    list.owner = Some(nick.to_owned());
+                    list.ops.push(nick.to_owned());
+                }
+                Role::Op => list.ops.push(nick.to_owned()),
+                Role::Voice => list.voiced.push(nick.to_owned()),
+                Role::Member => {}
+            }
+        }
+        list
     }
 
     pub(crate) fn len(&self) -> usize {

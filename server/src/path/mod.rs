@@ -20,6 +20,8 @@
 //! - `producer`: posting a message (seq, ids, store, when it may be shown).
 //! - `durability`: the store's outcomes turned into path events.
 //! - `stream`: the room's `seq` and history cache, and planning history pages.
+//! - `moderation`: moderation requests turned into notices on the path (topic, roles,
+//!   kick, modes) or applied at once (bans, invitations).
 //! - `delivery`: the room's local members and fan-out.
 //! - `sink`: one session's send queue and its byte budget.
 //! - `ids`: the message-id index that recognises resends.
@@ -27,6 +29,7 @@
 pub(crate) mod delivery;
 pub(crate) mod durability;
 pub(crate) mod ids;
+pub(crate) mod moderation;
 pub(crate) mod producer;
 pub(crate) mod sink;
 pub(crate) mod stream;
@@ -34,13 +37,16 @@ pub(crate) mod stream;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use chat_shared::{Nick, RoomName, ServerMsg};
+use chat_shared::{Nick, Role, RoomName, ServerMsg};
 use uuid::Uuid;
 
 use crate::event::{Event, Settled};
+use crate::moderation::room::Settings;
+use crate::moderation::{Joiner, ModError, RoomModeration};
 use crate::now_ms;
+use crate::store::settings::SettingsWriter;
 use crate::store::{RoomLoad, Store};
-use delivery::{LocalDelivery, Member};
+use delivery::{LocalDelivery, Member, MemberList};
 use ids::MessageIds;
 use producer::InFlight;
 use sink::Sink;
@@ -66,7 +72,8 @@ pub(crate) enum RoomEvent {
     Parted { session: Uuid, event: Arc<Event> },
     /// A member's nick changed (the notice goes out once per person, from the directory).
     Renamed { session: Uuid, nick: Nick },
-    /// A message is shown: into the history cache and to every member.
+    /// A message is shown: into the history cache and to every member. A moderation
+    /// notice (a message with `event`) also changes the room as it says, once delivered.
     Message(Arc<Event>),
     /// A message settled (its flag says how): a failed one leaves the cache, and sessions
     /// waiting on it look again. A durable one nobody waits on changes nothing in the room,
@@ -79,8 +86,11 @@ pub(crate) enum RoomEvent {
 pub(crate) struct JoinSeq {
     pub(crate) room: RoomName,
     pub(crate) joined: Arc<Event>,
+    /// The current topic, if any, then all the modes: right after `joined`.
+    pub(crate) topic: Option<ServerMsg>,
+    pub(crate) modes: ServerMsg,
     pub(crate) plan: Plan,
-    pub(crate) members: Vec<String>,
+    pub(crate) members: MemberList,
     /// The newest message in `plan` that the joiner's nick sent and that is not durable
     /// yet; the history waits for it (see `RoomStream::unsettled_by`).
     pub(crate) unsettled: Option<Arc<Event>>,
@@ -89,7 +99,7 @@ pub(crate) struct JoinSeq {
 impl JoinSeq {
     pub(crate) fn weight(&self) -> usize {
         let history: usize = self.plan.held().iter().map(|m| m.text.len() + 96).sum();
-        self.joined.weight() + history + self.members.len() * 16
+        self.joined.weight() + history + self.members.nicks.len() * 16 + 256
     }
 }
 
@@ -97,6 +107,7 @@ impl JoinSeq {
 struct RoomState {
     stream: RoomStream,
     delivery: LocalDelivery,
+    moderation: RoomModeration,
     /// Unix ms of the last join, part or message; the least recently active empty room is
     /// the one forgotten when the room limit is reached.
     last_active: i64,
@@ -116,6 +127,8 @@ pub(crate) struct Room {
     resolved: AtomicU64,
     /// How many sessions wait for a message of this room to settle (see `has_waiters`).
     waiting: AtomicUsize,
+    /// Where the room's moderation settings persist; `None` without a store.
+    settings: Option<SettingsWriter>,
 }
 
 /// Not a member of the room.
@@ -131,6 +144,7 @@ impl Room {
         store: Option<PathStore>,
         load: RoomLoad,
         ids: Arc<MessageIds>,
+        moderation: (Settings, Option<SettingsWriter>),
     ) -> Self {
         let capacity = match config.retain_per_room {
             Some(keep) => config
@@ -145,6 +159,7 @@ impl Room {
             state: Mutex::new(RoomState {
                 stream,
                 delivery: LocalDelivery::default(),
+                moderation: RoomModeration::new(moderation.0, config),
                 last_active: now_ms(),
             }),
             store,
@@ -152,6 +167,14 @@ impl Room {
             covered: AtomicU64::new(0),
             resolved: AtomicU64::new(0),
             waiting: AtomicUsize::new(0),
+            settings: moderation.1,
+        }
+    }
+
+    /// Writes the room's moderation settings (off the lock: the writer is a thread).
+    fn persist(&self, st: &RoomState) {
+        if let Some(w) = &self.settings {
+            w.put(Settings::key(&self.name), Some(st.moderation.document()));
         }
     }
 
@@ -172,7 +195,12 @@ impl Room {
             RoomEvent::Message(event) => {
                 st.last_active = now_ms();
                 st.delivery.deliver(&event);
+                let m = chat(&event);
+                let notice = m.event.clone().map(|n| (n, m.from.clone(), m.ts));
                 st.stream.push(&self.ids, event);
+                if let Some((notice, by, ts)) = notice {
+                    self.take_effect(st, &notice, &by, ts);
+                }
             }
             RoomEvent::Joined {
                 session,
@@ -191,8 +219,10 @@ impl Room {
                 sink.push_join(JoinSeq {
                     room: self.name.clone(),
                     joined: event,
+                    topic: st.moderation.topic_event(&self.name),
+                    modes: st.moderation.modes_event(&self.name),
                     plan: st.stream.join_plan(since, on_join),
-                    members: st.delivery.nicks(),
+                    members: st.delivery.member_list(),
                     unsettled: st.stream.unsettled_by(nick.as_str()),
                 });
             }
@@ -214,30 +244,49 @@ impl Room {
         }
     }
 
-    /// Adds (or re-adds) a member; its join sequence arrives in its sink. Others hear of
-    /// the join only the first time.
+    /// Adds (or re-adds) a member, if the room's rules let it in; its join sequence
+    /// arrives in its sink. Others hear of the join only the first time.
+    ///
+    /// # Errors
+    /// Why the room's rules keep `joiner` out (banned, invite-only, a key).
     pub(crate) fn join(
         &self,
-        session: Uuid,
-        nick: &Nick,
+        joiner: &Joiner<'_>,
         sink: &Arc<Sink>,
         since: Option<u64>,
         on_join: usize,
-    ) {
+    ) -> Result<(), ModError> {
+        let session = joiner.session;
+        let mut st = self.lock();
+        let role = match st.delivery.get(session) {
+            // Already in: the sequence again, nothing checked again.
+            Some(member) => member.role,
+            None => {
+                let empty = st.delivery.len() == 0;
+                let (role, changed) = st.moderation.admit(&self.name, joiner, empty)?;
+                if changed {
+                    self.persist(&st);
+                }
+                role
+            }
+        };
         let event = Arc::new(Event::new(
             ServerMsg::Joined {
                 room: self.name.to_string(),
-                nick: nick.to_string(),
+                nick: joiner.nick.to_string(),
                 ts: now_ms(),
-                role: None,
+                role: (role != Role::Member).then_some(role),
             },
             Some(session),
         ));
         let member = Member {
-            nick: nick.clone(),
+            nick: joiner.nick.clone(),
             sink: Arc::clone(sink),
+            role,
+            account: joiner.account,
+            admin: joiner.admin,
+            ip: joiner.ip,
         };
-        let mut st = self.lock();
         self.apply(
             &mut st,
             RoomEvent::Joined {
@@ -248,6 +297,7 @@ impl Room {
                 on_join,
             },
         );
+        Ok(())
     }
 
     /// Removes a member; everyone, the leaver included, gets `parted`.
@@ -312,8 +362,52 @@ impl Room {
         self.lock().stream.unsettled_by(nick.as_str())
     }
 
-    pub(crate) fn members(&self) -> Vec<String> {
+    /// The members, with their roles; a secret room shows its members to members only
+    /// (to anyone else it is as empty as a room that does not exist).
+    pub(crate) fn members(&self, asker: Uuid) -> MemberList {
+        let st = self.lock();
+        if st.moderation.secret() && st.delivery.get(asker).is_none() {
+            return MemberList::default();
+        }
+        st.delivery.member_list()
+    }
+
+    /// Joins a guest from loopback, for tests of the path that are not about its rules.
+    #[cfg(test)]
+    pub(crate) fn join_as(
+        &self,
+        session: Uuid,
+        nick: &Nick,
+        sink: &Arc<Sink>,
+        since: Option<u64>,
+        on_join: usize,
+    ) {
+        let joiner = Joiner {
+            session,
+            nick,
+            account: false,
+            admin: false,
+            ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            key: None,
+        };
+        self.join(&joiner, sink, since, on_join)
+            .expect("a room without rules lets everyone in");
+    }
+
+    /// The members' nicks, for tests.
+    #[cfg(test)]
+    pub(crate) fn member_nicks(&self) -> Vec<String> {
         self.lock().delivery.nicks()
+    }
+
+    pub(crate) fn is_member(&self, session: Uuid) -> bool {
+        self.lock().delivery.get(session).is_some()
+    }
+
+    /// Whether `asker` is shown this room in `rooms`: secret rooms only to their members.
+    pub(crate) fn listed_for(&self, asker: Uuid) -> bool {
+        let st = self.lock();
+        !st.moderation.secret() || st.delivery.get(asker).is_some()
     }
 
     pub(crate) fn member_count(&self) -> usize {

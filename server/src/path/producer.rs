@@ -12,11 +12,12 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use chat_shared::{ChatMessage, ServerMsg};
+use chat_shared::{ChatMessage, RoomNotice, ServerMsg};
 use uuid::Uuid;
 
 use super::sink::Sink;
-use super::{Room, RoomEvent, chat};
+use super::{Room, RoomEvent, RoomState, chat};
+use crate::moderation::ModError;
 use crate::event::{Event, Settled};
 use crate::now_ms;
 use crate::store::{Busy, Job, Record, Stored};
@@ -50,12 +51,15 @@ pub(crate) enum Posted {
 }
 
 /// Why a message was not taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum PostError {
     #[error("not a member of the room")]
     NotMember,
     #[error(transparent)]
     Busy(#[from] Busy),
+    /// The room's rules refuse it (a moderated room, a moderation request's rules).
+    #[error(transparent)]
+    Refused(#[from] ModError),
 }
 
 impl Room {
@@ -74,6 +78,46 @@ impl Room {
         action: bool,
     ) -> Result<Posted, PostError> {
         let mut st = self.lock();
+        let member = st.delivery.get(session).ok_or(PostError::NotMember)?;
+        if st.moderation.moderated() && !member.role.may_speak_moderated() && !member.admin {
+            return Err(ModError::Moderated(self.name.clone()).into());
+        }
+        self.post_locked(&mut st, session, sender, text, id, action, None)
+    }
+
+    /// Takes a moderation notice from `session` onto the room's path, like a message: it
+    /// gets the next `seq`, is stored and kept in history, and takes effect when applied.
+    /// Called with the room's lock held, right after the request was checked against the
+    /// same state.
+    pub(super) fn post_notice(
+        self: &Arc<Self>,
+        st: &mut RoomState,
+        session: Uuid,
+        sender: &Arc<Sink>,
+        notice: RoomNotice,
+    ) -> Result<(), PostError> {
+        let by = st
+            .delivery
+            .get(session)
+            .ok_or(PostError::NotMember)?
+            .nick
+            .to_string();
+        let text = notice.describe(&by);
+        self.post_locked(st, session, sender, text, None, false, Some(notice))
+            .map(|_| ())
+    }
+
+    #[allow(clippy::too_many_arguments)] // one caller each for messages and notices
+    fn post_locked(
+        self: &Arc<Self>,
+        st: &mut RoomState,
+        session: Uuid,
+        sender: &Arc<Sink>,
+        text: String,
+        id: Option<Uuid>,
+        action: bool,
+        event: Option<RoomNotice>,
+    ) -> Result<Posted, PostError> {
         let from = st
             .delivery
             .get(session)
@@ -97,7 +141,7 @@ impl Room {
             text,
             ts: now_ms(),
             action,
-            event: None,
+            event,
         };
         // Used from here on, whatever becomes of the message: a seq is never reused.
         st.stream.next_seq += 1;
@@ -105,7 +149,7 @@ impl Room {
             let event = Arc::new(Event::new(ServerMsg::Message(msg), Some(session)));
             index.insert(id, Arc::clone(&event));
             drop(index);
-            self.apply(&mut st, RoomEvent::Message(event));
+            self.apply(st, RoomEvent::Message(event));
             return Ok(Posted::New);
         };
         let seq = msg.seq;
@@ -139,7 +183,7 @@ impl Room {
             return Err(busy.into());
         }
         if at_once {
-            self.apply(&mut st, RoomEvent::Message(event));
+            self.apply(st, RoomEvent::Message(event));
         } else {
             st.stream.last_queued = seq;
         }

@@ -20,7 +20,8 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use chat_shared::ServerMsg;
+use chat_shared::{ByeReason, ServerMsg};
+use once_cell::race::OnceBox;
 use tokio::sync::Notify;
 
 use super::JoinSeq;
@@ -33,6 +34,16 @@ pub(crate) const MIN_BUDGET: usize = 2 * 64 * 1024;
 
 /// Items an empty sink makes room for at its first push (256 bytes, freed once taken).
 const FIRST_CAPACITY: usize = 16;
+
+/// Why something other than its client ends a session (see `Sink::end`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Ending {
+    pub(crate) reason: ByeReason,
+    /// The `bye`'s message.
+    pub(crate) message: String,
+    /// What its rooms are told in `parted` (`None`: "quit").
+    pub(crate) part_reason: Option<String>,
+}
 
 /// What a sink holds.
 #[derive(Debug)]
@@ -60,9 +71,10 @@ pub(crate) struct Sink {
     /// Something other than an item wants the session awake: a message it waits on is
     /// durable (see `Room::wait_durable`).
     poked: AtomicBool,
-    /// Another connection logged in to this session's account and took its nick: the
-    /// session says `bye{replaced}` and ends.
-    replaced: AtomicBool,
+    /// Set when something else ends the session: another connection logged in to its
+    /// account and took its nick (`bye{replaced}`), an admin killed it, a server ban
+    /// caught it. One pointer, empty for nearly every session's whole life.
+    ending: OnceBox<Ending>,
     /// The session's room messages on their way to the disk (its input is not read past
     /// `--max-unsettled`).
     unsettled: AtomicUsize,
@@ -98,7 +110,7 @@ impl Sink {
             state: Mutex::default(),
             notify: Notify::new(),
             poked: AtomicBool::new(false),
-            replaced: AtomicBool::new(false),
+            ending: OnceBox::new(),
             unsettled: AtomicUsize::new(0),
             pause_at,
             budget,
@@ -217,15 +229,15 @@ impl Sink {
         self.notify.notify_one();
     }
 
-    /// Tells the session it was replaced (see `replaced`), and wakes it.
-    pub(crate) fn replace(&self) {
-        self.replaced.store(true, Ordering::Release);
+    /// Ends the session (the first ending given is the one it takes), and wakes it.
+    pub(crate) fn end(&self, ending: Ending) {
+        let _ = self.ending.set(Box::new(ending));
         self.notify.notify_one();
     }
 
-    /// Whether another connection took this session's nick over.
-    pub(crate) fn replaced(&self) -> bool {
-        self.replaced.load(Ordering::Acquire)
+    /// Why something else ended the session, if it did.
+    pub(crate) fn ending(&self) -> Option<&Ending> {
+        self.ending.get()
     }
 
     /// Makes the session's next wait return at once: it stopped with work left.

@@ -31,6 +31,7 @@ fn room_with(history: usize, store: Option<PathStore>) -> Arc<Room> {
         store,
         RoomLoad::default(),
         Arc::default(),
+        Default::default(),
     ))
 }
 
@@ -75,7 +76,7 @@ fn post(room: &Arc<Room>, who: Uuid, sender: &Arc<Sink>, text: &str) {
 fn seq_increases_and_history_is_bounded() {
     let room = room(3);
     let (a, a_sink) = (Uuid::new_v4(), sink());
-    room.join(a, &nick("a"), &a_sink, None, 50);
+    room.join_as(a, &nick("a"), &a_sink, None, 50);
     for i in 0..5 {
         post(&room, a, &a_sink, &format!("m{i}"));
     }
@@ -95,20 +96,20 @@ fn seq_increases_and_history_is_bounded() {
 fn a_joiner_gets_its_sequence_then_everything_after_and_others_hear_of_it_once() {
     let room = room(10);
     let (a, a_sink) = (Uuid::new_v4(), sink());
-    room.join(a, &nick("a"), &a_sink, None, 50);
+    room.join_as(a, &nick("a"), &a_sink, None, 50);
     for i in 0..6 {
         post(&room, a, &a_sink, &format!("m{i}"));
     }
     let (b, b_sink) = (Uuid::new_v4(), sink());
-    room.join(b, &nick("b"), &b_sink, Some(4), 50);
+    room.join_as(b, &nick("b"), &b_sink, Some(4), 50);
     post(&room, a, &a_sink, "after");
     assert_eq!(taken(&b_sink), ["J[5,6]", "7"]);
     // Joining again repeats the sequence, and others hear of the join only once.
-    room.join(b, &nick("b"), &b_sink, None, 2);
+    room.join_as(b, &nick("b"), &b_sink, None, 2);
     assert_eq!(taken(&b_sink), ["J[6,7]+older"]);
     let a_saw = taken(&a_sink);
     assert_eq!(a_saw.iter().filter(|s| *s == "joined b").count(), 1);
-    assert_eq!(room.members(), ["a", "b"]);
+    assert_eq!(room.member_nicks(), ["a", "b"]);
     room.part(b, None).unwrap();
     assert_eq!(taken(&b_sink), ["parted b"], "the leaver hears of it too");
     assert_eq!(room.part(b, None), Err(NotMember));
@@ -118,12 +119,12 @@ fn a_joiner_gets_its_sequence_then_everything_after_and_others_hear_of_it_once()
 fn join_since_older_than_retained_says_truncated() {
     let room = room(2);
     let (a, a_sink) = (Uuid::new_v4(), sink());
-    room.join(a, &nick("a"), &a_sink, None, 50);
+    room.join_as(a, &nick("a"), &a_sink, None, 50);
     for i in 0..5 {
         post(&room, a, &a_sink, &format!("m{i}"));
     }
     let b_sink = sink();
-    room.join(Uuid::new_v4(), &nick("b"), &b_sink, Some(1), 50);
+    room.join_as(Uuid::new_v4(), &nick("b"), &b_sink, Some(1), 50);
     assert_eq!(taken(&b_sink), ["J[4,5]+older"], "seq 2 and 3 are gone");
 }
 
@@ -131,7 +132,7 @@ fn join_since_older_than_retained_says_truncated() {
 fn duplicate_ids_return_the_original() {
     let room = room(10);
     let (a, a_sink) = (Uuid::new_v4(), sink());
-    room.join(a, &nick("a"), &a_sink, None, 50);
+    room.join_as(a, &nick("a"), &a_sink, None, 50);
     let id = Uuid::now_v7();
     assert!(matches!(
         room.post(a, &a_sink, "x".into(), Some(id), false),
@@ -200,7 +201,7 @@ fn with_a_store_messages_are_shown_before_durable_in_seq_order() {
     let dyn_store: PathStore = store.clone();
     let room = room_with(200, Some(dyn_store));
     let (a, a_sink) = (Uuid::new_v4(), sink());
-    room.join(a, &nick("a"), &a_sink, None, 50);
+    room.join_as(a, &nick("a"), &a_sink, None, 50);
     taken(&a_sink);
     let say = |id: Option<Uuid>| {
         assert!(matches!(

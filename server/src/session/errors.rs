@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::auth::AuthError;
 use crate::chat::ChatError;
+use crate::moderation::ModError;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Refusal {
@@ -44,6 +45,11 @@ pub(crate) enum Refusal {
     Malformed(String),
     #[error("older history of #{0} cannot be read right now")]
     HistoryUnavailable(RoomName),
+    #[error(transparent)]
+    Mod(#[from] ModError),
+    /// Ends the connection rather than answering (see `register.rs`).
+    #[error("banned from this server: {0}")]
+    ServerBanned(String),
 }
 
 impl Refusal {
@@ -90,6 +96,26 @@ impl Refusal {
                 ErrorCode::BadRequest
             }
             Self::HistoryUnavailable(_) => ErrorCode::Unavailable,
+            Self::Mod(e) => match e {
+                ModError::NotOp(_) => ErrorCode::NotOp,
+                ModError::NotOwner { .. } => ErrorCode::NotOwner,
+                ModError::NotAdmin => ErrorCode::NotAdmin,
+                ModError::Banned(_) => ErrorCode::Banned,
+                ModError::InviteOnly(_) => ErrorCode::InviteOnly,
+                ModError::BadKey(_) => ErrorCode::BadKey,
+                ModError::Moderated(_) => ErrorCode::Moderated,
+                ModError::AccountRequired(_) => ErrorCode::AccountRequired,
+                ModError::NotHere { .. } => ErrorCode::NotInRoom,
+                ModError::TopicTooLong(_) => ErrorCode::TextInvalid,
+                ModError::NotBanned { .. }
+                | ModError::NotServerBanned(_)
+                | ModError::KeyInvalid
+                | ModError::MaskInvalid(_)
+                | ModError::TooManyBans(..)
+                | ModError::TooManyServerBans(_)
+                | ModError::AlreadyHere(..) => ErrorCode::BadRequest,
+            },
+            Self::ServerBanned(_) => ErrorCode::Banned,
         }
     }
 }

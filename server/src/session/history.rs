@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::Session;
 use super::errors::Refusal;
 use crate::event::{Event, Settled};
+use crate::path::delivery::MemberList;
 use crate::path::stream::Plan;
 use crate::path::{JoinSeq, PathStore, chat};
 use crate::store::Range;
@@ -22,7 +23,7 @@ pub(super) struct Deferred {
     pub(super) room: RoomName,
     pub(super) plan: Plan,
     /// For a join: the members, sent after the history.
-    pub(super) members: Option<Vec<String>>,
+    pub(super) members: Option<MemberList>,
     pub(super) ref_id: Option<Uuid>,
     /// The history waits for this message to settle (see `RoomStream::unsettled_by`).
     pub(super) unsettled: Option<Arc<Event>>,
@@ -40,6 +41,10 @@ impl<W: Wire> Session<W> {
     /// completed before anything behind it is handled.
     pub(super) fn join_sequence(&mut self, join: JoinSeq) -> Option<Deferred> {
         self.wire.push(&join.joined);
+        if let Some(topic) = join.topic {
+            self.reply(topic);
+        }
+        self.reply(join.modes);
         let unsettled = join.unsettled.filter(|_| self.caps.echoes_own);
         match (join.plan, unsettled) {
             (Plan::Done { messages, older }, None) => {
@@ -128,15 +133,24 @@ impl<W: Wire> Session<W> {
         self.wire.push(&event);
     }
 
-    pub(super) fn push_members(&mut self, room: &RoomName, nicks: &[String]) {
-        let event = self.fit(nicks, false, Cut::Back, |nicks, truncated| {
+    /// Sends a `members`, its nicks cut (at the end) to fit the frame limit; the role
+    /// lists keep only the nicks that are left.
+    pub(super) fn push_members(&mut self, room: &RoomName, list: &MemberList) {
+        let event = self.fit(&list.nicks, false, Cut::Back, |nicks, truncated| {
+            let kept = |role: &[String]| -> Vec<String> {
+                if truncated {
+                    role.iter().filter(|n| nicks.contains(n)).cloned().collect()
+                } else {
+                    role.to_vec()
+                }
+            };
             ServerMsg::Members {
                 room: room.to_string(),
+                ops: kept(&list.ops),
+                voiced: kept(&list.voiced),
+                owner: list.owner.clone().filter(|o| !truncated || nicks.contains(o)),
                 nicks,
                 truncated,
-                ops: Vec::new(),
-                voiced: Vec::new(),
-                owner: None,
             }
         });
         self.wire.push(&event);

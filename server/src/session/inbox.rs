@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use chat_shared::ServerMsg;
+use chat_shared::{RoomNotice, ServerMsg};
 
 use super::history::Deferred;
 use super::{Exit, MAX_BATCH_BYTES, Session};
@@ -102,6 +102,11 @@ impl<W: Wire> Session<W> {
                     self.handled += event.weight();
                     if let Next::Send = next {
                         self.wire.push(&event);
+                        if let ServerMsg::Message(m) = &event.msg
+                            && let Some(RoomNotice::Kicked { nick, .. }) = &m.event
+                        {
+                            self.kicked(&m.room, nick);
+                        }
                     }
                 }
                 Item::Join(join) => {
@@ -143,6 +148,20 @@ impl<W: Wire> Session<W> {
         event.origin == Some(self.id)
             || matches!((&event.msg, &self.nick),
                 (ServerMsg::Message(m), Some(nick)) if same_nick(&m.from, nick.as_str()))
+    }
+
+    /// A kick this client was shown: if it was this client's, the room is no longer one
+    /// of its rooms (the path has removed it already), unless it has joined again since.
+    fn kicked(&mut self, room: &str, nick: &str) {
+        if !self.nick.as_ref().is_some_and(|n| same_nick(n.as_str(), nick)) {
+            return;
+        }
+        let Some(joined) = self.rooms.get(room).cloned() else {
+            return;
+        };
+        if !joined.is_member(self.id) {
+            self.rooms.remove(joined.name());
+        }
     }
 
     /// Asks `event`'s room to poke this session when a message settles; false when it has

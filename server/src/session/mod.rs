@@ -246,13 +246,12 @@ impl<W: Wire> Session<W> {
                 inbound = self.wire.recv(), if !paused => self.on_inbound(inbound),
                 // Something was queued, or a message this session waits on settled, or
                 // another connection logged in to this nick's account.
-                () = sink.wait() => if sink.replaced() {
-                    Err(Exit::Bye(
-                        ByeReason::Replaced,
-                        "your nick's account logged in from another connection".into(),
-                    ))
-                } else {
-                    Ok(false)
+                () = sink.wait() => match sink.ending() {
+                    Some(ending) => {
+                        self.part_reason = ending.part_reason.as_deref().map(Into::into);
+                        Err(Exit::Bye(ending.reason, ending.message.clone()))
+                    }
+                    None => Ok(false),
                 },
                 () = &mut ping, if self.caps.pings => {
                     let due = Instant::now() >= self.ping_at();

@@ -13,6 +13,10 @@ use crate::wire::{Inbound, Wire};
 impl<W: Wire> Session<W> {
     /// Reads until a `hello` succeeds, within `deadline`.
     pub(super) async fn register(&mut self, deadline: Instant) -> Result<(), Exit> {
+        if let Some(reason) = self.chat.moderation.server_bans.ip_banned(self.peer) {
+            info!(session = %self.id, peer = %self.peer, "refused: banned from the server");
+            return Err(banned_exit(&reason));
+        }
         loop {
             let inbound = tokio::select! {
                 biased;
@@ -65,6 +69,9 @@ impl<W: Wire> Session<W> {
                 other => Err(Refusal::NotRegistered(other.kind())),
             };
             if let Err(refusal) = refused {
+                if let Refusal::ServerBanned(reason) = &refusal {
+                    return Err(banned_exit(reason));
+                }
                 self.refuse(&refusal, ref_id)?;
             }
             self.flush().await?;
@@ -80,15 +87,18 @@ impl<W: Wire> Session<W> {
         password: Option<&Password>,
     ) -> Result<(), Refusal> {
         let nick = super::commands::parse_nick(raw)?;
+        if let Some(reason) = self.chat.moderation.server_bans.nick_banned(nick.as_str()) {
+            return Err(Refusal::ServerBanned(reason));
+        }
         let login = self.chat.auth.login(self.peer, &nick, password).await;
         if let Err(e) = &login {
             // The password never reaches a log line; the failure does, with its address.
             info!(session = %self.id, peer = %self.peer, %nick, error = %e, "login refused");
         }
         match login? {
-            Login::Guest => self.chat.register(self.id, &nick, &self.sink)?,
+            Login::Guest => self.chat.register(self.id, &nick, &self.sink, self.peer)?,
             Login::Account => {
-                self.chat.take_over(self.id, &nick, &self.sink);
+                self.chat.take_over(self.id, &nick, &self.sink, self.peer);
                 self.logged_in = true;
             }
         }
@@ -108,10 +118,20 @@ impl<W: Wire> Session<W> {
         });
         self.nick = Some(nick);
         let lobby = RoomName::parse(chat_shared::DEFAULT_ROOM).expect("the default room is valid");
-        if let Err(refusal) = self.join(lobby, None) {
+        if let Err(refusal) = self.join(lobby, None, None) {
             // Registered all the same: the client can join another room.
             let _ = self.refuse(&refusal, None::<Uuid>); // not a bad request: never an exit
         }
         Ok(())
     }
+}
+
+/// The end of a session a server ban catches.
+pub(super) fn banned_exit(reason: &str) -> Exit {
+    let message = if reason.is_empty() {
+        "you are banned from this server".to_owned()
+    } else {
+        format!("you are banned from this server: {reason}")
+    };
+    Exit::Bye(ByeReason::Banned, message)
 }

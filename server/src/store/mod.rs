@@ -11,9 +11,12 @@
 //! Layout:
 //! - [`Store`]: the interface (append, load a room, page, find a message's `seq`).
 //! - [`Job`], [`Outcome`], [`Record`], [`Stored`]: what is written and what became of it.
+//! - [`AccountStore`], [`SettingsStore`]: accounts, and moderation's documents by key.
+//! - [`settings`]: the thread that writes those documents, in order, off every lock.
 //! - [`sqlite`]: the SQLite implementation (schema, writer thread, retention).
 //! - [`default_path`]: where the binary keeps its database unless told otherwise.
 
+pub(crate) mod settings;
 pub(crate) mod sqlite;
 
 use std::path::PathBuf;
@@ -179,6 +182,23 @@ pub(crate) trait AccountStore: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// The database's error.
     fn set_hash(&self, skeleton: &str, hash: &str) -> anyhow::Result<()>;
+}
+
+/// Documents by key: what rooms and the server keep of moderation (see `moderation/`).
+/// Every call blocks on the database; reads happen once per room per run (or once at
+/// start), and writes go through a [`settings::SettingsWriter`], off every lock.
+pub(crate) trait SettingsStore: Send + Sync + std::fmt::Debug {
+    /// The document at `key`, if any.
+    ///
+    /// # Errors
+    /// The database's error.
+    fn get(&self, key: &str) -> anyhow::Result<Option<String>>;
+
+    /// Stores `value` at `key` (`None` deletes it).
+    ///
+    /// # Errors
+    /// The database's error.
+    fn put(&self, key: &str, value: Option<&str>) -> anyhow::Result<()>;
 }
 
 /// Where the binary keeps its database by default: `$XDG_DATA_HOME/chat-server/chat.db`,

@@ -29,9 +29,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> FramedWire<R, W> {
     }
 }
 
-/// Encodes an event as one frame.
+/// Encodes an event as one frame. A moderation notice travels the room's path as a
+/// message (that is how history keeps it) but is sent live as its own event type.
 pub(crate) fn encode(msg: &ServerMsg) -> Bytes {
-    encode_frame(msg).unwrap_or_else(|e| {
+    let live = match msg {
+        ServerMsg::Message(m) => m.live(),
+        _ => None,
+    };
+    encode_frame(live.as_ref().unwrap_or(msg)).unwrap_or_else(|e| {
         // Unreachable for the protocol's types (all map keys are strings); dropping the
         // event is better than taking the connection down.
         error!(error = %e, "failed to encode an event");

@@ -5,6 +5,7 @@
 use chat_shared::RoomName;
 use chat_shared::validate::clean_reason;
 
+use crate::moderation::Joiner;
 use crate::session::Session;
 use crate::session::errors::Refusal;
 use crate::wire::Wire;
@@ -15,6 +16,7 @@ impl<W: Wire> Session<W> {
         &mut self,
         name: RoomName,
         since: Option<u64>,
+        key: Option<&str>,
     ) -> Result<(), Refusal> {
         if self.rooms.get(name.as_str()).is_none()
             && self.rooms.len() >= self.config.max_rooms_per_client
@@ -23,13 +25,15 @@ impl<W: Wire> Session<W> {
         }
         let room = self.chat.room(&name)?;
         let nick = self.nick().clone();
-        room.join(
-            self.id,
-            &nick,
-            &self.sink,
-            since,
-            self.config.history_on_join,
-        );
+        let joiner = Joiner {
+            session: self.id,
+            nick: &nick,
+            account: self.logged_in,
+            admin: self.is_admin(),
+            ip: self.peer,
+            key,
+        };
+        room.join(&joiner, &self.sink, since, self.config.history_on_join)?;
         self.rooms.insert(room);
         Ok(())
     }

@@ -2,11 +2,16 @@
 //! parsing every command shares. A command returns a [`Refusal`] when it says no; the
 //! dispatch answers it with its code (see `errors.rs`).
 
+mod admin;
 mod dm;
 mod history;
 mod join;
+mod kick;
+mod mode;
 mod nick;
+mod roles;
 mod say;
+mod topic;
 mod who;
 
 use chat_shared::validate::clean_reason;
@@ -14,6 +19,11 @@ use chat_shared::{ByeReason, ClientMsg, Nick, Request, RoomName, ServerMsg};
 use tokio::time::Instant;
 
 use super::account::AccountJob;
+use crate::chat::ChatError;
+use crate::moderation::ModError;
+use crate::path::Room;
+use crate::path::moderation::RoleChange;
+use crate::path::producer::PostError;
 use super::errors::Refusal;
 use super::{Exit, Session};
 use crate::limits::Verdict;
@@ -23,14 +33,9 @@ impl<W: Wire> Session<W> {
     /// Handles one request of a registered client.
     pub(super) fn handle(&mut self, req: Request) -> Result<(), Exit> {
         let ref_id = req.id;
-        // Account requests share the message rate: each costs a password hash.
-        if matches!(
-            req.msg,
-            ClientMsg::Say { .. }
-                | ClientMsg::Dm { .. }
-                | ClientMsg::Register { .. }
-                | ClientMsg::SetPassword { .. }
-        ) {
+        // Account requests share the message rate (each costs a password hash), and so does
+        // every moderation request: each is a room event, an invitation or a kill.
+        if rated(&req.msg) {
             let (rate, burst) = (self.config.rate, self.config.burst);
             match self.rate.check(Instant::now(), rate, burst) {
                 Verdict::Allow => {}
@@ -43,8 +48,8 @@ impl<W: Wire> Session<W> {
         let done = match req.msg {
             ClientMsg::Say { room, text, action } => self.say(&room, &text, action, ref_id),
             ClientMsg::Dm { to, text } => self.dm(&to, &text, ref_id),
-            ClientMsg::Join { room, since, .. } => {
-                parse_room(&room).and_then(|r| self.join(r, since))
+            ClientMsg::Join { room, since, key } => {
+                parse_room(&room).and_then(|r| self.join(r, since, key.as_deref()))
             }
             ClientMsg::Part { room, reason } => self.part(&room, reason.as_deref()),
             ClientMsg::Nick { nick } => self.rename(&nick),
@@ -78,12 +83,54 @@ impl<W: Wire> Session<W> {
                 self.account_job = Some(Box::new(AccountJob::SetPassword { old, new, ref_id }));
                 Ok(())
             }
-            _ => Err(Refusal::Malformed("not implemented yet".into())),
+            ClientMsg::Topic { room, text } => self.topic(&room, &text),
+            ClientMsg::Op { room, nick } => self.role(&room, &nick, RoleChange::Op),
+            ClientMsg::Deop { room, nick } => self.role(&room, &nick, RoleChange::Deop),
+            ClientMsg::Voice { room, nick } => self.role(&room, &nick, RoleChange::Voice),
+            ClientMsg::Devoice { room, nick } => self.role(&room, &nick, RoleChange::Devoice),
+            ClientMsg::Owner { room, nick } => self.owner(&room, &nick),
+            ClientMsg::Kick { room, nick, reason } => self.kick(&room, &nick, reason.as_deref()),
+            ClientMsg::Ban { room, nick } => self.ban(&room, &nick),
+            ClientMsg::Unban { room, nick } => self.unban(&room, &nick),
+            ClientMsg::Bans { room } => self.bans(&room),
+            ClientMsg::Mode { room, change } => self.mode(&room, &change),
+            ClientMsg::Invite { room, nick } => self.invite(&room, &nick),
+            ClientMsg::Kill { nick, reason } => self.kill(&nick, reason.as_deref()),
+            ClientMsg::ServerBan {
+                mask,
+                duration_s,
+                reason,
+            } => self.server_ban(&mask, duration_s, reason.as_deref()),
+            ClientMsg::ServerUnban { mask } => self.server_unban(&mask),
+            ClientMsg::ServerBans {} => self.server_bans(),
         };
         match done {
             Ok(()) => Ok(()),
             Err(refusal) => self.refuse(&refusal, ref_id),
         }
+    }
+
+    /// The refusal for a request a room would not take.
+    pub(super) fn posting(&self, room: &Room, e: PostError) -> Refusal {
+        match e {
+            // Only if the room lost the member behind the session's back (a kick on its
+            // way): say so all the same.
+            PostError::NotMember => Refusal::NotInRoom(room.name().clone()),
+            PostError::Busy(_) => ChatError::StoreBusy.into(),
+            PostError::Refused(ModError::NotHere { nick, .. })
+                if self.chat.online(&nick).is_none() =>
+            {
+                ChatError::NoSuchNick(nick).into()
+            }
+            PostError::Refused(e) => e.into(),
+        }
+    }
+
+    /// Whether this session is a server admin's: logged in to an account `--admins` names.
+    pub(super) fn is_admin(&self) -> bool {
+        self.nick
+            .as_ref()
+            .is_some_and(|n| self.chat.moderation.is_admin(n, self.logged_in))
     }
 
     /// A room the client has joined.
@@ -105,6 +152,25 @@ impl<W: Wire> Session<W> {
             .cloned()
             .ok_or(Refusal::NotInRoom(name))
     }
+}
+
+/// Whether a request counts against the message rate.
+fn rated(msg: &ClientMsg) -> bool {
+    !matches!(
+        msg,
+        ClientMsg::Hello { .. }
+            | ClientMsg::Join { .. }
+            | ClientMsg::Part { .. }
+            | ClientMsg::Nick { .. }
+            | ClientMsg::Who { .. }
+            | ClientMsg::Rooms {}
+            | ClientMsg::History { .. }
+            | ClientMsg::Ping { .. }
+            | ClientMsg::Pong { .. }
+            | ClientMsg::Quit { .. }
+            | ClientMsg::Bans { .. }
+            | ClientMsg::ServerBans {}
+    )
 }
 
 pub(super) fn parse_nick(raw: &str) -> Result<Nick, Refusal> {

@@ -3,8 +3,7 @@
 use chat_shared::validate::clean_text;
 use uuid::Uuid;
 
-use crate::chat::ChatError;
-use crate::path::producer::{PostError, Posted};
+use crate::path::producer::Posted;
 use crate::session::Session;
 use crate::session::errors::Refusal;
 use crate::wire::Wire;
@@ -28,9 +27,7 @@ impl<W: Wire> Session<W> {
                 self.wire.push(&original);
                 Ok(())
             }
-            Err(PostError::Busy(_)) => Err(ChatError::StoreBusy.into()),
-            // Only if the room lost the member behind the session's back: say so all the same.
-            Err(PostError::NotMember) => Err(Refusal::NotInRoom(room.name().clone())),
+            Err(e) => Err(self.posting(&room, e)),
         }
     }
 }

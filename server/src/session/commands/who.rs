@@ -1,4 +1,5 @@
-//! `who` and `rooms`: who is in a room (rooms are public), and which rooms exist.
+//! `who` and `rooms`: who is in a room, and which rooms exist (a secret room only for its
+//! members).
 
 use chat_shared::ServerMsg;
 
@@ -11,17 +12,17 @@ use crate::wire::Wire;
 impl<W: Wire> Session<W> {
     pub(super) fn who(&mut self, raw: &str) -> Result<(), Refusal> {
         let name = parse_room(raw)?;
-        let nicks = self
+        let members = self
             .chat
             .existing_room(&name)
-            .map(|r| r.members())
+            .map(|r| r.members(self.id))
             .unwrap_or_default();
-        self.push_members(&name, &nicks);
+        self.push_members(&name, &members);
         Ok(())
     }
 
     pub(super) fn list_rooms(&mut self) {
-        let rooms = self.chat.rooms();
+        let rooms = self.chat.rooms(self.id);
         let event = self.fit(&rooms, false, Cut::Back, |rooms, truncated| {
             ServerMsg::RoomList { rooms, truncated }
         });

@@ -34,7 +34,7 @@ impl SqliteAccounts {
 const LOCKED_RETRY: Duration = Duration::from_secs(2);
 
 /// Runs `f`, again while SQLite says the database is locked or busy, for [`LOCKED_RETRY`].
-fn retrying<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+pub(super) fn retrying<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
     let deadline = Instant::now() + LOCKED_RETRY;
     loop {
         match f() {

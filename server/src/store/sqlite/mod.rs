@@ -8,6 +8,7 @@
 
 mod accounts;
 mod retention;
+pub(crate) mod settings;
 mod schema;
 mod writer;
 
@@ -138,6 +139,16 @@ impl<C> SqliteStore<C> {
         Ok(SqliteAccounts::new(conn))
     }
 
+    /// Moderation's documents, on a connection of their own to the same database.
+    ///
+    /// # Errors
+    /// The database cannot be opened again.
+    pub(crate) fn settings(&self) -> anyhow::Result<settings::SqliteSettings> {
+        let conn = schema::open_connection(&self.path, self.memory_uri.as_deref())
+            .context("cannot open the database for settings")?;
+        Ok(settings::SqliteSettings::new(conn))
+    }
+
     fn reader(&self) -> MutexGuard<'_, Connection> {
         self.reader.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -176,7 +187,11 @@ fn message_from(row: &Row<'_>) -> rusqlite::Result<ChatMessage> {
         text: row.get(4)?,
         ts: row.get(5)?,
         action: row.get(6)?,
-        event: None,
+        // Written by this server from a `RoomNotice`; one it cannot read (a newer server's)
+        // still shows as its text.
+        event: row
+            .get::<_, Option<String>>(7)?
+            .and_then(|e| serde_json::from_str(&e).ok()),
     })
 }
 
@@ -230,7 +245,7 @@ impl<C: Send + 'static> Store<C> for SqliteStore<C> {
     fn read(&self, room: &str, range: Range) -> anyhow::Result<Vec<ChatMessage>> {
         let conn = self.reader();
         let mut stmt = conn.prepare_cached(
-            "SELECT room, seq, id, sender, text, ts, action FROM messages
+            "SELECT room, seq, id, sender, text, ts, action, event FROM messages
              WHERE room = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq DESC LIMIT ?4",
         )?;
         let limit = i64::try_from(range.limit).unwrap_or(i64::MAX);

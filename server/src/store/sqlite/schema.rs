@@ -46,6 +46,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
          created INTEGER NOT NULL,
          changed INTEGER NOT NULL
      ) WITHOUT ROWID;",
+    // 3: moderation. A room's moderation events (topic, kick, role, mode) are messages of
+    // its stream with `event` set (the notice as JSON); everything else a room or the
+    // server keeps of moderation (owner, roles, topic, modes, bans; server bans) is one
+    // JSON document per key, written whole: rare writes, and the same shape a cluster's
+    // key-value store takes.
+    "ALTER TABLE messages ADD COLUMN event TEXT;
+     CREATE TABLE settings (
+         key TEXT PRIMARY KEY,
+         value TEXT NOT NULL
+     ) WITHOUT ROWID;",
 ];
 
 pub(super) fn open_connection(

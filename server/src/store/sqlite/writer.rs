@@ -172,8 +172,9 @@ impl<'a, C: Clone> Writer<'a, C> {
                 let n = self
                     .conn
                     .prepare_cached(
-                        "INSERT OR IGNORE INTO messages (room, seq, id, sender, text, ts, action)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        "INSERT OR IGNORE INTO messages
+                             (room, seq, id, sender, text, ts, action, event)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                     )?
                     .execute(params![
                         m.room,
@@ -182,7 +183,8 @@ impl<'a, C: Clone> Writer<'a, C> {
                         m.from,
                         m.text,
                         m.ts,
-                        m.action
+                        m.action,
+                        m.event.as_ref().and_then(|e| serde_json::to_string(e).ok())
                     ])?;
                 if n == 1 {
                     // `covered` is filled in at the commit.
@@ -434,7 +436,7 @@ fn take<C>(rx: &Receiver<WriterMsg<C>>) -> Option<WriterMsg<C>> {
 fn original_message(tx: &Connection, id: Uuid, resent: &Event) -> rusqlite::Result<Stored> {
     let original = tx
         .query_row(
-            "SELECT room, seq, id, sender, text, ts, action FROM messages WHERE id = ?1",
+            "SELECT room, seq, id, sender, text, ts, action, event FROM messages WHERE id = ?1",
             [id.as_bytes()],
             message_from,
         )

@@ -1,0 +1,252 @@
+//! Moderation requests on a room's path.
+//!
+//! Each request is checked against the room's state under its lock, by the rules in
+//! `moderation::room`, and becomes a notice posted on the room's path like a message
+//! (`Room::post_notice`): it takes the next `seq`, is stored, and reaches every member in
+//! order with the messages around it. What it changes (a role, the topic, the modes, a
+//! membership) changes when the path applies it ([`Room::take_effect`]), so the room's
+//! state is the one its stream describes. Bans and invitations change at once: they are
+//! not events of the stream.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use chat_shared::{ModeChange, Nick, Role, RoomNotice, ServerMsg};
+use uuid::Uuid;
+
+use super::producer::PostError;
+use super::sink::Sink;
+use super::{Room, RoomState};
+use crate::moderation::ModError;
+use crate::moderation::room::{Actor, RoomModeration};
+use crate::now_ms;
+
+/// Which role change an op asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RoleChange {
+    Op,
+    Deop,
+    Voice,
+    Devoice,
+}
+
+/// What a request did, when it did nothing the room sees.
+pub(crate) type Unchanged = Option<String>;
+
+/// What the room knows of a nick to ban that is not a member: whether it is a registered
+/// account, and, for an online guest, its address.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Absent {
+    pub(crate) account: bool,
+    pub(crate) ip: Option<IpAddr>,
+}
+
+fn actor(st: &RoomState, session: Uuid) -> Result<(Actor, Nick), PostError> {
+    let m = st.delivery.get(session).ok_or(PostError::NotMember)?;
+    Ok((
+        Actor {
+            role: m.role,
+            admin: m.admin,
+        },
+        m.nick.clone(),
+    ))
+}
+
+impl Room {
+    fn not_here(&self, nick: &Nick) -> PostError {
+        ModError::NotHere {
+            nick: nick.to_string(),
+            room: self.name.clone(),
+        }
+        .into()
+    }
+
+    /// Applies a notice the path delivered: memberships and roles here, then the room's
+    /// settings (persisted when they changed).
+    pub(super) fn take_effect(&self, st: &mut RoomState, notice: &RoomNotice, by: &str, ts: i64) {
+        let account = match notice {
+            RoomNotice::Kicked { nick, .. } => {
+                // Each kicked session sees its own `kicked` and forgets the room then.
+                st.delivery.remove_nick(nick);
+                false
+            }
+            RoomNotice::Role { nick, role } => st.delivery.set_role(nick, *role),
+            RoomNotice::Topic { .. } | RoomNotice::Mode(_) => false,
+        };
+        if st.moderation.apply(notice, by, ts, account) {
+            self.persist(st);
+        }
+    }
+
+    pub(crate) fn set_topic(
+        self: &Arc<Self>,
+        session: Uuid,
+        sender: &Arc<Sink>,
+        text: String,
+    ) -> Result<(), PostError> {
+        let mut st = self.lock();
+        let (actor, _) = actor(&st, session)?;
+        st.moderation.check_topic(&self.name, actor, &text)?;
+        self.post_notice(&mut st, session, sender, RoomNotice::Topic { text })
+    }
+
+    pub(crate) fn set_role(
+        self: &Arc<Self>,
+        session: Uuid,
+        sender: &Arc<Sink>,
+        nick: &Nick,
+        change: RoleChange,
+    ) -> Result<Unchanged, PostError> {
+        let mut st = self.lock();
+        let (actor, _) = actor(&st, session)?;
+        let (target, member) = st.delivery.find(nick).ok_or_else(|| self.not_here(nick))?;
+        let (current, nick) = (member.role, member.nick.to_string());
+        let to = match (change, current) {
+            (RoleChange::Op, _) => Role::Op,
+            (RoleChange::Deop, c) if c.is_op() => Role::Member,
+            (RoleChange::Voice, c) if !c.is_op() => Role::Voice,
+            (RoleChange::Devoice, Role::Voice) => Role::Member,
+            _ => current,
+        };
+        if !RoomModeration::check_role(&self.name, actor, current, to, target == session)? {
+            return Ok(Some(format!("{nick} is {} in #{} already", role_name(current), self.name)));
+        }
+        self.post_notice(&mut st, session, sender, RoomNotice::Role { nick, role: to })?;
+        Ok(None)
+    }
+
+    /// Hands the room over to `nick`; the old owner stays an op.
+    pub(crate) fn hand_over(
+        self: &Arc<Self>,
+        session: Uuid,
+        sender: &Arc<Sink>,
+        nick: &Nick,
+    ) -> Result<Unchanged, PostError> {
+        let mut st = self.lock();
+        let (actor, _) = actor(&st, session)?;
+        let (_, member) = st.delivery.find(nick).ok_or_else(|| self.not_here(nick))?;
+        let (new, account, current) = (member.nick.to_string(), member.account, member.role);
+        RoomModeration::check_owner(&self.name, actor, &new, account)?;
+        if current == Role::Owner {
+            return Ok(Some(format!("{new} owns #{} already", self.name)));
+        }
+        let old = st.moderation.owner().map(str::to_owned);
+        let role = RoomNotice::Role {
+            nick: new,
+            role: Role::Owner,
+        };
+        self.post_notice(&mut st, session, sender, role)?;
+        if let Some(old) = old {
+            let role = RoomNotice::Role {
+                nick: old,
+                role: Role::Op,
+            };
+            self.post_notice(&mut st, session, sender, role)?;
+        }
+        Ok(None)
+    }
+
+    pub(crate) fn kick(
+        self: &Arc<Self>,
+        session: Uuid,
+        sender: &Arc<Sink>,
+        nick: &Nick,
+        reason: String,
+    ) -> Result<(), PostError> {
+        let mut st = self.lock();
+        let (actor, _) = actor(&st, session)?;
+        let (_, member) = st.delivery.find(nick).ok_or_else(|| self.not_here(nick))?;
+        RoomModeration::check_remove(&self.name, actor, member.role)?;
+        let nick = member.nick.to_string();
+        self.post_notice(&mut st, session, sender, RoomNotice::Kicked { nick, reason })
+    }
+
+    /// Bans `nick` (kicking it if it is here); answers the room's bans.
+    pub(crate) fn ban(
+        self: &Arc<Self>,
+        session: Uuid,
+        sender: &Arc<Sink>,
+        nick: &Nick,
+        absent: Absent,
+    ) -> Result<ServerMsg, PostError> {
+        let mut st = self.lock();
+        let (actor, by) = actor(&st, session)?;
+        let present = st
+            .delivery
+            .find(nick)
+            .map(|(_, m)| (m.nick.to_string(), m.role, m.account, m.ip));
+        let (name, role, account, ip) = present.clone().unwrap_or_else(|| {
+            let role = st.moderation.kept_role(nick.as_str(), absent.account);
+            let ip = absent.ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+            (nick.to_string(), role, absent.account, ip)
+        });
+        RoomModeration::check_remove(&self.name, actor, role)?;
+        let ip = (present.is_some() || absent.ip.is_some()).then_some(ip);
+        st.moderation
+            .ban(&self.name, &name, account, ip, by.as_str(), now_ms())?;
+        self.persist(&st);
+        if present.is_some() {
+            let kick = RoomNotice::Kicked {
+                nick: name,
+                reason: "banned".into(),
+            };
+            self.post_notice(&mut st, session, sender, kick)?;
+        }
+        Ok(st.moderation.ban_list(&self.name))
+    }
+
+    pub(crate) fn unban(&self, session: Uuid, nick: &Nick) -> Result<ServerMsg, PostError> {
+        let mut st = self.lock();
+        let (actor, _) = actor(&st, session)?;
+        RoomModeration::check_remove(&self.name, actor, Role::Member)?;
+        st.moderation.unban(&self.name, nick.as_str())?;
+        self.persist(&st);
+        Ok(st.moderation.ban_list(&self.name))
+    }
+
+    pub(crate) fn bans(&self, session: Uuid) -> Result<ServerMsg, PostError> {
+        let st = self.lock();
+        actor(&st, session)?;
+        Ok(st.moderation.ban_list(&self.name))
+    }
+
+    /// Changes the modes; a change that changes nothing is answered with all of them.
+    pub(crate) fn set_modes(
+        self: &Arc<Self>,
+        session: Uuid,
+        sender: &Arc<Sink>,
+        change: &ModeChange,
+    ) -> Result<Option<ServerMsg>, PostError> {
+        let mut st = self.lock();
+        let (actor, _) = actor(&st, session)?;
+        if change.is_empty() {
+            return Ok(Some(st.moderation.modes_event(&self.name)));
+        }
+        let change = st.moderation.check_mode(&self.name, actor, change)?;
+        if change.is_empty() {
+            return Ok(Some(st.moderation.modes_event(&self.name)));
+        }
+        self.post_notice(&mut st, session, sender, RoomNotice::Mode(change))?;
+        Ok(None)
+    }
+
+    /// Lets `nick` in once past invite-only and the key.
+    pub(crate) fn invite(&self, session: Uuid, nick: &Nick) -> Result<(), PostError> {
+        let mut st = self.lock();
+        let (actor, _) = actor(&st, session)?;
+        if let Some((_, m)) = st.delivery.find(nick) {
+            return Err(ModError::AlreadyHere(m.nick.to_string(), self.name.clone()).into());
+        }
+        st.moderation.invite(&self.name, actor, nick)?;
+        Ok(())
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Owner => "the owner",
+        Role::Op => "an op",
+        Role::Voice => "voiced",
+        Role::Member => "a member",
+    }
+}
