@@ -21,7 +21,7 @@ async fn pair(addr: std::net::SocketAddr) -> (Client, Client) {
 }
 
 #[tokio::test]
-async fn hello_gets_welcome_then_lobby_joined_history_members() {
+async fn hello_gets_welcome_then_lobby_joined_modes_history_members() {
     let srv = server().await;
     let mut c = Client::connect(srv.addr).await;
     c.send(ClientMsg::Hello {
@@ -52,6 +52,17 @@ async fn hello_gets_welcome_then_lobby_joined_history_members() {
         other => panic!("expected joined lobby second, got {other:?}"),
     }
     match c.recv().await {
+        ServerMsg::Mode {
+            room, change, seq, ..
+        } => {
+            assert_eq!(room, "lobby");
+            assert_eq!(seq, None, "the current modes, not a change");
+            assert_eq!(change.topic_locked, Some(true), "new rooms are topic-locked");
+            assert_eq!(change.key, Some(None));
+        }
+        other => panic!("expected lobby's modes third, got {other:?}"),
+    }
+    match c.recv().await {
         ServerMsg::History {
             room,
             messages,
@@ -61,7 +72,7 @@ async fn hello_gets_welcome_then_lobby_joined_history_members() {
             assert!(messages.is_empty(), "a fresh server has no lobby history");
             assert!(!truncated);
         }
-        other => panic!("expected history third, got {other:?}"),
+        other => panic!("expected history fourth, got {other:?}"),
     }
     match c.recv().await {
         ServerMsg::Members { room, nicks, .. } => {
