@@ -57,7 +57,11 @@ async fn hello_gets_welcome_then_lobby_joined_modes_history_members() {
         } => {
             assert_eq!(room, "lobby");
             assert_eq!(seq, None, "the current modes, not a change");
-            assert_eq!(change.topic_locked, Some(true), "new rooms are topic-locked");
+            assert_eq!(
+                change.topic_locked,
+                Some(true),
+                "new rooms are topic-locked"
+            );
             assert_eq!(change.key, Some(None));
         }
         other => panic!("expected lobby's modes third, got {other:?}"),

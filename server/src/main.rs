@@ -149,7 +149,12 @@ struct Args {
     data_dir: Option<PathBuf>,
     /// Registered accounts with server-wide power: they may kill clients and ban addresses
     /// and accounts from the server, and act as ops in every room (once logged in).
-    #[arg(long, env = "CHAT_ADMINS", value_delimiter = ',', value_name = "NICK,...")]
+    #[arg(
+        long,
+        env = "CHAT_ADMINS",
+        value_delimiter = ',',
+        value_name = "NICK,..."
+    )]
     admins: Vec<String>,
     /// Longest room topic, in bytes.
     #[arg(long, env = "CHAT_MAX_TOPIC", default_value_t = Config::default().max_topic)]

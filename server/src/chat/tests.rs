@@ -101,7 +101,8 @@ fn rename_notifies_each_room_mate_once() {
     );
     assert_eq!(r1.member_nicks(), ["A2", "b"]);
     assert!(
-        chat.register(Uuid::new_v4(), &nick("a"), &sink(), LOCAL).is_ok(),
+        chat.register(Uuid::new_v4(), &nick("a"), &sink(), LOCAL)
+            .is_ok(),
         "the old nick is free"
     );
 }

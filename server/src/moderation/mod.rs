@@ -62,7 +62,11 @@ impl Moderation {
             .transpose()
             .context("cannot start the settings writer")?;
         Ok(Self {
-            server_bans: ServerBans::new(document.as_deref(), config.max_server_bans, writer.clone()),
+            server_bans: ServerBans::new(
+                document.as_deref(),
+                config.max_server_bans,
+                writer.clone(),
+            ),
             store,
             writer,
             admins: config.admins.iter().map(|a| name_skeleton(a)).collect(),

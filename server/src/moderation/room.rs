@@ -183,7 +183,12 @@ impl RoomModeration {
 
     /// The role an account has in this room, kept from before.
     fn account_role(&self, skeleton: &str) -> Option<Role> {
-        if self.settings.owner.as_ref().is_some_and(|o| o.skeleton == skeleton) {
+        if self
+            .settings
+            .owner
+            .as_ref()
+            .is_some_and(|o| o.skeleton == skeleton)
+        {
             return Some(Role::Owner);
         }
         self.settings.roles.get(skeleton).map(|(_, r)| *r)
@@ -327,7 +332,11 @@ impl RoomModeration {
     ///
     /// # Errors
     /// [`ModError::NotOp`], [`ModError::NotOwner`].
-    pub(crate) fn check_remove(room: &RoomName, actor: Actor, target: Role) -> Result<(), ModError> {
+    pub(crate) fn check_remove(
+        room: &RoomName,
+        actor: Actor,
+        target: Role,
+    ) -> Result<(), ModError> {
         if !actor.is_op() {
             return Err(ModError::NotOp(room.clone()));
         }
@@ -418,7 +427,12 @@ impl RoomModeration {
     ) -> Result<(), ModError> {
         let skeleton = name_skeleton(nick);
         let ip = if account { None } else { ip };
-        if let Some(old) = self.settings.bans.iter_mut().find(|b| b.skeleton == skeleton) {
+        if let Some(old) = self
+            .settings
+            .bans
+            .iter_mut()
+            .find(|b| b.skeleton == skeleton)
+        {
             old.ip = ip.or(old.ip);
             return Ok(());
         }
@@ -607,7 +621,10 @@ mod tests {
     fn the_first_member_is_op_and_a_registered_creator_owns_the_room_for_good() {
         let (alice, bob) = (Nick::parse("alice").unwrap(), Nick::parse("bob").unwrap());
         let mut m = moderation();
-        assert_eq!(m.admit(&room(), &joiner(&bob, false, None), true), Ok((Role::Op, false)));
+        assert_eq!(
+            m.admit(&room(), &joiner(&bob, false, None), true),
+            Ok((Role::Op, false))
+        );
         let mut m2 = moderation();
         assert_eq!(
             m2.admit(&room(), &joiner(&alice, true, None), true),
@@ -662,8 +679,15 @@ mod tests {
         let carol = Nick::parse("carol").unwrap();
         let r = room();
         let mut m = moderation();
-        m.ban(&r, "bob", false, Some("192.0.2.1".parse().unwrap()), "alice", 1)
-            .unwrap();
+        m.ban(
+            &r,
+            "bob",
+            false,
+            Some("192.0.2.1".parse().unwrap()),
+            "alice",
+            1,
+        )
+        .unwrap();
         assert_eq!(
             m.admit(&r, &joiner(&carol, false, None), false),
             Err(ModError::Banned(r.clone())),
@@ -706,7 +730,10 @@ mod tests {
             m.admit(&r, &joiner(&bob, false, Some("wrong")), false),
             Err(ModError::BadKey(r.clone()))
         );
-        assert!(m.admit(&r, &joiner(&bob, false, Some("s3cret")), false).is_ok());
+        assert!(
+            m.admit(&r, &joiner(&bob, false, Some("s3cret")), false)
+                .is_ok()
+        );
     }
 
     #[test]

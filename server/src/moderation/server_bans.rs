@@ -223,10 +223,19 @@ mod tests {
         assert_eq!(bans.nick_banned("MALLORY").as_deref(), Some("troll"));
         bans.remove("10.0.0.0/8").unwrap();
         assert!(bans.ip_banned("10.200.0.1".parse().unwrap()).is_none());
-        assert!(matches!(bans.remove("10.0.0.0/8"), Err(ModError::NotServerBanned(_))));
-        assert!(matches!(bans.add("#?!", None, "", "root"), Err(ModError::MaskInvalid(_))));
+        assert!(matches!(
+            bans.remove("10.0.0.0/8"),
+            Err(ModError::NotServerBanned(_))
+        ));
+        assert!(matches!(
+            bans.add("#?!", None, "", "root"),
+            Err(ModError::MaskInvalid(_))
+        ));
         bans.add("192.0.2.0/24", Some(0), "brief", "root").unwrap();
-        assert!(bans.ip_banned("192.0.2.7".parse().unwrap()).is_none(), "expired");
+        assert!(
+            bans.ip_banned("192.0.2.7".parse().unwrap()).is_none(),
+            "expired"
+        );
     }
 
     #[test]

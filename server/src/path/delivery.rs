@@ -94,7 +94,11 @@ impl LocalDelivery {
     pub(crate) fn set_role(&mut self, nick: &str, role: Role) -> bool {
         let key = chat_shared::validate::name_skeleton(nick);
         let mut account = false;
-        for m in self.members.values_mut().filter(|m| m.nick.skeleton() == key) {
+        for m in self
+            .members
+            .values_mut()
+            .filter(|m| m.nick.skeleton() == key)
+        {
             m.role = role;
             account |= m.account;
         }

@@ -109,9 +109,18 @@ impl Room {
             _ => current,
         };
         if !RoomModeration::check_role(&self.name, actor, current, to, target == session)? {
-            return Ok(Some(format!("{nick} is {} in #{} already", role_name(current), self.name)));
+            return Ok(Some(format!(
+                "{nick} is {} in #{} already",
+                role_name(current),
+                self.name
+            )));
         }
-        self.post_notice(&mut st, session, sender, RoomNotice::Role { nick, role: to })?;
+        self.post_notice(
+            &mut st,
+            session,
+            sender,
+            RoomNotice::Role { nick, role: to },
+        )?;
         Ok(None)
     }
 
@@ -158,7 +167,12 @@ impl Room {
         let (_, member) = st.delivery.find(nick).ok_or_else(|| self.not_here(nick))?;
         RoomModeration::check_remove(&self.name, actor, member.role)?;
         let nick = member.nick.to_string();
-        self.post_notice(&mut st, session, sender, RoomNotice::Kicked { nick, reason })
+        self.post_notice(
+            &mut st,
+            session,
+            sender,
+            RoomNotice::Kicked { nick, reason },
+        )
     }
 
     /// Bans `nick` (kicking it if it is here); answers the room's bans.

@@ -17,8 +17,8 @@ use uuid::Uuid;
 
 use super::sink::Sink;
 use super::{Room, RoomEvent, RoomState, chat};
-use crate::moderation::ModError;
 use crate::event::{Event, Settled};
+use crate::moderation::ModError;
 use crate::now_ms;
 use crate::store::{Busy, Job, Record, Stored};
 

@@ -148,7 +148,10 @@ impl<W: Wire> Session<W> {
                 room: room.to_string(),
                 ops: kept(&list.ops),
                 voiced: kept(&list.voiced),
-                owner: list.owner.clone().filter(|o| !truncated || nicks.contains(o)),
+                owner: list
+                    .owner
+                    .clone()
+                    .filter(|o| !truncated || nicks.contains(o)),
                 nicks,
                 truncated,
             }

@@ -153,7 +153,11 @@ impl<W: Wire> Session<W> {
     /// A kick this client was shown: if it was this client's, the room is no longer one
     /// of its rooms (the path has removed it already), unless it has joined again since.
     fn kicked(&mut self, room: &str, nick: &str) {
-        if !self.nick.as_ref().is_some_and(|n| same_nick(n.as_str(), nick)) {
+        if !self
+            .nick
+            .as_ref()
+            .is_some_and(|n| same_nick(n.as_str(), nick))
+        {
             return;
         }
         let Some(joined) = self.rooms.get(room).cloned() else {

@@ -9,7 +9,12 @@ use crate::session::errors::Refusal;
 use crate::wire::Wire;
 
 impl<W: Wire> Session<W> {
-    pub(super) fn kick(&mut self, room: &str, nick: &str, reason: Option<&str>) -> Result<(), Refusal> {
+    pub(super) fn kick(
+        &mut self,
+        room: &str,
+        nick: &str,
+        reason: Option<&str>,
+    ) -> Result<(), Refusal> {
         let room = self.joined_room(room)?;
         let nick = parse_nick(nick)?;
         let reason = clean_reason(reason).unwrap_or_default();

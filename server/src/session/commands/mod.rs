@@ -19,14 +19,14 @@ use chat_shared::{ByeReason, ClientMsg, Nick, Request, RoomName, ServerMsg};
 use tokio::time::Instant;
 
 use super::account::AccountJob;
+use super::errors::Refusal;
+use super::{Exit, Session};
 use crate::chat::ChatError;
+use crate::limits::Verdict;
 use crate::moderation::ModError;
 use crate::path::Room;
 use crate::path::moderation::RoleChange;
 use crate::path::producer::PostError;
-use super::errors::Refusal;
-use super::{Exit, Session};
-use crate::limits::Verdict;
 use crate::wire::Wire;
 
 impl<W: Wire> Session<W> {

@@ -37,7 +37,10 @@ impl<W: Wire> Session<W> {
         // Dropped only for an invitee over its budget, which is told it lagged.
         let _ = invitee
             .sink
-            .push(&std::sync::Arc::new(crate::event::Event::new(invited, Some(self.id))));
+            .push(&std::sync::Arc::new(crate::event::Event::new(
+                invited,
+                Some(self.id),
+            )));
         self.reply(ServerMsg::Notice {
             text: format!("{} is invited to #{}", invitee.nick, room.name()),
         });

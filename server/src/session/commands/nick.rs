@@ -19,6 +19,9 @@ impl<W: Wire> Session<W> {
         if !own {
             self.chat.auth.free(&new)?;
         }
+        if let Some(reason) = self.chat.moderation.server_bans.nick_banned(new.as_str()) {
+            return Err(Refusal::ServerBanned(reason));
+        }
         let rooms: Vec<Arc<Room>> = self.rooms.iter().cloned().collect();
         let event = self.chat.rename(self.id, &old, &new, &rooms)?;
         self.logged_in = own;

@@ -9,7 +9,12 @@ use crate::session::errors::Refusal;
 use crate::wire::Wire;
 
 impl<W: Wire> Session<W> {
-    pub(super) fn role(&mut self, room: &str, nick: &str, change: RoleChange) -> Result<(), Refusal> {
+    pub(super) fn role(
+        &mut self,
+        room: &str,
+        nick: &str,
+        change: RoleChange,
+    ) -> Result<(), Refusal> {
         let room = self.joined_room(room)?;
         let nick = parse_nick(nick)?;
         let unchanged = room

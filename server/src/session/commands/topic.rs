@@ -10,7 +10,10 @@ impl<W: Wire> Session<W> {
     pub(super) fn topic(&mut self, room: &str, text: &str) -> Result<(), Refusal> {
         let room = self.joined_room(room)?;
         // One line: a topic is shown in a status bar, and IRC's TOPIC has no room for more.
-        let text = strip_controls(text).replace(['\n', '\t'], " ").trim().to_owned();
+        let text = strip_controls(text)
+            .replace(['\n', '\t'], " ")
+            .trim()
+            .to_owned();
         room.set_topic(self.id, &self.sink, text)
             .map_err(|e| self.posting(&room, e))
     }

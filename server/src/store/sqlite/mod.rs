@@ -8,8 +8,8 @@
 
 mod accounts;
 mod retention;
-pub(crate) mod settings;
 mod schema;
+pub(crate) mod settings;
 mod writer;
 
 use std::path::Path;
