@@ -176,6 +176,12 @@ impl RoomModeration {
         self.settings.modes.secret
     }
 
+    /// Not open to anyone: secret, invite-only or keyed.
+    pub(crate) fn closed(&self) -> bool {
+        let m = &self.settings.modes;
+        m.secret || m.invite_only || m.key.is_some()
+    }
+
     /// The owner's nick, if the room has one.
     pub(crate) fn owner(&self) -> Option<&str> {
         self.settings.owner.as_ref().map(|o| o.nick.as_str())

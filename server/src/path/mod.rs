@@ -400,6 +400,13 @@ impl Room {
         self.lock().delivery.nicks()
     }
 
+    /// Whether `asker` may read this room's history: anyone an open room's, members only a
+    /// closed one's (secret, invite-only or keyed).
+    pub(crate) fn readable_by(&self, asker: Uuid) -> bool {
+        let st = self.lock();
+        !st.moderation.closed() || st.delivery.get(asker).is_some()
+    }
+
     pub(crate) fn is_member(&self, session: Uuid) -> bool {
         self.lock().delivery.get(session).is_some()
     }

@@ -1,4 +1,5 @@
-//! `history`: a page of a room's messages older than `before` (rooms are public).
+//! `history`: a page of a room's messages older than `before` (open rooms' to anyone, closed
+//! rooms' to their members).
 
 use uuid::Uuid;
 
@@ -28,6 +29,13 @@ impl<W: Wire> Session<W> {
             Some(_) => Some(self.chat.room(&name)?),
             None => self.chat.existing_room(&name),
         };
+        // A closed room (secret, invite-only or keyed) shows its history to its members only.
+        if let Some(room) = &room
+            && !room.readable_by(self.id)
+            && !self.is_admin()
+        {
+            return Err(Refusal::NotInRoom(room.name().clone()));
+        }
         let plan = match &room {
             Some(room) => room
                 .history(before, limit)
