@@ -147,8 +147,9 @@ pub(crate) struct RoomModeration {
     max_topic: usize,
 }
 
-/// The lobby everyone is put in is the server's, not its first registered visitor's.
-fn may_be_owned(room: &RoomName) -> bool {
+/// The lobby everyone is put in is the server's: arriving first in it (after a restart,
+/// anyone may) makes nobody its op or owner. Admins moderate it.
+fn claimable(room: &RoomName) -> bool {
     room.as_str() != chat_shared::DEFAULT_ROOM
 }
 
@@ -239,8 +240,8 @@ impl RoomModeration {
         if let Some(role) = kept {
             return Ok((role, false));
         }
-        if empty && self.settings.owner.is_none() {
-            if joiner.account && may_be_owned(room) {
+        if empty && self.settings.owner.is_none() && claimable(room) {
+            if joiner.account {
                 self.settings.owner = Some(Account::of(joiner.nick.as_str()));
                 return Ok((Role::Owner, true));
             }
@@ -648,6 +649,17 @@ mod tests {
         );
         assert_eq!(
             m.admit(&room(), &joiner(&alice, false, None), false),
+            Ok((Role::Member, false))
+        );
+    }
+
+    #[test]
+    fn arriving_first_in_the_lobby_makes_nobody_its_op() {
+        let lobby = RoomName::parse(chat_shared::DEFAULT_ROOM).unwrap();
+        let alice = Nick::parse("alice").unwrap();
+        let mut m = moderation();
+        assert_eq!(
+            m.admit(&lobby, &joiner(&alice, true, None), true),
             Ok((Role::Member, false))
         );
     }
