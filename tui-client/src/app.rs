@@ -3,14 +3,15 @@
 //! Layout:
 //! - [`App`]: everything the screen shows and everything the client must remember across
 //!   reconnects (rooms with their last `seq`, unacknowledged messages).
-//! - [`Tab`]: one room, DM or the status tab, with its scrollback ([`Entry`]) and members.
+//! - [`Tab`]: one room, DM or the status tab, with its scrollback ([`Entry`]), members and
+//!   their roles, and a room's topic and [`Modes`].
 //! - [`ConnState`] and [`Pending`]: the connection and the messages waiting for their echo.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chat_shared::validate::nick_key;
-use chat_shared::{ChatMessage, ClientMsg};
+use chat_shared::{ChatMessage, ClientMsg, ModeChange, Role};
 use uuid::Uuid;
 
 use crate::input::InputLine;
@@ -33,6 +34,12 @@ pub enum ConnState {
         reason: String,
         /// Backoff before the next attempt.
         retry_in: Duration,
+    },
+    /// The server sent us away for good (killed, banned): redialling would only be
+    /// refused again, or undo an admin's decision, so nothing happens until `/reconnect`.
+    Stopped {
+        /// Why, for the status bar.
+        reason: String,
     },
 }
 
@@ -80,6 +87,17 @@ pub enum EntryKind {
     },
     /// Joins, parts, renames: drawn dimmed.
     Notice(String),
+    /// A moderation event of a room's stream (topic, kick, role, mode), live or from
+    /// history. It has a place in the stream like a message, so it is ordered and
+    /// deduplicated like one, and a page of history never shows it twice.
+    Event {
+        /// The event's id.
+        id: Uuid,
+        /// Its `seq`; `None` once the server's numbering restarted.
+        seq: Option<u64>,
+        /// What happened, for people.
+        text: String,
+    },
     /// Output of `/help`, `/who`, `/rooms`, connection news.
     Info(String),
     /// Something went wrong.
@@ -98,7 +116,14 @@ pub struct Entry {
 impl Entry {
     fn seq(&self) -> Option<u64> {
         match &self.kind {
-            EntryKind::Message { seq, .. } => *seq,
+            EntryKind::Message { seq, .. } | EntryKind::Event { seq, .. } => *seq,
+            _ => None,
+        }
+    }
+
+    fn id(&self) -> Option<Uuid> {
+        match &self.kind {
+            EntryKind::Message { id, .. } | EntryKind::Event { id, .. } => Some(*id),
             _ => None,
         }
     }
@@ -113,6 +138,81 @@ impl Entry {
         )
     }
 }
+
+/// A room's modes as far as we know them: all off until the server says otherwise (a
+/// server without moderation never does).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Modes {
+    /// `+i`: joining needs an invitation.
+    pub invite_only: bool,
+    /// `+k`: members are told the key, and a rejoin after a reconnect needs it.
+    pub key: Option<String>,
+    /// `+m`: only voiced members and ops may speak.
+    pub moderated: bool,
+    /// `+t`: only ops may set the topic.
+    pub topic_locked: bool,
+    /// `+s`: left out of `/rooms`.
+    pub secret: bool,
+}
+
+impl Modes {
+    /// Takes in what a `mode` event says changed (or, after `joined`, everything).
+    pub fn apply(&mut self, change: &ModeChange) {
+        let set = |field: &mut bool, value: Option<bool>| {
+            if let Some(v) = value {
+                *field = v;
+            }
+        };
+        set(&mut self.invite_only, change.invite_only);
+        set(&mut self.moderated, change.moderated);
+        set(&mut self.topic_locked, change.topic_locked);
+        set(&mut self.secret, change.secret);
+        if let Some(key) = &change.key {
+            self.key.clone_from(key);
+        }
+    }
+
+    /// The modes that are on, as a change from nothing: what `ModeChange::describe` spells.
+    fn as_change(&self) -> ModeChange {
+        let on = |b: bool| b.then_some(true);
+        ModeChange {
+            invite_only: on(self.invite_only),
+            key: self.key.clone().map(Some),
+            moderated: on(self.moderated),
+            topic_locked: on(self.topic_locked),
+            secret: on(self.secret),
+        }
+    }
+
+    /// IRC's spelling with the key (`+kt KEY`), empty when none is on: for `/mode`.
+    pub fn describe(&self) -> String {
+        self.as_change().describe()
+    }
+
+    /// The letters only (`+kt`), for the status bar, where a key would be read over a
+    /// shoulder.
+    pub fn flags(&self) -> String {
+        let letters: String = [
+            (self.invite_only, 'i'),
+            (self.key.is_some(), 'k'),
+            (self.moderated, 'm'),
+            (self.secret, 's'),
+            (self.topic_locked, 't'),
+        ]
+        .into_iter()
+        .filter_map(|(on, letter)| on.then_some(letter))
+        .collect();
+        if letters.is_empty() {
+            letters
+        } else {
+            format!("+{letters}")
+        }
+    }
+}
+
+/// The `seq` a room's topic or modes are known as of, before the join's own history has
+/// arrived: that history is older than what `joined` was followed by.
+const AT_JOIN: u64 = u64::MAX;
 
 /// A room, a DM or the status tab.
 #[derive(Debug, Clone)]
@@ -130,6 +230,26 @@ pub struct Tab {
     seqs: HashMap<u64, Uuid>,
     /// Room members, sorted case-insensitively.
     pub members: Vec<String>,
+    /// Members' roles above `member`, by nick identity (`nick_key`).
+    pub roles: HashMap<String, Role>,
+    /// The room's topic; empty: none.
+    pub topic: String,
+    /// Who set the topic.
+    pub topic_by: String,
+    /// When the topic was set (Unix milliseconds; 0: unknown).
+    pub topic_ts: i64,
+    /// The topic the tab last told of in a line: the current topic sent after each
+    /// `joined` is shown only when it is news (the first join, or changed while away).
+    pub topic_announced: String,
+    /// The room's modes.
+    pub modes: Modes,
+    /// The room's banned nicks as last listed, for completing `/unban`.
+    pub bans: Vec<String>,
+    /// The `seq` of the last topic event taken in ([`AT_JOIN`] between `joined` and its
+    /// history): an older one, met in a page of history, must not undo a newer topic.
+    topic_seq: u64,
+    /// The same for mode events.
+    modes_seq: u64,
     /// Messages since the tab was last looked at.
     pub unread: usize,
     /// Whether an unread message mentions us.
@@ -161,6 +281,15 @@ impl Tab {
             ids: HashSet::new(),
             seqs: HashMap::new(),
             members: Vec::new(),
+            roles: HashMap::new(),
+            topic: String::new(),
+            topic_by: String::new(),
+            topic_ts: 0,
+            topic_announced: String::new(),
+            modes: Modes::default(),
+            bans: Vec::new(),
+            topic_seq: 0,
+            modes_seq: 0,
             unread: 0,
             mentioned: false,
             scroll: 0,
@@ -217,38 +346,52 @@ impl Tab {
             };
             return self.insert_message(m, state);
         }
-        if self.seqs.contains_key(&m.seq) {
-            self.reset_numbering(m.ts);
+        let kind = EntryKind::Message {
+            id: m.id,
+            seq: Some(m.seq),
+            from: m.from.clone(),
+            text: m.text.clone(),
+            action: m.action,
+            state,
+        };
+        Some(self.place(m.id, m.seq, m.ts, kind))
+    }
+
+    /// Inserts a moderation event at its `seq` position, like a message; `None` when it is
+    /// already shown (it came live and again in a page of history, or the other way round).
+    pub fn insert_event(&mut self, id: Uuid, seq: u64, ts: i64, text: String) -> Option<usize> {
+        if self.ids.contains(&id) {
+            return None;
+        }
+        let kind = EntryKind::Event {
+            id,
+            seq: Some(seq),
+            text,
+        };
+        Some(self.place(id, seq, ts, kind))
+    }
+
+    /// Puts an entry of the room's stream at its `seq` position and records it.
+    fn place(&mut self, id: Uuid, seq: u64, ts: i64, kind: EntryKind) -> usize {
+        if self.seqs.contains_key(&seq) {
+            self.reset_numbering(ts);
         }
         // Go before pending entries and later messages, and stop at the first earlier
         // message; notices in between stay where they are. Live messages stop at once.
         let mut at = self.entries.len();
         for (i, e) in self.entries.iter().enumerate().rev() {
             match e.seq() {
-                Some(s) if s < m.seq => break,
+                Some(s) if s < seq => break,
                 Some(_) => at = i,
                 None if e.is_pending() => at = i,
                 None => {}
             }
         }
-        self.ids.insert(m.id);
-        self.seqs.insert(m.seq, m.id);
-        self.last_seq = self.last_seq.max(m.seq);
-        self.entries.insert(
-            at,
-            Entry {
-                ts: m.ts,
-                kind: EntryKind::Message {
-                    id: m.id,
-                    seq: Some(m.seq),
-                    from: m.from.clone(),
-                    text: m.text.clone(),
-                    action: m.action,
-                    state,
-                },
-            },
-        );
-        Some(at)
+        self.ids.insert(id);
+        self.seqs.insert(seq, id);
+        self.last_seq = self.last_seq.max(seq);
+        self.entries.insert(at, Entry { ts, kind });
+        at
     }
 
     /// Forgets the `seq`s of what is shown: they belong to a numbering the server no longer
@@ -256,7 +399,7 @@ impl Tab {
     /// follow them.
     fn reset_numbering(&mut self, ts: i64) {
         for e in &mut self.entries {
-            if let EntryKind::Message { seq, .. } = &mut e.kind {
+            if let EntryKind::Message { seq, .. } | EntryKind::Event { seq, .. } = &mut e.kind {
                 *seq = None;
             }
         }
@@ -314,14 +457,10 @@ impl Tab {
         false
     }
 
-    /// The oldest message with a `seq`: the `before` of the next history page.
+    /// The oldest entry of the room's stream with a `seq`, message or moderation event:
+    /// the `before` of the next history page (history holds events as messages, by id).
     pub fn oldest_message(&self) -> Option<(Uuid, u64)> {
-        self.entries.iter().find_map(|e| match &e.kind {
-            EntryKind::Message {
-                id, seq: Some(s), ..
-            } => Some((*id, *s)),
-            _ => None,
-        })
+        self.entries.iter().find_map(|e| Some((e.id()?, e.seq()?)))
     }
 
     /// Replaces the member list.
@@ -339,13 +478,125 @@ impl Tab {
         }
     }
 
-    /// Removes a member (parts); returns whether they were one.
+    /// Removes a member (parts, kicks) and their role; returns whether they were one.
     pub fn remove_member(&mut self, nick: &str) -> bool {
         let key = nick_key(nick);
+        self.roles.remove(&key);
         let before = self.members.len();
         self.members.retain(|m| nick_key(m) != key);
         self.members.len() != before
     }
+
+    /// Renames a member, who keeps their role; returns whether they were one.
+    pub fn rename_member(&mut self, old: &str, new: &str) -> bool {
+        let role = self.role(old);
+        if !self.remove_member(old) {
+            return false;
+        }
+        self.add_member(new);
+        self.set_role(new, role);
+        true
+    }
+
+    /// A member's role (`Member` for anyone not known to have more).
+    pub fn role(&self, nick: &str) -> Role {
+        self.roles
+            .get(&nick_key(nick))
+            .copied()
+            .unwrap_or(Role::Member)
+    }
+
+    /// Records a member's new role.
+    pub fn set_role(&mut self, nick: &str, role: Role) {
+        if role == Role::Member {
+            self.roles.remove(&nick_key(nick));
+        } else {
+            self.roles.insert(nick_key(nick), role);
+        }
+    }
+
+    /// Replaces every role with what a `members` answer lists.
+    pub fn set_roles(&mut self, ops: &[String], voiced: &[String], owner: Option<&str>) {
+        self.roles = roles_from(ops, voiced, owner);
+    }
+
+    /// We are no longer a member (kicked, or a rejoin refused): the tab stays, with what
+    /// it showed, but nobody is listed as here and a reconnect does not rejoin it.
+    pub fn leave(&mut self) {
+        self.joined = false;
+        self.members.clear();
+        self.roles.clear();
+    }
+
+    /// Our own `joined` arrived: what follows it (topic, modes, history) is the room as it
+    /// is now, so what we knew is forgotten, and the join's history must not replay older
+    /// topics or modes over it.
+    pub fn joining(&mut self) {
+        self.topic.clear();
+        self.topic_by.clear();
+        self.topic_ts = 0;
+        self.modes = Modes::default();
+        self.topic_seq = AT_JOIN;
+        self.modes_seq = AT_JOIN;
+    }
+
+    /// Sets the topic. `seq` is the event's (`None`: the current topic, sent after
+    /// `joined`); a live event is always the newest, a page's only if
+    /// [`Tab::is_newer_topic`] says so.
+    pub fn set_topic(&mut self, text: &str, by: &str, ts: i64, seq: Option<u64>) {
+        if let Some(seq) = seq {
+            self.topic_seq = seq;
+        }
+        text.clone_into(&mut self.topic);
+        by.clone_into(&mut self.topic_by);
+        self.topic_ts = ts;
+    }
+
+    /// Applies a mode change, as [`Tab::set_topic`] sets the topic.
+    pub fn set_modes(&mut self, change: &ModeChange, seq: Option<u64>) {
+        if let Some(seq) = seq {
+            self.modes_seq = seq;
+        }
+        self.modes.apply(change);
+    }
+
+    /// A page of history arrived that was not an older page: if it was the join's, the
+    /// topic and modes the join told us are as of its newest `seq`, and later pages' events
+    /// are compared with that.
+    pub fn join_history_done(&mut self) {
+        for s in [&mut self.topic_seq, &mut self.modes_seq] {
+            if *s == AT_JOIN {
+                *s = self.last_seq;
+            }
+        }
+    }
+
+    /// Whether a topic event met in a page of history with this `seq` is newer than the
+    /// topic shown (a page fetched after `lagged`), so it is taken in.
+    pub fn is_newer_topic(&self, seq: u64) -> bool {
+        self.topic_seq != AT_JOIN && seq > self.topic_seq
+    }
+
+    /// The same for a mode event and the modes.
+    pub fn is_newer_modes(&self, seq: u64) -> bool {
+        self.modes_seq != AT_JOIN && seq > self.modes_seq
+    }
+}
+
+/// The roles a `members` answer lists, by nick identity. `ops` includes the owner, who is
+/// told apart by `owner`; a nick listed twice keeps the higher role.
+pub fn roles_from(ops: &[String], voiced: &[String], owner: Option<&str>) -> HashMap<String, Role> {
+    let mut roles = HashMap::new();
+    let lists = [(voiced, Role::Voice), (ops, Role::Op)];
+    for (nicks, role) in lists {
+        for nick in nicks {
+            roles.insert(nick_key(nick), role);
+        }
+    }
+    if let Some(owner) = owner {
+        roles.insert(nick_key(owner), Role::Owner);
+    }
+    roles
 }
 
 /// A message sent but not yet acknowledged: resent with the same id after a reconnect, so
@@ -398,6 +649,18 @@ pub struct App {
     pub focus_on_join: Option<String>,
     /// Rooms whose `members` answer should be printed (`/who`), not only stored.
     pub who_requested: Vec<String>,
+    /// Rooms whose `ban_list` should be printed in full (`/bans`); the answers to `/ban`
+    /// and `/unban` are lists too, and only counted.
+    pub bans_requested: Vec<String>,
+    /// Whether a `server_ban_list` should be printed in full (`/klines`).
+    pub server_bans_requested: bool,
+    /// Our `join` requests not yet answered, by request id: a refusal (`banned`,
+    /// `invite_only`, `bad_key`) names no room, only the request.
+    pub joins_in_flight: Vec<(Uuid, String)>,
+    /// The room of the last invitation we got, joined with one key (Ctrl-J).
+    pub invite: Option<String>,
+    /// Why we stopped reconnecting (killed, banned), from the `bye` until `/reconnect`.
+    pub hold: Option<String>,
     /// After a reconnect the user had left the lobby, which the server joins everyone to:
     /// its automatic `joined` is ignored until our `part` is confirmed.
     pub unwanted_lobby: bool,
@@ -435,6 +698,11 @@ impl App {
             hello_retry: None,
             focus_on_join: None,
             who_requested: Vec::new(),
+            bans_requested: Vec::new(),
+            server_bans_requested: false,
+            joins_in_flight: Vec::new(),
+            invite: None,
+            hold: None,
             unwanted_lobby: false,
             quitting: false,
             needs_redraw: true,
@@ -543,9 +811,10 @@ mod tests {
             .iter()
             .map(|e| match &e.kind {
                 EntryKind::Message { text, .. } => text.clone(),
-                EntryKind::Notice(t) | EntryKind::Info(t) | EntryKind::Error(t) => {
-                    format!("-- {t}")
-                }
+                EntryKind::Notice(t)
+                | EntryKind::Info(t)
+                | EntryKind::Error(t)
+                | EntryKind::Event { text: t, .. } => format!("-- {t}"),
             })
             .collect()
     }

@@ -1,4 +1,5 @@
-//! The network task: one framed connection at a time, reconnecting with backoff forever.
+//! The network task: one framed connection at a time, reconnecting with backoff until told
+//! to hold (the server sent us away for good) and again when told to resume.
 //!
 //! It knows the connection (plain or TLS, opened by [`crate::transport`]), not the chat: it reports each [`ServerMsg`] to the app as a
 //! [`NetEvent`] and writes the [`Request`]s the app sends back. The two protocol concerns it
@@ -35,6 +36,11 @@ pub enum NetCommand {
         /// The request.
         req: Request,
     },
+    /// Close the connection (after writing what was already queued) and do not reconnect
+    /// until [`NetCommand::Resume`].
+    Hold,
+    /// Connect now: after [`NetCommand::Hold`], or cutting a backoff short.
+    Resume,
     /// Close the connection (after writing what was already queued) and end the task.
     Shutdown,
 }
@@ -92,6 +98,8 @@ enum End {
         /// Whether the server welcomed us: then the next failure starts a fresh backoff.
         welcomed: bool,
     },
+    /// The app asked to hold: closed, and not to be redialled until it resumes.
+    Held,
     /// The app asked to stop, or is gone.
     Stop,
 }
@@ -112,7 +120,7 @@ async fn run(
             return;
         }
         let connect = transport::connect(&config.addr, &config.transport, config.connect_timeout);
-        let reason = match connect.await {
+        let (reason, mut held) = match connect.await {
             Ok(stream) => {
                 generation += 1;
                 if events_tx
@@ -125,17 +133,22 @@ async fn run(
                 let framed = Framed::new(stream, ClientCodec::default());
                 match session(framed, generation, &config, &mut cmd_rx, &events_tx).await {
                     End::Stop => return,
+                    End::Held => ("closed after the server's bye".to_owned(), true),
                     End::Lost { reason, welcomed } => {
                         if welcomed {
                             attempt = 0;
                         }
-                        reason
+                        (reason, false)
                     }
                 }
             }
-            Err(e) => e.to_string(),
+            Err(e) => (e.to_string(), false),
         };
-        let retry_in = backoff(attempt, jitter_ms());
+        let retry_in = if held {
+            Duration::ZERO
+        } else {
+            backoff(attempt, jitter_ms())
+        };
         attempt = attempt.saturating_add(1);
         let event = NetEvent::Disconnected { reason, retry_in };
         if events_tx.send(event).await.is_err() {
@@ -143,16 +156,29 @@ async fn run(
         }
         let wait = sleep(retry_in);
         tokio::pin!(wait);
-        loop {
+        while !held {
             tokio::select! {
                 () = &mut wait => break,
                 cmd = cmd_rx.recv() => match cmd {
                     // Expected while offline: the app resends unacknowledged messages after
                     // the next `welcome`; everything else is moot.
                     Some(NetCommand::Send { .. }) => {}
+                    Some(NetCommand::Hold) => held = true,
+                    Some(NetCommand::Resume) => break,
                     Some(NetCommand::Shutdown) | None => return,
                 },
             }
+        }
+        if held {
+            loop {
+                match cmd_rx.recv().await {
+                    Some(NetCommand::Resume) => break,
+                    // Expected while held: nothing to write to, nothing more to hold.
+                    Some(NetCommand::Send { .. } | NetCommand::Hold) => {}
+                    Some(NetCommand::Shutdown) | None => return,
+                }
+            }
+            attempt = 0;
         }
     }
 }
@@ -198,7 +224,12 @@ async fn session(
                     }
                 }
                 // Expected: made for an earlier connection; resent after `welcome` if needed.
-                Some(NetCommand::Send { .. }) => {}
+                // A resume while connected has nothing to do.
+                Some(NetCommand::Send { .. } | NetCommand::Resume) => {}
+                Some(NetCommand::Hold) => {
+                    close(framed).await;
+                    return End::Held;
+                }
                 Some(NetCommand::Shutdown) | None => {
                     close(framed).await;
                     return End::Stop;
@@ -217,8 +248,8 @@ async fn session(
     }
 }
 
-/// Flushes and waits briefly for the server to close after our `quit`, so its `bye` and
-/// the close are orderly; never waits long, the user is leaving.
+/// Flushes and waits briefly for the server to close after our `quit` (or its `bye`), so
+/// the close is orderly; never waits long, the user is leaving.
 async fn close(mut framed: Framed<Stream, ClientCodec>) {
     let drain = async {
         // Ignored: the connection is being abandoned either way.
@@ -406,6 +437,84 @@ mod tests {
             .unwrap();
         assert_eq!(next_event(&mut events_rx).await, NetEvent::Message(welcome));
 
+        cmd_tx.send(NetCommand::Shutdown).unwrap();
+        timeout(Duration::from_secs(5), handle)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn held_it_closes_and_does_not_redial_until_resumed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (events_tx, mut events_rx) = mpsc::channel(16);
+        let (cmd_tx, handle) = spawn(NetConfig::new(addr), events_tx);
+        assert_eq!(
+            next_event(&mut events_rx).await,
+            NetEvent::Connecting { attempt: 0 }
+        );
+        let (first, _) = listener.accept().await.unwrap();
+        assert_eq!(
+            next_event(&mut events_rx).await,
+            NetEvent::Connected { generation: 1 }
+        );
+        // As after a `bye{killed}`: the app holds while the connection is still open.
+        cmd_tx.send(NetCommand::Hold).unwrap();
+        assert_eq!(
+            next_event(&mut events_rx).await,
+            NetEvent::Disconnected {
+                reason: "closed after the server's bye".into(),
+                retry_in: Duration::ZERO
+            }
+        );
+        let mut server_side = Framed::new(first, FrameCodec::new(chat_shared::MAX_FRAME_LEN));
+        assert!(
+            timeout(Duration::from_secs(5), server_side.next())
+                .await
+                .expect("the client closes its end")
+                .is_none()
+        );
+        // Longer than the first backoff (0.5 s + jitter): nothing is dialled.
+        let redial = timeout(Duration::from_millis(1200), listener.accept()).await;
+        assert!(redial.is_err(), "redialled while held");
+        assert!(events_rx.try_recv().is_err());
+
+        cmd_tx.send(NetCommand::Resume).unwrap();
+        assert_eq!(
+            next_event(&mut events_rx).await,
+            NetEvent::Connecting { attempt: 0 }
+        );
+        let (_second, _) = listener.accept().await.unwrap();
+        assert_eq!(
+            next_event(&mut events_rx).await,
+            NetEvent::Connected { generation: 2 }
+        );
+        cmd_tx.send(NetCommand::Shutdown).unwrap();
+        timeout(Duration::from_secs(5), handle)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_hold_during_the_backoff_stops_the_next_attempt() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (events_tx, mut events_rx) = mpsc::channel(16);
+        let (cmd_tx, handle) = spawn(NetConfig::new(addr), events_tx);
+        next_event(&mut events_rx).await;
+        let (first, _) = listener.accept().await.unwrap();
+        next_event(&mut events_rx).await;
+        // The server closes first (its `bye`, then FIN); the app's hold comes after.
+        drop(first);
+        assert!(matches!(
+            next_event(&mut events_rx).await,
+            NetEvent::Disconnected { .. }
+        ));
+        cmd_tx.send(NetCommand::Hold).unwrap();
+        let redial = timeout(Duration::from_millis(1200), listener.accept()).await;
+        assert!(redial.is_err(), "redialled while held");
         cmd_tx.send(NetCommand::Shutdown).unwrap();
         timeout(Duration::from_secs(5), handle)
             .await

@@ -132,6 +132,13 @@ fn perform(app: &mut App, action: Action, cmd_tx: &mpsc::UnboundedSender<NetComm
                 let _ = cmd_tx.send(cmd);
             }
             Effect::Quit => quit = true,
+            // Ignored as for sends: a dead network task is noticed by the select loop.
+            Effect::StopReconnecting => {
+                let _ = cmd_tx.send(NetCommand::Hold);
+            }
+            Effect::Reconnect => {
+                let _ = cmd_tx.send(NetCommand::Resume);
+            }
         }
     }
     quit

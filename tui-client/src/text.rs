@@ -173,6 +173,32 @@ pub fn format_time(ts_ms: i64, utc_offset_secs: i32) -> String {
     format!("{:02}:{:02}", day_secs / 3600, day_secs % 3600 / 60)
 }
 
+/// `YYYY-MM-DD HH:MM` of a Unix-milliseconds timestamp, shifted by `utc_offset_secs`: for
+/// what may be days away (when a ban was set, when it ends), where `HH:MM` is not enough.
+pub fn format_date(ts_ms: i64, utc_offset_secs: i32) -> String {
+    let shifted = ts_ms.saturating_add(i64::from(utc_offset_secs) * 1000);
+    match chrono::DateTime::from_timestamp_millis(shifted) {
+        Some(t) => t.format("%Y-%m-%d %H:%M").to_string(),
+        None => format_time(ts_ms, utc_offset_secs),
+    }
+}
+
+/// `s` on one line, cut to `max` cells with `…` when it is longer: a topic in its row.
+/// Newlines become spaces, so words on two lines do not run together.
+pub fn one_line(s: &str, max: usize) -> String {
+    let flat = sanitize(&s.replace(['\n', '\r'], " ")).into_owned();
+    if width(&flat) <= max {
+        return flat;
+    }
+    let ellipsis = "…";
+    let cut = truncate(&flat, max.saturating_sub(width(ellipsis)));
+    if max == 0 {
+        String::new()
+    } else {
+        format!("{cut}{ellipsis}")
+    }
+}
+
 /// Whether `text` mentions `nick` as a word (case-insensitive; letters, digits, `-` and `_`
 /// around it mean it is part of another word).
 pub fn mentions(text: &str, nick: &str) -> bool {
@@ -255,6 +281,25 @@ mod tests {
         assert_eq!(format_time(3_600_000 + 61_000, 0), "01:01");
         assert_eq!(format_time(0, -3600), "23:00");
         assert_eq!(format_time(0, 9 * 3600), "09:00");
+    }
+
+    #[test]
+    fn dates_show_the_day_and_the_local_time() {
+        assert_eq!(format_date(1_700_000_000_000, 0), "2023-11-14 22:13");
+        assert_eq!(format_date(1_700_000_000_000, 3600), "2023-11-14 23:13");
+        assert_eq!(format_date(1_700_000_000_000, 2 * 3600), "2023-11-15 00:13");
+    }
+
+    #[test]
+    fn one_line_cuts_by_cells_with_an_ellipsis_and_never_halves_a_wide_char() {
+        assert_eq!(one_line("short", 10), "short");
+        assert_eq!(one_line("two\nlines", 20), "two lines");
+        // 5 cells: two wide characters (4) and the ellipsis; a third would not fit.
+        assert_eq!(one_line("你好吗朋友", 5), "你好…");
+        assert_eq!(one_line("你好吗朋友", 6), "你好…");
+        assert_eq!(width(&one_line("ab你好吗朋友 🌸🌸", 7)), 7);
+        assert_eq!(one_line("\u{1b}[2Jevil\u{202E}", 20), "[2Jevil");
+        assert_eq!(one_line("abc", 0), "");
     }
 
     #[test]

@@ -3,18 +3,23 @@
 //!
 //! This is where the client's protocol behaviour lives: acknowledging pending messages by
 //! their echo, deduplicating by id, filling `seq` gaps and `lagged` holes from `history`,
-//! rejoining with `since` and resending unacknowledged messages after a reconnect.
+//! rejoining with `since` and resending unacknowledged messages after a reconnect, and
+//! room moderation: topics, roles, modes, kicks, bans and invitations, whose events take
+//! their place in a room's stream like messages.
 //!
 //! Layout:
 //! - [`Action`] and [`NetEvent`]: what happened (terminal, network, clock).
-//! - [`Effect`]: what the runtime must do (send a request, quit).
-//! - [`update`]: the dispatcher; below it the key, command, scroll and server-event handlers.
+//! - [`Effect`]: what the runtime must do (send a request, quit, stop or resume
+//!   reconnecting).
+//! - [`update`]: the dispatcher; below it the key, command, scroll and server-event
+//!   handlers, the moderation ones last.
 
 use std::time::Duration;
 
 use chat_shared::validate::{Nick, RoomName, clean_text, nick_key};
 use chat_shared::{
-    ChatMessage, ClientMsg, DEFAULT_ROOM, ErrorCode, MAX_TEXT_LEN, Request, ServerMsg,
+    BanEntry, ByeReason, ChatMessage, ClientMsg, DEFAULT_ROOM, ErrorCode, MAX_TEXT_LEN, ModeChange,
+    Request, Role, RoomNotice, ServerBanEntry, ServerMsg,
 };
 use ratatui::crossterm::event::{
     KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind,
@@ -22,9 +27,9 @@ use ratatui::crossterm::event::{
 use ratatui::layout::Rect;
 use uuid::Uuid;
 
-use crate::app::{App, ConnState, EntryKind, MsgState, Pending, TabKind};
-use crate::command::{self, COMMANDS, HELP, Input};
-use crate::text::mentions;
+use crate::app::{App, ConnState, EntryKind, MsgState, Pending, Tab, TabKind, roles_from};
+use crate::command::{self, ANY_NICK_COMMANDS, COMMANDS, HELP, Input, RoleChange};
+use crate::text::{format_date, mentions};
 use crate::view::{RowContext, areas, entry_rows, input_columns};
 
 /// Rows one mouse-wheel notch scrolls.
@@ -95,6 +100,11 @@ pub enum Effect {
     Send(Request),
     /// Leave: restore the terminal and exit.
     Quit,
+    /// Do not reconnect when this connection ends, and close it: the server sent us away
+    /// (killed, banned), and dialling again would be refused or would undo an admin.
+    StopReconnecting,
+    /// Connect now (`/reconnect`), after [`Effect::StopReconnecting`] or during a backoff.
+    Reconnect,
 }
 
 fn send(msg: ClientMsg) -> Effect {
@@ -146,6 +156,11 @@ fn on_key(app: &mut App, key: KeyEvent, fx: &mut Vec<Effect>) -> bool {
         KeyCode::Char('n') if ctrl => next_tab(app, 1),
         KeyCode::Char('p') if ctrl => next_tab(app, app.tabs.len() - 1),
         KeyCode::Char('l') if ctrl => {}
+        KeyCode::Char('j') if ctrl => match app.invite.take() {
+            Some(room) => join(app, &room, None, fx),
+            // Expected: nothing to accept; a stray Ctrl-J (a newline) does nothing.
+            None => return false,
+        },
         KeyCode::Char(c @ '1'..='9') if alt => app.select(c as usize - '1' as usize),
         KeyCode::Char(_) if ctrl || alt => return false,
         KeyCode::Char(c) => {
@@ -165,7 +180,7 @@ fn on_key(app: &mut App, key: KeyEvent, fx: &mut Vec<Effect>) -> bool {
         KeyCode::Up => app.input.history_prev(),
         KeyCode::Down => app.input.history_next(),
         KeyCode::Tab => {
-            let nicks = app.current_tab().members.clone();
+            let nicks = completion_nicks(app);
             return app.input.complete(COMMANDS, &nicks);
         }
         KeyCode::PageUp => {
@@ -181,6 +196,35 @@ fn on_key(app: &mut App, key: KeyEvent, fx: &mut Vec<Effect>) -> bool {
         _ => return false,
     }
     true
+}
+
+/// The nicks Tab offers for the word being typed: the room's members, but for `/unban`
+/// the room's banned nicks and for commands aimed outside the room every nick we know.
+fn completion_nicks(app: &App) -> Vec<String> {
+    let line = app.input.text();
+    let command = line
+        .split_whitespace()
+        .next()
+        .filter(|w| w.starts_with('/') && line.len() > w.len())
+        .map(str::to_lowercase);
+    let tab = app.current_tab();
+    match command.as_deref() {
+        Some("/unban") if !tab.bans.is_empty() => tab.bans.clone(),
+        Some(c) if ANY_NICK_COMMANDS.contains(&c) => {
+            let mut all: Vec<String> = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            let rooms = app.tabs.iter().filter(|t| t.kind == TabKind::Room);
+            let nicks = rooms.flat_map(|t| t.members.iter());
+            let peers = app.tabs.iter().filter(|t| t.kind == TabKind::Dm);
+            for nick in nicks.chain(peers.map(|t| &t.name)) {
+                if seen.insert(nick_key(nick)) {
+                    all.push(nick.clone());
+                }
+            }
+            all
+        }
+        _ => tab.members.clone(),
+    }
 }
 
 fn next_tab(app: &mut App, step: usize) {
@@ -291,7 +335,7 @@ fn added_below(app: &mut App, tab_index: usize, entry_index: usize) {
     let (w, _) = body_size(app);
     let rows = {
         let entry = &app.tabs[tab_index].entries[entry_index];
-        entry_rows(entry, RowContext::of(app), w).len()
+        entry_rows(entry, RowContext::for_tab(app, tab_index), w).len()
     };
     let tab = &mut app.tabs[tab_index];
     if tab.scroll > 0 {
@@ -326,6 +370,7 @@ fn run(app: &mut App, input: Input, fx: &mut Vec<Effect>) {
             app.password_asked = Some(new.clone());
             fx.push(send(ClientMsg::SetPassword { old, new }));
         }
+        Input::Say(_) | Input::Me(_) if !here(app) => not_here(app),
         Input::Say(text) => match app.current_tab().kind {
             TabKind::Room => {
                 let room = app.current_tab().name.clone();
@@ -344,7 +389,7 @@ fn run(app: &mut App, input: Input, fx: &mut Vec<Effect>) {
             }
             _ => app.error("/me works in rooms"),
         },
-        Input::Join(raw) => join(app, &raw, fx),
+        Input::Join { room, key } => join(app, &room, key, fx),
         Input::Part { room, reason } => part(app, room, reason, fx),
         Input::Nick(raw) => match Nick::parse(&raw) {
             Err(e) => app.error(format!("nick {raw:?}: {e}")),
@@ -394,6 +439,248 @@ fn run(app: &mut App, input: Input, fx: &mut Vec<Effect>) {
             }
         }
         Input::Quit(reason) => quit(app, reason, fx),
+        Input::Reconnect => reconnect(app, fx),
+        Input::Topic { room, text } => topic(app, room, text, fx),
+        Input::Role { room, nick, change } => {
+            let usage = format!("/{} [#ROOM] NICK", change.name());
+            moderate(
+                app,
+                room,
+                Some(&nick),
+                &usage,
+                fx,
+                |room, nick| match change {
+                    RoleChange::Op => ClientMsg::Op { room, nick },
+                    RoleChange::Deop => ClientMsg::Deop { room, nick },
+                    RoleChange::Voice => ClientMsg::Voice { room, nick },
+                    RoleChange::Devoice => ClientMsg::Devoice { room, nick },
+                    RoleChange::Owner => ClientMsg::Owner { room, nick },
+                },
+            );
+        }
+        Input::Kick { room, nick, reason } => {
+            let usage = "/kick [#ROOM] NICK [REASON]";
+            moderate(app, room, Some(&nick), usage, fx, |room, nick| {
+                ClientMsg::Kick { room, nick, reason }
+            });
+        }
+        Input::Ban { room, nick } => {
+            moderate(
+                app,
+                room,
+                Some(&nick),
+                "/ban [#ROOM] NICK",
+                fx,
+                |room, nick| ClientMsg::Ban { room, nick },
+            );
+        }
+        Input::Unban { room, nick } => {
+            moderate(
+                app,
+                room,
+                Some(&nick),
+                "/unban [#ROOM] NICK",
+                fx,
+                |room, nick| ClientMsg::Unban { room, nick },
+            );
+        }
+        Input::Bans(room) => {
+            if let Some(room) = moderate(app, room, None, "/bans [ROOM]", fx, |room, _| {
+                ClientMsg::Bans { room }
+            }) {
+                app.bans_requested.push(room);
+            }
+        }
+        Input::Invite { nick, room } => {
+            moderate(
+                app,
+                room,
+                Some(&nick),
+                "/invite NICK [ROOM]",
+                fx,
+                |room, nick| ClientMsg::Invite { room, nick },
+            );
+        }
+        Input::Mode { room, change } => mode(app, room, change, fx),
+        Input::Kill { nick, reason } => match Nick::parse(&nick) {
+            Err(e) => app.error(format!("nick {nick:?}: {e}")),
+            Ok(nick) => request(
+                app,
+                fx,
+                ClientMsg::Kill {
+                    nick: nick.to_string(),
+                    reason,
+                },
+            ),
+        },
+        Input::Kline {
+            mask,
+            duration_s,
+            reason,
+        } => request(
+            app,
+            fx,
+            ClientMsg::ServerBan {
+                mask,
+                duration_s,
+                reason: Some(reason),
+            },
+        ),
+        Input::Unkline(mask) => request(app, fx, ClientMsg::ServerUnban { mask }),
+        Input::Klines => {
+            if app.online() {
+                app.server_bans_requested = true;
+            }
+            request(app, fx, ClientMsg::ServerBans {});
+        }
+    }
+}
+
+/// Whether what is typed in the current tab has somewhere to go: not a room we were
+/// kicked from or refused.
+fn here(app: &App) -> bool {
+    let tab = app.current_tab();
+    tab.kind != TabKind::Room || tab.joined
+}
+
+fn not_here(app: &mut App) {
+    let room = app.current_tab().name.clone();
+    app.error(format!(
+        "you are not in #{room}: /join {room} to go back in, or /part to close the tab"
+    ));
+}
+
+/// Sends a request that only makes sense online.
+fn request(app: &mut App, fx: &mut Vec<Effect>, msg: ClientMsg) {
+    if app.online() {
+        fx.push(send(msg));
+    } else {
+        app.error("not connected");
+    }
+}
+
+/// The room a moderation command acts on: the one named (`#` optional), else the current
+/// room tab, which we must be in.
+fn target_room(app: &App, named: Option<String>, usage: &str) -> Result<String, String> {
+    match named {
+        Some(raw) => RoomName::parse(&raw)
+            .map(|r| r.to_string())
+            .map_err(|e| format!("room {raw:?}: {e}")),
+        None => {
+            let tab = app.current_tab();
+            match tab.kind {
+                TabKind::Room if tab.joined => Ok(tab.name.clone()),
+                TabKind::Room => Err(format!("you are not in #{0}: /join {0} first", tab.name)),
+                _ => Err(format!("usage: {usage} (or use it in a room tab)")),
+            }
+        }
+    }
+}
+
+/// Checks the room and nick of a moderation command and sends what `make` builds of
+/// them; returns the room when it was sent.
+fn moderate(
+    app: &mut App,
+    room: Option<String>,
+    nick: Option<&str>,
+    usage: &str,
+    fx: &mut Vec<Effect>,
+    make: impl FnOnce(String, String) -> ClientMsg,
+) -> Option<String> {
+    let room = match target_room(app, room, usage) {
+        Ok(room) => room,
+        Err(e) => {
+            app.error(e);
+            return None;
+        }
+    };
+    let nick = match nick.map(Nick::parse) {
+        None => String::new(),
+        Some(Ok(nick)) => nick.to_string(),
+        Some(Err(e)) => {
+            app.error(format!("nick {:?}: {e}", nick.unwrap_or_default()));
+            return None;
+        }
+    };
+    if !app.online() {
+        app.error("not connected");
+        return None;
+    }
+    fx.push(send(make(room.clone(), nick)));
+    Some(room)
+}
+
+fn topic(app: &mut App, room: Option<String>, text: Option<String>, fx: &mut Vec<Effect>) {
+    let usage = "/topic [#ROOM] [TEXT]";
+    let Some(text) = text else {
+        let room = match target_room(app, room, usage) {
+            Ok(room) => room,
+            Err(e) => return app.error(e),
+        };
+        let Some(i) = app.room_index(&room) else {
+            return app.error(format!("not in #{room}"));
+        };
+        let tab = &app.tabs[i];
+        let line = if tab.topic.is_empty() {
+            format!("#{room} has no topic")
+        } else {
+            let by = match (tab.topic_by.as_str(), tab.topic_ts) {
+                ("", _) => String::new(),
+                (by, 0) => format!(" (set by {by})"),
+                (by, ts) => format!(" (set by {by}, {})", format_date(ts, app.utc_offset_secs)),
+            };
+            format!("topic of #{room}: {}{by}", tab.topic)
+        };
+        return app.info(line);
+    };
+    let text = if text.is_empty() {
+        text
+    } else {
+        match clean_text(&text, MAX_TEXT_LEN) {
+            Ok(t) => t,
+            Err(e) => return app.error(format!("topic: {e}")),
+        }
+    };
+    moderate(app, room, None, usage, fx, |room, _| ClientMsg::Topic {
+        room,
+        text,
+    });
+}
+
+fn mode(app: &mut App, room: Option<String>, change: ModeChange, fx: &mut Vec<Effect>) {
+    let usage = "/mode [ROOM] +i|-i|+k KEY|-k|+m|-m|+t|-t|+s|-s";
+    if !change.is_empty() {
+        moderate(app, room, None, usage, fx, |room, _| ClientMsg::Mode {
+            room,
+            change,
+        });
+        return;
+    }
+    let room = match target_room(app, room, usage) {
+        Ok(room) => room,
+        Err(e) => return app.error(e),
+    };
+    let Some(i) = app.room_index(&room) else {
+        return app.error(format!("not in #{room}"));
+    };
+    let modes = app.tabs[i].modes.describe();
+    if modes.is_empty() {
+        app.info(format!("#{room} has no modes set"));
+    } else {
+        app.info(format!("#{room} modes: {modes}"));
+    }
+}
+
+fn reconnect(app: &mut App, fx: &mut Vec<Effect>) {
+    match app.conn {
+        ConnState::Online | ConnState::Registering => app.info("already connected"),
+        ConnState::Connecting { .. } => app.info("already connecting"),
+        ConnState::Offline { .. } | ConnState::Stopped { .. } => {
+            app.hold = None;
+            app.conn = ConnState::Connecting { attempt: 0 };
+            app.info("reconnecting");
+            fx.push(Effect::Reconnect);
+        }
     }
 }
 
@@ -405,7 +692,7 @@ fn quit(app: &mut App, reason: Option<String>, fx: &mut Vec<Effect>) {
     fx.push(Effect::Quit);
 }
 
-fn join(app: &mut App, raw: &str, fx: &mut Vec<Effect>) {
+fn join(app: &mut App, raw: &str, key: Option<String>, fx: &mut Vec<Effect>) {
     let room = match RoomName::parse(raw) {
         Ok(r) => r.to_string(),
         Err(e) => return app.error(format!("room {raw:?}: {e}")),
@@ -415,18 +702,25 @@ fn join(app: &mut App, raw: &str, fx: &mut Vec<Effect>) {
     }
     if app.online() {
         app.focus_on_join = Some(room.clone());
-        fx.push(send(ClientMsg::Join {
-            room,
-            since: None,
-            key: None,
-        }));
+        fx.push(join_request(app, room, None, key));
     } else {
         // Joined for real with the others once the connection is back.
         let i = app.room_tab(&room);
         app.tabs[i].joined = true;
+        if key.is_some() {
+            // The rejoin after a reconnect gives the key the room is known to have.
+            app.tabs[i].modes.key = key;
+        }
         app.select(i);
         app.info("not connected: joining when reconnected");
     }
+}
+
+/// A `join` with an id, remembered until answered: a refusal names only the request.
+fn join_request(app: &mut App, room: String, since: Option<u64>, key: Option<String>) -> Effect {
+    let id = Uuid::now_v7();
+    app.joins_in_flight.push((id, room.clone()));
+    Effect::Send(Request::with_id(id, ClientMsg::Join { room, since, key }))
 }
 
 fn part(app: &mut App, room: Option<String>, reason: Option<String>, fx: &mut Vec<Effect>) {
@@ -443,7 +737,7 @@ fn part(app: &mut App, room: Option<String>, reason: Option<String>, fx: &mut Ve
     match app.tabs[index].kind {
         TabKind::Status => app.error("the status tab cannot be closed"),
         TabKind::Dm => close_tab(app, index),
-        TabKind::Room if app.online() => fx.push(send(ClientMsg::Part {
+        TabKind::Room if app.online() && app.tabs[index].joined => fx.push(send(ClientMsg::Part {
             room: app.tabs[index].name.clone(),
             reason,
         })),
@@ -506,6 +800,10 @@ fn queue(app: &mut App, id: Uuid, msg: ClientMsg, fx: &mut Vec<Effect>) {
 
 fn on_net(app: &mut App, ev: NetEvent, fx: &mut Vec<Effect>) -> bool {
     match ev {
+        // Expected while held: the network task closes what it had begun.
+        NetEvent::Connecting { .. } | NetEvent::Connected { .. } if app.hold.is_some() => {
+            return false;
+        }
         NetEvent::Connecting { attempt } => app.conn = ConnState::Connecting { attempt },
         NetEvent::Connected { generation } => {
             app.conn_gen = generation;
@@ -516,20 +814,36 @@ fn on_net(app: &mut App, ev: NetEvent, fx: &mut Vec<Effect>) -> bool {
         NetEvent::Rtt(rtt) => app.rtt = Some(rtt),
         NetEvent::Disconnected { reason, retry_in } => {
             let was_up = matches!(app.conn, ConnState::Online | ConnState::Registering);
-            app.conn = ConnState::Offline {
-                reason: reason.clone(),
-                retry_in,
+            app.conn = match &app.hold {
+                Some(why) => ConnState::Stopped {
+                    reason: why.clone(),
+                },
+                None => ConnState::Offline {
+                    reason: reason.clone(),
+                    retry_in,
+                },
             };
             app.rtt = None;
+            app.joins_in_flight.clear();
             for tab in &mut app.tabs {
                 // The request died with the connection; scrolling up asks again.
                 tab.loading_older = false;
             }
             if was_up && !app.quitting {
                 let ts = app.now_ms;
-                let text = format!("disconnected: {reason}; reconnecting");
-                for tab in app.tabs.iter_mut().filter(|t| t.kind != TabKind::Dm) {
-                    tab.push(ts, EntryKind::Error(text.clone()));
+                let text = match &app.hold {
+                    Some(why) => {
+                        format!("disconnected ({why}); not reconnecting: /reconnect to try again")
+                    }
+                    None => format!("disconnected: {reason}; reconnecting"),
+                };
+                // When held, the status tab and the visible one have said why already.
+                let told = |i: usize| app.hold.is_some() && (i == 0 || i == app.current);
+                let untold: Vec<usize> = (0..app.tabs.len()).filter(|&i| !told(i)).collect();
+                for i in untold {
+                    if app.tabs[i].kind != TabKind::Dm {
+                        app.tabs[i].push(ts, EntryKind::Error(text.clone()));
+                    }
                 }
             }
         }
@@ -569,7 +883,12 @@ fn on_server(app: &mut App, msg: ServerMsg, fx: &mut Vec<Effect>) -> bool {
                 }
             }
         }
-        ServerMsg::Joined { room, nick, ts, .. } => on_joined(app, &room, &nick, ts),
+        ServerMsg::Joined {
+            room,
+            nick,
+            ts,
+            role,
+        } => on_joined(app, &room, &nick, ts, role),
         ServerMsg::Parted {
             room,
             nick,
@@ -582,8 +901,7 @@ fn on_server(app: &mut App, msg: ServerMsg, fx: &mut Vec<Effect>) -> bool {
                 app.info(format!("you are now {new}"));
             }
             for tab in &mut app.tabs {
-                if tab.kind == TabKind::Room && tab.remove_member(&old) {
-                    tab.add_member(&new);
+                if tab.kind == TabKind::Room && tab.rename_member(&old, &new) {
                     tab.push(ts, EntryKind::Notice(format!("{old} is now {new}")));
                 } else if tab.kind == TabKind::Dm && nick_key(&tab.name) == nick_key(&old) {
                     tab.name = new.clone();
@@ -591,13 +909,25 @@ fn on_server(app: &mut App, msg: ServerMsg, fx: &mut Vec<Effect>) -> bool {
                 }
             }
         }
-        ServerMsg::Members { room, nicks, .. } => {
+        ServerMsg::Members {
+            room,
+            nicks,
+            ops,
+            voiced,
+            owner,
+            ..
+        } => {
+            let roles = roles_from(&ops, &voiced, owner.as_deref());
             if let Some(pos) = app.who_requested.iter().position(|r| *r == room) {
                 app.who_requested.remove(pos);
-                app.info(format!("#{room} ({}): {}", nicks.len(), nicks.join(" ")));
+                let mark = |n: &str| roles.get(&nick_key(n)).map_or("", |r| r.mark());
+                let marked: Vec<String> = nicks.iter().map(|n| format!("{}{n}", mark(n))).collect();
+                app.info(format!("#{room} ({}): {}", nicks.len(), marked.join(" ")));
             }
             if let Some(i) = app.room_index(&room) {
-                app.tabs[i].set_members(nicks);
+                let tab = &mut app.tabs[i];
+                tab.set_members(nicks);
+                tab.roles = roles;
             }
         }
         ServerMsg::RoomList { rooms, .. } => {
@@ -651,20 +981,97 @@ fn on_server(app: &mut App, msg: ServerMsg, fx: &mut Vec<Effect>) -> bool {
             ref_id,
             ..
         } => on_error(app, code, &message, ref_id),
-        ServerMsg::Bye { reason, message } => {
-            if !app.quitting {
-                let detail = message.map(|m| format!(": {m}")).unwrap_or_default();
-                app.error(format!(
-                    "server closed the connection ({}){detail}",
-                    reason.as_str()
-                ));
-            }
+        ServerMsg::Bye { reason, message } => on_bye(app, reason, message, fx),
+        ServerMsg::Topic {
+            room,
+            text,
+            by,
+            ts,
+            seq,
+            id,
+        } => {
+            let notice = RoomNotice::Topic { text };
+            on_room_event(app, &room, notice, &by, ts, place(seq, id), fx);
         }
+        ServerMsg::Kicked {
+            room,
+            nick,
+            by,
+            reason,
+            ts,
+            seq,
+            id,
+        } => {
+            let notice = RoomNotice::Kicked { nick, reason };
+            on_room_event(app, &room, notice, &by, ts, place(seq, id), fx);
+        }
+        ServerMsg::Role {
+            room,
+            nick,
+            role,
+            by,
+            ts,
+            seq,
+            id,
+        } => {
+            let notice = RoomNotice::Role { nick, role };
+            on_room_event(app, &room, notice, &by, ts, place(seq, id), fx);
+        }
+        ServerMsg::Mode {
+            room,
+            by,
+            ts,
+            change,
+            seq,
+            id,
+        } => {
+            let notice = RoomNotice::Mode(change);
+            on_room_event(app, &room, notice, &by, ts, place(seq, id), fx);
+        }
+        ServerMsg::Invited { room, by } => {
+            app.info(format!(
+                "{by} invites you to #{room}: press Ctrl-J to join (or /join {room})"
+            ));
+            app.invite = Some(room);
+        }
+        ServerMsg::BanList { room, bans } => on_ban_list(app, &room, &bans),
+        ServerMsg::ServerBanList { bans } => on_server_ban_list(app, &bans),
+        ServerMsg::Notice { text } => app.info(text),
         // Expected: an event type newer than this client.
-        // Moderation events: shown once chat-tui learns them (issue 12).
-        _ => return false,
+        ServerMsg::Unknown => return false,
     }
     true
+}
+
+/// A live event's place in its room's stream; the protocol sends `seq` and `id` together.
+fn place(seq: Option<u64>, id: Option<Uuid>) -> Option<(u64, Uuid)> {
+    seq.zip(id)
+}
+
+fn on_bye(app: &mut App, reason: ByeReason, message: Option<String>, fx: &mut Vec<Effect>) {
+    if app.quitting {
+        return;
+    }
+    let detail = message.map(|m| format!(": {m}")).unwrap_or_default();
+    let (why, text) = match reason {
+        ByeReason::Killed => ("killed", format!("a server admin disconnected you{detail}")),
+        ByeReason::Banned => ("banned", format!("you are banned from this server{detail}")),
+        _ => {
+            return app.error(format!(
+                "server closed the connection ({}){detail}",
+                reason.as_str()
+            ));
+        }
+    };
+    // Redialling would be refused (banned) or undo an admin's decision (killed); a
+    // person decides when to try again.
+    app.hold = Some(why.to_owned());
+    fx.push(Effect::StopReconnecting);
+    let text = format!("{text}. Not reconnecting: /reconnect to try again");
+    if app.current != 0 {
+        app.tabs[0].push(app.now_ms, EntryKind::Error(text.clone()));
+    }
+    app.error(text);
 }
 
 fn on_welcome(
@@ -688,6 +1095,7 @@ fn on_welcome(
     if let Some(motd) = motd {
         status.push(ts, EntryKind::Info(motd));
     }
+    let mut rejoins = Vec::new();
     for tab in app
         .tabs
         .iter_mut()
@@ -700,11 +1108,11 @@ fn on_welcome(
         if reconnect {
             tab.push(ts, EntryKind::Info("reconnected".into()));
         }
-        fx.push(send(ClientMsg::Join {
-            room: tab.name.clone(),
-            since,
-            key: None,
-        }));
+        rejoins.push((tab.name.clone(), since, tab.modes.key.clone()));
+    }
+    for (room, since, key) in rejoins {
+        let join = join_request(app, room, since, key);
+        fx.push(join);
     }
     app.unwanted_lobby = reconnect && app.room_index(DEFAULT_ROOM).is_none();
     if app.unwanted_lobby {
@@ -719,27 +1127,41 @@ fn on_welcome(
     }
 }
 
-fn on_joined(app: &mut App, room: &str, nick: &str, ts: i64) {
+fn on_joined(app: &mut App, room: &str, nick: &str, ts: i64, role: Option<Role>) {
+    let role = role.unwrap_or(Role::Member);
     if !app.is_me(nick) {
         if let Some(i) = app.room_index(room) {
             let tab = &mut app.tabs[i];
             tab.add_member(nick);
+            tab.set_role(nick, role);
             tab.push(ts, EntryKind::Notice(format!("{nick} joined #{room}")));
         }
         return;
     }
+    app.joins_in_flight.retain(|(_, r)| r != room);
     let asked = app.focus_on_join.as_deref() == Some(room);
     if room == DEFAULT_ROOM && app.unwanted_lobby && !asked {
         // Expected: the automatic lobby join after a reconnect, parted again at once.
         return;
     }
+    if app.invite.as_deref() == Some(room) {
+        app.invite = None;
+    }
     let i = app.room_tab(room);
     let tab = &mut app.tabs[i];
     let first = !tab.joined;
     tab.joined = true;
+    tab.joining();
     tab.add_member(nick);
+    tab.set_role(nick, role);
     if first {
-        tab.push(ts, EntryKind::Notice(format!("you joined #{room}")));
+        let seat = match role {
+            Role::Owner => " as its owner",
+            Role::Op => " as an op",
+            Role::Voice => " with voice",
+            Role::Member => "",
+        };
+        tab.push(ts, EntryKind::Notice(format!("you joined #{room}{seat}")));
     }
     if asked || app.current == 0 {
         app.focus_on_join = None;
@@ -774,16 +1196,7 @@ fn on_message(app: &mut App, m: &ChatMessage, fx: &mut Vec<Effect>) {
     let was_pending = app.pending.iter().any(|p| p.id == m.id);
     app.pending.retain(|p| p.id != m.id);
     let tab = &mut app.tabs[i];
-    if tab.last_seq > 0 && m.seq > tab.last_seq + 1 && !tab.has(&m.id) {
-        // A hole in the stream (lagged, or lost across a reconnect): fetch exactly it.
-        let hole = m.seq - tab.last_seq - 1;
-        tab.missed_after = Some(tab.last_seq);
-        fx.push(send(ClientMsg::History {
-            room: m.room.clone(),
-            before: Some(m.id),
-            limit: Some(u32::try_from(hole).unwrap_or(HISTORY_MAX).min(HISTORY_MAX)),
-        }));
-    }
+    fill_hole(tab, m.seq, m.id, fx);
     let Some(at) = tab.insert_message(m, MsgState::Normal) else {
         return;
     };
@@ -800,6 +1213,20 @@ fn on_message(app: &mut App, m: &ChatMessage, fx: &mut Vec<Effect>) {
         if !same_nick(&me, &m.from) && mentions(&m.text, &me) {
             tab.mentioned = true;
         }
+    }
+}
+
+/// A live entry of the room's stream (message or event) past a hole (lagged, or lost
+/// across a reconnect): fetches exactly the hole.
+fn fill_hole(tab: &mut Tab, seq: u64, id: Uuid, fx: &mut Vec<Effect>) {
+    if tab.last_seq > 0 && seq > tab.last_seq + 1 && !tab.has(&id) {
+        let hole = seq - tab.last_seq - 1;
+        tab.missed_after = Some(tab.last_seq);
+        fx.push(send(ClientMsg::History {
+            room: tab.name.clone(),
+            before: Some(id),
+            limit: Some(u32::try_from(hole).unwrap_or(HISTORY_MAX).min(HISTORY_MAX)),
+        }));
     }
 }
 
@@ -829,6 +1256,10 @@ fn on_history(
             .is_none_or(|m| oldest_before.is_none_or(|o| m.seq < o));
     let mut missed = 0;
     for m in messages {
+        if let Some(notice) = &m.event {
+            history_event(tab, m, notice, older_page);
+            continue;
+        }
         let state = match tab.missed_after {
             Some(after) if m.seq > after => MsgState::Missed,
             _ => MsgState::Normal,
@@ -846,6 +1277,8 @@ fn on_history(
     }
     if older_page {
         tab.loading_older = false;
+    } else {
+        tab.join_history_done();
     }
     if messages.is_empty() && older_page || tab.oldest_message().is_some_and(|(_, s)| s <= 1) {
         tab.history_complete = true;
@@ -871,6 +1304,185 @@ fn on_history(
         );
     }
     app.pending.retain(|p| !acked.contains(&p.id));
+}
+
+/// A moderation event met in a page of history: a line at its place, drawn as what it is
+/// rather than as its author saying its text. Its effect on the topic or modes is taken in
+/// only when it is newer than what the tab knows (a page fetched after `lagged`): pages of
+/// older history, and the join's own, are older than the topic and modes the join sent.
+/// Roles and kicks are left to the `members` that follows a join or a lag.
+fn history_event(tab: &mut Tab, m: &ChatMessage, notice: &RoomNotice, older_page: bool) {
+    tab.insert_event(m.id, m.seq, m.ts, notice.describe(&m.from));
+    match notice {
+        RoomNotice::Topic { text } if !older_page && tab.is_newer_topic(m.seq) => {
+            tab.set_topic(text, &m.from, m.ts, Some(m.seq));
+        }
+        RoomNotice::Mode(change) if !older_page && tab.is_newer_modes(m.seq) => {
+            tab.set_modes(change, Some(m.seq));
+        }
+        _ => {}
+    }
+}
+
+/// A moderation event as it arrives live: its effect on the tab (topic, modes, roles,
+/// members), then its line at its place in the stream (`at`: its `seq` and id). Without a
+/// place it is the room's state sent after our `joined`, not something that just happened.
+fn on_room_event(
+    app: &mut App,
+    room: &str,
+    notice: RoomNotice,
+    by: &str,
+    ts: i64,
+    at: Option<(u64, Uuid)>,
+    fx: &mut Vec<Effect>,
+) {
+    let seq = at.map(|(seq, _)| seq);
+    app.now_ms = app.now_ms.max(ts);
+    let Some(i) = app.room_index(room) else {
+        // Expected: an event that crossed our `part` on the wire.
+        return;
+    };
+    let me_kicked = matches!(&notice, RoomNotice::Kicked { nick, .. } if app.is_me(nick));
+    let tab = &mut app.tabs[i];
+    if let Some((seq, id)) = at {
+        fill_hole(tab, seq, id, fx);
+    }
+    match &notice {
+        RoomNotice::Topic { text } => {
+            if seq.is_none() && !text.is_empty() && *text != tab.topic_announced {
+                let set_by = if by.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (set by {by})")
+                };
+                tab.push(
+                    ts,
+                    EntryKind::Notice(format!("topic of #{room}: {text}{set_by}")),
+                );
+            }
+            tab.set_topic(text, by, ts, seq);
+            text.clone_into(&mut tab.topic_announced);
+        }
+        RoomNotice::Mode(change) => tab.set_modes(change, seq),
+        RoomNotice::Role { nick, role } => tab.set_role(nick, *role),
+        RoomNotice::Kicked { .. } if me_kicked => tab.leave(),
+        RoomNotice::Kicked { nick, .. } => {
+            tab.remove_member(nick);
+        }
+    }
+    // Without a place: the room's state after `joined`, shown above if at all.
+    let line = at.and_then(|(seq, id)| tab.insert_event(id, seq, ts, notice.describe(by)));
+    if let Some(line) = line
+        && line + 1 == app.tabs[i].entries.len()
+    {
+        added_below(app, i, line);
+    }
+    if let RoomNotice::Kicked { reason, .. } = &notice
+        && me_kicked
+    {
+        let why = if reason.is_empty() {
+            String::new()
+        } else {
+            format!(" ({reason})")
+        };
+        let text = format!(
+            "you were kicked from #{room} by {by}{why}: /join {room} to go back in, \
+             /part to close the tab"
+        );
+        let tab = &mut app.tabs[i];
+        tab.push(ts, EntryKind::Error(text));
+        if i != app.current {
+            tab.unread += 1;
+            tab.mentioned = true;
+        }
+    }
+}
+
+fn on_ban_list(app: &mut App, room: &str, bans: &[BanEntry]) {
+    let full = match app.bans_requested.iter().position(|r| r == room) {
+        Some(pos) => {
+            app.bans_requested.remove(pos);
+            true
+        }
+        None => false,
+    };
+    let tab_index = app.room_index(room);
+    if let Some(i) = tab_index {
+        app.tabs[i].bans = bans.iter().map(|b| b.nick.clone()).collect();
+    }
+    let count = match bans.len() {
+        0 => format!("no bans in #{room}"),
+        1 => format!("1 ban in #{room}"),
+        n => format!("{n} bans in #{room}"),
+    };
+    if !full {
+        // The answer to /ban or /unban: the room's own news.
+        let ts = app.now_ms;
+        let i = tab_index.unwrap_or(app.current);
+        app.tabs[i].push(
+            ts,
+            EntryKind::Info(format!("{count} now (/bans lists them)")),
+        );
+        return;
+    }
+    // Asked for: shown where it was asked.
+    app.info(count);
+    for b in bans {
+        let when = format_date(b.ts, app.utc_offset_secs);
+        app.info(format!("  {} (by {}, {when})", b.nick, b.by));
+    }
+}
+
+fn on_server_ban_list(app: &mut App, bans: &[ServerBanEntry]) {
+    let full = std::mem::take(&mut app.server_bans_requested);
+    let count = match bans.len() {
+        0 => "no server bans".to_owned(),
+        1 => "1 server ban".to_owned(),
+        n => format!("{n} server bans"),
+    };
+    if !full {
+        return app.info(format!("{count} in force (/klines lists them)"));
+    }
+    app.info(count);
+    let offset = app.utc_offset_secs;
+    for b in bans {
+        let until = match b.expires {
+            Some(t) => format!("until {}", format_date(t, offset)),
+            None => "permanent".to_owned(),
+        };
+        let set = format_date(b.ts, offset);
+        app.info(format!(
+            "  {}: {} (by {}, {set}; {until})",
+            b.mask, b.reason, b.by
+        ));
+    }
+}
+
+/// A refused `join`: the room's tab (if any) is no longer joined, so a reconnect does not
+/// try again, and the line says what would let us in.
+fn join_refused(app: &mut App, room: &str, code: ErrorCode, message: &str) {
+    if app.focus_on_join.as_deref() == Some(room) {
+        app.focus_on_join = None;
+    }
+    let text = match code {
+        ErrorCode::Banned => format!("you are banned from #{room}: {message}"),
+        ErrorCode::InviteOnly => {
+            format!("#{room} is invite-only: {message} (an op can /invite you)")
+        }
+        ErrorCode::BadKey => format!("#{room} needs its key: {message} (/join {room} KEY)"),
+        _ => format!("cannot join #{room}: {message}"),
+    };
+    match app.room_index(room) {
+        Some(i) => {
+            app.tabs[i].leave();
+            let ts = app.now_ms;
+            app.tabs[i].push(ts, EntryKind::Error(text.clone()));
+            if i != app.current {
+                app.error(text);
+            }
+        }
+        None => app.error(text),
+    }
 }
 
 fn on_error(app: &mut App, code: ErrorCode, message: &str, ref_id: Option<Uuid>) {
@@ -904,6 +1516,12 @@ fn on_error(app: &mut App, code: ErrorCode, message: &str, ref_id: Option<Uuid>)
             "{message} — restart with the password (--password-file, CHAT_PASSWORD or the \
              prompt), or choose another nick with /nick NAME"
         ));
+    }
+    if let Some(id) = ref_id
+        && let Some(pos) = app.joins_in_flight.iter().position(|(j, _)| *j == id)
+    {
+        let (_, room) = app.joins_in_flight.remove(pos);
+        return join_refused(app, &room, code, message);
     }
     if let Some(id) = ref_id
         && let Some(pos) = app.pending.iter().position(|p| p.id == id)

@@ -5,13 +5,16 @@
 //! from the network passes [`sanitize`] on its way to the screen.
 //!
 //! Layout:
-//! - [`view`]: the whole screen: tab bar, scrollback (+ member list), status bar, input.
+//! - [`view`]: the whole screen: tab bar, a room's topic, scrollback (+ member list), status
+//!   bar, input.
 //! - [`areas`]: where each part goes; `update` uses it too, to scroll by the right amount.
 //! - [`entry_rows`] and [`visible_rows`]: one scrollback entry as wrapped rows, and the rows
 //!   of the viewport.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
+use chat_shared::Role;
 use chat_shared::validate::nick_key;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Position, Rect};
@@ -20,7 +23,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 
 use crate::app::{App, ConnState, Entry, EntryKind, MsgState, Tab, TabKind};
-use crate::text::{format_time, mentions, nick_color, sanitize, truncate, width, wrap};
+use crate::text::{format_time, mentions, nick_color, one_line, sanitize, truncate, width, wrap};
 
 /// Columns of a continuation row's indent: the width of `HH:MM `.
 const INDENT: usize = 6;
@@ -36,6 +39,8 @@ const PROMPT: &str = "> ";
 pub struct Areas {
     /// Tab bar (top row).
     pub tabs: Rect,
+    /// The room's topic, under the tabs, when the current tab is a room that has one.
+    pub topic: Option<Rect>,
     /// Scrollback.
     pub body: Rect,
     /// Member list, when shown.
@@ -48,14 +53,17 @@ pub struct Areas {
 
 /// Splits `area` into the screen's parts for the current tab.
 pub fn areas(app: &App, area: Rect) -> Areas {
-    let [tabs, middle, status, input] = Layout::vertical([
+    let tab = app.current_tab();
+    let has_topic = tab.kind == TabKind::Room && !one_line(&tab.topic, 1).trim().is_empty();
+    let [tabs, topic, middle, status, input] = Layout::vertical([
         Constraint::Length(1),
+        Constraint::Length(u16::from(has_topic)),
         Constraint::Min(1),
         Constraint::Length(1),
         Constraint::Length(1),
     ])
     .areas(area);
-    let tab = app.current_tab();
+    let topic = has_topic.then_some(topic);
     let show = app.show_members
         && tab.kind == TabKind::Room
         && area.width >= MIN_WIDTH_FOR_MEMBERS
@@ -63,6 +71,7 @@ pub fn areas(app: &App, area: Rect) -> Areas {
     if !show {
         return Areas {
             tabs,
+            topic,
             body: middle,
             members: None,
             status,
@@ -75,11 +84,13 @@ pub fn areas(app: &App, area: Rect) -> Areas {
         .map(|m| width(&sanitize(m)))
         .max()
         .unwrap_or(0);
-    let members_width = (widest + 3).clamp(12, 22) as u16;
+    let mark = usize::from(!tab.roles.is_empty());
+    let members_width = (widest + mark + 3).clamp(12, 22) as u16;
     let [body, members] =
         Layout::horizontal([Constraint::Min(1), Constraint::Length(members_width)]).areas(middle);
     Areas {
         tabs,
+        topic,
         body,
         members: Some(members),
         status,
@@ -87,22 +98,38 @@ pub fn areas(app: &App, area: Rect) -> Areas {
     }
 }
 
-/// What rows depend on besides the entry: whose mentions to highlight, which time zone.
+/// What rows depend on besides the entry: whose mentions to highlight, which time zone,
+/// and the room's roles, whose marks go beside nicks.
 #[derive(Debug, Clone, Copy)]
 pub struct RowContext<'a> {
     /// Our nick.
     pub me: &'a str,
     /// Local time zone offset.
     pub utc_offset_secs: i32,
+    /// The tab's roles by nick identity: a nick is marked with its role now, as in the
+    /// member list, so the two never disagree.
+    pub roles: Option<&'a HashMap<String, Role>>,
 }
 
 impl<'a> RowContext<'a> {
-    /// The context of `app`.
+    /// The context of `app`'s visible tab.
     pub fn of(app: &'a App) -> Self {
+        Self::for_tab(app, app.current)
+    }
+
+    /// The context of tab `index`.
+    pub fn for_tab(app: &'a App, index: usize) -> Self {
         Self {
             me: &app.nick,
             utc_offset_secs: app.utc_offset_secs,
+            roles: app.tabs.get(index).map(|t| &t.roles),
         }
+    }
+
+    fn mark(&self, nick: &str) -> &'static str {
+        self.roles
+            .and_then(|r| r.get(&nick_key(nick)))
+            .map_or("", |r| r.mark())
     }
 }
 
@@ -149,7 +176,11 @@ pub fn entry_rows(entry: &Entry, ctx: RowContext<'_>, width: usize) -> Vec<Line<
                 pieces.push(("* ".into(), nick_style));
                 pieces.push((format!("{from} ").into(), nick_style));
             } else {
+                let mark = ctx.mark(&from);
                 pieces.push(("<".into(), dim));
+                if !mark.is_empty() {
+                    pieces.push((mark.into(), Style::new().fg(Color::Yellow)));
+                }
                 pieces.push((from.into(), nick_style));
                 pieces.push(("> ".into(), dim));
             }
@@ -169,6 +200,12 @@ pub fn entry_rows(entry: &Entry, ctx: RowContext<'_>, width: usize) -> Vec<Line<
         EntryKind::Notice(text) => {
             let style = dim.add_modifier(Modifier::DIM);
             pieces.push((format!("{time} -- ").into(), style));
+            pieces.push((clean_multiline(text).into(), style));
+        }
+        EntryKind::Event { text, .. } => {
+            let style = Style::new().fg(Color::Magenta);
+            pieces.push((format!("{time} ").into(), dim));
+            pieces.push(("-- ".into(), style));
             pieces.push((clean_multiline(text).into(), style));
         }
         EntryKind::Info(text) => {
@@ -223,6 +260,9 @@ pub fn visible_rows(
 pub fn view(app: &App, frame: &mut Frame<'_>) {
     let parts = areas(app, frame.area());
     draw_tabs(app, frame, parts.tabs);
+    if let Some(area) = parts.topic {
+        draw_topic(app.current_tab(), frame, area);
+    }
     draw_scrollback(app, frame, parts.body);
     if let Some(area) = parts.members {
         draw_members(app.current_tab(), frame, area);
@@ -283,6 +323,13 @@ fn draw_tabs(app: &App, frame: &mut Frame<'_>, area: Rect) {
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
+fn draw_topic(tab: &Tab, frame: &mut Frame<'_>, area: Rect) {
+    let style = Style::new().fg(Color::White).bg(Color::DarkGray);
+    let cols = usize::from(area.width).saturating_sub(1);
+    let line = Line::styled(format!(" {}", one_line(&tab.topic, cols)), style);
+    frame.render_widget(Paragraph::new(line).style(style), area);
+}
+
 fn draw_scrollback(app: &App, frame: &mut Frame<'_>, area: Rect) {
     if area.height == 0 || area.width == 0 {
         return;
@@ -340,16 +387,32 @@ fn draw_members(tab: &Tab, frame: &mut Frame<'_>, area: Rect) {
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let cols = usize::from(inner.width);
-    let lines: Vec<Line<'_>> = tab
-        .members
-        .iter()
+    // As IRC clients list them: ops (the owner first), then voiced members, then everyone
+    // else; a column for the marks only when someone has one.
+    let marks = !tab.roles.is_empty();
+    let mut ordered: Vec<(Role, &String)> = tab.members.iter().map(|m| (tab.role(m), m)).collect();
+    ordered.sort_by_key(|(role, _)| *role);
+    let lines: Vec<Line<'_>> = ordered
+        .into_iter()
         .take(usize::from(inner.height))
-        .map(|m| {
+        .map(|(role, m)| {
             let nick = sanitize(m);
-            Line::styled(
-                truncate(&format!(" {nick}"), cols).to_owned(),
-                Style::new().fg(nick_color(&nick)),
-            )
+            let nick_style = Style::new().fg(nick_color(&nick));
+            if !marks {
+                return Line::styled(truncate(&format!(" {nick}"), cols).to_owned(), nick_style);
+            }
+            let mark = match role.mark() {
+                "" => " ",
+                mark => mark,
+            };
+            let nick_cols = cols.saturating_sub(1 + width(mark));
+            Line::from(vec![
+                Span::styled(
+                    truncate(&format!(" {mark}"), cols).to_owned(),
+                    Style::new().fg(Color::Yellow),
+                ),
+                Span::styled(truncate(&nick, nick_cols).to_owned(), nick_style),
+            ])
         })
         .collect();
     frame.render_widget(Paragraph::new(lines), inner);
@@ -368,6 +431,10 @@ fn draw_status(app: &App, frame: &mut Frame<'_>, area: Rect) {
             format!("reconnecting (try {})", attempt + 1),
             bar.fg(Color::LightYellow),
         ),
+        ConnState::Stopped { reason } => (
+            format!("not connected: {} · /reconnect", sanitize(reason)),
+            bar.fg(Color::LightRed).add_modifier(Modifier::BOLD),
+        ),
         ConnState::Offline { reason, retry_in } => (
             format!(
                 "disconnected: {} · retry in {:.1}s",
@@ -380,7 +447,18 @@ fn draw_status(app: &App, frame: &mut Frame<'_>, area: Rect) {
     let tab = app.current_tab();
     let place = match tab.kind {
         TabKind::Status => "status".to_owned(),
-        TabKind::Room => format!("#{}", sanitize(&tab.name)),
+        TabKind::Room => {
+            let mut place = format!("#{}", sanitize(&tab.name));
+            let flags = tab.modes.flags();
+            if !flags.is_empty() {
+                place.push(' ');
+                place.push_str(&flags);
+            }
+            if !tab.joined {
+                place.push_str(" (not joined)");
+            }
+            place
+        }
         TabKind::Dm => format!("@{}", sanitize(&tab.name)),
     };
     let rtt = match app.rtt {

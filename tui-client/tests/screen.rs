@@ -98,6 +98,8 @@ impl Client {
                     self.cmd_tx.send(cmd).unwrap();
                 }
                 Effect::Quit => self.quit = true,
+                Effect::StopReconnecting => self.cmd_tx.send(NetCommand::Hold).unwrap(),
+                Effect::Reconnect => self.cmd_tx.send(NetCommand::Resume).unwrap(),
             }
         }
     }

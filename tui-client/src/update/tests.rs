@@ -42,7 +42,7 @@ fn sent(fx: &[Effect]) -> Vec<ClientMsg> {
     fx.iter()
         .filter_map(|e| match e {
             Effect::Send(r) => Some(r.msg.clone()),
-            Effect::Quit => None,
+            _ => None,
         })
         .collect()
 }
@@ -324,7 +324,7 @@ fn reconnect_rejoins_with_since_and_resends_unacknowledged_messages_with_the_sam
         .iter()
         .map(|e| match e {
             Effect::Send(r) => r,
-            Effect::Quit => panic!("no quit expected"),
+            other => panic!("only sends expected, got {other:?}"),
         })
         .collect();
     assert_eq!(
@@ -837,4 +837,1262 @@ fn register_and_password_are_sent_never_kept_in_history_and_used_on_reconnect() 
     );
     // The Debug of the request shows no password.
     assert!(!format!("{:?}", sent(&fx)).contains("n3w-and-long"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Moderation (issue 12)
+
+use chat_shared::{BanEntry, ByeReason, ModeChange, Role, RoomNotice, ServerBanEntry};
+
+const TS: i64 = 1_700_000_000_000;
+
+fn topic_event(room: &str, text: &str, by: &str, seq: Option<u64>) -> ServerMsg {
+    ServerMsg::Topic {
+        room: room.into(),
+        text: text.into(),
+        by: by.into(),
+        ts: TS,
+        seq,
+        id: seq.map(|_| Uuid::now_v7()),
+    }
+}
+
+fn role_event(nick: &str, role: Role, by: &str, seq: u64) -> ServerMsg {
+    ServerMsg::Role {
+        room: "lobby".into(),
+        nick: nick.into(),
+        role,
+        by: by.into(),
+        ts: TS,
+        seq: Some(seq),
+        id: Some(Uuid::now_v7()),
+    }
+}
+
+fn kicked(nick: &str, by: &str, reason: &str, seq: u64) -> ServerMsg {
+    ServerMsg::Kicked {
+        room: "lobby".into(),
+        nick: nick.into(),
+        by: by.into(),
+        reason: reason.into(),
+        ts: TS,
+        seq: Some(seq),
+        id: Some(Uuid::now_v7()),
+    }
+}
+
+fn mode_event(change: ModeChange, by: &str, seq: Option<u64>) -> ServerMsg {
+    ServerMsg::Mode {
+        room: "lobby".into(),
+        by: by.into(),
+        ts: TS,
+        change,
+        seq,
+        id: seq.map(|_| Uuid::now_v7()),
+    }
+}
+
+/// A moderation event as a history page holds it.
+fn stored(seq: u64, from: &str, event: RoomNotice) -> ChatMessage {
+    ChatMessage {
+        text: event.describe(from),
+        event: Some(event),
+        ..chat("lobby", seq, from, "")
+    }
+}
+
+fn members(nicks: &[&str], ops: &[&str], voiced: &[&str], owner: Option<&str>) -> ServerMsg {
+    let v = |l: &[&str]| l.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    ServerMsg::Members {
+        room: "lobby".into(),
+        nicks: v(nicks),
+        truncated: false,
+        ops: v(ops),
+        voiced: v(voiced),
+        owner: owner.map(str::to_owned),
+    }
+}
+
+/// The lobby's lines that are not messages, as the user reads them.
+fn lobby_lines(app: &App) -> Vec<String> {
+    lobby(app)
+        .entries
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EntryKind::Event { text, .. } => Some(format!("event: {text}")),
+            EntryKind::Notice(t) => Some(format!("notice: {t}")),
+            EntryKind::Info(t) => Some(format!("info: {t}")),
+            EntryKind::Error(t) => Some(format!("error: {t}")),
+            EntryKind::Message { .. } => None,
+        })
+        .collect()
+}
+
+fn last_line(app: &App) -> String {
+    match &app.current_tab().entries.last().expect("a line").kind {
+        EntryKind::Info(t) | EntryKind::Error(t) | EntryKind::Notice(t) => t.clone(),
+        EntryKind::Event { text, .. } => text.clone(),
+        EntryKind::Message { text, .. } => format!("message {text}"),
+    }
+}
+
+fn last_error(app: &App) -> String {
+    match &app.current_tab().entries.last().expect("a line").kind {
+        EntryKind::Error(t) => t.clone(),
+        other => panic!("expected an error line, got {other:?}"),
+    }
+}
+
+fn reconnect(app: &mut App, generation: u64) -> Vec<Effect> {
+    update(
+        app,
+        Action::Net(NetEvent::Disconnected {
+            reason: "reset".into(),
+            retry_in: Duration::from_secs(1),
+        }),
+    );
+    update(app, Action::Net(NetEvent::Connected { generation }));
+    server(app, welcome("alice"))
+}
+
+#[test]
+fn the_topic_sent_after_joined_is_shown_once_and_not_again_on_each_reconnect() {
+    let mut app = online_in_lobby(1..=2);
+    server(&mut app, topic_event("lobby", "Rust 2024 🦀", "bob", None));
+    assert_eq!(lobby(&app).topic, "Rust 2024 🦀");
+    assert_eq!(lobby(&app).topic_by, "bob");
+    reconnect(&mut app, 2);
+    server(&mut app, joined("lobby", "alice"));
+    server(&mut app, topic_event("lobby", "Rust 2024 🦀", "bob", None));
+    let topics: Vec<String> = lobby_lines(&app)
+        .into_iter()
+        .filter(|l| l.contains("topic of"))
+        .collect();
+    assert_eq!(
+        topics,
+        ["notice: topic of #lobby: Rust 2024 🦀 (set by bob)"]
+    );
+    assert_eq!(lobby(&app).last_seq, 2, "the current topic has no seq");
+}
+
+#[test]
+fn a_live_topic_event_sets_the_topic_takes_its_seq_and_an_empty_one_clears_it() {
+    let mut app = online_in_lobby(1..=2);
+    server(&mut app, topic_event("lobby", "new topic", "bob", Some(3)));
+    assert_eq!(lobby(&app).topic, "new topic");
+    assert_eq!(lobby(&app).last_seq, 3);
+    server(&mut app, topic_event("lobby", "", "bob", Some(4)));
+    assert_eq!(lobby(&app).topic, "");
+    assert_eq!(
+        lobby_lines(&app)[1..],
+        [
+            "event: bob set the topic: new topic",
+            "event: bob cleared the topic"
+        ]
+    );
+    // The next rejoin starts after the events, not after the last message.
+    let fx = reconnect(&mut app, 2);
+    assert!(matches!(
+        &sent(&fx)[..],
+        [ClientMsg::Join { since: Some(4), .. }]
+    ));
+}
+
+#[test]
+fn topic_without_text_shows_the_current_topic_and_with_text_sets_it() {
+    let mut app = online_in_lobby(1..=1);
+    submit_line(&mut app, "/topic");
+    assert_eq!(last_line(&app), "#lobby has no topic");
+    server(&mut app, topic_event("lobby", "hello 世界", "bob", None));
+    submit_line(&mut app, "/topic");
+    assert_eq!(
+        last_line(&app),
+        "topic of #lobby: hello 世界 (set by bob, 2023-11-14 22:13)"
+    );
+    let fx = submit_line(&mut app, "/topic  a new one ");
+    assert_eq!(
+        sent(&fx),
+        [ClientMsg::Topic {
+            room: "lobby".into(),
+            text: "a new one".into()
+        }]
+    );
+    let fx = submit_line(&mut app, "/topic -");
+    assert_eq!(
+        sent(&fx),
+        [ClientMsg::Topic {
+            room: "lobby".into(),
+            text: String::new()
+        }]
+    );
+    let fx = submit_line(&mut app, "/topic #rust for the rust room");
+    assert_eq!(
+        sent(&fx),
+        [ClientMsg::Topic {
+            room: "rust".into(),
+            text: "for the rust room".into()
+        }]
+    );
+}
+
+#[test]
+fn moderation_commands_in_the_status_tab_or_offline_say_why_and_send_nothing() {
+    let mut app = online_in_lobby(1..=1);
+    update(&mut app, alt('1'));
+    assert!(submit_line(&mut app, "/op bob").is_empty());
+    assert_eq!(
+        last_error(&app),
+        "usage: /op [#ROOM] NICK (or use it in a room tab)"
+    );
+    assert!(submit_line(&mut app, "/topic").is_empty());
+    assert!(last_error(&app).starts_with("usage: /topic"));
+    update(&mut app, alt('2'));
+    update(
+        &mut app,
+        Action::Net(NetEvent::Disconnected {
+            reason: "reset".into(),
+            retry_in: Duration::from_secs(1),
+        }),
+    );
+    assert!(submit_line(&mut app, "/kick bob").is_empty());
+    assert_eq!(last_error(&app), "not connected");
+    assert!(submit_line(&mut app, "/klines").is_empty());
+    assert_eq!(last_error(&app), "not connected");
+    assert!(!app.server_bans_requested);
+}
+
+#[test]
+fn role_commands_send_their_request_for_the_current_or_the_named_room() {
+    let mut app = online_in_lobby(1..=1);
+    let cases = [
+        (
+            "/op bob",
+            ClientMsg::Op {
+                room: "lobby".into(),
+                nick: "bob".into(),
+            },
+        ),
+        (
+            "/deop bob",
+            ClientMsg::Deop {
+                room: "lobby".into(),
+                nick: "bob".into(),
+            },
+        ),
+        (
+            "/voice 小明",
+            ClientMsg::Voice {
+                room: "lobby".into(),
+                nick: "小明".into(),
+            },
+        ),
+        (
+            "/devoice bob",
+            ClientMsg::Devoice {
+                room: "lobby".into(),
+                nick: "bob".into(),
+            },
+        ),
+        (
+            "/owner bob",
+            ClientMsg::Owner {
+                room: "lobby".into(),
+                nick: "bob".into(),
+            },
+        ),
+        (
+            "/op #Rust bob",
+            ClientMsg::Op {
+                room: "rust".into(),
+                nick: "bob".into(),
+            },
+        ),
+    ];
+    for (line, want) in cases {
+        assert_eq!(sent(&submit_line(&mut app, line)), [want], "{line}");
+    }
+    assert!(submit_line(&mut app, "/op").is_empty());
+    assert_eq!(last_error(&app), "usage: /op [#ROOM] NICK");
+    assert!(submit_line(&mut app, "/voice not!a!nick").is_empty());
+    assert!(last_error(&app).starts_with("nick \"not!a!nick\""));
+}
+
+#[test]
+fn kick_ban_unban_bans_and_invite_send_their_requests() {
+    let mut app = online_in_lobby(1..=1);
+    let cases = [
+        (
+            "/kick bob spamming the room",
+            ClientMsg::Kick {
+                room: "lobby".into(),
+                nick: "bob".into(),
+                reason: Some("spamming the room".into()),
+            },
+        ),
+        (
+            "/kick bob",
+            ClientMsg::Kick {
+                room: "lobby".into(),
+                nick: "bob".into(),
+                reason: None,
+            },
+        ),
+        (
+            "/ban bob",
+            ClientMsg::Ban {
+                room: "lobby".into(),
+                nick: "bob".into(),
+            },
+        ),
+        (
+            "/unban bob",
+            ClientMsg::Unban {
+                room: "lobby".into(),
+                nick: "bob".into(),
+            },
+        ),
+        (
+            "/bans",
+            ClientMsg::Bans {
+                room: "lobby".into(),
+            },
+        ),
+        (
+            "/bans #rust",
+            ClientMsg::Bans {
+                room: "rust".into(),
+            },
+        ),
+        (
+            "/invite carol",
+            ClientMsg::Invite {
+                room: "lobby".into(),
+                nick: "carol".into(),
+            },
+        ),
+        (
+            "/invite carol #rust",
+            ClientMsg::Invite {
+                room: "rust".into(),
+                nick: "carol".into(),
+            },
+        ),
+        (
+            "/invite carol rust",
+            ClientMsg::Invite {
+                room: "rust".into(),
+                nick: "carol".into(),
+            },
+        ),
+    ];
+    for (line, want) in cases {
+        assert_eq!(sent(&submit_line(&mut app, line)), [want], "{line}");
+    }
+    assert_eq!(app.bans_requested, ["lobby", "rust"]);
+}
+
+#[test]
+fn join_with_a_key_sends_it_and_the_key_is_given_again_on_rejoin() {
+    let mut app = online_in_lobby(1..=1);
+    let fx = submit_line(&mut app, "/join #secret s3cret");
+    assert_eq!(
+        sent(&fx),
+        [ClientMsg::Join {
+            room: "secret".into(),
+            since: None,
+            key: Some("s3cret".into())
+        }]
+    );
+    server(&mut app, joined("secret", "alice"));
+    let mut all = ModeChange {
+        invite_only: Some(false),
+        key: Some(Some("s3cret".into())),
+        moderated: Some(false),
+        topic_locked: Some(true),
+        secret: Some(false),
+    };
+    let snapshot = |change: &ModeChange| ServerMsg::Mode {
+        room: "secret".into(),
+        by: "bob".into(),
+        ts: TS,
+        change: change.clone(),
+        seq: None,
+        id: None,
+    };
+    server(&mut app, snapshot(&all));
+    let i = app.room_index("secret").unwrap();
+    assert_eq!(app.tabs[i].modes.key.as_deref(), Some("s3cret"));
+    assert!(
+        app.tabs[i]
+            .entries
+            .iter()
+            .all(|e| !matches!(e.kind, EntryKind::Event { .. })),
+        "the modes after joined are state, not an event"
+    );
+    let fx = reconnect(&mut app, 2);
+    assert!(sent(&fx).contains(&ClientMsg::Join {
+        room: "secret".into(),
+        since: None,
+        key: Some("s3cret".into())
+    }));
+    // A room without a key is rejoined without one.
+    server(&mut app, joined("secret", "alice"));
+    all.key = Some(None);
+    server(&mut app, snapshot(&all));
+    let fx = reconnect(&mut app, 3);
+    assert!(sent(&fx).contains(&ClientMsg::Join {
+        room: "secret".into(),
+        since: None,
+        key: None
+    }));
+}
+
+#[test]
+fn mode_changes_parse_into_one_request_and_without_changes_show_the_modes() {
+    let mut app = online_in_lobby(1..=1);
+    let fx = submit_line(&mut app, "/mode +mk hunter2 -t");
+    assert_eq!(
+        sent(&fx),
+        [ClientMsg::Mode {
+            room: "lobby".into(),
+            change: ModeChange {
+                moderated: Some(true),
+                key: Some(Some("hunter2".into())),
+                topic_locked: Some(false),
+                ..ModeChange::default()
+            }
+        }]
+    );
+    let fx = submit_line(&mut app, "/mode rust -k +is");
+    assert_eq!(
+        sent(&fx),
+        [ClientMsg::Mode {
+            room: "rust".into(),
+            change: ModeChange {
+                key: Some(None),
+                invite_only: Some(true),
+                secret: Some(true),
+                ..ModeChange::default()
+            }
+        }]
+    );
+    submit_line(&mut app, "/mode");
+    assert_eq!(last_line(&app), "#lobby has no modes set");
+    server(
+        &mut app,
+        mode_event(
+            ModeChange {
+                topic_locked: Some(true),
+                key: Some(Some("k3y".into())),
+                ..ModeChange::default()
+            },
+            "",
+            None,
+        ),
+    );
+    assert!(submit_line(&mut app, "/mode").is_empty());
+    assert_eq!(last_line(&app), "#lobby modes: +tk k3y");
+    assert!(submit_line(&mut app, "/mode +k").is_empty());
+    assert_eq!(last_error(&app), "usage: +k needs the key: /mode +k KEY");
+    assert!(submit_line(&mut app, "/mode +o bob").is_empty());
+    assert!(last_error(&app).contains("/op NICK"));
+}
+
+#[test]
+fn a_live_mode_event_changes_only_what_it_names_and_is_a_line() {
+    let mut app = online_in_lobby(1..=1);
+    let all_off = ModeChange {
+        invite_only: Some(false),
+        key: Some(None),
+        moderated: Some(false),
+        topic_locked: Some(true),
+        secret: Some(false),
+    };
+    server(&mut app, mode_event(all_off, "", None));
+    server(
+        &mut app,
+        mode_event(
+            ModeChange {
+                moderated: Some(true),
+                ..ModeChange::default()
+            },
+            "bob",
+            Some(2),
+        ),
+    );
+    let modes = &lobby(&app).modes;
+    assert!(modes.moderated && modes.topic_locked && !modes.invite_only);
+    assert_eq!(modes.flags(), "+mt");
+    assert_eq!(lobby(&app).last_seq, 2);
+    assert_eq!(lobby_lines(&app).last().unwrap(), "event: bob set mode +m");
+}
+
+#[test]
+fn members_joined_and_role_events_keep_every_mark_up_to_date() {
+    let mut app = online_in_lobby(1..=1);
+    server(
+        &mut app,
+        members(
+            &["alice", "bob", "carol"],
+            &["alice", "bob"],
+            &["carol"],
+            Some("bob"),
+        ),
+    );
+    let tab = lobby(&app);
+    assert_eq!(
+        (tab.role("alice"), tab.role("BOB"), tab.role("carol")),
+        (Role::Op, Role::Owner, Role::Voice)
+    );
+    server(
+        &mut app,
+        ServerMsg::Joined {
+            room: "lobby".into(),
+            nick: "dave".into(),
+            ts: TS,
+            role: Some(Role::Op),
+        },
+    );
+    assert_eq!(lobby(&app).role("dave"), Role::Op, "a returning op");
+    server(&mut app, role_event("carol", Role::Member, "bob", 2));
+    server(&mut app, role_event("dave", Role::Voice, "bob", 3));
+    assert_eq!(lobby(&app).role("carol"), Role::Member);
+    assert_eq!(lobby(&app).role("dave"), Role::Voice);
+    // A rename keeps the role; leaving ends it.
+    server(
+        &mut app,
+        ServerMsg::NickChanged {
+            old: "dave".into(),
+            new: "david".into(),
+            ts: TS,
+        },
+    );
+    assert_eq!(lobby(&app).role("david"), Role::Voice);
+    assert_eq!(lobby(&app).role("dave"), Role::Member);
+    server(
+        &mut app,
+        ServerMsg::Parted {
+            room: "lobby".into(),
+            nick: "david".into(),
+            ts: TS,
+            reason: None,
+        },
+    );
+    assert!(!lobby(&app).roles.contains_key("david"));
+    // Handing the room over: two role events.
+    server(&mut app, role_event("alice", Role::Owner, "bob", 4));
+    server(&mut app, role_event("bob", Role::Op, "bob", 5));
+    assert_eq!(
+        (lobby(&app).role("alice"), lobby(&app).role("bob")),
+        (Role::Owner, Role::Op)
+    );
+    let events: Vec<String> = lobby_lines(&app)
+        .into_iter()
+        .filter(|l| l.starts_with("event: "))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "event: bob made carol a member",
+            "event: bob gave dave voice",
+            "event: bob made alice the owner",
+            "event: bob made bob an op",
+        ]
+    );
+    assert_eq!(lobby(&app).last_seq, 5);
+}
+
+#[test]
+fn joining_as_an_op_says_so_and_who_lists_marks() {
+    let mut app = online_in_lobby(1..=1);
+    server(
+        &mut app,
+        ServerMsg::Joined {
+            room: "rust".into(),
+            nick: "alice".into(),
+            ts: TS,
+            role: Some(Role::Owner),
+        },
+    );
+    let rust = app.room_index("rust").unwrap();
+    assert_eq!(app.tabs[rust].role("alice"), Role::Owner);
+    assert!(matches!(
+        &app.tabs[rust].entries[0].kind,
+        EntryKind::Notice(t) if t == "you joined #rust as its owner"
+    ));
+    submit_line(&mut app, "/who");
+    server(
+        &mut app,
+        members(&["alice", "bob"], &["alice"], &["bob"], None),
+    );
+    assert_eq!(last_line(&app), "#lobby (2): @alice +bob");
+}
+
+#[test]
+fn someone_kicked_leaves_the_member_list_with_a_line_saying_who_and_why() {
+    let mut app = online_in_lobby(1..=1);
+    server(
+        &mut app,
+        members(&["alice", "bob"], &["alice"], &["bob"], None),
+    );
+    server(&mut app, kicked("bob", "alice", "spam", 2));
+    assert_eq!(lobby(&app).members, ["alice"]);
+    assert!(!lobby(&app).roles.contains_key("bob"));
+    assert_eq!(
+        lobby_lines(&app).last().unwrap(),
+        "event: bob was kicked by alice (spam)"
+    );
+    assert!(lobby(&app).joined);
+}
+
+#[test]
+fn when_we_are_kicked_the_tab_stays_marked_not_joined_and_is_not_rejoined() {
+    let mut app = online_in_lobby(1..=1);
+    server(&mut app, joined("rust", "alice"));
+    server(&mut app, kicked("alice", "bob", "", 2));
+    let tab = lobby(&app);
+    assert!(!tab.joined);
+    assert!(tab.members.is_empty());
+    assert_eq!(
+        lobby_lines(&app)[lobby_lines(&app).len() - 2..],
+        [
+            "event: alice was kicked by bob",
+            "error: you were kicked from #lobby by bob: /join lobby to go back in, /part to \
+             close the tab"
+        ]
+    );
+    // Typing there says why instead of sending.
+    assert!(submit_line(&mut app, "hello?").is_empty());
+    assert!(last_error(&app).starts_with("you are not in #lobby"));
+    assert!(submit_line(&mut app, "/topic x").is_empty());
+    assert!(last_error(&app).starts_with("you are not in #lobby"));
+    // A reconnect rejoins the other rooms only (and parts the lobby the server puts us in).
+    let fx = reconnect(&mut app, 2);
+    let joins: Vec<String> = sent(&fx)
+        .into_iter()
+        .filter_map(|m| match m {
+            ClientMsg::Join { room, .. } => Some(room),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(joins, ["rust"]);
+    // /join goes back in.
+    let fx = submit_line(&mut app, "/join lobby");
+    assert!(matches!(&sent(&fx)[..], [ClientMsg::Join { room, .. }] if room == "lobby"));
+}
+
+#[test]
+fn a_kick_in_a_background_tab_marks_it() {
+    let mut app = online_in_lobby(1..=1);
+    server(&mut app, joined("rust", "alice"));
+    server(
+        &mut app,
+        ServerMsg::Kicked {
+            room: "rust".into(),
+            nick: "alice".into(),
+            by: "bob".into(),
+            reason: "bye".into(),
+            ts: TS,
+            seq: Some(1),
+            id: Some(Uuid::now_v7()),
+        },
+    );
+    let rust = app.room_index("rust").unwrap();
+    assert!(app.tabs[rust].mentioned);
+    assert!(!app.tabs[rust].joined);
+}
+
+#[test]
+fn parting_a_tab_we_were_kicked_from_closes_it_without_asking_the_server() {
+    let mut app = online_in_lobby(1..=1);
+    server(&mut app, joined("rust", "alice"));
+    update(&mut app, alt('3'));
+    server(
+        &mut app,
+        ServerMsg::Kicked {
+            room: "rust".into(),
+            nick: "alice".into(),
+            by: "bob".into(),
+            reason: String::new(),
+            ts: TS,
+            seq: Some(1),
+            id: Some(Uuid::now_v7()),
+        },
+    );
+    assert!(submit_line(&mut app, "/part").is_empty());
+    assert!(app.room_index("rust").is_none());
+}
+
+#[test]
+fn notices_in_a_history_page_are_lines_of_their_own_never_messages_or_duplicates() {
+    let mut app = online_in_lobby(1..=2);
+    let live_kick = kicked("carol", "bob", "spam", 4);
+    let ServerMsg::Kicked {
+        id: Some(kick_id), ..
+    } = live_kick
+    else {
+        unreachable!()
+    };
+    server(&mut app, live_kick);
+    // A page that overlaps: the kick came live already, the topic did not.
+    let mut kick = stored(
+        4,
+        "bob",
+        RoomNotice::Kicked {
+            nick: "carol".into(),
+            reason: "spam".into(),
+        },
+    );
+    kick.id = kick_id;
+    let topic = stored(3, "bob", RoomNotice::Topic { text: "t1".into() });
+    server(
+        &mut app,
+        history("lobby", vec![topic.clone(), kick.clone()], false),
+    );
+    server(&mut app, history("lobby", vec![topic, kick], false));
+    let entries: Vec<String> = lobby(&app)
+        .entries
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EntryKind::Message { text, .. } => Some(format!("<> {text}")),
+            EntryKind::Event { text, .. } => Some(format!("-- {text}")),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            "<> m1",
+            "<> m2",
+            "-- bob set the topic: t1",
+            "-- carol was kicked by bob (spam)",
+        ]
+    );
+    assert_eq!(lobby(&app).last_seq, 4);
+}
+
+#[test]
+fn a_live_event_already_shown_from_history_is_not_shown_again() {
+    let mut app = online_in_lobby(1..=1);
+    let page_role = stored(
+        2,
+        "alice",
+        RoomNotice::Role {
+            nick: "bob".into(),
+            role: Role::Op,
+        },
+    );
+    server(&mut app, history("lobby", vec![page_role.clone()], false));
+    server(
+        &mut app,
+        ServerMsg::Role {
+            room: "lobby".into(),
+            nick: "bob".into(),
+            role: Role::Op,
+            by: "alice".into(),
+            ts: page_role.ts,
+            seq: Some(2),
+            id: Some(page_role.id),
+        },
+    );
+    let events = lobby(&app)
+        .entries
+        .iter()
+        .filter(|e| matches!(e.kind, EntryKind::Event { .. }))
+        .count();
+    assert_eq!(events, 1);
+    assert_eq!(
+        lobby(&app).role("bob"),
+        Role::Op,
+        "the live copy still applies"
+    );
+}
+
+#[test]
+fn the_joins_history_never_replays_an_old_topic_over_the_current_one() {
+    let mut app = online_in_lobby(1..=1);
+    server(&mut app, joined("rust", "alice"));
+    let room = |m: ChatMessage| ChatMessage {
+        room: "rust".into(),
+        ..m
+    };
+    server(&mut app, topic_event("rust", "current", "bob", None));
+    let old = room(stored(1, "bob", RoomNotice::Topic { text: "old".into() }));
+    let older_mode = room(stored(
+        2,
+        "bob",
+        RoomNotice::Mode(ModeChange {
+            moderated: Some(true),
+            ..ModeChange::default()
+        }),
+    ));
+    server(&mut app, history("rust", vec![old, older_mode], false));
+    let rust = app.room_index("rust").unwrap();
+    assert_eq!(app.tabs[rust].topic, "current");
+    assert!(!app.tabs[rust].modes.moderated);
+    assert_eq!(app.tabs[rust].last_seq, 2);
+}
+
+#[test]
+fn after_lagged_a_topic_from_the_fetched_page_is_taken_in_but_an_older_page_is_not() {
+    let mut app = online_in_lobby(1..=2);
+    server(&mut app, topic_event("lobby", "before", "bob", None));
+    server(
+        &mut app,
+        ServerMsg::Lagged {
+            room: "lobby".into(),
+            missed: 2,
+        },
+    );
+    let gap = vec![
+        stored(
+            3,
+            "bob",
+            RoomNotice::Topic {
+                text: "during the lag".into(),
+            },
+        ),
+        chat("lobby", 4, "bob", "m4"),
+    ];
+    server(&mut app, history("lobby", gap, false));
+    assert_eq!(lobby(&app).topic, "during the lag");
+    // A page of older history (scrolling up) holds older topics: they are lines only.
+    lobby_tab_mut(&mut app).loading_older = true;
+    let older = vec![stored(
+        0,
+        "bob",
+        RoomNotice::Topic {
+            text: "ancient".into(),
+        },
+    )];
+    server(&mut app, history("lobby", older, false));
+    assert_eq!(lobby(&app).topic, "during the lag");
+    assert!(lobby_lines(&app).contains(&"event: bob set the topic: ancient".to_owned()));
+}
+
+fn lobby_tab_mut(app: &mut App) -> &mut crate::app::Tab {
+    let i = app.room_index("lobby").unwrap();
+    &mut app.tabs[i]
+}
+
+#[test]
+fn a_live_event_past_a_hole_fetches_the_hole_before_it() {
+    let mut app = online_in_lobby(1..=3);
+    let ev = role_event("bob", Role::Voice, "alice", 6);
+    let ServerMsg::Role { id: Some(id), .. } = ev else {
+        unreachable!()
+    };
+    let fx = server(&mut app, ev);
+    assert_eq!(
+        sent(&fx),
+        [ClientMsg::History {
+            room: "lobby".into(),
+            before: Some(id),
+            limit: Some(2)
+        }]
+    );
+}
+
+#[test]
+fn scrolling_up_pages_from_the_oldest_event_when_the_page_begins_with_one() {
+    let mut app = online_in_lobby(51..=60);
+    let first = stored(50, "bob", RoomNotice::Topic { text: "t".into() });
+    server(&mut app, history("lobby", vec![first.clone()], false));
+    let mut requests = Vec::new();
+    for _ in 0..3 {
+        requests.extend(sent(&update(&mut app, key(KeyCode::PageUp))));
+    }
+    assert_eq!(
+        requests,
+        [ClientMsg::History {
+            room: "lobby".into(),
+            before: Some(first.id),
+            limit: Some(100)
+        }]
+    );
+}
+
+#[test]
+fn an_invitation_is_a_line_and_ctrl_j_joins_that_room_once() {
+    let mut app = online_in_lobby(1..=1);
+    assert!(
+        update(&mut app, ctrl('j')).is_empty(),
+        "nothing to accept yet"
+    );
+    server(
+        &mut app,
+        ServerMsg::Invited {
+            room: "secret".into(),
+            by: "bob".into(),
+        },
+    );
+    assert_eq!(
+        last_line(&app),
+        "bob invites you to #secret: press Ctrl-J to join (or /join secret)"
+    );
+    let fx = update(&mut app, ctrl('j'));
+    assert!(matches!(
+        &sent(&fx)[..],
+        [ClientMsg::Join { room, key: None, .. }] if room == "secret"
+    ));
+    server(&mut app, joined("secret", "alice"));
+    assert_eq!(app.current_tab().name, "secret");
+    assert!(update(&mut app, ctrl('j')).is_empty(), "used up");
+}
+
+#[test]
+fn bans_lists_every_ban_but_the_answer_to_ban_is_only_counted() {
+    let mut app = online_in_lobby(1..=1);
+    let list = |nicks: &[&str]| ServerMsg::BanList {
+        room: "lobby".into(),
+        bans: nicks
+            .iter()
+            .map(|n| BanEntry {
+                nick: (*n).into(),
+                by: "alice".into(),
+                ts: TS,
+            })
+            .collect(),
+    };
+    submit_line(&mut app, "/ban bob");
+    server(&mut app, list(&["bob"]));
+    assert_eq!(last_line(&app), "1 ban in #lobby now (/bans lists them)");
+    submit_line(&mut app, "/bans");
+    server(&mut app, list(&["bob", "小明"]));
+    let lines = lobby_lines(&app);
+    assert_eq!(
+        lines[lines.len() - 3..],
+        [
+            "info: 2 bans in #lobby",
+            "info:   bob (by alice, 2023-11-14 22:13)",
+            "info:   小明 (by alice, 2023-11-14 22:13)",
+        ]
+    );
+    assert!(app.bans_requested.is_empty());
+    // The banned nicks complete /unban.
+    type_text(&mut app, "/unban 小");
+    update(&mut app, key(KeyCode::Tab));
+    assert_eq!(app.input.text(), "/unban 小明 ");
+}
+
+#[test]
+fn klines_lists_server_bans_and_kline_takes_a_duration_in_seconds() {
+    let mut app = online_in_lobby(1..=1);
+    let fx = submit_line(&mut app, "/kline 203.0.113.0/24 2h flooding the lobby");
+    assert_eq!(
+        sent(&fx),
+        [ClientMsg::ServerBan {
+            mask: "203.0.113.0/24".into(),
+            duration_s: Some(7200),
+            reason: Some("flooding the lobby".into())
+        }]
+    );
+    let fx = submit_line(&mut app, "/kline mallory spam");
+    assert_eq!(
+        sent(&fx),
+        [ClientMsg::ServerBan {
+            mask: "mallory".into(),
+            duration_s: None,
+            reason: Some("spam".into())
+        }]
+    );
+    assert_eq!(
+        sent(&submit_line(&mut app, "/unkline mallory")),
+        [ClientMsg::ServerUnban {
+            mask: "mallory".into()
+        }]
+    );
+    let ban = ServerBanEntry {
+        mask: "203.0.113.0/24".into(),
+        by: "alice".into(),
+        reason: "flooding".into(),
+        ts: TS,
+        expires: Some(TS + 7_200_000),
+    };
+    let answer = |bans: Vec<ServerBanEntry>| ServerMsg::ServerBanList { bans };
+    server(&mut app, answer(vec![ban.clone()]));
+    assert_eq!(
+        last_line(&app),
+        "1 server ban in force (/klines lists them)"
+    );
+    assert_eq!(
+        sent(&submit_line(&mut app, "/klines")),
+        [ClientMsg::ServerBans {}]
+    );
+    let permanent = ServerBanEntry {
+        mask: "mallory".into(),
+        expires: None,
+        ..ban.clone()
+    };
+    server(&mut app, answer(vec![ban, permanent]));
+    let lines = lobby_lines(&app);
+    assert_eq!(
+        lines[lines.len() - 3..],
+        [
+            "info: 2 server bans",
+            "info:   203.0.113.0/24: flooding (by alice, 2023-11-14 22:13; until 2023-11-15 00:13)",
+            "info:   mallory: flooding (by alice, 2023-11-14 22:13; permanent)",
+        ]
+    );
+    assert!(submit_line(&mut app, "/kline 1.2.3.4 2h").is_empty());
+    assert!(last_error(&app).starts_with("usage: /kline MASK [DURATION] REASON"));
+}
+
+#[test]
+fn kill_sends_its_request_and_the_servers_notice_is_a_line() {
+    let mut app = online_in_lobby(1..=1);
+    assert_eq!(
+        sent(&submit_line(&mut app, "/kill mallory go away")),
+        [ClientMsg::Kill {
+            nick: "mallory".into(),
+            reason: Some("go away".into())
+        }]
+    );
+    server(
+        &mut app,
+        ServerMsg::Notice {
+            text: "mallory was disconnected".into(),
+        },
+    );
+    assert_eq!(last_line(&app), "mallory was disconnected");
+    assert!(submit_line(&mut app, "/kill").is_empty());
+    assert_eq!(last_error(&app), "usage: /kill NICK [REASON]");
+}
+
+#[test]
+fn a_join_refused_for_a_ban_a_key_or_an_invitation_says_why_in_plain_words() {
+    let mut app = online_in_lobby(1..=1);
+    let refuse = |app: &mut App, fx: &[Effect], code, message: &str| {
+        let [Effect::Send(req)] = fx else {
+            panic!("{fx:?}")
+        };
+        server(app, ServerMsg::error(code, message, req.id));
+    };
+    let fx = submit_line(&mut app, "/join rust");
+    refuse(&mut app, &fx, ErrorCode::Banned, "you are banned from rust");
+    assert_eq!(
+        last_error(&app),
+        "you are banned from #rust: you are banned from rust"
+    );
+    let fx = submit_line(&mut app, "/join vip");
+    refuse(&mut app, &fx, ErrorCode::InviteOnly, "vip is invite-only");
+    assert_eq!(
+        last_error(&app),
+        "#vip is invite-only: vip is invite-only (an op can /invite you)"
+    );
+    let fx = submit_line(&mut app, "/join locked wrong");
+    refuse(&mut app, &fx, ErrorCode::BadKey, "wrong key");
+    assert_eq!(
+        last_error(&app),
+        "#locked needs its key: wrong key (/join locked KEY)"
+    );
+    assert!(app.joins_in_flight.is_empty());
+    assert!(app.focus_on_join.is_none());
+}
+
+#[test]
+fn a_rejoin_refused_after_a_reconnect_leaves_the_tab_not_joined() {
+    let mut app = online_in_lobby(1..=1);
+    server(&mut app, joined("rust", "alice"));
+    let fx = reconnect(&mut app, 2);
+    let id = fx
+        .iter()
+        .find_map(|e| match e {
+            Effect::Send(Request {
+                id,
+                msg: ClientMsg::Join { room, .. },
+            }) if room == "rust" => *id,
+            _ => None,
+        })
+        .expect("the rust rejoin carries an id");
+    server(
+        &mut app,
+        ServerMsg::error(ErrorCode::Banned, "banned from rust", Some(id)),
+    );
+    let rust = app.room_index("rust").unwrap();
+    assert!(!app.tabs[rust].joined);
+    assert!(matches!(
+        &app.tabs[rust].entries.last().unwrap().kind,
+        EntryKind::Error(t) if t == "you are banned from #rust: banned from rust"
+    ));
+    let fx = reconnect(&mut app, 3);
+    assert!(
+        !sent(&fx)
+            .iter()
+            .any(|m| matches!(m, ClientMsg::Join { room, .. } if room == "rust")),
+        "not tried again on every reconnect"
+    );
+}
+
+#[test]
+fn killed_or_banned_by_the_server_stops_reconnecting_until_reconnect() {
+    for (reason, said) in [
+        (ByeReason::Killed, "a server admin disconnected you: spam"),
+        (ByeReason::Banned, "you are banned from this server: spam"),
+    ] {
+        let mut app = online_in_lobby(1..=1);
+        server(&mut app, joined("rust", "alice"));
+        let fx = server(
+            &mut app,
+            ServerMsg::Bye {
+                reason,
+                message: Some("spam".into()),
+            },
+        );
+        assert_eq!(fx, [Effect::StopReconnecting]);
+        let want = format!("{said}. Not reconnecting: /reconnect to try again");
+        assert!(
+            lobby_lines(&app).contains(&format!("error: {want}")),
+            "{:?}",
+            lobby_lines(&app)
+        );
+        assert!(matches!(
+            &app.tabs[0].entries.last().unwrap().kind,
+            EntryKind::Error(t) if *t == want
+        ));
+        update(
+            &mut app,
+            Action::Net(NetEvent::Disconnected {
+                reason: "closed after the server's bye".into(),
+                retry_in: Duration::ZERO,
+            }),
+        );
+        assert!(matches!(app.conn, ConnState::Stopped { .. }));
+        // Said once where it was said; the other rooms are told they are cut off.
+        let lines = lobby_lines(&app);
+        assert_eq!(lines.iter().filter(|l| l.contains("econnect")).count(), 1);
+        let rust = app.room_index("rust").unwrap();
+        let why = reason.as_str();
+        assert!(matches!(
+            &app.tabs[rust].entries.last().unwrap().kind,
+            EntryKind::Error(t)
+                if *t == format!("disconnected ({why}); not reconnecting: /reconnect to try again")
+        ));
+        // A connection begun before the hold took effect is not greeted.
+        let fx = update(&mut app, Action::Net(NetEvent::Connected { generation: 2 }));
+        assert!(fx.is_empty());
+        assert!(matches!(app.conn, ConnState::Stopped { .. }));
+        let fx = submit_line(&mut app, "/reconnect");
+        assert_eq!(fx, [Effect::Reconnect]);
+        assert_eq!(app.conn, ConnState::Connecting { attempt: 0 });
+        let fx = update(&mut app, Action::Net(NetEvent::Connected { generation: 3 }));
+        assert!(matches!(&sent(&fx)[..], [ClientMsg::Hello { .. }]));
+    }
+}
+
+#[test]
+fn reconnect_during_a_backoff_cuts_it_short_and_while_connecting_does_nothing() {
+    let mut app = online_in_lobby(1..=1);
+    update(
+        &mut app,
+        Action::Net(NetEvent::Disconnected {
+            reason: "reset".into(),
+            retry_in: Duration::from_secs(8),
+        }),
+    );
+    assert_eq!(submit_line(&mut app, "/reconnect"), [Effect::Reconnect]);
+    assert!(submit_line(&mut app, "/reconnect").is_empty());
+    assert_eq!(last_line(&app), "already connecting");
+}
+
+#[test]
+fn bans_asked_for_another_room_are_listed_where_they_were_asked() {
+    let mut app = online_in_lobby(1..=1);
+    server(&mut app, joined("rust", "alice"));
+    submit_line(&mut app, "/bans #rust");
+    server(
+        &mut app,
+        ServerMsg::BanList {
+            room: "rust".into(),
+            bans: Vec::new(),
+        },
+    );
+    assert_eq!(app.current_tab().name, "lobby");
+    assert_eq!(last_line(&app), "no bans in #rust");
+}
+
+#[test]
+fn other_byes_still_reconnect_as_before() {
+    let mut app = online_in_lobby(1..=1);
+    let fx = server(
+        &mut app,
+        ServerMsg::Bye {
+            reason: ByeReason::Shutdown,
+            message: None,
+        },
+    );
+    assert!(fx.is_empty());
+    assert!(app.hold.is_none());
+    assert_eq!(last_error(&app), "server closed the connection (shutdown)");
+    assert!(submit_line(&mut app, "/reconnect").is_empty());
+    assert_eq!(last_line(&app), "already connected");
+}
+
+#[test]
+fn tab_completes_the_moderation_commands_and_nicks_from_other_rooms_for_invite() {
+    let mut app = online_in_lobby(1..=1);
+    type_text(&mut app, "/kl");
+    update(&mut app, key(KeyCode::Tab));
+    assert_eq!(app.input.text(), "/kline ");
+    update(&mut app, key(KeyCode::Tab));
+    assert_eq!(app.input.text(), "/klines ");
+    update(&mut app, ctrl('u'));
+    type_text(&mut app, "/dev");
+    update(&mut app, key(KeyCode::Tab));
+    assert_eq!(app.input.text(), "/devoice ");
+    type_text(&mut app, "b");
+    update(&mut app, key(KeyCode::Tab));
+    assert_eq!(app.input.text(), "/devoice bob ");
+    // carol is in #rust only: /invite offers her in the lobby, /op does not.
+    server(&mut app, joined("rust", "alice"));
+    server(
+        &mut app,
+        ServerMsg::Members {
+            room: "rust".into(),
+            nicks: vec!["alice".into(), "carol".into()],
+            truncated: false,
+            ops: Vec::new(),
+            voiced: Vec::new(),
+            owner: None,
+        },
+    );
+    update(&mut app, ctrl('u'));
+    type_text(&mut app, "/invite ca");
+    update(&mut app, key(KeyCode::Tab));
+    assert_eq!(app.input.text(), "/invite carol ");
+    update(&mut app, ctrl('u'));
+    type_text(&mut app, "/op ca");
+    update(&mut app, key(KeyCode::Tab));
+    assert_eq!(app.input.text(), "/op ca", "carol is not in the lobby");
+}
+
+#[test]
+fn help_lists_every_moderation_command_and_the_invite_key() {
+    let help = HELP.join("\n");
+    for command in [
+        "/topic",
+        "/op",
+        "/deop",
+        "/voice",
+        "/devoice",
+        "/owner",
+        "/kick",
+        "/ban",
+        "/unban",
+        "/bans",
+        "/invite",
+        "/join ROOM [KEY]",
+        "/mode",
+        "/kill",
+        "/kline",
+        "/unkline",
+        "/klines",
+        "/reconnect",
+        "Ctrl-J",
+    ] {
+        assert!(help.contains(command), "{command} missing from /help");
+    }
+    for command in COMMANDS {
+        assert!(help.contains(command), "{command} missing from /help");
+    }
 }

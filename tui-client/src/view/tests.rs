@@ -218,3 +218,135 @@ fn a_10000_line_room_renders_only_what_is_visible() {
         start.elapsed()
     );
 }
+
+/// The busy lobby with a topic, roles and modes: bob is an op, 小明 has voice, たなか is
+/// the owner.
+fn moderated_app() -> App {
+    let mut app = busy_app();
+    let tab = app.current_tab_mut();
+    tab.set_topic(
+        "Welcome 👋 ようこそ！今日は Rust 2024 について話しましょう、よろしく",
+        "bob",
+        T0,
+        None,
+    );
+    tab.set_role("bob", chat_shared::Role::Op);
+    tab.set_role("小明", chat_shared::Role::Voice);
+    tab.set_role("たなか", chat_shared::Role::Owner);
+    tab.set_modes(
+        &chat_shared::ModeChange {
+            moderated: Some(true),
+            topic_locked: Some(true),
+            key: Some(Some("hunter2".into())),
+            ..chat_shared::ModeChange::default()
+        },
+        None,
+    );
+    app
+}
+
+#[test]
+fn a_rooms_topic_sits_under_the_tabs_cut_by_display_width() {
+    let app = moderated_app();
+    let terminal = render(&app, 61, 12);
+    let buf = terminal.backend().buffer();
+    // 60 cells for the topic after the leading blank, 59 before the ellipsis: "う" ends
+    // at 58, and "、" (59-60) would be cut in half, so it is left out whole and the
+    // ellipsis follows "う", one cell short of the edge.
+    let ellipsis = (0..61).find(|&x| buf[(x, 1)].symbol() == "…");
+    assert_eq!(ellipsis, Some(59));
+    assert_eq!(buf[(57, 1)].symbol(), "う");
+    assert_eq!(buf[(60, 1)].symbol(), " ");
+    insta::assert_snapshot!(terminal.backend());
+}
+
+#[test]
+fn ops_and_voiced_members_are_marked_and_listed_first_and_beside_their_lines() {
+    let app = moderated_app();
+    insta::assert_snapshot!(render(&app, 80, 24).backend());
+}
+
+#[test]
+fn the_status_bar_shows_the_modes_without_the_key() {
+    let app = moderated_app();
+    let screen = render(&app, 80, 24).backend().to_string();
+    assert!(screen.contains("│ #lobby +kmt │"), "{screen}");
+    assert!(!screen.contains("hunter2"), "{screen}");
+}
+
+#[test]
+fn moderation_events_are_drawn_as_notices_and_a_kicked_tab_says_not_joined() {
+    let mut app = App::new("alice", "127.0.0.1:7878");
+    app.conn = ConnState::Online;
+    let lobby = app.room_tab("lobby");
+    app.select(lobby);
+    let tab = &mut app.tabs[lobby];
+    tab.joined = true;
+    tab.insert_message(&msg("lobby", 1, "bob", "hi"), MsgState::Normal);
+    let kicked = chat_shared::RoomNotice::Kicked {
+        nick: "alice".into(),
+        reason: "刷屏 spam".into(),
+    };
+    tab.insert_event(Uuid::from_u128(2), 2, T0 + 120_000, kicked.describe("bob"));
+    tab.push(
+        T0 + 120_000,
+        EntryKind::Error("you were kicked from #lobby by bob (刷屏 spam)".into()),
+    );
+    tab.leave();
+    insta::assert_snapshot!(render(&app, 60, 6).backend());
+}
+
+#[test]
+fn a_topic_from_the_server_cannot_draw_control_characters_or_reorder_the_row() {
+    let mut app = moderated_app();
+    app.current_tab_mut().set_topic(
+        "evil\u{1b}[2J\u{202E}txet\nnext\u{7}",
+        "mallory\u{1b}]0;x\u{7}",
+        T0,
+        Some(9),
+    );
+    let terminal = render(&app, 80, 24);
+    for cell in terminal.backend().buffer().content() {
+        let s = cell.symbol();
+        assert!(
+            !s.chars().any(|c| c.is_control() || c == '\u{202E}'),
+            "drawn: {s:?}"
+        );
+    }
+    assert!(
+        terminal
+            .backend()
+            .to_string()
+            .contains(" evil[2Jtxet next "),
+        "{}",
+        terminal.backend()
+    );
+}
+
+#[test]
+fn stopped_reconnecting_shows_why_and_how_to_go_on() {
+    let mut app = busy_app();
+    app.conn = ConnState::Stopped {
+        reason: "killed".into(),
+    };
+    app.rtt = None;
+    let screen = render(&app, 80, 24).backend().to_string();
+    assert!(
+        screen.contains(" not connected: killed · /reconnect │ alice"),
+        "{screen}"
+    );
+}
+
+#[test]
+fn no_topic_row_for_a_room_without_one_or_for_other_tabs() {
+    let mut app = moderated_app();
+    let with = areas(&app, Rect::new(0, 0, 80, 24));
+    assert!(with.topic.is_some());
+    assert_eq!(with.body.height, 20);
+    app.current_tab_mut().set_topic("", "bob", T0, Some(10));
+    let without = areas(&app, Rect::new(0, 0, 80, 24));
+    assert_eq!((without.topic, without.body.height), (None, 21));
+    app.current_tab_mut().set_topic("x", "bob", T0, Some(11));
+    app.select(0);
+    assert_eq!(areas(&app, Rect::new(0, 0, 80, 24)).topic, None);
+}
