@@ -1056,6 +1056,12 @@ fn on_bye(app: &mut App, reason: ByeReason, message: Option<String>, fx: &mut Ve
     let (why, text) = match reason {
         ByeReason::Killed => ("killed", format!("a server admin disconnected you{detail}")),
         ByeReason::Banned => ("banned", format!("you are banned from this server{detail}")),
+        // Another connection logged in to this account: redialling would take the nick
+        // back, and the two would replace each other for ever.
+        ByeReason::Replaced => (
+            "replaced",
+            format!("your account logged in from another connection{detail}"),
+        ),
         _ => {
             return app.error(format!(
                 "server closed the connection ({}){detail}",
@@ -1063,8 +1069,9 @@ fn on_bye(app: &mut App, reason: ByeReason, message: Option<String>, fx: &mut Ve
             ));
         }
     };
-    // Redialling would be refused (banned) or undo an admin's decision (killed); a
-    // person decides when to try again.
+    // Redialling would be refused (banned), undo an admin's decision (killed) or take
+    // the nick back from the other connection (replaced); a person decides when to try
+    // again.
     app.hold = Some(why.to_owned());
     fx.push(Effect::StopReconnecting);
     let text = format!("{text}. Not reconnecting: /reconnect to try again");

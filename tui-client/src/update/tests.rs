@@ -1925,10 +1925,14 @@ fn a_rejoin_refused_after_a_reconnect_leaves_the_tab_not_joined() {
 }
 
 #[test]
-fn killed_or_banned_by_the_server_stops_reconnecting_until_reconnect() {
+fn killed_banned_or_replaced_by_the_server_stops_reconnecting_until_reconnect() {
     for (reason, said) in [
         (ByeReason::Killed, "a server admin disconnected you: spam"),
         (ByeReason::Banned, "you are banned from this server: spam"),
+        (
+            ByeReason::Replaced,
+            "your account logged in from another connection: spam",
+        ),
     ] {
         let mut app = online_in_lobby(1..=1);
         server(&mut app, joined("rust", "alice"));
