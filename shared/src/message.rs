@@ -413,6 +413,79 @@ impl ChatMessage {
     }
 }
 
+/// A live moderation event taken apart: the inverse of [`ChatMessage::live`], for clients
+/// and adapters that handle the live and the history forms alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveNotice {
+    /// Room.
+    pub room: String,
+    /// What happened.
+    pub notice: RoomNotice,
+    /// Who did it.
+    pub by: String,
+    /// Unix milliseconds.
+    pub ts: i64,
+    /// Its place in the room's stream (absent: the current topic or modes after `joined`).
+    pub seq: Option<u64>,
+    /// Its id (absent with `seq`).
+    pub id: Option<Uuid>,
+}
+
+impl ServerMsg {
+    /// A `topic`, `kicked`, `role` or `mode` event as a [`LiveNotice`]; any other event
+    /// back as it was.
+    ///
+    /// # Errors
+    /// The event itself, when it is not a moderation event.
+    pub fn into_notice(self) -> Result<LiveNotice, Self> {
+        let (room, notice, by, ts, seq, id) = match self {
+            Self::Topic {
+                room,
+                text,
+                by,
+                ts,
+                seq,
+                id,
+            } => (room, RoomNotice::Topic { text }, by, ts, seq, id),
+            Self::Kicked {
+                room,
+                nick,
+                by,
+                reason,
+                ts,
+                seq,
+                id,
+            } => (room, RoomNotice::Kicked { nick, reason }, by, ts, seq, id),
+            Self::Role {
+                room,
+                nick,
+                role,
+                by,
+                ts,
+                seq,
+                id,
+            } => (room, RoomNotice::Role { nick, role }, by, ts, seq, id),
+            Self::Mode {
+                room,
+                by,
+                ts,
+                change,
+                seq,
+                id,
+            } => (room, RoomNotice::Mode(change), by, ts, seq, id),
+            other => return Err(other),
+        };
+        Ok(LiveNotice {
+            room,
+            notice,
+            by,
+            ts,
+            seq,
+            id,
+        })
+    }
+}
+
 /// A private message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirectMessage {
@@ -966,6 +1039,11 @@ mod tests {
             json!({"type": "kicked", "nick": "bob", "reason": "spam"})
         );
         assert_eq!(serde_json::from_value::<ChatMessage>(v).unwrap(), m);
+        let back = m.live().unwrap().into_notice().unwrap();
+        assert_eq!(
+            (back.notice, back.by.as_str(), back.seq, back.id),
+            (m.event.clone().unwrap(), "alice", Some(4), Some(id))
+        );
         let live = serde_json::to_value(m.live().unwrap()).unwrap();
         assert_eq!(
             live,

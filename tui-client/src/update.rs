@@ -853,6 +853,14 @@ fn on_net(app: &mut App, ev: NetEvent, fx: &mut Vec<Effect>) -> bool {
 }
 
 fn on_server(app: &mut App, msg: ServerMsg, fx: &mut Vec<Effect>) -> bool {
+    // Live moderation events are drawn as their history form is.
+    let msg = match msg.into_notice() {
+        Ok(n) => {
+            on_room_event(app, &n.room, n.notice, &n.by, n.ts, place(n.seq, n.id), fx);
+            return true;
+        }
+        Err(msg) => msg,
+    };
     match msg {
         ServerMsg::Welcome {
             nick, server, motd, ..
@@ -982,52 +990,6 @@ fn on_server(app: &mut App, msg: ServerMsg, fx: &mut Vec<Effect>) -> bool {
             ..
         } => on_error(app, code, &message, ref_id),
         ServerMsg::Bye { reason, message } => on_bye(app, reason, message, fx),
-        ServerMsg::Topic {
-            room,
-            text,
-            by,
-            ts,
-            seq,
-            id,
-        } => {
-            let notice = RoomNotice::Topic { text };
-            on_room_event(app, &room, notice, &by, ts, place(seq, id), fx);
-        }
-        ServerMsg::Kicked {
-            room,
-            nick,
-            by,
-            reason,
-            ts,
-            seq,
-            id,
-        } => {
-            let notice = RoomNotice::Kicked { nick, reason };
-            on_room_event(app, &room, notice, &by, ts, place(seq, id), fx);
-        }
-        ServerMsg::Role {
-            room,
-            nick,
-            role,
-            by,
-            ts,
-            seq,
-            id,
-        } => {
-            let notice = RoomNotice::Role { nick, role };
-            on_room_event(app, &room, notice, &by, ts, place(seq, id), fx);
-        }
-        ServerMsg::Mode {
-            room,
-            by,
-            ts,
-            change,
-            seq,
-            id,
-        } => {
-            let notice = RoomNotice::Mode(change);
-            on_room_event(app, &room, notice, &by, ts, place(seq, id), fx);
-        }
         ServerMsg::Invited { room, by } => {
             app.info(format!(
                 "{by} invites you to #{room}: press Ctrl-J to join (or /join {room})"
@@ -1037,6 +999,11 @@ fn on_server(app: &mut App, msg: ServerMsg, fx: &mut Vec<Effect>) -> bool {
         ServerMsg::BanList { room, bans } => on_ban_list(app, &room, &bans),
         ServerMsg::ServerBanList { bans } => on_server_ban_list(app, &bans),
         ServerMsg::Notice { text } => app.info(text),
+        // Taken apart above.
+        ServerMsg::Topic { .. }
+        | ServerMsg::Kicked { .. }
+        | ServerMsg::Role { .. }
+        | ServerMsg::Mode { .. } => {}
         // Expected: an event type newer than this client.
         ServerMsg::Unknown => return false,
     }
