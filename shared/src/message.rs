@@ -432,13 +432,10 @@ pub struct LiveNotice {
 }
 
 impl ServerMsg {
-    /// A `topic`, `kicked`, `role` or `mode` event as a [`LiveNotice`]; any other event
-    /// back as it was.
-    ///
-    /// # Errors
-    /// The event itself, when it is not a moderation event.
-    pub fn into_notice(self) -> Result<LiveNotice, Self> {
-        let (room, notice, by, ts, seq, id) = match self {
+    /// A `topic`, `kicked`, `role` or `mode` event as a [`LiveNotice`]; `None` for any
+    /// other event.
+    pub fn to_notice(&self) -> Option<LiveNotice> {
+        let (room, notice, by, ts, seq, id) = match self.clone() {
             Self::Topic {
                 room,
                 text,
@@ -473,9 +470,9 @@ impl ServerMsg {
                 seq,
                 id,
             } => (room, RoomNotice::Mode(change), by, ts, seq, id),
-            other => return Err(other),
+            _ => return None,
         };
-        Ok(LiveNotice {
+        Some(LiveNotice {
             room,
             notice,
             by,
@@ -1039,7 +1036,7 @@ mod tests {
             json!({"type": "kicked", "nick": "bob", "reason": "spam"})
         );
         assert_eq!(serde_json::from_value::<ChatMessage>(v).unwrap(), m);
-        let back = m.live().unwrap().into_notice().unwrap();
+        let back = m.live().unwrap().to_notice().unwrap();
         assert_eq!(
             (back.notice, back.by.as_str(), back.seq, back.id),
             (m.event.clone().unwrap(), "alice", Some(4), Some(id))

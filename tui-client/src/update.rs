@@ -854,13 +854,10 @@ fn on_net(app: &mut App, ev: NetEvent, fx: &mut Vec<Effect>) -> bool {
 
 fn on_server(app: &mut App, msg: ServerMsg, fx: &mut Vec<Effect>) -> bool {
     // Live moderation events are drawn as their history form is.
-    let msg = match msg.into_notice() {
-        Ok(n) => {
-            on_room_event(app, &n.room, n.notice, &n.by, n.ts, place(n.seq, n.id), fx);
-            return true;
-        }
-        Err(msg) => msg,
-    };
+    if let Some(n) = msg.to_notice() {
+        on_room_event(app, &n.room, n.notice, &n.by, n.ts, place(n.seq, n.id), fx);
+        return true;
+    }
     match msg {
         ServerMsg::Welcome {
             nick, server, motd, ..
