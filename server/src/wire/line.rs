@@ -12,7 +12,9 @@
 use std::fmt::Write as _;
 
 use bytes::Bytes;
-use chat_shared::{ByeReason, ChatMessage, ClientMsg, ErrorCode, Password, Request, ServerMsg};
+use chat_shared::{
+    ByeReason, ChatMessage, ClientMsg, ErrorCode, ModeChange, Password, Request, ServerMsg,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use uuid::Uuid;
 
@@ -28,7 +30,7 @@ pub(crate) const GREETING: &str = "-- Welcome to chat-server! What is your nick?
 
 const HELP: &[&str] = &[
     "commands:",
-    "  /join ROOM          join (or create) a room; it becomes your current room",
+    "  /join ROOM [KEY]    join (or create) a room; it becomes your current room",
     "  /part [ROOM] [WHY]  leave a room (default: the current one)",
     "  /msg NICK TEXT      private message",
     "  /me TEXT            action, shown as * nick TEXT",
@@ -40,6 +42,22 @@ const HELP: &[&str] = &[
     "  /quit [REASON]      leave the server",
     "  //text              send a line that starts with /",
     "anything else is a message to your current room",
+    "in your current room (most of these need an op):",
+    "  /topic TEXT         set the topic",
+    "  /op /deop NICK      make someone an op, or a member again",
+    "  /voice /devoice NICK  let someone speak in a moderated room, or not",
+    "  /owner NICK         hand the room over (the owner only)",
+    "  /kick NICK [WHY]    remove someone from the room",
+    "  /ban /unban NICK    ban someone from the room, or lift it; /bans lists them",
+    "  /invite NICK [ROOM] invite someone (into an invite-only room too)",
+    "  /mode [ROOM] CHANGES  change the modes: +i -i invite-only,",
+    "                      +k KEY -k key, +m -m moderated, +t -t topic for ops only,",
+    "                      +s -s secret; several at once, like +mk KEY or +m -t",
+    "server admins:",
+    "  /kill NICK [WHY]    disconnect someone",
+    "  /kline MASK [DURATION] WHY  ban an address, a range (1.2.3.0/24) or an account",
+    "                      from the server, for a DURATION like 90s, 30m, 2h, 7d",
+    "  /unkline MASK       lift a server ban; /klines lists them",
 ];
 
 pub(crate) struct LineWire<R, W> {
@@ -132,15 +150,18 @@ impl<R, W> LineWire<R, W> {
         match command.as_str() {
             // The whole rest, so "John Smith" is refused with a reason, not cut to "John".
             "nick" if !arg.is_empty() => req(ClientMsg::Nick { nick: rest.into() }),
-            "join" if !arg.is_empty() => req(ClientMsg::Join {
-                room: arg.into(),
-                since: None,
-                key: None,
-            }),
+            // A key has no spaces, so more words are a mistake, not part of it.
+            "join" if !arg.is_empty() && !tail.contains(char::is_whitespace) => {
+                req(ClientMsg::Join {
+                    room: arg.into(),
+                    since: None,
+                    key: some_text(tail),
+                })
+            }
             "part" => match room_or_current(self) {
                 Some(room) => req(ClientMsg::Part {
                     room,
-                    reason: Some(tail.to_owned()).filter(|t| !t.is_empty()),
+                    reason: some_text(tail),
                 }),
                 None => Some(self.complain("you are in no room")),
             },
@@ -168,7 +189,7 @@ impl<R, W> LineWire<R, W> {
             "register" => Some(self.complain("usage: /register PASSWORD")),
             "password" => Some(self.complain("usage: /password OLD NEW")),
             "quit" => req(ClientMsg::Quit {
-                reason: Some(rest.to_owned()).filter(|t| !t.is_empty()),
+                reason: some_text(rest),
             }),
             "help" => {
                 for line in HELP {
@@ -176,19 +197,114 @@ impl<R, W> LineWire<R, W> {
                 }
                 Some(Inbound::Handled)
             }
-            "nick" | "join" | "msg" | "me" => {
-                let usage = match command.as_str() {
-                    "nick" => "/nick NAME",
-                    "join" => "/join ROOM",
-                    "msg" => "/msg NICK TEXT",
-                    _ => "/me TEXT",
-                };
-                Some(self.complain(&format!("usage: {usage}")))
-            }
-            _ => Some(self.complain(&format!(
-                "unknown command /{name}; /help lists commands, //text sends /text"
-            ))),
+            "nick" | "join" | "msg" | "me" => Some(self.bad_usage(&command)),
+            _ => match self.moderation(&command, rest) {
+                Some(inbound) => Some(inbound),
+                None => Some(self.complain(&format!(
+                    "unknown command /{name}; /help lists commands, //text sends /text"
+                ))),
+            },
         }
+    }
+
+    fn bad_usage(&mut self, command: &str) -> Inbound {
+        self.complain(&format!("usage: {}", usage(command)))
+    }
+
+    /// A moderation command (`command` lowercased, `rest` its arguments), or `None` when
+    /// `command` is not one. All but the admins' act on the current room, as `/part` does.
+    fn moderation(&mut self, command: &str, rest: &str) -> Option<Inbound> {
+        let req = |msg| Some(Inbound::Request(Request::new(msg)));
+        let (arg, tail) = split_word(rest);
+        if let Some(make) = on_member(command) {
+            // One nick: more words are a mistake (IRC's `/op a b` ops both), not a nick
+            // for the server to refuse.
+            if arg.is_empty() || !tail.is_empty() {
+                return Some(self.bad_usage(command));
+            }
+            return Some(self.in_current_room(|room| make(room, arg.to_owned())));
+        }
+        match command {
+            "topic" if !rest.is_empty() => Some(self.in_current_room(|room| ClientMsg::Topic {
+                room,
+                text: rest.to_owned(),
+            })),
+            "kick" if !arg.is_empty() => Some(self.in_current_room(|room| ClientMsg::Kick {
+                room,
+                nick: arg.to_owned(),
+                reason: some_text(tail),
+            })),
+            "bans" if rest.is_empty() => {
+                Some(self.in_current_room(|room| ClientMsg::Bans { room }))
+            }
+            "invite" if !arg.is_empty() && !tail.contains(char::is_whitespace) => {
+                let nick = arg.to_owned();
+                match tail {
+                    "" => Some(self.in_current_room(|room| ClientMsg::Invite { room, nick })),
+                    room => req(ClientMsg::Invite {
+                        room: room.to_owned(),
+                        nick,
+                    }),
+                }
+            }
+            "mode" => Some(self.mode(rest)),
+            "kill" if !arg.is_empty() => req(ClientMsg::Kill {
+                nick: arg.to_owned(),
+                reason: some_text(tail),
+            }),
+            "kline" if !arg.is_empty() => Some(self.kline(arg, tail)),
+            "unkline" if !arg.is_empty() && tail.is_empty() => req(ClientMsg::ServerUnban {
+                mask: arg.to_owned(),
+            }),
+            "klines" if rest.is_empty() => req(ClientMsg::ServerBans {}),
+            "topic" | "kick" | "bans" | "invite" | "kill" | "kline" | "unkline" | "klines" => {
+                Some(self.bad_usage(command))
+            }
+            _ => None,
+        }
+    }
+
+    /// `/mode [ROOM] CHANGES`: a room (not a change) first names the room.
+    fn mode(&mut self, rest: &str) -> Inbound {
+        let (first, after) = split_word(rest);
+        let (room, changes) = if first.is_empty() || first.starts_with(['+', '-']) {
+            (self.current().map(str::to_owned), rest)
+        } else {
+            (Some(first.to_owned()), after)
+        };
+        let Some(room) = room else {
+            return self.complain("you are in no room: /mode ROOM, or /join one first");
+        };
+        if changes.is_empty() {
+            return self.bad_usage("mode");
+        }
+        match parse_modes(changes) {
+            Ok(change) => Inbound::Request(Request::new(ClientMsg::Mode { room, change })),
+            Err(why) => self.complain(&format!("{why}; usage: {}", usage("mode"))),
+        }
+    }
+
+    /// `/kline MASK [DURATION] REASON`: a second word that is no duration begins the reason.
+    fn kline(&mut self, mask: &str, tail: &str) -> Inbound {
+        let (word, after) = split_word(tail);
+        let (duration_s, reason) = match parse_duration(word) {
+            // Rather than a ban that ends at once, or (as in IRC) one that never does.
+            Some(0) => {
+                return self.complain(
+                    "a /kline DURATION is more than 0; leave it out for a ban until /unkline",
+                );
+            }
+            Some(secs) => (Some(secs), after),
+            None => (None, tail),
+        };
+        if reason.is_empty() {
+            return self.bad_usage("kline");
+        }
+        Inbound::Request(Request::new(ClientMsg::ServerBan {
+            mask: mask.to_owned(),
+            duration_s,
+            reason: Some(reason.to_owned()),
+        }))
     }
 
     /// A line before `welcome`: `NICK`, `NICK PASSWORD`, or the password the server asked
@@ -431,6 +547,109 @@ fn split_word(s: &str) -> (&str, &str) {
     }
 }
 
+/// An optional text argument: absent when nothing was typed.
+fn some_text(s: &str) -> Option<String> {
+    Some(s.to_owned()).filter(|s| !s.is_empty())
+}
+
+/// How a command is used, for the `! usage:` line of a bad one.
+fn usage(command: &str) -> String {
+    let how = match command {
+        "nick" => "NAME",
+        "join" => "ROOM [KEY]",
+        "msg" => "NICK TEXT",
+        "me" => "TEXT",
+        "topic" => "TEXT",
+        "kick" | "kill" => "NICK [REASON]",
+        "bans" | "klines" => "(no arguments)",
+        "invite" => "NICK [ROOM]",
+        "mode" => "[ROOM] +i|-i|+k KEY|-k|+m|-m|+t|-t|+s|-s (several at once, like +mk KEY)",
+        "kline" => "MASK [DURATION] REASON (DURATION like 90s, 30m, 2h, 7d)",
+        "unkline" => "MASK",
+        _ => "NICK",
+    };
+    format!("/{command} {how}")
+}
+
+/// The request of a command that takes one nick and acts on the current room.
+fn on_member(command: &str) -> Option<fn(String, String) -> ClientMsg> {
+    let make: fn(String, String) -> ClientMsg = match command {
+        "op" => |room, nick| ClientMsg::Op { room, nick },
+        "deop" => |room, nick| ClientMsg::Deop { room, nick },
+        "voice" => |room, nick| ClientMsg::Voice { room, nick },
+        "devoice" => |room, nick| ClientMsg::Devoice { room, nick },
+        "owner" => |room, nick| ClientMsg::Owner { room, nick },
+        "ban" => |room, nick| ClientMsg::Ban { room, nick },
+        "unban" => |room, nick| ClientMsg::Unban { room, nick },
+        _ => return None,
+    };
+    Some(make)
+}
+
+/// IRC-style mode changes, `+mk KEY -t`: each word a run of letters after a sign (which
+/// may switch within it, `+im-s`); `+k` takes the next word as its key, whatever it is, so
+/// a key may start with `-`.
+fn parse_modes(changes: &str) -> Result<ModeChange, String> {
+    let mut change = ModeChange::default();
+    let mut words = changes.split_whitespace();
+    while let Some(word) = words.next() {
+        let mut sign = None;
+        let mut letters = 0;
+        for c in word.chars() {
+            let on = match (c, sign) {
+                ('+', _) => {
+                    sign = Some(true);
+                    continue;
+                }
+                ('-', _) => {
+                    sign = Some(false);
+                    continue;
+                }
+                (_, Some(on)) => on,
+                (_, None) => return Err(format!("{word} is not a mode change")),
+            };
+            letters += 1;
+            match c {
+                'i' => change.invite_only = Some(on),
+                'm' => change.moderated = Some(on),
+                't' => change.topic_locked = Some(on),
+                's' => change.secret = Some(on),
+                'k' if on => match words.next() {
+                    Some(key) => change.key = Some(Some(key.to_owned())),
+                    None => return Err("+k needs a key".into()),
+                },
+                'k' => change.key = Some(None),
+                _ => {
+                    let sign = if on { '+' } else { '-' };
+                    return Err(format!("there is no mode {sign}{c}"));
+                }
+            }
+        }
+        if letters == 0 {
+            return Err(format!("{word} changes no mode"));
+        }
+    }
+    Ok(change)
+}
+
+/// A `/kline` duration: a whole number of seconds, minutes, hours or days (`90s`, `30m`,
+/// `2h`, `7d`). Anything else, a bare number included, is not one.
+fn parse_duration(word: &str) -> Option<u64> {
+    let unit = word.chars().last()?;
+    let digits = &word[..word.len() - unit.len_utf8()];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let scale = match unit.to_ascii_lowercase() {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    digits.parse::<u64>().ok()?.checked_mul(scale)
+}
+
 /// `text` with `prefix` on every one of its lines, each ended by `\r\n`.
 fn prefixed(prefix: &str, text: &str) -> String {
     let mut out = String::with_capacity(text.len() + prefix.len() + 2);
@@ -522,8 +741,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Wire for LineWire<R, W> {
 mod tests {
     use super::*;
 
-    fn wire() -> LineWire<tokio::io::Empty, tokio::io::Sink> {
-        let mut w = LineWire::new(tokio::io::empty(), tokio::io::sink(), 100, Uuid::nil());
+    type TestWire = LineWire<tokio::io::Empty, Vec<u8>>;
+
+    /// Welcomed, in `lobby` and then `rust` (the current room).
+    fn wire() -> TestWire {
+        let mut w = LineWire::new(tokio::io::empty(), Vec::new(), 100, Uuid::nil());
         w.welcomed = true;
         w.rooms = vec!["lobby".into(), "rust".into()];
         w
@@ -630,5 +852,360 @@ mod tests {
             message_lines(&m, false),
             "[rust] <bob> one\r\n[rust] <bob> two\r\n"
         );
+    }
+    // ---- moderation: commands ----
+
+    /// The output queued so far (and clears it).
+    fn output(w: &mut TestWire) -> String {
+        use futures::FutureExt;
+        w.flush()
+            .now_or_never()
+            .expect("a Vec takes everything at once")
+            .unwrap();
+        String::from_utf8(std::mem::take(&mut w.writer)).unwrap()
+    }
+
+    /// What a line answered locally (it must not become a request).
+    fn answer(w: &mut TestWire, line: &str) -> String {
+        let got = w.translate(line);
+        assert!(matches!(got, Some(Inbound::Handled)), "{line} gave {got:?}");
+        output(w)
+    }
+
+    fn member_cmd(make: fn(String, String) -> ClientMsg) -> ClientMsg {
+        make("rust".into(), "bob".into())
+    }
+
+    #[test]
+    fn moderation_commands_act_on_the_current_room() {
+        let cases = [
+            (
+                "/op bob",
+                member_cmd(|room, nick| ClientMsg::Op { room, nick }),
+            ),
+            (
+                "/deop bob",
+                member_cmd(|room, nick| ClientMsg::Deop { room, nick }),
+            ),
+            (
+                "/VOICE bob",
+                member_cmd(|room, nick| ClientMsg::Voice { room, nick }),
+            ),
+            (
+                "/devoice bob",
+                member_cmd(|room, nick| ClientMsg::Devoice { room, nick }),
+            ),
+            (
+                "/owner bob",
+                member_cmd(|room, nick| ClientMsg::Owner { room, nick }),
+            ),
+            (
+                "/ban bob",
+                member_cmd(|room, nick| ClientMsg::Ban { room, nick }),
+            ),
+            (
+                "/unban bob",
+                member_cmd(|room, nick| ClientMsg::Unban { room, nick }),
+            ),
+            (
+                "/invite bob",
+                member_cmd(|room, nick| ClientMsg::Invite { room, nick }),
+            ),
+        ];
+        for (line, want) in cases {
+            assert_eq!(msg(line), want, "{line}");
+        }
+        assert_eq!(
+            msg("/kick bob"),
+            ClientMsg::Kick {
+                room: "rust".into(),
+                nick: "bob".into(),
+                reason: None
+            }
+        );
+        assert_eq!(
+            msg("/kick bob  stop  spamming"),
+            ClientMsg::Kick {
+                room: "rust".into(),
+                nick: "bob".into(),
+                reason: Some("stop  spamming".into())
+            }
+        );
+        assert_eq!(
+            msg("/bans"),
+            ClientMsg::Bans {
+                room: "rust".into()
+            }
+        );
+        assert_eq!(
+            msg("/topic Rust 2024, and async"),
+            ClientMsg::Topic {
+                room: "rust".into(),
+                text: "Rust 2024, and async".into()
+            }
+        );
+        assert_eq!(
+            msg("/invite bob #lobby"),
+            ClientMsg::Invite {
+                room: "#lobby".into(),
+                nick: "bob".into()
+            }
+        );
+    }
+
+    #[test]
+    fn join_takes_an_optional_key() {
+        assert_eq!(
+            msg("/join #go"),
+            ClientMsg::Join {
+                room: "#go".into(),
+                since: None,
+                key: None
+            }
+        );
+        assert_eq!(
+            msg("/join go s3cr3t"),
+            ClientMsg::Join {
+                room: "go".into(),
+                since: None,
+                key: Some("s3cr3t".into())
+            }
+        );
+    }
+
+    #[test]
+    fn admin_commands_translate_to_server_requests() {
+        assert_eq!(
+            msg("/kill bob"),
+            ClientMsg::Kill {
+                nick: "bob".into(),
+                reason: None
+            }
+        );
+        assert_eq!(
+            msg("/kill bob go away"),
+            ClientMsg::Kill {
+                nick: "bob".into(),
+                reason: Some("go away".into())
+            }
+        );
+        assert_eq!(
+            msg("/unkline 203.0.113.0/24"),
+            ClientMsg::ServerUnban {
+                mask: "203.0.113.0/24".into()
+            }
+        );
+        assert_eq!(msg("/klines"), ClientMsg::ServerBans {});
+    }
+
+    #[test]
+    fn kline_takes_a_duration_only_when_the_second_word_is_one() {
+        let kline = |line: &str| match msg(line) {
+            ClientMsg::ServerBan {
+                mask,
+                duration_s,
+                reason,
+            } => (mask, duration_s, reason.unwrap()),
+            other => panic!("{line} gave {other:?}"),
+        };
+        let cases = [
+            (
+                "/kline 203.0.113.0/24 30m spam bots",
+                Some(1800),
+                "spam bots",
+            ),
+            ("/kline bob 2h flood", Some(7200), "flood"),
+            ("/kline bob 2H flood", Some(7200), "flood"),
+            ("/kline bob 7d flood", Some(604_800), "flood"),
+            ("/kline bob 90s flood", Some(90), "flood"),
+            ("/kline bob spam", None, "spam"),
+            // Not durations: a bare number, a word, a unit unknown, too large, a sign.
+            ("/kline bob 30 spam", None, "30 spam"),
+            ("/kline bob 2hours spam", None, "2hours spam"),
+            ("/kline bob 3w spam", None, "3w spam"),
+            (
+                "/kline bob 99999999999999999999d x",
+                None,
+                "99999999999999999999d x",
+            ),
+            ("/kline bob -5m x", None, "-5m x"),
+            ("/kline bob m x", None, "m x"),
+        ];
+        for (line, duration, reason) in cases {
+            let (mask, got_duration, got_reason) = kline(line);
+            assert_eq!(mask, line.split(' ').nth(1).unwrap(), "{line}");
+            assert_eq!(got_duration, duration, "{line}");
+            assert_eq!(got_reason, reason, "{line}");
+        }
+    }
+
+    #[test]
+    fn a_kline_needs_a_reason_and_a_duration_over_zero() {
+        for line in ["/kline", "/kline bob", "/kline bob 2h"] {
+            let said = answer(&mut wire(), line);
+            assert!(said.starts_with("! usage: /kline MASK"), "{line}: {said}");
+        }
+        let said = answer(&mut wire(), "/kline bob 0m spam");
+        assert!(
+            said.starts_with("! a /kline DURATION is more than 0"),
+            "{said}"
+        );
+    }
+
+    #[test]
+    fn mode_changes_combine_into_one_request() {
+        let mode = |line: &str| match msg(line) {
+            ClientMsg::Mode { room, change } => (room, change),
+            other => panic!("{line} gave {other:?}"),
+        };
+        let on = Some(true);
+        let off = Some(false);
+        let key = |k: &str| Some(Some(k.to_owned()));
+        let cases = [
+            (
+                "/mode +mk KEY",
+                ModeChange {
+                    moderated: on,
+                    key: key("KEY"),
+                    ..ModeChange::default()
+                },
+            ),
+            (
+                "/mode +m -t",
+                ModeChange {
+                    moderated: on,
+                    topic_locked: off,
+                    ..ModeChange::default()
+                },
+            ),
+            (
+                "/mode +im-s",
+                ModeChange {
+                    invite_only: on,
+                    moderated: on,
+                    secret: off,
+                    ..ModeChange::default()
+                },
+            ),
+            (
+                "/mode -k",
+                ModeChange {
+                    key: Some(None),
+                    ..ModeChange::default()
+                },
+            ),
+            (
+                "/mode -i +k -dash -s",
+                ModeChange {
+                    invite_only: off,
+                    key: key("-dash"),
+                    secret: off,
+                    ..ModeChange::default()
+                },
+            ),
+            (
+                "/mode +m-m",
+                ModeChange {
+                    moderated: off,
+                    ..ModeChange::default()
+                },
+            ),
+        ];
+        for (line, want) in cases {
+            assert_eq!(mode(line), ("rust".to_owned(), want), "{line}");
+        }
+        assert_eq!(
+            mode("/mode #lobby +s"),
+            (
+                "#lobby".to_owned(),
+                ModeChange {
+                    secret: on,
+                    ..ModeChange::default()
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn a_bad_mode_change_is_refused_with_its_usage() {
+        for line in [
+            "/mode +x",
+            "/mode +o bob",
+            "/mode +k",
+            "/mode +",
+            "/mode + m",
+            "/mode rust m",
+            "/mode -k oldkey",
+        ] {
+            let said = answer(&mut wire(), line);
+            assert!(said.starts_with("! "), "{line}: {said}");
+            assert!(
+                said.contains("; usage: /mode [ROOM] +i|-i|+k KEY"),
+                "{line}: {said}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_usage_of_a_moderation_command_says_how_to_use_it() {
+        let cases = [
+            ("/op", "/op NICK"),
+            ("/deop bob alice", "/deop NICK"),
+            ("/voice", "/voice NICK"),
+            ("/devoice", "/devoice NICK"),
+            ("/owner", "/owner NICK"),
+            ("/ban", "/ban NICK"),
+            ("/unban a b", "/unban NICK"),
+            ("/kick", "/kick NICK [REASON]"),
+            ("/topic", "/topic TEXT"),
+            (
+                "/mode",
+                "/mode [ROOM] +i|-i|+k KEY|-k|+m|-m|+t|-t|+s|-s (several at once, like +mk KEY)",
+            ),
+            ("/bans rust", "/bans (no arguments)"),
+            ("/invite", "/invite NICK [ROOM]"),
+            ("/invite bob rust now", "/invite NICK [ROOM]"),
+            ("/join go key more", "/join ROOM [KEY]"),
+            ("/kill", "/kill NICK [REASON]"),
+            ("/unkline", "/unkline MASK"),
+            ("/unkline a b", "/unkline MASK"),
+            ("/klines all", "/klines (no arguments)"),
+        ];
+        for (line, usage) in cases {
+            let said = answer(&mut wire(), line);
+            assert_eq!(said, format!("! usage: {usage}\r\n"), "{line}");
+        }
+    }
+
+    #[test]
+    fn room_commands_without_a_room_ask_for_one() {
+        for line in ["/op bob", "/kick bob", "/topic hi", "/bans", "/mode +m"] {
+            let mut w = wire();
+            w.rooms = Vec::new();
+            let said = answer(&mut w, line);
+            assert!(said.starts_with("! you are in no room"), "{line}: {said}");
+        }
+    }
+
+    #[test]
+    fn help_lists_the_moderation_commands() {
+        let said = answer(&mut wire(), "/help");
+        for command in [
+            "/topic",
+            "/op",
+            "/voice",
+            "/owner",
+            "/kick",
+            "/ban",
+            "/invite",
+            "/mode",
+            "/kill",
+            "/kline",
+            "/unkline",
+            "/join ROOM [KEY]",
+        ] {
+            assert!(said.contains(command), "{command} missing from /help");
+        }
+        assert!(said.lines().all(|l| l.starts_with("-- ")), "{said}");
     }
 }
