@@ -13,7 +13,8 @@ use std::fmt::Write as _;
 
 use bytes::Bytes;
 use chat_shared::{
-    ByeReason, ChatMessage, ClientMsg, ErrorCode, ModeChange, Password, Request, ServerMsg,
+    BanEntry, ByeReason, ChatMessage, ClientMsg, ErrorCode, ModeChange, Password, Request, Role,
+    ServerBanEntry, ServerMsg,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use uuid::Uuid;
@@ -110,8 +111,9 @@ impl<R, W> LineWire<R, W> {
         self.out.push(text.as_bytes());
     }
 
+    /// A `-- ` line, or one per line of a text that has several (a server notice).
     fn notice(&mut self, text: &str) {
-        self.say_line(format!("-- {text}\r\n"));
+        self.say_line(prefixed("-- ", text));
     }
 
     fn complain(&mut self, text: &str) -> Inbound {
@@ -417,10 +419,20 @@ impl<R, W> LineWire<R, W> {
                 };
                 self.say_line(text);
             }
-            ServerMsg::Joined { room, .. } if own => {
+            ServerMsg::Joined { room, role, .. } if own => {
                 self.rooms.retain(|r| **r != **room);
                 self.rooms.push(room.as_str().into());
-                self.notice(&format!("you joined #{room}; it is your current room"));
+                // The role after the line's start, which scripts (chat-bench's client
+                // among them) wait for as it is.
+                let role = match role {
+                    Some(Role::Owner) => ", and you own it",
+                    Some(Role::Op) => ", and you are an op",
+                    Some(Role::Voice) => ", and you have voice",
+                    Some(Role::Member) | None => "",
+                };
+                self.notice(&format!(
+                    "you joined #{room}; it is your current room{role}"
+                ));
             }
             ServerMsg::Parted { room, .. } if own => {
                 self.rooms.retain(|r| **r != **room);
@@ -441,13 +453,19 @@ impl<R, W> LineWire<R, W> {
                 room,
                 nicks,
                 truncated,
-                ..
+                ops,
+                voiced,
+                owner,
             } => {
                 let more = if *truncated { ", …" } else { "" };
+                let owner = owner
+                    .as_ref()
+                    .map(|o| format!("; owner: {o}"))
+                    .unwrap_or_default();
                 self.notice(&format!(
-                    "members of #{room} ({}): {}{more}",
+                    "members of #{room} ({}): {}{more}{owner}",
                     nicks.len(),
-                    nicks.join(", ")
+                    marked_members(nicks, ops, voiced)
                 ));
             }
             ServerMsg::RoomList { rooms, .. } if rooms.is_empty() => self.notice("no rooms"),
@@ -478,6 +496,17 @@ impl<R, W> LineWire<R, W> {
                     self.say_line(message_lines(m, here));
                 }
             }
+            ServerMsg::Invited { room, by } => {
+                self.notice(&format!("{by} invites you to #{room}: /join {room}"));
+            }
+            ServerMsg::BanList { room, bans } => self.notice(&ban_list(room, bans)),
+            ServerMsg::ServerBanList { bans } => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+                self.notice(&server_ban_list(bans, now));
+            }
+            ServerMsg::Notice { text } => self.notice(text),
             ServerMsg::Lagged { room, missed } => {
                 self.complain(&format!(
                     "you fell behind and missed {missed} messages in #{room}"
@@ -512,8 +541,19 @@ impl<R, W> LineWire<R, W> {
                 let text = message
                     .clone()
                     .unwrap_or_else(|| reason.as_str().to_owned());
+                let why = message
+                    .as_ref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default();
                 match reason {
                     ByeReason::Quit | ByeReason::Shutdown => self.notice(&format!("bye: {text}")),
+                    // The last thing the user reads: who ended it, not a bare reason code.
+                    ByeReason::Killed => {
+                        self.complain(&format!("a server admin disconnected you{why}"));
+                    }
+                    ByeReason::Banned => {
+                        self.complain(&format!("you are banned from this server{why}"));
+                    }
                     // Closing because of something the client did, or did not do.
                     _ => {
                         self.complain(&format!("disconnected: {text}"));
@@ -650,6 +690,89 @@ fn parse_duration(word: &str) -> Option<u64> {
     digits.parse::<u64>().ok()?.checked_mul(scale)
 }
 
+/// ` (op)` after a joiner's nick, when it is more than a member.
+fn role_note(role: Option<Role>) -> String {
+    match role {
+        Some(role) if role != Role::Member => format!(" ({})", role.as_str()),
+        _ => String::new(),
+    }
+}
+
+/// `@alice, +bob, carol`: each nick with its role's mark.
+fn marked_members(nicks: &[String], ops: &[String], voiced: &[String]) -> String {
+    // Sets, as a room's list may hold thousands of nicks and more than a few ops.
+    let ops: std::collections::HashSet<&str> = ops.iter().map(String::as_str).collect();
+    let voiced: std::collections::HashSet<&str> = voiced.iter().map(String::as_str).collect();
+    let mut out = String::new();
+    for (i, nick) in nicks.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        let role = if ops.contains(nick.as_str()) {
+            Role::Op
+        } else if voiced.contains(nick.as_str()) {
+            Role::Voice
+        } else {
+            Role::Member
+        };
+        out.push_str(role.mark());
+        out.push_str(nick);
+    }
+    out
+}
+
+fn ban_list(room: &str, bans: &[BanEntry]) -> String {
+    if bans.is_empty() {
+        return format!("no bans in #{room}");
+    }
+    let list: Vec<String> = bans
+        .iter()
+        .map(|b| format!("{} (by {})", b.nick, b.by))
+        .collect();
+    format!("bans of #{room}: {}", list.join(", "))
+}
+
+/// The server's bans, each with its reason and, if it ends, how long it has left at
+/// `now` (Unix milliseconds): a line client has no clock of the server's to compare with.
+fn server_ban_list(bans: &[ServerBanEntry], now: i64) -> String {
+    if bans.is_empty() {
+        return "no server bans".to_owned();
+    }
+    let list: Vec<String> = bans
+        .iter()
+        .map(|b| {
+            let mut about = format!("by {}", b.by);
+            if !b.reason.is_empty() {
+                let _ = write!(about, ": {}", b.reason); // writing to a String cannot fail
+            }
+            if let Some(expires) = b.expires {
+                // Rounded up: a ban with 0.4 s left is not over.
+                let left = u64::try_from(expires.saturating_sub(now)).unwrap_or(0);
+                let _ = write!(about, "; {} left", span(left.div_ceil(1000)));
+            }
+            format!("{} ({about})", b.mask)
+        })
+        .collect();
+    format!("server bans: {}", list.join(", "))
+}
+
+/// `2d 3h`, `5m`, `0s`: a span of seconds in its largest unit and the next, if not zero.
+fn span(secs: u64) -> String {
+    const UNITS: [(u64, char); 4] = [(86_400, 'd'), (3600, 'h'), (60, 'm'), (1, 's')];
+    let Some(i) = UNITS.iter().position(|(size, _)| secs >= *size) else {
+        return "0s".to_owned();
+    };
+    let (size, unit) = UNITS[i];
+    let mut out = format!("{}{unit}", secs / size);
+    if let Some((next, unit)) = UNITS.get(i + 1) {
+        let n = secs % size / next;
+        if n > 0 {
+            let _ = write!(out, " {n}{unit}");
+        }
+    }
+    out
+}
+
 /// `text` with `prefix` on every one of its lines, each ended by `\r\n`.
 fn prefixed(prefix: &str, text: &str) -> String {
     let mut out = String::with_capacity(text.len() + prefix.len() + 2);
@@ -677,7 +800,9 @@ fn message_lines(m: &ChatMessage, here: bool) -> String {
 
 fn notice_text(msg: &ServerMsg) -> String {
     match msg {
-        ServerMsg::Joined { room, nick, .. } => format!("{nick} joined #{room}"),
+        ServerMsg::Joined {
+            room, nick, role, ..
+        } => format!("{nick} joined #{room}{}", role_note(*role)),
         ServerMsg::Parted {
             room, nick, reason, ..
         } => match reason {
@@ -1207,5 +1332,154 @@ mod tests {
             assert!(said.contains(command), "{command} missing from /help");
         }
         assert!(said.lines().all(|l| l.starts_with("-- ")), "{said}");
+    }
+    // ---- moderation: rendering ----
+
+    const ALICE: Option<Uuid> = Some(Uuid::from_u128(7));
+    const OWN: Option<Uuid> = Some(Uuid::nil());
+
+    fn show(w: &mut TestWire, origin: Option<Uuid>, msg: ServerMsg) -> String {
+        w.push(&Event::new(msg, origin));
+        output(w)
+    }
+
+    #[test]
+    fn invitations_ban_lists_and_notices_are_lines() {
+        let mut w = wire();
+        let invited = ServerMsg::Invited {
+            room: "go".into(),
+            by: "alice".into(),
+        };
+        assert_eq!(
+            show(&mut w, None, invited),
+            "-- alice invites you to #go: /join go\r\n"
+        );
+        let bans = |bans| ServerMsg::BanList {
+            room: "go".into(),
+            bans,
+        };
+        assert_eq!(show(&mut w, None, bans(vec![])), "-- no bans in #go\r\n");
+        let ban = |nick: &str, by: &str| BanEntry {
+            nick: nick.into(),
+            by: by.into(),
+            ts: 0,
+        };
+        assert_eq!(
+            show(
+                &mut w,
+                None,
+                bans(vec![ban("bob", "alice"), ban("eve", "carol")])
+            ),
+            "-- bans of #go: bob (by alice), eve (by carol)\r\n"
+        );
+        let notice = ServerMsg::Notice {
+            text: "bob was killed".into(),
+        };
+        assert_eq!(show(&mut w, None, notice), "-- bob was killed\r\n");
+        let none = ServerMsg::ServerBanList { bans: vec![] };
+        assert_eq!(show(&mut w, None, none), "-- no server bans\r\n");
+    }
+
+    #[test]
+    fn server_bans_show_their_reason_and_what_is_left_of_them() {
+        let now = 1_000_000_000;
+        let ban = |mask: &str, reason: &str, expires: Option<i64>| ServerBanEntry {
+            mask: mask.into(),
+            by: "root".into(),
+            reason: reason.into(),
+            ts: 0,
+            expires,
+        };
+        let bans = [
+            ban(
+                "203.0.113.0/24",
+                "spam",
+                Some(now + (2 * 3600 + 5 * 60) * 1000),
+            ),
+            ban("bob", "", None),
+            ban("2001:db8::/32", "", Some(now + 400)),
+        ];
+        assert_eq!(
+            server_ban_list(&bans, now),
+            "server bans: 203.0.113.0/24 (by root: spam; 2h 5m left), bob (by root), \
+             2001:db8::/32 (by root; 1s left)"
+        );
+    }
+
+    #[test]
+    fn spans_show_their_two_largest_units() {
+        let cases = [
+            (0, "0s"),
+            (59, "59s"),
+            (60, "1m"),
+            (3600, "1h"),
+            (3661, "1h 1m"),
+            (86_400 + 7200, "1d 2h"),
+            (86_400 + 61, "1d"),
+        ];
+        for (secs, want) in cases {
+            assert_eq!(span(secs), want, "{secs}");
+        }
+    }
+
+    #[test]
+    fn members_carry_their_roles_marks() {
+        let mut w = wire();
+        let members = ServerMsg::Members {
+            room: "rust".into(),
+            nicks: vec!["alice".into(), "bob".into(), "carol".into(), "dave".into()],
+            truncated: false,
+            ops: vec!["alice".into(), "dave".into()],
+            voiced: vec!["bob".into()],
+            owner: Some("alice".into()),
+        };
+        assert_eq!(
+            show(&mut w, None, members),
+            "-- members of #rust (4): @alice, +bob, carol, @dave; owner: alice\r\n"
+        );
+    }
+
+    #[test]
+    fn a_joiners_role_follows_its_nick() {
+        let mut w = wire();
+        let joined = |nick: &str, role| ServerMsg::Joined {
+            room: "rust".into(),
+            nick: nick.into(),
+            ts: 0,
+            role,
+        };
+        assert_eq!(
+            show(&mut w, ALICE, joined("alice", Some(Role::Op))),
+            "-- alice joined #rust (op)\r\n"
+        );
+        assert_eq!(
+            show(&mut w, ALICE, joined("bob", None)),
+            "-- bob joined #rust\r\n"
+        );
+        assert_eq!(
+            show(&mut w, OWN, joined("me", Some(Role::Owner))),
+            "-- you joined #rust; it is your current room, and you own it\r\n"
+        );
+    }
+
+    #[test]
+    fn a_killed_or_banned_client_is_told_who_ended_it() {
+        let bye = |reason, message: Option<&str>| ServerMsg::Bye {
+            reason,
+            message: message.map(str::to_owned),
+        };
+        let mut w = wire();
+        assert_eq!(
+            show(
+                &mut w,
+                None,
+                bye(ByeReason::Killed, Some("killed by root: spam"))
+            ),
+            "! a server admin disconnected you: killed by root: spam\r\n"
+        );
+        assert_eq!(
+            show(&mut w, None, bye(ByeReason::Banned, None)),
+            "! you are banned from this server\r\n"
+        );
     }
 }
