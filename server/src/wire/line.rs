@@ -7,14 +7,15 @@
 //! apart. Output lines end with `\r\n`, which telnet needs and `nc` shows the same.
 //!
 //! The adapter keeps the little state a text user has that the protocol does not: its own
-//! nick and its rooms in join order (the most recent is the current room).
+//! nick, its rooms in join order (the most recent is the current room), and what it last saw
+//! of each room's modes and topic, which `/mode` and `/topic` show without asking the server.
 
 use std::fmt::Write as _;
 
 use bytes::Bytes;
 use chat_shared::{
     BanEntry, ByeReason, ChatMessage, ClientMsg, ErrorCode, ModeChange, Password, Request, Role,
-    ServerBanEntry, ServerMsg,
+    RoomNotice, ServerBanEntry, ServerMsg,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use uuid::Uuid;
@@ -25,6 +26,7 @@ use super::reader::Reader;
 use super::{Caps, slots};
 use super::{Inbound, Wire};
 use crate::event::Event;
+use crate::path::stream::same_nick;
 
 /// Sent when a client says nothing within the sniff window.
 pub(crate) const GREETING: &str = "-- Welcome to chat-server! What is your nick?\r\n";
@@ -44,14 +46,14 @@ const HELP: &[&str] = &[
     "  //text              send a line that starts with /",
     "anything else is a message to your current room",
     "in your current room (most of these need an op):",
-    "  /topic TEXT         set the topic",
+    "  /topic [TEXT]       set the topic, or show it",
     "  /op /deop NICK      make someone an op, or a member again",
     "  /voice /devoice NICK  let someone speak in a moderated room, or not",
     "  /owner NICK         hand the room over (the owner only)",
     "  /kick NICK [WHY]    remove someone from the room",
     "  /ban /unban NICK    ban someone from the room, or lift it; /bans lists them",
     "  /invite NICK [ROOM] invite someone (into an invite-only room too)",
-    "  /mode [ROOM] CHANGES  change the modes: +i -i invite-only,",
+    "  /mode [ROOM] [CHANGES]  show the modes, or change them: +i -i invite-only,",
     "                      +k KEY -k key, +m -m moderated, +t -t topic for ops only,",
     "                      +s -s secret; several at once, like +mk KEY or +m -t",
     "server admins:",
@@ -66,12 +68,15 @@ pub(crate) struct LineWire<R, W> {
     writer: W,
     out: Outbox,
     session: Uuid,
-    /// Set by `welcome`; before it, a line is a nick (the server's notices name the nick,
-    /// so the adapter keeps none of its own).
-    welcomed: bool,
-    /// Joined rooms, least recently joined first: the last is the current room. Boxed
-    /// strings: an idle connection holds these for hours.
-    rooms: Vec<Box<str>>,
+    /// Set by `welcome` and by this client's renames; before `welcome`, a line is a nick.
+    /// Kept to tell this client's kick from anyone else's: the room gets one `kicked`
+    /// notice, and only here does it mean the room is gone.
+    nick: Option<Box<str>>,
+    /// Joined rooms, least recently joined first: the last is the current room. A boxed
+    /// slice and boxed strings: an idle connection holds these for hours, and the slice's
+    /// missing capacity word is what makes room for `nick` in the session task's size
+    /// class. Joins and parts are rare enough to reallocate it.
+    rooms: Box<[Room]>,
     /// Before `welcome`: the nick of the last `hello`, and whether the next line is its
     /// password (the server said it is registered).
     login: Option<Box<Login>>,
@@ -82,6 +87,128 @@ pub(crate) struct LineWire<R, W> {
 struct Login {
     nick: String,
     password_next: bool,
+}
+
+/// A joined room, with what this connection last saw of it (the `topic` and `mode` sent
+/// after `joined`, then the live notices), so `/topic` and `/mode` can show it.
+#[derive(Debug)]
+struct Room {
+    /// As the server reports it: lowercase.
+    name: Box<str>,
+    /// The modes that are on: a bit each (`INVITE_ONLY`, `MODERATED`, `TOPIC_LOCKED`,
+    /// `SECRET`), as every room has modes and few have more than `+t`.
+    modes: u8,
+    /// Its topic and key, boxed: most rooms have neither, and then it is `None`.
+    extra: Option<Box<RoomExtra>>,
+}
+
+/// What few rooms have; never left empty (see [`Room::tidy`]).
+#[derive(Debug, Default)]
+struct RoomExtra {
+    /// The text and who set it.
+    topic: Option<(Box<str>, Box<str>)>,
+    key: Option<Box<str>>,
+}
+
+const INVITE_ONLY: u8 = 1;
+const MODERATED: u8 = 2;
+const TOPIC_LOCKED: u8 = 4;
+const SECRET: u8 = 8;
+
+/// The boolean modes of a change, with the bit [`Room::modes`] keeps each in.
+fn mode_bits(change: &ModeChange) -> [(Option<bool>, u8); 4] {
+    [
+        (change.invite_only, INVITE_ONLY),
+        (change.moderated, MODERATED),
+        (change.topic_locked, TOPIC_LOCKED),
+        (change.secret, SECRET),
+    ]
+}
+
+impl Room {
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            modes: 0,
+            extra: None,
+        }
+    }
+
+    /// Takes in a `mode` event: `all` of the room's modes (the one after `joined`, where a
+    /// mode left out is off), or what changed (where it is unchanged).
+    fn see_modes(&mut self, change: &ModeChange, all: bool) {
+        if all {
+            self.modes = 0;
+        }
+        for (value, bit) in mode_bits(change) {
+            match value {
+                Some(true) => self.modes |= bit,
+                Some(false) => self.modes &= !bit,
+                None => {}
+            }
+        }
+        match &change.key {
+            Some(key) => self.set_key(key.as_deref()),
+            None if all => self.set_key(None),
+            None => {}
+        }
+    }
+
+    fn set_key(&mut self, key: Option<&str>) {
+        match key {
+            Some(key) => self.extra.get_or_insert_with(Box::default).key = Some(key.into()),
+            None => {
+                if let Some(extra) = &mut self.extra {
+                    extra.key = None;
+                }
+            }
+        }
+        self.tidy();
+    }
+
+    /// Takes in a topic; an empty text is none.
+    fn set_topic(&mut self, text: &str, by: &str) {
+        if text.is_empty() {
+            if let Some(extra) = &mut self.extra {
+                extra.topic = None;
+            }
+        } else {
+            self.extra.get_or_insert_with(Box::default).topic = Some((text.into(), by.into()));
+        }
+        self.tidy();
+    }
+
+    /// Frees what no longer holds anything.
+    fn tidy(&mut self) {
+        if self
+            .extra
+            .as_ref()
+            .is_some_and(|e| e.topic.is_none() && e.key.is_none())
+        {
+            self.extra = None;
+        }
+    }
+
+    fn topic(&self) -> Option<(&str, &str)> {
+        let (text, by) = self.extra.as_ref()?.topic.as_ref()?;
+        Some((text, by))
+    }
+
+    /// The modes that are on, as a change that would set them.
+    fn modes(&self) -> ModeChange {
+        let on = |bit: u8| (self.modes & bit != 0).then_some(true);
+        ModeChange {
+            invite_only: on(INVITE_ONLY),
+            moderated: on(MODERATED),
+            topic_locked: on(TOPIC_LOCKED),
+            secret: on(SECRET),
+            key: self
+                .extra
+                .as_ref()
+                .and_then(|e| e.key.as_deref())
+                .map(|k| Some(k.to_owned())),
+        }
+    }
 }
 
 /// Telnet: "I will echo" (so the client stops echoing what is typed), and "I won't".
@@ -95,8 +222,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> LineWire<R, W> {
             writer,
             out: Outbox::default(),
             session,
-            welcomed: false,
-            rooms: Vec::new(),
+            nick: None,
+            rooms: Box::default(),
             login: None,
         }
     }
@@ -104,14 +231,51 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> LineWire<R, W> {
 
 impl<R, W> LineWire<R, W> {
     fn current(&self) -> Option<&str> {
-        self.rooms.last().map(|r| &**r)
+        self.rooms.last().map(|r| &*r.name)
+    }
+
+    /// A joined room by its name as typed: `#` and capitals allowed, as the server takes
+    /// them.
+    fn room(&self, typed: &str) -> Option<&Room> {
+        let name = typed.strip_prefix('#').unwrap_or(typed).to_lowercase();
+        self.rooms.iter().find(|r| *r.name == *name)
+    }
+
+    /// A joined room by its name as the server reports it.
+    fn room_mut(&mut self, name: &str) -> Option<&mut Room> {
+        self.rooms.iter_mut().find(|r| *r.name == *name)
+    }
+
+    /// `room` becomes the current room, with nothing seen of it yet: what the server sends
+    /// after `joined` is the whole of it.
+    fn enter(&mut self, room: &str) {
+        let mut rooms = std::mem::take(&mut self.rooms).into_vec();
+        rooms.retain(|r| *r.name != *room);
+        rooms.push(Room::new(room));
+        self.rooms = rooms.into_boxed_slice();
+    }
+
+    /// This client is no longer in `room` (it parted, or was kicked): the current room is
+    /// the most recently joined of those left.
+    fn leave(&mut self, room: &str) {
+        let mut rooms = std::mem::take(&mut self.rooms).into_vec();
+        rooms.retain(|r| *r.name != *room);
+        self.rooms = rooms.into_boxed_slice();
+        match self.current().map(str::to_owned) {
+            Some(current) => self.notice(&format!("your current room is #{current}")),
+            None => self.notice("you are in no room: /join one to talk"),
+        }
+    }
+
+    fn is_me(&self, nick: &str) -> bool {
+        self.nick.as_deref().is_some_and(|me| same_nick(me, nick))
     }
 
     fn say_line(&mut self, text: String) {
         self.out.push(text.as_bytes());
     }
 
-    /// A `-- ` line, or one per line of a text that has several (a server notice).
+    /// A `-- ` line, or one per line of a text that has several (a topic, a server notice).
     fn notice(&mut self, text: &str) {
         self.say_line(prefixed("-- ", text));
     }
@@ -124,7 +288,7 @@ impl<R, W> LineWire<R, W> {
     /// Turns one input line into a request, or answers it locally.
     fn translate(&mut self, line: &str) -> Option<Inbound> {
         let req = |msg| Some(Inbound::Request(Request::new(msg)));
-        if !self.welcomed {
+        if self.nick.is_none() {
             return self.login_line(line);
         }
         if line.trim().is_empty() {
@@ -227,7 +391,8 @@ impl<R, W> LineWire<R, W> {
             return Some(self.in_current_room(|room| make(room, arg.to_owned())));
         }
         match command {
-            "topic" if !rest.is_empty() => Some(self.in_current_room(|room| ClientMsg::Topic {
+            "topic" if rest.is_empty() => Some(self.show_topic()),
+            "topic" => Some(self.in_current_room(|room| ClientMsg::Topic {
                 room,
                 text: rest.to_owned(),
             })),
@@ -259,14 +424,28 @@ impl<R, W> LineWire<R, W> {
                 mask: arg.to_owned(),
             }),
             "klines" if rest.is_empty() => req(ClientMsg::ServerBans {}),
-            "topic" | "kick" | "bans" | "invite" | "kill" | "kline" | "unkline" | "klines" => {
+            "kick" | "bans" | "invite" | "kill" | "kline" | "unkline" | "klines" => {
                 Some(self.bad_usage(command))
             }
             _ => None,
         }
     }
 
-    /// `/mode [ROOM] CHANGES`: a room (not a change) first names the room.
+    /// `/topic` alone: the current room's topic as this connection last saw it.
+    fn show_topic(&mut self) -> Inbound {
+        let Some(room) = self.rooms.last() else {
+            return self.complain("you are in no room: /join one first");
+        };
+        let line = match room.topic() {
+            Some((text, by)) => topic_line(&room.name, text, by),
+            None => format!("#{} has no topic", room.name),
+        };
+        self.notice(&line);
+        Inbound::Handled
+    }
+
+    /// `/mode [ROOM] [CHANGES]`: a room (not a change) first names the room; without
+    /// changes, the modes as this connection last saw them.
     fn mode(&mut self, rest: &str) -> Inbound {
         let (first, after) = split_word(rest);
         let (room, changes) = if first.is_empty() || first.starts_with(['+', '-']) {
@@ -277,13 +456,25 @@ impl<R, W> LineWire<R, W> {
         let Some(room) = room else {
             return self.complain("you are in no room: /mode ROOM, or /join one first");
         };
-        if changes.is_empty() {
-            return self.bad_usage("mode");
+        if !changes.is_empty() {
+            return match parse_modes(changes) {
+                Ok(change) => Inbound::Request(Request::new(ClientMsg::Mode { room, change })),
+                Err(why) => self.complain(&format!("{why}; usage: {}", usage("mode"))),
+            };
         }
-        match parse_modes(changes) {
-            Ok(change) => Inbound::Request(Request::new(ClientMsg::Mode { room, change })),
-            Err(why) => self.complain(&format!("{why}; usage: {}", usage("mode"))),
-        }
+        let Some(seen) = self.room(&room) else {
+            return self.complain(&format!(
+                "you are not in #{room}: /join it to see its modes"
+            ));
+        };
+        let modes = seen.modes();
+        let line = if modes.is_empty() {
+            format!("#{} has no modes set", seen.name)
+        } else {
+            format!("#{} modes: {}", seen.name, modes.describe())
+        };
+        self.notice(&line);
+        Inbound::Handled
     }
 
     /// `/kline MASK [DURATION] REASON`: a second word that is no duration begins the reason.
@@ -384,7 +575,7 @@ impl<R, W> LineWire<R, W> {
                 account,
                 ..
             } => {
-                self.welcomed = true;
+                self.nick = Some(nick.as_str().into());
                 self.login = None;
                 if *account {
                     self.notice(&format!("logged in to your account {nick}"));
@@ -398,8 +589,9 @@ impl<R, W> LineWire<R, W> {
                     }
                 }
             }
-            // Own messages are not echoed: the user's terminal already shows them.
-            ServerMsg::Message(_) if own => {}
+            // Own messages are not echoed: the user's terminal already shows them. What
+            // its moderation commands did it has not seen, so those are shown.
+            ServerMsg::Message(m) if own && m.event.is_none() => {}
             ServerMsg::Message(m) => {
                 let here = self.current() == Some(m.room.as_str());
                 let slot = if here {
@@ -409,6 +601,9 @@ impl<R, W> LineWire<R, W> {
                 };
                 let bytes = event.encoded(slot, |msg| encode_message(msg, here));
                 self.out.push(bytes);
+                if let Some(notice) = &m.event {
+                    self.saw(&m.room, &m.from, notice);
+                }
             }
             ServerMsg::Dm(d) => {
                 // `to` and `from` are both canonical nicks, so a DM to oneself has them equal.
@@ -420,8 +615,7 @@ impl<R, W> LineWire<R, W> {
                 self.say_line(text);
             }
             ServerMsg::Joined { room, role, .. } if own => {
-                self.rooms.retain(|r| **r != **room);
-                self.rooms.push(room.as_str().into());
+                self.enter(room);
                 // The role after the line's start, which scripts (chat-bench's client
                 // among them) wait for as it is.
                 let role = match role {
@@ -435,14 +629,11 @@ impl<R, W> LineWire<R, W> {
                 ));
             }
             ServerMsg::Parted { room, .. } if own => {
-                self.rooms.retain(|r| **r != **room);
                 self.notice(&format!("you left #{room}"));
-                match self.current().map(str::to_owned) {
-                    Some(current) => self.notice(&format!("your current room is #{current}")),
-                    None => self.notice("you are in no room: /join one to talk"),
-                }
+                self.leave(room);
             }
             ServerMsg::NickChanged { new, .. } if own => {
+                self.nick = Some(new.as_str().into());
                 self.notice(&format!("you are now known as {new}"));
             }
             ServerMsg::Joined { .. } | ServerMsg::Parted { .. } | ServerMsg::NickChanged { .. } => {
@@ -491,10 +682,70 @@ impl<R, W> LineWire<R, W> {
                     "last {} messages in #{room}{older}:",
                     messages.len()
                 ));
+                // Shown, not taken in: the topic and modes sent after `joined` are newer
+                // than any of these, and a kick in history is over.
                 let here = self.current() == Some(room.as_str());
                 for m in messages {
                     self.say_line(message_lines(m, here));
                 }
+            }
+            // The state right after `joined` (no `seq`): shown as it is, not as a change.
+            ServerMsg::Topic {
+                room,
+                text,
+                by,
+                seq: None,
+                ..
+            } => {
+                if !text.is_empty() {
+                    self.notice(&topic_line(room, text, by));
+                }
+                if let Some(seen) = self.room_mut(room) {
+                    seen.set_topic(text, by);
+                }
+            }
+            ServerMsg::Mode {
+                room,
+                change,
+                seq: None,
+                ..
+            } => {
+                let on = modes_on(change);
+                if !on.is_empty() {
+                    self.notice(&format!("#{room} modes: {}", on.describe()));
+                }
+                if let Some(seen) = self.room_mut(room) {
+                    seen.see_modes(change, true);
+                }
+            }
+            // The live forms: inside the server these arrive as messages with an `event`
+            // (above); should one come as its own type, it reads the same.
+            ServerMsg::Topic { room, text, by, .. } => {
+                let text = text.clone();
+                self.live_notice(room, by, &RoomNotice::Topic { text });
+            }
+            ServerMsg::Mode {
+                room, by, change, ..
+            } => self.live_notice(room, by, &RoomNotice::Mode(change.clone())),
+            ServerMsg::Kicked {
+                room,
+                nick,
+                by,
+                reason,
+                ..
+            } => {
+                let (nick, reason) = (nick.clone(), reason.clone());
+                self.live_notice(room, by, &RoomNotice::Kicked { nick, reason });
+            }
+            ServerMsg::Role {
+                room,
+                nick,
+                role,
+                by,
+                ..
+            } => {
+                let (nick, role) = (nick.clone(), *role);
+                self.live_notice(room, by, &RoomNotice::Role { nick, role });
             }
             ServerMsg::Invited { room, by } => {
                 self.notice(&format!("{by} invites you to #{room}: /join {room}"));
@@ -513,7 +764,7 @@ impl<R, W> LineWire<R, W> {
                 ));
             }
             ServerMsg::Error { code, message, .. } => {
-                let registering = !self.welcomed;
+                let registering = self.nick.is_none();
                 let asked = self.login.as_ref().is_some_and(|l| !l.nick.is_empty());
                 let again = match code {
                     ErrorCode::NickRegistered if registering && asked => {
@@ -561,7 +812,41 @@ impl<R, W> LineWire<R, W> {
                 }
             }
             // Line clients are never pinged, cannot ping, and ignore what they don't know.
-            _ => {}
+            ServerMsg::Ping { .. } | ServerMsg::Pong { .. } | ServerMsg::Unknown => {}
+        }
+    }
+
+    /// A room notice that came as its own event type rather than as a message.
+    fn live_notice(&mut self, room: &str, by: &str, notice: &RoomNotice) {
+        let here = self.current() == Some(room);
+        self.say_line(notice_lines(room, by, notice, here));
+        self.saw(room, by, notice);
+    }
+
+    /// Takes in a live room notice, once it is shown: a topic or modes are remembered for
+    /// `/topic` and `/mode`, and a kick of this client leaves the room as a part would.
+    fn saw(&mut self, room: &str, by: &str, notice: &RoomNotice) {
+        match notice {
+            RoomNotice::Topic { text } => {
+                if let Some(seen) = self.room_mut(room) {
+                    seen.set_topic(text, by);
+                }
+            }
+            RoomNotice::Mode(change) => {
+                if let Some(seen) = self.room_mut(room) {
+                    seen.see_modes(change, false);
+                }
+            }
+            RoomNotice::Kicked { nick, reason } if self.is_me(nick) => {
+                let why = if reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({reason})")
+                };
+                self.notice(&format!("you were kicked from #{room} by {by}{why}"));
+                self.leave(room);
+            }
+            RoomNotice::Kicked { .. } | RoomNotice::Role { .. } => {}
         }
     }
 }
@@ -599,7 +884,7 @@ fn usage(command: &str) -> String {
         "join" => "ROOM [KEY]",
         "msg" => "NICK TEXT",
         "me" => "TEXT",
-        "topic" => "TEXT",
+        "topic" => "[TEXT] (without TEXT: show the topic)",
         "kick" | "kill" => "NICK [REASON]",
         "bans" | "klines" => "(no arguments)",
         "invite" => "NICK [ROOM]",
@@ -688,6 +973,26 @@ fn parse_duration(word: &str) -> Option<u64> {
         _ => return None,
     };
     digits.parse::<u64>().ok()?.checked_mul(scale)
+}
+
+/// Of all a room's modes (as sent after `joined`), those that are on: what is worth
+/// showing, and what a change would need to set.
+fn modes_on(all: &ModeChange) -> ModeChange {
+    ModeChange {
+        invite_only: all.invite_only.filter(|on| *on),
+        moderated: all.moderated.filter(|on| *on),
+        topic_locked: all.topic_locked.filter(|on| *on),
+        secret: all.secret.filter(|on| *on),
+        key: all.key.clone().filter(Option::is_some),
+    }
+}
+
+fn topic_line(room: &str, text: &str, by: &str) -> String {
+    if by.is_empty() {
+        format!("topic of #{room}: {text}")
+    } else {
+        format!("topic of #{room}: {text} (set by {by})")
+    }
 }
 
 /// ` (op)` after a joiner's nick, when it is more than a member.
@@ -784,8 +1089,12 @@ fn prefixed(prefix: &str, text: &str) -> String {
     out
 }
 
-/// A room message in line format; `here` when its room is the reader's current room.
+/// A room message in line format; `here` when its room is the reader's current room. A
+/// moderation event is a notice, whoever's it is, the same live and in history.
 fn message_lines(m: &ChatMessage, here: bool) -> String {
+    if let Some(notice) = &m.event {
+        return notice_lines(&m.room, &m.from, notice, here);
+    }
     let mut prefix = String::new();
     if !here {
         let _ = write!(prefix, "[{}] ", m.room); // writing to a String cannot fail
@@ -796,6 +1105,17 @@ fn message_lines(m: &ChatMessage, here: bool) -> String {
         let _ = write!(prefix, "<{}> ", m.from);
     }
     prefixed(&prefix, &m.text)
+}
+
+/// `-- bob was kicked by alice (spam)`, after `[room] ` like any line of another room:
+/// the text itself does not say which room.
+fn notice_lines(room: &str, by: &str, notice: &RoomNotice, here: bool) -> String {
+    let text = notice.describe(by);
+    if here {
+        prefixed("-- ", &text)
+    } else {
+        prefixed(&format!("[{room}] -- "), &text)
+    }
 }
 
 fn notice_text(msg: &ServerMsg) -> String {
@@ -868,11 +1188,11 @@ mod tests {
 
     type TestWire = LineWire<tokio::io::Empty, Vec<u8>>;
 
-    /// Welcomed, in `lobby` and then `rust` (the current room).
+    /// Welcomed as `me`, in `lobby` and then `rust` (the current room).
     fn wire() -> TestWire {
         let mut w = LineWire::new(tokio::io::empty(), Vec::new(), 100, Uuid::nil());
-        w.welcomed = true;
-        w.rooms = vec!["lobby".into(), "rust".into()];
+        w.nick = Some("me".into());
+        w.rooms = vec![Room::new("lobby"), Room::new("rust")].into_boxed_slice();
         w
     }
 
@@ -978,6 +1298,7 @@ mod tests {
             "[rust] <bob> one\r\n[rust] <bob> two\r\n"
         );
     }
+
     // ---- moderation: commands ----
 
     /// The output queued so far (and clears it).
@@ -1282,11 +1603,6 @@ mod tests {
             ("/ban", "/ban NICK"),
             ("/unban a b", "/unban NICK"),
             ("/kick", "/kick NICK [REASON]"),
-            ("/topic", "/topic TEXT"),
-            (
-                "/mode",
-                "/mode [ROOM] +i|-i|+k KEY|-k|+m|-m|+t|-t|+s|-s (several at once, like +mk KEY)",
-            ),
             ("/bans rust", "/bans (no arguments)"),
             ("/invite", "/invite NICK [ROOM]"),
             ("/invite bob rust now", "/invite NICK [ROOM]"),
@@ -1304,9 +1620,16 @@ mod tests {
 
     #[test]
     fn room_commands_without_a_room_ask_for_one() {
-        for line in ["/op bob", "/kick bob", "/topic hi", "/bans", "/mode +m"] {
+        for line in [
+            "/op bob",
+            "/kick bob",
+            "/topic hi",
+            "/topic",
+            "/bans",
+            "/mode +m",
+        ] {
             let mut w = wire();
-            w.rooms = Vec::new();
+            w.rooms = Box::default();
             let said = answer(&mut w, line);
             assert!(said.starts_with("! you are in no room"), "{line}: {said}");
         }
@@ -1333,6 +1656,7 @@ mod tests {
         }
         assert!(said.lines().all(|l| l.starts_with("-- ")), "{said}");
     }
+
     // ---- moderation: rendering ----
 
     const ALICE: Option<Uuid> = Some(Uuid::from_u128(7));
@@ -1341,6 +1665,362 @@ mod tests {
     fn show(w: &mut TestWire, origin: Option<Uuid>, msg: ServerMsg) -> String {
         w.push(&Event::new(msg, origin));
         output(w)
+    }
+
+    fn room_notice(room: &str, from: &str, event: RoomNotice) -> ChatMessage {
+        ChatMessage {
+            id: Uuid::nil(),
+            room: room.into(),
+            seq: 9,
+            from: from.into(),
+            text: event.describe(from),
+            ts: 0,
+            action: false,
+            event: Some(event),
+        }
+    }
+
+    fn live(room: &str, from: &str, event: RoomNotice) -> ServerMsg {
+        ServerMsg::Message(room_notice(room, from, event))
+    }
+
+    fn kicked(nick: &str, reason: &str) -> RoomNotice {
+        RoomNotice::Kicked {
+            nick: nick.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn names(w: &TestWire) -> Vec<&str> {
+        w.rooms.iter().map(|r| &*r.name).collect()
+    }
+
+    #[test]
+    fn room_notices_are_shown_also_when_this_client_caused_them() {
+        let mut w = wire();
+        let topic = RoomNotice::Topic { text: "hi".into() };
+        let role = RoomNotice::Role {
+            nick: "bob".into(),
+            role: Role::Op,
+        };
+        let mode = RoomNotice::Mode(ModeChange {
+            moderated: Some(true),
+            ..ModeChange::default()
+        });
+        for origin in [OWN, ALICE] {
+            let cases = [
+                (topic.clone(), "-- alice set the topic: hi\r\n"),
+                (
+                    kicked("bob", "spam"),
+                    "-- bob was kicked by alice (spam)\r\n",
+                ),
+                (role.clone(), "-- alice made bob an op\r\n"),
+                (mode.clone(), "-- alice set mode +m\r\n"),
+            ];
+            for (notice, line) in cases {
+                assert_eq!(show(&mut w, origin, live("rust", "alice", notice)), line);
+            }
+        }
+        // Unlike what it said itself.
+        let said = ChatMessage {
+            event: None,
+            ..room_notice("rust", "me", topic)
+        };
+        assert_eq!(show(&mut w, OWN, ServerMsg::Message(said)), "");
+    }
+
+    #[test]
+    fn a_notice_from_another_room_names_it() {
+        let mut w = wire();
+        let notice = live("lobby", "alice", kicked("bob", ""));
+        assert_eq!(
+            show(&mut w, ALICE, notice),
+            "[lobby] -- bob was kicked by alice\r\n"
+        );
+    }
+
+    #[test]
+    fn being_kicked_leaves_the_room_as_parting_does() {
+        let mut w = wire();
+        let said = show(&mut w, ALICE, live("rust", "alice", kicked("ME", "spam")));
+        assert_eq!(
+            said,
+            "-- ME was kicked by alice (spam)\r\n\
+             -- you were kicked from #rust by alice (spam)\r\n\
+             -- your current room is #lobby\r\n"
+        );
+        assert_eq!(names(&w), ["lobby"]);
+        assert_eq!(
+            msg_of(&mut w, "still here"),
+            ClientMsg::Say {
+                room: "lobby".into(),
+                text: "still here".into(),
+                action: false
+            }
+        );
+        let said = show(&mut w, ALICE, live("lobby", "alice", kicked("me", "")));
+        assert!(
+            said.ends_with("-- you were kicked from #lobby by alice\r\n-- you are in no room: /join one to talk\r\n"),
+            "{said}"
+        );
+        assert!(w.rooms.is_empty());
+    }
+
+    fn msg_of(w: &mut TestWire, line: &str) -> ClientMsg {
+        match w.translate(line) {
+            Some(Inbound::Request(r)) => r.msg,
+            other => panic!("{line:?} gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn someone_elses_kick_or_an_old_one_leaves_the_rooms_alone() {
+        let mut w = wire();
+        show(&mut w, ALICE, live("rust", "alice", kicked("bob", "")));
+        assert_eq!(names(&w), ["lobby", "rust"]);
+        let history = ServerMsg::History {
+            room: "rust".into(),
+            messages: vec![room_notice("rust", "alice", kicked("me", "old"))],
+            truncated: false,
+        };
+        let said = show(&mut w, None, history);
+        assert_eq!(
+            said,
+            "-- last 1 messages in #rust:\r\n-- me was kicked by alice (old)\r\n"
+        );
+        assert_eq!(names(&w), ["lobby", "rust"]);
+    }
+
+    #[test]
+    fn a_kick_follows_this_clients_renames() {
+        let mut w = wire();
+        let renamed = ServerMsg::NickChanged {
+            old: "me".into(),
+            new: "neo".into(),
+            ts: 0,
+        };
+        show(&mut w, OWN, renamed);
+        show(&mut w, ALICE, live("rust", "alice", kicked("me", "")));
+        assert_eq!(names(&w), ["lobby", "rust"], "me is someone else now");
+        show(&mut w, ALICE, live("rust", "alice", kicked("neo", "")));
+        assert_eq!(names(&w), ["lobby"]);
+    }
+
+    fn joined_go(w: &mut TestWire) {
+        let joined = ServerMsg::Joined {
+            room: "go".into(),
+            nick: "me".into(),
+            ts: 0,
+            role: None,
+        };
+        show(w, OWN, joined);
+    }
+
+    fn topic_after_join(text: &str) -> ServerMsg {
+        ServerMsg::Topic {
+            room: "go".into(),
+            text: text.into(),
+            by: "alice".into(),
+            ts: 0,
+            seq: None,
+            id: None,
+        }
+    }
+
+    /// All five modes, as sent after `joined`.
+    fn modes_after_join(moderated: bool, key: Option<&str>) -> ServerMsg {
+        ServerMsg::Mode {
+            room: "go".into(),
+            by: String::new(),
+            ts: 0,
+            change: ModeChange {
+                invite_only: Some(false),
+                key: Some(key.map(str::to_owned)),
+                moderated: Some(moderated),
+                topic_locked: Some(true),
+                secret: Some(false),
+            },
+            seq: None,
+            id: None,
+        }
+    }
+
+    #[test]
+    fn the_topic_and_modes_after_joining_are_shown_and_kept_for_topic_and_mode() {
+        let mut w = wire();
+        joined_go(&mut w);
+        assert_eq!(
+            show(&mut w, None, topic_after_join("Go things")),
+            "-- topic of #go: Go things (set by alice)\r\n"
+        );
+        assert_eq!(
+            show(&mut w, None, modes_after_join(true, Some("k1"))),
+            "-- #go modes: +mtk k1\r\n"
+        );
+        assert_eq!(
+            answer(&mut w, "/topic"),
+            "-- topic of #go: Go things (set by alice)\r\n"
+        );
+        assert_eq!(answer(&mut w, "/mode"), "-- #go modes: +mtk k1\r\n");
+        assert_eq!(answer(&mut w, "/mode #GO"), "-- #go modes: +mtk k1\r\n");
+        assert_eq!(
+            answer(&mut w, "/mode rust"),
+            "-- #rust has no modes set\r\n"
+        );
+        let said = answer(&mut w, "/mode elsewhere");
+        assert!(said.starts_with("! you are not in #elsewhere"), "{said}");
+    }
+
+    #[test]
+    fn a_room_with_nothing_set_shows_nothing_and_keeps_no_box() {
+        let mut w = wire();
+        joined_go(&mut w);
+        let mut none = modes_after_join(false, None);
+        if let ServerMsg::Mode { change, .. } = &mut none {
+            change.topic_locked = Some(false);
+        }
+        assert_eq!(show(&mut w, None, none), "");
+        assert!(w.rooms.last().unwrap().extra.is_none());
+        assert_eq!(answer(&mut w, "/mode"), "-- #go has no modes set\r\n");
+        assert_eq!(answer(&mut w, "/topic"), "-- #go has no topic\r\n");
+        // The +t of a new room is a bit, not an allocation.
+        show(&mut w, None, modes_after_join(false, None));
+        assert!(w.rooms.last().unwrap().extra.is_none());
+        assert_eq!(answer(&mut w, "/mode"), "-- #go modes: +t\r\n");
+    }
+
+    #[test]
+    fn the_modes_after_joining_replace_what_was_seen_even_when_some_are_left_out() {
+        let mut w = wire();
+        joined_go(&mut w);
+        show(&mut w, None, modes_after_join(true, Some("k1")));
+        let only_t = ServerMsg::Mode {
+            room: "go".into(),
+            by: String::new(),
+            ts: 0,
+            change: ModeChange {
+                topic_locked: Some(true),
+                ..ModeChange::default()
+            },
+            seq: None,
+            id: None,
+        };
+        assert_eq!(show(&mut w, None, only_t), "-- #go modes: +t\r\n");
+        assert_eq!(answer(&mut w, "/mode"), "-- #go modes: +t\r\n");
+        assert!(w.rooms.last().unwrap().extra.is_none(), "the key is gone");
+    }
+
+    #[test]
+    fn live_notices_change_what_topic_and_mode_show() {
+        let mut w = wire();
+        joined_go(&mut w);
+        show(&mut w, None, topic_after_join("old"));
+        show(&mut w, None, modes_after_join(true, Some("k1")));
+        let change = ModeChange {
+            moderated: Some(false),
+            key: Some(None),
+            secret: Some(true),
+            ..ModeChange::default()
+        };
+        show(&mut w, ALICE, live("go", "alice", RoomNotice::Mode(change)));
+        assert_eq!(answer(&mut w, "/mode"), "-- #go modes: +ts\r\n");
+        let topic = RoomNotice::Topic { text: "new".into() };
+        show(&mut w, OWN, live("go", "me", topic));
+        assert_eq!(
+            answer(&mut w, "/topic"),
+            "-- topic of #go: new (set by me)\r\n"
+        );
+        let cleared = RoomNotice::Topic {
+            text: String::new(),
+        };
+        assert_eq!(
+            show(&mut w, ALICE, live("go", "alice", cleared)),
+            "-- alice cleared the topic\r\n"
+        );
+        assert_eq!(answer(&mut w, "/topic"), "-- #go has no topic\r\n");
+        assert!(w.rooms.last().unwrap().extra.is_none(), "freed once empty");
+    }
+
+    #[test]
+    fn leaving_or_joining_again_forgets_what_was_seen() {
+        let mut w = wire();
+        joined_go(&mut w);
+        show(&mut w, None, topic_after_join("old"));
+        joined_go(&mut w);
+        assert_eq!(answer(&mut w, "/topic"), "-- #go has no topic\r\n");
+        show(&mut w, None, topic_after_join("old"));
+        let parted = ServerMsg::Parted {
+            room: "go".into(),
+            nick: "me".into(),
+            ts: 0,
+            reason: None,
+        };
+        show(&mut w, OWN, parted);
+        joined_go(&mut w);
+        assert_eq!(answer(&mut w, "/topic"), "-- #go has no topic\r\n");
+    }
+
+    #[test]
+    fn moderation_events_of_their_own_type_read_as_the_messages_do() {
+        let mut w = wire();
+        let kick = |nick: &str| ServerMsg::Kicked {
+            room: "rust".into(),
+            nick: nick.into(),
+            by: "alice".into(),
+            reason: "spam".into(),
+            ts: 0,
+            seq: Some(3),
+            id: None,
+        };
+        assert_eq!(
+            show(&mut w, ALICE, kick("bob")),
+            "-- bob was kicked by alice (spam)\r\n"
+        );
+        let role = ServerMsg::Role {
+            room: "lobby".into(),
+            nick: "bob".into(),
+            role: Role::Voice,
+            by: "alice".into(),
+            ts: 0,
+            seq: Some(4),
+            id: None,
+        };
+        assert_eq!(
+            show(&mut w, ALICE, role),
+            "[lobby] -- alice gave bob voice\r\n"
+        );
+        let topic = ServerMsg::Topic {
+            room: "rust".into(),
+            text: "live".into(),
+            by: "alice".into(),
+            ts: 0,
+            seq: Some(5),
+            id: None,
+        };
+        assert_eq!(
+            show(&mut w, ALICE, topic),
+            "-- alice set the topic: live\r\n"
+        );
+        assert_eq!(
+            answer(&mut w, "/topic"),
+            "-- topic of #rust: live (set by alice)\r\n"
+        );
+        let mode = ServerMsg::Mode {
+            room: "rust".into(),
+            by: "alice".into(),
+            ts: 0,
+            change: ModeChange {
+                invite_only: Some(true),
+                ..ModeChange::default()
+            },
+            seq: Some(6),
+            id: None,
+        };
+        assert_eq!(show(&mut w, ALICE, mode), "-- alice set mode +i\r\n");
+        assert_eq!(answer(&mut w, "/mode"), "-- #rust modes: +i\r\n");
+        let said = show(&mut w, ALICE, kick("me"));
+        assert!(said.contains("-- you were kicked from #rust by alice (spam)\r\n"));
+        assert_eq!(names(&w), ["lobby"]);
     }
 
     #[test]
