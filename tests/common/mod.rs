@@ -16,7 +16,7 @@
 #![allow(dead_code)] // Each test module uses a different subset of the helpers.
 
 use std::fmt::Debug;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -665,6 +665,46 @@ pub async fn fill_room(addr: SocketAddr, room: &str, prefix: &str, n: usize) -> 
         sender.quit().await;
     }
     out
+}
+
+/// Connects to `addr` from the local address `from`, so one test can be clients at several
+/// addresses. On Linux every address of 127.0.0.0/8 is the loopback interface's, so
+/// `127.0.0.2` and the like work without any setup; the server sees them as other peers.
+pub async fn connect_from(addr: SocketAddr, from: IpAddr) -> TcpStream {
+    let socket = match from {
+        IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .expect("socket");
+    socket
+        .bind(SocketAddr::new(from, 0))
+        .unwrap_or_else(|e| panic!("bind the client side to {from}: {e}"));
+    let stream = timeout(WAIT, socket.connect(addr))
+        .await
+        .unwrap_or_else(|_| panic!("connect from {from} timed out"))
+        .unwrap_or_else(|e| panic!("connect from {from}: {e}"));
+    stream.set_nodelay(true).expect("nodelay");
+    stream
+}
+
+impl Client {
+    /// Connects from the local address `from` (see [`connect_from`]) without sending anything.
+    pub async fn connect_from(addr: SocketAddr, from: IpAddr) -> Self {
+        Self::from_stream(connect_from(addr, from).await)
+    }
+
+    /// Like [`Client::login`], from the local address `from`.
+    pub async fn login_from(addr: SocketAddr, from: IpAddr, nick: &str) -> Self {
+        Self::connect_from(addr, from).await.register(nick).await
+    }
+}
+
+impl Line {
+    /// Connects from the local address `from` (see [`connect_from`]) without sending anything.
+    pub async fn connect_from(addr: SocketAddr, from: IpAddr) -> Self {
+        let (r, w) = connect_from(addr, from).await.into_split();
+        Self::from_halves(r, w)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
