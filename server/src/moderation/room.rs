@@ -350,7 +350,7 @@ impl RoomModeration {
         if !actor.outranks(target) {
             return Err(ModError::NotOwner {
                 room: room.clone(),
-                what: "remove an op",
+                what: "act against an op",
             });
         }
         Ok(())

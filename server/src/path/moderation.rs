@@ -101,6 +101,12 @@ impl Room {
         let (actor, _) = actor(&st, session)?;
         let (target, member) = st.delivery.find(nick).ok_or_else(|| self.not_here(nick))?;
         let (current, nick) = (member.role, member.nick.to_string());
+        let own = target == session;
+        // Anything but `op` aimed at an op is aimed at an equal or better, even when it
+        // would change nothing (an op has no voice to take).
+        if current.is_op() && change != RoleChange::Op && !own {
+            RoomModeration::check_remove(&self.name, actor, current)?;
+        }
         let to = match (change, current) {
             (RoleChange::Op, _) => Role::Op,
             (RoleChange::Deop, c) if c.is_op() => Role::Member,
@@ -108,7 +114,7 @@ impl Room {
             (RoleChange::Devoice, Role::Voice) => Role::Member,
             _ => current,
         };
-        if !RoomModeration::check_role(&self.name, actor, current, to, target == session)? {
+        if !RoomModeration::check_role(&self.name, actor, current, to, own)? {
             return Ok(Some(format!(
                 "{nick} is {} in #{} already",
                 role_name(current),
@@ -224,7 +230,8 @@ impl Room {
         Ok(st.moderation.ban_list(&self.name))
     }
 
-    /// Changes the modes; a change that changes nothing is answered with all of them.
+    /// Changes the modes. A request naming no mode asks for them: it is answered with all
+    /// of them; one that changes nothing is answered with nothing (as IRC does).
     pub(crate) fn set_modes(
         self: &Arc<Self>,
         session: Uuid,
@@ -238,7 +245,7 @@ impl Room {
         }
         let change = st.moderation.check_mode(&self.name, actor, change)?;
         if change.is_empty() {
-            return Ok(Some(st.moderation.modes_event(&self.name)));
+            return Ok(None);
         }
         self.post_notice(&mut st, session, sender, RoomNotice::Mode(change))?;
         Ok(None)

@@ -46,7 +46,7 @@ const HELP: &[&str] = &[
     "  //text              send a line that starts with /",
     "anything else is a message to your current room",
     "in your current room (most of these need an op):",
-    "  /topic [TEXT]       set the topic, or show it",
+    "  /topic [TEXT|-]     set the topic, show it, or clear it (-)",
     "  /op /deop NICK      make someone an op, or a member again",
     "  /voice /devoice NICK  let someone speak in a moderated room, or not",
     "  /owner NICK         hand the room over (the owner only)",
@@ -392,9 +392,14 @@ impl<R, W> LineWire<R, W> {
         }
         match command {
             "topic" if rest.is_empty() => Some(self.show_topic()),
+            // `/topic -` clears it, as in chat-tui: `/topic` alone shows it.
             "topic" => Some(self.in_current_room(|room| ClientMsg::Topic {
                 room,
-                text: rest.to_owned(),
+                text: if rest == "-" {
+                    String::new()
+                } else {
+                    rest.to_owned()
+                },
             })),
             "kick" if !arg.is_empty() => Some(self.in_current_room(|room| ClientMsg::Kick {
                 room,
@@ -884,7 +889,7 @@ fn usage(command: &str) -> String {
         "join" => "ROOM [KEY]",
         "msg" => "NICK TEXT",
         "me" => "TEXT",
-        "topic" => "[TEXT] (without TEXT: show the topic)",
+        "topic" => "[TEXT|-] (without TEXT: show the topic; -: clear it)",
         "kick" | "kill" => "NICK [REASON]",
         "bans" | "klines" => "(no arguments)",
         "invite" => "NICK [ROOM]",
@@ -1388,6 +1393,13 @@ mod tests {
             ClientMsg::Topic {
                 room: "rust".into(),
                 text: "Rust 2024, and async".into()
+            }
+        );
+        assert_eq!(
+            msg("/topic -"),
+            ClientMsg::Topic {
+                room: "rust".into(),
+                text: String::new()
             }
         );
         assert_eq!(

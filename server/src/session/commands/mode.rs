@@ -14,7 +14,7 @@ impl<W: Wire> Session<W> {
         let current = room
             .set_modes(self.id, &self.sink, change)
             .map_err(|e| self.posting(&room, e))?;
-        // Nothing changed: the modes as they are.
+        // Asked, not changed: the modes as they are.
         if let Some(modes) = current {
             self.reply(modes);
         }
