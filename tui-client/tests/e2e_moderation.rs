@@ -13,9 +13,8 @@
 //! events of his first stay and the one he missed; and that the terminal is restored after
 //! `/quit`.
 //!
-//! Alice is framed rather than a line client because line mode's moderation commands
-//! (`/topic`, `/kick`, …) are not on this branch yet; the framed requests are what they
-//! translate to.
+//! Alice is framed (line mode's commands translate to the same requests and have tests of
+//! their own in `tests/moderation.rs`), carol a line client.
 //!
 //! Skipped with a message when tmux is missing, unless `CI` is set: then it fails.
 
@@ -489,9 +488,7 @@ fn chat_tui_shows_a_rooms_topic_marks_kick_and_invitation_as_the_other_clients_s
         screen.0
     );
 
-    // carol read the same events in the same words. Line mode's own `-- ` form for them
-    // (issue 12, item 7) is not on this branch: they reach a line client as what an older
-    // client sees, a line from its author (`<alice> alice set mode +m`). Either passes.
+    // carol read the same events in the same words, as line mode's `-- ` notices.
     let words = [
         "alice set the topic: Rust only",
         "alice gave bob voice",
@@ -500,9 +497,7 @@ fn chat_tui_shows_a_rooms_topic_marks_kick_and_invitation_as_the_other_clients_s
     ];
     carol.wait_until(&format!("{words:?} in order"), |lines| {
         let mut rest = lines.iter();
-        words
-            .iter()
-            .all(|w| rest.any(|l| [format!("-- {w}"), format!("<alice> {w}")].contains(l)))
+        words.iter().all(|w| rest.any(|l| *l == format!("-- {w}")))
     });
 
     // Invite-only now; the invitation, then Ctrl-J joins (the invitation lets bob in once).

@@ -334,7 +334,7 @@ fn chat_tui_over_tls_trusts_on_first_use_then_refuses_a_changed_certificate() {
     assert!(!known.exists(), "nothing is remembered before the answer");
     tmux.send_text("yes");
     tmux.send_key("Enter");
-    tmux.wait_for_screen(" online │ alice │ #lobby │");
+    tmux.wait_for_screen(" online │ alice │ #lobby +t │");
     tmux.wait_for_screen(&format!("tls://{addr}"));
     let mut bob = LineClient::connect(addr, "bob");
     tmux.wait_for_screen("bob joined #lobby");
@@ -354,7 +354,7 @@ fn chat_tui_over_tls_trusts_on_first_use_then_refuses_a_changed_certificate() {
     // Next start: accepted silently. A question would wait for an answer and never get
     // online.
     let tmux = Tmux::start("e2e-tls-2", WIDE, &tls_command(addr, &known));
-    tmux.wait_for_screen(" online │ alice │ #lobby │");
+    tmux.wait_for_screen(" online │ alice │ #lobby +t │");
     bob.wait_for_line("alice joined");
     tmux.send_text("/quit");
     tmux.send_key("Enter");
