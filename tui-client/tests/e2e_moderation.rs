@@ -18,15 +18,18 @@
 //!
 //! Skipped with a message when tmux is missing, unless `CI` is set: then it fails.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-/// Bound on every wait.
+mod tmux;
+
+use tmux::{LineClient, Tmux, skip_without_tmux};
+
+/// Bound on every wait of the framed client.
 const WAIT: Duration = Duration::from_secs(10);
 
 /// Wide enough for the kicked line (the longest) not to wrap.
@@ -34,111 +37,6 @@ const WIDTH: u16 = 120;
 
 /// Rows of the pane: tab bar, topic, scrollback, status bar, input.
 const HEIGHT: u16 = 30;
-
-/// A tmux server on its own socket, killed on drop (also when the test fails).
-struct Tmux {
-    socket: String,
-    /// The socket file, removed on drop: tmux leaves it behind when its server exits.
-    socket_path: Option<String>,
-}
-
-impl Tmux {
-    /// A tmux server on socket `chat-tui-NAME-PID` running `command` in a
-    /// [`WIDTH`]×[`HEIGHT`] pane.
-    fn start(name: &str, command: &str) -> Self {
-        let mut tmux = Self {
-            socket: format!("chat-tui-{name}-{}", std::process::id()),
-            socket_path: None,
-        };
-        let (width, height) = (WIDTH.to_string(), HEIGHT.to_string());
-        let started = tmux.cmd(&[
-            "new-session",
-            "-d",
-            "-s",
-            "e2e",
-            "-x",
-            &width,
-            "-y",
-            &height,
-            command,
-        ]);
-        assert!(
-            started.status.success(),
-            "tmux new-session failed: {}",
-            String::from_utf8_lossy(&started.stderr)
-        );
-        let path = tmux.pane_format("#{socket_path}");
-        tmux.socket_path = Some(path).filter(|p| !p.is_empty());
-        tmux
-    }
-
-    fn cmd(&self, args: &[&str]) -> Output {
-        Command::new("tmux")
-            .args(["-u", "-L", &self.socket, "-f", "/dev/null"])
-            .args(args)
-            .env("LANG", "C.UTF-8")
-            .output()
-            .expect("running tmux")
-    }
-
-    fn capture(&self) -> String {
-        let out = self.cmd(&["capture-pane", "-p", "-t", "e2e"]);
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn pane_format(&self, format: &str) -> String {
-        let out = self.cmd(&["display-message", "-p", "-t", "e2e", format]);
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-
-    /// Types `text`, then Enter.
-    fn type_line(&self, text: &str) {
-        assert!(
-            self.cmd(&["send-keys", "-t", "e2e", "-l", text])
-                .status
-                .success()
-        );
-        self.send_key("Enter");
-    }
-
-    fn send_key(&self, key: &str) {
-        assert!(self.cmd(&["send-keys", "-t", "e2e", key]).status.success());
-    }
-
-    /// Polls the screen until `ready` holds for it, and returns it.
-    fn wait_until(&self, what: &str, ready: impl Fn(&Screen) -> bool) -> Screen {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let screen = Screen(self.capture());
-            if ready(&screen) {
-                return screen;
-            }
-            if Instant::now() >= deadline {
-                let state = self.pane_format("dead=#{pane_dead} status=#{pane_dead_status}");
-                panic!(
-                    "timed out waiting for {what} on screen:\n{}\npane: {state}",
-                    screen.0
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn wait_for_screen(&self, needle: &str) -> Screen {
-        self.wait_until(&format!("{needle:?}"), |s| s.0.contains(needle))
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        // Ignored: the server may already be gone.
-        let _ = self.cmd(&["kill-server"]);
-        if let Some(path) = self.socket_path.take() {
-            // Ignored: tmux may have removed its socket itself.
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
 
 /// One capture of chat-tui's screen, read by its parts.
 struct Screen(String);
@@ -198,27 +96,20 @@ impl Screen {
     }
 }
 
+/// Polls chat-tui's screen until `ready` holds for it.
+fn screen_until(tmux: &Tmux, what: &str, ready: impl Fn(&Screen) -> bool) -> Screen {
+    Screen(tmux.wait_until(what, |s| ready(&Screen(s.to_owned()))))
+}
+
+/// Polls chat-tui's screen until `needle` appears on it.
+fn screen_with(tmux: &Tmux, needle: &str) -> Screen {
+    Screen(tmux.wait_for_screen(needle))
+}
+
 /// Whether `lines` holds each of `expected`, in that order (other lines may come between).
 fn in_order(lines: &[String], expected: &[&str]) -> bool {
     let mut rest = lines.iter();
     expected.iter().all(|want| rest.any(|l| l == want))
-}
-
-/// Whether to skip `test`: tmux is missing and `CI` is not set (with `CI`, it panics).
-fn skip_without_tmux(test: &str) -> bool {
-    let available = Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if available {
-        return false;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "tmux is required for {test} in CI (CI is set) but was not found"
-    );
-    eprintln!("skipping {test}: tmux is not installed (set CI to make this fail)");
-    true
 }
 
 /// A framed client: JSON requests out, every event in collected by a background thread.
@@ -307,57 +198,6 @@ impl FramedClient {
     }
 }
 
-/// A line-mode client (as `nc` would be) whose received lines are collected in the
-/// background.
-struct LineClient {
-    stream: TcpStream,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl LineClient {
-    fn connect(addr: SocketAddr, nick: &str) -> Self {
-        let mut stream = TcpStream::connect(addr).unwrap();
-        writeln!(stream, "{nick}").unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let reader = BufReader::new(stream.try_clone().unwrap());
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in reader.lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Self { stream, lines }
-    }
-
-    fn say(&mut self, text: &str) {
-        writeln!(self.stream, "{text}").unwrap();
-    }
-
-    /// Waits until `ready` holds for the lines received so far.
-    fn wait_until(&self, what: &str, ready: impl Fn(&[String]) -> bool) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let lines = self.lines.lock().unwrap().clone();
-            if ready(&lines) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "line client never got {what}; it got: {lines:#?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Waits until a received line is exactly `line`.
-    fn wait_for_line(&self, line: &str) {
-        self.wait_until(&format!("{line:?}"), |lines| {
-            lines.iter().any(|l| l == line)
-        });
-    }
-}
-
 #[test]
 fn chat_tui_shows_a_rooms_topic_marks_kick_and_invitation_as_the_other_clients_see_them() {
     if skip_without_tmux("chat_tui_shows_a_rooms_topic_marks_kick_and_invitation…") {
@@ -396,18 +236,18 @@ fn chat_tui_shows_a_rooms_topic_marks_kick_and_invitation_as_the_other_clients_s
         "sh -c '\"$0\" --nick bob --server \"$1\"; echo \"chat-tui exited with $?\"; read _' \
          '{bin}' {addr}"
     );
-    let tmux = Tmux::start("e2e-mod", &command);
-    tmux.wait_for_screen(" online │ bob │ #lobby");
+    let tmux = Tmux::start("e2e-mod", WIDTH, HEIGHT, &command);
+    screen_with(&tmux, " online │ bob │ #lobby");
     tmux.type_line("/join mod");
-    tmux.wait_for_screen(" online │ bob │ #mod +t │");
+    screen_with(&tmux, " online │ bob │ #mod +t │");
     alice.wait_for(json!({"type": "joined", "room": "mod", "nick": "bob"}));
 
     // carol: a line client in the room too (before it closes).
     let mut carol = LineClient::connect(addr, "carol");
     carol.say("/join mod");
-    carol.wait_for_line("-- you joined #mod; it is your current room");
+    carol.wait_for_exact("-- you joined #mod; it is your current room");
     alice.wait_for(json!({"type": "joined", "room": "mod", "nick": "carol"}));
-    tmux.wait_until("carol joining", |s| {
+    screen_until(&tmux, "carol joining", |s| {
         s.lines().contains(&"-- carol joined #mod".to_owned())
     });
 
@@ -430,11 +270,11 @@ fn chat_tui_shows_a_rooms_topic_marks_kick_and_invitation_as_the_other_clients_s
     );
 
     // Voiced, bob may speak in the moderated room; his line carries his mark.
-    tmux.wait_for_screen(" online │ bob │ #mod +mt │");
+    screen_with(&tmux, " online │ bob │ #mod +mt │");
     tmux.type_line("voiced, so I may speak");
     let said = alice.wait_for(json!({"type": "message", "room": "mod", "from": "bob"}));
     assert_eq!(said["text"], "voiced, so I may speak");
-    carol.wait_for_line("<bob> voiced, so I may speak");
+    carol.wait_for_exact("<bob> voiced, so I may speak");
 
     let events = [
         "-- alice set the topic: Rust only",
@@ -442,7 +282,7 @@ fn chat_tui_shows_a_rooms_topic_marks_kick_and_invitation_as_the_other_clients_s
         "-- alice set mode +m",
         "<+bob> voiced, so I may speak",
     ];
-    let screen = tmux.wait_until("the topic, voice and mode lines, then bob's", |s| {
+    let screen = screen_until(&tmux, "the topic, voice and mode lines, then bob's", |s| {
         in_order(&s.lines(), &events)
     });
     assert_eq!(screen.topic_row(), "Rust only", "{}", screen.0);
@@ -471,7 +311,7 @@ fn chat_tui_shows_a_rooms_topic_marks_kick_and_invitation_as_the_other_clients_s
                 /part to close the tab";
     // A nick's mark is its role now, as in the member list: bob has none any more.
     let unmarked = "<bob> voiced, so I may speak";
-    let screen = tmux.wait_until("the kick", |s| {
+    let screen = screen_until(&tmux, "the kick", |s| {
         in_order(
             &s.lines(),
             &[&events[..3], &[unmarked, kick_line, told]].concat(),
@@ -507,21 +347,21 @@ fn chat_tui_shows_a_rooms_topic_marks_kick_and_invitation_as_the_other_clients_s
     let refused = |l: &String| {
         l.starts_with("! #mod is invite-only: ") && l.ends_with(" (an op can /invite you)")
     };
-    tmux.wait_until("the refusal", |s| s.lines().iter().any(refused));
+    screen_until(&tmux, "the refusal", |s| s.lines().iter().any(refused));
     alice.send(json!({"type": "invite", "room": "mod", "nick": "bob"}));
     alice.wait_for(json!({"type": "notice"}));
     let invitation = "-- alice invites you to #mod: press Ctrl-J to join (or /join mod)";
-    tmux.wait_until("the invitation", |s| {
+    screen_until(&tmux, "the invitation", |s| {
         in_order(&s.lines(), &[told, invitation])
     });
     tmux.send_key("C-j");
     alice.wait_for(json!({"type": "joined", "room": "mod", "nick": "bob"}));
-    carol.wait_for_line("-- bob joined #mod");
+    carol.wait_for_exact("-- bob joined #mod");
 
     // Back in: the room as it is now (invite-only; bob's voice, a guest's, ended when he
     // left), and what he missed (+i) from the join's history, every event line once.
     let missed = "-- alice set mode +i";
-    let screen = tmux.wait_until("bob back in #mod", |s| {
+    let screen = screen_until(&tmux, "bob back in #mod", |s| {
         s.status_bar().contains(" │ #mod +imt │ ")
             && s.members().len() == 4
             && in_order(&s.lines(), &[kick_line, missed])
@@ -543,14 +383,14 @@ fn chat_tui_shows_a_rooms_topic_marks_kick_and_invitation_as_the_other_clients_s
 
     // Quit: exit status 0 and the terminal modes switched off again.
     tmux.type_line("/quit");
-    tmux.wait_for_screen("chat-tui exited with 0");
+    screen_with(&tmux, "chat-tui exited with 0");
     assert_eq!(
         tmux.pane_format("#{alternate_on} #{mouse_any_flag} #{mouse_sgr_flag}"),
         "0 0 0",
         "alternate screen and mouse reporting must be off after exit"
     );
     alice.wait_for(json!({"type": "parted", "room": "mod", "nick": "bob"}));
-    carol.wait_for_line("-- bob left #mod (quit)");
+    carol.wait_for_exact("-- bob left #mod (quit)");
     tmux.send_key("Enter");
     drop(tmux);
 

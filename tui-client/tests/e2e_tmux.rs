@@ -12,183 +12,14 @@
 //!
 //! Skipped with a message when tmux is missing, unless `CI` is set: then it fails.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Output};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 mod common;
+mod tmux;
 
 use common::tls_server;
-
-/// Bound on every wait.
-const WAIT: Duration = Duration::from_secs(20);
-
-/// A tmux server on its own socket, killed on drop (also when the test fails).
-struct Tmux {
-    socket: String,
-    /// The socket file, removed on drop: tmux leaves it behind when its server exits.
-    socket_path: Option<String>,
-}
-
-impl Tmux {
-    /// A tmux server on socket `chat-tui-NAME-PID` running `command` in a `width`×30 pane.
-    fn start(name: &str, width: u16, command: &str) -> Self {
-        let mut tmux = Self {
-            socket: format!("chat-tui-{name}-{}", std::process::id()),
-            socket_path: None,
-        };
-        let width = width.to_string();
-        let started = tmux.cmd(&[
-            "new-session",
-            "-d",
-            "-s",
-            "e2e",
-            "-x",
-            &width,
-            "-y",
-            "30",
-            command,
-        ]);
-        assert!(
-            started.status.success(),
-            "tmux new-session failed: {}",
-            String::from_utf8_lossy(&started.stderr)
-        );
-        let path = tmux.pane_format("#{socket_path}");
-        tmux.socket_path = Some(path).filter(|p| !p.is_empty());
-        tmux
-    }
-
-    fn cmd(&self, args: &[&str]) -> Output {
-        Command::new("tmux")
-            .args(["-u", "-L", &self.socket, "-f", "/dev/null"])
-            .args(args)
-            .env("LANG", "C.UTF-8")
-            .output()
-            .expect("running tmux")
-    }
-
-    fn capture(&self) -> String {
-        let out = self.cmd(&["capture-pane", "-p", "-t", "e2e"]);
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn pane_format(&self, format: &str) -> String {
-        let out = self.cmd(&["display-message", "-p", "-t", "e2e", format]);
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-
-    fn send_text(&self, text: &str) {
-        assert!(
-            self.cmd(&["send-keys", "-t", "e2e", "-l", text])
-                .status
-                .success()
-        );
-    }
-
-    fn send_key(&self, key: &str) {
-        assert!(self.cmd(&["send-keys", "-t", "e2e", key]).status.success());
-    }
-
-    /// Polls the screen until `needle` appears.
-    fn wait_for_screen(&self, needle: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let screen = self.capture();
-            if screen.contains(needle) {
-                return screen;
-            }
-            if Instant::now() >= deadline {
-                let state = self.pane_format(
-                    "dead=#{pane_dead} status=#{pane_dead_status} signal=#{pane_dead_signal} \
-                     pid=#{pane_pid}",
-                );
-                let ps = Command::new("ps").arg("-ef").output().unwrap();
-                panic!(
-                    "timed out waiting for {needle:?} on screen:\n{screen}\npane: {state}\n{}",
-                    String::from_utf8_lossy(&ps.stdout)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        // Ignored: the server may already be gone.
-        let _ = self.cmd(&["kill-server"]);
-        if let Some(path) = self.socket_path.take() {
-            // Ignored: tmux may have removed its socket itself.
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
-/// Whether to skip `test`: tmux is missing and `CI` is not set (with `CI`, it panics).
-fn skip_without_tmux(test: &str) -> bool {
-    let available = Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if available {
-        return false;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "tmux is required for {test} in CI (CI is set) but was not found"
-    );
-    eprintln!("skipping {test}: tmux is not installed (set CI to make this fail)");
-    true
-}
-
-/// A line-mode client (as `nc` would be) whose received lines are collected in the
-/// background.
-struct LineClient {
-    stream: TcpStream,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl LineClient {
-    fn connect(addr: SocketAddr, nick: &str) -> Self {
-        let mut stream = TcpStream::connect(addr).unwrap();
-        writeln!(stream, "{nick}").unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let reader = BufReader::new(stream.try_clone().unwrap());
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in reader.lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Self { stream, lines }
-    }
-
-    fn say(&mut self, text: &str) {
-        writeln!(self.stream, "{text}").unwrap();
-    }
-
-    fn wait_for_line(&self, needle: &str) {
-        let deadline = Instant::now() + WAIT;
-        while !self
-            .lines
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains(needle))
-        {
-            assert!(
-                Instant::now() < deadline,
-                "line client never got {needle:?}; it got: {:#?}",
-                self.lines.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
+use tmux::{LineClient, Tmux, WAIT, skip_without_tmux};
 
 /// The runtime the in-process server runs on (its own threads), and a listener on
 /// `127.0.0.1:0` for it.
@@ -230,7 +61,7 @@ fn chat_tui_in_tmux_talks_to_a_line_client_and_restores_the_terminal() {
         "sh -c '\"$0\" --nick alice --server \"$1\"; echo \"chat-tui exited with $?\"; read _' \
          '{bin}' {addr}"
     );
-    let tmux = Tmux::start("e2e", 100, &command);
+    let tmux = Tmux::start("e2e", 100, 30, &command);
 
     tmux.wait_for_screen(" online │ alice │ #lobby");
     let mut bob = LineClient::connect(addr, "bob");
@@ -258,7 +89,7 @@ fn chat_tui_in_tmux_talks_to_a_line_client_and_restores_the_terminal() {
     // …sent once, on Enter; the line client shows a multi-line message line by line.
     tmux.send_key("Enter");
     bob.wait_for_line("<alice> pasted 二");
-    let got = bob.lines.lock().unwrap().clone();
+    let got = bob.lines();
     let first = got.iter().position(|l| l == "<alice> pasted 一");
     let second = got.iter().position(|l| l == "<alice> pasted 二");
     assert!(
@@ -325,7 +156,7 @@ fn chat_tui_over_tls_trusts_on_first_use_then_refuses_a_changed_certificate() {
     let first_fp = first.fingerprint.clone();
 
     // First use: the fingerprint is shown and asked about; yes connects and remembers it.
-    let tmux = Tmux::start("e2e-tls-1", WIDE, &tls_command(addr, &known));
+    let tmux = Tmux::start("e2e-tls-1", WIDE, 30, &tls_command(addr, &known));
     let screen = tmux.wait_for_screen("(yes/no)");
     assert!(
         screen.contains(&format!("SHA-256 fingerprint: {}", first.fingerprint)),
@@ -353,7 +184,7 @@ fn chat_tui_over_tls_trusts_on_first_use_then_refuses_a_changed_certificate() {
 
     // Next start: accepted silently. A question would wait for an answer and never get
     // online.
-    let tmux = Tmux::start("e2e-tls-2", WIDE, &tls_command(addr, &known));
+    let tmux = Tmux::start("e2e-tls-2", WIDE, 30, &tls_command(addr, &known));
     tmux.wait_for_screen(" online │ alice │ #lobby +t │");
     bob.wait_for_line("alice joined");
     tmux.send_text("/quit");
@@ -369,7 +200,7 @@ fn chat_tui_over_tls_trusts_on_first_use_then_refuses_a_changed_certificate() {
         .expect("binding the first server's address again");
     let second = runtime.block_on(tls_server(listener, &temp.path().join("data-2")));
     assert_ne!(second.fingerprint, first_fp);
-    let tmux = Tmux::start("e2e-tls-3", WIDE, &tls_command(addr, &known));
+    let tmux = Tmux::start("e2e-tls-3", WIDE, 30, &tls_command(addr, &known));
     let screen = tmux.wait_for_screen("chat-tui exited with 1");
     for needle in [
         "WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!",
