@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 
 mod tmux;
 
-use tmux::{LineClient, Tmux, skip_without_tmux};
+use tmux::{LineClient, Tmux, server_runtime, skip_without_tmux};
 
 /// Bound on every wait of the framed client.
 const WAIT: Duration = Duration::from_secs(10);
@@ -204,15 +204,7 @@ fn chat_tui_shows_a_rooms_topic_marks_kick_and_invitation_as_the_other_clients_s
         return;
     }
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (runtime, listener, addr) = server_runtime();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = runtime.spawn(chat_server::run(
         listener,

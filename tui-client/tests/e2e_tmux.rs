@@ -19,22 +19,7 @@ mod common;
 mod tmux;
 
 use common::tls_server;
-use tmux::{LineClient, Tmux, WAIT, skip_without_tmux};
-
-/// The runtime the in-process server runs on (its own threads), and a listener on
-/// `127.0.0.1:0` for it.
-fn server_runtime() -> (tokio::runtime::Runtime, tokio::net::TcpListener, SocketAddr) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    (runtime, listener, addr)
-}
+use tmux::{LineClient, Tmux, WAIT, server_runtime, skip_without_tmux};
 
 #[test]
 fn chat_tui_in_tmux_talks_to_a_line_client_and_restores_the_terminal() {

@@ -209,3 +209,18 @@ impl LineClient {
         });
     }
 }
+
+/// The runtime the in-process server runs on (its own threads), and a listener on
+/// `127.0.0.1:0` for it.
+pub(crate) fn server_runtime() -> (tokio::runtime::Runtime, tokio::net::TcpListener, SocketAddr) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    (runtime, listener, addr)
+}
