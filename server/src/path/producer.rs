@@ -82,7 +82,8 @@ impl Room {
         if st.moderation.moderated() && !member.role.may_speak_moderated() && !member.admin {
             return Err(ModError::Moderated(self.name.clone()).into());
         }
-        self.post_locked(&mut st, session, sender, text, id, action, None)
+        let from = member.nick.to_string();
+        self.post_locked(&mut st, session, sender, from, text, id, action, None)
     }
 
     /// Takes a moderation notice from `session` onto the room's path, like a message: it
@@ -103,27 +104,23 @@ impl Room {
             .nick
             .to_string();
         let text = notice.describe(&by);
-        self.post_locked(st, session, sender, text, None, false, Some(notice))
+        self.post_locked(st, session, sender, by, text, None, false, Some(notice))
             .map(|_| ())
     }
 
+    /// Posts what `from` (the member `session`) said or did, under the room's lock.
     #[allow(clippy::too_many_arguments)] // one caller each for messages and notices
     fn post_locked(
         self: &Arc<Self>,
         st: &mut RoomState,
         session: Uuid,
         sender: &Arc<Sink>,
+        from: String,
         text: String,
         id: Option<Uuid>,
         action: bool,
         event: Option<RoomNotice>,
     ) -> Result<Posted, PostError> {
-        let from = st
-            .delivery
-            .get(session)
-            .ok_or(PostError::NotMember)?
-            .nick
-            .to_string();
         let fresh_id = id.is_none();
         let id = id.unwrap_or_else(Uuid::now_v7);
         let mut index = self.ids.lock();
