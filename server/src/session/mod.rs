@@ -245,7 +245,7 @@ impl<W: Wire> Session<W> {
                 () = &mut cancelled => Err(shutdown_exit()),
                 inbound = self.wire.recv(), if !paused => self.on_inbound(inbound),
                 // Something was queued, or a message this session waits on settled, or
-                // another connection logged in to this nick's account.
+                // something ended the session: a login elsewhere, a kill, a server ban.
                 () = sink.wait() => match sink.ending() {
                     Some(ending) => {
                         self.part_reason = ending.part_reason.as_deref().map(Into::into);
