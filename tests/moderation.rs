@@ -471,10 +471,17 @@ fn notice_of(m: &ServerMsg) -> Option<(RoomNotice, String)> {
             },
             by.clone(),
         ),
-        ServerMsg::Role { nick, role, by, .. } => (
+        ServerMsg::Role {
+            nick,
+            role,
+            by,
+            was,
+            ..
+        } => (
             RoomNotice::Role {
                 nick: nick.clone(),
                 role: *role,
+                was: *was,
             },
             by.clone(),
         ),
@@ -511,6 +518,7 @@ async fn recv_role(c: &mut Client, room: &str, nick: &str) -> (Role, Stamp) {
             ts,
             seq,
             id,
+            ..
         } if r == room && n == nick => Some((
             *role,
             Stamp {
@@ -1219,6 +1227,7 @@ fn the_moderation_vocabulary_has_the_wire_shapes_the_protocol_page_gives() {
     });
     assert_eq!(plus_m.describe("alice"), "alice set mode +m");
     let op_bob = RoomNotice::Role {
+        was: None,
         nick: s("bob"),
         role: Role::Op,
     };

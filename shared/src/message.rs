@@ -392,10 +392,11 @@ impl ChatMessage {
                 seq,
                 id,
             },
-            RoomNotice::Role { nick, role } => ServerMsg::Role {
+            RoomNotice::Role { nick, role, was } => ServerMsg::Role {
                 room,
                 nick,
                 role,
+                was,
                 by,
                 ts,
                 seq,
@@ -461,7 +462,8 @@ impl ServerMsg {
                 ts,
                 seq,
                 id,
-            } => (room, RoomNotice::Role { nick, role }, by, ts, seq, id),
+                was,
+            } => (room, RoomNotice::Role { nick, role, was }, by, ts, seq, id),
             Self::Mode {
                 room,
                 by,
@@ -686,6 +688,9 @@ pub enum ServerMsg {
         nick: String,
         /// The new role.
         role: Role,
+        /// The role before, when known (see `RoomNotice::Role`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        was: Option<Role>,
         /// Who changed it.
         by: String,
         /// Unix milliseconds.

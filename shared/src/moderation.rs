@@ -159,6 +159,10 @@ pub enum RoomNotice {
         nick: String,
         /// The new role.
         role: Role,
+        /// The role before: what an adapter whose roles are flags (IRC's `+o`, `+v`) needs
+        /// to say exactly what changed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        was: Option<Role>,
     },
     /// Some of the room's modes changed.
     Mode(ModeChange),
@@ -174,7 +178,7 @@ impl RoomNotice {
                 format!("{nick} was kicked by {by}")
             }
             Self::Kicked { nick, reason } => format!("{nick} was kicked by {by} ({reason})"),
-            Self::Role { nick, role } => match role {
+            Self::Role { nick, role, .. } => match role {
                 Role::Owner => format!("{by} made {nick} the owner"),
                 Role::Op => format!("{by} made {nick} an op"),
                 Role::Voice => format!("{by} gave {nick} voice"),

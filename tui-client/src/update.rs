@@ -1335,7 +1335,7 @@ fn on_room_event(
             text.clone_into(&mut tab.topic_announced);
         }
         RoomNotice::Mode(change) => tab.set_modes(change, seq),
-        RoomNotice::Role { nick, role } => tab.set_role(nick, *role),
+        RoomNotice::Role { nick, role, .. } => tab.set_role(nick, *role),
         RoomNotice::Kicked { .. } if me_kicked => tab.leave(),
         RoomNotice::Kicked { nick, .. } => {
             tab.remove_member(nick);

@@ -525,7 +525,7 @@ impl RoomModeration {
                 m.ts = ts;
                 true
             }
-            RoomNotice::Role { nick, role } => {
+            RoomNotice::Role { nick, role, .. } => {
                 let skeleton = name_skeleton(nick);
                 let was_owner = s.owner.as_ref().is_some_and(|o| o.skeleton == skeleton);
                 match role {
@@ -760,6 +760,7 @@ mod tests {
         let alice = Nick::parse("alice").unwrap();
         m.admit(&room(), &joiner(&alice, true, None), true).unwrap();
         let notice = RoomNotice::Role {
+            was: None,
             nick: "dave".into(),
             role: Role::Owner,
         };

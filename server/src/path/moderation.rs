@@ -70,7 +70,7 @@ impl Room {
                 st.delivery.remove_nick(nick);
                 false
             }
-            RoomNotice::Role { nick, role } => st.delivery.set_role(nick, *role),
+            RoomNotice::Role { nick, role, .. } => st.delivery.set_role(nick, *role),
             RoomNotice::Topic { .. } | RoomNotice::Mode(_) => false,
         };
         if st.moderation.apply(notice, by, ts, account) {
@@ -125,7 +125,11 @@ impl Room {
             &mut st,
             session,
             sender,
-            RoomNotice::Role { nick, role: to },
+            RoomNotice::Role {
+                nick,
+                role: to,
+                was: Some(current),
+            },
         )?;
         Ok(None)
     }
@@ -149,12 +153,14 @@ impl Room {
         let role = RoomNotice::Role {
             nick: new,
             role: Role::Owner,
+            was: Some(current),
         };
         self.post_notice(&mut st, session, sender, role)?;
         if let Some(old) = old {
             let role = RoomNotice::Role {
                 nick: old,
                 role: Role::Op,
+                was: Some(Role::Owner),
             };
             self.post_notice(&mut st, session, sender, role)?;
         }

@@ -747,10 +747,11 @@ impl<R, W> LineWire<R, W> {
                 nick,
                 role,
                 by,
+                was,
                 ..
             } => {
-                let (nick, role) = (nick.clone(), *role);
-                self.live_notice(room, by, &RoomNotice::Role { nick, role });
+                let (nick, role, was) = (nick.clone(), *role, *was);
+                self.live_notice(room, by, &RoomNotice::Role { nick, role, was });
             }
             ServerMsg::Invited { room, by } => {
                 self.notice(&format!("{by} invites you to #{room}: /join {room}"));
@@ -1712,6 +1713,7 @@ mod tests {
         let mut w = wire();
         let topic = RoomNotice::Topic { text: "hi".into() };
         let role = RoomNotice::Role {
+            was: None,
             nick: "bob".into(),
             role: Role::Op,
         };
@@ -1989,6 +1991,7 @@ mod tests {
             "-- bob was kicked by alice (spam)\r\n"
         );
         let role = ServerMsg::Role {
+            was: None,
             room: "lobby".into(),
             nick: "bob".into(),
             role: Role::Voice,

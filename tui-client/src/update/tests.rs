@@ -859,6 +859,7 @@ fn topic_event(room: &str, text: &str, by: &str, seq: Option<u64>) -> ServerMsg 
 
 fn role_event(nick: &str, role: Role, by: &str, seq: u64) -> ServerMsg {
     ServerMsg::Role {
+        was: None,
         room: "lobby".into(),
         nick: nick.into(),
         role,
@@ -1578,6 +1579,7 @@ fn a_live_event_already_shown_from_history_is_not_shown_again() {
         2,
         "alice",
         RoomNotice::Role {
+            was: None,
             nick: "bob".into(),
             role: Role::Op,
         },
@@ -1586,6 +1588,7 @@ fn a_live_event_already_shown_from_history_is_not_shown_again() {
     server(
         &mut app,
         ServerMsg::Role {
+            was: None,
             room: "lobby".into(),
             nick: "bob".into(),
             role: Role::Op,
