@@ -31,6 +31,22 @@ pub enum TlsSource {
     },
 }
 
+/// An admin listener bound by the caller (tests bind `127.0.0.1:0` and read its port
+/// first); the server takes it once.
+#[derive(Debug, Clone)]
+pub struct AdminListener(std::sync::Arc<std::sync::Mutex<Option<std::net::TcpListener>>>);
+
+impl AdminListener {
+    /// Wraps a bound listener.
+    pub fn new(listener: std::net::TcpListener) -> Self {
+        Self(std::sync::Arc::new(std::sync::Mutex::new(Some(listener))))
+    }
+
+    fn take(&self) -> Option<std::net::TcpListener> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
 /// Server settings. Every limit is here, with the contract's default; `chat-server --help`
 /// lists the flag for each.
 #[derive(Debug, Clone)]
@@ -122,6 +138,11 @@ pub struct Config {
     pub max_server_bans: usize,
     /// Pending invitations one room keeps at most (the oldest is dropped).
     pub max_invites: usize,
+    /// Where the admin HTTP listener (`/metrics`, `/healthz`, `/readyz`, `/clients`,
+    /// `/rooms`) listens; `None`: it is off. Port 0 picks a free port (it is logged).
+    pub admin_listen: Option<std::net::SocketAddr>,
+    /// An admin listener already bound; takes precedence over `admin_listen`.
+    pub admin_listener: Option<AdminListener>,
 }
 
 impl Default for Config {
@@ -166,7 +187,30 @@ impl Default for Config {
             max_bans: 500,
             max_server_bans: 10_000,
             max_invites: 256,
+            admin_listen: None,
+            admin_listener: None,
         }
+    }
+}
+
+impl Config {
+    /// The admin listener, if one is configured: the bound one given, else `admin_listen`
+    /// bound now.
+    ///
+    /// # Errors
+    /// The address cannot be bound, or the given listener cannot be used by tokio.
+    pub(crate) fn admin_listener(&self) -> std::io::Result<Option<tokio::net::TcpListener>> {
+        let std_listener = match (&self.admin_listener, self.admin_listen) {
+            (Some(given), _) => given.take(),
+            (None, Some(addr)) => Some(std::net::TcpListener::bind(addr)?),
+            (None, None) => None,
+        };
+        std_listener
+            .map(|l| {
+                l.set_nonblocking(true)?;
+                tokio::net::TcpListener::from_std(l)
+            })
+            .transpose()
     }
 }
 

@@ -20,6 +20,7 @@
 //! - `event`: an outgoing event, encoded once per wire format and shared.
 //! - `store`: durable history (SQLite) behind an interface that knows nothing of rooms.
 //! - `limits`: the message rate limiter and the connection limits.
+//! - `ops`: metrics, the connection registry, readiness, and the admin HTTP listener.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -38,13 +39,14 @@ mod event;
 mod limits;
 mod moderation;
 mod net;
+mod ops;
 mod path;
 mod server;
 mod session;
 mod store;
 mod wire;
 
-pub use config::{Config, Storage, TlsSource};
+pub use config::{AdminListener, Config, Storage, TlsSource};
 
 /// What every connection task shares.
 pub(crate) struct Shared {
@@ -88,6 +90,23 @@ pub async fn run_with_reload(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let grace = config.shutdown_grace;
+    // The admin listener comes up first, so `/readyz` can say "starting" while the store
+    // opens; it goes last, so it can say "shutting down" while sessions drain.
+    let ops = Arc::new(ops::Ops::default());
+    let admin_chat = Arc::new(std::sync::OnceLock::new());
+    let admin_stop = CancellationToken::new();
+    let admin = match config.admin_listener()? {
+        Some(admin) => {
+            info!("admin listening on {}", admin.local_addr()?);
+            Some(tokio::spawn(ops::http::serve(
+                admin,
+                Arc::clone(&ops),
+                Arc::clone(&admin_chat),
+                admin_stop.clone(),
+            )))
+        }
+        None => None,
+    };
     let tls = config.tls.as_ref().map(net::tls::Tls::new).transpose()?;
     let reloader = tls.clone().map(|tls| tokio::spawn(reload_tls(tls, reload)));
     let (outcomes_tx, outcomes_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -95,15 +114,17 @@ pub async fn run_with_reload(
         store,
         accounts,
         settings,
-    } = open_store(&config, outcomes_tx)?;
+    } = open_store(&config, outcomes_tx, &ops)?;
     let auth = auth::Auth::open(accounts, config.auth())?;
     let moderation = moderation::Moderation::open(settings, &config)?;
     let config = Arc::new(config);
     let chat = Arc::new(
         chat::Chat::new(Arc::clone(&config), store.clone())
             .with_auth(auth)
-            .with_moderation(moderation),
+            .with_moderation(moderation)
+            .with_ops(Arc::clone(&ops)),
     );
+    let _ = admin_chat.set(Arc::clone(&chat));
     // The store's outcomes become events of the rooms' paths; the task ends with the store.
     let durability = tokio::spawn(path::durability::run(outcomes_rx, Arc::clone(&chat.ids)));
     let shared = Arc::new(Shared {
@@ -116,12 +137,14 @@ pub async fn run_with_reload(
     });
     let tracker = shared.tracker.clone();
     info!("listening on {addr}");
+    ops.set_phase(ops::Phase::Serving);
     tokio::select! {
         () = net::listener::accept_loop(&listener, &shared.limits, |stream, peer, admission| {
             server::accepted(stream, peer, &shared, admission);
         }) => {}
         () = shutdown => info!("shutting down"),
     }
+    ops.set_phase(ops::Phase::ShuttingDown);
     drop(listener);
     if let Some(reloader) = reloader {
         reloader.abort();
@@ -151,6 +174,12 @@ pub async fn run_with_reload(
     // The writer is gone, so its last outcomes are queued and the channel is closing.
     if durability.await.is_err() {
         warn!("the store's outcomes were not all applied");
+    }
+    admin_stop.cancel();
+    if let Some(admin) = admin
+        && admin.await.is_err()
+    {
+        warn!("the admin listener did not stop cleanly");
     }
     info!("stopped");
     Ok(())
@@ -182,6 +211,7 @@ async fn reload_tls(tls: net::tls::Tls, reload: impl Stream<Item = ()>) {
 fn open_store(
     config: &Config,
     outcomes: store::Outcomes<path::producer::InFlight>,
+    ops: &ops::Ops,
 ) -> anyhow::Result<Stores> {
     match &config.storage {
         Storage::Memory => Ok(Stores {
@@ -195,8 +225,18 @@ fn open_store(
                 per_room: config.retain_per_room,
                 interval: config.prune_interval,
             };
-            let store =
-                store::sqlite::SqliteStore::open(path, config.max_unsaved, retention, outcomes)?;
+            let store_ops = ops::StoreOps {
+                counters: ops.metrics.store.clone(),
+                health: Arc::default(),
+            };
+            ops.watch_store(Arc::clone(&store_ops.health));
+            let store = store::sqlite::SqliteStore::open_with_ops(
+                path,
+                config.max_unsaved,
+                retention,
+                outcomes,
+                store_ops,
+            )?;
             let accounts: Arc<dyn store::AccountStore> = Arc::new(store.accounts()?);
             let settings: Arc<dyn store::SettingsStore> = Arc::new(store.settings()?);
             let store: path::PathStore = store;

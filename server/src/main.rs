@@ -168,6 +168,22 @@ struct Args {
     /// Pending invitations one room keeps at most (the oldest is dropped).
     #[arg(long, env = "CHAT_MAX_INVITES", default_value_t = Config::default().max_invites)]
     max_invites: usize,
+    /// The admin HTTP listener (/metrics, /healthz, /readyz, /clients, /rooms); off unless
+    /// set. Keep it on a private address: it lists every client. Port 0 picks a free one.
+    #[arg(long, env = "CHAT_ADMIN_LISTEN", value_name = "ADDR")]
+    admin_listen: Option<std::net::SocketAddr>,
+    /// Log format on stderr: text, or json (one object per line).
+    #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// For people: one line per event, colour on a terminal.
+    Text,
+    /// For collectors: one JSON object per line.
+    Json,
 }
 
 impl Args {
@@ -225,6 +241,7 @@ impl Args {
             max_bans: self.max_bans,
             max_server_bans: self.max_server_bans,
             max_invites: self.max_invites.max(1),
+            admin_listen: self.admin_listen,
             ..Config::default()
         }
     }
@@ -310,15 +327,19 @@ fn stop_signal() -> std::io::Result<impl Future<Output = ()>> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // Fields at the top level, beside `timestamp`, `level`, `message` and `target`.
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     // Each client is a file descriptor; the usual soft limit (1024) is far below
     // --max-clients, while the hard limit rarely is.
     match rlimit::increase_nofile_limit(u64::MAX) {

@@ -21,6 +21,7 @@ use crate::limits::{Admission, Refusal};
 use crate::net::sniff::{Proto, Sniffed, sniff};
 use crate::net::stream::{self, Reader, Rewind, Writer};
 use crate::net::tls::Tls;
+use crate::ops::Mode;
 use crate::session::Session;
 use crate::wire::framed::{self, FramedWire};
 use crate::wire::line::{GREETING, LineWire};
@@ -79,6 +80,7 @@ async fn connection(
     let Some(proto) = opened(found, peer) else {
         return;
     };
+    let tls = proto == Proto::Tls && shared.tls.is_some();
     let (reader, writer, proto) = match (proto, &shared.tls) {
         (Proto::Tls, Some(tls)) => {
             // Boxed: a handshake's state is large, and inline it would enlarge the task of
@@ -111,14 +113,18 @@ async fn connection(
     match proto {
         Proto::Framed => {
             let wire = FramedWire::new(reader, writer, config.max_frame);
-            tracker.spawn(Session::new(id, wire, &shared, peer.ip()).run(deadline, admission));
+            let conn = shared.chat.ops.open(id, peer, Mode::Framed, tls);
+            let session = Session::new(id, wire, &shared, peer.ip()).with_conn(conn);
+            tracker.spawn(session.run(deadline, admission));
         }
         // IRC and HTTP are reserved for their adapters; until then they are served as line
         // mode, as before the sniffer knew them. So is a `0x16` without a certificate, or
         // inside TLS.
         Proto::Line | Proto::Tls | Proto::Irc | Proto::Http => {
             let wire = LineWire::new(reader, writer, config.max_line, id);
-            tracker.spawn(Session::new(id, wire, &shared, peer.ip()).run(deadline, admission));
+            let conn = shared.chat.ops.open(id, peer, Mode::Line, tls);
+            let session = Session::new(id, wire, &shared, peer.ip()).with_conn(conn);
+            tracker.spawn(session.run(deadline, admission));
         }
     }
 }

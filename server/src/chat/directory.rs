@@ -26,6 +26,16 @@ pub(super) struct Entry {
     peer: IpAddr,
 }
 
+impl Entry {
+    pub(super) fn session(&self) -> Uuid {
+        self.session
+    }
+
+    pub(super) fn nick(&self) -> &Nick {
+        &self.nick
+    }
+}
+
 /// Someone online, as moderation needs them.
 #[derive(Debug, Clone)]
 pub(crate) struct Online {

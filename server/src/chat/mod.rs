@@ -64,6 +64,8 @@ pub(crate) struct Chat {
     pub(crate) auth: Auth,
     /// Rooms' settings, admins, server bans.
     pub(crate) moderation: Moderation,
+    /// Metrics, the connection registry and readiness: what the admin listener shows.
+    pub(crate) ops: Arc<crate::ops::Ops>,
 }
 
 impl Chat {
@@ -78,6 +80,7 @@ impl Chat {
                 .expect("accounts without a store cannot fail to open"),
             moderation: Moderation::in_memory(&config),
             config,
+            ops: Arc::default(),
         }
     }
 
@@ -87,10 +90,41 @@ impl Chat {
         self
     }
 
+    /// The chat state reporting to the server's `ops`.
+    pub(crate) fn with_ops(mut self, ops: Arc<crate::ops::Ops>) -> Self {
+        self.ops = ops;
+        self
+    }
+
     /// The chat state with `auth` for its accounts.
     pub(crate) fn with_auth(mut self, auth: Auth) -> Self {
         self.auth = auth;
         self
+    }
+}
+
+impl Chat {
+    /// Every room kept in memory (for the admin endpoints).
+    pub(crate) fn all_rooms(&self) -> Vec<Arc<Room>> {
+        lock(&self.rooms).values().cloned().collect()
+    }
+
+    /// How many rooms are kept in memory.
+    pub(crate) fn room_count(&self) -> usize {
+        lock(&self.rooms).len()
+    }
+
+    /// Every registered session with its nick.
+    pub(crate) fn sessions(&self) -> Vec<(uuid::Uuid, Nick)> {
+        lock(&self.nicks)
+            .values()
+            .map(|e| (e.session(), e.nick().clone()))
+            .collect()
+    }
+
+    /// How many sessions hold a nick.
+    pub(crate) fn session_count(&self) -> usize {
+        lock(&self.nicks).len()
     }
 }
 

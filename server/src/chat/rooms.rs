@@ -47,14 +47,17 @@ impl Chat {
             None => RoomLoad::default(),
         };
         let settings = self.room_settings(name)?;
-        let room = Arc::new(Room::new(
-            name.clone(),
-            &self.config,
-            self.store.clone(),
-            load,
-            Arc::clone(&self.ids),
-            (settings, self.moderation.writer.clone()),
-        ));
+        let room = Arc::new(
+            Room::new(
+                name.clone(),
+                &self.config,
+                self.store.clone(),
+                load,
+                Arc::clone(&self.ids),
+                (settings, self.moderation.writer.clone()),
+            )
+            .with_counters(self.ops.metrics.path.clone()),
+        );
         rooms.insert(key, Arc::clone(&room));
         Ok(room)
     }

@@ -51,12 +51,14 @@ pub(crate) struct LocalDelivery {
 }
 
 impl LocalDelivery {
-    /// Hands `event` to every member.
-    pub(crate) fn deliver(&self, event: &Arc<Event>) {
+    /// Hands `event` to every member; returns how many queued it (the others were over
+    /// their budget: their sinks count it and report the gap).
+    pub(crate) fn deliver(&self, event: &Arc<Event>) -> u64 {
+        let mut queued = 0;
         for member in self.members.values() {
-            // Dropped means over budget: the sink counts it and reports the gap.
-            let _ = member.sink.push(event);
+            queued += u64::from(member.sink.push(event) == super::sink::Pushed::Queued);
         }
+        queued
     }
 
     /// Adds (or replaces) a member.

@@ -129,6 +129,10 @@ pub(crate) struct Room {
     waiting: AtomicUsize,
     /// Where the room's moderation settings persist; `None` without a store.
     settings: Option<SettingsWriter>,
+    /// The server's counters of messages and deliveries (handles, resolved once).
+    counters: crate::ops::metrics::PathCounters,
+    /// Messages shown in this room since it was loaded (`/rooms` derives its rate).
+    messages: AtomicU64,
 }
 
 /// Not a member of the room.
@@ -168,7 +172,25 @@ impl Room {
             resolved: AtomicU64::new(0),
             waiting: AtomicUsize::new(0),
             settings: moderation.1,
+            counters: crate::ops::metrics::PathCounters::default(),
+            messages: AtomicU64::new(0),
         }
+    }
+
+    /// The room counting into the server's `counters` rather than its own.
+    pub(crate) fn with_counters(mut self, counters: crate::ops::metrics::PathCounters) -> Self {
+        self.counters = counters;
+        self
+    }
+
+    /// Messages shown in this room since it was loaded.
+    pub(crate) fn message_count(&self) -> u64 {
+        self.messages.load(Ordering::Relaxed)
+    }
+
+    /// The sessions of the room's local members.
+    pub(crate) fn member_sessions(&self) -> Vec<Uuid> {
+        self.lock().delivery.sinks().map(|(id, _)| id).collect()
     }
 
     /// Writes the room's moderation settings (off the lock: the writer is a thread).
@@ -194,7 +216,11 @@ impl Room {
         match event {
             RoomEvent::Message(event) => {
                 st.last_active = now_ms();
-                st.delivery.deliver(&event);
+                // One add per fan-out, not one per recipient.
+                let queued = st.delivery.deliver(&event);
+                self.counters.deliveries.inc_by(queued);
+                self.counters.room_messages.inc();
+                self.messages.fetch_add(1, Ordering::Relaxed);
                 let m = chat(&event);
                 let notice = m.event.clone().map(|n| (n, m.from.clone(), m.ts));
                 st.stream.push(&self.ids, event);

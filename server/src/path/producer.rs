@@ -121,6 +121,7 @@ impl Room {
         action: bool,
         event: Option<RoomNotice>,
     ) -> Result<Posted, PostError> {
+        let accepted = std::time::Instant::now();
         let fresh_id = id.is_none();
         let id = id.unwrap_or_else(Uuid::now_v7);
         let mut index = self.ids.lock();
@@ -147,6 +148,7 @@ impl Room {
             index.insert(id, Arc::clone(&event));
             drop(index);
             self.apply(st, RoomEvent::Message(event));
+            self.delivered(accepted.elapsed());
             return Ok(Posted::New);
         };
         let seq = msg.seq;
@@ -181,6 +183,7 @@ impl Room {
         }
         if at_once {
             self.apply(st, RoomEvent::Message(event));
+            self.delivered(accepted.elapsed());
         } else {
             st.stream.last_queued = seq;
         }
@@ -189,10 +192,22 @@ impl Room {
 
     /// The store placed a message (written, its `seq` reserved): show it.
     pub(crate) fn placed(&self, event: Arc<Event>) {
-        let seq = chat(&event).seq;
+        let (seq, ts) = (chat(&event).seq, chat(&event).ts);
         let mut st = self.lock();
         self.resolved.fetch_max(seq, Ordering::AcqRel);
         self.apply(&mut st, RoomEvent::Message(event));
+        drop(st);
+        // Accepted before the store looked it up: only its `ts` (ms) tells when.
+        let waited = u64::try_from(crate::now_ms().saturating_sub(ts)).unwrap_or(0);
+        self.delivered(std::time::Duration::from_millis(waited));
+    }
+
+    /// A message accepted `elapsed` ago is now queued for its last local recipient.
+    fn delivered(&self, elapsed: std::time::Duration) {
+        self.counters
+            .delivery_seconds
+            .0
+            .observe(elapsed.as_secs_f64());
     }
 
     /// The store's verdict on a message. A new one was shown before this; its sender's copy

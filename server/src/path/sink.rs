@@ -81,6 +81,9 @@ pub(crate) struct Sink {
     /// At this many unsettled messages the session stops reading its client.
     pause_at: usize,
     budget: usize,
+    /// The connection's entry in the admin registry, when the server keeps one: the sink
+    /// counts its `lagged` notices there.
+    conn: std::sync::OnceLock<Arc<crate::ops::Conn>>,
 }
 
 #[derive(Debug, Default)]
@@ -114,7 +117,19 @@ impl Sink {
             unsettled: AtomicUsize::new(0),
             pause_at,
             budget,
+            conn: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Ties the sink to its connection's registry entry (once; later calls do nothing).
+    pub(crate) fn attach(self: &Arc<Self>, conn: Arc<crate::ops::Conn>) {
+        conn.attach(self);
+        let _ = self.conn.set(conn);
+    }
+
+    /// The connection's registry entry, if attached.
+    pub(crate) fn conn(&self) -> Option<&Arc<crate::ops::Conn>> {
+        self.conn.get()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -209,6 +224,9 @@ impl Sink {
         st.bytes = st.bytes.saturating_sub(weight);
         if st.missed.is_some() && st.bytes <= self.budget / 2 {
             let missed = st.missed.take().map(|m| *m).unwrap_or_default();
+            if let Some(conn) = self.conn.get() {
+                conn.lagged(missed.len() as u64);
+            }
             for (room, missed) in missed {
                 let lagged = Arc::new(Event::new(ServerMsg::Lagged { room, missed }, None));
                 st.bytes += lagged.weight();
@@ -284,7 +302,6 @@ impl Sink {
     }
 
     /// Weight queued or in the session's hands, not yet written.
-    #[cfg(test)]
     pub(crate) fn queued(&self) -> usize {
         self.lock().bytes
     }

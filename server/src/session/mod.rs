@@ -138,6 +138,13 @@ impl<W: Wire> Session<W> {
         }
     }
 
+    /// The session with its connection's entry in the admin registry: its sink counts
+    /// `lagged` there, its flushes count bytes written, its end records the reason.
+    pub(crate) fn with_conn(self, conn: Arc<crate::ops::Conn>) -> Self {
+        self.sink.attach(conn);
+        self
+    }
+
     /// Runs the session to its end. `deadline` bounds registration (the handshake timeout);
     /// `guard` (the connection's slot) is released when the session ends.
     ///
@@ -155,6 +162,14 @@ impl<W: Wire> Session<W> {
                 Err(exit) => exit,
             };
             debug!(session = %self.id, ?exit, "session ends");
+            if let Some(conn) = self.sink.conn() {
+                let bye = match &exit {
+                    Exit::Quit(_) => None,
+                    Exit::Bye(reason, _) => Some(*reason),
+                };
+                let nick = self.nick.as_ref().map(Nick::as_str);
+                conn.ending(crate::ops::metrics::disconnect_reason(bye), nick);
+            }
             match exit {
                 Exit::Quit(reason) => {
                     if let Some(reason) = reason {
@@ -189,6 +204,12 @@ impl<W: Wire> Session<W> {
     /// the connection.
     fn refuse(&mut self, refusal: &Refusal, ref_id: Option<Uuid>) -> Result<(), Exit> {
         let code = refusal.code();
+        let metrics = &self.chat.ops.metrics;
+        match (code, refusal) {
+            (ErrorCode::RateLimited, _) => metrics.rate_limited.inc(),
+            (_, Refusal::Auth(crate::auth::AuthError::Failed)) => metrics.auth_failures.inc(),
+            _ => 0,
+        };
         let mut error = ServerMsg::error(code, refusal.to_string(), ref_id);
         if let ServerMsg::Error { retry_after_ms, .. } = &mut error {
             *retry_after_ms = refusal.retry_after_ms();
@@ -209,6 +230,12 @@ impl<W: Wire> Session<W> {
 
     /// Flushes within the write timeout, then gives the sink back the weight written.
     async fn flush(&mut self) -> Result<(), Exit> {
+        // Counted as handed to the socket, before the write: a count held across the await
+        // would make every connection's task bigger, and a failed write ends the
+        // connection anyway.
+        if let Some(conn) = self.sink.conn() {
+            conn.wrote(self.wire.pending());
+        }
         match timeout(self.config.write_timeout, self.wire.flush()).await {
             Ok(Ok(())) => {
                 self.sink.written(std::mem::take(&mut self.handled));
@@ -392,6 +419,9 @@ impl<W> Drop for Session<W> {
     /// Synchronous, so leaving happens on every exit path, a panic included.
     fn drop(&mut self) {
         self.leave();
+        if let Some(conn) = self.sink.conn() {
+            conn.close();
+        }
     }
 }
 

@@ -13,6 +13,7 @@ impl<W: Wire> Session<W> {
         let from = self.nick().clone();
         // Both copies, the recipient's and this sender's, come through sinks.
         self.chat.dm(self.id, &from, &self.sink, to, text, id)?;
+        self.chat.ops.metrics.dm_messages.inc();
         Ok(())
     }
 }

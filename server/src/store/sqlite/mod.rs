@@ -72,11 +72,32 @@ impl<C: Clone + Send + 'static> SqliteStore<C> {
     ///
     /// # Errors
     /// The folder cannot be created, the database cannot be opened or migrated.
+    #[cfg(test)]
     pub(crate) fn open(
         path: &Path,
         max_unsaved: usize,
         retention: Retention,
         outcomes: Outcomes<C>,
+    ) -> anyhow::Result<Arc<Self>> {
+        Self::open_with_ops(
+            path,
+            max_unsaved,
+            retention,
+            outcomes,
+            crate::ops::StoreOps::default(),
+        )
+    }
+
+    /// [`SqliteStore::open`], reporting commits and health to `ops`.
+    ///
+    /// # Errors
+    /// As for [`SqliteStore::open`].
+    pub(crate) fn open_with_ops(
+        path: &Path,
+        max_unsaved: usize,
+        retention: Retention,
+        outcomes: Outcomes<C>,
+        ops: crate::ops::StoreOps,
     ) -> anyhow::Result<Arc<Self>> {
         // Both connections must see the same in-memory database: a shared-cache URI.
         let memory_uri = (path.as_os_str() == ":memory:")
@@ -101,13 +122,32 @@ impl<C: Clone + Send + 'static> SqliteStore<C> {
         let known = known_ids(&writer).context("cannot read the stored ids")?;
         let reader = schema::open_connection(path, memory_uri.as_deref())?;
         let unsaved = Arc::new(AtomicUsize::new(0));
+        let _ = ops.health.unsaved.set(Arc::clone(&unsaved));
         let (jobs, rx) = channel();
         let counter = Arc::clone(&unsaved);
         let idle = Arc::new(AtomicBool::new(false));
         let writer_idle = Arc::clone(&idle);
         let handle = std::thread::Builder::new()
             .name("chat-store-writer".into())
-            .spawn(move || write_loop(writer, &rx, &counter, retention, &outcomes, &writer_idle))
+            .spawn(move || {
+                // Marks the writer gone however it ends, a panic included.
+                struct Gone(Arc<crate::ops::StoreHealth>);
+                impl Drop for Gone {
+                    fn drop(&mut self) {
+                        self.0.writer_gone.store(true, Ordering::Release);
+                    }
+                }
+                let _gone = Gone(Arc::clone(&ops.health));
+                write_loop(
+                    writer,
+                    &rx,
+                    &counter,
+                    retention,
+                    &outcomes,
+                    &writer_idle,
+                    &ops,
+                );
+            })
             .context("cannot start the database writer")?;
         let wake = Wake {
             thread: handle.thread().clone(),

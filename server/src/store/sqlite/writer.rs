@@ -89,6 +89,8 @@ struct Writer<'a, C> {
     conn: Connection,
     outcomes: &'a Outcomes<C>,
     unsaved: &'a AtomicUsize,
+    /// Commit durations, batch sizes and the store's health, for the admin listener.
+    ops: &'a crate::ops::StoreOps,
     /// When the open transaction commits; `None` when none is open.
     commit_at: Option<Instant>,
     last_commit: Instant,
@@ -104,11 +106,17 @@ struct Writer<'a, C> {
 }
 
 impl<'a, C: Clone> Writer<'a, C> {
-    fn new(conn: Connection, outcomes: &'a Outcomes<C>, unsaved: &'a AtomicUsize) -> Self {
+    fn new(
+        conn: Connection,
+        outcomes: &'a Outcomes<C>,
+        unsaved: &'a AtomicUsize,
+        ops: &'a crate::ops::StoreOps,
+    ) -> Self {
         Self {
             conn,
             outcomes,
             unsaved,
+            ops,
             commit_at: None,
             last_commit: Instant::now() - COMMIT_EVERY,
             written: Vec::new(),
@@ -230,6 +238,7 @@ impl<'a, C: Clone> Writer<'a, C> {
             return;
         }
         let batch_next = std::mem::take(&mut self.batch_next);
+        let started = Instant::now();
         let result = (|| -> rusqlite::Result<()> {
             let mut reserve = self.conn.prepare_cached(
                 "INSERT INTO rooms (name, next_seq) VALUES (?1, ?2)
@@ -243,6 +252,15 @@ impl<'a, C: Clone> Writer<'a, C> {
         })();
         self.last_commit = Instant::now();
         let mut written = std::mem::take(&mut self.written);
+        let counters = &self.ops.counters;
+        counters
+            .commit_seconds
+            .observe((self.last_commit - started).as_secs_f64());
+        counters.batch_messages.observe(written.len() as f64);
+        self.ops
+            .health
+            .failing
+            .store(result.is_err(), Ordering::Release);
         match result {
             Ok(()) => {
                 for (room, &next) in &batch_next {
@@ -302,6 +320,7 @@ impl<'a, C: Clone> Writer<'a, C> {
     /// Settles `jobs` as failed; those not placed yet never will be.
     fn fail_all(&mut self, jobs: Vec<Job<C>>, e: &rusqlite::Error) {
         error!(error = %e, messages = jobs.len(), "could not store messages");
+        self.ops.health.failing.store(true, Ordering::Release);
         let failed = jobs
             .into_iter()
             .map(|job| Written {
@@ -361,8 +380,9 @@ pub(super) fn write_loop<C: Clone>(
     retention: Retention,
     outcomes: &Outcomes<C>,
     idle: &AtomicBool,
+    ops: &crate::ops::StoreOps,
 ) {
-    let mut w = Writer::new(conn, outcomes, unsaved);
+    let mut w = Writer::new(conn, outcomes, unsaved, ops);
     let mut next_prune = Instant::now() + retention.interval;
     loop {
         let mut first = take(rx);

@@ -1,0 +1,148 @@
+//! One entry per open connection: what `/clients` shows and what the close line logs.
+//!
+//! The entry is allocated once per connection, off the session's task (whose size is what
+//! an idle connection costs). The session and its sink update its atomics; the admin
+//! endpoints read them. No message text or password ever reaches it. The session closes
+//! it (see [`Conn::close`]), which logs the close line and counts the disconnect.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Instant;
+
+use tracing::info;
+use uuid::Uuid;
+
+use super::{Mode, Ops, metrics};
+use crate::path::sink::Sink;
+
+/// A connection as the admin endpoints see it.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) id: Uuid,
+    pub(crate) peer: SocketAddr,
+    pub(crate) mode: Mode,
+    pub(crate) tls: bool,
+    /// Unix ms when its session started.
+    pub(crate) since_ms: i64,
+    started: Instant,
+    /// Bytes the session wrote to the client.
+    bytes_out: AtomicU64,
+    /// `lagged` notices the client was sent.
+    lagged: AtomicU64,
+    /// The session's send queue; weak, as the sink holds this entry.
+    sink: OnceLock<Weak<Sink>>,
+    /// What the session ended with: its disconnect reason and the nick it held.
+    ending: Mutex<Option<(&'static str, Option<String>)>>,
+    closed: AtomicBool,
+    ops: Weak<Ops>,
+}
+
+impl Conn {
+    pub(crate) fn wrote(&self, bytes: usize) {
+        self.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn bytes_out(&self) -> u64 {
+        self.bytes_out.load(Ordering::Relaxed)
+    }
+
+    /// The client was sent `n` lagged notices.
+    pub(crate) fn lagged(&self, n: u64) {
+        self.lagged.fetch_add(n, Ordering::Relaxed);
+        if let Some(ops) = self.ops.upgrade() {
+            ops.metrics.path.lagged.inc_by(n);
+        }
+    }
+
+    pub(crate) fn lagged_count(&self) -> u64 {
+        self.lagged.load(Ordering::Relaxed)
+    }
+
+    /// The bytes waiting in its send queue, not yet written.
+    pub(crate) fn sendq(&self) -> usize {
+        self.sink
+            .get()
+            .and_then(Weak::upgrade)
+            .map_or(0, |s| s.queued())
+    }
+
+    pub(crate) fn attach(&self, sink: &Arc<Sink>) {
+        let _ = self.sink.set(Arc::downgrade(sink));
+    }
+
+    /// The session is ending with `reason` (a disconnect label), holding `nick`.
+    pub(crate) fn ending(&self, reason: &'static str, nick: Option<&str>) {
+        let mut ending = self.ending.lock().unwrap_or_else(|p| p.into_inner());
+        if ending.is_none() {
+            *ending = Some((reason, nick.map(str::to_owned)));
+        }
+    }
+}
+
+impl Ops {
+    /// Registers a connection whose session starts now, and logs its open line.
+    pub(crate) fn open(
+        self: &Arc<Self>,
+        id: Uuid,
+        peer: SocketAddr,
+        mode: Mode,
+        tls: bool,
+    ) -> Arc<Conn> {
+        let conn = Arc::new(Conn {
+            id,
+            peer,
+            mode,
+            tls,
+            since_ms: crate::now_ms(),
+            started: Instant::now(),
+            bytes_out: AtomicU64::new(0),
+            lagged: AtomicU64::new(0),
+            sink: OnceLock::new(),
+            ending: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            ops: Arc::downgrade(self),
+        });
+        self.lock().insert(id, Arc::clone(&conn));
+        self.metrics.connections[mode.index()].inc();
+        self.metrics.connections_total[mode.index()].inc();
+        info!(session = %id, %peer, mode = mode.as_str(), tls, "connection opened");
+        conn
+    }
+}
+
+impl Conn {
+    /// The connection is closed: removes it from the registry, counts the disconnect and
+    /// logs the close line. The session calls it from its `Drop`, so every exit path, a
+    /// panic included, closes it; only the first call counts. (Not a guard in the session
+    /// task: that would make every connection's task a word larger.)
+    pub(crate) fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Some(ops) = self.ops.upgrade() else {
+            return;
+        };
+        let conn = self;
+        ops.lock().remove(&conn.id);
+        ops.metrics.connections[conn.mode.index()].dec();
+        let (reason, nick) = conn
+            .ending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or((metrics::disconnect_reason(None), None));
+        ops.metrics.disconnected(reason);
+        info!(
+            session = %conn.id,
+            peer = %conn.peer,
+            mode = conn.mode.as_str(),
+            nick = nick.as_deref().unwrap_or("-"),
+            duration_ms = u64::try_from(conn.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            bytes_out = conn.bytes_out(),
+            lagged = conn.lagged_count(),
+            reason,
+            "connection closed"
+        );
+    }
+}

@@ -1,0 +1,226 @@
+//! Operability: the admin listener (`--admin-listen`) of a real server on `127.0.0.1:0`,
+//! scraped over real HTTP while real framed and line clients chat.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chat_server::{AdminListener, Config};
+use common::{Client, Line, TestServer, WAIT, cfg, small_window_stream, spawn_server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+/// A server with an admin listener on a port of its own; returns the admin address.
+async fn server_with_admin(config: Config) -> (TestServer, SocketAddr) {
+    let admin = std::net::TcpListener::bind("127.0.0.1:0").expect("bind admin");
+    let addr = admin.local_addr().expect("admin addr");
+    let srv = spawn_server(Config {
+        admin_listener: Some(AdminListener::new(admin)),
+        ..config
+    })
+    .await;
+    (srv, addr)
+}
+
+/// `GET path` over a fresh connection: the status and the body.
+async fn get(admin: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(admin).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    timeout(WAIT, stream.read_to_end(&mut response))
+        .await
+        .map_err(|_| std::io::Error::other("response timed out"))??;
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no header end"))?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no status"))?;
+    Ok((status, body.to_owned()))
+}
+
+/// `/metrics`, parsed by a Prometheus text parser: each sample by name and sorted labels.
+async fn scrape(admin: SocketAddr) -> HashMap<String, f64> {
+    let (status, body) = get(admin, "/metrics").await.expect("GET /metrics");
+    assert_eq!(status, 200);
+    assert!(
+        body.trim_end().ends_with("# EOF"),
+        "not OpenMetrics: {body}"
+    );
+    let lines = body.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("parses as Prometheus text");
+    let mut samples = HashMap::new();
+    for s in scrape.samples {
+        let mut labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        labels.sort();
+        let value = match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Histogram(_) | prometheus_parse::Value::Summary(_) => {
+                continue;
+            }
+        };
+        samples.insert(format!("{}{{{}}}", s.metric, labels.join(",")), value);
+    }
+    samples
+}
+
+fn value(samples: &HashMap<String, f64>, key: &str) -> f64 {
+    *samples
+        .get(key)
+        .unwrap_or_else(|| panic!("{key} missing: {:?}", samples.keys().collect::<Vec<_>>()))
+}
+
+#[tokio::test]
+async fn metrics_move_exactly_as_the_clients_saw_during_a_scripted_chat() {
+    const N: usize = 7;
+    let (srv, admin) = server_with_admin(cfg()).await;
+    let before = scrape(admin).await;
+    assert_eq!(value(&before, "chat_deliveries_total{}"), 0.0);
+    assert_eq!(value(&before, "chat_connections{mode=irc}"), 0.0);
+    let mut alice = Client::login(srv.addr, "alice").await;
+    let mut bob = Client::login(srv.addr, "bob").await;
+    let mut carol = Line::login_seen_by(srv.addr, "carol", &mut alice).await;
+    bob.recv_joined("lobby", "carol").await;
+    let mid = scrape(admin).await;
+    assert_eq!(value(&mid, "chat_connections{mode=framed}"), 2.0);
+    assert_eq!(value(&mid, "chat_connections{mode=line}"), 1.0);
+    assert_eq!(value(&mid, "chat_connections_total{mode=framed}"), 2.0);
+    assert_eq!(value(&mid, "chat_sessions{}"), 3.0);
+    assert_eq!(value(&mid, "chat_rooms{}"), 1.0);
+    let deliveries = value(&mid, "chat_deliveries_total{}");
+    for i in 0..N {
+        let text = format!("hello {i}");
+        alice.say("lobby", &text).await;
+        bob.recv_message("lobby", &text).await;
+        carol.read_until(&text, |l| l.contains(text.as_str())).await;
+    }
+    // One DM, seen by bob.
+    alice
+        .send(chat_shared::ClientMsg::Dm {
+            to: "bob".into(),
+            text: "psst".into(),
+        })
+        .await;
+    bob.recv_dm().await;
+    let after = scrape(admin).await;
+    // Three members each got every message (alice's own copy is her acknowledgement).
+    assert_eq!(
+        value(&after, "chat_deliveries_total{}") - deliveries,
+        (N * 3) as f64
+    );
+    assert_eq!(value(&after, "chat_messages_total{kind=room}"), N as f64);
+    assert_eq!(value(&after, "chat_messages_total{kind=dm}"), 1.0);
+    assert_eq!(value(&after, "chat_lagged_total{}"), 0.0);
+    assert_eq!(value(&after, "chat_delivery_seconds_count{}"), N as f64);
+    bob.quit().await;
+    drop(carol);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let m = scrape(admin).await;
+        if value(&m, "chat_connections{mode=line}") == 0.0
+            && value(&m, "chat_connections{mode=framed}") == 1.0
+        {
+            assert_eq!(value(&m, "chat_disconnects_total{reason=closed}"), 2.0);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "disconnects not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn healthz_and_readyz_follow_the_server_from_start_to_shutdown() {
+    let (srv, admin) = server_with_admin(cfg()).await;
+    // The listener is bound before `run` starts; wait until it serves.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match get(admin, "/readyz").await {
+            Ok((200, body)) => {
+                assert_eq!(body, "ready\n");
+                break;
+            }
+            Ok((503, _)) | Err(_) => {}
+            Ok(other) => panic!("unexpected {other:?}"),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(get(admin, "/healthz").await.unwrap(), (200, "ok\n".into()));
+    srv.shutdown().await;
+    assert!(
+        get(admin, "/healthz").await.is_err(),
+        "the admin listener outlived the server"
+    );
+}
+
+#[tokio::test]
+async fn readyz_is_ready_with_a_working_sqlite_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, admin) = server_with_admin(Config {
+        storage: chat_server::Storage::Sqlite(dir.path().join("chat.db")),
+        ..cfg()
+    })
+    .await;
+    let mut alice = Client::login(srv.addr, "alice").await;
+    alice.say("lobby", "stored").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Ok((200, _)) = get(admin, "/readyz").await {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let m = scrape(admin).await;
+    assert!(value(&m, "chat_store_commit_seconds_count{}") >= 1.0);
+    assert_eq!(value(&m, "chat_store_unsaved{}"), 0.0);
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn clients_lists_a_client_that_stopped_reading_first_by_send_queue() {
+    let (srv, admin) = server_with_admin(Config {
+        rate: 1e9,
+        burst: u32::MAX,
+        ..cfg()
+    })
+    .await;
+    let slow = Client::from_stream(small_window_stream(srv.addr))
+        .register("slow")
+        .await;
+    let mut alice = Client::login(srv.addr, "alice").await;
+    let text = "x".repeat(4000);
+    // Enough to fill the kernel's buffers to `slow`, so its send queue grows.
+    for _ in 0..800 {
+        alice.say("lobby", &text).await;
+    }
+    let (status, body) = get(admin, "/clients?sort=sendq&limit=2").await.unwrap();
+    assert_eq!(status, 200);
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0]["nick"], "slow", "{body}");
+    assert!(list[0]["sendq_bytes"].as_u64().unwrap() > 0, "{body}");
+    assert_eq!(list[0]["mode"], "framed");
+    assert_eq!(list[0]["rooms"], serde_json::json!(["lobby"]));
+    assert!(!body.contains("xxxx"), "message text leaked: {body}");
+    let (_, rooms) = get(admin, "/rooms").await.unwrap();
+    let rooms: serde_json::Value = serde_json::from_str(&rooms).unwrap();
+    assert_eq!(rooms[0]["name"], "lobby");
+    assert_eq!(rooms[0]["members"], 2);
+    drop(slow);
+    srv.shutdown().await;
+}
