@@ -44,7 +44,7 @@ mod session;
 mod store;
 mod wire;
 
-pub use config::{Config, Storage, TlsSource};
+pub use config::{Config, Storage, TlsSource, host_name};
 
 /// What every connection task shares.
 pub(crate) struct Shared {
