@@ -32,6 +32,8 @@ use self::caps::CapSet;
 use self::codec::{IrcCodec, IrcItem};
 use super::outbox::Outbox;
 use super::reader::Reader;
+#[cfg(test)]
+use super::slots;
 use super::{Caps, Inbound, Wire};
 use crate::Config;
 use crate::event::Event;
@@ -334,5 +336,258 @@ impl<R, W> IrcWire<R, W> {
             ServerMsg::Dm(d) => d.to != d.from && self.is_me(&d.from),
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chat_shared::{ChatMessage, ClientMsg, ErrorCode, Password};
+    use codec::parse;
+
+    type TestWire = IrcWire<tokio::io::Empty, Vec<u8>>;
+
+    fn wire() -> TestWire {
+        let config = Config {
+            server_name: "srv".into(),
+            ..Config::default()
+        };
+        IrcWire::new(tokio::io::empty(), Vec::new(), Arc::new(config))
+    }
+
+    /// Sends one line; the request it became, if any.
+    fn line(w: &mut TestWire, text: &str) -> Option<ClientMsg> {
+        match w.command(parse(text).unwrap().unwrap()) {
+            Inbound::Request(req) => Some(req.msg),
+            _ => None,
+        }
+    }
+
+    /// What the client has been sent so far (taken).
+    fn sent(w: &mut TestWire) -> String {
+        futures::executor::block_on(w.flush()).unwrap();
+        String::from_utf8(std::mem::take(&mut w.writer)).unwrap()
+    }
+
+    fn welcome(nick: &str, account: bool) -> Event {
+        Event::new(
+            ServerMsg::Welcome {
+                nick: nick.into(),
+                session: Uuid::nil(),
+                server: "chat-server".into(),
+                motd: None,
+                account,
+            },
+            None,
+        )
+    }
+
+    use uuid::Uuid;
+
+    #[test]
+    fn nick_and_user_without_cap_register_at_once() {
+        let mut w = wire();
+        assert_eq!(line(&mut w, "NICK alice"), None);
+        let Some(ClientMsg::Hello { nick, password, .. }) = line(&mut w, "USER a 0 * :A") else {
+            panic!("no hello");
+        };
+        assert_eq!((nick.as_str(), password), ("alice", None));
+        w.push(&welcome("alice", false));
+        let out = sent(&mut w);
+        for numeric in [
+            " 001 alice ",
+            " 005 alice ",
+            "CASEMAPPING=rfc8265",
+            " 422 alice ",
+        ] {
+            assert!(out.contains(numeric), "{numeric} missing in {out}");
+        }
+    }
+
+    #[test]
+    fn registration_waits_for_cap_end_and_sasl_logs_in_the_account() {
+        let mut w = wire();
+        assert_eq!(line(&mut w, "CAP LS 302"), None);
+        assert!(sent(&mut w).contains("sasl=PLAIN"));
+        line(&mut w, "NICK alice");
+        assert_eq!(line(&mut w, "USER a 0 * :A"), None, "held until CAP END");
+        line(&mut w, "CAP REQ :sasl server-time");
+        assert!(sent(&mut w).contains("ACK :sasl server-time"));
+        line(&mut w, "AUTHENTICATE PLAIN");
+        assert_eq!(sent(&mut w), "AUTHENTICATE +\r\n");
+        // base64("\0alice\0hunter22")
+        let Some(ClientMsg::Hello { nick, password, .. }) =
+            line(&mut w, "AUTHENTICATE AGFsaWNlAGh1bnRlcjIy")
+        else {
+            panic!("no hello");
+        };
+        assert_eq!(nick, "alice");
+        assert_eq!(password.as_ref().map(Password::expose), Some("hunter22"));
+        w.push(&welcome("alice", true));
+        let out = sent(&mut w);
+        assert!(
+            out.contains(" 900 alice ") && out.contains(" 903 alice "),
+            "{out}"
+        );
+        assert!(!out.contains(" 001 "), "the burst waits for CAP END: {out}");
+        line(&mut w, "CAP END");
+        assert!(sent(&mut w).contains(" 001 alice "));
+    }
+
+    #[test]
+    fn a_failed_sasl_login_is_904_and_a_registered_nick_433_with_how_to_log_in() {
+        let mut w = wire();
+        line(&mut w, "CAP LS 302");
+        line(&mut w, "NICK alice");
+        line(&mut w, "USER a 0 * :A");
+        line(&mut w, "AUTHENTICATE PLAIN");
+        line(&mut w, "AUTHENTICATE AGFsaWNlAGh1bnRlcjIy");
+        let refused = |code| Event::new(ServerMsg::error(code, "no", None), None);
+        w.push(&refused(ErrorCode::AuthFailed));
+        assert!(sent(&mut w).contains(" 904 * "));
+        assert!(matches!(
+            line(&mut w, "CAP END"),
+            Some(ClientMsg::Hello { password: None, .. })
+        ));
+        w.push(&refused(ErrorCode::NickRegistered));
+        let out = sent(&mut w);
+        assert!(out.contains(" 433 * alice :no (log in with SASL"), "{out}");
+        assert!(matches!(
+            line(&mut w, "NICK alice_"),
+            Some(ClientMsg::Hello { .. })
+        ));
+    }
+
+    #[test]
+    fn commands_before_registration_are_451_and_unknown_ones_421() {
+        let mut w = wire();
+        assert_eq!(line(&mut w, "JOIN #rust"), None);
+        assert!(sent(&mut w).contains(" 451 * "));
+        w.nick = Some("me".into());
+        w.reg = None;
+        assert_eq!(line(&mut w, "FROB x"), None);
+        assert!(sent(&mut w).contains(" 421 me FROB "));
+    }
+
+    #[test]
+    fn join_lists_become_one_request_each_with_their_keys() {
+        let mut w = wire();
+        w.nick = Some("me".into());
+        w.reg = None;
+        let first = line(&mut w, "JOIN #a,#b,&c k1");
+        assert_eq!(
+            first,
+            Some(ClientMsg::Join {
+                room: "a".into(),
+                since: None,
+                key: Some("k1".into())
+            })
+        );
+        assert!(sent(&mut w).contains(" 403 me &c "));
+        let Some(Request { msg, .. }) = w.queued() else {
+            panic!("the second join is lost");
+        };
+        assert!(matches!(msg, ClientMsg::Join { room, key: None, .. } if room == "b"));
+        assert!(
+            w.queued().is_none() && w.extra.is_none(),
+            "rare state freed"
+        );
+    }
+
+    #[test]
+    fn mode_changes_map_onto_roles_bans_and_one_mode_request() {
+        let mut w = wire();
+        w.nick = Some("me".into());
+        w.reg = None;
+        let first = line(&mut w, "MODE #r +mk-t+o key bob");
+        let Some(ClientMsg::Mode { room, change }) = first else {
+            panic!("no mode: {first:?}");
+        };
+        assert_eq!(room, "r");
+        assert_eq!(change.moderated, Some(true));
+        assert_eq!(change.topic_locked, Some(false));
+        assert_eq!(change.key, Some(Some("key".into())));
+        let next = w.queued().map(|r| r.msg);
+        assert!(matches!(next, Some(ClientMsg::Op { nick, .. }) if nick == "bob"));
+        let ban = line(&mut w, "MODE #r +b bob!*@*");
+        assert!(matches!(ban, Some(ClientMsg::Ban { nick, .. }) if nick == "bob"));
+        assert!(matches!(
+            line(&mut w, "MODE #r b"),
+            Some(ClientMsg::Bans { .. })
+        ));
+    }
+
+    #[test]
+    fn a_privmsg_over_the_text_limit_is_refused_with_417_not_cut() {
+        let mut w = IrcWire::new(
+            tokio::io::empty(),
+            Vec::new(),
+            Arc::new(Config {
+                max_text: 10,
+                ..Config::default()
+            }),
+        );
+        w.nick = Some("me".into());
+        w.reg = None;
+        assert_eq!(line(&mut w, "PRIVMSG #r :12345678901"), None);
+        assert!(sent(&mut w).contains(" 417 me "));
+        let action = line(&mut w, "PRIVMSG #r :\x01ACTION waves\x01");
+        assert!(
+            matches!(action, Some(ClientMsg::Say { action: true, text, .. }) if text == "waves")
+        );
+    }
+
+    fn said(from: &str) -> Event {
+        Event::new(
+            ServerMsg::Message(ChatMessage {
+                id: Uuid::nil(),
+                room: "r".into(),
+                seq: 1,
+                from: from.into(),
+                text: "hi".into(),
+                ts: 0,
+                action: false,
+                event: None,
+            }),
+            None,
+        )
+    }
+
+    #[test]
+    fn own_messages_are_echoed_only_with_echo_message() {
+        let mut w = wire();
+        w.nick = Some("me".into());
+        w.reg = None;
+        w.push(&said("me"));
+        assert_eq!(sent(&mut w), "");
+        w.push(&said("bob"));
+        assert_eq!(sent(&mut w), ":bob!bob@srv PRIVMSG #r :hi\r\n");
+        line(&mut w, "CAP REQ echo-message");
+        sent(&mut w);
+        w.push(&said("me"));
+        assert_eq!(sent(&mut w), ":me!me@srv PRIVMSG #r :hi\r\n");
+    }
+
+    #[test]
+    fn recipients_of_one_variant_share_one_encoding() {
+        let event = said("bob");
+        let mut a = wire();
+        let mut b = wire();
+        for w in [&mut a, &mut b] {
+            w.nick = Some("me".into());
+            w.reg = None;
+            line(w, "CAP REQ :message-tags server-time");
+            sent(w);
+        }
+        a.push(&event);
+        let first = event
+            .encoded(slots::IRC_MSGID_TIME, |_| panic!("not cached"))
+            .as_ptr();
+        b.push(&event);
+        let again = event
+            .encoded(slots::IRC_MSGID_TIME, |_| panic!("not cached"))
+            .as_ptr();
+        assert_eq!(first, again);
+        assert_eq!(sent(&mut a), sent(&mut b));
     }
 }

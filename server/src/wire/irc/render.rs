@@ -105,7 +105,9 @@ fn pieces(text: &str) -> impl Iterator<Item = &str> {
             while !rest.is_char_boundary(cut) {
                 cut -= 1;
             }
-            if let Some(space) = rest[..cut].rfind(' ').filter(|&i| i > 0) {
+            // A space late enough that the piece is not mostly empty (a replay's time
+            // stamp in front of one long word, say).
+            if let Some(space) = rest[..cut].rfind(' ').filter(|&i| i > cut / 2) {
                 cut = space + 1;
             }
             let (piece, after) = rest.split_at(cut);
@@ -546,6 +548,12 @@ impl<R, W> IrcWire<R, W> {
             None => (Cmd::Other, String::new()),
         };
         let (numeric, params) = super::numerics::numeric(code, cmd, &target);
+        let message = if code == ErrorCode::NickRegistered && registering {
+            format!("{message} (log in with SASL, or: /msg {NICKSERV} IDENTIFY PASSWORD)")
+        } else {
+            message.to_owned()
+        };
+        let message = message.as_str();
         match numeric {
             Some(numeric) => {
                 let params: Vec<&str> = params.iter().map(String::as_str).collect();
