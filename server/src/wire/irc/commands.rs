@@ -543,7 +543,7 @@ impl<R, W> IrcWire<R, W> {
                     nick: nick.to_owned(),
                     reason: some(msg.arg(2)),
                 };
-                (Cmd::Kick, target.clone(), msg)
+                (Cmd::Kick, format!("{target} {nick}"), msg)
             })
             .collect();
         self.requests(all)
@@ -629,10 +629,10 @@ impl<R, W> IrcWire<R, W> {
                         ('o', false) => (Cmd::Mode, ClientMsg::Deop { room, nick }),
                         ('v', true) => (Cmd::Mode, ClientMsg::Voice { room, nick }),
                         ('v', false) => (Cmd::Mode, ClientMsg::Devoice { room, nick }),
-                        (_, true) => (Cmd::Ban, ClientMsg::Ban { room, nick }),
-                        (_, false) => (Cmd::Ban, ClientMsg::Unban { room, nick }),
+                        (_, true) => (Cmd::Ban(true), ClientMsg::Ban { room, nick }),
+                        (_, false) => (Cmd::Ban(false), ClientMsg::Unban { room, nick }),
                     };
-                    all.push((cmd, target.clone(), msg));
+                    all.push((cmd, format!("{target} {arg}"), msg));
                 }
                 other => {
                     self.numeric(

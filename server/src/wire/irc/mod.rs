@@ -89,7 +89,8 @@ pub(crate) enum Cmd {
     Topic,
     Kick,
     Mode,
-    Ban,
+    /// `MODE +b` (true) or `-b`.
+    Ban(bool),
     Bans,
     Invite,
     Who,

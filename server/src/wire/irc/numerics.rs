@@ -14,9 +14,9 @@ pub(super) fn numeric(
     target: &str,
 ) -> (Option<&'static str>, Vec<String>) {
     let target = if target.is_empty() { "*" } else { target };
-    // The channel of an `INVITE` is its second word.
-    let channel = target.split(' ').next_back().unwrap_or(target).to_owned();
-    let nick = target.split(' ').next().unwrap_or(target).to_owned();
+    // A target may name a channel and a nick (`INVITE`, `KICK`, bans): `#` tells which.
+    let channel = word(target, true);
+    let nick = word(target, false);
     let one = |s: &str| vec![s.to_owned()];
     let (numeric, params) = match code {
         ErrorCode::NickInvalid => ("432", one(target)),
@@ -44,10 +44,22 @@ pub(super) fn numeric(
         ErrorCode::TooManyRooms => ("405", one(&channel)),
         ErrorCode::TextInvalid if matches!(cmd, Cmd::Say | Cmd::Dm) => ("417", Vec::new()),
         ErrorCode::TextInvalid if cmd == Cmd::Topic => ("417", Vec::new()),
-        ErrorCode::BadRequest if cmd == Cmd::Ban => ("696", vec![channel, "b".into(), "*".into()]),
+        ErrorCode::BadRequest if matches!(cmd, Cmd::Ban(_)) => {
+            ("696", vec![channel, "b".into(), "*".into()])
+        }
         _ => return (None, Vec::new()),
     };
     (Some(numeric), params)
+}
+
+/// The word of `target` that is a channel (`#…`) or, with `channel` false, the one that
+/// is not; `target` itself when there is none.
+fn word(target: &str, channel: bool) -> String {
+    target
+        .split(' ')
+        .find(|w| w.starts_with('#') == channel)
+        .unwrap_or(target)
+        .to_owned()
 }
 
 #[cfg(test)]

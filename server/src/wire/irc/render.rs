@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::caps::{ECHO_MESSAGE, MESSAGE_TAGS, SERVER_TIME};
 use super::commands::NICKSERV;
-use super::{Cmd, IrcWire, Room, Sasl, Topic};
+use super::{Cmd, IrcWire, Last, Room, Sasl, Topic};
 use super::{INVITE_ONLY, MODERATED, SECRET, TOPIC_LOCKED};
 use crate::event::{Event, Slot};
 use crate::wire::slots;
@@ -679,12 +679,21 @@ impl<R, W> IrcWire<R, W> {
         }
     }
 
+    /// A room's bans: 367/368, or, answering `MODE +b`/`-b`, the change as IRC says it.
     fn ban_list(&mut self, room: &str, bans: &[chat_shared::BanEntry]) {
         let target = format!("#{room}");
-        let last = self.last.as_ref().map(|l| l.cmd);
-        if last == Some(Cmd::Ban) {
-            // The answer to `MODE +b`/`-b`: the list after it. Said as the mode change.
-            self.server_notice(&format!("{} bans in {target}", bans.len()));
+        if let Some(Last {
+            cmd: Cmd::Ban(on),
+            target: what,
+        }) = self.last.as_deref()
+        {
+            let sign = if *on { '+' } else { '-' };
+            let banned = what.split(' ').find(|w| !w.starts_with('#')).unwrap_or("*");
+            let mut line = String::new();
+            let me = self.me().to_owned();
+            mask(&mut line, &me, &self.config.server_name);
+            let _ = write!(line, " MODE {target} {sign}b {banned}\r\n");
+            self.put(line.as_bytes());
             return;
         }
         for b in bans {
