@@ -176,7 +176,9 @@ impl<R, W> IrcWire<R, W> {
                 };
                 reg.negotiating = false;
                 if reg.welcomed {
-                    self.release();
+                    if reg.user {
+                        self.release();
+                    }
                     return Inbound::Handled;
                 }
                 return self.try_register();
@@ -192,6 +194,9 @@ impl<R, W> IrcWire<R, W> {
             return Inbound::Handled;
         }
         let nick = msg.arg(0).to_owned();
+        if self.nick.as_deref() == Some(nick.as_str()) {
+            return Inbound::Handled; // already so (irssi's NICK after a SASL login)
+        }
         if self.nick.is_some() {
             return self.request(Cmd::Nick, &nick, ClientMsg::Nick { nick: nick.clone() });
         }
@@ -202,6 +207,15 @@ impl<R, W> IrcWire<R, W> {
     }
 
     fn user(&mut self, msg: &Message) -> Inbound {
+        // irssi logs in with SASL before it sends NICK and USER: the `welcome` it caused
+        // waits for them.
+        if let Some(reg) = self.reg.as_deref_mut().filter(|r| r.welcomed && !r.user) {
+            reg.user = true;
+            if !reg.negotiating {
+                self.release();
+            }
+            return Inbound::Handled;
+        }
         if self.nick.is_some() || self.reg.as_ref().is_some_and(|r| r.user) {
             self.numeric("462", &[], "You may not reregister");
             return Inbound::Handled;

@@ -435,6 +435,26 @@ mod tests {
         assert!(sent(&mut w).contains(" 001 alice "));
     }
 
+    /// irssi's order: CAP, SASL, CAP END, and only then NICK and USER.
+    #[test]
+    fn a_sasl_login_before_nick_and_user_is_welcomed_once_they_come() {
+        let mut w = wire();
+        line(&mut w, "CAP LS 302");
+        line(&mut w, "CAP REQ :sasl");
+        line(&mut w, "AUTHENTICATE PLAIN");
+        assert!(line(&mut w, "AUTHENTICATE AGFsaWNlAGh1bnRlcjIy").is_some());
+        w.push(&welcome("alice", true));
+        line(&mut w, "CAP END");
+        assert!(!sent(&mut w).contains(" 001 "), "held until USER");
+        assert_eq!(line(&mut w, "NICK alice"), None);
+        assert_eq!(line(&mut w, "USER alice 0 * :A"), None);
+        let out = sent(&mut w);
+        assert!(
+            out.contains(" 001 alice ") && !out.contains(" 462 "),
+            "{out}"
+        );
+    }
+
     #[test]
     fn a_failed_sasl_login_is_904_and_a_registered_nick_433_with_how_to_log_in() {
         let mut w = wire();

@@ -506,15 +506,16 @@ impl<R, W> IrcWire<R, W> {
         if sasl {
             self.numeric("903", &[], "SASL authentication successful");
         }
-        let negotiating = match self.reg.as_deref_mut() {
+        // Held while negotiation goes on, or until USER when SASL came first.
+        let hold = match self.reg.as_deref_mut() {
             Some(reg) => {
                 reg.sasl = Sasl::Done;
                 reg.welcomed = true;
-                reg.negotiating
+                reg.negotiating || !reg.user
             }
             None => false,
         };
-        if !negotiating {
+        if !hold {
             self.release();
         }
         self.welcome_burst();
