@@ -802,10 +802,7 @@ async fn reserved_protocol_prefixes_are_served_as_line_mode_until_their_adapters
     let addr = srv.addr;
     let mut observer = Client::login(addr, "observer").await;
     // IRC's prefixes (`NICK `, `CAP `, …) have their adapter now (issue 13; tests/irc*.rs).
-    for (first, nick) in [
-        (&b"GET / HTTP/1.1\r\n"[..], "web"),
-        (b"\x16x\r\n", "tls"),
-    ] {
+    for (first, nick) in [(&b"GET / HTTP/1.1\r\n"[..], "web"), (b"\x16x\r\n", "tls")] {
         let shown = first.escape_ascii().to_string();
         let reserved = first_line_then_nick(addr, first, nick, &mut observer).await;
         eprintln!("\"{shown}\" as a first line: {reserved:?}");

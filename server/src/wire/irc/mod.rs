@@ -9,6 +9,7 @@
 //! - [`codec`]: bytes to parsed lines, within IRC's 512 / 8191-byte limits;
 //! - [`caps`]: the IRCv3 capabilities offered and a connection's negotiated set;
 //! - [`commands`]: IRC commands to requests, or local answers;
+//! - [`register`]: registration's commands (`CAP`, `NICK`, `USER`, `PASS`, SASL, NickServ);
 //! - [`render`]: events to IRC lines, the shared (cached per variant) and the personal;
 //! - [`numerics`]: the protocol's error codes as IRC numerics.
 //!
@@ -21,6 +22,7 @@ pub(crate) mod caps;
 pub(crate) mod codec;
 mod commands;
 mod numerics;
+mod register;
 mod render;
 
 use std::sync::Arc;
@@ -475,6 +477,35 @@ mod tests {
         assert!(out.contains(" 433 * alice :no (log in with SASL"), "{out}");
         assert!(matches!(
             line(&mut w, "NICK alice_"),
+            Some(ClientMsg::Hello { .. })
+        ));
+    }
+
+    #[test]
+    fn with_a_server_password_registration_without_pass_is_464_and_a_quit() {
+        let config = Config {
+            irc_password: Some("letmein".into()),
+            ..Config::default()
+        };
+        let mut w = IrcWire::new(tokio::io::empty(), Vec::new(), Arc::new(config));
+        line(&mut w, "NICK alice");
+        assert!(matches!(
+            line(&mut w, "USER a 0 * :A"),
+            Some(ClientMsg::Quit { .. })
+        ));
+        assert!(sent(&mut w).contains(" 464 * "));
+        let mut w = IrcWire::new(
+            tokio::io::empty(),
+            Vec::new(),
+            Arc::new(Config {
+                irc_password: Some("letmein".into()),
+                ..Config::default()
+            }),
+        );
+        line(&mut w, "PASS letmein");
+        line(&mut w, "NICK alice");
+        assert!(matches!(
+            line(&mut w, "USER a 0 * :A"),
             Some(ClientMsg::Hello { .. })
         ));
     }
