@@ -12,10 +12,12 @@ pub(crate) const MULTI_PREFIX: CapSet = CapSet(1 << 3);
 pub(crate) const CAP_NOTIFY: CapSet = CapSet(1 << 4);
 pub(crate) const SASL: CapSet = CapSet(1 << 5);
 pub(crate) const USERHOST_IN_NAMES: CapSet = CapSet(1 << 6);
+pub(crate) const BATCH: CapSet = CapSet(1 << 7);
+pub(crate) const STANDARD_REPLIES: CapSet = CapSet(1 << 8);
 
 /// Every capability offered, with its name and (for `CAP LS 302`) its value. `multi-prefix`
 /// is true to the letter: a member has one role, so one prefix is all there is to show.
-const OFFERED: [(CapSet, &str, &str); 7] = [
+const OFFERED: [(CapSet, &str, &str); 9] = [
     (MESSAGE_TAGS, "message-tags", ""),
     (SERVER_TIME, "server-time", ""),
     (ECHO_MESSAGE, "echo-message", ""),
@@ -23,6 +25,8 @@ const OFFERED: [(CapSet, &str, &str); 7] = [
     (CAP_NOTIFY, "cap-notify", ""),
     (SASL, "sasl", "PLAIN"),
     (USERHOST_IN_NAMES, "userhost-in-names", ""),
+    (BATCH, "batch", ""),
+    (STANDARD_REPLIES, "standard-replies", ""),
 ];
 
 impl CapSet {

@@ -560,6 +560,15 @@ impl<R, W> IrcWire<R, W> {
                 let params: Vec<&str> = params.iter().map(String::as_str).collect();
                 self.numeric(numeric, &params, message);
             }
+            None if self.caps.has(super::caps::STANDARD_REPLIES) => {
+                let line = format!(
+                    ":{} FAIL {} {} :{message}\r\n",
+                    self.server(),
+                    command_of(cmd),
+                    reply_code(code)
+                );
+                self.put(line.as_bytes());
+            }
             None => self.server_notice(message),
         }
     }
@@ -673,6 +682,14 @@ impl<R, W> IrcWire<R, W> {
                 .join("\n");
             message_lines(&mut out, &m, &server, msgid, false);
         }
+        if self.caps.has(super::caps::BATCH) {
+            out = in_batch(
+                &out,
+                &format!("history{}", messages[skip].seq),
+                room,
+                &server,
+            );
+        }
         // Held for after the names list when it belongs to the join under way.
         match self.extra.as_mut().and_then(|e| e.replay.as_mut()) {
             Some((r, held)) if **r == *room => held.extend_from_slice(out.as_bytes()),
@@ -731,6 +748,52 @@ impl<R, W> IrcWire<R, W> {
     }
 }
 
+/// `lines` as a `chathistory` batch: between `BATCH +reference` and `BATCH -reference`,
+/// each line tagged `batch=reference`.
+fn in_batch(lines: &str, reference: &str, room: &str, server: &str) -> String {
+    let mut out = format!(":{server} BATCH +{reference} chathistory #{room}\r\n");
+    for line in lines.split_inclusive("\r\n") {
+        match line.strip_prefix('@') {
+            Some(tagged) => {
+                let _ = write!(out, "@batch={reference};{tagged}");
+            }
+            None => {
+                let _ = write!(out, "@batch={reference} {line}");
+            }
+        }
+    }
+    let _ = write!(out, ":{server} BATCH -{reference}\r\n");
+    out
+}
+
+/// An error code as standard-replies write codes: `RATE_LIMITED`.
+fn reply_code(code: ErrorCode) -> String {
+    serde_json::to_value(code)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_ascii_uppercase))
+        .unwrap_or_else(|| "UNKNOWN".to_owned())
+}
+
+/// The IRC command a request came from, for a `FAIL`.
+fn command_of(cmd: Cmd) -> &'static str {
+    match cmd {
+        Cmd::Hello => "NICK",
+        Cmd::Join => "JOIN",
+        Cmd::Part => "PART",
+        Cmd::Say | Cmd::Dm => "PRIVMSG",
+        Cmd::Nick => "NICK",
+        Cmd::Topic => "TOPIC",
+        Cmd::Kick => "KICK",
+        Cmd::Mode | Cmd::Ban(_) | Cmd::Bans => "MODE",
+        Cmd::Invite => "INVITE",
+        Cmd::Who => "WHO",
+        Cmd::Names => "NAMES",
+        Cmd::List => "LIST",
+        Cmd::Account => "REGISTER",
+        Cmd::Other => "*",
+    }
+}
+
 fn see_modes(seen: &mut Room, change: &ModeChange) {
     for (value, bit) in [
         (change.invite_only, INVITE_ONLY),
@@ -752,6 +815,17 @@ fn see_modes(seen: &mut Room, change: &ModeChange) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_tags_every_line_and_keeps_the_other_tags() {
+        let lines = "@time=x :a!a@s PRIVMSG #r :1\r\n:a!a@s PRIVMSG #r :2\r\n";
+        assert_eq!(
+            in_batch(lines, "h1", "r", "s"),
+            ":s BATCH +h1 chathistory #r\r\n@batch=h1;time=x :a!a@s PRIVMSG #r :1\r\n\
+             @batch=h1 :a!a@s PRIVMSG #r :2\r\n:s BATCH -h1\r\n"
+        );
+        assert_eq!(reply_code(ErrorCode::RateLimited), "RATE_LIMITED");
+    }
 
     #[test]
     fn server_time_is_iso_8601_in_utc_with_milliseconds() {
