@@ -14,10 +14,11 @@ pub(crate) const SASL: CapSet = CapSet(1 << 5);
 pub(crate) const USERHOST_IN_NAMES: CapSet = CapSet(1 << 6);
 pub(crate) const BATCH: CapSet = CapSet(1 << 7);
 pub(crate) const STANDARD_REPLIES: CapSet = CapSet(1 << 8);
+pub(crate) const CHATHISTORY: CapSet = CapSet(1 << 9);
 
 /// Every capability offered, with its name and (for `CAP LS 302`) its value. `multi-prefix`
 /// is true to the letter: a member has one role, so one prefix is all there is to show.
-const OFFERED: [(CapSet, &str, &str); 9] = [
+const OFFERED: [(CapSet, &str, &str); 10] = [
     (MESSAGE_TAGS, "message-tags", ""),
     (SERVER_TIME, "server-time", ""),
     (ECHO_MESSAGE, "echo-message", ""),
@@ -27,6 +28,7 @@ const OFFERED: [(CapSet, &str, &str); 9] = [
     (USERHOST_IN_NAMES, "userhost-in-names", ""),
     (BATCH, "batch", ""),
     (STANDARD_REPLIES, "standard-replies", ""),
+    (CHATHISTORY, "draft/chathistory", ""),
 ];
 
 impl CapSet {

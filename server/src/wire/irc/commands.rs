@@ -86,6 +86,7 @@ impl<R, W> IrcWire<R, W> {
                     reason: some(msg.arg(1)),
                 },
             ),
+            "CHATHISTORY" => self.chathistory(&msg),
             "NICKSERV" | "NS" => self.nickserv(&msg.params.join(" ")),
             "USERHOSTS" | "MOTD" => {
                 self.motd();
@@ -452,6 +453,56 @@ impl<R, W> IrcWire<R, W> {
             );
         }
         self.requests(all)
+    }
+
+    /// `CHATHISTORY LATEST #room * N` and `CHATHISTORY BEFORE #room msgid=ID N`, the two
+    /// that a `history` page answers (it pages back from a message id). `LATEST` after a
+    /// msgid is answered as `LATEST *`: more than asked, which clients drop by msgid.
+    /// `AFTER`, `AROUND`, `BETWEEN` and `TARGETS` need the protocol to page forwards: phase 2.
+    fn chathistory(&mut self, msg: &Message) -> Inbound {
+        let sub = msg.arg(0).to_ascii_uppercase();
+        let fail = |w: &mut Self, code: &str, context: &str, text: &str| {
+            let line = format!(
+                ":{} FAIL CHATHISTORY {code} {context} :{text}\r\n",
+                w.server()
+            );
+            w.put(line.as_bytes());
+            Inbound::Handled
+        };
+        if !matches!(sub.as_str(), "LATEST" | "BEFORE") {
+            return fail(
+                self,
+                "INVALID_PARAMS",
+                &sub,
+                "only LATEST and BEFORE are supported",
+            );
+        }
+        let target = msg.arg(1).to_owned();
+        let Some(room) = target.strip_prefix('#').filter(|r| !r.is_empty()) else {
+            return fail(
+                self,
+                "INVALID_TARGET",
+                &sub,
+                "only #rooms have history here",
+            );
+        };
+        let before = match (sub.as_str(), msg.arg(2)) {
+            ("LATEST", _) => None,
+            (_, reference) => match reference
+                .strip_prefix("msgid=")
+                .and_then(|id| uuid::Uuid::parse_str(id).ok())
+            {
+                Some(id) => Some(id),
+                None => return fail(self, "INVALID_PARAMS", &sub, "BEFORE takes msgid=ID"),
+            },
+        };
+        let limit = msg.arg(3).parse::<u32>().ok();
+        let msg = ClientMsg::History {
+            room: room.to_lowercase(),
+            before,
+            limit,
+        };
+        self.request(Cmd::History, &target, msg)
     }
 
     /// `MODE #room`: 324 from what this connection last saw.

@@ -98,6 +98,7 @@ pub(crate) enum Cmd {
     Who,
     Names,
     List,
+    History,
     Account,
     Other,
 }
@@ -587,6 +588,27 @@ mod tests {
         assert!(
             matches!(action, Some(ClientMsg::Say { action: true, text, .. }) if text == "waves")
         );
+    }
+
+    #[test]
+    fn chathistory_latest_and_before_are_history_pages_and_the_rest_a_fail() {
+        let mut w = wire();
+        w.nick = Some("me".into());
+        w.reg = None;
+        let latest = line(&mut w, "CHATHISTORY LATEST #Rust * 20");
+        assert_eq!(
+            latest,
+            Some(ClientMsg::History {
+                room: "rust".into(),
+                before: None,
+                limit: Some(20)
+            })
+        );
+        let id = Uuid::now_v7();
+        let before = line(&mut w, &format!("CHATHISTORY BEFORE #rust msgid={id} 5"));
+        assert!(matches!(before, Some(ClientMsg::History { before: Some(b), .. }) if b == id));
+        assert_eq!(line(&mut w, "CHATHISTORY AROUND #rust * 5"), None);
+        assert!(sent(&mut w).contains("FAIL CHATHISTORY INVALID_PARAMS AROUND"));
     }
 
     fn said(from: &str) -> Event {

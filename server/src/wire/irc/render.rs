@@ -304,7 +304,8 @@ impl<R, W> IrcWire<R, W> {
         self.put(line.as_bytes());
         let isupport = format!(
             "CHANTYPES=# PREFIX=(ov)@+ CHANMODES=b,k,,imnst NICKLEN={n} CHANNELLEN={c} \
-             TOPICLEN={t} CASEMAPPING=rfc8265 UTF8ONLY NETWORK={server}",
+             TOPICLEN={t} CASEMAPPING=rfc8265 UTF8ONLY NETWORK={server} CHATHISTORY=500 \
+             MSGREFTYPES=msgid",
             n = chat_shared::validate::MAX_NAME_CHARS,
             c = chat_shared::validate::MAX_NAME_CHARS + 1,
             t = self.config.max_topic,
@@ -642,16 +643,29 @@ impl<R, W> IrcWire<R, W> {
     }
 
     /// A join's history (or a page asked for): as `PRIVMSG`s with their time, as a tag
-    /// with server-time, else in front of the text. At most `--irc-replay` of them; held
-    /// until the room's names list, when it follows a join.
+    /// with server-time, else in front of the text. At most `--irc-replay` of a join's;
+    /// held until the room's names list. A client with chathistory asks for history
+    /// itself: a join's is not replayed to it, and a page it asked for is all of it.
     fn replay(&mut self, room: &str, messages: &[ChatMessage]) {
-        if messages.is_empty() {
+        let joining = self
+            .extra
+            .as_ref()
+            .and_then(|e| e.replay.as_ref())
+            .is_some_and(|(r, _)| **r == *room);
+        let asked = self.caps.has(super::caps::CHATHISTORY);
+        // A page asked for is answered even when empty; a join's history only when it has
+        // messages and the client does not ask for history itself.
+        let page = asked && !joining;
+        if !page && (messages.is_empty() || asked) {
             return;
         }
-        let keep = self
-            .config
-            .irc_replay
-            .unwrap_or(self.config.history_on_join);
+        let keep = if joining {
+            self.config
+                .irc_replay
+                .unwrap_or(self.config.history_on_join)
+        } else {
+            usize::MAX
+        };
         let skip = messages.len().saturating_sub(keep);
         let (msgid, time) = self.variant();
         let server = self.config.server_name.clone();
@@ -789,6 +803,7 @@ fn command_of(cmd: Cmd) -> &'static str {
         Cmd::Who => "WHO",
         Cmd::Names => "NAMES",
         Cmd::List => "LIST",
+        Cmd::History => "CHATHISTORY",
         Cmd::Account => "REGISTER",
         Cmd::Other => "*",
     }
