@@ -152,10 +152,11 @@ fn notice_line(out: &mut String, room: &str, by: &str, notice: &RoomNotice, serv
             let reason = if reason.is_empty() { by } else { reason };
             write!(out, " KICK #{room} {nick} :{reason}\r\n")
         }
-        // One role at a time: becoming an op ends voice, and the other way round.
+        // What the role grants, as IRC clients expect it (`+o nick`); a member again has
+        // neither, and the event does not say which it had.
         RoomNotice::Role { nick, role } => match role {
-            Role::Owner | Role::Op => write!(out, " MODE #{room} +o-v {nick} {nick}\r\n"),
-            Role::Voice => write!(out, " MODE #{room} -o+v {nick} {nick}\r\n"),
+            Role::Owner | Role::Op => write!(out, " MODE #{room} +o {nick}\r\n"),
+            Role::Voice => write!(out, " MODE #{room} +v {nick}\r\n"),
             Role::Member => write!(out, " MODE #{room} -ov {nick} {nick}\r\n"),
         },
         RoomNotice::Mode(change) => write!(out, " MODE #{room} {}\r\n", change.describe()),
@@ -908,7 +909,7 @@ mod tests {
                     nick: "bob".into(),
                     role: Role::Op,
                 },
-                ":alice!alice@srv MODE #rust +o-v bob bob\r\n",
+                ":alice!alice@srv MODE #rust +o bob\r\n",
             ),
             (
                 RoomNotice::Mode(ModeChange {
