@@ -143,6 +143,24 @@ pub struct Config {
     pub admin_listen: Option<std::net::SocketAddr>,
     /// An admin listener already bound; takes precedence over `admin_listen`.
     pub admin_listener: Option<AdminListener>,
+    /// The name the server gives itself to IRC clients: in numerics, `PONG`, `WHO` and
+    /// the masks of users (`nick!nick@NAME`). Default: the host name.
+    pub server_name: String,
+    /// IRC clients must send this with `PASS` (a server password, not an account's).
+    pub irc_password: Option<String>,
+    /// Messages an IRC client without chathistory is replayed on `JOIN`, at most;
+    /// `None`: as many as `history_on_join`.
+    pub irc_replay: Option<usize>,
+}
+
+/// The host name, for [`Config::server_name`]; `chat-server` where there is none to read.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty() && !h.contains(char::is_whitespace))
+        .unwrap_or_else(|| "chat-server".to_owned())
 }
 
 impl Default for Config {
@@ -189,6 +207,9 @@ impl Default for Config {
             max_invites: 256,
             admin_listen: None,
             admin_listener: None,
+            server_name: host_name(),
+            irc_password: None,
+            irc_replay: None,
         }
     }
 }

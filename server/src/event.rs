@@ -15,7 +15,7 @@ use once_cell::race::OnceBox;
 use uuid::Uuid;
 
 /// How many encodings an event can cache; an adapter with a new variant raises it.
-pub(crate) const SLOTS: usize = 3;
+pub(crate) const SLOTS: usize = 7;
 
 /// One cached encoding of an event, claimed by one wire adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

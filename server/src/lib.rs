@@ -46,7 +46,7 @@ mod session;
 mod store;
 mod wire;
 
-pub use config::{AdminListener, Config, Storage, TlsSource};
+pub use config::{AdminListener, Config, Storage, TlsSource, host_name};
 
 /// What every connection task shares.
 pub(crate) struct Shared {

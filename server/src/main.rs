@@ -168,6 +168,16 @@ struct Args {
     /// Pending invitations one room keeps at most (the oldest is dropped).
     #[arg(long, env = "CHAT_MAX_INVITES", default_value_t = Config::default().max_invites)]
     max_invites: usize,
+    /// The name the server gives itself to IRC clients (numerics, PONG, WHO, user masks).
+    /// Default: the host name.
+    #[arg(long, env = "CHAT_SERVER_NAME")]
+    server_name: Option<String>,
+    /// A server password IRC clients must send with PASS (otherwise PASS is ignored).
+    #[arg(long, env = "CHAT_IRC_PASSWORD")]
+    irc_password: Option<String>,
+    /// Messages replayed to an IRC client on JOIN at most (default: --history-on-join).
+    #[arg(long, env = "CHAT_IRC_REPLAY")]
+    irc_replay: Option<usize>,
     /// The admin HTTP listener (/metrics, /healthz, /readyz, /clients, /rooms); off unless
     /// set. Keep it on a private address: it lists every client. Port 0 picks a free one.
     #[arg(long, env = "CHAT_ADMIN_LISTEN", value_name = "ADDR")]
@@ -242,6 +252,13 @@ impl Args {
             max_server_bans: self.max_server_bans,
             max_invites: self.max_invites.max(1),
             admin_listen: self.admin_listen,
+            server_name: self
+                .server_name
+                .clone()
+                .filter(|n| !n.trim().is_empty() && !n.contains(char::is_whitespace))
+                .unwrap_or_else(chat_server::host_name),
+            irc_password: self.irc_password.clone(),
+            irc_replay: self.irc_replay,
             ..Config::default()
         }
     }

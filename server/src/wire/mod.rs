@@ -9,11 +9,13 @@
 //! Layout:
 //! - [`framed`]: length-prefixed JSON.
 //! - [`line`]: plain text lines for `nc` and `telnet`.
+//! - [`irc`]: IRC, for irssi, weechat, hexchat and bots (a translation, like line mode).
 //! - [`line_codec`]: line mode's byte-level decoder (CRLF, telnet, UTF-8, line limit).
 //! - [`outbox`]: the outgoing byte buffer both adapters write with one syscall per batch.
 //! - [`reader`]: decoding input without holding a read buffer while idle.
 
 pub(crate) mod framed;
+pub(crate) mod irc;
 pub(crate) mod line;
 pub(crate) mod line_codec;
 pub(crate) mod outbox;
@@ -42,6 +44,14 @@ pub(crate) mod slots {
     pub(crate) const LINE_HERE: Slot = Slot::new(1);
     /// Line-mode text as seen by a client for which the room is not current (`[room] `).
     pub(crate) const LINE_ELSEWHERE: Slot = Slot::new(2);
+    /// IRC lines without tags (and every IRC event that carries none).
+    pub(crate) const IRC: Slot = Slot::new(3);
+    /// IRC lines with `time` (server-time without message-tags).
+    pub(crate) const IRC_TIME: Slot = Slot::new(4);
+    /// IRC lines with `msgid` (message-tags without server-time).
+    pub(crate) const IRC_MSGID: Slot = Slot::new(5);
+    /// IRC lines with `msgid` and `time`.
+    pub(crate) const IRC_MSGID_TIME: Slot = Slot::new(6);
 }
 
 /// What a connection's client can do, decided when it connects (a future adapter may

@@ -1,0 +1,662 @@
+//! IRC commands to requests, or answered here: the dispatch of every command, what IRC
+//! answers from the connection's own state (`PING`, `TOPIC #room`, `MODE #room`, `AWAY`,
+//! `OPER`), and everything else as the request it means. A command with a comma list
+//! (`JOIN #a,#b`) becomes several requests, queued. Registration's commands are in
+//! `register.rs`.
+
+use chat_shared::{ClientMsg, ModeChange, Request};
+
+use super::codec::Message;
+use super::{Cmd, IrcWire, Last};
+use super::{INVITE_ONLY, MODERATED, SECRET, TOPIC_LOCKED};
+use crate::wire::Inbound;
+
+/// Commands allowed before registration.
+const BEFORE_WELCOME: [&str; 9] = [
+    "CAP",
+    "NICK",
+    "USER",
+    "PASS",
+    "PING",
+    "PONG",
+    "QUIT",
+    "AUTHENTICATE",
+    "PRIVMSG",
+];
+
+/// The pseudo-user that takes `IDENTIFY` and `REGISTER`, as on most networks.
+pub(super) const NICKSERV: &str = "NickServ";
+
+impl<R, W> IrcWire<R, W> {
+    /// Turns one line into a request, or answers it.
+    pub(super) fn command(&mut self, msg: Message) -> Inbound {
+        let registering = self.nick.is_none();
+        if registering && !BEFORE_WELCOME.contains(&msg.command.as_str()) {
+            self.numeric("451", &[], "You have not registered");
+            return Inbound::Handled;
+        }
+        match msg.command.as_str() {
+            "CAP" => self.cap(&msg),
+            "NICK" => self.nick_cmd(&msg),
+            "USER" => self.user(&msg),
+            "PASS" => self.pass(&msg),
+            "AUTHENTICATE" => self.authenticate(&msg),
+            "PING" => {
+                let server = self.server().to_owned();
+                let line = format!(":{server} PONG {server} :{}\r\n", msg.arg(0));
+                self.put(line.as_bytes());
+                Inbound::Handled
+            }
+            // Only a registered client is pinged; an early PONG answers nothing.
+            "PONG" if registering => Inbound::Handled,
+            "PONG" => self.request(
+                Cmd::Other,
+                "",
+                ClientMsg::Pong {
+                    token: token(msg.arg(0)),
+                },
+            ),
+            "QUIT" => self.request(
+                Cmd::Other,
+                "",
+                ClientMsg::Quit {
+                    reason: some(msg.arg(0)),
+                },
+            ),
+            "PRIVMSG" | "NOTICE" => self.privmsg(&msg),
+            "JOIN" => self.join(&msg),
+            "PART" => self.part(&msg),
+            "TOPIC" => self.topic(&msg),
+            "NAMES" => self.names(&msg, Cmd::Names),
+            "WHO" => self.names(&msg, Cmd::Who),
+            "LIST" => self.request(Cmd::List, "", ClientMsg::Rooms {}),
+            "KICK" => self.kick(&msg),
+            "INVITE" => self.invite(&msg),
+            "MODE" => self.mode(&msg),
+            "AWAY" => self.away(&msg),
+            "ISON" => self.ison(&msg),
+            "USERHOST" => self.userhost(&msg),
+            "WHOIS" => self.whois(&msg),
+            "OPER" => self.oper(&msg),
+            "KILL" if !msg.arg(0).is_empty() => self.request(
+                Cmd::Other,
+                msg.arg(0),
+                ClientMsg::Kill {
+                    nick: msg.arg(0).to_owned(),
+                    reason: some(msg.arg(1)),
+                },
+            ),
+            "CHATHISTORY" => self.chathistory(&msg),
+            "NICKSERV" | "NS" => self.nickserv(&msg.params.join(" ")),
+            "USERHOSTS" | "MOTD" => {
+                self.motd();
+                Inbound::Handled
+            }
+            _ => {
+                self.numeric("421", &[&msg.command], "Unknown command");
+                Inbound::Handled
+            }
+        }
+    }
+
+    /// Hands `msg` to the session, remembering what it was about.
+    pub(super) fn request(&mut self, cmd: Cmd, target: &str, msg: ClientMsg) -> Inbound {
+        self.last = Some(Box::new(Last {
+            cmd,
+            target: target.to_owned(),
+        }));
+        Inbound::Request(Request::new(msg))
+    }
+
+    /// Several requests of one command: the first now, the rest queued.
+    pub(super) fn requests(&mut self, mut all: Vec<(Cmd, String, ClientMsg)>) -> Inbound {
+        if all.is_empty() {
+            return Inbound::Handled;
+        }
+        let (cmd, target, first) = all.remove(0);
+        if !all.is_empty() {
+            let extra = self.extra();
+            for (cmd, target, msg) in all.into_iter().rev() {
+                extra.queue.push((cmd, target, Request::new(msg)));
+            }
+        }
+        self.request(cmd, &target, first)
+    }
+
+    pub(super) fn need_params(&mut self, msg: &Message, n: usize) -> bool {
+        if msg.params.len() < n || msg.params.iter().take(n).any(String::is_empty) {
+            self.numeric("461", &[&msg.command], "Not enough parameters");
+            return false;
+        }
+        true
+    }
+
+    fn privmsg(&mut self, msg: &Message) -> Inbound {
+        let notice = msg.command == "NOTICE";
+        if msg.arg(0).is_empty() {
+            self.numeric("411", &[], &format!("No recipient given ({})", msg.command));
+            return Inbound::Handled;
+        }
+        if msg.params.len() < 2 || msg.arg(1).is_empty() {
+            self.numeric("412", &[], "No text to send");
+            return Inbound::Handled;
+        }
+        let (text, action) = match ctcp(msg.arg(1)) {
+            Some(("ACTION", text)) => (text, true),
+            // Other CTCP (VERSION, PING, …) has no place in the protocol: not passed on.
+            Some(_) => return Inbound::Handled,
+            None => (msg.arg(1), false),
+        };
+        if text.len() > self.config.max_text {
+            let why = format!(
+                "Message too long ({} bytes, the limit is {}): not sent",
+                text.len(),
+                self.config.max_text
+            );
+            self.numeric("417", &[], &why);
+            return Inbound::Handled;
+        }
+        let mut all = Vec::new();
+        for target in msg.arg(0).split(',').filter(|t| !t.is_empty()) {
+            if target.eq_ignore_ascii_case(NICKSERV) {
+                if !notice {
+                    let inbound = self.nickserv(text);
+                    if !matches!(inbound, Inbound::Handled) {
+                        return inbound;
+                    }
+                }
+                continue;
+            }
+            if self.nick.is_none() {
+                self.numeric("451", &[], "You have not registered");
+                return Inbound::Handled;
+            }
+            if let Some(room) = target.strip_prefix('#') {
+                all.push((
+                    Cmd::Say,
+                    target.to_owned(),
+                    ClientMsg::Say {
+                        room: room.to_owned(),
+                        text: text.to_owned(),
+                        action,
+                    },
+                ));
+            } else if target.starts_with(['&', '+', '!', '$']) {
+                self.numeric("403", &[target], "No such channel (rooms begin with #)");
+            } else {
+                all.push((
+                    Cmd::Dm,
+                    target.to_owned(),
+                    ClientMsg::Dm {
+                        to: target.to_owned(),
+                        // An action DM has no flag of its own: it reads as one.
+                        text: if action {
+                            format!("* {text}")
+                        } else {
+                            text.to_owned()
+                        },
+                    },
+                ));
+            }
+        }
+        self.requests(all)
+    }
+
+    /// A room name from `#room`; anything else is answered 403 and is `None`.
+    fn channel<'a>(&mut self, target: &'a str) -> Option<&'a str> {
+        match target.strip_prefix('#') {
+            Some(room) if !room.is_empty() => Some(room),
+            _ => {
+                self.numeric("403", &[target], "No such channel (rooms begin with #)");
+                None
+            }
+        }
+    }
+
+    fn join(&mut self, msg: &Message) -> Inbound {
+        if !self.need_params(msg, 1) {
+            return Inbound::Handled;
+        }
+        if msg.arg(0) == "0" {
+            let all = self
+                .rooms
+                .iter()
+                .map(|r| {
+                    let msg = ClientMsg::Part {
+                        room: r.name.to_string(),
+                        reason: None,
+                    };
+                    (Cmd::Part, format!("#{}", r.name), msg)
+                })
+                .collect();
+            return self.requests(all);
+        }
+        let mut keys = msg.arg(1).split(',');
+        let mut all = Vec::new();
+        for target in msg.arg(0).split(',').filter(|t| !t.is_empty()) {
+            let key = keys.next().filter(|k| !k.is_empty()).map(str::to_owned);
+            if let Some(room) = self.channel(target) {
+                let msg = ClientMsg::Join {
+                    room: room.to_owned(),
+                    since: None,
+                    key,
+                };
+                all.push((Cmd::Join, target.to_owned(), msg));
+            }
+        }
+        self.requests(all)
+    }
+
+    fn part(&mut self, msg: &Message) -> Inbound {
+        if !self.need_params(msg, 1) {
+            return Inbound::Handled;
+        }
+        let mut all = Vec::new();
+        for target in msg.arg(0).split(',').filter(|t| !t.is_empty()) {
+            if let Some(room) = self.channel(target) {
+                let msg = ClientMsg::Part {
+                    room: room.to_owned(),
+                    reason: some(msg.arg(1)),
+                };
+                all.push((Cmd::Part, target.to_owned(), msg));
+            }
+        }
+        self.requests(all)
+    }
+
+    /// `TOPIC #room` shows the topic as last seen (332/333, or 331); with a text, sets it
+    /// (an empty text clears it).
+    fn topic(&mut self, msg: &Message) -> Inbound {
+        if !self.need_params(msg, 1) {
+            return Inbound::Handled;
+        }
+        let target = msg.arg(0);
+        let Some(room) = self.channel(target) else {
+            return Inbound::Handled;
+        };
+        if msg.params.len() >= 2 {
+            let text = msg.arg(1).to_owned();
+            return self.request(
+                Cmd::Topic,
+                target,
+                ClientMsg::Topic {
+                    room: room.to_owned(),
+                    text,
+                },
+            );
+        }
+        match self.room(&room.to_lowercase()) {
+            None => self.numeric("442", &[target], "You're not on that channel"),
+            Some(seen) => match seen.topic.as_deref() {
+                Some(topic) => {
+                    let (text, by, ts) = (topic.text.clone(), topic.by.clone(), topic.ts);
+                    self.topic_numerics(target, &text, &by, ts);
+                }
+                None => self.numeric("331", &[target], "No topic is set"),
+            },
+        }
+        Inbound::Handled
+    }
+
+    /// `NAMES` and `WHO` for rooms ask for the member list; its answer is rendered as one
+    /// or the other.
+    fn names(&mut self, msg: &Message, cmd: Cmd) -> Inbound {
+        let targets: Vec<String> = if msg.arg(0).is_empty() {
+            self.rooms.iter().map(|r| format!("#{}", r.name)).collect()
+        } else {
+            msg.arg(0).split(',').map(str::to_owned).collect()
+        };
+        let mut all = Vec::new();
+        for target in targets {
+            let Some(room) = target.strip_prefix('#').filter(|r| !r.is_empty()) else {
+                // A nick or a mask: phase 2 (a lookup the protocol has no request for).
+                let end = if cmd == Cmd::Who { "315" } else { "366" };
+                let what = if cmd == Cmd::Who {
+                    "End of WHO list"
+                } else {
+                    "End of NAMES list"
+                };
+                self.numeric(end, &[&target], what);
+                continue;
+            };
+            let room = room.to_lowercase();
+            if cmd == Cmd::Who {
+                self.extra().who.push(room.as_str().into());
+            }
+            all.push((cmd, target.clone(), ClientMsg::Who { room }));
+        }
+        self.requests(all)
+    }
+
+    fn kick(&mut self, msg: &Message) -> Inbound {
+        if !self.need_params(msg, 2) {
+            return Inbound::Handled;
+        }
+        let target = msg.arg(0).to_owned();
+        let Some(room) = self.channel(&target).map(str::to_owned) else {
+            return Inbound::Handled;
+        };
+        let all = msg
+            .arg(1)
+            .split(',')
+            .filter(|n| !n.is_empty())
+            .map(|nick| {
+                let msg = ClientMsg::Kick {
+                    room: room.clone(),
+                    nick: nick.to_owned(),
+                    reason: some(msg.arg(2)),
+                };
+                (Cmd::Kick, format!("{target} {nick}"), msg)
+            })
+            .collect();
+        self.requests(all)
+    }
+
+    fn invite(&mut self, msg: &Message) -> Inbound {
+        if !self.need_params(msg, 2) {
+            return Inbound::Handled;
+        }
+        let Some(room) = self.channel(msg.arg(1)).map(str::to_owned) else {
+            return Inbound::Handled;
+        };
+        let target = format!("{} {}", msg.arg(0), msg.arg(1));
+        self.request(
+            Cmd::Invite,
+            &target,
+            ClientMsg::Invite {
+                room,
+                nick: msg.arg(0).to_owned(),
+            },
+        )
+    }
+
+    /// `MODE #room [changes]` and `MODE nick`: room changes map onto the moderation
+    /// requests (`o` and `v` onto roles, `b` onto bans, `i k m t s` onto one `mode`).
+    fn mode(&mut self, msg: &Message) -> Inbound {
+        if !self.need_params(msg, 1) {
+            return Inbound::Handled;
+        }
+        let target = msg.arg(0).to_owned();
+        let Some(room) = target.strip_prefix('#').map(str::to_lowercase) else {
+            if self.is_me(&target) {
+                // No user modes are kept; `MODE me +i`, which clients send, changes nothing.
+                self.numeric("221", &[], "+");
+            } else {
+                self.numeric("502", &[], "Can't change mode for other users");
+            }
+            return Inbound::Handled;
+        };
+        if msg.params.len() < 2 {
+            self.channel_modes(&target, &room);
+            return Inbound::Handled;
+        }
+        let mut args = msg.params[2..].iter().map(String::as_str);
+        let mut change = ModeChange::default();
+        let mut all = Vec::new();
+        let mut sign = true;
+        for c in msg.arg(1).chars() {
+            let on = sign;
+            match c {
+                '+' => sign = true,
+                '-' => sign = false,
+                'i' => change.invite_only = Some(on),
+                'm' => change.moderated = Some(on),
+                't' => change.topic_locked = Some(on),
+                's' => change.secret = Some(on),
+                'n' => {} // no outside messages: always so here
+                'k' if on => match args.next() {
+                    Some(key) => change.key = Some(Some(key.to_owned())),
+                    None => self.numeric("696", &[&target, "k", "*"], "You must specify a key"),
+                },
+                'k' => {
+                    let _ = args.next(); // `-k KEY` names the key it removes
+                    change.key = Some(None);
+                }
+                'o' | 'v' | 'b' => {
+                    let Some(arg) = args.next() else {
+                        if c == 'b' {
+                            all.push((
+                                Cmd::Bans,
+                                target.clone(),
+                                ClientMsg::Bans { room: room.clone() },
+                            ));
+                        }
+                        continue;
+                    };
+                    // A ban mask `nick!user@host` bans the nick: bans are by account, or a
+                    // guest's nick and address, not by mask.
+                    let nick = arg.split('!').next().unwrap_or(arg).to_owned();
+                    let room = room.clone();
+                    let (cmd, msg) = match (c, on) {
+                        ('o', true) => (Cmd::Mode, ClientMsg::Op { room, nick }),
+                        ('o', false) => (Cmd::Mode, ClientMsg::Deop { room, nick }),
+                        ('v', true) => (Cmd::Mode, ClientMsg::Voice { room, nick }),
+                        ('v', false) => (Cmd::Mode, ClientMsg::Devoice { room, nick }),
+                        (_, true) => (Cmd::Ban(true), ClientMsg::Ban { room, nick }),
+                        (_, false) => (Cmd::Ban(false), ClientMsg::Unban { room, nick }),
+                    };
+                    all.push((cmd, format!("{target} {arg}"), msg));
+                }
+                other => {
+                    self.numeric(
+                        "472",
+                        &[&other.to_string()],
+                        "is an unknown mode char to me",
+                    );
+                }
+            }
+        }
+        if !change.is_empty() {
+            all.insert(
+                0,
+                (Cmd::Mode, target.clone(), ClientMsg::Mode { room, change }),
+            );
+        }
+        self.requests(all)
+    }
+
+    /// `CHATHISTORY LATEST #room * N` and `CHATHISTORY BEFORE #room msgid=ID N`, the two
+    /// that a `history` page answers (it pages back from a message id). `LATEST` after a
+    /// msgid is answered as `LATEST *`: more than asked, which clients drop by msgid.
+    /// `AFTER`, `AROUND`, `BETWEEN` and `TARGETS` need the protocol to page forwards: phase 2.
+    fn chathistory(&mut self, msg: &Message) -> Inbound {
+        let sub = msg.arg(0).to_ascii_uppercase();
+        let fail = |w: &mut Self, code: &str, context: &str, text: &str| {
+            let line = format!(
+                ":{} FAIL CHATHISTORY {code} {context} :{text}\r\n",
+                w.server()
+            );
+            w.put(line.as_bytes());
+            Inbound::Handled
+        };
+        if !matches!(sub.as_str(), "LATEST" | "BEFORE") {
+            return fail(
+                self,
+                "INVALID_PARAMS",
+                &sub,
+                "only LATEST and BEFORE are supported",
+            );
+        }
+        let target = msg.arg(1).to_owned();
+        let Some(room) = target.strip_prefix('#').filter(|r| !r.is_empty()) else {
+            return fail(
+                self,
+                "INVALID_TARGET",
+                &sub,
+                "only #rooms have history here",
+            );
+        };
+        let before = match (sub.as_str(), msg.arg(2)) {
+            ("LATEST", _) => None,
+            (_, reference) => match reference
+                .strip_prefix("msgid=")
+                .and_then(|id| uuid::Uuid::parse_str(id).ok())
+            {
+                Some(id) => Some(id),
+                None => return fail(self, "INVALID_PARAMS", &sub, "BEFORE takes msgid=ID"),
+            },
+        };
+        let limit = msg.arg(3).parse::<u32>().ok();
+        let msg = ClientMsg::History {
+            room: room.to_lowercase(),
+            before,
+            limit,
+        };
+        self.request(Cmd::History, &target, msg)
+    }
+
+    /// `MODE #room`: 324 from what this connection last saw.
+    fn channel_modes(&mut self, target: &str, room: &str) {
+        let Some(seen) = self.room(room) else {
+            self.numeric("442", &[target], "You're not on that channel");
+            return;
+        };
+        let mut modes = String::from("+n");
+        for (bit, c) in [
+            (INVITE_ONLY, 'i'),
+            (MODERATED, 'm'),
+            (TOPIC_LOCKED, 't'),
+            (SECRET, 's'),
+        ] {
+            if seen.modes & bit != 0 {
+                modes.push(c);
+            }
+        }
+        let mut params = vec![target.to_owned()];
+        if let Some(key) = &seen.key {
+            modes.push('k');
+            params.push(modes.clone());
+            params.push(key.to_string());
+        } else {
+            params.push(modes.clone());
+        }
+        let me = self.me().to_owned();
+        let server = self.server().to_owned();
+        let line = format!(":{server} 324 {me} {}\r\n", params.join(" "));
+        self.put(line.as_bytes());
+    }
+
+    fn away(&mut self, msg: &Message) -> Inbound {
+        let text = msg.arg(0);
+        if text.is_empty() {
+            if let Some(extra) = self.extra.as_mut() {
+                extra.away = None;
+            }
+            self.tidy();
+            self.numeric("305", &[], "You are no longer marked as being away");
+        } else {
+            self.extra().away = Some(text.into());
+            self.numeric("306", &[], "You have been marked as being away");
+        }
+        Inbound::Handled
+    }
+
+    /// `ISON`: of the nicks asked for, this client's own (others: phase 2, which needs
+    /// a presence lookup the protocol lacks).
+    fn ison(&mut self, msg: &Message) -> Inbound {
+        let on: Vec<&str> = msg
+            .params
+            .iter()
+            .flat_map(|p| p.split(' '))
+            .filter(|n| self.is_me(n))
+            .collect();
+        let on = on.join(" ");
+        self.numeric("303", &[], &on);
+        Inbound::Handled
+    }
+
+    fn userhost(&mut self, msg: &Message) -> Inbound {
+        let me = self.me().to_owned();
+        let server = self.server().to_owned();
+        let away = self.extra.as_ref().is_some_and(|e| e.away.is_some());
+        let replies: Vec<String> = msg
+            .params
+            .iter()
+            .flat_map(|p| p.split(' '))
+            .filter(|n| self.is_me(n))
+            .map(|n| {
+                let here = if away { '-' } else { '+' };
+                format!("{n}={here}{me}@{server}")
+            })
+            .collect();
+        self.numeric("302", &[], &replies.join(" "));
+        Inbound::Handled
+    }
+
+    /// `WHOIS nick`: the basics (311, 312, 318); the account (330) for this client.
+    fn whois(&mut self, msg: &Message) -> Inbound {
+        let nick = msg.params.last().map_or("", String::as_str).to_owned();
+        if nick.is_empty() {
+            self.numeric("431", &[], "No nickname given");
+            return Inbound::Handled;
+        }
+        let server = self.server().to_owned();
+        let user = super::render::user_of(&nick);
+        self.numeric("311", &[&nick, &user, &server, "*"], &nick);
+        self.numeric("312", &[&nick, &server], "chat-server");
+        if self.is_me(&nick) && self.account {
+            self.numeric("330", &[&nick, &nick], "is logged in as");
+        }
+        self.numeric("318", &[&nick], "End of /WHOIS list");
+        Inbound::Handled
+    }
+
+    /// `OPER NAME PASSWORD`: admins are the accounts `--admins` names, and an admin's
+    /// powers come with logging in to the account, so this only confirms them.
+    fn oper(&mut self, msg: &Message) -> Inbound {
+        if !self.need_params(msg, 2) {
+            return Inbound::Handled;
+        }
+        let name = msg.arg(0);
+        let admin = self
+            .config
+            .admins
+            .iter()
+            .any(|a| crate::path::stream::same_nick(a, name) && self.is_me(name));
+        if !admin {
+            self.numeric(
+                "491",
+                &[],
+                "No O-lines for your host (admins are --admins accounts)",
+            );
+        } else if !self.account {
+            self.numeric(
+                "464",
+                &[],
+                "Log in to the account first (SASL, or NickServ IDENTIFY)",
+            );
+        } else {
+            self.numeric("381", &[], "You are now an IRC operator");
+        }
+        Inbound::Handled
+    }
+}
+
+/// The token of a `PONG`: a number when it is one (the session pings with numbers).
+fn token(s: &str) -> serde_json::Value {
+    s.parse::<i64>()
+        .map_or_else(|_| serde_json::Value::from(s), serde_json::Value::from)
+}
+
+fn some(s: &str) -> Option<String> {
+    Some(s.to_owned()).filter(|s| !s.is_empty())
+}
+
+/// A CTCP message (`\x01VERB text\x01`) taken apart.
+fn ctcp(text: &str) -> Option<(&str, &str)> {
+    let inner = text.strip_prefix('\x01')?;
+    let inner = inner.strip_suffix('\x01').unwrap_or(inner);
+    Some(inner.split_once(' ').unwrap_or((inner, "")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ctcp_action_is_taken_apart_and_plain_text_is_not_ctcp() {
+        assert_eq!(ctcp("\x01ACTION waves\x01"), Some(("ACTION", "waves")));
+        assert_eq!(ctcp("\x01VERSION\x01"), Some(("VERSION", "")));
+        assert_eq!(ctcp("hello"), None);
+    }
+}
