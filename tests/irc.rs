@@ -1817,13 +1817,33 @@ async fn registration_and_chat_work_over_tls() {
 /// The bound on each real-client test as a whole.
 const REAL_CLIENT_BOUND: Duration = Duration::from_secs(20);
 
-/// Whether `bin` runs (`bin --version` succeeds).
+/// Whether `bin` runs (its version flag succeeds: `-V` for tmux, `--version` otherwise).
 fn runs(bin: &str) -> bool {
+    let flag = if bin == "tmux" { "-V" } else { "--version" };
     Command::new(bin)
-        .arg("--version")
+        .arg(flag)
         .stdin(Stdio::null())
         .output()
         .is_ok_and(|o| o.status.success())
+}
+
+/// Whether framed client `c` gets a message matching `pred` within `within` (no panic on
+/// a timeout, so the caller can say what the real client was doing).
+async fn saw(c: &mut Client, within: Duration, pred: impl Fn(&ServerMsg) -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match c.next(left).await {
+            Next::Item(m) if pred(&m) => return true,
+            Next::Item(_) => {}
+            Next::Eof | Next::Timeout => return false,
+        }
+    }
+}
+
+/// `joined{room, nick}`.
+fn joined(room: &'static str, nick: &'static str) -> impl Fn(&ServerMsg) -> bool {
+    move |m| matches!(m, ServerMsg::Joined { room: r, nick: n, .. } if r == room && n == nick)
 }
 
 /// Whether to skip `test`: one of `bins` is missing and `CI` is not set (with `CI`, it
@@ -1863,8 +1883,12 @@ fn files_text(dir: &Path) -> Vec<(PathBuf, String)> {
     };
     for e in entries.flatten() {
         let p = e.path();
-        if p.is_dir() {
+        // `file_type` does not follow links; only regular files are read (reading the FIFO
+        // would block).
+        let Ok(kind) = e.file_type() else { continue };
+        if kind.is_dir() {
             out.extend(files_text(&p));
+        } else if !kind.is_file() {
         } else if let Ok(bytes) = std::fs::read(&p) {
             out.push((p, String::from_utf8_lossy(&bytes).into_owned()));
         }
@@ -1924,19 +1948,24 @@ impl Weechat {
     /// Runs a weechat command in the server buffer through the FIFO.
     fn command(&self, command: &str) {
         use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         let fifo = self.dir.path().join("fifo");
+        // Non-blocking: opening a FIFO for writing blocks until a reader has it open, and
+        // a weechat that died has not; this way that is an error (ENXIO) instead of a hang.
+        const O_NONBLOCK: i32 = 0o4000; // Linux
         let mut f = std::fs::OpenOptions::new()
             .write(true)
+            .custom_flags(O_NONBLOCK)
             .open(&fifo)
             .unwrap_or_else(|e| panic!("open weechat's FIFO {}: {e}", fifo.display()));
         writeln!(f, "irc.server.test *{command}").expect("write to the FIFO");
     }
 
-    /// Whether some log file under `DIR/logs` contains `text`.
+    /// Whether #lobby's log file (under `DIR/logs`, named after the buffer) contains `text`.
     fn logged(&self, text: &str) -> bool {
         files_text(&self.dir.path().join("logs"))
             .iter()
-            .any(|(_, t)| t.contains(text))
+            .any(|(p, t)| p.to_string_lossy().contains("lobby") && t.contains(text))
     }
 
     /// weechat's own output and logs, for a failure message.
@@ -1976,13 +2005,14 @@ async fn weechat_headless_joins_lobby_sees_the_replay_and_chats_with_a_framed_us
         let mut alice = Client::login(addr, "alice").await;
         alice.say("lobby", "said before weechat came").await;
         let weechat = Weechat::start(addr, "weebot");
-        let joined = timeout(
+        let joined = saw(
+            &mut alice,
             Duration::from_secs(10),
-            alice.recv_joined("lobby", "weebot"),
+            joined("lobby", "weebot"),
         )
         .await;
         assert!(
-            joined.is_ok(),
+            joined,
             "weechat never joined #lobby:{}",
             weechat.diagnostics()
         );
@@ -2020,13 +2050,16 @@ async fn weechat_headless_joins_lobby_sees_the_replay_and_chats_with_a_framed_us
 /// A tmux server on its own socket, killed on drop (also when the test fails).
 struct Tmux {
     socket: String,
+    /// The socket file, removed on drop: tmux leaves it behind when its server exits.
+    socket_path: Option<String>,
 }
 
 impl Tmux {
     /// A tmux server on socket `chat-irc-tests-NAME-PID` running `command` in a pane.
     fn start(name: &str, command: &str) -> Self {
-        let tmux = Self {
+        let mut tmux = Self {
             socket: format!("chat-irc-tests-{name}-{}", std::process::id()),
+            socket_path: None,
         };
         let started = tmux.cmd(&[
             "new-session",
@@ -2044,6 +2077,9 @@ impl Tmux {
             "tmux new-session failed: {}",
             String::from_utf8_lossy(&started.stderr)
         );
+        let out = tmux.cmd(&["display-message", "-p", "-t", "irc", "#{socket_path}"]);
+        let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        tmux.socket_path = Some(path).filter(|p| !p.is_empty());
         tmux
     }
 
@@ -2081,6 +2117,10 @@ impl Drop for Tmux {
     fn drop(&mut self) {
         // Ignored: the server may already be gone.
         let _ = self.cmd(&["kill-server"]);
+        if let Some(path) = self.socket_path.take() {
+            // Ignored: tmux may have removed its socket itself.
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -2107,16 +2147,20 @@ async fn irssi_in_tmux_joins_lobby_sees_the_replay_and_chats_with_a_framed_user(
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             tmux.type_line("/join #lobby");
-            match timeout(
+            if saw(
+                &mut alice,
                 Duration::from_secs(2),
-                alice.recv_joined("lobby", "irsnick"),
+                joined("lobby", "irsnick"),
             )
             .await
             {
-                Ok(()) => break,
-                Err(_) if Instant::now() < deadline => {}
-                Err(_) => panic!("irssi never joined #lobby; its screen:\n{}", tmux.capture()),
+                break;
             }
+            assert!(
+                Instant::now() < deadline,
+                "irssi never joined #lobby; its screen:\n{}",
+                tmux.capture()
+            );
         }
         let replay = poll(Duration::from_secs(5), || {
             tmux.capture()
