@@ -206,7 +206,10 @@ async fn two_clients_chat_in_cjk_and_dm_on_screen() {
         "{screen}"
     );
     assert!(screen.contains("│ 小明"), "member list: {screen}");
-    assert!(screen.contains(" online │ alice │ #lobby +t │ "), "{screen}");
+    assert!(
+        screen.contains(" online │ alice │ #lobby +t │ "),
+        "{screen}"
+    );
 
     alice.type_line("こんにちは 小明 👋");
     alice
