@@ -196,3 +196,57 @@ async fn sigterm_under_load_says_bye_to_hundreds_and_exits_zero_within_5_s() {
         done.unwrap();
     }
 }
+
+/// `--log-format json`: every line the server logs is one JSON object, connections are
+/// logged as they open and close, and what clients say never is.
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_and_never_hold_a_message() {
+    let (mut server, addr, log) = Run {
+        args: ["--log-format", "json", "--db", "none"]
+            .map(str::to_owned)
+            .to_vec(),
+        dir: Path::new("."),
+        env: Vec::new(),
+        unset: Vec::new(),
+    }
+    .start_logged();
+    let line = TcpStream::connect(&addr).await.unwrap();
+    let (read, mut write) = line.into_split();
+    write
+        .write_all(b"lina\nthe secret words 42\n/quit\n")
+        .await
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(read).lines();
+    // Read to the end: the quit was handled, so its log line was written.
+    while timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .is_some()
+    {}
+    sigterm(&server);
+    assert_exits_zero_within(&mut server, WAIT).await;
+    // Until the server's stderr closes: every line it wrote.
+    let mut logged = Vec::new();
+    while let Ok(line) = log.recv_timeout(WAIT) {
+        logged.push(line);
+    }
+    assert!(logged.len() >= 3, "{logged:#?}");
+    let mut messages = Vec::new();
+    for line in &logged {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON object ({e}): {line}"));
+        assert!(v.is_object(), "{line}");
+        messages.push(v.to_string());
+        assert!(
+            !line.contains("secret words"),
+            "a message was logged: {line}"
+        );
+    }
+    for wanted in ["connection opened", "connection closed"] {
+        assert!(
+            messages.iter().any(|m| m.contains(wanted)),
+            "no {wanted:?} line in {logged:#?}"
+        );
+    }
+}

@@ -98,8 +98,16 @@ impl Run<'_> {
         // Reads to the end whoever listens, so the server never blocks on a full pipe.
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(addr.trim().to_owned()); // the test may have given up
+                // `listening on ADDR`, also inside a JSON log line (`…ADDR","target":…`);
+                // the admin listener's line is not the chat port's.
+                if !line.contains("admin listening on")
+                    && let Some(rest) = line.split("listening on ").nth(1)
+                {
+                    let addr: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']'))
+                        .collect();
+                    let _ = tx.send(addr); // the test may have given up
                 }
                 let _ = log_tx.send(line);
             }
