@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 
 mod tmux;
 
-use tmux::{LineClient, Tmux, server_runtime, skip_without_tmux};
+use tmux::{InProcess, LineClient, Tmux, skip_without_tmux};
 
 /// Bound on every wait of the framed client.
 const WAIT: Duration = Duration::from_secs(10);
@@ -204,16 +204,8 @@ fn chat_tui_shows_a_rooms_topic_marks_kick_and_invitation_as_the_other_clients_s
         return;
     }
 
-    let (runtime, listener, addr) = server_runtime();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn(chat_server::run(
-        listener,
-        chat_server::Config::default(),
-        async move {
-            // Either a stop or a dropped sender ends the server.
-            let _ = stopped.await;
-        },
-    ));
+    let server = InProcess::start();
+    let addr = server.addr;
 
     // alice creates #mod: its first member, so its op.
     let mut alice = FramedClient::connect(addr, "alice");
@@ -386,13 +378,5 @@ fn chat_tui_shows_a_rooms_topic_marks_kick_and_invitation_as_the_other_clients_s
     tmux.send_key("Enter");
     drop(tmux);
 
-    // Ignored: if the server already stopped, the receiver is gone.
-    let _ = stop.send(());
-    runtime.block_on(async {
-        tokio::time::timeout(WAIT, server)
-            .await
-            .expect("server did not stop")
-            .unwrap()
-            .unwrap();
-    });
+    server.stop();
 }

@@ -19,7 +19,7 @@ mod common;
 mod tmux;
 
 use common::tls_server;
-use tmux::{LineClient, Tmux, WAIT, server_runtime, skip_without_tmux};
+use tmux::{InProcess, LineClient, Tmux, WAIT, server_runtime, skip_without_tmux};
 
 #[test]
 fn chat_tui_in_tmux_talks_to_a_line_client_and_restores_the_terminal() {
@@ -27,16 +27,8 @@ fn chat_tui_in_tmux_talks_to_a_line_client_and_restores_the_terminal() {
         return;
     }
 
-    let (runtime, listener, addr) = server_runtime();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn(chat_server::run(
-        listener,
-        chat_server::Config::default(),
-        async move {
-            // Either a stop or a dropped sender ends the server.
-            let _ = stopped.await;
-        },
-    ));
+    let server = InProcess::start();
+    let addr = server.addr;
 
     let bin = env!("CARGO_BIN_EXE_chat-tui");
     // The shell prints the exit status on the (restored) normal screen, then waits for a
@@ -104,15 +96,7 @@ fn chat_tui_in_tmux_talks_to_a_line_client_and_restores_the_terminal() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    // Ignored: if the server already stopped, the receiver is gone.
-    let _ = stop.send(());
-    runtime.block_on(async {
-        tokio::time::timeout(WAIT, server)
-            .await
-            .expect("server did not stop")
-            .unwrap()
-            .unwrap();
-    });
+    server.stop();
 }
 
 /// The shell line that runs chat-tui over TLS with its own known-servers file, then prints

@@ -224,3 +224,45 @@ pub(crate) fn server_runtime() -> (tokio::runtime::Runtime, tokio::net::TcpListe
     let addr = listener.local_addr().unwrap();
     (runtime, listener, addr)
 }
+
+/// A chat-server with the default configuration, in process on its own runtime.
+pub(crate) struct InProcess {
+    pub(crate) runtime: tokio::runtime::Runtime,
+    pub(crate) addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcess {
+    pub(crate) fn start() -> Self {
+        let (runtime, listener, addr) = server_runtime();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = runtime.spawn(chat_server::run(
+            listener,
+            chat_server::Config::default(),
+            async move {
+                // Either a stop or a dropped sender ends the server.
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            runtime,
+            addr,
+            stop,
+            server,
+        }
+    }
+
+    /// Stops the server and waits (up to [`WAIT`]) for it to end cleanly.
+    pub(crate) fn stop(self) {
+        // Ignored: if the server already stopped, the receiver is gone.
+        let _ = self.stop.send(());
+        self.runtime.block_on(async {
+            tokio::time::timeout(WAIT, self.server)
+                .await
+                .expect("server did not stop")
+                .unwrap()
+                .unwrap();
+        });
+    }
+}
