@@ -10,9 +10,9 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// How many rejected messages, relative to the burst, a client may accumulate (refilling at
@@ -67,20 +67,27 @@ impl RateLimiter {
     }
 }
 
-/// Connection counts, total and per client IP.
+/// Connection counts, total and per client IP. The limits can change while connections
+/// are held (a reload): a lower one refuses new connections until enough have gone, and
+/// never closes one.
 #[derive(Debug)]
 pub(crate) struct ConnLimits {
-    total: Arc<Semaphore>,
-    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    max_per_ip: usize,
+    counts: Arc<Mutex<Counts>>,
+    max_total: AtomicUsize,
+    max_per_ip: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
 }
 
 /// One admitted connection; dropping it frees its slots.
 #[derive(Debug)]
 pub(crate) struct Admission {
-    _permit: OwnedSemaphorePermit,
     ip: IpAddr,
-    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    counts: Arc<Mutex<Counts>>,
 }
 
 /// Why a connection was refused.
@@ -93,10 +100,16 @@ pub(crate) enum Refusal {
 impl ConnLimits {
     pub(crate) fn new(max_total: usize, max_per_ip: usize) -> Self {
         Self {
-            total: Arc::new(Semaphore::new(max_total.min(Semaphore::MAX_PERMITS))),
-            per_ip: Arc::default(),
-            max_per_ip,
+            counts: Arc::default(),
+            max_total: AtomicUsize::new(max_total),
+            max_per_ip: AtomicUsize::new(max_per_ip),
         }
+    }
+
+    /// New limits, for connections admitted from now on.
+    pub(crate) fn set(&self, max_total: usize, max_per_ip: usize) {
+        self.max_total.store(max_total, Ordering::Relaxed);
+        self.max_per_ip.store(max_per_ip, Ordering::Relaxed);
     }
 
     /// Admits a connection from `ip` if both limits allow it.
@@ -104,31 +117,35 @@ impl ConnLimits {
     /// # Errors
     /// Which limit is reached.
     pub(crate) fn admit(&self, ip: IpAddr) -> Result<Admission, Refusal> {
-        let permit = Arc::clone(&self.total)
-            .try_acquire_owned()
-            .map_err(|_| Refusal::Full)?;
-        let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        let count = per_ip.entry(ip).or_insert(0);
-        if *count >= self.max_per_ip {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if counts.total >= self.max_total.load(Ordering::Relaxed) {
+            return Err(Refusal::Full);
+        }
+        let count = counts.per_ip.entry(ip).or_insert(0);
+        if *count >= self.max_per_ip.load(Ordering::Relaxed) {
+            if *count == 0 {
+                counts.per_ip.remove(&ip);
+            }
             return Err(Refusal::TooManyFromIp);
         }
         *count += 1;
+        counts.total += 1;
         Ok(Admission {
-            _permit: permit,
             ip,
-            per_ip: Arc::clone(&self.per_ip),
+            counts: Arc::clone(&self.counts),
         })
     }
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = per_ip.get_mut(&self.ip) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts.total -= 1;
+        if let Some(count) = counts.per_ip.get_mut(&self.ip) {
             *count -= 1;
             if *count == 0 {
                 // Keep the map as small as the set of connected IPs.
-                per_ip.remove(&self.ip);
+                counts.per_ip.remove(&self.ip);
             }
         }
     }
@@ -193,7 +210,20 @@ mod tests {
         let _b1 = limits.admit(b).unwrap();
         assert_eq!(limits.admit(b).unwrap_err(), Refusal::Full);
         drop(a1);
-        let _a3 = limits.admit(a).unwrap();
-        assert_eq!(limits.per_ip.lock().unwrap()[&a], 2);
+        let a3 = limits.admit(a).unwrap();
+        assert_eq!(limits.counts.lock().unwrap().per_ip[&a], 2);
+        // A lower limit closes nobody and refuses until enough have gone.
+        limits.set(2, 1);
+        assert_eq!(limits.admit(b).unwrap_err(), Refusal::Full);
+        drop(a3);
+        assert_eq!(limits.admit(b).unwrap_err(), Refusal::Full);
+        limits.set(3, 1);
+        assert_eq!(limits.admit(b).unwrap_err(), Refusal::TooManyFromIp);
+        limits.set(5, 5);
+        let _b2 = limits.admit(b).unwrap();
+        let refused: IpAddr = "10.0.0.3".parse().unwrap();
+        limits.set(5, 0);
+        assert_eq!(limits.admit(refused).unwrap_err(), Refusal::TooManyFromIp);
+        assert!(!limits.counts.lock().unwrap().per_ip.contains_key(&refused));
     }
 }

@@ -17,27 +17,23 @@
 pub(crate) mod room;
 pub(crate) mod server_bans;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use anyhow::Context;
-use chat_shared::validate::name_skeleton;
-use chat_shared::{Nick, RoomName};
+use chat_shared::RoomName;
 
 use crate::store::SettingsStore;
 use crate::store::settings::SettingsWriter;
 pub(crate) use room::{Joiner, RoomModeration};
 pub(crate) use server_bans::ServerBans;
 
-/// The server's side of moderation: where rooms' settings persist, who the admins are,
+/// The server's side of moderation: where rooms' settings persist,
 /// and the server bans.
 #[derive(Debug)]
 pub(crate) struct Moderation {
     /// Rooms' settings are read from here when a room is loaded; `None` without a store.
     pub(crate) store: Option<Arc<dyn SettingsStore>>,
     pub(crate) writer: Option<SettingsWriter>,
-    /// The admins' accounts, by skeleton.
-    admins: HashSet<String>,
     pub(crate) server_bans: ServerBans,
 }
 
@@ -69,23 +65,16 @@ impl Moderation {
             ),
             store,
             writer,
-            admins: config.admins.iter().map(|a| name_skeleton(a)).collect(),
         })
     }
 
-    /// Moderation in memory, with no admins (tests, and before the server's is given).
+    /// Moderation in memory (tests, and before the server's is given).
     pub(crate) fn in_memory(config: &crate::Config) -> Self {
         Self {
             store: None,
             writer: None,
-            admins: config.admins.iter().map(|a| name_skeleton(a)).collect(),
             server_bans: ServerBans::new(None, config.max_server_bans, None),
         }
-    }
-
-    /// Whether `nick`, logged in to its account, is a server admin.
-    pub(crate) fn is_admin(&self, nick: &Nick, logged_in: bool) -> bool {
-        logged_in && self.admins.contains(&nick.skeleton())
     }
 
     /// Waits until the settings handed to the writer are written.

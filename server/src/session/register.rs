@@ -113,7 +113,7 @@ impl<W: Wire> Session<W> {
             nick: nick.to_string(),
             session: self.id,
             server: concat!("chat-server ", env!("CARGO_PKG_VERSION")).into(),
-            motd: self.config.motd.clone(),
+            motd: self.config.live().motd.clone(),
             account: self.logged_in,
         });
         self.nick = Some(nick);

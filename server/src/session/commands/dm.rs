@@ -9,7 +9,7 @@ use crate::wire::Wire;
 
 impl<W: Wire> Session<W> {
     pub(super) fn dm(&mut self, to: &str, text: &str, id: Option<Uuid>) -> Result<(), Refusal> {
-        let text = clean_text(text, self.config.max_text)?;
+        let text = clean_text(text, self.config.live().max_text)?;
         let from = self.nick().clone();
         // Both copies, the recipient's and this sender's, come through sinks.
         self.chat.dm(self.id, &from, &self.sink, to, text, id)?;

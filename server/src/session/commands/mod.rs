@@ -36,7 +36,10 @@ impl<W: Wire> Session<W> {
         // Account requests share the message rate (each costs a password hash), and so does
         // every moderation request: each is a room event, an invitation or a kill.
         if rated(&req.msg) {
-            let (rate, burst) = (self.config.rate, self.config.burst);
+            let (rate, burst) = {
+                let live = self.config.live();
+                (live.rate, live.burst)
+            };
             match self.rate.check(Instant::now(), rate, burst) {
                 Verdict::Allow => {}
                 Verdict::Reject => {
@@ -128,9 +131,11 @@ impl<W: Wire> Session<W> {
 
     /// Whether this session is a server admin's: logged in to an account `--admins` names.
     pub(super) fn is_admin(&self) -> bool {
-        self.nick
-            .as_ref()
-            .is_some_and(|n| self.chat.moderation.is_admin(n, self.logged_in))
+        self.logged_in
+            && self
+                .nick
+                .as_ref()
+                .is_some_and(|n| self.config.live().is_admin_skeleton(&n.skeleton()))
     }
 
     /// A room the client has joined.

@@ -17,7 +17,7 @@ impl<W: Wire> Session<W> {
         id: Option<Uuid>,
     ) -> Result<(), Refusal> {
         let room = self.joined_room(room)?;
-        let text = clean_text(text, self.config.max_text)?;
+        let text = clean_text(text, self.config.live().max_text)?;
         match room.post(self.id, &self.sink, text, id, action) {
             // The sender's copy (its acknowledgement) comes through its own sink, once the
             // message is durable; a resend of one not durable yet is acknowledged by that

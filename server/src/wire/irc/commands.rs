@@ -147,11 +147,11 @@ impl<R, W> IrcWire<R, W> {
             Some(_) => return Inbound::Handled,
             None => (msg.arg(1), false),
         };
-        if text.len() > self.config.max_text {
+        let max_text = self.config.live().max_text;
+        if text.len() > max_text {
             let why = format!(
-                "Message too long ({} bytes, the limit is {}): not sent",
+                "Message too long ({} bytes, the limit is {max_text}): not sent",
                 text.len(),
-                self.config.max_text
             );
             self.numeric("417", &[], &why);
             return Inbound::Handled;
@@ -608,11 +608,11 @@ impl<R, W> IrcWire<R, W> {
             return Inbound::Handled;
         }
         let name = msg.arg(0);
-        let admin = self
-            .config
-            .admins
-            .iter()
-            .any(|a| crate::path::stream::same_nick(a, name) && self.is_me(name));
+        let admin = self.is_me(name)
+            && self
+                .config
+                .live()
+                .is_admin_skeleton(&chat_shared::validate::name_skeleton(name));
         if !admin {
             self.numeric(
                 "491",

@@ -296,7 +296,7 @@ impl<R, W> IrcWire<R, W> {
 
     pub(super) fn motd(&mut self) {
         let server = self.server().to_owned();
-        match self.config.motd.clone() {
+        match self.config.live().motd.clone() {
             Some(motd) => {
                 self.numeric("375", &[], &format!("- {server} Message of the day - "));
                 for line in motd.lines() {

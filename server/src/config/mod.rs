@@ -1,5 +1,13 @@
-//! The server's settings: every limit, with its default. The binary's flags fill this in
-//! (`chat-server --help`); tests and the bench build it directly.
+//! The server's settings: every limit, with its default. The binary's flags and config
+//! file fill this in (`crate::cli`); tests and the bench build it directly.
+//!
+//! Layout:
+//! - this file: [`Config`], its parts and its defaults;
+//! - `live`: the part a reload changes while the server runs ([`Live`]).
+
+mod live;
+
+pub use live::{LIVE_KEYS, Live, LiveCell};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -151,6 +159,8 @@ pub struct Config {
     /// Messages an IRC client without chathistory is replayed on `JOIN`, at most;
     /// `None`: as many as `history_on_join`.
     pub irc_replay: Option<usize>,
+    /// The live settings once the server runs (see [`Live`]); leave it at its default.
+    pub live: LiveCell,
 }
 
 /// The host name, for [`Config::server_name`]; `chat-server` where there is none to read.
@@ -210,6 +220,7 @@ impl Default for Config {
             server_name: host_name(),
             irc_password: None,
             irc_replay: None,
+            live: LiveCell::default(),
         }
     }
 }
