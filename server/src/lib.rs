@@ -7,8 +7,9 @@
 //!
 //! Layout, from the socket inwards:
 //! - [`run`]: the whole server, given a bound listener, a [`Config`] and a shutdown signal
-//!   ([`run_with_reload`]: and a signal to reload the TLS certificate).
-//! - `config`: every setting and limit, with its default.
+//!   ([`run_with_reload`]: and a stream of reloaded configurations).
+//! - `config`: every setting and limit, with its default, and the part a reload changes.
+//! - [`cli`]: the binary's flags, environment and config file, merged into a [`Config`].
 //! - `net`: the accept loop, the protocol sniffer, TLS, the transport's reader and writer.
 //! - `server`: one connection from accept to its session; picks the wire adapter.
 //! - `wire`: the adapters, one per wire format (framed, line), and their output buffer.
@@ -34,6 +35,7 @@ use tracing::{info, warn};
 
 mod auth;
 mod chat;
+pub mod cli;
 mod config;
 mod event;
 mod limits;
@@ -46,7 +48,7 @@ mod session;
 mod store;
 mod wire;
 
-pub use config::{AdminListener, Config, Storage, TlsSource, host_name};
+pub use config::{AdminListener, Config, LIVE_KEYS, Live, LiveCell, Storage, TlsSource, host_name};
 
 /// What every connection task shares.
 pub(crate) struct Shared {
@@ -76,9 +78,16 @@ pub async fn run(
     run_with_reload(listener, config, shutdown, futures::stream::pending()).await
 }
 
-/// [`run`], and every item of `reload` (the binary's SIGHUP) reads the TLS certificate and
-/// key again: new handshakes get the new pair, established connections keep theirs, and a
-/// pair that fails to load is logged and leaves the old one in use.
+/// [`run`], and every item of `reload` (the binary's SIGHUP: the configuration read again)
+/// is applied while the server runs:
+/// - its live settings ([`Live`]: limits, MOTD, admins) replace the old ones at once, for
+///   established sessions too, and each change is logged;
+/// - the TLS certificate and key are read again: new handshakes get the new pair,
+///   established connections keep theirs, and a pair that fails to load is logged and
+///   leaves the old one in use.
+///
+/// The rest of the new configuration is ignored: it takes effect at a restart (the binary
+/// logs which of its settings wait for one).
 ///
 /// # Errors
 /// As for [`run`].
@@ -86,7 +95,7 @@ pub async fn run_with_reload(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    reload: impl Stream<Item = ()> + Send + 'static,
+    reload: impl Stream<Item = Config> + Send + 'static,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let grace = config.shutdown_grace;
@@ -108,7 +117,6 @@ pub async fn run_with_reload(
         None => None,
     };
     let tls = config.tls.as_ref().map(net::tls::Tls::new).transpose()?;
-    let reloader = tls.clone().map(|tls| tokio::spawn(reload_tls(tls, reload)));
     let (outcomes_tx, outcomes_rx) = tokio::sync::mpsc::unbounded_channel();
     let Stores {
         store,
@@ -136,6 +144,7 @@ pub async fn run_with_reload(
         tls,
     });
     let tracker = shared.tracker.clone();
+    let reloader = tokio::spawn(apply_reloads(Arc::clone(&shared), reload));
     info!("listening on {addr}");
     ops.set_phase(ops::Phase::Serving);
     tokio::select! {
@@ -146,9 +155,7 @@ pub async fn run_with_reload(
     }
     ops.set_phase(ops::Phase::ShuttingDown);
     drop(listener);
-    if let Some(reloader) = reloader {
-        reloader.abort();
-    }
+    reloader.abort();
     shared.cancel.cancel();
     tracker.close();
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
@@ -192,11 +199,24 @@ struct Stores {
     accounts: Option<Arc<dyn store::AccountStore>>,
     settings: Option<Arc<dyn store::SettingsStore>>,
 }
-/// Reloads the certificate on every item of `reload`, off the async workers (it reads files).
-async fn reload_tls(tls: net::tls::Tls, reload: impl Stream<Item = ()>) {
+/// Applies every configuration `reload` yields: see [`run_with_reload`].
+async fn apply_reloads(shared: Arc<Shared>, reload: impl Stream<Item = Config>) {
     let mut reload = std::pin::pin!(reload);
-    while reload.next().await.is_some() {
-        let tls = tls.clone();
+    while let Some(new) = reload.next().await {
+        let live = Live::of(&new);
+        shared.limits.set(live.max_clients, live.max_clients_per_ip);
+        let old = shared.config.set_live(live);
+        let changes = shared.config.live().changes_from(&old);
+        if changes.is_empty() {
+            info!("configuration reloaded: no live setting changed");
+        }
+        for change in changes {
+            info!("configuration reloaded: {change}");
+        }
+        let Some(tls) = shared.tls.clone() else {
+            continue;
+        };
+        // Off the async workers: it reads files.
         match tokio::task::spawn_blocking(move || tls.reload()).await {
             Ok(Ok(fingerprint)) => {
                 info!("TLS certificate reloaded, SHA-256 fingerprint {fingerprint}");

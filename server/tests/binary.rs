@@ -36,24 +36,7 @@ fn start(extra: &[&str]) -> (Server, String) {
 async fn sigterm_says_bye_to_every_client_and_exits_zero() {
     let (mut server, addr) = start(&[]);
 
-    let mut framed = Framed::new(
-        TcpStream::connect(&addr).await.unwrap(),
-        ClientCodec::default(),
-    );
-    framed
-        .send(ClientMsg::Hello {
-            nick: "frank".into(),
-            version: Some(1),
-            client: None,
-            password: None,
-        })
-        .await
-        .unwrap();
-    let welcome = timeout(WAIT, framed.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let (mut framed, welcome) = common::framed_login(&addr, "frank").await;
     assert!(matches!(welcome, ServerMsg::Welcome { .. }), "{welcome:?}");
 
     let line = TcpStream::connect(&addr).await.unwrap();

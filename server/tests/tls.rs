@@ -18,7 +18,7 @@ use tokio_rustls::client::TlsStream;
 
 mod common;
 
-use common::{Run, Server, WAIT};
+use common::{Run, Server, WAIT, logged};
 
 fn start(dir: &Path, flags: &[&str]) -> (Server, String, Receiver<String>) {
     let mut args: Vec<String> = flags.iter().map(|s| (*s).to_owned()).collect();
@@ -30,19 +30,6 @@ fn start(dir: &Path, flags: &[&str]) -> (Server, String, Receiver<String>) {
         unset: Vec::new(),
     }
     .start_logged()
-}
-
-/// The first log line containing `needle` (waiting up to [`WAIT`]).
-fn logged(log: &Receiver<String>, needle: &str) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match log.recv_timeout(left) {
-            Ok(line) if line.contains(needle) => return line,
-            Ok(_) => {}
-            Err(_) => panic!("no log line containing {needle:?} within {WAIT:?}"),
-        }
-    }
 }
 
 /// The fingerprint a log line announces.

@@ -118,3 +118,47 @@ impl Run<'_> {
         (server, addr, log)
     }
 }
+
+/// The first log line containing `needle` (waiting up to [`WAIT`]).
+pub(crate) fn logged(log: &Receiver<String>, needle: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match log.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(_) => panic!("no log line containing {needle:?} within {WAIT:?}"),
+        }
+    }
+}
+
+/// Logs in over the framed protocol as `nick`; the first answer (the `welcome`, or why
+/// not) comes back with the connection.
+pub(crate) async fn framed_login(
+    addr: &str,
+    nick: &str,
+) -> (
+    tokio_util::codec::Framed<tokio::net::TcpStream, chat_shared::ClientCodec>,
+    chat_shared::ServerMsg,
+) {
+    use futures::{SinkExt, StreamExt};
+    let mut framed = tokio_util::codec::Framed::new(
+        tokio::net::TcpStream::connect(addr).await.unwrap(),
+        chat_shared::ClientCodec::default(),
+    );
+    framed
+        .send(chat_shared::ClientMsg::Hello {
+            nick: nick.into(),
+            version: Some(1),
+            client: None,
+            password: None,
+        })
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(WAIT, framed.next())
+        .await
+        .expect("an answer to hello")
+        .expect("not closed")
+        .expect("a valid frame");
+    (framed, first)
+}
