@@ -20,6 +20,7 @@
 //!   which count `lagged` notices in the raw bytes ([`LagCounter`]) without parsing them.
 //! - Byte-level helpers ([`InBuf`], [`scan`], [`parse_text`]), tested below.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
@@ -51,17 +52,41 @@ pub enum Mode {
     Framed,
     /// Plain text lines.
     Line,
+    /// IRC (issue 13): `NICK`/`USER`, `JOIN #room`, `PRIVMSG #room`; no capability is
+    /// negotiated, so nothing is echoed and lines carry no tags, as for a plain client.
+    /// The same client drives ngIRCd.
+    Irc,
 }
 
 impl Mode {
-    /// `framed` or `line`.
+    /// `framed`, `line` or `irc`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Framed => "framed",
             Self::Line => "line",
+            Self::Irc => "irc",
         }
     }
+
+    /// Whether a sender receives its own messages (framed mode's acknowledgements). Line
+    /// and IRC clients never see their own (no `echo-message` is asked for).
+    pub fn echoes_own(self) -> bool {
+        self == Self::Framed
+    }
 }
+
+/// W1's window in IRC mode, whatever `--window` says (a smaller one is honoured). ngIRCd
+/// reads a client into a 2048-byte buffer and closes the connection when a read finds it
+/// full ("Receive buffer space exhausted"); it handles 3 commands per read (10 for an
+/// operator with mode `+F`), so a sender that writes faster than that is cut off. A
+/// message is in flight until every member has it, so the window bounds what can wait in
+/// that buffer: 24 `PRIVMSG #lobby :` lines of W1's 64-byte texts are 1,968 bytes. Both
+/// IRC targets run with it, so their figures compare; a line-mode W1 figure (window 128)
+/// does not compare with it.
+pub const IRC_WINDOW: u64 = 24;
+
+/// ngIRCd's read buffer per connection ([`IRC_WINDOW`]).
+pub const NGIRCD_READ_BUFFER: usize = 2048;
 
 static BASE: OnceLock<std::time::Instant> = OnceLock::new();
 
@@ -80,6 +105,9 @@ pub struct Login {
     pub part_lobby: bool,
     /// Then join this room.
     pub join: Option<String>,
+    /// A sender (IRC mode): on an IRC server other than chat-server, it becomes an
+    /// operator with user mode `+F`, ngIRCd's relaxed flood protection (see `ngircd`).
+    pub sender: bool,
 }
 
 impl Login {
@@ -89,6 +117,15 @@ impl Login {
             nick,
             part_lobby: false,
             join: None,
+            sender: false,
+        }
+    }
+
+    /// Stay in `lobby`, and send.
+    pub fn sender(nick: String) -> Self {
+        Self {
+            sender: true,
+            ..Self::lobby(nick)
         }
     }
 
@@ -98,6 +135,7 @@ impl Login {
             nick,
             part_lobby: true,
             join: Some(room.to_owned()),
+            sender: false,
         }
     }
 
@@ -107,6 +145,7 @@ impl Login {
             nick,
             part_lobby: true,
             join: None,
+            sender: false,
         }
     }
 
@@ -132,6 +171,13 @@ impl Login {
                 if let Some(room) = &self.join {
                     out.extend_from_slice(format!("/join {room}\n").as_bytes());
                 }
+            }
+            // The rest when the welcome is over: `irc_after_welcome`.
+            Mode::Irc => {
+                let nick = &self.nick;
+                out.extend_from_slice(
+                    format!("NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n").as_bytes(),
+                );
             }
             Mode::Framed => {
                 let mut push = |msg: ClientMsg| -> anyhow::Result<()> {
@@ -163,6 +209,42 @@ impl Login {
     }
 }
 
+impl Login {
+    /// IRC: what follows registration, written once the welcome is over (the end of the
+    /// MOTD). chat-server (`ours`, told by its 004) has joined the client to `lobby` by
+    /// then; another IRC server has no `lobby` and is asked to join it, and a sender
+    /// becomes an operator with `+F` there (the bench's own ngIRCd has the `bench`
+    /// operator). Written after the welcome, not with `NICK`, so that ngIRCd never has
+    /// more than 3 commands of a client to handle at once, which it does only one loop
+    /// turn (or a second) later.
+    fn irc_after_welcome(&self, ours: bool) -> Vec<u8> {
+        let mut out = String::new();
+        if self.sender && !ours {
+            let _ = write!(
+                out,
+                "OPER {NGIRCD_OPER} {NGIRCD_OPER}\r\nMODE {} +F\r\n",
+                self.nick
+            );
+        }
+        if self.part_lobby && ours {
+            out.push_str("PART #lobby\r\n");
+        }
+        match (&self.join, self.part_lobby) {
+            (Some(room), _) => {
+                let _ = write!(out, "JOIN #{room}\r\n");
+            }
+            (None, false) if !ours => out.push_str("JOIN #lobby\r\n"),
+            (None, false) => {}
+            // Ready once the server answers this, after the PART.
+            (None, true) => out.push_str("PING :parted\r\n"),
+        }
+        out.into_bytes()
+    }
+}
+
+/// The operator name and password of the bench's ngIRCd (`ngircd::config`).
+pub const NGIRCD_OPER: &str = "bench";
+
 /// A logged-in connection, with whatever arrived after the login confirmation.
 #[derive(Debug)]
 pub struct Conn {
@@ -191,11 +273,14 @@ async fn connect_inner(addr: SocketAddr, mode: Mode, login: &Login) -> anyhow::R
     stream.set_nodelay(true)?;
     stream.write_all(&login.bytes(mode)?).await?;
     let (room, joined) = login.ready();
-    let marker = if joined {
-        format!("-- you joined #{room};")
-    } else {
-        format!("-- you left #{room}")
+    let marker = match (mode, joined) {
+        // The end of the names list that follows one's own JOIN, on any IRC server.
+        (Mode::Irc, true) => format!(" 366 {} #{room} ", login.nick),
+        (Mode::Irc, false) => String::new(),
+        (_, true) => format!("-- you joined #{room};"),
+        (_, false) => format!("-- you left #{room}"),
     };
+    let mut irc = IrcWelcome::default();
     let mut inbuf = InBuf::with_capacity(4096);
     loop {
         let n = stream.read(inbuf.spare()).await?;
@@ -212,11 +297,18 @@ async fn connect_inner(addr: SocketAddr, mode: Mode, login: &Login) -> anyhow::R
                 outcome = match mode {
                     Mode::Line => login_line(unit, &marker),
                     Mode::Framed => login_frame(unit, &login.nick, room, joined),
+                    Mode::Irc => {
+                        irc.see(unit);
+                        login_irc(unit, &marker)
+                    }
                 };
             }
             outcome.is_none()
         });
         inbuf.consume(used);
+        if mode == Mode::Irc && irc.over() {
+            stream.write_all(&login.irc_after_welcome(irc.ours)).await?;
+        }
         match outcome {
             Some(Ok(())) => return Ok(Conn { stream, inbuf }),
             Some(Err(e)) => return Err(e.context(format!("{} login", login.nick))),
@@ -236,6 +328,69 @@ fn login_line(line: &[u8], marker: &str) -> Option<anyhow::Result<()>> {
             ))
         })
     }
+}
+
+/// Where an IRC login stands in the server's welcome.
+#[derive(Debug, Default)]
+struct IrcWelcome {
+    /// The server's 004 says it is chat-server (its version `chat-server-…`).
+    ours: bool,
+    /// The welcome ended (376 or 422).
+    ended: bool,
+    /// [`IrcWelcome::over`] said so.
+    told: bool,
+}
+
+impl IrcWelcome {
+    fn see(&mut self, line: &[u8]) {
+        match irc_numeric(line) {
+            Some(b"004") => self.ours = memmem::find(line, b" chat-server-").is_some(),
+            Some(b"376" | b"422") => self.ended = true,
+            _ => {}
+        }
+    }
+
+    /// Once: the welcome is over.
+    fn over(&mut self) -> bool {
+        let now = self.ended && !self.told;
+        self.told |= now;
+        now
+    }
+}
+
+/// IRC numerics that refuse a login or a join: the nick (432, 433), the server (464,
+/// 465), the channel (405, 471, 473–475, 477, 479).
+const IRC_REFUSALS: [&[u8]; 11] = [
+    b"432", b"433", b"464", b"465", b"405", b"471", b"473", b"474", b"475", b"477", b"479",
+];
+
+/// One IRC line during the login: ready at `marker` (a 366; empty: the `PONG` of the
+/// `PING :parted` that follows a lone `PART`), refused at `ERROR` or a refusing numeric.
+fn login_irc(line: &[u8], marker: &str) -> Option<anyhow::Result<()>> {
+    let ready = if marker.is_empty() {
+        memmem::find(line, b" PONG ").is_some() && line.ends_with(b"parted")
+    } else {
+        memmem::find(line, marker.as_bytes()).is_some()
+    };
+    if ready {
+        return Some(Ok(()));
+    }
+    let refused = line.starts_with(b"ERROR ")
+        || irc_numeric(line).is_some_and(|code| IRC_REFUSALS.contains(&code));
+    refused.then(|| {
+        Err(anyhow::anyhow!(
+            "server said: {}",
+            String::from_utf8_lossy(line)
+        ))
+    })
+}
+
+/// The command of `:source CODE …` when it is a three-digit numeric.
+fn irc_numeric(line: &[u8]) -> Option<&[u8]> {
+    let rest = line.strip_prefix(b":")?;
+    let space = memchr::memchr(b' ', rest)?;
+    let code = rest.get(space + 1..space + 4)?;
+    (code.iter().all(u8::is_ascii_digit) && rest.get(space + 4) == Some(&b' ')).then_some(code)
 }
 
 fn login_frame(frame: &[u8], me: &str, room: &str, joined: bool) -> Option<anyhow::Result<()>> {
@@ -495,8 +650,8 @@ impl Pace {
 pub struct SendPlan {
     /// Sender id, written into each message.
     pub id: u32,
-    /// Room the messages go to (framed; in line mode the current room is used, which is
-    /// the one joined last).
+    /// Room the messages go to (framed and IRC; in line mode the current room is used,
+    /// which is the one joined last).
     pub room: String,
     /// Pacing.
     pub pace: Pace,
@@ -590,6 +745,11 @@ pub fn encode_say(
 ) {
     use std::io::Write;
     let start = buf.len();
+    if mode == Mode::Irc {
+        buf.extend_from_slice(b"PRIVMSG #");
+        buf.extend_from_slice(room.as_bytes());
+        buf.extend_from_slice(b" :");
+    }
     if mode == Mode::Framed {
         buf.extend_from_slice(&[0; 4]);
         // Like chat-tui, every framed message carries its own id (what a client resends
@@ -614,6 +774,7 @@ pub fn encode_say(
             buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
         }
         Mode::Line => buf.push(b'\n'),
+        Mode::Irc => buf.extend_from_slice(b"\r\n"),
     }
 }
 
@@ -630,6 +791,7 @@ fn message_id() -> uuid::Uuid {
 fn quit_bytes(mode: Mode) -> anyhow::Result<Vec<u8>> {
     Ok(match mode {
         Mode::Line => b"/quit\n".to_vec(),
+        Mode::Irc => b"QUIT :bye\r\n".to_vec(),
         Mode::Framed => encode_frame(&Request::new(ClientMsg::Quit { reason: None }))?.to_vec(),
     })
 }
@@ -704,6 +866,9 @@ static LINE_LAGGED: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new("! you fell behind"));
 static FRAME_LAGGED: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new("{\"type\":\"lagged\""));
+/// The server's `NOTICE` for `lagged` in IRC mode.
+static IRC_LAGGED: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new("You fell behind and missed"));
 
 impl LagCounter {
     /// A counter for `mode`'s notices.
@@ -712,6 +877,7 @@ impl LagCounter {
             finder: match mode {
                 Mode::Line => &LINE_LAGGED,
                 Mode::Framed => &FRAME_LAGGED,
+                Mode::Irc => &IRC_LAGGED,
             },
             tail: [0; 32],
             tail_len: 0,
@@ -846,18 +1012,26 @@ pub enum Item<'a> {
 static LINE_TEXT: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new("> t="));
 static FRAME_TEXT: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new("\"text\":\"t="));
+/// The trailing parameter of a `PRIVMSG` whose text is a benchmark message. A replayed
+/// one starts `[HH:MM] ` instead, so join history never matches.
+static IRC_TEXT: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(" :t="));
 
 /// Calls `f` for each complete unit at the start of `data` while it returns true; returns
 /// the bytes those units took.
 pub fn scan(mode: Mode, data: &[u8], mut f: impl FnMut(Item<'_>) -> bool) -> usize {
     let mut pos = 0;
     match mode {
-        Mode::Line => {
+        Mode::Line | Mode::Irc => {
+            let classify = if mode == Mode::Irc {
+                classify_irc
+            } else {
+                classify_line
+            };
             while let Some(i) = memchr::memchr(b'\n', &data[pos..]) {
                 let raw = &data[pos..pos + i];
                 pos += i + 1;
                 let line = raw.strip_suffix(b"\r").unwrap_or(raw);
-                if !f(classify_line(line)) {
+                if !f(classify(line)) {
                     break;
                 }
             }
@@ -894,6 +1068,16 @@ fn classify_line(line: &[u8]) -> Item<'_> {
         Some(b'-') => history_header(line).map_or(Item::Other(line), Item::History),
         _ => Item::Other(line),
     }
+}
+
+fn classify_irc(line: &[u8]) -> Item<'_> {
+    if let Some(p) = IRC_TEXT.find(line).and_then(|i| parse_text(&line[i + 2..])) {
+        return Item::Msg(p);
+    }
+    if IRC_LAGGED.find(line).is_some() {
+        return Item::Lagged;
+    }
+    Item::Other(line)
 }
 
 /// `-- last N messages in #room…:` → N.
@@ -959,12 +1143,18 @@ mod tests {
     }
 
     #[test]
-    fn encodes_padded_texts_in_both_modes() {
+    fn encodes_padded_texts_in_every_mode() {
         let mut buf = Vec::new();
         encode_say(&mut buf, Mode::Line, "lobby", 7, 1, 2, 40);
         assert_eq!(buf.len(), 41);
         assert!(buf.starts_with(b"t=7 s=1 n=2 xxx"));
         assert!(buf.ends_with(b"x\n"));
+
+        let mut buf = Vec::new();
+        encode_say(&mut buf, Mode::Irc, "lobby", 7, 1, 2, 40);
+        assert_eq!(buf.len(), "PRIVMSG #lobby :".len() + 40 + 2);
+        assert!(buf.starts_with(b"PRIVMSG #lobby :t=7 s=1 n=2 xxx"));
+        assert!(buf.ends_with(b"x\r\n"));
 
         let mut buf = Vec::new();
         encode_say(&mut buf, Mode::Framed, "r1", 7, 1, 2, 40);
@@ -982,19 +1172,99 @@ mod tests {
         }
     }
 
-    #[test]
-    fn finds_messages_in_server_lines() {
-        let data = b"-- alice joined #lobby\r\n<s1> t=9 s=1 n=3 xx\r\n[r2] <s2> t=8 s=2 n=0 y\r\n! you fell behind and missed 3 messages in #lobby\r\n<partial";
+    /// What `scan` makes of `data`, and the bytes it took.
+    fn items_of(mode: Mode, data: &[u8]) -> (Vec<String>, usize) {
         let mut items = Vec::new();
-        let used = scan(Mode::Line, data, |i| {
+        let used = scan(mode, data, |i| {
             items.push(format!("{i:?}"));
             true
         });
+        (items, used)
+    }
+
+    #[test]
+    fn finds_messages_in_server_lines() {
+        let data = b"-- alice joined #lobby\r\n<s1> t=9 s=1 n=3 xx\r\n[r2] <s2> t=8 s=2 n=0 y\r\n! you fell behind and missed 3 messages in #lobby\r\n<partial";
+        let (items, used) = items_of(Mode::Line, data);
         assert_eq!(&data[used..], b"<partial");
         assert_eq!(items.len(), 4);
         assert!(items[1].contains("t_ns: 9"), "{items:?}");
         assert!(items[2].contains("sender: 2"), "{items:?}");
         assert_eq!(items[3], "Lagged");
+    }
+
+    #[test]
+    fn finds_messages_in_irc_lines_but_not_replayed_history() {
+        let data = b":srv 366 r0 #lobby :End of /NAMES list.\r\n:s1!s1@srv PRIVMSG #lobby :t=9 s=1 n=3 xx\r\n:s0!s0@srv PRIVMSG #lobby :[12:00] t=1 s=0 n=0 x\r\n:s2!~s2@127.0.0.1 PRIVMSG #lobby :t=8 s=2 n=0 y\r\n:srv NOTICE r0 :You fell behind and missed 3 messages in #lobby\r\n:s1!s1@srv PRIV";
+        let (items, used) = items_of(Mode::Irc, data);
+        assert_eq!(&data[used..], b":s1!s1@srv PRIV");
+        assert_eq!(items.len(), 5, "{items:?}");
+        assert!(items[0].starts_with("Other"), "{items:?}");
+        assert!(
+            items[1].contains("t_ns: 9") && items[1].contains("seq: 3"),
+            "{items:?}"
+        );
+        assert!(
+            items[2].starts_with("Other"),
+            "a replay is no delivery: {items:?}"
+        );
+        assert!(items[3].contains("sender: 2"), "ngIRCd's mask: {items:?}");
+        assert_eq!(items[4], "Lagged");
+    }
+
+    #[test]
+    fn irc_logins_end_at_the_names_list_and_fail_at_refusals() {
+        let login = Login::room("i7".into(), "idle-0");
+        let bytes = String::from_utf8(login.bytes(Mode::Irc).unwrap()).unwrap();
+        assert_eq!(bytes, "NICK i7\r\nUSER i7 0 * :i7\r\n");
+        let after = |login: &Login, ours| String::from_utf8(login.irc_after_welcome(ours)).unwrap();
+        assert_eq!(after(&login, true), "PART #lobby\r\nJOIN #idle-0\r\n");
+        assert_eq!(
+            after(&login, false),
+            "JOIN #idle-0\r\n",
+            "no lobby elsewhere"
+        );
+        let sender = Login::sender("s0".into());
+        assert_eq!(after(&sender, true), "", "chat-server joined it to lobby");
+        assert_eq!(
+            after(&sender, false),
+            "OPER bench bench\r\nMODE s0 +F\r\nJOIN #lobby\r\n"
+        );
+        assert_eq!(
+            after(&Login::idle("x".into()), true),
+            "PART #lobby\r\nPING :parted\r\n"
+        );
+        let mut ngircd = IrcWelcome::default();
+        let mut ours = IrcWelcome::default();
+        ngircd.see(b":ngircd.bench 004 r1 ngircd.bench ngircd-26.1 abBcCFiIoqrRswx abeh");
+        ours.see(b":srv 004 r1 srv chat-server-0.1.0 o bikmnostv bkov");
+        for w in [&mut ngircd, &mut ours] {
+            assert!(!w.over(), "not before the end of the welcome");
+            w.see(b":srv 376 r1 :End of MOTD command");
+            assert!(w.over() && !w.over(), "once");
+        }
+        assert!(ours.ours && !ngircd.ours);
+        let marker = " 366 i7 #idle-0 ";
+        assert!(login_irc(b":srv 403 i7 #lobby :No such channel", marker).is_none());
+        assert!(login_irc(b":srv 366 i7 #lobby :End", marker).is_none());
+        assert!(matches!(
+            login_irc(b":ngircd.bench 366 i7 #idle-0 :End of NAMES list", marker),
+            Some(Ok(()))
+        ));
+        assert!(matches!(
+            login_irc(b":srv 433 * i7 :Nickname is already in use", marker),
+            Some(Err(_))
+        ));
+        assert!(matches!(
+            login_irc(b"ERROR :Closing link", marker),
+            Some(Err(_))
+        ));
+        assert!(matches!(
+            login_irc(b":srv PONG srv :parted", ""),
+            Some(Ok(()))
+        ));
+        assert_eq!(irc_numeric(b":srv 001 me :hi"), Some(&b"001"[..]));
+        assert_eq!(irc_numeric(b":a!b@c PRIVMSG #x :433 y"), None);
     }
 
     #[test]
@@ -1018,11 +1288,7 @@ mod tests {
             .unwrap(),
         );
         data.extend_from_slice(&[0, 0, 1]);
-        let mut items = Vec::new();
-        let used = scan(Mode::Framed, &data, |i| {
-            items.push(format!("{i:?}"));
-            true
-        });
+        let (items, used) = items_of(Mode::Framed, &data);
         assert_eq!(used, data.len() - 3);
         assert_eq!(items.len(), 2);
         assert!(
@@ -1100,7 +1366,8 @@ mod tests {
         let line =
             b"-- a\r\n! you fell behind and missed 3 messages in #a\r\n! you fell behind x\r\n"
                 .to_vec();
-        for (mode, data) in [(Mode::Framed, framed), (Mode::Line, line)] {
+        let irc = b":srv NOTICE r0 :You fell behind and missed 3 messages in #a\r\n:srv NOTICE r0 :You fell behind and missed 1 messages in #b\r\n".to_vec();
+        for (mode, data) in [(Mode::Framed, framed), (Mode::Line, line), (Mode::Irc, irc)] {
             for cut in 0..=data.len() {
                 for step in [1, 3, 7, data.len().max(1)] {
                     let mut c = LagCounter::new(mode);

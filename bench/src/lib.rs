@@ -3,17 +3,18 @@
 //!
 //! It starts the real `chat-server` binary as a child process (so its memory and CPU time
 //! can be read from `/proc`), drives it over loopback from many clients in this one process,
-//! in framed and in line mode, and runs the same fan-out workloads against a featureless
-//! reflector in the same run. Every server figure is also given as a ratio to the
-//! reflector's: on a shared 2-core machine the absolute numbers drift from run to run, the
-//! ratio much less.
+//! in framed, line and IRC mode, and runs the same fan-out workloads against a featureless
+//! reflector in the same run (and, in IRC mode, against ngIRCd). Every server figure is
+//! also given as a ratio to the reflector's (and to ngIRCd's): on a shared 2-core machine
+//! the absolute numbers drift from run to run, the ratio much less.
 //!
 //! Layout:
 //! - [`Options`] / [`run`]: which workloads, modes and targets; runs them in order, each on
 //!   a freshly started target.
 //! - [`server_proc`]: the target process (or in-process task), `/proc` sampling.
 //! - [`reflector`]: the reference reflector.
-//! - [`client`]: the load clients, both wire modes.
+//! - [`ngircd`]: ngIRCd as the reference IRC server (`--ngircd`).
+//! - [`client`]: the load clients, all three wire modes.
 //! - [`workloads`]: the seven workloads, W1–W7.
 //! - [`soak`]: rounds of churn and chatter, checking that descriptors and memory return.
 //! - [`stats`]: counters, latency histograms, the load generator's own CPU time.
@@ -23,6 +24,7 @@
 //! [`server_proc::server_args`]), as a user would run it.
 
 pub mod client;
+pub mod ngircd;
 pub mod reflector;
 pub mod report;
 pub mod server_proc;
@@ -72,6 +74,8 @@ pub struct Options {
     pub workloads: Vec<Workload>,
     /// Wire modes the server is driven in (the reflector speaks line mode only).
     pub modes: Vec<Mode>,
+    /// ngIRCd, run on W1–W4 beside the server's IRC mode, each round right before it.
+    pub ngircd: Option<PathBuf>,
     /// Full size or the smoke test.
     pub scale: Scale,
     /// Overrides each workload's sending time.
@@ -94,11 +98,13 @@ pub struct Options {
 pub const DEFAULT_WINDOW: u64 = 128;
 
 impl Options {
-    /// The `--quick` smoke test: tiny workloads, everything in this process, both modes.
+    /// The `--quick` smoke test: tiny workloads, everything in this process, all three
+    /// modes, no ngIRCd.
     pub fn quick() -> Self {
         Self {
             workloads: Workload::ALL.to_vec(),
-            modes: vec![Mode::Line, Mode::Framed],
+            modes: vec![Mode::Line, Mode::Framed, Mode::Irc],
+            ngircd: None,
             scale: Scale::Quick,
             duration: None,
             window: DEFAULT_WINDOW,
@@ -111,7 +117,8 @@ impl Options {
 }
 
 /// Runs every selected workload: against the reflector first (W1–W4), then the server in
-/// each mode; `on_outcome` sees each result as soon as it is complete (ratios included).
+/// each mode (in IRC mode after ngIRCd, W1–W4, when `opts.ngircd` is set); `on_outcome`
+/// sees each result as soon as it is complete (ratios included).
 ///
 /// # Errors
 /// A target that does not start, or a workload that fails (a login refused, a socket error).
@@ -141,37 +148,66 @@ pub async fn run(
             outcomes.push(out);
         }
         // Storage on and off side by side, mode by mode, round after round: what is compared
-        // runs minutes apart at most.
+        // runs minutes apart at most. In IRC mode ngIRCd runs first in each round, and the
+        // server's IRC results of that round are compared to it.
+        let ngircd = opts.ngircd.as_deref().filter(|_| w.on_ngircd());
         let cases = (0..opts.repeat.max(1)).flat_map(|_| {
-            opts.modes
-                .iter()
-                .flat_map(|&mode| opts.storage.iter().map(move |&storage| (mode, storage)))
+            opts.modes.iter().flat_map(move |&mode| {
+                let reference = (mode == Mode::Irc && ngircd.is_some()).then_some(Case::Ngircd);
+                reference.into_iter().chain(
+                    opts.storage
+                        .iter()
+                        .map(move |&storage| Case::Server(mode, storage)),
+                )
+            })
         });
-        for (mode, storage) in cases {
-            {
-                let kind = TargetKind::Server(storage);
-                let (target, _db) = start_server(&opts.server, storage).await?;
-                if let Some(pid) = target.pid() {
-                    // For `perf record -p PID` while it runs.
-                    eprintln!(
-                        "chat-bench: {} {} {}: pid {pid}",
-                        w.name(),
-                        kind.name(),
-                        mode.name()
-                    );
+        let mut irc_reference: Option<Outcome> = None;
+        for case in cases {
+            let (kind, mode) = match case {
+                Case::Server(mode, storage) => (TargetKind::Server(storage), mode),
+                Case::Ngircd => (TargetKind::Ngircd, Mode::Irc),
+            };
+            let (target, _dir) = match (case, ngircd) {
+                (Case::Server(_, storage), _) => start_server(&opts.server, storage).await?,
+                (Case::Ngircd, Some(program)) => {
+                    let (t, dir) = ngircd::start(program)
+                        .with_context(|| format!("starting ngIRCd for {}", w.name()))?;
+                    (t, Some(dir))
                 }
-                let mut out = workloads::run(w, &params, &target, kind, mode)
-                    .await
-                    .with_context(|| {
-                        format!("{} on the {}, {} mode", w.name(), kind.name(), mode.name())
-                    })?;
-                target.stop().await;
-                if let Some(r) = &reference {
-                    out.compare(r);
-                }
-                on_outcome(&out);
-                outcomes.push(out);
+                (Case::Ngircd, None) => continue,
+            };
+            if let Some(pid) = target.pid() {
+                // For `perf record -p PID` while it runs.
+                eprintln!(
+                    "chat-bench: {} {} {}: pid {pid}",
+                    w.name(),
+                    kind.name(),
+                    mode.name()
+                );
             }
+            let mut out = workloads::run(w, &params, &target, kind, mode)
+                .await
+                .with_context(|| {
+                    format!("{} on the {}, {} mode", w.name(), kind.name(), mode.name())
+                })?;
+            target.stop().await;
+            // IRC mode's W1 runs with a window of its own (`client::IRC_WINDOW`), the
+            // reflector's with `--window`: no ratio between those.
+            let same_shape = !(mode == Mode::Irc && w == Workload::W1);
+            if let Some(r) = reference.as_ref().filter(|_| same_shape) {
+                out.compare(r);
+            }
+            match kind {
+                TargetKind::Ngircd => irc_reference = Some(out.clone()),
+                _ if mode == Mode::Irc => {
+                    if let Some(r) = &irc_reference {
+                        out.compare_ngircd(r);
+                    }
+                }
+                _ => {}
+            }
+            on_outcome(&out);
+            outcomes.push(out);
         }
     }
     Ok(outcomes)
@@ -205,6 +241,15 @@ pub async fn run_soak(
         reports.push(report);
     }
     Ok(reports)
+}
+
+/// One run of a workload after the reflector's.
+#[derive(Debug, Clone, Copy)]
+enum Case {
+    /// The server in this mode.
+    Server(Mode, Storage),
+    /// ngIRCd (IRC mode).
+    Ngircd,
 }
 
 /// Starts the server; with storage on, in a fresh database folder that lives as long as the

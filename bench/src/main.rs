@@ -9,7 +9,8 @@ use chat_bench::{Mode, Options, ReflectorSpec, Scale, ServerSpec, Storage, Workl
 use clap::{Parser, Subcommand};
 
 /// Benchmark of chat-server: W1 fan-out, W2 big room, W3 latency, W4 idle memory, W5 many
-/// rooms, W6 churn, W7 join storm; W1–W4 also against a featureless reflector, for ratios.
+/// rooms, W6 churn, W7 join storm; W1–W4 also against a featureless reflector, for ratios,
+/// and in IRC mode against ngIRCd.
 ///
 /// Build first: `cargo build --release -p chat-server -p chat-bench`.
 #[derive(Debug, Parser)]
@@ -21,9 +22,17 @@ struct Args {
     /// Workloads to run, e.g. `W1,W3` (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Wire mode(s) the server is driven in.
-    #[arg(long, default_value = "both", value_parser = ["framed", "line", "both"])]
+    /// Wire mode(s) the server is driven in: `both` is line and framed (the default run),
+    /// `all` adds IRC; `irc` alone is the comparison with ngIRCd.
+    #[arg(long, default_value = "both", value_parser = ["framed", "line", "irc", "both", "all"])]
     mode: String,
+    /// ngIRCd, run on W1–W4 beside IRC mode in the same run (default: `ngircd` on PATH or
+    /// in /usr/sbin, whenever IRC mode runs).
+    #[arg(long, value_name = "PATH")]
+    ngircd: Option<PathBuf>,
+    /// Run IRC mode without ngIRCd.
+    #[arg(long, conflicts_with = "ngircd")]
+    no_ngircd: bool,
     /// Seconds each workload sends (default 10; W4: seconds the connections are held, 2).
     #[arg(long)]
     duration: Option<f64>,
@@ -86,7 +95,24 @@ fn options(args: &Args) -> anyhow::Result<Options> {
     let modes = match args.mode.as_str() {
         "framed" => vec![Mode::Framed],
         "line" => vec![Mode::Line],
+        "irc" => vec![Mode::Irc],
+        "all" => vec![Mode::Line, Mode::Framed, Mode::Irc],
         _ => vec![Mode::Line, Mode::Framed],
+    };
+    let ngircd = if args.no_ngircd || !modes.contains(&Mode::Irc) {
+        None
+    } else {
+        match chat_bench::ngircd::locate(args.ngircd.as_deref()) {
+            Some(p) => Some(p),
+            None if args.ngircd.is_some() => bail!("--ngircd: no file at {:?}", args.ngircd),
+            None => {
+                eprintln!(
+                    "chat-bench: no ngircd on PATH or in /usr/sbin: IRC mode runs without \
+                     ngIRCd's figures (`apt-get install ngircd`, or --ngircd PATH)"
+                );
+                None
+            }
+        }
     };
     let in_process = args.server.as_deref() == Some("in-process");
     let server = if in_process {
@@ -110,6 +136,7 @@ fn options(args: &Args) -> anyhow::Result<Options> {
     Ok(Options {
         workloads,
         modes,
+        ngircd,
         scale: if args.quick {
             Scale::Quick
         } else {
@@ -185,6 +212,9 @@ fn main() -> anyhow::Result<()> {
     if !args.json_only {
         println!("chat-bench on {}", chat_bench::machine());
         println!("server: {}", describe(&opts.server));
+        if let Some(p) = &opts.ngircd {
+            println!("IRC reference: {} (W1–W4, IRC mode)", p.display());
+        }
         println!(
             "load generator: this process, 2 tokio workers; rates and latencies over loopback"
         );

@@ -123,6 +123,10 @@ pub struct Outcome {
     pub ratio: Option<f64>,
     /// What `ratio` divides.
     pub ratio_of: Option<&'static str>,
+    /// IRC mode: the headline metric divided by ngIRCd's in the same round (`ratio_of`
+    /// says which metric).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vs_ngircd: Option<f64>,
 }
 
 impl Outcome {
@@ -166,6 +170,16 @@ impl Outcome {
         {
             self.ratio = Some(mine / theirs);
             self.ratio_of = Some(what);
+        }
+    }
+
+    /// Sets `vs_ngircd` against ngIRCd's result for the same workload (IRC mode).
+    pub fn compare_ngircd(&mut self, ngircd: &Outcome) {
+        if let (Some((mine, what)), Some((theirs, _))) = (self.headline(), ngircd.headline())
+            && theirs > 0.0
+        {
+            self.vs_ngircd = Some(mine / theirs);
+            self.ratio_of.get_or_insert(what);
         }
     }
 
@@ -269,7 +283,10 @@ pub fn table(outcomes: &[Outcome]) -> String {
         if o.disconnects > 0 && o.idle.is_none() {
             notes.push(format!("{} disconnected", o.disconnects));
         }
-        if let Some(what) = o.ratio_of {
+        if let (Some(r), Some(what)) = (o.vs_ngircd, o.ratio_of) {
+            notes.push(format!("{r:.2} × ngIRCd's {what}"));
+        }
+        if let (Some(_), Some(what)) = (o.ratio, o.ratio_of) {
             notes.push(format!("×refl of {what}"));
         }
         let _ = writeln!(
@@ -390,6 +407,64 @@ fn storage_cost(outcomes: &[Outcome], s: &mut String) {
     }
 }
 
+/// Issue 13's targets for IRC mode, judged on `server` against ngIRCd in the same run: W1
+/// ≥ 2 × ngIRCd's deliveries/s, W4 less memory per idle connection than ngIRCd; W2 and W3
+/// are shown beside ngIRCd's without a target. With `--repeat`, the median of the rounds'
+/// ratios (each server run is compared to the ngIRCd run right before it).
+fn irc_targets(outcomes: &[Outcome], s: &mut String) {
+    let mut lines = String::new();
+    for w in ["W1", "W2", "W3", "W4"] {
+        let ours = runs(outcomes, w, "server", "irc");
+        let theirs = runs(outcomes, w, "ngircd", "irc");
+        let k = ours.iter().filter(|o| o.vs_ngircd.is_some()).count();
+        let Some(r) = median(ours.iter().filter_map(|o| o.vs_ngircd).collect()) else {
+            continue;
+        };
+        let figure = |runs: &[&Outcome]| {
+            median(
+                runs.iter()
+                    .filter_map(|o| o.headline().map(|h| h.0))
+                    .collect(),
+            )
+        };
+        let (a, b) = (figure(&ours).unwrap_or(0.0), figure(&theirs).unwrap_or(0.0));
+        let rounds = if k > 1 {
+            format!(", median of {k} rounds")
+        } else {
+            String::new()
+        };
+        let lost = ours.iter().map(|o| o.lost).max().unwrap_or(0);
+        let _ = match w {
+            "W1" => writeln!(
+                lines,
+                "{} W1 irc: {r:.2} × ngIRCd's deliveries/s ({} against {}{rounds}), lost {lost}, target ≥ 2 × ngIRCd's and 0 lost",
+                if r >= 2.0 && lost == 0 {
+                    "met   "
+                } else {
+                    "MISSED"
+                },
+                count(a),
+                count(b)
+            ),
+            "W4" => writeln!(
+                lines,
+                "{} W4 irc: {a:.2} KiB per idle connection against ngIRCd's {b:.2} ({r:.2} ×{rounds}), target below ngIRCd's",
+                if r < 1.0 { "met   " } else { "MISSED" },
+            ),
+            _ => writeln!(
+                lines,
+                "info   {w} irc: p99 {} against ngIRCd's {} ({r:.2} ×{rounds}), lost {lost}, no target",
+                micros(a),
+                micros(b)
+            ),
+        };
+    }
+    if !lines.is_empty() {
+        s.push_str("issue 13's targets, IRC mode, `server` against ngIRCd in the same run:\n");
+        s.push_str(&lines);
+    }
+}
+
 /// A verdict from the conditions that were measured (`judged`) and one that may not have
 /// been (`None`: no reflector in this run, or no RSS in process): such a line says `n/a`
 /// unless a measured condition already failed.
@@ -411,9 +486,7 @@ fn verdict(judged: bool, unmeasured: Option<bool>) -> &'static str {
 pub fn targets(outcomes: &[Outcome]) -> String {
     let find = |w: &str, m: &str| median_run(outcomes, w, "server", m);
     let ratio = |o: &Outcome| opt(o.ratio, |r| format!("{r:.2}"));
-    let mut s = String::from(
-        "issue 10's targets, judged on `server` (storage on, the server's default flags):\n",
-    );
+    let mut s = String::new();
     for mode in ["line", "framed"] {
         if let Some(o) = find("W1", mode) {
             let floor = if mode == "line" { 0.7 } else { 0.6 };
@@ -484,6 +557,13 @@ pub fn targets(outcomes: &[Outcome]) -> String {
             );
         }
     }
+    if !s.is_empty() {
+        s.insert_str(
+            0,
+            "issue 10's targets, judged on `server` (storage on, the server's default flags):\n",
+        );
+    }
+    irc_targets(outcomes, &mut s);
     let mut cost = String::new();
     storage_cost(outcomes, &mut cost);
     if !cost.is_empty() {
@@ -496,6 +576,14 @@ pub fn targets(outcomes: &[Outcome]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The line of `s` that contains `prefix`.
+    fn line_with(s: &str, prefix: &str) -> String {
+        s.lines()
+            .find(|l| l.contains(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} line in {s}"))
+            .to_owned()
+    }
 
     #[test]
     fn ratio_uses_the_headline_metric() {
@@ -595,12 +683,7 @@ mod tests {
             ..server("W1", "line")
         };
         let s = targets(&[w1, w1_framed, w2, w3, w4, w7, nodb]);
-        let line = |prefix: &str| {
-            s.lines()
-                .find(|l| l.contains(prefix))
-                .unwrap_or_else(|| panic!("no {prefix} line in {s}"))
-                .to_owned()
-        };
+        let line = |prefix: &str| line_with(&s, prefix);
         assert!(line("W1 line:").starts_with("MISSED"), "0.65 < 0.7: {s}");
         assert!(line("W1 line:").contains("0.65 × the reflector"), "{s}");
         assert!(line("W1 framed:").starts_with("met"), "0.65 ≥ 0.6: {s}");
@@ -613,6 +696,48 @@ mod tests {
         assert!(line("W7 framed:").starts_with("MISSED"), "2 lagged: {s}");
         assert!(
             line("W7 framed:").contains("1000/1000 joined in 1.50 s"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn irc_mode_is_judged_against_ngircd_round_by_round() {
+        let irc = |workload, target, deliveries_per_s| Outcome {
+            workload,
+            target,
+            mode: "irc",
+            deliveries_per_s,
+            ..Outcome::default()
+        };
+        let idle = |target, kib| Outcome {
+            idle: Some(Idle {
+                kib_per_conn: Some(kib),
+                ..Idle::default()
+            }),
+            ..irc("W4", target, 0.0)
+        };
+        // Rounds of 2.5 ×, 1.5 × and 2.2 ×: the median round decides.
+        let mut outcomes = Vec::new();
+        for (ours, theirs) in [(5e6, 2e6), (3e6, 2e6), (4.4e6, 2e6)] {
+            let reference = irc("W1", "ngircd", theirs);
+            let mut o = irc("W1", "server", ours);
+            o.compare_ngircd(&reference);
+            outcomes.extend([reference, o]);
+        }
+        let reference = idle("ngircd", 2.9);
+        let mut o = idle("server", 2.2);
+        o.compare_ngircd(&reference);
+        assert!(table(std::slice::from_ref(&o)).contains("0.76 × ngIRCd's kib_per_conn"));
+        outcomes.extend([reference, o]);
+        let s = targets(&outcomes);
+        let line = |prefix: &str| line_with(&s, prefix);
+        assert!(line("W1 irc:").starts_with("met"), "{s}");
+        assert!(line("W1 irc:").contains("2.20 × ngIRCd's"), "{s}");
+        assert!(line("W1 irc:").contains("median of 3 rounds"), "{s}");
+        assert!(line("W4 irc:").starts_with("met"), "{s}");
+        assert!(!s.contains("issue 10"), "no line-mode run, no heading: {s}");
+        assert!(
+            line("W4 irc:").contains("2.20 KiB per idle connection against ngIRCd's 2.90"),
             "{s}"
         );
     }

@@ -46,7 +46,8 @@ impl Storage {
     }
 }
 
-/// A temporary folder for one server's database, removed on drop.
+/// A temporary folder for one target's files (the server's database, ngIRCd's
+/// configuration and log), removed on drop.
 #[derive(Debug)]
 pub struct DbDir(PathBuf);
 
@@ -66,6 +67,11 @@ impl DbDir {
     /// The database file in it.
     pub fn db(&self) -> PathBuf {
         self.0.join("bench.db")
+    }
+
+    /// A file (or folder) named `name` in it.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
     }
 }
 
@@ -196,7 +202,7 @@ fn parse_stat_cpu(stat: &str, ticks: u64) -> Option<Duration> {
 /// A running benchmark target.
 #[derive(Debug)]
 pub enum ServerHandle {
-    /// A child process, killed on drop.
+    /// A child process, killed (by its pid) on drop.
     Process(ChildServer),
     /// `chat_server::run` (or the reflector) as a task of this process; its memory and CPU
     /// cannot be told apart from the load generator's.
@@ -318,27 +324,73 @@ pub struct ChildServer {
     addr: SocketAddr,
 }
 
+/// `program args…` with no input, killed by the kernel should this process die first.
+fn command(program: &Path, args: &[String]) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args(args).stdin(Stdio::null());
+    // SAFETY: the closure runs in the child between fork and exec and only calls
+    // prctl, which is async-signal-safe. It makes the kernel kill the child if this
+    // process dies without running destructors (SIGKILL, abort), so no server outlives
+    // the benchmark. (A child that changes its user id loses this; see `ngircd`.)
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
 impl ChildServer {
+    /// Starts `program args…` with its output appended to `log`, and waits until `addr`
+    /// accepts a connection (a program that does not say where it listens, like ngIRCd).
+    ///
+    /// # Errors
+    /// If it cannot start, exits, or does not accept within 10 s; with the log's end.
+    pub(crate) fn spawn_at(
+        program: &Path,
+        args: &[String],
+        log: &Path,
+        addr: SocketAddr,
+    ) -> anyhow::Result<Self> {
+        let out = std::fs::File::create(log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
+        let mut cmd = command(program, args);
+        cmd.stdout(out.try_clone()?).stderr(out);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", program.display()))?;
+        let mut this = Self { child, addr };
+        let give_up = std::time::Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = this.child.try_wait()? {
+                bail!(
+                    "{} exited at start ({status}); its log:\n{}",
+                    program.display(),
+                    log_tail(log)
+                );
+            }
+            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(this);
+            }
+            if std::time::Instant::now() >= give_up {
+                bail!(
+                    "{} did not accept connections on {addr} within {START_TIMEOUT:?}; its log:\n{}",
+                    program.display(),
+                    log_tail(log)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn spawn(program: &Path, args: &[String], env: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        let mut cmd = command(program, args);
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
-        }
-        // SAFETY: the closure runs in the child between fork and exec and only calls
-        // prctl, which is async-signal-safe. It makes the kernel kill the child if this
-        // process dies without running destructors (SIGKILL, abort), so no server outlives
-        // the benchmark.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
         }
         let mut child = cmd
             .spawn()
@@ -416,6 +468,13 @@ impl Drop for ChildServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The last lines of a log file, for an error message.
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 /// The address in a `… listening on 127.0.0.1:PORT` log line.

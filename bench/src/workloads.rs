@@ -89,6 +89,12 @@ impl Workload {
     pub fn on_reflector(self) -> bool {
         matches!(self, Self::W1 | Self::W2 | Self::W3 | Self::W4)
     }
+
+    /// Whether ngIRCd runs it too (with `--ngircd`, in IRC mode): W1–W4, the workloads
+    /// the reflector runs.
+    pub fn on_ngircd(self) -> bool {
+        self.on_reflector()
+    }
 }
 
 /// Full size, or the seconds-long smoke test.
@@ -259,14 +265,17 @@ pub enum TargetKind {
     Server(Storage),
     /// The reference reflector (line mode only).
     Reflector,
+    /// ngIRCd, the reference IRC server (IRC mode only).
+    Ngircd,
 }
 
 impl TargetKind {
-    /// `server`, `server-nodb` or `reflector`.
+    /// `server`, `server-nodb`, `reflector` or `ngircd`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Server(storage) => storage.target_name(),
             Self::Reflector => "reflector",
+            Self::Ngircd => "ngircd",
         }
     }
 }
@@ -282,6 +291,16 @@ pub async fn run(
     kind: TargetKind,
     mode: Mode,
 ) -> anyhow::Result<Outcome> {
+    let mut params = params.clone();
+    if mode == Mode::Irc {
+        params.window = params.window.min(client::IRC_WINDOW);
+    }
+    if kind == TargetKind::Ngircd {
+        params.login_concurrency = params
+            .login_concurrency
+            .min(crate::ngircd::LOGIN_CONCURRENCY);
+    }
+    let params = &params;
     let mut out = match w {
         Workload::W1 | Workload::W2 | Workload::W3 => fan_out(params, target, mode).await?,
         Workload::W4 => idle_memory(params, target, mode).await?,
@@ -485,13 +504,8 @@ async fn fan_out(params: &Params, target: &ServerHandle, mode: Mode) -> anyhow::
     let addr = target.addr();
     let tally = Arc::new(Tally::default());
     // Every receiver is an observer; in framed mode the senders are too (they receive
-    // every message, their own included). In line mode they never see their own.
-    let observers = params.receivers
-        + if mode == Mode::Framed {
-            params.senders
-        } else {
-            0
-        };
+    // every message, their own included). In line and IRC mode they never see their own.
+    let observers = params.receivers + if mode.echoes_own() { params.senders } else { 0 };
     let acks = Arc::new(Acks::new(params.senders, observers));
     let windowed = params.rate.is_none();
     let mut readers = JoinSet::new();
@@ -502,8 +516,8 @@ async fn fan_out(params: &Params, target: &ServerHandle, mode: Mode) -> anyhow::
         let ack = windowed.then(|| AckRole {
             acks: Arc::clone(&acks),
             row: i,
-            // Line mode does not echo a sender's messages: receiver 0 wakes them.
-            wake: if mode == Mode::Line && i == 0 {
+            // Line and IRC mode do not echo a sender's messages: receiver 0 wakes them.
+            wake: if !mode.echoes_own() && i == 0 {
                 Wake::Everyone
             } else {
                 Wake::Nobody
@@ -521,7 +535,7 @@ async fn fan_out(params: &Params, target: &ServerHandle, mode: Mode) -> anyhow::
     })
     .await?;
     let logins = (0..params.senders)
-        .map(|i| Login::lobby(format!("s{i}")))
+        .map(|i| Login::sender(format!("s{i}")))
         .collect();
     let sender_tally = Arc::new(Tally::default());
     let writers = connect_senders(
@@ -532,7 +546,7 @@ async fn fan_out(params: &Params, target: &ServerHandle, mode: Mode) -> anyhow::
         |i| Tap {
             me: Some(u32::try_from(i).unwrap_or(u32::MAX)),
             count: false,
-            ack: (windowed && mode == Mode::Framed).then(|| AckRole {
+            ack: (windowed && mode.echoes_own()).then(|| AckRole {
                 acks: Arc::clone(&acks),
                 row: params.receivers + i,
                 wake: Wake::Own,
@@ -756,6 +770,7 @@ pub(crate) async fn churn(
                     nick: format!("c{w}x{cycles}"),
                     part_lobby: false,
                     join: Some(ROOM.into()),
+                    sender: false,
                 };
                 let t = Instant::now();
                 match client::churn_cycle(addr, mode, &login).await {

@@ -1,5 +1,5 @@
-//! The `--quick` smoke test: tiny versions of every workload in both modes, server and
-//! reflector in this process. It asserts only that deliveries happen and nothing is lost,
+//! The `--quick` smoke test: tiny versions of every workload in all three modes, server
+//! and reflector in this process. It asserts only that deliveries happen and nothing is lost,
 //! never a speed: the test suite runs on machines of every size and load.
 
 use chat_bench::{Options, run};
@@ -9,9 +9,10 @@ async fn quick_mode_delivers_everything_in_every_workload_issue_4() {
     let outcomes = run(&Options::quick(), |_| {})
         .await
         .expect("every quick workload runs");
-    // W1–W4 on the reflector, then all seven in both modes on the server, with its history
-    // database (SQLite in memory here) and without.
-    assert_eq!(outcomes.len(), 4 + 7 * 2 * 2, "{outcomes:#?}");
+    // W1–W4 on the reflector, then all seven in all three modes (line, framed, IRC) on the
+    // server, with its history database (SQLite in memory here) and without.
+    assert_eq!(outcomes.len(), 4 + 7 * 3 * 2, "{outcomes:#?}");
+    assert!(outcomes.iter().any(|o| o.mode == "irc"), "IRC mode ran");
     for o in &outcomes {
         let what = format!("{} {} {}", o.workload, o.target, o.mode);
         match o.workload {
@@ -63,5 +64,43 @@ async fn soak_rounds_leave_no_descriptor_behind_issue_5() {
         assert!(r.cycles > 0, "{}", r.table());
         assert_eq!(r.lost, 0, "{}", r.table());
         assert!(r.fds_returned(), "{}", r.table());
+    }
+}
+
+/// IRC mode against ngIRCd (issue 13), when ngIRCd is installed (`apt-get install
+/// ngircd`): the bench's own configuration starts, takes W1–W4's tiny versions without
+/// dropping anyone, and every server result is compared with ngIRCd's. Without ngIRCd
+/// there is nothing to run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn irc_mode_runs_against_ngircd_when_it_is_installed_issue_13() {
+    let Some(ngircd) = chat_bench::ngircd::locate(None) else {
+        eprintln!("no ngircd installed: nothing to compare with");
+        return;
+    };
+    let opts = Options {
+        workloads: chat_bench::Workload::ALL[..4].to_vec(),
+        modes: vec![chat_bench::Mode::Irc],
+        ngircd: Some(ngircd),
+        storage: vec![chat_bench::Storage::On],
+        ..Options::quick()
+    };
+    let outcomes = run(&opts, |_| {})
+        .await
+        .expect("IRC mode runs against ngIRCd");
+    // Per workload: the reflector, ngIRCd, the server.
+    assert_eq!(outcomes.len(), 4 * 3, "{outcomes:#?}");
+    for o in outcomes.iter().filter(|o| o.mode == "irc") {
+        let what = format!("{} {}", o.workload, o.target);
+        assert_eq!(o.disconnects, 0, "{what}: {o:#?}");
+        if o.workload == "W4" {
+            let idle = o.idle.as_ref().expect("W4 reports idle figures");
+            assert_eq!(idle.held, idle.connections, "{what}: {o:#?}");
+        } else {
+            assert!(o.delivered > 0 && o.lost == 0, "{what}: {o:#?}");
+        }
+        // In process the server's memory is not its own: W4 has no ratio here.
+        if o.target == "server" && o.workload != "W4" {
+            assert!(o.vs_ngircd.is_some(), "{what}: no ratio to ngIRCd: {o:#?}");
+        }
     }
 }
