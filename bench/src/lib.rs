@@ -14,6 +14,7 @@
 //! - [`server_proc`]: the target process (or in-process task), `/proc` sampling.
 //! - [`reflector`]: the reference reflector.
 //! - [`ngircd`]: ngIRCd as the reference IRC server (`--ngircd`).
+//! - [`scrape`]: an operator's scraper of the admin listener (`--scrape`).
 //! - [`client`]: the load clients, all three wire modes.
 //! - [`workloads`]: the seven workloads, W1–W7.
 //! - [`soak`]: rounds of churn and chatter, checking that descriptors and memory return.
@@ -27,6 +28,7 @@ pub mod client;
 pub mod ngircd;
 pub mod reflector;
 pub mod report;
+pub mod scrape;
 pub mod server_proc;
 pub mod soak;
 pub mod stats;
@@ -167,12 +169,12 @@ pub async fn run(
                 Case::Server(mode, storage) => (TargetKind::Server(storage), mode),
                 Case::Ngircd => (TargetKind::Ngircd, Mode::Irc),
             };
-            let (target, _dir) = match (case, ngircd) {
+            let (target, mut beside) = match (case, ngircd) {
                 (Case::Server(_, storage), _) => start_server(&opts.server, storage).await?,
                 (Case::Ngircd, Some(program)) => {
                     let (t, dir) = ngircd::start(program)
                         .with_context(|| format!("starting ngIRCd for {}", w.name()))?;
-                    (t, Some(dir))
+                    (t, Beside::folder(dir))
                 }
                 (Case::Ngircd, None) => continue,
             };
@@ -190,6 +192,7 @@ pub async fn run(
                 .with_context(|| {
                     format!("{} on the {}, {} mode", w.name(), kind.name(), mode.name())
                 })?;
+            beside.scraper = None;
             target.stop().await;
             // IRC mode's W1 runs with a window of its own (`client::IRC_WINDOW`), the
             // reflector's with `--window`: no ratio between those.
@@ -232,7 +235,7 @@ pub async fn run_soak(
     let mut reports = Vec::new();
     for &mode in modes {
         // The server as shipped: with its history database.
-        let (target, _db) = start_server(server, Storage::On).await?;
+        let (target, _beside) = start_server(server, Storage::On).await?;
         let report = soak::soak(&target, mode, scale, round, rounds)
             .await
             .with_context(|| format!("soak in {} mode", mode.name()))?;
@@ -252,24 +255,64 @@ enum Case {
     Ngircd,
 }
 
+/// What lives beside a started target, as long as it runs: its folder (the server's
+/// database, ngIRCd's files) and, for [`Storage::Scraped`], the scraper (dropped before the
+/// target is stopped, so it never reports the stop as a failure).
+#[derive(Debug, Default)]
+struct Beside {
+    _folder: Option<DbDir>,
+    scraper: Option<scrape::Scraper>,
+}
+
+impl Beside {
+    fn folder(dir: DbDir) -> Self {
+        Self {
+            _folder: Some(dir),
+            scraper: None,
+        }
+    }
+}
+
 /// Starts the server; with storage on, in a fresh database folder that lives as long as the
-/// returned guard (drop it after stopping the server).
+/// returned guard (drop it after stopping the server); scraped, with its admin listener on
+/// a free port and a scraper on it.
 async fn start_server(
     spec: &ServerSpec,
     storage: Storage,
-) -> anyhow::Result<(ServerHandle, Option<DbDir>)> {
-    match spec {
+) -> anyhow::Result<(ServerHandle, Beside)> {
+    let admin = match storage {
+        Storage::Scraped => Some(std::net::TcpListener::bind("127.0.0.1:0")?),
+        Storage::On | Storage::Off => None,
+    };
+    let admin_addr = admin
+        .as_ref()
+        .map(std::net::TcpListener::local_addr)
+        .transpose()?;
+    let (handle, folder) = match spec {
         ServerSpec::Binary(path) => {
             let dir = match storage {
-                Storage::On => Some(DbDir::new()?),
+                Storage::On | Storage::Scraped => Some(DbDir::new()?),
                 Storage::Off => None,
             };
-            let args = server_proc::server_args(dir.as_ref().map(DbDir::db).as_deref());
+            let mut args = server_proc::server_args(dir.as_ref().map(DbDir::db).as_deref());
+            if let Some(addr) = admin_addr {
+                // Free again for the server to bind: nothing else on loopback takes it
+                // in between.
+                drop(admin);
+                args.extend(["--admin-listen".to_owned(), addr.to_string()]);
+            }
             let handle = ServerHandle::spawn(path, &args, &[("RUST_LOG", SERVER_LOG)])?;
-            Ok((handle, dir))
+            (handle, dir)
         }
-        ServerSpec::InProcess => Ok((ServerHandle::in_process_server(storage).await?, None)),
-    }
+        ServerSpec::InProcess => (ServerHandle::in_process_server(storage, admin).await?, None),
+    };
+    Ok((
+        handle,
+        Beside {
+            _folder: folder,
+            scraper: admin_addr.map(scrape::Scraper::start),
+        },
+    ))
 }
 
 async fn start_reflector(spec: &ReflectorSpec) -> anyhow::Result<ServerHandle> {

@@ -46,6 +46,12 @@ struct Args {
     /// both, to show what storage costs.
     #[arg(long, default_value = "both", value_parser = ["on", "off", "both"])]
     storage: String,
+    /// Also run the server as shipped with its admin listener on and scraped every second
+    /// (`server-scraped`: `/metrics` and `/clients`, as Prometheus and a dashboard would),
+    /// beside `server` in every round: what exposing metrics costs (issue 14: W1 within
+    /// 3 %).
+    #[arg(long)]
+    scrape: bool,
     /// Runs of each server case (storage on and off alternating); verdicts use medians.
     #[arg(long, default_value_t = 1)]
     repeat: usize,
@@ -146,10 +152,16 @@ fn options(args: &Args) -> anyhow::Result<Options> {
         window: args.window.max(1),
         server,
         reflector,
-        storage: match args.storage.as_str() {
-            "on" => vec![Storage::On],
-            "off" => vec![Storage::Off],
-            _ => vec![Storage::On, Storage::Off],
+        storage: {
+            let mut storage = match args.storage.as_str() {
+                "on" => vec![Storage::On],
+                "off" => vec![Storage::Off],
+                _ => vec![Storage::On, Storage::Off],
+            };
+            if args.scrape {
+                storage.push(Storage::Scraped);
+            }
+            storage
         },
         repeat: args.repeat.clamp(1, 100),
     })

@@ -570,7 +570,50 @@ pub fn targets(outcomes: &[Outcome]) -> String {
         s.push_str("issue 6's storage cost, `server` (SQLite) against `server-nodb`:\n");
         s.push_str(&cost);
     }
+    let mut cost = String::new();
+    metrics_cost(outcomes, &mut cost);
+    if !cost.is_empty() {
+        s.push_str("issue 14's metrics cost, `server-scraped` against `server`:\n");
+        s.push_str(&cost);
+    }
     s
+}
+
+/// Issue 14: what exposing metrics costs W1, from the runs with the admin listener scraped
+/// and without it, taken in pairs (they ran side by side); the median pair decides.
+/// (The counting itself is always on: see README Performance for its share.)
+fn metrics_cost(outcomes: &[Outcome], s: &mut String) {
+    for mode in ["line", "framed", "irc"] {
+        let pairs: Vec<_> = runs(outcomes, "W1", "server-scraped", mode)
+            .into_iter()
+            .zip(runs(outcomes, "W1", "server", mode))
+            .filter(|(_, plain)| plain.deliveries_per_s > 0.0)
+            .collect();
+        let costs: Vec<f64> = pairs
+            .iter()
+            .map(|(scraped, plain)| 1.0 - scraped.deliveries_per_s / plain.deliveries_per_s)
+            .collect();
+        let k = costs.len();
+        let Some(cost) = median(costs) else {
+            continue;
+        };
+        let scraped =
+            median(pairs.iter().map(|(o, _)| o.deliveries_per_s).collect()).unwrap_or(0.0);
+        let plain = median(pairs.iter().map(|(_, o)| o.deliveries_per_s).collect()).unwrap_or(0.0);
+        let _ = writeln!(
+            s,
+            "{} W1 {mode} metrics cost: {:+.1} % of deliveries/s ({} scraped, {} not{}), target ≤ 3 %",
+            if cost <= 0.03 { "met   " } else { "MISSED" },
+            cost * 100.0,
+            count(scraped),
+            count(plain),
+            if k > 1 {
+                format!(", median of {k} pairs")
+            } else {
+                String::new()
+            }
+        );
+    }
 }
 
 #[cfg(test)]

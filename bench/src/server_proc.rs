@@ -34,6 +34,9 @@ pub enum Storage {
     On,
     /// `--db none`.
     Off,
+    /// As `On`, and the admin listener on, scraped as an operator's Prometheus would
+    /// (`/metrics` and `/clients?sort=sendq` every second): what exposing metrics costs.
+    Scraped,
 }
 
 impl Storage {
@@ -42,6 +45,7 @@ impl Storage {
         match self {
             Self::On => "server",
             Self::Off => "server-nodb",
+            Self::Scraped => "server-scraped",
         }
     }
 }
@@ -114,7 +118,7 @@ pub fn server_args(db: Option<&Path>) -> Vec<String> {
 pub fn in_process_config(storage: Storage) -> chat_server::Config {
     chat_server::Config {
         storage: match storage {
-            Storage::On => chat_server::Storage::Sqlite(":memory:".into()),
+            Storage::On | Storage::Scraped => chat_server::Storage::Sqlite(":memory:".into()),
             Storage::Off => chat_server::Storage::Memory,
         },
         rate: 1e9,
@@ -225,13 +229,19 @@ impl ServerHandle {
         ChildServer::spawn(program, args, env).map(Self::Process)
     }
 
-    /// `chat_server::run` on `127.0.0.1:0` inside this process.
+    /// `chat_server::run` on `127.0.0.1:0` inside this process, with `admin` as its admin
+    /// listener if one is given.
     ///
     /// # Errors
     /// If the port cannot be bound.
-    pub async fn in_process_server(storage: Storage) -> anyhow::Result<Self> {
+    pub async fn in_process_server(
+        storage: Storage,
+        admin: Option<std::net::TcpListener>,
+    ) -> anyhow::Result<Self> {
+        let mut config = in_process_config(storage);
+        config.admin_listener = admin.map(chat_server::AdminListener::new);
         Self::in_process(move |listener, shutdown| async move {
-            if let Err(e) = chat_server::run(listener, in_process_config(storage), shutdown).await {
+            if let Err(e) = chat_server::run(listener, config, shutdown).await {
                 eprintln!("chat-bench: in-process server failed: {e:#}");
             }
         })
@@ -479,6 +489,10 @@ fn log_tail(log: &Path) -> String {
 
 /// The address in a `… listening on 127.0.0.1:PORT` log line.
 fn parse_listening(line: &str) -> Option<SocketAddr> {
+    // The admin listener says so first (`admin listening on ADDR`): not the chat port.
+    if line.contains("admin listening on ") {
+        return None;
+    }
     let rest = &line[line.find("listening on ")? + "listening on ".len()..];
     rest.split_whitespace().next()?.parse().ok()
 }
@@ -494,6 +508,10 @@ mod tests {
             Some("127.0.0.1:4567".parse().unwrap())
         );
         assert_eq!(parse_listening("starting"), None);
+        assert_eq!(
+            parse_listening("INFO chat_server: admin listening on 127.0.0.1:9187"),
+            None
+        );
     }
 
     #[test]
