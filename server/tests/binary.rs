@@ -233,3 +233,168 @@ async fn json_logs_are_one_object_per_line_and_never_hold_a_message() {
         );
     }
 }
+
+/// A framed client of the binary, reading until what it waits for.
+struct Framer(Framed<TcpStream, ClientCodec>);
+
+impl Framer {
+    async fn hello(addr: &str, nick: &str, password: Option<&str>) -> Self {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let mut framed = Framed::new(stream, ClientCodec::default());
+        framed
+            .send(ClientMsg::Hello {
+                nick: nick.into(),
+                version: Some(1),
+                client: None,
+                password: password.map(chat_shared::Password::new),
+            })
+            .await
+            .unwrap();
+        Self(framed)
+    }
+
+    async fn send(&mut self, msg: ClientMsg) {
+        self.0.send(msg).await.unwrap();
+    }
+
+    /// Reads until `want` matches, within [`WAIT`].
+    async fn until(&mut self, what: &str, want: impl Fn(&ServerMsg) -> bool) -> ServerMsg {
+        timeout(WAIT, async {
+            loop {
+                match self.0.next().await {
+                    Some(Ok(msg)) if want(&msg) => return msg,
+                    Some(Ok(_)) => {}
+                    other => panic!("no {what} before the end: {other:?}"),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {what} within {WAIT:?}"))
+    }
+
+    async fn join(&mut self, room: &str) {
+        self.send(ClientMsg::Join {
+            room: room.into(),
+            since: None,
+            key: None,
+        })
+        .await;
+        self.until("members", |m| matches!(m, ServerMsg::Members { .. }))
+            .await;
+    }
+}
+
+/// Issue 14, item 6: a kick and a failed login each log one `info` line, as JSON objects
+/// with the fields an operator needs, and neither the kick's reason nor the password.
+#[tokio::test]
+async fn json_logs_name_a_kick_and_a_failed_login_without_text_or_password() {
+    const PASSWORD: &str = "correct horse battery";
+    const WRONG: &str = "wrong-password-xyzzy";
+    const REASON: &str = "the secret reason 42";
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let (mut server, addr, log) = Run {
+        args: vec![
+            "--log-format".into(),
+            "json".into(),
+            "--db".into(),
+            db.to_str().unwrap().into(),
+        ],
+        dir: dir.path(),
+        env: Vec::new(),
+        unset: Vec::new(),
+    }
+    .start_logged();
+
+    let mut alice = Framer::hello(&addr, "alice", None).await;
+    alice
+        .until("welcome", |m| matches!(m, ServerMsg::Welcome { .. }))
+        .await;
+    alice
+        .send(ClientMsg::Register {
+            password: chat_shared::Password::new(PASSWORD),
+        })
+        .await;
+    alice
+        .until("registered", |m| matches!(m, ServerMsg::Registered { .. }))
+        .await;
+
+    // Someone else tries alice's account with the wrong password.
+    let mut mallory = Framer::hello(&addr, "alice", Some(WRONG)).await;
+    let refused = mallory
+        .until("an error", |m| matches!(m, ServerMsg::Error { .. }))
+        .await;
+    assert!(
+        matches!(&refused, ServerMsg::Error { code, .. } if *code == chat_shared::ErrorCode::AuthFailed),
+        "{refused:?}"
+    );
+    drop(mallory);
+
+    // alice creates #den (so owns it) and kicks bob from it.
+    alice.join("den").await;
+    let mut bob = Framer::hello(&addr, "bob", None).await;
+    bob.join("den").await;
+    alice
+        .until(
+            "bob's join",
+            |m| matches!(m, ServerMsg::Joined { room, nick, .. } if room == "den" && nick == "bob"),
+        )
+        .await;
+    alice
+        .send(ClientMsg::Kick {
+            room: "den".into(),
+            nick: "bob".into(),
+            reason: Some(REASON.into()),
+        })
+        .await;
+    bob.until("kicked", |m| matches!(m, ServerMsg::Kicked { .. }))
+        .await;
+
+    sigterm(&server);
+    assert_exits_zero_within(&mut server, WAIT).await;
+    let mut logged = Vec::new();
+    while let Ok(line) = log.recv_timeout(WAIT) {
+        logged.push(line);
+    }
+    let mut objects = Vec::new();
+    for line in &logged {
+        for secret in [PASSWORD, WRONG, REASON] {
+            assert!(!line.contains(secret), "{secret:?} was logged: {line}");
+        }
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON object ({e}): {line}"));
+        objects.push(v);
+    }
+    let with_message = |message: &str| -> Vec<&serde_json::Value> {
+        objects
+            .iter()
+            .filter(|v| v["fields"]["message"] == message || v["message"] == message)
+            .collect()
+    };
+    // The fields, wherever the JSON layer puts them (flattened or under `fields`).
+    let field = |v: &serde_json::Value, key: &str| -> serde_json::Value {
+        v.get(key)
+            .or_else(|| v["fields"].get(key))
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
+    };
+
+    let moderation = with_message("moderation");
+    assert_eq!(moderation.len(), 1, "one kick, one line: {logged:#?}");
+    let kick = moderation[0];
+    assert_eq!(kick["level"], "INFO", "{kick}");
+    assert_eq!(field(kick, "action"), "kick", "{kick}");
+    assert_eq!(field(kick, "actor"), "alice", "{kick}");
+    assert_eq!(field(kick, "subject"), "bob", "{kick}");
+    assert_eq!(field(kick, "room"), "den", "{kick}");
+    assert!(field(kick, "session").is_string(), "{kick}");
+
+    let failures = with_message("auth failure");
+    assert_eq!(failures.len(), 1, "one failed login, one line: {logged:#?}");
+    let failure = failures[0];
+    assert_eq!(failure["level"], "INFO", "{failure}");
+    assert_eq!(field(failure, "nick"), "alice", "{failure}");
+    assert_eq!(field(failure, "peer"), "127.0.0.1", "{failure}");
+    assert_eq!(field(failure, "reason"), "wrong_password", "{failure}");
+    assert_eq!(field(failure, "step"), "login", "{failure}");
+}

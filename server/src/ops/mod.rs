@@ -5,9 +5,11 @@
 //! - `metrics`: every family of `/metrics`, registered once, with handles resolved up front.
 //! - `conns`: one entry per connection, atomics its session and sink update; its guard
 //!   logs the close line and counts the disconnect.
+//! - `audit`: the `info` lines of moderation actions and refused logins.
 //! - `http`: the admin listener (`--admin-listen`): `/metrics`, `/healthz`, `/readyz`,
 //!   `/clients`, `/rooms`. It never shares the chat port.
 
+pub(crate) mod audit;
 pub(crate) mod conns;
 pub(crate) mod http;
 pub(crate) mod metrics;

@@ -7,6 +7,9 @@
 //! membership) changes when the path applies it ([`Room::take_effect`]), so the room's
 //! state is the one its stream describes. Bans and invitations change at once: they are
 //! not events of the stream.
+//!
+//! Each request that took effect logs its audit line (`ops::audit`) here, once the room's
+//! lock is released: every wire mode's moderation comes through these functions.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -20,6 +23,7 @@ use super::{Room, RoomState};
 use crate::moderation::ModError;
 use crate::moderation::room::{Actor, RoomModeration};
 use crate::now_ms;
+use crate::ops::audit::{self, Action};
 
 /// Which role change an op asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,9 +89,25 @@ impl Room {
         text: String,
     ) -> Result<(), PostError> {
         let mut st = self.lock();
-        let (actor, _) = actor(&st, session)?;
+        let (actor, by) = actor(&st, session)?;
         st.moderation.check_topic(&self.name, actor, &text)?;
-        self.post_notice(&mut st, session, sender, RoomNotice::Topic { text })
+        let detail = if text.is_empty() { "cleared" } else { "set" };
+        self.post_notice(&mut st, session, sender, RoomNotice::Topic { text })?;
+        drop(st);
+        self.audit(session, &by, Action::Topic, "-", detail);
+        Ok(())
+    }
+
+    /// The audit line of an action in this room.
+    fn audit(&self, session: Uuid, by: &Nick, action: Action, target: &str, detail: &str) {
+        audit::moderation(
+            session,
+            by.as_str(),
+            action,
+            Some(self.name.as_str()),
+            target,
+            detail,
+        );
     }
 
     pub(crate) fn set_role(
@@ -98,7 +118,7 @@ impl Room {
         change: RoleChange,
     ) -> Result<Unchanged, PostError> {
         let mut st = self.lock();
-        let (actor, _) = actor(&st, session)?;
+        let (actor, by) = actor(&st, session)?;
         let (target, member) = st.delivery.find(nick).ok_or_else(|| self.not_here(nick))?;
         let (current, nick) = (member.role, member.nick.to_string());
         let own = target == session;
@@ -126,11 +146,19 @@ impl Room {
             session,
             sender,
             RoomNotice::Role {
-                nick,
+                nick: nick.clone(),
                 role: to,
                 was: Some(current),
             },
         )?;
+        drop(st);
+        let action = match change {
+            RoleChange::Op => Action::Op,
+            RoleChange::Deop => Action::Deop,
+            RoleChange::Voice => Action::Voice,
+            RoleChange::Devoice => Action::Devoice,
+        };
+        self.audit(session, &by, action, &nick, "");
         Ok(None)
     }
 
@@ -142,7 +170,7 @@ impl Room {
         nick: &Nick,
     ) -> Result<Unchanged, PostError> {
         let mut st = self.lock();
-        let (actor, _) = actor(&st, session)?;
+        let (actor, by) = actor(&st, session)?;
         let (_, member) = st.delivery.find(nick).ok_or_else(|| self.not_here(nick))?;
         let (new, account, current) = (member.nick.to_string(), member.account, member.role);
         RoomModeration::check_owner(&self.name, actor, &new, account)?;
@@ -151,7 +179,7 @@ impl Room {
         }
         let old = st.moderation.owner().map(str::to_owned);
         let role = RoomNotice::Role {
-            nick: new,
+            nick: new.clone(),
             role: Role::Owner,
             was: Some(current),
         };
@@ -164,6 +192,8 @@ impl Room {
             };
             self.post_notice(&mut st, session, sender, role)?;
         }
+        drop(st);
+        self.audit(session, &by, Action::Owner, &new, "");
         Ok(None)
     }
 
@@ -175,16 +205,18 @@ impl Room {
         reason: String,
     ) -> Result<(), PostError> {
         let mut st = self.lock();
-        let (actor, _) = actor(&st, session)?;
+        let (actor, by) = actor(&st, session)?;
         let (_, member) = st.delivery.find(nick).ok_or_else(|| self.not_here(nick))?;
         RoomModeration::check_remove(&self.name, actor, member.role)?;
         let nick = member.nick.to_string();
-        self.post_notice(
-            &mut st,
-            session,
-            sender,
-            RoomNotice::Kicked { nick, reason },
-        )
+        let kicked = RoomNotice::Kicked {
+            nick: nick.clone(),
+            reason,
+        };
+        self.post_notice(&mut st, session, sender, kicked)?;
+        drop(st);
+        self.audit(session, &by, Action::Kick, &nick, "");
+        Ok(())
     }
 
     /// Bans `nick` (kicking it if it is here); answers the room's bans.
@@ -211,23 +243,36 @@ impl Room {
         st.moderation
             .ban(&self.name, &name, account, ip, by.as_str(), now_ms())?;
         self.persist(&st);
+        let detail = match (present.is_some(), account) {
+            (true, true) => "account, kicked",
+            (true, false) => "guest and address, kicked",
+            (false, true) => "account",
+            (false, false) if ip.is_some() => "guest and address",
+            (false, false) => "guest",
+        };
         if present.is_some() {
             let kick = RoomNotice::Kicked {
-                nick: name,
+                nick: name.clone(),
                 reason: "banned".into(),
             };
             self.post_notice(&mut st, session, sender, kick)?;
         }
-        Ok(st.moderation.ban_list(&self.name))
+        let list = st.moderation.ban_list(&self.name);
+        drop(st);
+        self.audit(session, &by, Action::Ban, &name, detail);
+        Ok(list)
     }
 
     pub(crate) fn unban(&self, session: Uuid, nick: &Nick) -> Result<ServerMsg, PostError> {
         let mut st = self.lock();
-        let (actor, _) = actor(&st, session)?;
+        let (actor, by) = actor(&st, session)?;
         RoomModeration::check_remove(&self.name, actor, Role::Member)?;
         st.moderation.unban(&self.name, nick.as_str())?;
         self.persist(&st);
-        Ok(st.moderation.ban_list(&self.name))
+        let list = st.moderation.ban_list(&self.name);
+        drop(st);
+        self.audit(session, &by, Action::Unban, nick.as_str(), "");
+        Ok(list)
     }
 
     pub(crate) fn bans(&self, session: Uuid) -> Result<ServerMsg, PostError> {
@@ -245,7 +290,7 @@ impl Room {
         change: &ModeChange,
     ) -> Result<Option<ServerMsg>, PostError> {
         let mut st = self.lock();
-        let (actor, _) = actor(&st, session)?;
+        let (actor, by) = actor(&st, session)?;
         if change.is_empty() {
             return Ok(Some(st.moderation.modes_event(&self.name)));
         }
@@ -253,18 +298,23 @@ impl Room {
         if change.is_empty() {
             return Ok(None);
         }
+        let summary = audit::mode_summary(&change);
         self.post_notice(&mut st, session, sender, RoomNotice::Mode(change))?;
+        drop(st);
+        self.audit(session, &by, Action::Mode, "-", &summary);
         Ok(None)
     }
 
     /// Lets `nick` in once past invite-only and the key.
     pub(crate) fn invite(&self, session: Uuid, nick: &Nick) -> Result<(), PostError> {
         let mut st = self.lock();
-        let (actor, _) = actor(&st, session)?;
+        let (actor, by) = actor(&st, session)?;
         if let Some((_, m)) = st.delivery.find(nick) {
             return Err(ModError::AlreadyHere(m.nick.to_string(), self.name.clone()).into());
         }
         st.moderation.invite(&self.name, actor, nick)?;
+        drop(st);
+        self.audit(session, &by, Action::Invite, nick.as_str(), "");
         Ok(())
     }
 }

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::errors::Refusal;
 use super::{Exit, Session};
+use crate::ops::audit::{self, AuthStep};
 use crate::wire::Wire;
 
 /// An account request waiting for its hash.
@@ -57,7 +58,8 @@ impl<W: Wire> Session<W> {
                         self.reply(ServerMsg::PasswordChanged {});
                     }
                     Err(e) => {
-                        info!(session = %self.id, peer = %self.peer, %nick, error = %e, "password change refused");
+                        let step = AuthStep::SetPassword;
+                        audit::auth_failure(self.id, self.peer, nick.as_str(), step, e);
                     }
                 }
                 (done, ref_id)

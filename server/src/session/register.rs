@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::errors::Refusal;
 use super::{Exit, Session, shutdown_exit};
 use crate::auth::Login;
+use crate::ops::audit::{self, AuthStep};
 use crate::wire::{Inbound, Wire};
 
 impl<W: Wire> Session<W> {
@@ -93,7 +94,7 @@ impl<W: Wire> Session<W> {
         let login = self.chat.auth.login(self.peer, &nick, password).await;
         if let Err(e) = &login {
             // The password never reaches a log line; the failure does, with its address.
-            info!(session = %self.id, peer = %self.peer, %nick, error = %e, "login refused");
+            audit::auth_failure(self.id, self.peer, nick.as_str(), AuthStep::Login, e);
         }
         match login? {
             Login::Guest => self.chat.register(self.id, &nick, &self.sink, self.peer)?,

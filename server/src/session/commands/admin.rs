@@ -1,8 +1,8 @@
 //! `kill`, `server_ban`, `server_unban` and `server_bans`: what only server admins may do.
 
+use crate::ops::audit::{self, Action};
 use chat_shared::validate::clean_reason;
 use chat_shared::{ByeReason, ServerMsg};
-use tracing::info;
 
 use crate::chat::ChatError;
 use crate::moderation::ModError;
@@ -33,7 +33,7 @@ impl<W: Wire> Session<W> {
         } else {
             format!("killed by {by}: {reason}")
         };
-        info!(session = %self.id, admin = %by, victim = %victim.nick, %reason, "kill");
+        audit::moderation(self.id, &by, Action::Kill, None, victim.nick.as_str(), "");
         victim.sink.end(Ending {
             reason: ByeReason::Killed,
             message: said.clone(),
@@ -56,7 +56,8 @@ impl<W: Wire> Session<W> {
         let by = self.nick().to_string();
         let bans = &self.chat.moderation.server_bans;
         let list = bans.add(mask, duration_s, &reason, &by)?;
-        info!(session = %self.id, admin = %by, %mask, ?duration_s, %reason, "server ban");
+        let detail = duration_s.map_or_else(|| "permanent".to_owned(), |s| format!("{s} s"));
+        audit::moderation(self.id, &by, Action::ServerBan, None, mask, &detail);
         let message = if reason.is_empty() {
             "you are banned from this server".to_owned()
         } else {
@@ -82,7 +83,14 @@ impl<W: Wire> Session<W> {
     pub(super) fn server_unban(&mut self, mask: &str) -> Result<(), Refusal> {
         self.admin()?;
         let list = self.chat.moderation.server_bans.remove(mask)?;
-        info!(session = %self.id, admin = %self.nick(), %mask, "server ban lifted");
+        audit::moderation(
+            self.id,
+            self.nick().as_str(),
+            Action::ServerUnban,
+            None,
+            mask,
+            "",
+        );
         self.reply(ServerMsg::ServerBanList { bans: list });
         Ok(())
     }
