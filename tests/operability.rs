@@ -224,3 +224,34 @@ async fn clients_lists_a_client_that_stopped_reading_first_by_send_queue() {
     drop(slow);
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn clients_counts_the_bytes_a_client_sent_and_was_sent() {
+    let (srv, admin) = server_with_admin(cfg()).await;
+    // The nick line, one message and `/rooms`: exactly the bytes the server reads.
+    let mut lina = Line::login(srv.addr, "lina").await;
+    let text = "seventeen bytes!!";
+    lina.send_line(text).await;
+    lina.send_line("/rooms").await;
+    lina.read_until("the room list", |l| l.starts_with("-- rooms:"))
+        .await;
+    let sent = "lina\n".len() + text.len() + 1 + "/rooms\n".len();
+    // Counted at the flush that wrote the room list, so before lina read it.
+    let (status, body) = get(admin, "/clients").await.unwrap();
+    assert_eq!(status, 200);
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let me = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["nick"] == "lina")
+        .unwrap_or_else(|| panic!("lina missing: {body}"));
+    assert_eq!(me["bytes_in"], sent as u64, "{body}");
+    let received = lina.raw_log.len() as u64;
+    let out = me["bytes_out"].as_u64().unwrap();
+    // Counted as handed to the socket: at least what lina has read, at most what a few
+    // more notices could add.
+    assert!(out >= received, "bytes_out {out} < {received} read: {body}");
+    assert!(!body.contains(text), "message text leaked: {body}");
+    srv.shutdown().await;
+}

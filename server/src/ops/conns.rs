@@ -28,6 +28,8 @@ pub(crate) struct Conn {
     started: Instant,
     /// Bytes the session wrote to the client.
     bytes_out: AtomicU64,
+    /// Bytes read from the client (counted by the session at each flush).
+    bytes_in: AtomicU64,
     /// `lagged` notices the client was sent.
     lagged: AtomicU64,
     /// The session's send queue; weak, as the sink holds this entry.
@@ -45,6 +47,17 @@ impl Conn {
 
     pub(crate) fn bytes_out(&self) -> u64 {
         self.bytes_out.load(Ordering::Relaxed)
+    }
+
+    /// `bytes` more were read from the client.
+    pub(crate) fn read(&self, bytes: u64) {
+        if bytes > 0 {
+            self.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn bytes_in(&self) -> u64 {
+        self.bytes_in.load(Ordering::Relaxed)
     }
 
     /// The client was sent `n` lagged notices.
@@ -97,6 +110,7 @@ impl Ops {
             since_ms: crate::now_ms(),
             started: Instant::now(),
             bytes_out: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
             lagged: AtomicU64::new(0),
             sink: OnceLock::new(),
             ending: Mutex::new(None),
@@ -139,6 +153,7 @@ impl Conn {
             mode = conn.mode.as_str(),
             nick = nick.as_deref().unwrap_or("-"),
             duration_ms = u64::try_from(conn.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            bytes_in = conn.bytes_in(),
             bytes_out = conn.bytes_out(),
             lagged = conn.lagged_count(),
             reason,

@@ -164,8 +164,7 @@ struct Client {
     rooms: Vec<String>,
     /// Unix ms.
     connected_since: i64,
-    /// Not counted yet (phase 2: counting reads without growing the session task).
-    bytes_in: Option<u64>,
+    bytes_in: u64,
     bytes_out: u64,
     sendq_bytes: usize,
     lagged: u64,
@@ -201,7 +200,7 @@ async fn clients(State(app): State<App>, Query(q): Query<ClientsQuery>) -> Json<
                 tls: c.tls,
                 rooms: in_rooms,
                 connected_since: c.since_ms,
-                bytes_in: None,
+                bytes_in: c.bytes_in(),
                 bytes_out: c.bytes_out(),
                 sendq_bytes: c.sendq(),
                 lagged: c.lagged_count(),

@@ -188,6 +188,7 @@ impl<W: Wire> Session<W> {
             }
             // The connection is closing anyway; a client that cannot take its last words in
             // time loses them.
+            self.count_io();
             let _ = timeout(LAST_WORDS, self.wire.flush()).await;
             // Room-mates hear of the departure now, not after the lingering close.
             self.leave();
@@ -228,14 +229,21 @@ impl<W: Wire> Session<W> {
         Ok(())
     }
 
-    /// Flushes within the write timeout, then gives the sink back the weight written.
-    async fn flush(&mut self) -> Result<(), Exit> {
-        // Counted as handed to the socket, before the write: a count held across the await
-        // would make every connection's task bigger, and a failed write ends the
-        // connection anyway.
+    /// Counts what is about to be written and what was read since the last count into the
+    /// connection's entry (`/clients`, the close line). Written bytes are counted as handed
+    /// to the socket, before the write: a count held across the await would make every
+    /// connection's task bigger, and a failed write ends the connection anyway. Every turn
+    /// of the loops flushes, so read bytes are counted within a turn of their arrival.
+    fn count_io(&mut self) {
         if let Some(conn) = self.sink.conn() {
             conn.wrote(self.wire.pending());
+            conn.read(self.wire.take_read());
         }
+    }
+
+    /// Flushes within the write timeout, then gives the sink back the weight written.
+    async fn flush(&mut self) -> Result<(), Exit> {
+        self.count_io();
         match timeout(self.config.write_timeout, self.wire.flush()).await {
             Ok(Ok(())) => {
                 self.sink.written(std::mem::take(&mut self.handled));

@@ -98,6 +98,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Wire for FramedWire<R, W> {
         self.out.len()
     }
 
+    fn take_read(&mut self) -> u64 {
+        self.reader.take_read()
+    }
+
     fn reserve(&mut self, bytes: usize) {
         self.out.reserve(bytes);
     }

@@ -1175,6 +1175,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Wire for LineWire<R, W> {
         self.out.len()
     }
 
+    fn take_read(&mut self) -> u64 {
+        self.reader.take_read()
+    }
+
     fn reserve(&mut self, bytes: usize) {
         self.out.reserve(bytes);
     }

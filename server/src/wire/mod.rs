@@ -99,6 +99,9 @@ pub(crate) trait Wire {
     /// Bytes queued and not yet written.
     fn pending(&self) -> usize;
 
+    /// Bytes read from the client since the last call (for `/clients`' `bytes_in`).
+    fn take_read(&mut self) -> u64;
+
     /// About `bytes` more are coming before the next flush (a batch's weight): room for
     /// them is made at once, rather than by growing the buffer message by message.
     fn reserve(&mut self, bytes: usize);

@@ -23,11 +23,20 @@ pub(crate) struct Reader<R, D> {
     codec: D,
     buf: BytesMut,
     eof: bool,
+    /// Bytes read since the last [`Reader::take_read`]: 32 bits, which sit in the padding
+    /// beside `eof` (every connection's task holds a reader), and the session takes them
+    /// at every flush, long before 4 GiB can arrive.
+    read: u32,
 }
 
 impl<R, D> Reader<R, D> {
     pub(crate) fn codec(&self) -> &D {
         &self.codec
+    }
+
+    /// The bytes read from the client since the last call.
+    pub(crate) fn take_read(&mut self) -> u64 {
+        u64::from(std::mem::take(&mut self.read))
     }
 }
 
@@ -41,6 +50,7 @@ where
             codec,
             buf: BytesMut::new(),
             eof: false,
+            read: 0,
         }
     }
 
@@ -85,8 +95,11 @@ where
             let mut scratch = [MaybeUninit::<u8>::uninit(); SCRATCH];
             let mut read = ReadBuf::uninit(&mut scratch);
             ready!(Pin::new(&mut self.io).poll_read(cx, &mut read))?;
+            let n = read.filled().len();
             self.buf.extend_from_slice(read.filled());
-            Poll::Ready(Ok(read.filled().len()))
+            // At most SCRATCH per read.
+            self.read = self.read.saturating_add(n as u32);
+            Poll::Ready(Ok(n))
         })
         .await
     }
