@@ -1,5 +1,6 @@
 //! The real `chat-server` binary as a user runs it: port 0, the `listening on` log line,
-//! and SIGTERM saying goodbye to every client before exiting 0.
+//! SIGTERM saying goodbye to every client before exiting 0, its JSON log lines, and its
+//! admin listener's health and readiness while its disk fills up.
 
 use std::path::Path;
 use std::time::Duration;
@@ -397,4 +398,163 @@ async fn json_logs_name_a_kick_and_a_failed_login_without_text_or_password() {
     assert_eq!(field(failure, "peer"), "127.0.0.1", "{failure}");
     assert_eq!(field(failure, "reason"), "wrong_password", "{failure}");
     assert_eq!(field(failure, "step"), "login", "{failure}");
+}
+
+/// `GET path` on the admin listener: the status and the body, or `None` if nothing
+/// answers there (any wait bounded by [`WAIT`]).
+fn admin_get(admin: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(admin).ok()?;
+    stream.set_read_timeout(Some(WAIT)).ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
+
+/// Polls `path` until `done` holds for its answer, within [`WAIT`]; every answer before
+/// must satisfy `meanwhile`. Returns the answer that ended it.
+async fn admin_until(
+    admin: &str,
+    path: &str,
+    done: impl Fn(&Option<(u16, String)>) -> bool,
+    meanwhile: impl Fn(&Option<(u16, String)>) -> bool,
+) -> Option<(u16, String)> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got = admin_get(admin, path);
+        if done(&got) {
+            return got;
+        }
+        assert!(meanwhile(&got), "{path} answered {got:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{path} still answers {got:?} after {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Issue 14, item 8: `/healthz` and `/readyz` of the real binary from its start, through
+/// a store that fails (its disk "fills up": no file may grow past 512 KiB, so SQLite's
+/// writes fail with `EFBIG`), to its shutdown.
+#[tokio::test]
+async fn healthz_and_readyz_across_start_a_failing_store_and_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let args = [
+        "--db",
+        db.to_str().unwrap(),
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--rate",
+        "100000",
+        "--burst",
+        "100000",
+    ];
+    let (mut server, addr, log) = Run {
+        args: args.map(str::to_owned).to_vec(),
+        dir: dir.path(),
+        env: Vec::new(),
+        unset: Vec::new(),
+    }
+    .start_logged_with_file_limit(512);
+    let admin = loop {
+        let line = log
+            .recv_timeout(WAIT)
+            .expect("the admin listener's log line");
+        if let Some(rest) = line.split("admin listening on ").nth(1) {
+            break rest.trim().to_owned();
+        }
+    };
+
+    // Start: 503 "starting" (if it is seen at all), then ready.
+    let ok =
+        |want: &'static str| move |got: &Option<(u16, String)>| *got == Some((200, want.into()));
+    admin_until(&admin, "/readyz", ok("ready\n"), |got| {
+        got.is_none() || *got == Some((503, "starting\n".into()))
+    })
+    .await;
+    assert_eq!(admin_get(&admin, "/healthz"), Some((200, "ok\n".into())));
+
+    // The store fails: a client's messages outgrow the file size limit.
+    let filler = Framer::hello(&addr, "filler", None).await;
+    let (mut to_server, mut from_server) = filler.0.split();
+    // Whatever the server answers (acknowledgements, errors for failed messages) is read
+    // and dropped, so the client never counts as too slow.
+    let drain = tokio::spawn(async move { while let Some(Ok(_)) = from_server.next().await {} });
+    let text = "x".repeat(4000);
+    let failing = "the store is failing to write\n";
+    let mut said = 0;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        for _ in 0..20 {
+            let say = ClientMsg::Say {
+                room: "lobby".into(),
+                text: text.clone(),
+                action: false,
+            };
+            to_server.send(say).await.unwrap();
+            said += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        match admin_get(&admin, "/readyz") {
+            Some((503, body)) if body == failing => break,
+            Some((200, _)) => {}
+            other => panic!("/readyz answered {other:?}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the store still writes after {said} messages of 4000 bytes"
+        );
+    }
+    // Not ready, but alive: it still accepts connections.
+    assert_eq!(admin_get(&admin, "/healthz"), Some((200, "ok\n".into())));
+    drain.abort();
+
+    // Shutdown: a client that never closes its socket keeps the drain going (its lingering
+    // close waits for it), and meanwhile both endpoints say so.
+    let mut lina = TcpStream::connect(&addr).await.unwrap();
+    lina.write_all(b"lina\n").await.unwrap();
+    let mut greeting = [0u8; 64];
+    let _ = timeout(
+        WAIT,
+        tokio::io::AsyncReadExt::read(&mut lina, &mut greeting),
+    )
+    .await
+    .expect("lina is greeted");
+    sigterm(&server);
+    let shutting_down = |got: &Option<(u16, String)>| *got == Some((503, "shutting down\n".into()));
+    admin_until(
+        &admin,
+        "/readyz",
+        shutting_down,
+        |got| matches!(got, Some((503, body)) if body == failing),
+    )
+    .await;
+    assert_eq!(
+        admin_get(&admin, "/healthz"),
+        Some((503, "shutting down\n".into()))
+    );
+    drop(lina);
+    // It exits (its status may say the store failed), and the admin listener with it.
+    let _ = timeout(WAIT, server.exited())
+        .await
+        .expect("the server exits");
+    assert_eq!(
+        admin_get(&admin, "/healthz"),
+        None,
+        "the admin listener outlived the server"
+    );
+    // What failed was SQLite's write (it says "disk I/O error").
+    let logged: Vec<String> = log.try_iter().collect();
+    assert!(
+        logged
+            .iter()
+            .any(|l| l.contains("could not store messages")),
+        "no store failure logged after {said} messages: {logged:#?}"
+    );
 }

@@ -70,7 +70,29 @@ impl Run<'_> {
     /// Like [`Run::start`], and every line the server logs (those before the address too)
     /// arrives on the receiver.
     pub(crate) fn start_logged(&self) -> (Server, String, Receiver<String>) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_chat-server"));
+        self.spawn_logged(Command::new(env!("CARGO_BIN_EXE_chat-server")))
+    }
+
+    /// Like [`Run::start_logged`], on a disk that fills up: no file the server writes may
+    /// grow past `kib` KiB (`RLIMIT_FSIZE`, through dash's `ulimit -f`, in 512-byte
+    /// blocks). `SIGXFSZ` is ignored (the shell's `trap ''`, which `exec` keeps), so a
+    /// write past the limit fails with `EFBIG` instead of killing the process. The shell
+    /// `exec`s the server, so the process signalled is the server itself.
+    pub(crate) fn start_logged_with_file_limit(
+        &self,
+        kib: u64,
+    ) -> (Server, String, Receiver<String>) {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!(
+                "trap '' XFSZ; ulimit -f {} && exec \"$0\" \"$@\"",
+                kib * 2
+            ))
+            .arg(env!("CARGO_BIN_EXE_chat-server"));
+        self.spawn_logged(cmd)
+    }
+
+    fn spawn_logged(&self, mut cmd: Command) -> (Server, String, Receiver<String>) {
         cmd.args(["--listen", "127.0.0.1:0", "--sniff-ms", "100"])
             .args(&self.args)
             .current_dir(self.dir)
