@@ -255,3 +255,45 @@ async fn clients_counts_the_bytes_a_client_sent_and_was_sent() {
     assert!(!body.contains(text), "message text leaked: {body}");
     srv.shutdown().await;
 }
+
+/// `contrib/grafana-dashboard.json` graphs only series a real server exports: every
+/// `chat_…` name in its queries is a sample name of a scrape (histograms by their
+/// `_bucket` series).
+#[tokio::test]
+async fn the_grafana_dashboard_queries_only_metrics_the_server_exports() {
+    let (srv, admin) = server_with_admin(cfg()).await;
+    let (status, body) = get(admin, "/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    let exported: std::collections::HashSet<&str> = body
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../contrib/grafana-dashboard.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("valid JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 7, "{} panels", panels.len());
+    let mut queried = 0;
+    for panel in panels {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            let names = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("chat_"));
+            for name in names {
+                assert!(
+                    exported.contains(name),
+                    "{:?} queries {name}, which /metrics lacks",
+                    panel["title"]
+                );
+                queried += 1;
+            }
+        }
+    }
+    assert!(queried >= 7, "{queried} metric names queried");
+    srv.shutdown().await;
+}
