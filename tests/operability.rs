@@ -297,3 +297,37 @@ async fn the_grafana_dashboard_queries_only_metrics_the_server_exports() {
     assert!(queried >= 7, "{queried} metric names queried");
     srv.shutdown().await;
 }
+
+/// IRC connections are counted, listed and closed like the other modes.
+#[tokio::test]
+async fn an_irc_client_is_counted_listed_and_closed_like_the_others() {
+    let (srv, admin) = server_with_admin(cfg()).await;
+    let mut ivy = Line::connect(srv.addr).await;
+    let register = "NICK ivy\r\nUSER ivy 0 * :Ivy\r\n";
+    ivy.send_bytes(register.as_bytes()).await;
+    ivy.read_until("the welcome (001)", |l| l.contains(" 001 ivy "))
+        .await;
+    let m = scrape(admin).await;
+    assert_eq!(value(&m, "chat_connections{mode=irc}"), 1.0);
+    assert_eq!(value(&m, "chat_connections_total{mode=irc}"), 1.0);
+    let (_, body) = get(admin, "/clients").await.unwrap();
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let me = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["mode"] == "irc")
+        .unwrap_or_else(|| panic!("no IRC client in {body}"));
+    assert_eq!(me["nick"], "ivy", "{body}");
+    assert_eq!(me["bytes_in"], register.len() as u64, "{body}");
+    drop(ivy);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while value(&scrape(admin).await, "chat_connections{mode=irc}") != 0.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the close not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    srv.shutdown().await;
+}

@@ -120,7 +120,9 @@ async fn connection(
         }
         Proto::Irc => {
             let wire = IrcWire::new(reader, writer, Arc::clone(&shared.config));
-            tracker.spawn(Session::new(id, wire, &shared, peer.ip()).run(deadline, admission));
+            let conn = shared.chat.ops.open(id, peer, Mode::Irc, tls);
+            let session = Session::new(id, wire, &shared, peer.ip()).with_conn(conn);
+            tracker.spawn(session.run(deadline, admission));
         }
         // HTTP is reserved for its adapter; until then it is served as line mode, as before
         // the sniffer knew it. So is a `0x16` without a certificate, or inside TLS.
