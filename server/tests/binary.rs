@@ -286,12 +286,15 @@ impl Framer {
 }
 
 /// Issue 14, item 6: a kick and a failed login each log one `info` line, as JSON objects
-/// with the fields an operator needs, and neither the kick's reason nor the password.
+/// with the fields an operator needs, and neither the kick's reason nor the password. A
+/// failed SASL login logs the same line as a framed one: one place logs every wire mode.
 #[tokio::test]
 async fn json_logs_name_a_kick_and_a_failed_login_without_text_or_password() {
     const PASSWORD: &str = "correct horse battery";
     const WRONG: &str = "wrong-password-xyzzy";
     const REASON: &str = "the secret reason 42";
+    // SASL PLAIN's base64 of "\0alice\0wrong-irc-password-7".
+    const SASL_WRONG: &str = "AGFsaWNlAHdyb25nLWlyYy1wYXNzd29yZC03";
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("chat.db");
     let (mut server, addr, log) = Run {
@@ -300,6 +303,9 @@ async fn json_logs_name_a_kick_and_a_failed_login_without_text_or_password() {
             "json".into(),
             "--db".into(),
             db.to_str().unwrap().into(),
+            // Failed logins' waits of 1 and 2 ms: the second try is checked, not throttled.
+            "--auth-backoff-ms".into(),
+            "1".into(),
         ],
         dir: dir.path(),
         env: Vec::new(),
@@ -330,6 +336,34 @@ async fn json_logs_name_a_kick_and_a_failed_login_without_text_or_password() {
         "{refused:?}"
     );
     drop(mallory);
+    // And over IRC, with SASL.
+    let irc = TcpStream::connect(&addr).await.unwrap();
+    let (irc_read, mut irc_write) = irc.into_split();
+    let mut irc_lines = tokio::io::BufReader::new(irc_read).lines();
+    let mut irc_until = async |what: &str| loop {
+        let line = timeout(WAIT, irc_lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no {what} within {WAIT:?}"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("no {what} before the end"));
+        if line.contains(what) {
+            return;
+        }
+    };
+    irc_write
+        .write_all(b"CAP LS 302\r\nNICK mal\r\nUSER mal 0 * :mal\r\nCAP REQ :sasl\r\n")
+        .await
+        .unwrap();
+    irc_until("ACK").await;
+    irc_write
+        .write_all(b"AUTHENTICATE PLAIN\r\n")
+        .await
+        .unwrap();
+    irc_until("AUTHENTICATE +").await;
+    let creds = format!("AUTHENTICATE {SASL_WRONG}\r\n");
+    irc_write.write_all(creds.as_bytes()).await.unwrap();
+    irc_until(" 904 ").await;
+    drop(irc_write);
 
     // alice creates #den (so owns it) and kicks bob from it.
     alice.join("den").await;
@@ -350,6 +384,8 @@ async fn json_logs_name_a_kick_and_a_failed_login_without_text_or_password() {
         .await;
     bob.until("kicked", |m| matches!(m, ServerMsg::Kicked { .. }))
         .await;
+    // Gone before the shutdown, which would otherwise linger for clients not reading.
+    drop((alice, bob));
 
     sigterm(&server);
     assert_exits_zero_within(&mut server, WAIT).await;
@@ -359,7 +395,7 @@ async fn json_logs_name_a_kick_and_a_failed_login_without_text_or_password() {
     }
     let mut objects = Vec::new();
     for line in &logged {
-        for secret in [PASSWORD, WRONG, REASON] {
+        for secret in [PASSWORD, WRONG, REASON, SASL_WRONG, "wrong-irc-password"] {
             assert!(!line.contains(secret), "{secret:?} was logged: {line}");
         }
         let v: serde_json::Value = serde_json::from_str(line)
@@ -391,13 +427,27 @@ async fn json_logs_name_a_kick_and_a_failed_login_without_text_or_password() {
     assert!(field(kick, "session").is_string(), "{kick}");
 
     let failures = with_message("auth failure");
-    assert_eq!(failures.len(), 1, "one failed login, one line: {logged:#?}");
-    let failure = failures[0];
-    assert_eq!(failure["level"], "INFO", "{failure}");
-    assert_eq!(field(failure, "nick"), "alice", "{failure}");
-    assert_eq!(field(failure, "peer"), "127.0.0.1", "{failure}");
-    assert_eq!(field(failure, "reason"), "wrong_password", "{failure}");
-    assert_eq!(field(failure, "step"), "login", "{failure}");
+    assert_eq!(
+        failures.len(),
+        2,
+        "two failed logins, two lines: {logged:#?}"
+    );
+    let mut modes = Vec::new();
+    for failure in failures {
+        assert_eq!(failure["level"], "INFO", "{failure}");
+        assert_eq!(field(failure, "nick"), "alice", "{failure}");
+        assert_eq!(field(failure, "peer"), "127.0.0.1", "{failure}");
+        assert_eq!(field(failure, "reason"), "wrong_password", "{failure}");
+        assert_eq!(field(failure, "step"), "login", "{failure}");
+        // The wire mode, from the same session's open line.
+        let session = field(failure, "session");
+        let opened = with_message("connection opened")
+            .into_iter()
+            .find(|v| field(v, "session") == session)
+            .unwrap_or_else(|| panic!("no open line for {session}: {logged:#?}"));
+        modes.push(field(opened, "mode"));
+    }
+    assert_eq!(modes, ["framed", "irc"], "{logged:#?}");
 }
 
 /// `GET path` on the admin listener: the status and the body, or `None` if nothing
