@@ -73,6 +73,21 @@ async fn scrape(admin: SocketAddr) -> HashMap<String, f64> {
     samples
 }
 
+/// The first entry of `/clients` whose `key` is `value`, and the whole answer.
+async fn client_where(admin: SocketAddr, key: &str, value: &str) -> (serde_json::Value, String) {
+    let (status, body) = get(admin, "/clients").await.expect("GET /clients");
+    assert_eq!(status, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let found = list
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|c| c[key] == value)
+        .cloned()
+        .unwrap_or_else(|| panic!("no client with {key} {value}: {body}"));
+    (found, body)
+}
+
 fn value(samples: &HashMap<String, f64>, key: &str) -> f64 {
     *samples
         .get(key)
@@ -237,15 +252,7 @@ async fn clients_counts_the_bytes_a_client_sent_and_was_sent() {
         .await;
     let sent = "lina\n".len() + text.len() + 1 + "/rooms\n".len();
     // Counted at the flush that wrote the room list, so before lina read it.
-    let (status, body) = get(admin, "/clients").await.unwrap();
-    assert_eq!(status, 200);
-    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let me = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["nick"] == "lina")
-        .unwrap_or_else(|| panic!("lina missing: {body}"));
+    let (me, body) = client_where(admin, "nick", "lina").await;
     assert_eq!(me["bytes_in"], sent as u64, "{body}");
     let received = lina.raw_log.len() as u64;
     let out = me["bytes_out"].as_u64().unwrap();
@@ -310,14 +317,7 @@ async fn an_irc_client_is_counted_listed_and_closed_like_the_others() {
     let m = scrape(admin).await;
     assert_eq!(value(&m, "chat_connections{mode=irc}"), 1.0);
     assert_eq!(value(&m, "chat_connections_total{mode=irc}"), 1.0);
-    let (_, body) = get(admin, "/clients").await.unwrap();
-    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let me = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["mode"] == "irc")
-        .unwrap_or_else(|| panic!("no IRC client in {body}"));
+    let (me, body) = client_where(admin, "mode", "irc").await;
     assert_eq!(me["nick"], "ivy", "{body}");
     assert_eq!(me["bytes_in"], register.len() as u64, "{body}");
     drop(ivy);
