@@ -298,6 +298,7 @@ async fn json_logs_name_a_kick_and_a_failed_login_without_text_or_password() {
     const REASON: &str = "the secret reason 42";
     // SASL PLAIN's base64 of "\0alice\0wrong-irc-password-7".
     const SASL_WRONG: &str = "AGFsaWNlAHdyb25nLWlyYy1wYXNzd29yZC03";
+    const SERVER_PASSWORD: &str = "the-irc-server-password";
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("chat.db");
     let (mut server, addr, log) = Run {
@@ -309,6 +310,8 @@ async fn json_logs_name_a_kick_and_a_failed_login_without_text_or_password() {
             // Failed logins' waits of 1 and 2 ms: the second try is checked, not throttled.
             "--auth-backoff-ms".into(),
             "1".into(),
+            "--irc-password".into(),
+            SERVER_PASSWORD.into(),
         ],
         dir: dir.path(),
         env: Vec::new(),
@@ -339,34 +342,25 @@ async fn json_logs_name_a_kick_and_a_failed_login_without_text_or_password() {
         "{refused:?}"
     );
     drop(mallory);
-    // And over IRC, with SASL.
-    let irc = TcpStream::connect(&addr).await.unwrap();
-    let (irc_read, mut irc_write) = irc.into_split();
-    let mut irc_lines = tokio::io::BufReader::new(irc_read).lines();
-    let mut irc_until = async |what: &str| loop {
-        let line = timeout(HASHING, irc_lines.next_line())
-            .await
-            .unwrap_or_else(|_| panic!("no {what} within {HASHING:?}"))
-            .unwrap()
-            .unwrap_or_else(|| panic!("no {what} before the end"));
-        if line.contains(what) {
-            return;
-        }
-    };
-    irc_write
-        .write_all(b"CAP LS 302\r\nNICK mal\r\nUSER mal 0 * :mal\r\nCAP REQ :sasl\r\n")
-        .await
-        .unwrap();
-    irc_until("ACK").await;
-    irc_write
-        .write_all(b"AUTHENTICATE PLAIN\r\n")
-        .await
-        .unwrap();
-    irc_until("AUTHENTICATE +").await;
-    let creds = format!("AUTHENTICATE {SASL_WRONG}\r\n");
-    irc_write.write_all(creds.as_bytes()).await.unwrap();
-    irc_until(" 904 ").await;
-    drop(irc_write);
+    // And over IRC, with SASL (after the server password, which this server asks for).
+    let mut mal = IrcLines::connect(&addr).await;
+    let hello = format!(
+        "PASS {SERVER_PASSWORD}\r\nCAP LS 302\r\nNICK mal\r\nUSER mal 0 * :mal\r\n\
+         CAP REQ :sasl\r\n"
+    );
+    mal.send(&hello).await;
+    mal.until("ACK").await;
+    mal.send("AUTHENTICATE PLAIN\r\n").await;
+    mal.until("AUTHENTICATE +").await;
+    mal.send(&format!("AUTHENTICATE {SASL_WRONG}\r\n")).await;
+    mal.until(" 904 ").await;
+    drop(mal);
+    // And an IRC client with the wrong server password.
+    let mut eve = IrcLines::connect(&addr).await;
+    eve.send("PASS not-the-server-password\r\nNICK eve\r\nUSER eve 0 * :eve\r\n")
+        .await;
+    eve.until(" 464 ").await;
+    drop(eve);
 
     // alice creates #den (so owns it) and kicks bob from it.
     alice.join("den").await;
@@ -398,7 +392,11 @@ async fn json_logs_name_a_kick_and_a_failed_login_without_text_or_password() {
     }
     let mut objects = Vec::new();
     for line in &logged {
-        for secret in [PASSWORD, WRONG, REASON, SASL_WRONG, "wrong-irc-password"] {
+        let secrets = [PASSWORD, WRONG, REASON, SASL_WRONG, "wrong-irc-password"];
+        for secret in secrets
+            .into_iter()
+            .chain([SERVER_PASSWORD, "not-the-server"])
+        {
             assert!(!line.contains(secret), "{secret:?} was logged: {line}");
         }
         let v: serde_json::Value = serde_json::from_str(line)
@@ -430,27 +428,62 @@ async fn json_logs_name_a_kick_and_a_failed_login_without_text_or_password() {
     assert!(field(kick, "session").is_string(), "{kick}");
 
     let failures = with_message("auth failure");
-    assert_eq!(
-        failures.len(),
-        2,
-        "two failed logins, two lines: {logged:#?}"
-    );
-    let mut modes = Vec::new();
+    let mut seen = Vec::new();
     for failure in failures {
         assert_eq!(failure["level"], "INFO", "{failure}");
-        assert_eq!(field(failure, "nick"), "alice", "{failure}");
         assert_eq!(field(failure, "peer"), "127.0.0.1", "{failure}");
-        assert_eq!(field(failure, "reason"), "wrong_password", "{failure}");
-        assert_eq!(field(failure, "step"), "login", "{failure}");
         // The wire mode, from the same session's open line.
         let session = field(failure, "session");
         let opened = with_message("connection opened")
             .into_iter()
             .find(|v| field(v, "session") == session)
             .unwrap_or_else(|| panic!("no open line for {session}: {logged:#?}"));
-        modes.push(field(opened, "mode"));
+        let text = |key| field(failure, key).as_str().unwrap_or("?").to_owned();
+        let mode = field(opened, "mode").as_str().unwrap_or("?").to_owned();
+        seen.push([mode, text("nick"), text("step"), text("reason")]);
     }
-    assert_eq!(modes, ["framed", "irc"], "{logged:#?}");
+    assert_eq!(
+        seen,
+        [
+            ["framed", "alice", "login", "wrong_password"],
+            ["irc", "alice", "login", "wrong_password"],
+            ["irc", "eve", "server_password", "wrong_server_password"],
+        ]
+        .map(|row| row.map(str::to_owned)),
+        "{logged:#?}"
+    );
+}
+
+/// A raw IRC connection, read line by line.
+struct IrcLines {
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>>,
+    write: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl IrcLines {
+    async fn connect(addr: &str) -> Self {
+        let (read, write) = TcpStream::connect(addr).await.unwrap().into_split();
+        let lines = tokio::io::BufReader::new(read).lines();
+        Self { lines, write }
+    }
+
+    async fn send(&mut self, text: &str) {
+        self.write.write_all(text.as_bytes()).await.unwrap();
+    }
+
+    /// Reads until a line contains `what`, within [`HASHING`].
+    async fn until(&mut self, what: &str) {
+        loop {
+            let line = timeout(HASHING, self.lines.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("no {what} within {HASHING:?}"))
+                .unwrap()
+                .unwrap_or_else(|| panic!("no {what} before the end"));
+            if line.contains(what) {
+                return;
+            }
+        }
+    }
 }
 
 /// `GET path` on the admin listener: the status and the body, or `None` if nothing

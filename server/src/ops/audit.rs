@@ -83,27 +83,31 @@ pub(crate) enum AuthStep {
     Login,
     /// `set_password`.
     SetPassword,
+    /// IRC's `PASS`, the server password of `--irc-password`.
+    ServerPassword,
 }
 
-/// Logs a refused login or password change: the session, the peer, the nick it was for
-/// and a fixed reason. The password is not an argument, so it cannot be logged.
+/// Logs a refused login, password change or server password: the session, the peer,
+/// the nick it was for and a fixed reason ([`auth_reason`] for an [`AuthError`]). The
+/// password is not an argument, so it cannot be logged.
 pub(crate) fn auth_failure(
     session: Uuid,
     peer: IpAddr,
     nick: &str,
     step: AuthStep,
-    error: &AuthError,
+    reason: &'static str,
 ) {
     let step = match step {
         AuthStep::Login => "login",
         AuthStep::SetPassword => "set_password",
+        AuthStep::ServerPassword => "server_password",
     };
     info!(
         session = %session,
         %peer,
         nick,
         step,
-        reason = auth_reason(error),
+        reason,
         "auth failure"
     );
 }

@@ -59,7 +59,8 @@ impl<W: Wire> Session<W> {
                     }
                     Err(e) => {
                         let step = AuthStep::SetPassword;
-                        audit::auth_failure(self.id, self.peer, nick.as_str(), step, e);
+                        let reason = audit::auth_reason(e);
+                        audit::auth_failure(self.id, self.peer, nick.as_str(), step, reason);
                     }
                 }
                 (done, ref_id)

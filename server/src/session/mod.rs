@@ -43,6 +43,7 @@ use uuid::Uuid;
 use crate::chat::Chat;
 use crate::event::Event;
 use crate::limits::RateLimiter;
+use crate::ops::audit::{self, AuthStep};
 use crate::path::Room;
 use crate::path::sink::{Item, Sink};
 use crate::wire::{Caps, Inbound, Wire};
@@ -390,6 +391,11 @@ impl<W: Wire> Session<W> {
                     None,
                 ));
                 Err(Exit::Bye(ByeReason::FrameTooLarge, message))
+            }
+            Inbound::BadServerPassword { nick } => {
+                let (step, reason) = (AuthStep::ServerPassword, "wrong_server_password");
+                audit::auth_failure(self.id, self.peer, &nick, step, reason);
+                Err(Exit::Bye(ByeReason::Quit, "bad server password".into()))
             }
         }
     }

@@ -94,7 +94,8 @@ impl<W: Wire> Session<W> {
         let login = self.chat.auth.login(self.peer, &nick, password).await;
         if let Err(e) = &login {
             // The password never reaches a log line; the failure does, with its address.
-            audit::auth_failure(self.id, self.peer, nick.as_str(), AuthStep::Login, e);
+            let reason = audit::auth_reason(e);
+            audit::auth_failure(self.id, self.peer, nick.as_str(), AuthStep::Login, reason);
         }
         match login? {
             Login::Guest => self.chat.register(self.id, &nick, &self.sink, self.peer)?,

@@ -82,6 +82,9 @@ pub(crate) enum Inbound {
     Handled,
     /// A length prefix over the frame limit: the stream cannot be resynchronised.
     FrameTooLarge { max: usize },
+    /// A credential the adapter checks itself was wrong (IRC's server password, `PASS`,
+    /// answered 464 already): the session logs the failure and closes the connection.
+    BadServerPassword { nick: String },
 }
 
 /// One client connection in some wire format, as the session sees it.

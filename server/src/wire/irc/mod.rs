@@ -494,9 +494,10 @@ mod tests {
         };
         let mut w = IrcWire::new(tokio::io::empty(), Vec::new(), Arc::new(config));
         line(&mut w, "NICK alice");
+        let user = parse("USER a 0 * :A").unwrap().unwrap();
         assert!(matches!(
-            line(&mut w, "USER a 0 * :A"),
-            Some(ClientMsg::Quit { .. })
+            w.command(user),
+            Inbound::BadServerPassword { nick } if nick == "alice"
         ));
         assert!(sent(&mut w).contains(" 464 * "));
         let mut w = IrcWire::new(

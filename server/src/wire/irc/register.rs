@@ -142,13 +142,7 @@ impl<R, W> IrcWire<R, W> {
         };
         if !reg.pass_ok {
             self.numeric("464", &[], "Password incorrect");
-            return self.request(
-                Cmd::Other,
-                "",
-                ClientMsg::Quit {
-                    reason: Some("bad server password".into()),
-                },
-            );
+            return Inbound::BadServerPassword { nick };
         }
         self.hello(nick, None)
     }
