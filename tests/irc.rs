@@ -2064,6 +2064,19 @@ async fn weechat_headless_joins_lobby_sees_the_replay_and_chats_with_a_framed_us
             "weechat made no FIFO:{}",
             weechat.diagnostics()
         );
+        // Alice sees the join as soon as the session registers, but weechat is told of
+        // its welcome only after its capability negotiation ends: until weechat has shown
+        // the join itself, it is not connected and refuses `/msg` ("must be executed on
+        // connected irc server").
+        assert!(
+            poll(Duration::from_secs(10), || weechat
+                .logged("has joined #lobby")
+                .then_some(()))
+            .await
+            .is_some(),
+            "weechat never showed its join:{}",
+            weechat.diagnostics()
+        );
         weechat.command("/msg #lobby hello from weechat");
         let got = alice.recv_message("lobby", "hello from weechat").await;
         assert_eq!(got.from, "weebot");
