@@ -1764,6 +1764,196 @@ async fn join_replays_history_with_time_tags_when_server_time_is_on() {
 }
 
 // =============================================================================================
+// draft/chathistory (issue item 5, phase 2)
+// =============================================================================================
+
+const HISTORY_CAPS: [&str; 4] = ["message-tags", "server-time", "batch", "draft/chathistory"];
+
+/// Sends `CHATHISTORY …` and reads its `chathistory` batch; the texts of its PRIVMSGs, in
+/// order. Every line of the batch must carry its `batch` tag and a msgid.
+async fn chathistory(c: &mut Irc, command: &str) -> Vec<String> {
+    c.send(command).await;
+    let open = c
+        .recv_until(&format!("BATCH + answering {command}"), |m| {
+            if m.is("FAIL") {
+                panic!("{command} failed: {:?}", m.raw);
+            }
+            m.is("BATCH") && m.param(0).starts_with('+') && m.param(1) == "chathistory"
+        })
+        .await;
+    let reference = open.param(0)[1..].to_owned();
+    let lines = c
+        .recv_until_all(&format!("BATCH -{reference}"), |m| {
+            m.is("BATCH") && m.param(0) == format!("-{reference}")
+        })
+        .await;
+    let mut texts = Vec::new();
+    for m in &lines[..lines.len() - 1] {
+        assert_eq!(m.tag("batch"), Some(reference.as_str()), "{:?}", m.raw);
+        assert!(m.is("PRIVMSG") && m.tag("msgid").is_some(), "{:?}", m.raw);
+        texts.push(m.last().to_owned());
+    }
+    texts
+}
+
+/// A framed user says `m1` … `m6` in `#hist`; an IRC client with chathistory is in it too.
+async fn six_messages(
+    config: Config,
+) -> (
+    common::TestServer,
+    Client,
+    Irc,
+    Vec<chat_shared::ChatMessage>,
+) {
+    let server = spawn_server(config).await;
+    let mut alice = op_of(server.addr, "alice", "hist").await;
+    let mut said = Vec::new();
+    for i in 1..=6 {
+        said.push(alice.say("hist", &format!("m{i}")).await);
+    }
+    let mut ian = Irc::login_caps(server.addr, "ian", &HISTORY_CAPS).await;
+    ian.join("#hist").await;
+    (server, alice, ian, said)
+}
+
+async fn pages_after_between_and_around(ian: &mut Irc, said: &[chat_shared::ChatMessage]) {
+    let id = |i: usize| said[i - 1].id;
+    let got = chathistory(ian, &format!("CHATHISTORY AFTER #hist msgid={} 2", id(2))).await;
+    assert_eq!(got, ["m3", "m4"], "AFTER: the oldest after the reference");
+    let got = chathistory(ian, &format!("CHATHISTORY AFTER #hist msgid={} 50", id(6))).await;
+    assert!(got.is_empty(), "nothing after the newest: {got:?}");
+    let between = format!(
+        "CHATHISTORY BETWEEN #hist msgid={} msgid={} 50",
+        id(1),
+        id(5)
+    );
+    assert_eq!(chathistory(ian, &between).await, ["m2", "m3", "m4"]);
+    let backwards = format!(
+        "CHATHISTORY BETWEEN #hist msgid={} msgid={} 2",
+        id(6),
+        id(1)
+    );
+    assert_eq!(
+        chathistory(ian, &backwards).await,
+        ["m4", "m5"],
+        "BETWEEN counts from its first reference, here backwards"
+    );
+    let around = format!("CHATHISTORY AROUND #hist msgid={} 3", id(3));
+    assert_eq!(chathistory(ian, &around).await, ["m2", "m3", "m4"]);
+    let around = format!("CHATHISTORY AROUND #hist msgid={} 4", id(6));
+    assert_eq!(chathistory(ian, &around).await, ["m3", "m4", "m5", "m6"]);
+    let before = format!("CHATHISTORY BEFORE #hist msgid={} 2", id(3));
+    assert_eq!(chathistory(ian, &before).await, ["m1", "m2"]);
+}
+
+#[tokio::test]
+async fn chathistory_after_between_and_around_page_by_msgid_from_memory() {
+    let (_server, _alice, mut ian, said) = six_messages(mem()).await;
+    pages_after_between_and_around(&mut ian, &said).await;
+}
+
+#[tokio::test]
+async fn chathistory_after_between_and_around_page_by_msgid_from_the_store() {
+    let (_dir, db) = temp_db();
+    // A ring of two: every reference but the newest two is found in the store.
+    let config = Config {
+        history: 2,
+        ..stored(&db)
+    };
+    let (_server, _alice, mut ian, said) = six_messages(config).await;
+    pages_after_between_and_around(&mut ian, &said).await;
+}
+
+#[tokio::test]
+async fn chathistory_targets_lists_rooms_with_messages_between_two_timestamps() {
+    let (_server, mut alice, mut ian, said) = six_messages(mem()).await;
+    alice.join("quiet", None).await;
+    ian.join("#quiet").await;
+    let (first, last) = (said[0].ts, said[5].ts);
+    ian.send(&format!(
+        "CHATHISTORY TARGETS timestamp={} timestamp={} 10",
+        server_time(first - 60_000),
+        server_time(last + 60_000)
+    ))
+    .await;
+    let lines = ian
+        .recv_until_all("the end of the targets batch", |m| {
+            m.is("BATCH") && m.param(0).starts_with('-')
+        })
+        .await;
+    let open = lines
+        .iter()
+        .find(|m| m.is("BATCH") && m.param(0).starts_with('+'))
+        .unwrap_or_else(|| panic!("no BATCH +:{}", tail(&lines)));
+    assert_eq!(open.param(1), "draft/chathistory-targets", "{:?}", open.raw);
+    let targets: Vec<(&str, &str)> = lines
+        .iter()
+        .filter(|m| m.is("CHATHISTORY") && m.param(0) == "TARGETS")
+        .map(|m| (m.param(1), m.param(2)))
+        .collect();
+    let newest = server_time(last);
+    assert_eq!(
+        targets,
+        [("#hist", newest.as_str())],
+        "the quiet room has no message"
+    );
+    // Bounds that end before the first message: no target.
+    ian.send(&format!(
+        "CHATHISTORY TARGETS timestamp={} timestamp={} 10",
+        server_time(first - 120_000),
+        server_time(first - 60_000)
+    ))
+    .await;
+    let lines = ian
+        .recv_until_all("the end of the second targets batch", |m| {
+            m.is("BATCH") && m.param(0).starts_with('-')
+        })
+        .await;
+    assert!(
+        !lines.iter().any(|m| m.is("CHATHISTORY")),
+        "{}",
+        tail(&lines)
+    );
+}
+
+#[tokio::test]
+async fn chathistory_with_an_unknown_msgid_or_a_timestamp_reference_fails_and_the_connection_stays()
+{
+    let (_server, _alice, mut ian, _said) = six_messages(mem()).await;
+    ian.send(&format!(
+        "CHATHISTORY AFTER #hist msgid={} 5",
+        Uuid::new_v4()
+    ))
+    .await;
+    let fail = ian.recv_cmd(&["FAIL", "BATCH"]).await;
+    assert!(
+        fail.is("FAIL") && fail.param(0) == "CHATHISTORY" && fail.param(1) == "MESSAGE_ERROR",
+        "{:?}",
+        fail.raw
+    );
+    ian.send("CHATHISTORY AFTER #hist timestamp=2026-01-01T00:00:00.000Z 5")
+        .await;
+    let fail = ian.recv_cmd(&["FAIL", "BATCH"]).await;
+    assert!(
+        fail.is("FAIL") && fail.param(1) == "INVALID_PARAMS",
+        "MSGREFTYPES=msgid: {:?}",
+        fail.raw
+    );
+    for garbage in [
+        "CHATHISTORY",
+        "CHATHISTORY AROUND",
+        "CHATHISTORY BETWEEN #hist msgid=x",
+        "CHATHISTORY TARGETS timestamp=now timestamp=then 5",
+        "CHATHISTORY LATEST #hist * -1",
+    ] {
+        ian.send(garbage).await;
+        let fail = ian.recv_cmd(&["FAIL", "BATCH"]).await;
+        assert!(fail.is("FAIL"), "{garbage}: {:?}", fail.raw);
+    }
+    ian.alive().await;
+}
+
+// =============================================================================================
 // Over TLS (issue item 1)
 // =============================================================================================
 

@@ -153,6 +153,10 @@ pub enum ClientMsg {
         /// Maximum number of messages (default 50, at most 500).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<u32>,
+        /// Page forwards instead: the oldest messages newer than this message id (and,
+        /// with `before`, older than that one). Optional v1 addition.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<Uuid>,
     },
     /// Liveness check; answered by `pong` with the same token.
     Ping {

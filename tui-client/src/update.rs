@@ -323,6 +323,7 @@ fn scroll_up(app: &mut App, rows: usize, fx: &mut Vec<Effect>) {
                 room: tab.name.clone(),
                 before: Some(id),
                 limit: Some(HISTORY_PAGE),
+                after: None,
             }));
         }
         // Expected: the join's history was empty, so the room has none.
@@ -970,6 +971,7 @@ fn on_server(app: &mut App, msg: ServerMsg, fx: &mut Vec<Effect>) -> bool {
                     room: room.clone(),
                     before: None,
                     limit: Some(limit.clamp(HISTORY_PAGE, HISTORY_MAX)),
+                    after: None,
                 }));
             }
             fx.push(send(ClientMsg::Who { room }));
@@ -1197,6 +1199,7 @@ fn fill_hole(tab: &mut Tab, seq: u64, id: Uuid, fx: &mut Vec<Effect>) {
             room: tab.name.clone(),
             before: Some(id),
             limit: Some(u32::try_from(hole).unwrap_or(HISTORY_MAX).min(HISTORY_MAX)),
+            after: None,
         }));
     }
 }
@@ -1264,6 +1267,7 @@ fn on_history(
             room: room.to_owned(),
             before: Some(first.id),
             limit: Some(u32::try_from(hole).unwrap_or(HISTORY_MAX).min(HISTORY_MAX)),
+            after: None,
         }));
     }
     if missed > 0 {

@@ -470,6 +470,21 @@ impl Room {
     ) -> Result<Plan, UnknownBefore> {
         self.lock().stream.history_plan(before, limit)
     }
+
+    /// Up to `limit` messages newer than `after` (and, with `before`, between the two),
+    /// oldest first; see [`RoomStream::forward_plan`](stream::RoomStream::forward_plan).
+    ///
+    /// # Errors
+    /// [`UnknownBefore`] when an id is not a message of this room (in memory, and there is
+    /// no store to look in).
+    pub(crate) fn history_after(
+        &self,
+        after: Uuid,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Plan, UnknownBefore> {
+        self.lock().stream.forward_plan(after, before, limit)
+    }
 }
 
 #[cfg(test)]

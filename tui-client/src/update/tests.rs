@@ -230,7 +230,8 @@ fn a_seq_gap_fetches_exactly_the_hole_and_fills_it_in_order() {
         [ClientMsg::History {
             room: "lobby".into(),
             before: Some(m7.id),
-            limit: Some(3)
+            limit: Some(3),
+            after: None,
         }]
     );
     let hole = (4..=6)
@@ -260,7 +261,7 @@ fn lagged_fetches_history_and_marks_what_was_skipped() {
     assert!(matches!(
         &sent(&fx)[..],
         [
-            ClientMsg::History { room, before: None, limit: Some(_) },
+            ClientMsg::History { room, before: None, limit: Some(_), .. },
             ClientMsg::Who { room: who },
         ] if room == "lobby" && who == "lobby"
     ));
@@ -601,7 +602,8 @@ fn scrolling_past_the_top_loads_older_history_once() {
         [ClientMsg::History {
             room: "lobby".into(),
             before: Some(oldest),
-            limit: Some(100)
+            limit: Some(100),
+            after: None,
         }],
         "asked exactly once while the page is loading"
     );
@@ -1691,7 +1693,8 @@ fn a_live_event_past_a_hole_fetches_the_hole_before_it() {
         [ClientMsg::History {
             room: "lobby".into(),
             before: Some(id),
-            limit: Some(2)
+            limit: Some(2),
+            after: None,
         }]
     );
 }
@@ -1710,7 +1713,8 @@ fn scrolling_up_pages_from_the_oldest_event_when_the_page_begins_with_one() {
         [ClientMsg::History {
             room: "lobby".into(),
             before: Some(first.id),
-            limit: Some(100)
+            limit: Some(100),
+            after: None,
         }]
     );
 }

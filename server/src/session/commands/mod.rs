@@ -65,7 +65,8 @@ impl<W: Wire> Session<W> {
                 room,
                 before,
                 limit,
-            } => self.history(&room, before, limit, ref_id),
+                after,
+            } => self.history(&room, before, after, limit, ref_id),
             ClientMsg::Ping { token } => {
                 self.reply(ServerMsg::Pong { token });
                 Ok(())

@@ -7,7 +7,7 @@
 use chat_shared::{ClientMsg, ModeChange, Request};
 
 use super::codec::Message;
-use super::{Cmd, IrcWire, Last};
+use super::{Cmd, Compound, IrcWire, Last};
 use super::{INVITE_ONLY, MODERATED, SECRET, TOPIC_LOCKED};
 use crate::wire::Inbound;
 
@@ -23,6 +23,10 @@ const BEFORE_WELCOME: [&str; 9] = [
     "AUTHENTICATE",
     "PRIVMSG",
 ];
+
+/// The most messages one `CHATHISTORY` returns (ISUPPORT `CHATHISTORY`), the protocol's
+/// largest `history` page.
+pub(super) const HISTORY_MAX: u32 = 500;
 
 /// The pseudo-user that takes `IDENTIFY` and `REGISTER`, as on most networks.
 pub(super) const NICKSERV: &str = "NickServ";
@@ -455,54 +459,137 @@ impl<R, W> IrcWire<R, W> {
         self.requests(all)
     }
 
-    /// `CHATHISTORY LATEST #room * N` and `CHATHISTORY BEFORE #room msgid=ID N`, the two
-    /// that a `history` page answers (it pages back from a message id). `LATEST` after a
-    /// msgid is answered as `LATEST *`: more than asked, which clients drop by msgid.
-    /// `AFTER`, `AROUND`, `BETWEEN` and `TARGETS` need the protocol to page forwards: phase 2.
+    /// `CHATHISTORY`, mapped onto `history` pages by message id: `LATEST` and `BEFORE` page
+    /// back, `AFTER` and `BETWEEN` forwards (`after`, and `before` for `BETWEEN`'s second
+    /// reference), `AROUND` is a page after the reference and then one up to it (see
+    /// [`Compound`]), and `TARGETS` the newest message of each joined room. References are
+    /// `msgid=` (the only `MSGREFTYPES`: the protocol pages by id); `TARGETS` takes the
+    /// spec's `timestamp=` bounds. `LATEST` after a msgid is answered as `LATEST *`: more
+    /// than asked, which clients drop by msgid.
     fn chathistory(&mut self, msg: &Message) -> Inbound {
         let sub = msg.arg(0).to_ascii_uppercase();
-        let fail = |w: &mut Self, code: &str, context: &str, text: &str| {
+        let fail = |w: &mut Self, code: &str, text: &str| {
             let line = format!(
-                ":{} FAIL CHATHISTORY {code} {context} :{text}\r\n",
-                w.server()
+                ":{} FAIL CHATHISTORY {code} {} :{text}\r\n",
+                w.server(),
+                if sub.is_empty() { "*" } else { &sub }
             );
             w.put(line.as_bytes());
             Inbound::Handled
         };
-        if !matches!(sub.as_str(), "LATEST" | "BEFORE") {
+        if !matches!(
+            sub.as_str(),
+            "LATEST" | "BEFORE" | "AFTER" | "AROUND" | "BETWEEN" | "TARGETS"
+        ) {
+            return fail(self, "INVALID_PARAMS", "unknown subcommand");
+        }
+        let last = if sub == "BETWEEN" { 4 } else { 3 };
+        if msg.params.len() <= last {
+            return fail(self, "NEED_MORE_PARAMS", "missing parameters");
+        }
+        let Some(limit) = msg.arg(last).parse::<u32>().ok().filter(|&l| l > 0) else {
+            return fail(self, "INVALID_PARAMS", "the limit is a number above 0");
+        };
+        let limit = limit.min(HISTORY_MAX);
+        if sub == "TARGETS" {
+            let (Some(from), Some(to)) = (
+                msg.arg(1).strip_prefix("timestamp=").and_then(parse_iso),
+                msg.arg(2).strip_prefix("timestamp=").and_then(parse_iso),
+            ) else {
+                return fail(
+                    self,
+                    "INVALID_PARAMS",
+                    "TARGETS takes two timestamp= bounds",
+                );
+            };
+            return self.targets(from.min(to), from.max(to), limit);
+        }
+        let target = msg.arg(1).to_owned();
+        let Some(room) = target
+            .strip_prefix('#')
+            .filter(|r| !r.is_empty())
+            .map(str::to_lowercase)
+        else {
+            return fail(self, "INVALID_TARGET", "only #rooms have history here");
+        };
+        let reference = |i: usize| -> Result<Option<uuid::Uuid>, ()> {
+            match msg.arg(i) {
+                "*" => Ok(None),
+                r => r
+                    .strip_prefix("msgid=")
+                    .and_then(|id| uuid::Uuid::parse_str(id).ok())
+                    .map(Some)
+                    .ok_or(()),
+            }
+        };
+        let Ok(first) = reference(2) else {
             return fail(
                 self,
                 "INVALID_PARAMS",
-                &sub,
-                "only LATEST and BEFORE are supported",
-            );
-        }
-        let target = msg.arg(1).to_owned();
-        let Some(room) = target.strip_prefix('#').filter(|r| !r.is_empty()) else {
-            return fail(
-                self,
-                "INVALID_TARGET",
-                &sub,
-                "only #rooms have history here",
+                "references are msgid=ID (MSGREFTYPES=msgid)",
             );
         };
-        let before = match (sub.as_str(), msg.arg(2)) {
-            ("LATEST", _) => None,
-            (_, reference) => match reference
-                .strip_prefix("msgid=")
-                .and_then(|id| uuid::Uuid::parse_str(id).ok())
-            {
-                Some(id) => Some(id),
-                None => return fail(self, "INVALID_PARAMS", &sub, "BEFORE takes msgid=ID"),
-            },
+        let second = match sub.as_str() {
+            "BETWEEN" => reference(3).unwrap_or(None),
+            _ => None,
         };
-        let limit = msg.arg(3).parse::<u32>().ok();
+        let (before, after) = match (sub.as_str(), first, second) {
+            ("LATEST", _, _) => (None, None),
+            ("BEFORE", Some(id), _) => (Some(id), None),
+            ("AFTER" | "AROUND", Some(id), _) => (None, Some(id)),
+            ("BETWEEN", Some(a), Some(b)) => (Some(b), Some(a)),
+            _ => return fail(self, "INVALID_PARAMS", "a msgid=ID reference is needed"),
+        };
+        let limit = if sub == "AROUND" {
+            // The page after the reference first, at most half; then the rest up to it.
+            self.extra().compound = Some(Box::new(Compound::Around {
+                room: room.as_str().into(),
+                limit,
+                after: None,
+            }));
+            (limit / 2).max(1)
+        } else {
+            limit
+        };
         let msg = ClientMsg::History {
-            room: room.to_lowercase(),
+            room,
             before,
-            limit,
+            limit: Some(limit),
+            after,
         };
         self.request(Cmd::History, &target, msg)
+    }
+
+    /// `CHATHISTORY TARGETS`: the newest message of each joined room (history keeps no
+    /// DMs), asked for room by room; [`IrcWire::compound_page`] collects the answers.
+    fn targets(&mut self, from: i64, to: i64, limit: u32) -> Inbound {
+        let rooms: Vec<Box<str>> = self.rooms.iter().map(|r| r.name.clone()).collect();
+        let all = rooms
+            .iter()
+            .map(|room| {
+                let msg = ClientMsg::History {
+                    room: room.to_string(),
+                    before: None,
+                    limit: Some(1),
+                    after: None,
+                };
+                (Cmd::History, format!("#{room}"), msg)
+            })
+            .collect();
+        let limit = limit as usize;
+        let empty = rooms.is_empty();
+        self.extra().compound = Some(Box::new(Compound::Targets {
+            from,
+            to,
+            limit,
+            waiting: rooms,
+            found: Vec::new(),
+        }));
+        if empty {
+            self.targets_done();
+            return Inbound::Handled;
+        }
+        self.requests(all)
     }
 
     /// `MODE #room`: 324 from what this connection last saw.
@@ -642,6 +729,40 @@ fn some(s: &str) -> Option<String> {
     Some(s.to_owned()).filter(|s| !s.is_empty())
 }
 
+/// server-time's `2026-12-01T15:10:05.123Z` (milliseconds optional) as Unix milliseconds;
+/// `None` for anything else.
+pub(super) fn parse_iso(s: &str) -> Option<i64> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, ms) = time.split_once('.').unwrap_or((time, "0"));
+    if ms.is_empty() || ms.len() > 9 || !ms.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (h, min, sec) = (t.next()??, t.next()??, t.next()??);
+    let ms: i64 = format!("{ms:0<3}").get(..3)?.parse().ok()?;
+    let valid = (1..=12).contains(&m)
+        && (1..=31).contains(&day)
+        && (0..24).contains(&h)
+        && (0..60).contains(&min)
+        && (0..=60).contains(&sec)
+        && (0..=9999).contains(&y);
+    if !valid {
+        return None;
+    }
+    // Howard Hinnant's `days_from_civil`, the inverse of `render::civil`.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + h) * 60 + min) * 60_000 + sec * 1000 + ms)
+}
+
 /// A CTCP message (`\x01VERB text\x01`) taken apart.
 fn ctcp(text: &str) -> Option<(&str, &str)> {
     let inner = text.strip_prefix('\x01')?;
@@ -658,5 +779,23 @@ mod tests {
         assert_eq!(ctcp("\x01ACTION waves\x01"), Some(("ACTION", "waves")));
         assert_eq!(ctcp("\x01VERSION\x01"), Some(("VERSION", "")));
         assert_eq!(ctcp("hello"), None);
+    }
+
+    #[test]
+    fn server_time_parses_back_to_the_milliseconds_it_was_made_from() {
+        for ms in [0, 951_782_400_000, 1_700_000_000_123, 4_102_444_799_999] {
+            assert_eq!(parse_iso(&super::super::render::iso_time(ms)), Some(ms));
+        }
+        assert_eq!(parse_iso("2023-11-14T22:13:20Z"), Some(1_700_000_000_000));
+        for bad in [
+            "",
+            "Z",
+            "2023-11-14",
+            "2023-13-01T00:00:00Z",
+            "x-1-1T0:0:0Z",
+            "2023-11-14T22:13:20.x1Z",
+        ] {
+            assert_eq!(parse_iso(bad), None, "{bad}");
+        }
     }
 }

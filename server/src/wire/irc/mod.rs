@@ -147,12 +147,39 @@ struct Extra {
     /// A join's history, rendered, waiting for the room's names list to be sent first,
     /// as IRC clients expect after `JOIN`.
     replay: Option<(Box<str>, Vec<u8>)>,
+    /// A `CHATHISTORY` answered by more than one `history` page.
+    compound: Option<Box<Compound>>,
 }
 
 impl Extra {
     fn is_empty(&self) -> bool {
-        self.away.is_none() && self.queue.is_empty() && self.who.is_empty() && self.replay.is_none()
+        self.away.is_none()
+            && self.queue.is_empty()
+            && self.who.is_empty()
+            && self.replay.is_none()
+            && self.compound.is_none()
     }
+}
+
+/// A `CHATHISTORY` whose answer is collected from several `history` pages.
+#[derive(Debug)]
+enum Compound {
+    /// `AROUND`: first the page after the reference (`after` is `None` until it came),
+    /// then the page up to and including the reference, `limit` in all.
+    Around {
+        room: Box<str>,
+        limit: u32,
+        after: Option<Vec<chat_shared::ChatMessage>>,
+    },
+    /// `TARGETS`: the newest message of each joined room, those within `from..=to` (Unix
+    /// milliseconds) kept; `waiting` are the rooms not answered yet.
+    Targets {
+        from: i64,
+        to: i64,
+        limit: usize,
+        waiting: Vec<Box<str>>,
+        found: Vec<(Box<str>, i64)>,
+    },
 }
 
 /// A joined room, as this connection last saw it.
@@ -591,7 +618,7 @@ mod tests {
     }
 
     #[test]
-    fn chathistory_latest_and_before_are_history_pages_and_the_rest_a_fail() {
+    fn chathistory_subcommands_are_history_pages_and_bad_ones_a_fail() {
         let mut w = wire();
         w.nick = Some("me".into());
         w.reg = None;
@@ -601,14 +628,43 @@ mod tests {
             Some(ClientMsg::History {
                 room: "rust".into(),
                 before: None,
-                limit: Some(20)
+                limit: Some(20),
+                after: None,
             })
         );
-        let id = Uuid::now_v7();
+        let (id, id2) = (Uuid::now_v7(), Uuid::now_v7());
         let before = line(&mut w, &format!("CHATHISTORY BEFORE #rust msgid={id} 5"));
         assert!(matches!(before, Some(ClientMsg::History { before: Some(b), .. }) if b == id));
+        let after = line(&mut w, &format!("CHATHISTORY AFTER #rust msgid={id} 5"));
+        assert!(
+            matches!(after, Some(ClientMsg::History { after: Some(a), before: None, .. }) if a == id)
+        );
+        let between = line(
+            &mut w,
+            &format!("CHATHISTORY BETWEEN #rust msgid={id} msgid={id2} 9"),
+        );
+        assert!(matches!(between,
+            Some(ClientMsg::History { after: Some(a), before: Some(b), limit: Some(9), .. })
+                if a == id && b == id2));
         assert_eq!(line(&mut w, "CHATHISTORY AROUND #rust * 5"), None);
-        assert!(sent(&mut w).contains("FAIL CHATHISTORY INVALID_PARAMS AROUND"));
+        assert_eq!(
+            line(
+                &mut w,
+                "CHATHISTORY AFTER #rust timestamp=2026-01-01T00:00:00.000Z 5"
+            ),
+            None
+        );
+        assert_eq!(line(&mut w, "CHATHISTORY AFTER #rust"), None);
+        assert_eq!(line(&mut w, "CHATHISTORY FROB #rust * 5"), None);
+        let out = sent(&mut w);
+        for fail in [
+            "FAIL CHATHISTORY INVALID_PARAMS AROUND",
+            "FAIL CHATHISTORY INVALID_PARAMS AFTER :references are msgid",
+            "FAIL CHATHISTORY NEED_MORE_PARAMS AFTER",
+            "FAIL CHATHISTORY INVALID_PARAMS FROB",
+        ] {
+            assert!(out.contains(fail), "{fail} missing in {out}");
+        }
     }
 
     fn said(from: &str) -> Event {

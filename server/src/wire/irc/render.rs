@@ -10,12 +10,14 @@
 use std::fmt::Write as _;
 
 use bytes::Bytes;
-use chat_shared::{ChatMessage, ErrorCode, ModeChange, Role, RoomNotice, ServerMsg};
+use chat_shared::{
+    ChatMessage, ClientMsg, ErrorCode, ModeChange, Request, Role, RoomNotice, ServerMsg,
+};
 use uuid::Uuid;
 
 use super::caps::{ECHO_MESSAGE, MESSAGE_TAGS, SERVER_TIME};
 use super::commands::NICKSERV;
-use super::{Cmd, IrcWire, Last, Room, Sasl, Topic};
+use super::{Cmd, Compound, IrcWire, Last, Room, Sasl, Topic};
 use super::{INVITE_ONLY, MODERATED, SECRET, TOPIC_LOCKED};
 use crate::event::{Event, Slot};
 use crate::wire::slots;
@@ -460,7 +462,11 @@ impl<R, W> IrcWire<R, W> {
                 }
                 self.numeric("323", &[], "End of /LIST");
             }
-            ServerMsg::History { room, messages, .. } => self.replay(room, messages),
+            ServerMsg::History { room, messages, .. } => {
+                if !self.compound_page(room, messages) {
+                    self.replay(room, messages);
+                }
+            }
             ServerMsg::Lagged { room, missed } => self.server_notice(&format!(
                 "You fell behind and missed {missed} messages in #{room}"
             )),
@@ -577,6 +583,19 @@ impl<R, W> IrcWire<R, W> {
             Some(last) => (last.cmd, last.target.clone()),
             None => (Cmd::Other, String::new()),
         };
+        if cmd == Cmd::History {
+            // The chathistory spec answers every failure so, numerics or not.
+            if let Some(extra) = self.extra.as_mut() {
+                extra.compound = None;
+            }
+            self.tidy();
+            let line = format!(
+                ":{} FAIL CHATHISTORY MESSAGE_ERROR {target} :{message}\r\n",
+                self.server()
+            );
+            self.put(line.as_bytes());
+            return;
+        }
         let (numeric, params) = super::numerics::numeric(code, cmd, &target);
         let message = if code == ErrorCode::NickRegistered && registering {
             format!("{message} (log in with SASL, or: /msg {NICKSERV} IDENTIFY PASSWORD)")
@@ -725,18 +744,104 @@ impl<R, W> IrcWire<R, W> {
             message_lines(&mut out, &m, &server, msgid, false);
         }
         if self.caps.has(super::caps::BATCH) {
-            out = in_batch(
-                &out,
-                &format!("history{}", messages[skip].seq),
-                room,
-                &server,
-            );
+            // An empty page (one asked for) is an empty batch, which tells the client so.
+            let reference = format!("history{}", messages.get(skip).map_or(0, |m| m.seq));
+            out = in_batch(&out, &reference, &format!("chathistory #{room}"), &server);
         }
         // Held for after the names list when it belongs to the join under way.
         match self.extra.as_mut().and_then(|e| e.replay.as_mut()) {
             Some((r, held)) if **r == *room => held.extend_from_slice(out.as_bytes()),
             _ => self.put(out.as_bytes()),
         }
+    }
+
+    /// A page that belongs to a [`Compound`] `CHATHISTORY` goes to it (`true`), not out.
+    fn compound_page(&mut self, room: &str, messages: &[ChatMessage]) -> bool {
+        let Some(compound) = self.extra.as_mut().and_then(|e| e.compound.as_deref_mut()) else {
+            return false;
+        };
+        match compound {
+            Compound::Around {
+                room: r,
+                limit,
+                after,
+            } if **r == *room => {
+                let Some(later) = after.take() else {
+                    // The page after the reference: keep at most half, then ask for the
+                    // rest up to the reference, which the page before the first one kept
+                    // includes (with nothing after it, the newest are up to it).
+                    let keep = messages.len().min(*limit as usize / 2);
+                    let before = messages.first().map(|m| m.id);
+                    let rest = *limit - u32::try_from(keep).unwrap_or(0);
+                    *after = Some(messages[..keep].to_vec());
+                    let msg = ClientMsg::History {
+                        room: room.to_owned(),
+                        before,
+                        limit: Some(rest),
+                        after: None,
+                    };
+                    let next = (Cmd::History, format!("#{room}"), Request::new(msg));
+                    self.extra().queue.push(next);
+                    return true;
+                };
+                let mut page = messages.to_vec();
+                page.extend(later);
+                self.extra().compound = None;
+                self.tidy();
+                self.replay(room, &page);
+                true
+            }
+            Compound::Targets { waiting, found, .. } => {
+                let Some(at) = waiting.iter().position(|r| **r == *room) else {
+                    return false;
+                };
+                waiting.remove(at);
+                if let Some(newest) = messages.last() {
+                    found.push((room.into(), newest.ts));
+                }
+                if waiting.is_empty() {
+                    self.targets_done();
+                }
+                true
+            }
+            Compound::Around { .. } => false,
+        }
+    }
+
+    /// `CHATHISTORY TARGETS`' answer, once every room's newest message is in: the rooms
+    /// whose newest message is within the bounds, oldest activity first, in a
+    /// `draft/chathistory-targets` batch.
+    pub(super) fn targets_done(&mut self) {
+        let Some(compound) = self.extra.as_mut().and_then(|e| e.compound.take()) else {
+            return;
+        };
+        self.tidy();
+        let Compound::Targets {
+            from,
+            to,
+            limit,
+            mut found,
+            ..
+        } = *compound
+        else {
+            return;
+        };
+        found.retain(|(_, ts)| (from..=to).contains(ts));
+        found.sort_by_key(|(_, ts)| *ts);
+        found.truncate(limit);
+        let server = self.config.server_name.clone();
+        let mut out = String::new();
+        for (room, ts) in &found {
+            let _ = write!(
+                out,
+                ":{server} CHATHISTORY TARGETS #{room} {}\r\n",
+                iso_time(*ts)
+            );
+        }
+        if self.caps.has(super::caps::BATCH) {
+            out = in_batch(&out, "targets", "draft/chathistory-targets", &server);
+        }
+        self.put(out.as_bytes());
     }
 
     /// A room's bans: 367/368, or, answering `MODE +b`/`-b`, the change as IRC says it.
@@ -790,10 +895,10 @@ impl<R, W> IrcWire<R, W> {
     }
 }
 
-/// `lines` as a `chathistory` batch: between `BATCH +reference` and `BATCH -reference`,
-/// each line tagged `batch=reference`.
-fn in_batch(lines: &str, reference: &str, room: &str, server: &str) -> String {
-    let mut out = format!(":{server} BATCH +{reference} chathistory #{room}\r\n");
+/// `lines` as a batch of type and parameters `header` (`chathistory #room`): between
+/// `BATCH +reference` and `BATCH -reference`, each line tagged `batch=reference`.
+fn in_batch(lines: &str, reference: &str, header: &str, server: &str) -> String {
+    let mut out = format!(":{server} BATCH +{reference} {header}\r\n");
     for line in lines.split_inclusive("\r\n") {
         match line.strip_prefix('@') {
             Some(tagged) => {
@@ -863,7 +968,7 @@ mod tests {
     fn a_batch_tags_every_line_and_keeps_the_other_tags() {
         let lines = "@time=x :a!a@s PRIVMSG #r :1\r\n:a!a@s PRIVMSG #r :2\r\n";
         assert_eq!(
-            in_batch(lines, "h1", "r", "s"),
+            in_batch(lines, "h1", "chathistory #r", "s"),
             ":s BATCH +h1 chathistory #r\r\n@batch=h1;time=x :a!a@s PRIVMSG #r :1\r\n\
              @batch=h1 :a!a@s PRIVMSG #r :2\r\n:s BATCH -h1\r\n"
         );
