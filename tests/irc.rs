@@ -1954,6 +1954,143 @@ async fn chathistory_with_an_unknown_msgid_or_a_timestamp_reference_fails_and_th
 }
 
 // =============================================================================================
+// labeled-response (issue item 5, phase 2)
+// =============================================================================================
+
+/// The answer to a labeled command: the one line carrying `label` (a reply or an `ACK`), or
+/// a `labeled-response` batch carrying it, returned whole (its `BATCH` lines included).
+/// Lines before it that carry no label are skipped; a second line with the label fails.
+async fn labeled(c: &mut Irc, label: &str) -> Vec<Msg> {
+    let first = c
+        .recv_until(&format!("a line with label={label}"), |m| {
+            m.tag("label") == Some(label)
+        })
+        .await;
+    if !(first.is("BATCH") && first.param(0).starts_with('+')) {
+        c.expect_none(QUIET, "a second labeled line", |m| {
+            m.tag("label") == Some(label)
+        })
+        .await;
+        return vec![first];
+    }
+    assert_eq!(first.param(1), "labeled-response", "{:?}", first.raw);
+    let reference = first.param(0)[1..].to_owned();
+    let mut lines = vec![first];
+    lines.extend(
+        c.recv_until_all(&format!("BATCH -{reference}"), |m| {
+            m.is("BATCH") && m.param(0) == format!("-{reference}")
+        })
+        .await,
+    );
+    for m in &lines[1..lines.len() - 1] {
+        assert!(
+            m.tag("label").is_none(),
+            "the label is on the batch only: {:?}",
+            m.raw
+        );
+        assert!(
+            m.tag("batch").is_some(),
+            "a line of the batch without its tag: {:?}",
+            m.raw
+        );
+    }
+    lines
+}
+
+const LABEL_CAPS: [&str; 3] = ["labeled-response", "batch", "message-tags"];
+
+#[tokio::test]
+async fn a_labeled_ping_gets_one_labeled_pong_and_a_labeled_names_a_labeled_batch() {
+    let server = spawn_server(mem()).await;
+    let mut ian = Irc::login_caps(server.addr, "ian", &LABEL_CAPS).await;
+    ian.send("@label=p1 PING tok").await;
+    let pong = labeled(&mut ian, "p1").await;
+    assert!(
+        pong.len() == 1 && pong[0].is("PONG") && pong[0].last() == "tok",
+        "{pong:?}"
+    );
+    ian.send("@label=n1 NAMES #lobby").await;
+    let names = labeled(&mut ian, "n1").await;
+    let inner: Vec<&str> = names[1..names.len() - 1]
+        .iter()
+        .map(|m| m.command.as_str())
+        .collect();
+    assert_eq!(inner, ["353", "366"], "{names:?}");
+    // A command without a label is answered as before.
+    ian.send("PING plain").await;
+    let pong = ian.recv_cmd(&["PONG"]).await;
+    assert!(pong.tag("label").is_none(), "{:?}", pong.raw);
+}
+
+#[tokio::test]
+async fn a_labeled_privmsg_is_acked_or_with_echo_message_answered_by_its_labeled_echo() {
+    let server = spawn_server(mem()).await;
+    let (mut alice, mut ian) = room_with_irc(server.addr, "lab", &LABEL_CAPS).await;
+    ian.send("@label=m1 PRIVMSG #lab :no echo").await;
+    let ack = labeled(&mut ian, "m1").await;
+    assert!(ack.len() == 1 && ack[0].is("ACK"), "{ack:?}");
+    alice.recv_message("lab", "no echo").await;
+
+    let mut caps = LABEL_CAPS.to_vec();
+    caps.push("echo-message");
+    let mut eve = Irc::login_caps(server.addr, "eve", &caps).await;
+    eve.join("#lab").await;
+    eve.send("@label=m2 PRIVMSG #lab :echoed").await;
+    let echo = labeled(&mut eve, "m2").await;
+    assert!(
+        echo.len() == 1 && echo[0].is_privmsg("eve", "#lab") && echo[0].last() == "echoed",
+        "{echo:?}"
+    );
+    let said = alice.recv_message("lab", "echoed").await;
+    assert_eq!(echo[0].tag("msgid"), Some(said.id.to_string().as_str()));
+    // A refusal is the answer: no ACK, no echo.
+    eve.send("@label=m3 PRIVMSG #elsewhere :nobody").await;
+    let refused = labeled(&mut eve, "m3").await;
+    assert!(
+        refused.len() == 1 && refused[0].is_any(&["404", "442", "403"]),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_labeled_join_and_chathistory_come_back_whole_in_one_labeled_batch() {
+    let server = spawn_server(mem()).await;
+    let mut alice = op_of(server.addr, "alice", "lab").await;
+    let mut said = Vec::new();
+    for i in 1..=3 {
+        said.push(alice.say("lab", &format!("m{i}")).await);
+    }
+    let mut caps = LABEL_CAPS.to_vec();
+    caps.extend(["server-time", "draft/chathistory"]);
+    let mut ian = Irc::login_caps(server.addr, "ian", &caps).await;
+    ian.send("@label=j1 JOIN #lab").await;
+    let join = labeled(&mut ian, "j1").await;
+    for cmd in ["JOIN", "353", "366"] {
+        assert!(
+            join.iter().any(|m| m.is(cmd)),
+            "{cmd} not in the answer: {join:?}"
+        );
+    }
+    ian.send(&format!(
+        "@label=h1 CHATHISTORY AROUND #lab msgid={} 3",
+        said[1].id
+    ))
+    .await;
+    let page = labeled(&mut ian, "h1").await;
+    let texts: Vec<&str> = page
+        .iter()
+        .filter(|m| m.is("PRIVMSG"))
+        .map(Msg::last)
+        .collect();
+    assert_eq!(texts, ["m1", "m2", "m3"], "{page:?}");
+    assert!(
+        page.iter()
+            .any(|m| m.is("BATCH") && m.param(1) == "chathistory"),
+        "the chathistory batch is inside the labeled one: {page:?}"
+    );
+}
+
+// =============================================================================================
 // Over TLS (issue item 1)
 // =============================================================================================
 

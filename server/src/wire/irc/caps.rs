@@ -15,10 +15,11 @@ pub(crate) const USERHOST_IN_NAMES: CapSet = CapSet(1 << 6);
 pub(crate) const BATCH: CapSet = CapSet(1 << 7);
 pub(crate) const STANDARD_REPLIES: CapSet = CapSet(1 << 8);
 pub(crate) const CHATHISTORY: CapSet = CapSet(1 << 9);
+pub(crate) const LABELED_RESPONSE: CapSet = CapSet(1 << 10);
 
 /// Every capability offered, with its name and (for `CAP LS 302`) its value. `multi-prefix`
 /// is true to the letter: a member has one role, so one prefix is all there is to show.
-const OFFERED: [(CapSet, &str, &str); 10] = [
+const OFFERED: [(CapSet, &str, &str); 11] = [
     (MESSAGE_TAGS, "message-tags", ""),
     (SERVER_TIME, "server-time", ""),
     (ECHO_MESSAGE, "echo-message", ""),
@@ -29,6 +30,7 @@ const OFFERED: [(CapSet, &str, &str); 10] = [
     (BATCH, "batch", ""),
     (STANDARD_REPLIES, "standard-replies", ""),
     (CHATHISTORY, "draft/chathistory", ""),
+    (LABELED_RESPONSE, "labeled-response", ""),
 ];
 
 impl CapSet {

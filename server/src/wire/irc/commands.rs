@@ -203,6 +203,16 @@ impl<R, W> IrcWire<R, W> {
                 ));
             }
         }
+        // A labeled message under echo-message is answered by its echo: told by its id.
+        if all.len() == 1 && self.caps.has(super::caps::ECHO_MESSAGE) && self.label_open() {
+            let id = uuid::Uuid::now_v7();
+            self.extra().echo = Some((id, None));
+            let mut inbound = self.requests(all);
+            if let Inbound::Request(req) = &mut inbound {
+                req.id = Some(id);
+            }
+            return inbound;
+        }
         self.requests(all)
     }
 

@@ -11,6 +11,7 @@
 //! - [`commands`]: IRC commands to requests, or local answers;
 //! - [`register`]: registration's commands (`CAP`, `NICK`, `USER`, `PASS`, SASL, NickServ);
 //! - [`render`]: events to IRC lines, the shared (cached per variant) and the personal;
+//! - [`label`]: labeled-response, the replies to a labeled command gathered and tagged;
 //! - [`numerics`]: the protocol's error codes as IRC numerics.
 //!
 //! Capabilities are negotiated per connection and consulted per event. `echo-message` in
@@ -21,6 +22,7 @@
 pub(crate) mod caps;
 pub(crate) mod codec;
 mod commands;
+mod label;
 mod numerics;
 mod register;
 mod render;
@@ -149,6 +151,11 @@ struct Extra {
     replay: Option<(Box<str>, Vec<u8>)>,
     /// A `CHATHISTORY` answered by more than one `history` page.
     compound: Option<Box<Compound>>,
+    /// The labeled command being answered: its label and its replies so far.
+    label: Option<label::Labeled>,
+    /// A labeled `PRIVMSG`'s message id, whose echo is its reply, and (once the command's
+    /// other replies turned out to be none) the label it is to carry.
+    echo: Option<(uuid::Uuid, Option<Box<str>>)>,
 }
 
 impl Extra {
@@ -158,6 +165,8 @@ impl Extra {
             && self.who.is_empty()
             && self.replay.is_none()
             && self.compound.is_none()
+            && self.label.is_none()
+            && self.echo.is_none()
     }
 }
 
@@ -249,6 +258,8 @@ impl<R, W> IrcWire<R, W> {
             if reg.held.len() > MAX_HELD {
                 self.release();
             }
+        } else if let Some(labeled) = self.extra.as_mut().and_then(|e| e.label.as_mut()) {
+            labeled.replies.extend_from_slice(bytes);
         } else {
             self.out.push(bytes);
         }
@@ -320,12 +331,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Wire for IrcWire<R, W> {
         if let Some(req) = self.queued() {
             return Ok(Some(Inbound::Request(req)));
         }
+        // What the last command caused so far is its answer.
+        self.close_label();
         let item = match self.reader.next().await {
             None => return Ok(None),
             Some(item) => item?,
         };
         Ok(Some(match item {
-            IrcItem::Line(msg) => self.command(msg),
+            IrcItem::Line(msg) => {
+                self.open_label(msg.label.as_deref());
+                self.command(msg)
+            }
             IrcItem::TooLong => {
                 self.numeric("417", &[], "Input line was too long");
                 Inbound::Handled
@@ -346,6 +362,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Wire for IrcWire<R, W> {
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
+        self.flushing_label();
         self.last = None;
         self.out.flush(&mut self.writer).await
     }

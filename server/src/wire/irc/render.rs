@@ -380,6 +380,20 @@ impl<R, W> IrcWire<R, W> {
         if !self.caps.has(ECHO_MESSAGE) && self.own_echo(&event.msg) {
             return;
         }
+        let id = match &event.msg {
+            ServerMsg::Message(m) => Some(m.id),
+            ServerMsg::Dm(d) => Some(d.id),
+            _ => None,
+        };
+        if let Some(label) = id.and_then(|id| self.echo_label(id)) {
+            self.labeled_echo(label, event);
+            return;
+        }
+        self.render_event(event);
+    }
+
+    /// Renders one event (see [`IrcWire::render`]).
+    pub(super) fn render_event(&mut self, event: &Event) {
         match &event.msg {
             ServerMsg::Welcome { nick, account, .. } => self.welcomed(nick, *account),
             ServerMsg::Message(m) => {
@@ -897,7 +911,7 @@ impl<R, W> IrcWire<R, W> {
 
 /// `lines` as a batch of type and parameters `header` (`chathistory #room`): between
 /// `BATCH +reference` and `BATCH -reference`, each line tagged `batch=reference`.
-fn in_batch(lines: &str, reference: &str, header: &str, server: &str) -> String {
+pub(super) fn in_batch(lines: &str, reference: &str, header: &str, server: &str) -> String {
     let mut out = format!(":{server} BATCH +{reference} {header}\r\n");
     for line in lines.split_inclusive("\r\n") {
         match line.strip_prefix('@') {
