@@ -2091,6 +2091,169 @@ async fn a_labeled_join_and_chathistory_come_back_whole_in_one_labeled_batch() {
 }
 
 // =============================================================================================
+// WHOIS, ISON, USERHOST and away-notify (issue item 4, phase 2)
+// =============================================================================================
+
+#[tokio::test]
+async fn whois_ison_and_userhost_answer_for_other_users_from_the_nick_directory() {
+    let (_dir, db) = temp_db();
+    let server = spawn_server(stored(&db)).await;
+    // alice holds a registered nick (so is logged in to it); bob is a line guest.
+    let mut alice = Client::login(server.addr, "alice").await;
+    alice
+        .send(ClientMsg::Register {
+            password: Password::new(SECRET),
+        })
+        .await;
+    alice
+        .recv_until_all("registered", |m| matches!(m, ServerMsg::Registered { .. }))
+        .await;
+    let _bob = Line::login_seen_by(server.addr, "bob", &mut alice).await;
+    let mut ian = Irc::login(server.addr, "ian").await;
+
+    ian.send("ISON Alice bob zed ian").await;
+    let ison = ian.recv_cmd(&["303"]).await;
+    assert_eq!(
+        ison.last(),
+        "alice bob ian",
+        "online, as their holders spell them"
+    );
+
+    ian.send("USERHOST alice zed").await;
+    let userhost = ian.recv_cmd(&["302"]).await;
+    assert!(
+        userhost.last().starts_with("alice=+alice@") && !userhost.last().contains("zed"),
+        "{:?}",
+        userhost.raw
+    );
+
+    ian.send("WHOIS alice").await;
+    let lines = ian.recv_until_all("318 for alice", |m| m.is("318")).await;
+    assert!(
+        lines.iter().any(|m| m.is("311") && m.param(1) == "alice"),
+        "{}",
+        tail(&lines)
+    );
+    assert!(
+        lines.iter().any(|m| m.is("330") && m.param(2) == "alice"),
+        "the account of a registered nick: {}",
+        tail(&lines)
+    );
+    ian.send("WHOIS bob").await;
+    let lines = ian.recv_until_all("318 for bob", |m| m.is("318")).await;
+    assert!(
+        lines.iter().any(|m| m.is("311") && m.param(1) == "bob"),
+        "{}",
+        tail(&lines)
+    );
+    assert!(
+        !lines.iter().any(|m| m.is("330")),
+        "a guest has no account: {}",
+        tail(&lines)
+    );
+    ian.send("WHOIS zed").await;
+    let lines = ian.recv_until_all("318 for zed", |m| m.is("318")).await;
+    assert!(
+        lines.iter().any(|m| m.is("401") && m.param(1) == "zed"),
+        "{}",
+        tail(&lines)
+    );
+    ian.send("WHOIS").await;
+    ian.recv_cmd(&["431"]).await;
+    ian.send("ISON").await;
+    ian.recv_cmd(&["461"]).await;
+    ian.alive().await;
+}
+
+#[tokio::test]
+async fn away_is_shown_to_room_mates_with_away_notify_and_in_whois_and_userhost() {
+    let server = spawn_server(mem()).await;
+    let (mut alice, mut ian) = room_with_irc(server.addr, "afk", &["away-notify"]).await;
+    let mut zoe = Irc::login(server.addr, "zoe").await;
+    zoe.join("#afk").await;
+    let mut eve = Irc::login(server.addr, "eve").await;
+    eve.join("#afk").await;
+    ian.recv_until("eve's JOIN", |m| m.is("JOIN") && m.nick() == Some("eve"))
+        .await;
+
+    eve.send("AWAY :at lunch").await;
+    eve.recv_cmd(&["306"]).await;
+    let away = ian
+        .recv_until("eve's AWAY", |m| m.is("AWAY") && m.nick() == Some("eve"))
+        .await;
+    assert_eq!(away.last(), "at lunch", "{:?}", away.raw);
+    let framed = alice
+        .recv_until("away from eve", |m| match m {
+            ServerMsg::Away { nick, text } if nick == "eve" => Some(text.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(framed.as_deref(), Some("at lunch"));
+    ian.send("USERHOST eve").await;
+    let userhost = ian.recv_cmd(&["302"]).await;
+    assert!(
+        userhost.last().starts_with("eve=-eve@"),
+        "away is -: {:?}",
+        userhost.raw
+    );
+    ian.send("WHOIS eve").await;
+    let lines = ian.recv_until_all("318 for eve", |m| m.is("318")).await;
+    assert!(
+        lines.iter().any(|m| m.is("301") && m.last() == "at lunch"),
+        "{}",
+        tail(&lines)
+    );
+
+    eve.send("AWAY").await;
+    eve.recv_cmd(&["305"]).await;
+    let back = ian
+        .recv_until("eve's AWAY without text", |m| {
+            m.is("AWAY") && m.nick() == Some("eve")
+        })
+        .await;
+    assert!(back.params.is_empty(), "back is AWAY alone: {:?}", back.raw);
+    zoe.expect_none(QUIET, "AWAY without away-notify", |m| m.is("AWAY"))
+        .await;
+}
+
+#[tokio::test]
+async fn framed_clients_may_ask_whois_and_set_away_too() {
+    let server = spawn_server(mem()).await;
+    let mut alice = Client::login(server.addr, "alice").await;
+    let _ian = Irc::login(server.addr, "ian").await;
+    request(
+        &mut alice,
+        ClientMsg::Whois {
+            nicks: vec!["IAN".into(), "nobody".into()],
+        },
+    )
+    .await;
+    let users = alice
+        .recv_until("users", |m| match m {
+            ServerMsg::Users { users } => Some(users.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(users.len(), 1);
+    assert_eq!((users[0].nick.as_str(), users[0].account), ("ian", false));
+    request(
+        &mut alice,
+        ClientMsg::Away {
+            text: Some("brb".into()),
+        },
+    )
+    .await;
+    alice
+        .recv_until("its own away", |m| match m {
+            ServerMsg::Away { nick, text } if nick == "alice" && text.as_deref() == Some("brb") => {
+                Some(())
+            }
+            _ => None,
+        })
+        .await;
+}
+
+// =============================================================================================
 // Over TLS (issue item 1)
 // =============================================================================================
 

@@ -302,6 +302,18 @@ pub enum ClientMsg {
     },
     /// List the server bans (admins only): `server_ban_list`.
     ServerBans {},
+    /// Which of `nicks` are online: `users`. Optional v1 addition.
+    Whois {
+        /// Nicks to look up (at most 64 are looked at).
+        nicks: Vec<String>,
+    },
+    /// Marks this client away with `text`, or back without: its room-mates receive
+    /// `away`. Optional v1 addition.
+    Away {
+        /// Why; absent or empty: back.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+    },
 }
 
 impl ClientMsg {
@@ -338,8 +350,22 @@ impl ClientMsg {
             Self::ServerBan { .. } => "server_ban",
             Self::ServerUnban { .. } => "server_unban",
             Self::ServerBans {} => "server_bans",
+            Self::Whois { .. } => "whois",
+            Self::Away { .. } => "away",
         }
     }
+}
+
+/// Someone online, as `users` tells it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfo {
+    /// The nick as its holder has it.
+    pub nick: String,
+    /// Logged in to the account of that nick.
+    pub account: bool,
+    /// Away, with why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub away: Option<String>,
 }
 
 /// A room message, as relayed live and as kept in history.
@@ -742,6 +768,21 @@ pub enum ServerMsg {
     ServerBanList {
         /// The bans in force, oldest first.
         bans: Vec<ServerBanEntry>,
+    },
+    /// The answer to `whois`: those of the nicks asked for who are online, in the order
+    /// asked. Optional v1 addition.
+    Users {
+        /// Who is online.
+        users: Vec<UserInfo>,
+    },
+    /// A room-mate (or this client, as the answer to its `away`) went away or came back.
+    /// Optional v1 addition.
+    Away {
+        /// Who.
+        nick: String,
+        /// Why; absent: back.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
     },
     /// A line for people from the server (the confirmation of a `kill`, for one).
     Notice {

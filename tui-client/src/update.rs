@@ -1003,6 +1003,8 @@ fn on_server(app: &mut App, msg: ServerMsg, fx: &mut Vec<Effect>) -> bool {
         | ServerMsg::Kicked { .. }
         | ServerMsg::Role { .. }
         | ServerMsg::Mode { .. } => {}
+        // Not asked for by this client (`whois`, `away` are IRC's).
+        ServerMsg::Users { .. } | ServerMsg::Away { .. } => {}
         // Expected: an event type newer than this client.
         ServerMsg::Unknown => return false,
     }

@@ -363,6 +363,15 @@ impl Room {
             .collect()
     }
 
+    /// The local members' sinks, for what is about a member rather than the room (`away`).
+    pub(crate) fn sinks(&self) -> Vec<(Uuid, Arc<Sink>)> {
+        let st = self.lock();
+        st.delivery
+            .sinks()
+            .map(|(id, sink)| (id, Arc::clone(sink)))
+            .collect()
+    }
+
     /// Registers `sink` to be poked when a message of this room settles, if `event` is
     /// still pending; false when it has settled already (look at it now).
     pub(crate) fn wait_durable(&self, event: &Event, sink: &Arc<Sink>) -> bool {

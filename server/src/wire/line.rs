@@ -818,7 +818,11 @@ impl<R, W> LineWire<R, W> {
                 }
             }
             // Line clients are never pinged, cannot ping, and ignore what they don't know.
-            ServerMsg::Ping { .. } | ServerMsg::Pong { .. } | ServerMsg::Unknown => {}
+            ServerMsg::Ping { .. }
+            | ServerMsg::Pong { .. }
+            | ServerMsg::Users { .. }
+            | ServerMsg::Away { .. }
+            | ServerMsg::Unknown => {}
         }
     }
 

@@ -12,6 +12,7 @@ mod nick;
 mod roles;
 mod say;
 mod topic;
+mod users;
 mod who;
 
 use chat_shared::validate::clean_reason;
@@ -107,6 +108,14 @@ impl<W: Wire> Session<W> {
             } => self.server_ban(&mask, duration_s, reason.as_deref()),
             ClientMsg::ServerUnban { mask } => self.server_unban(&mask),
             ClientMsg::ServerBans {} => self.server_bans(),
+            ClientMsg::Whois { nicks } => {
+                self.whois(&nicks);
+                Ok(())
+            }
+            ClientMsg::Away { text } => {
+                self.away(text.as_deref());
+                Ok(())
+            }
         };
         match done {
             Ok(()) => Ok(()),
@@ -176,6 +185,7 @@ fn rated(msg: &ClientMsg) -> bool {
             | ClientMsg::Quit { .. }
             | ClientMsg::Bans { .. }
             | ClientMsg::ServerBans {}
+            | ClientMsg::Whois { .. }
     )
 }
 

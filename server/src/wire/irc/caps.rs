@@ -16,10 +16,11 @@ pub(crate) const BATCH: CapSet = CapSet(1 << 7);
 pub(crate) const STANDARD_REPLIES: CapSet = CapSet(1 << 8);
 pub(crate) const CHATHISTORY: CapSet = CapSet(1 << 9);
 pub(crate) const LABELED_RESPONSE: CapSet = CapSet(1 << 10);
+pub(crate) const AWAY_NOTIFY: CapSet = CapSet(1 << 11);
 
 /// Every capability offered, with its name and (for `CAP LS 302`) its value. `multi-prefix`
 /// is true to the letter: a member has one role, so one prefix is all there is to show.
-const OFFERED: [(CapSet, &str, &str); 11] = [
+const OFFERED: [(CapSet, &str, &str); 12] = [
     (MESSAGE_TAGS, "message-tags", ""),
     (SERVER_TIME, "server-time", ""),
     (ECHO_MESSAGE, "echo-message", ""),
@@ -31,6 +32,7 @@ const OFFERED: [(CapSet, &str, &str); 11] = [
     (STANDARD_REPLIES, "standard-replies", ""),
     (CHATHISTORY, "draft/chathistory", ""),
     (LABELED_RESPONSE, "labeled-response", ""),
+    (AWAY_NOTIFY, "away-notify", ""),
 ];
 
 impl CapSet {

@@ -1,7 +1,7 @@
 //! IRC commands to requests, or answered here: the dispatch of every command, what IRC
-//! answers from the connection's own state (`PING`, `TOPIC #room`, `MODE #room`, `AWAY`,
-//! `OPER`), and everything else as the request it means. A command with a comma list
-//! (`JOIN #a,#b`) becomes several requests, queued. Registration's commands are in
+//! answers from the connection's own state (`PING`, `TOPIC #room`, `MODE #room`, `OPER`),
+//! and everything else as the request it means. A command with a comma list (`JOIN
+//! #a,#b`) becomes several requests, queued. Registration's commands are in
 //! `register.rs`.
 
 use chat_shared::{ClientMsg, ModeChange, Request};
@@ -78,9 +78,9 @@ impl<R, W> IrcWire<R, W> {
             "INVITE" => self.invite(&msg),
             "MODE" => self.mode(&msg),
             "AWAY" => self.away(&msg),
-            "ISON" => self.ison(&msg),
-            "USERHOST" => self.userhost(&msg),
-            "WHOIS" => self.whois(&msg),
+            "ISON" => self.lookup(&msg, Cmd::Ison),
+            "USERHOST" => self.lookup(&msg, Cmd::Userhost),
+            "WHOIS" => self.lookup(&msg, Cmd::Whois),
             "OPER" => self.oper(&msg),
             "KILL" if !msg.arg(0).is_empty() => self.request(
                 Cmd::Other,
@@ -633,69 +633,42 @@ impl<R, W> IrcWire<R, W> {
         self.put(line.as_bytes());
     }
 
+    /// `AWAY [:text]`: an `away` request; its answer (305/306) and room-mates'
+    /// `AWAY` lines are rendered from the `away` event.
     fn away(&mut self, msg: &Message) -> Inbound {
-        let text = msg.arg(0);
-        if text.is_empty() {
-            if let Some(extra) = self.extra.as_mut() {
-                extra.away = None;
+        let text = some(msg.arg(0));
+        self.request(Cmd::Other, "", ClientMsg::Away { text })
+    }
+
+    /// `ISON`, `USERHOST` and `WHOIS`: who of the nicks named is online, from the nick
+    /// directory (a `whois` request), answered as `cmd` wants (see `render::users`).
+    fn lookup(&mut self, msg: &Message, cmd: Cmd) -> Inbound {
+        let nicks: Vec<String> = match cmd {
+            // `WHOIS [server] nick[,nick]`: the last parameter names them.
+            Cmd::Whois => msg
+                .params
+                .last()
+                .map(|p| p.split(',').map(str::to_owned).collect())
+                .unwrap_or_default(),
+            _ => msg
+                .params
+                .iter()
+                .flat_map(|p| p.split(' '))
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        };
+        let nicks: Vec<String> = nicks.into_iter().filter(|n| !n.is_empty()).collect();
+        if nicks.is_empty() {
+            if cmd == Cmd::Whois {
+                self.numeric("431", &[], "No nickname given");
+            } else {
+                self.numeric("461", &[&msg.command], "Not enough parameters");
             }
-            self.tidy();
-            self.numeric("305", &[], "You are no longer marked as being away");
-        } else {
-            self.extra().away = Some(text.into());
-            self.numeric("306", &[], "You have been marked as being away");
-        }
-        Inbound::Handled
-    }
-
-    /// `ISON`: of the nicks asked for, this client's own (others: phase 2, which needs
-    /// a presence lookup the protocol lacks).
-    fn ison(&mut self, msg: &Message) -> Inbound {
-        let on: Vec<&str> = msg
-            .params
-            .iter()
-            .flat_map(|p| p.split(' '))
-            .filter(|n| self.is_me(n))
-            .collect();
-        let on = on.join(" ");
-        self.numeric("303", &[], &on);
-        Inbound::Handled
-    }
-
-    fn userhost(&mut self, msg: &Message) -> Inbound {
-        let me = self.me().to_owned();
-        let server = self.server().to_owned();
-        let away = self.extra.as_ref().is_some_and(|e| e.away.is_some());
-        let replies: Vec<String> = msg
-            .params
-            .iter()
-            .flat_map(|p| p.split(' '))
-            .filter(|n| self.is_me(n))
-            .map(|n| {
-                let here = if away { '-' } else { '+' };
-                format!("{n}={here}{me}@{server}")
-            })
-            .collect();
-        self.numeric("302", &[], &replies.join(" "));
-        Inbound::Handled
-    }
-
-    /// `WHOIS nick`: the basics (311, 312, 318); the account (330) for this client.
-    fn whois(&mut self, msg: &Message) -> Inbound {
-        let nick = msg.params.last().map_or("", String::as_str).to_owned();
-        if nick.is_empty() {
-            self.numeric("431", &[], "No nickname given");
             return Inbound::Handled;
         }
-        let server = self.server().to_owned();
-        let user = super::render::user_of(&nick);
-        self.numeric("311", &[&nick, &user, &server, "*"], &nick);
-        self.numeric("312", &[&nick, &server], "chat-server");
-        if self.is_me(&nick) && self.account {
-            self.numeric("330", &[&nick, &nick], "is logged in as");
-        }
-        self.numeric("318", &[&nick], "End of /WHOIS list");
-        Inbound::Handled
+        let target = nicks.join(" ");
+        self.request(cmd, &target, ClientMsg::Whois { nicks })
     }
 
     /// `OPER NAME PASSWORD`: admins are the accounts `--admins` names, and an admin's

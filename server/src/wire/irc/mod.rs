@@ -102,6 +102,10 @@ pub(crate) enum Cmd {
     List,
     History,
     Account,
+    /// `ISON`, `USERHOST`, `WHOIS`: a `whois` each, answered as the command wants.
+    Ison,
+    Userhost,
+    Whois,
     Other,
 }
 

@@ -20,6 +20,7 @@ use super::commands::NICKSERV;
 use super::{Cmd, Compound, IrcWire, Last, Room, Sasl, Topic};
 use super::{INVITE_ONLY, MODERATED, SECRET, TOPIC_LOCKED};
 use crate::event::{Event, Slot};
+use crate::path::stream::same_nick;
 use crate::wire::slots;
 
 /// Longest text of one `PRIVMSG` line sent; longer lines are split (at a space where
@@ -518,6 +519,8 @@ impl<R, W> IrcWire<R, W> {
                 }
                 self.server_notice(&format!("{} server bans", bans.len()));
             }
+            ServerMsg::Users { users } => self.users(users),
+            ServerMsg::Away { nick, text } => self.away_event(nick, text.as_deref()),
             ServerMsg::Notice { text } => {
                 let invite = self.last.as_ref().filter(|l| l.cmd == Cmd::Invite);
                 if let Some(target) = invite.map(|l| l.target.clone()) {
@@ -769,6 +772,78 @@ impl<R, W> IrcWire<R, W> {
         }
     }
 
+    /// `users`, answering `ISON` (303), `USERHOST` (302: `nick=+nick@server`, `-` when
+    /// away) or `WHOIS` (311, 312, 301 when away, 330 when logged in, 318; 401 for a nick
+    /// nobody holds).
+    fn users(&mut self, users: &[chat_shared::UserInfo]) {
+        let (cmd, asked) = match self.last.as_deref() {
+            Some(last) => (last.cmd, last.target.clone()),
+            None => (Cmd::Other, String::new()),
+        };
+        let server = self.server().to_owned();
+        match cmd {
+            Cmd::Ison => {
+                let on: Vec<&str> = users.iter().map(|u| u.nick.as_str()).collect();
+                self.numeric("303", &[], &on.join(" "));
+            }
+            Cmd::Userhost => {
+                let replies: Vec<String> = users
+                    .iter()
+                    .take(5) // USERHOST answers five at most
+                    .map(|u| {
+                        let here = if u.away.is_some() { '-' } else { '+' };
+                        format!("{n}={here}{n}@{server}", n = u.nick)
+                    })
+                    .collect();
+                self.numeric("302", &[], &replies.join(" "));
+            }
+            _ => {
+                for nick in asked.split(' ').filter(|n| !n.is_empty()) {
+                    let Some(u) = users.iter().find(|u| same_nick(&u.nick, nick)) else {
+                        self.numeric("401", &[nick], "No such nick/channel");
+                        self.numeric("318", &[nick], "End of /WHOIS list");
+                        continue;
+                    };
+                    let n = u.nick.as_str();
+                    self.numeric("311", &[n, &user_of(n), &server, "*"], n);
+                    self.numeric("312", &[n, &server], "chat-server");
+                    if let Some(away) = &u.away {
+                        self.numeric("301", &[n], away);
+                    }
+                    if u.account {
+                        self.numeric("330", &[n, n], "is logged in as");
+                    }
+                    self.numeric("318", &[n], "End of /WHOIS list");
+                }
+            }
+        }
+    }
+
+    /// `away`: this client's own is 305/306; a room-mate's an `AWAY` line under
+    /// away-notify.
+    fn away_event(&mut self, nick: &str, text: Option<&str>) {
+        if self.is_me(nick) {
+            let extra = self.extra();
+            extra.away = text.map(Into::into);
+            self.tidy();
+            match text {
+                Some(_) => self.numeric("306", &[], "You have been marked as being away"),
+                None => self.numeric("305", &[], "You are no longer marked as being away"),
+            }
+            return;
+        }
+        if !self.caps.has(super::caps::AWAY_NOTIFY) {
+            return;
+        }
+        let mut line = String::new();
+        mask(&mut line, nick, &self.config.server_name);
+        let _ = match text {
+            Some(text) => write!(line, " AWAY :{text}\r\n"),
+            None => write!(line, " AWAY\r\n"),
+        };
+        self.put(line.as_bytes());
+    }
+
     /// A page that belongs to a [`Compound`] `CHATHISTORY` goes to it (`true`), not out.
     fn compound_page(&mut self, room: &str, messages: &[ChatMessage]) -> bool {
         let Some(compound) = self.extra.as_mut().and_then(|e| e.compound.as_deref_mut()) else {
@@ -952,6 +1027,9 @@ fn command_of(cmd: Cmd) -> &'static str {
         Cmd::List => "LIST",
         Cmd::History => "CHATHISTORY",
         Cmd::Account => "REGISTER",
+        Cmd::Ison => "ISON",
+        Cmd::Userhost => "USERHOST",
+        Cmd::Whois => "WHOIS",
         Cmd::Other => "*",
     }
 }
