@@ -2217,6 +2217,40 @@ async fn away_is_shown_to_room_mates_with_away_notify_and_in_whois_and_userhost(
 }
 
 #[tokio::test]
+async fn extended_join_names_the_joiners_account_or_a_star_and_plain_join_stays_plain() {
+    let (_dir, db) = temp_db();
+    let server = spawn_server(stored(&db)).await;
+    register_account(server.addr, "alice").await;
+    let mut ian = Irc::login_caps(server.addr, "ian", &["extended-join"]).await;
+    let own = ian.join("#ext").await;
+    let own = own
+        .iter()
+        .find(|m| m.is("JOIN") && m.param(0) == "#ext")
+        .expect("own JOIN");
+    assert_eq!(own.params, ["#ext", "*", "ian"], "a guest: {:?}", own.raw);
+    let mut zoe = Irc::login(server.addr, "zoe").await;
+    zoe.join("#ext").await;
+    // alice logs in with SASL.
+    let mut alice = Irc::connect(server.addr).await;
+    sasl_plain(&mut alice, "alice", SECRET).await;
+    alice.send("CAP END").await;
+    alice.welcome().await;
+    alice.join("#ext").await;
+    let seen = ian
+        .recv_until("alice's JOIN", |m| {
+            m.is("JOIN") && m.nick() == Some("alice") && m.param(0) == "#ext"
+        })
+        .await;
+    assert_eq!(seen.params, ["#ext", "alice", "alice"], "{:?}", seen.raw);
+    let plain = zoe
+        .recv_until("alice's JOIN", |m| {
+            m.is("JOIN") && m.nick() == Some("alice") && m.param(0) == "#ext"
+        })
+        .await;
+    assert_eq!(plain.params, ["#ext"], "{:?}", plain.raw);
+}
+
+#[tokio::test]
 async fn framed_clients_may_ask_whois_and_set_away_too() {
     let server = spawn_server(mem()).await;
     let mut alice = Client::login(server.addr, "alice").await;

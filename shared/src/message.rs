@@ -574,6 +574,9 @@ pub enum ServerMsg {
         /// The joiner's role when it is more than a member's. Optional v1 addition.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         role: Option<Role>,
+        /// The joiner is logged in to the account of its nick. Optional v1 addition.
+        #[serde(default, skip_serializing_if = "is_false")]
+        account: bool,
     },
     /// Someone left a room.
     Parted {

@@ -894,6 +894,7 @@ fn on_server(app: &mut App, msg: ServerMsg, fx: &mut Vec<Effect>) -> bool {
             nick,
             ts,
             role,
+            ..
         } => on_joined(app, &room, &nick, ts, role),
         ServerMsg::Parted {
             room,

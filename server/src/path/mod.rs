@@ -302,6 +302,7 @@ impl Room {
                 nick: joiner.nick.to_string(),
                 ts: now_ms(),
                 role: (role != Role::Member).then_some(role),
+                account: joiner.account,
             },
             Some(session),
         ));

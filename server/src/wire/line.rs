@@ -1830,6 +1830,7 @@ mod tests {
             nick: "me".into(),
             ts: 0,
             role: None,
+            account: false,
         };
         show(w, OWN, joined);
     }
@@ -2146,6 +2147,7 @@ mod tests {
             nick: nick.into(),
             ts: 0,
             role,
+            account: false,
         };
         assert_eq!(
             show(&mut w, ALICE, joined("alice", Some(Role::Op))),

@@ -76,6 +76,7 @@ fn joined(room: &str, nick: &str) -> ServerMsg {
         room: room.into(),
         nick: nick.into(),
         ts: 1_700_000_000_000,
+        account: false,
     }
 }
 
@@ -1354,6 +1355,7 @@ fn members_joined_and_role_events_keep_every_mark_up_to_date() {
             nick: "dave".into(),
             ts: TS,
             role: Some(Role::Op),
+            account: false,
         },
     );
     assert_eq!(lobby(&app).role("dave"), Role::Op, "a returning op");
@@ -1415,6 +1417,7 @@ fn joining_as_an_op_says_so_and_who_lists_marks() {
             nick: "alice".into(),
             ts: TS,
             role: Some(Role::Owner),
+            account: false,
         },
     );
     let rust = app.room_index("rust").unwrap();

@@ -15,7 +15,7 @@ use chat_shared::{
 };
 use uuid::Uuid;
 
-use super::caps::{ECHO_MESSAGE, MESSAGE_TAGS, SERVER_TIME};
+use super::caps::{ECHO_MESSAGE, EXTENDED_JOIN, MESSAGE_TAGS, SERVER_TIME};
 use super::commands::NICKSERV;
 use super::{Cmd, Compound, IrcWire, Last, Room, Sasl, Topic};
 use super::{INVITE_ONLY, MODERATED, SECRET, TOPIC_LOCKED};
@@ -194,15 +194,27 @@ fn flags(role: Option<Role>) -> &'static str {
 }
 
 /// The encoding of `msg` that all IRC clients of one variant share; see the module docs.
-fn encode_shared(msg: &ServerMsg, server: &str, msgid: bool, time: bool) -> Bytes {
+///
+/// `extended`: extended-join's `JOIN #room account :realname` (the realname is the nick:
+/// none is kept).
+fn encode_shared(msg: &ServerMsg, server: &str, msgid: bool, time: bool, extended: bool) -> Bytes {
     let mut out = String::new();
     match msg {
         ServerMsg::Message(m) => message_lines(&mut out, m, server, msgid, time),
         ServerMsg::Joined {
-            room, nick, role, ..
+            room,
+            nick,
+            role,
+            account,
+            ..
         } => {
             mask(&mut out, nick, server);
-            let _ = write!(out, " JOIN #{room}\r\n");
+            let _ = if extended {
+                let account = if *account { nick.as_str() } else { "*" };
+                write!(out, " JOIN #{room} {account} :{nick}\r\n")
+            } else {
+                write!(out, " JOIN #{room}\r\n")
+            };
             let mark = match role {
                 Some(Role::Owner | Role::Op) => "+o",
                 Some(Role::Voice) => "+v",
@@ -368,9 +380,17 @@ impl<R, W> IrcWire<R, W> {
         } else {
             (false, false)
         };
+        // A JOIN carries no tags, so extended-join's JOIN takes a tag variant's slot.
+        let extended =
+            self.caps.has(EXTENDED_JOIN) && matches!(event.msg, ServerMsg::Joined { .. });
+        let slot = if extended {
+            slots::IRC_MSGID
+        } else {
+            slot(msgid, time)
+        };
         let server = &self.config.server_name;
-        let bytes = event.encoded(slot(msgid, time), |msg| {
-            encode_shared(msg, server, msgid, time)
+        let bytes = event.encoded(slot, |msg| {
+            encode_shared(msg, server, msgid, time, extended)
         });
         // `put` borrows self mutably; the bytes borrow the event, not self.
         let bytes: &[u8] = bytes;
@@ -1101,12 +1121,13 @@ mod tests {
     #[test]
     fn a_multi_line_message_is_several_privmsgs_and_only_the_first_has_the_msgid() {
         let msg = ServerMsg::Message(message("a\nb"));
-        let plain = encode_shared(&msg, "srv", false, false);
+        let plain = encode_shared(&msg, "srv", false, false, false);
         assert_eq!(
             &plain[..],
             b":bob!bob@srv PRIVMSG #rust :a\r\n:bob!bob@srv PRIVMSG #rust :b\r\n"
         );
-        let tagged = String::from_utf8(encode_shared(&msg, "srv", true, true).to_vec()).unwrap();
+        let tagged =
+            String::from_utf8(encode_shared(&msg, "srv", true, true, false).to_vec()).unwrap();
         let lines: Vec<&str> = tagged.lines().collect();
         assert!(lines[0].starts_with(&format!("@msgid={};time=1970", Uuid::nil())));
         assert!(lines[1].starts_with("@time=1970") && !lines[1].contains("msgid"));
@@ -1163,7 +1184,7 @@ mod tests {
         ];
         for (notice, want) in cases {
             m.event = Some(notice);
-            let got = encode_shared(&ServerMsg::Message(m.clone()), "srv", false, false);
+            let got = encode_shared(&ServerMsg::Message(m.clone()), "srv", false, false, false);
             assert_eq!(String::from_utf8_lossy(&got), want);
         }
     }
