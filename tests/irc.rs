@@ -2251,6 +2251,62 @@ async fn extended_join_names_the_joiners_account_or_a_star_and_plain_join_stays_
 }
 
 #[tokio::test]
+async fn a_disconnect_is_one_quit_for_irc_room_mates_and_a_part_stays_a_part() {
+    let server = spawn_server(mem()).await;
+    let mut ian = Irc::login(server.addr, "ian").await;
+    ian.join("#q1").await;
+    ian.join("#q2").await;
+    let mut bob = Client::login(server.addr, "bob").await;
+    bob.join("q1", None).await;
+    bob.join("q2", None).await;
+    let mut watcher = Client::login(server.addr, "watcher").await;
+    watcher.join("q2", None).await;
+    ian.recv_until("bob's JOIN #q2", |m| {
+        m.is("JOIN") && m.nick() == Some("bob") && m.param(0) == "#q2"
+    })
+    .await;
+    bob.send(ClientMsg::Part {
+        room: "q1".into(),
+        reason: Some("later".into()),
+    })
+    .await;
+    let part = ian
+        .recv_until("bob's PART", |m| {
+            m.is_any(&["PART", "QUIT"]) && m.nick() == Some("bob")
+        })
+        .await;
+    assert!(part.is("PART") && part.param(0) == "#q1", "{:?}", part.raw);
+
+    bob.send(ClientMsg::Quit {
+        reason: Some("gone fishing".into()),
+    })
+    .await;
+    let quit = ian
+        .recv_until("bob's QUIT", |m| {
+            m.is_any(&["PART", "QUIT"]) && m.nick() == Some("bob")
+        })
+        .await;
+    assert!(
+        quit.is("QUIT") && quit.last() == "gone fishing",
+        "{:?}",
+        quit.raw
+    );
+    // bob was in #lobby and #q2 with ian: one QUIT, no PART.
+    ian.expect_none(QUIET, "a second QUIT or a PART from bob", |m| {
+        m.is_any(&["PART", "QUIT"]) && m.nick() == Some("bob")
+    })
+    .await;
+    // Framed room-mates still get a parted per room, marked as a quit.
+    let quit = watcher
+        .recv_until("bob's parted", |m| match m {
+            ServerMsg::Parted { nick, quit, .. } if nick == "bob" => Some(*quit),
+            _ => None,
+        })
+        .await;
+    assert!(quit, "parted on a disconnect says quit");
+}
+
+#[tokio::test]
 async fn framed_clients_may_ask_whois_and_set_away_too() {
     let server = spawn_server(mem()).await;
     let mut alice = Client::login(server.addr, "alice").await;

@@ -589,6 +589,10 @@ pub enum ServerMsg {
         /// `quit`, `timeout`, or the leaver's own text.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// The leaver disconnected: it left every room it was in, each with this same
+        /// `ts`. Optional v1 addition.
+        #[serde(default, skip_serializing_if = "is_false")]
+        quit: bool,
     },
     /// Someone (perhaps this client) was renamed.
     NickChanged {

@@ -901,6 +901,7 @@ fn on_server(app: &mut App, msg: ServerMsg, fx: &mut Vec<Effect>) -> bool {
             nick,
             ts,
             reason,
+            ..
         } => on_parted(app, &room, &nick, ts, reason),
         ServerMsg::NickChanged { old, new, ts } => {
             if app.is_me(&old) {

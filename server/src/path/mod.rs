@@ -332,14 +332,38 @@ impl Room {
     /// # Errors
     /// [`NotMember`] when `session` is not a member.
     pub(crate) fn part(&self, session: Uuid, reason: Option<String>) -> Result<(), NotMember> {
+        self.leave(session, reason, None)
+    }
+
+    /// A member's part on disconnecting: `parted` with `quit` and the `ts` its parts of
+    /// every room share (IRC shows them as one `QUIT`).
+    ///
+    /// # Errors
+    /// [`NotMember`] when `session` is not a member.
+    pub(crate) fn quit(
+        &self,
+        session: Uuid,
+        reason: Option<String>,
+        ts: i64,
+    ) -> Result<(), NotMember> {
+        self.leave(session, reason, Some(ts))
+    }
+
+    fn leave(
+        &self,
+        session: Uuid,
+        reason: Option<String>,
+        quit: Option<i64>,
+    ) -> Result<(), NotMember> {
         let mut st = self.lock();
         let nick = st.delivery.get(session).ok_or(NotMember)?.nick.to_string();
         let event = Arc::new(Event::new(
             ServerMsg::Parted {
                 room: self.name.to_string(),
                 nick,
-                ts: now_ms(),
+                ts: quit.unwrap_or_else(now_ms),
                 reason,
+                quit: quit.is_some(),
             },
             Some(session),
         ));

@@ -1973,6 +1973,7 @@ mod tests {
             nick: "me".into(),
             ts: 0,
             reason: None,
+            quit: false,
         };
         show(&mut w, OWN, parted);
         joined_go(&mut w);

@@ -520,6 +520,7 @@ fn join_switches_to_the_room_and_part_closes_it() {
             nick: "alice".into(),
             ts: 2,
             reason: Some("bye all".into()),
+            quit: false,
         },
     );
     assert!(app.room_index("rust").is_none());
@@ -545,6 +546,7 @@ fn joins_parts_and_renames_update_members_with_dimmed_notices() {
             nick: "carol".into(),
             ts: 4,
             reason: Some("quit".into()),
+            quit: false,
         },
     );
     assert_eq!(lobby(&app).members, ["alice", "robert"]);
@@ -712,6 +714,7 @@ fn a_lobby_left_before_a_reconnect_stays_left() {
             nick: "alice".into(),
             ts: 1,
             reason: None,
+            quit: false,
         },
     );
     update(&mut app, Action::Net(NetEvent::Connected { generation: 2 }));
@@ -1381,6 +1384,7 @@ fn members_joined_and_role_events_keep_every_mark_up_to_date() {
             nick: "david".into(),
             ts: TS,
             reason: None,
+            quit: false,
         },
     );
     assert!(!lobby(&app).roles.contains_key("david"));

@@ -160,6 +160,9 @@ struct Extra {
     /// A labeled `PRIVMSG`'s message id, whose echo is its reply, and (once the command's
     /// other replies turned out to be none) the label it is to carry.
     echo: Option<(uuid::Uuid, Option<Box<str>>)>,
+    /// Disconnects shown as `QUIT` lately (nick, `ts`): their parts of other rooms are not
+    /// shown again. Forgotten after `render::QUIT_MEMORY_MS` (at a flush).
+    quits: Vec<(Box<str>, i64)>,
 }
 
 impl Extra {
@@ -171,6 +174,7 @@ impl Extra {
             && self.compound.is_none()
             && self.label.is_none()
             && self.echo.is_none()
+            && self.quits.is_empty()
     }
 }
 
@@ -313,6 +317,18 @@ impl<R, W> IrcWire<R, W> {
         self.rooms = rooms.into_boxed_slice();
     }
 
+    /// Forgets the quits shown long enough ago, so that the rare state can be freed.
+    fn forget_quits(&mut self) {
+        let Some(extra) = self.extra.as_mut().filter(|e| !e.quits.is_empty()) else {
+            return;
+        };
+        let now = crate::now_ms();
+        extra
+            .quits
+            .retain(|(_, at)| *at >= now - render::QUIT_MEMORY_MS);
+        self.tidy();
+    }
+
     /// The next request of a comma list, if one is queued.
     fn queued(&mut self) -> Option<Request> {
         let (cmd, target, req) = self.extra.as_mut()?.queue.pop()?;
@@ -367,6 +383,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Wire for IrcWire<R, W> {
 
     async fn flush(&mut self) -> std::io::Result<()> {
         self.flushing_label();
+        self.forget_quits();
         self.last = None;
         self.out.flush(&mut self.writer).await
     }

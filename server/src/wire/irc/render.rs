@@ -23,6 +23,9 @@ use crate::event::{Event, Slot};
 use crate::path::stream::same_nick;
 use crate::wire::slots;
 
+/// How long a disconnect's `QUIT` is remembered, to drop its parts of other rooms.
+pub(super) const QUIT_MEMORY_MS: i64 = 10_000;
+
 /// Longest text of one `PRIVMSG` line sent; longer lines are split (at a space where
 /// there is one), so a client's 512-byte reader never cuts a message.
 const MAX_TEXT_PER_LINE: usize = 400;
@@ -225,10 +228,20 @@ fn encode_shared(msg: &ServerMsg, server: &str, msgid: bool, time: bool, extende
             }
         }
         ServerMsg::Parted {
-            room, nick, reason, ..
+            room,
+            nick,
+            reason,
+            quit,
+            ..
         } => {
             mask(&mut out, nick, server);
             match reason {
+                // A disconnect: one QUIT for all its rooms (the rest are dropped, see
+                // `IrcWire::seen_quit`).
+                _ if *quit => {
+                    let reason = reason.as_deref().unwrap_or("quit");
+                    let _ = write!(out, " QUIT :{reason}\r\n");
+                }
                 Some(reason) => {
                     let _ = write!(out, " PART #{room} :{reason}\r\n");
                 }
@@ -457,9 +470,17 @@ impl<R, W> IrcWire<R, W> {
                     self.extra().replay = Some((room.as_str().into(), Vec::new()));
                 }
             }
-            ServerMsg::Parted { room, nick, .. } => {
+            ServerMsg::Parted {
+                room,
+                nick,
+                quit,
+                ts,
+                ..
+            } => {
                 if self.is_me(nick) {
                     self.leave(room);
+                } else if *quit && self.seen_quit(nick, *ts) {
+                    return;
                 }
                 self.shared(event);
             }
@@ -790,6 +811,20 @@ impl<R, W> IrcWire<R, W> {
             Some((r, held)) if **r == *room => held.extend_from_slice(out.as_bytes()),
             _ => self.put(out.as_bytes()),
         }
+    }
+
+    /// Whether this connection was already shown the `QUIT` of `nick`'s disconnect at
+    /// `ts` (its parts of every room share that `ts`); remembers it if not. Quits more
+    /// than a few seconds older than `ts` are forgotten: a disconnect's parts are applied
+    /// together.
+    fn seen_quit(&mut self, nick: &str, ts: i64) -> bool {
+        let quits = &mut self.extra().quits;
+        quits.retain(|(_, at)| *at >= ts - QUIT_MEMORY_MS);
+        let seen = quits.iter().any(|(n, at)| *at == ts && same_nick(n, nick));
+        if !seen {
+            quits.push((nick.into(), ts));
+        }
+        seen
     }
 
     /// `users`, answering `ISON` (303), `USERHOST` (302: `nick=+nick@server`, `-` when
