@@ -474,8 +474,8 @@ impl<R, W> IrcWire<R, W> {
     /// reference), `AROUND` is a page after the reference and then one up to it (see
     /// [`Compound`]), and `TARGETS` the newest message of each joined room. References are
     /// `msgid=` (the only `MSGREFTYPES`: the protocol pages by id); `TARGETS` takes the
-    /// spec's `timestamp=` bounds. `LATEST` after a msgid is answered as `LATEST *`: more
-    /// than asked, which clients drop by msgid.
+    /// spec's `timestamp=` bounds. `LATEST` after a msgid or a timestamp is answered as
+    /// `LATEST *`: more than asked, which clients drop by msgid.
     fn chathistory(&mut self, msg: &Message) -> Inbound {
         let sub = msg.arg(0).to_ascii_uppercase();
         let fail = |w: &mut Self, code: &str, text: &str| {
@@ -532,7 +532,13 @@ impl<R, W> IrcWire<R, W> {
                     .ok_or(()),
             }
         };
-        let Ok(first) = reference(2) else {
+        // `LATEST` takes any reference (see above); the others only message ids.
+        let first = if sub == "LATEST" {
+            Ok(None)
+        } else {
+            reference(2)
+        };
+        let Ok(first) = first else {
             return fail(
                 self,
                 "INVALID_PARAMS",

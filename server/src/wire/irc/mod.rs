@@ -374,7 +374,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Wire for IrcWire<R, W> {
     }
 
     fn pending(&self) -> usize {
-        self.out.len()
+        // A labeled answer being gathered is output too: it counts towards the batch.
+        let labeled = self
+            .extra
+            .as_ref()
+            .and_then(|e| e.label.as_ref())
+            .map_or(0, |l| l.replies.len());
+        self.out.len() + labeled
     }
 
     fn reserve(&mut self, bytes: usize) {
@@ -684,6 +690,18 @@ mod tests {
         assert!(matches!(between,
             Some(ClientMsg::History { after: Some(a), before: Some(b), limit: Some(9), .. })
                 if a == id && b == id2));
+        let latest = line(
+            &mut w,
+            "CHATHISTORY LATEST #rust timestamp=2026-01-01T00:00:00.000Z 5",
+        );
+        assert!(matches!(
+            latest,
+            Some(ClientMsg::History {
+                before: None,
+                after: None,
+                ..
+            })
+        ));
         assert_eq!(line(&mut w, "CHATHISTORY AROUND #rust * 5"), None);
         assert_eq!(
             line(
