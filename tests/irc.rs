@@ -2645,8 +2645,16 @@ async fn weechat_headless_joins_lobby_sees_the_replay_and_chats_with_a_framed_us
             weechat.diagnostics()
         );
         weechat.command("/msg #lobby hello from weechat");
-        let got = alice.recv_message("lobby", "hello from weechat").await;
-        assert_eq!(got.from, "weebot");
+        let got = saw(&mut alice, Duration::from_secs(10), |m| {
+            matches!(m, ServerMsg::Message(cm)
+                if cm.room == "lobby" && cm.text == "hello from weechat" && cm.from == "weebot")
+        })
+        .await;
+        assert!(
+            got,
+            "weechat's message never reached alice:{}",
+            weechat.diagnostics()
+        );
 
         alice.say("lobby", "hello weechat from alice").await;
         let seen = poll(Duration::from_secs(5), || {
