@@ -1764,6 +1764,586 @@ async fn join_replays_history_with_time_tags_when_server_time_is_on() {
 }
 
 // =============================================================================================
+// draft/chathistory (issue item 5, phase 2)
+// =============================================================================================
+
+const HISTORY_CAPS: [&str; 4] = ["message-tags", "server-time", "batch", "draft/chathistory"];
+
+/// Sends `CHATHISTORY …` and reads its `chathistory` batch; the texts of its PRIVMSGs, in
+/// order. Every line of the batch must carry its `batch` tag and a msgid.
+async fn chathistory(c: &mut Irc, command: &str) -> Vec<String> {
+    c.send(command).await;
+    let open = c
+        .recv_until(&format!("BATCH + answering {command}"), |m| {
+            if m.is("FAIL") {
+                panic!("{command} failed: {:?}", m.raw);
+            }
+            m.is("BATCH") && m.param(0).starts_with('+') && m.param(1) == "chathistory"
+        })
+        .await;
+    let reference = open.param(0)[1..].to_owned();
+    let lines = c
+        .recv_until_all(&format!("BATCH -{reference}"), |m| {
+            m.is("BATCH") && m.param(0) == format!("-{reference}")
+        })
+        .await;
+    let mut texts = Vec::new();
+    for m in &lines[..lines.len() - 1] {
+        assert_eq!(m.tag("batch"), Some(reference.as_str()), "{:?}", m.raw);
+        assert!(m.is("PRIVMSG") && m.tag("msgid").is_some(), "{:?}", m.raw);
+        texts.push(m.last().to_owned());
+    }
+    texts
+}
+
+/// A framed user says `m1` … `m6` in `#hist`; an IRC client with chathistory is in it too.
+async fn six_messages(
+    config: Config,
+) -> (
+    common::TestServer,
+    Client,
+    Irc,
+    Vec<chat_shared::ChatMessage>,
+) {
+    let server = spawn_server(config).await;
+    let mut alice = op_of(server.addr, "alice", "hist").await;
+    let mut said = Vec::new();
+    for i in 1..=6 {
+        said.push(alice.say("hist", &format!("m{i}")).await);
+    }
+    let mut ian = Irc::login_caps(server.addr, "ian", &HISTORY_CAPS).await;
+    ian.join("#hist").await;
+    (server, alice, ian, said)
+}
+
+async fn pages_after_between_and_around(ian: &mut Irc, said: &[chat_shared::ChatMessage]) {
+    let id = |i: usize| said[i - 1].id;
+    let got = chathistory(ian, &format!("CHATHISTORY AFTER #hist msgid={} 2", id(2))).await;
+    assert_eq!(got, ["m3", "m4"], "AFTER: the oldest after the reference");
+    let got = chathistory(ian, &format!("CHATHISTORY AFTER #hist msgid={} 50", id(6))).await;
+    assert!(got.is_empty(), "nothing after the newest: {got:?}");
+    let between = format!(
+        "CHATHISTORY BETWEEN #hist msgid={} msgid={} 50",
+        id(1),
+        id(5)
+    );
+    assert_eq!(chathistory(ian, &between).await, ["m2", "m3", "m4"]);
+    let backwards = format!(
+        "CHATHISTORY BETWEEN #hist msgid={} msgid={} 2",
+        id(6),
+        id(1)
+    );
+    assert_eq!(
+        chathistory(ian, &backwards).await,
+        ["m4", "m5"],
+        "BETWEEN counts from its first reference, here backwards"
+    );
+    let around = format!("CHATHISTORY AROUND #hist msgid={} 3", id(3));
+    assert_eq!(chathistory(ian, &around).await, ["m2", "m3", "m4"]);
+    let around = format!("CHATHISTORY AROUND #hist msgid={} 4", id(6));
+    assert_eq!(chathistory(ian, &around).await, ["m3", "m4", "m5", "m6"]);
+    let before = format!("CHATHISTORY BEFORE #hist msgid={} 2", id(3));
+    assert_eq!(chathistory(ian, &before).await, ["m1", "m2"]);
+}
+
+#[tokio::test]
+async fn chathistory_after_between_and_around_page_by_msgid_from_memory() {
+    let (_server, _alice, mut ian, said) = six_messages(mem()).await;
+    pages_after_between_and_around(&mut ian, &said).await;
+}
+
+#[tokio::test]
+async fn chathistory_after_between_and_around_page_by_msgid_from_the_store() {
+    let (_dir, db) = temp_db();
+    // A ring of two: every reference but the newest two is found in the store.
+    let config = Config {
+        history: 2,
+        ..stored(&db)
+    };
+    let (_server, _alice, mut ian, said) = six_messages(config).await;
+    pages_after_between_and_around(&mut ian, &said).await;
+}
+
+#[tokio::test]
+async fn chathistory_targets_lists_rooms_with_messages_between_two_timestamps() {
+    let (_server, mut alice, mut ian, said) = six_messages(mem()).await;
+    alice.join("quiet", None).await;
+    ian.join("#quiet").await;
+    let (first, last) = (said[0].ts, said[5].ts);
+    ian.send(&format!(
+        "CHATHISTORY TARGETS timestamp={} timestamp={} 10",
+        server_time(first - 60_000),
+        server_time(last + 60_000)
+    ))
+    .await;
+    let lines = ian
+        .recv_until_all("the end of the targets batch", |m| {
+            m.is("BATCH") && m.param(0).starts_with('-')
+        })
+        .await;
+    let open = lines
+        .iter()
+        .find(|m| m.is("BATCH") && m.param(0).starts_with('+'))
+        .unwrap_or_else(|| panic!("no BATCH +:{}", tail(&lines)));
+    assert_eq!(open.param(1), "draft/chathistory-targets", "{:?}", open.raw);
+    let targets: Vec<(&str, &str)> = lines
+        .iter()
+        .filter(|m| m.is("CHATHISTORY") && m.param(0) == "TARGETS")
+        .map(|m| (m.param(1), m.param(2)))
+        .collect();
+    let newest = server_time(last);
+    assert_eq!(
+        targets,
+        [("#hist", newest.as_str())],
+        "the quiet room has no message"
+    );
+    // Bounds that end before the first message: no target.
+    ian.send(&format!(
+        "CHATHISTORY TARGETS timestamp={} timestamp={} 10",
+        server_time(first - 120_000),
+        server_time(first - 60_000)
+    ))
+    .await;
+    let lines = ian
+        .recv_until_all("the end of the second targets batch", |m| {
+            m.is("BATCH") && m.param(0).starts_with('-')
+        })
+        .await;
+    assert!(
+        !lines.iter().any(|m| m.is("CHATHISTORY")),
+        "{}",
+        tail(&lines)
+    );
+}
+
+#[tokio::test]
+async fn chathistory_with_an_unknown_msgid_or_a_timestamp_reference_fails_and_the_connection_stays()
+{
+    let (_server, _alice, mut ian, _said) = six_messages(mem()).await;
+    ian.send(&format!(
+        "CHATHISTORY AFTER #hist msgid={} 5",
+        Uuid::new_v4()
+    ))
+    .await;
+    let fail = ian.recv_cmd(&["FAIL", "BATCH"]).await;
+    assert!(
+        fail.is("FAIL") && fail.param(0) == "CHATHISTORY" && fail.param(1) == "MESSAGE_ERROR",
+        "{:?}",
+        fail.raw
+    );
+    ian.send("CHATHISTORY AFTER #hist timestamp=2026-01-01T00:00:00.000Z 5")
+        .await;
+    let fail = ian.recv_cmd(&["FAIL", "BATCH"]).await;
+    assert!(
+        fail.is("FAIL") && fail.param(1) == "INVALID_PARAMS",
+        "MSGREFTYPES=msgid: {:?}",
+        fail.raw
+    );
+    for garbage in [
+        "CHATHISTORY",
+        "CHATHISTORY AROUND",
+        "CHATHISTORY BETWEEN #hist msgid=x",
+        "CHATHISTORY TARGETS timestamp=now timestamp=then 5",
+        "CHATHISTORY LATEST #hist * -1",
+    ] {
+        ian.send(garbage).await;
+        let fail = ian.recv_cmd(&["FAIL", "BATCH"]).await;
+        assert!(fail.is("FAIL"), "{garbage}: {:?}", fail.raw);
+    }
+    ian.alive().await;
+}
+
+// =============================================================================================
+// labeled-response (issue item 5, phase 2)
+// =============================================================================================
+
+/// The answer to a labeled command: the one line carrying `label` (a reply or an `ACK`), or
+/// a `labeled-response` batch carrying it, returned whole (its `BATCH` lines included).
+/// Lines before it that carry no label are skipped; a second line with the label fails.
+async fn labeled(c: &mut Irc, label: &str) -> Vec<Msg> {
+    let first = c
+        .recv_until(&format!("a line with label={label}"), |m| {
+            m.tag("label") == Some(label)
+        })
+        .await;
+    if !(first.is("BATCH") && first.param(0).starts_with('+')) {
+        c.expect_none(QUIET, "a second labeled line", |m| {
+            m.tag("label") == Some(label)
+        })
+        .await;
+        return vec![first];
+    }
+    assert_eq!(first.param(1), "labeled-response", "{:?}", first.raw);
+    let reference = first.param(0)[1..].to_owned();
+    let mut lines = vec![first];
+    lines.extend(
+        c.recv_until_all(&format!("BATCH -{reference}"), |m| {
+            m.is("BATCH") && m.param(0) == format!("-{reference}")
+        })
+        .await,
+    );
+    for m in &lines[1..lines.len() - 1] {
+        assert!(
+            m.tag("label").is_none(),
+            "the label is on the batch only: {:?}",
+            m.raw
+        );
+        assert!(
+            m.tag("batch").is_some(),
+            "a line of the batch without its tag: {:?}",
+            m.raw
+        );
+    }
+    lines
+}
+
+const LABEL_CAPS: [&str; 3] = ["labeled-response", "batch", "message-tags"];
+
+#[tokio::test]
+async fn a_labeled_ping_gets_one_labeled_pong_and_a_labeled_names_a_labeled_batch() {
+    let server = spawn_server(mem()).await;
+    let mut ian = Irc::login_caps(server.addr, "ian", &LABEL_CAPS).await;
+    ian.send("@label=p1 PING tok").await;
+    let pong = labeled(&mut ian, "p1").await;
+    assert!(
+        pong.len() == 1 && pong[0].is("PONG") && pong[0].last() == "tok",
+        "{pong:?}"
+    );
+    ian.send("@label=n1 NAMES #lobby").await;
+    let names = labeled(&mut ian, "n1").await;
+    let inner: Vec<&str> = names[1..names.len() - 1]
+        .iter()
+        .map(|m| m.command.as_str())
+        .collect();
+    assert_eq!(inner, ["353", "366"], "{names:?}");
+    // A command without a label is answered as before.
+    ian.send("PING plain").await;
+    let pong = ian.recv_cmd(&["PONG"]).await;
+    assert!(pong.tag("label").is_none(), "{:?}", pong.raw);
+}
+
+#[tokio::test]
+async fn a_labeled_privmsg_is_acked_or_with_echo_message_answered_by_its_labeled_echo() {
+    let server = spawn_server(mem()).await;
+    let (mut alice, mut ian) = room_with_irc(server.addr, "lab", &LABEL_CAPS).await;
+    ian.send("@label=m1 PRIVMSG #lab :no echo").await;
+    let ack = labeled(&mut ian, "m1").await;
+    assert!(ack.len() == 1 && ack[0].is("ACK"), "{ack:?}");
+    alice.recv_message("lab", "no echo").await;
+
+    let mut caps = LABEL_CAPS.to_vec();
+    caps.push("echo-message");
+    let mut eve = Irc::login_caps(server.addr, "eve", &caps).await;
+    eve.join("#lab").await;
+    eve.send("@label=m2 PRIVMSG #lab :echoed").await;
+    let echo = labeled(&mut eve, "m2").await;
+    assert!(
+        echo.len() == 1 && echo[0].is_privmsg("eve", "#lab") && echo[0].last() == "echoed",
+        "{echo:?}"
+    );
+    let said = alice.recv_message("lab", "echoed").await;
+    assert_eq!(echo[0].tag("msgid"), Some(said.id.to_string().as_str()));
+    // A refusal is the answer: no ACK, no echo.
+    eve.send("@label=m3 PRIVMSG #elsewhere :nobody").await;
+    let refused = labeled(&mut eve, "m3").await;
+    assert!(
+        refused.len() == 1 && refused[0].is_any(&["404", "442", "403"]),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_labeled_join_and_chathistory_come_back_whole_in_one_labeled_batch() {
+    let server = spawn_server(mem()).await;
+    let mut alice = op_of(server.addr, "alice", "lab").await;
+    let mut said = Vec::new();
+    for i in 1..=3 {
+        said.push(alice.say("lab", &format!("m{i}")).await);
+    }
+    let mut caps = LABEL_CAPS.to_vec();
+    caps.extend(["server-time", "draft/chathistory"]);
+    let mut ian = Irc::login_caps(server.addr, "ian", &caps).await;
+    ian.send("@label=j1 JOIN #lab").await;
+    let join = labeled(&mut ian, "j1").await;
+    for cmd in ["JOIN", "353", "366"] {
+        assert!(
+            join.iter().any(|m| m.is(cmd)),
+            "{cmd} not in the answer: {join:?}"
+        );
+    }
+    ian.send(&format!(
+        "@label=h1 CHATHISTORY AROUND #lab msgid={} 3",
+        said[1].id
+    ))
+    .await;
+    let page = labeled(&mut ian, "h1").await;
+    let texts: Vec<&str> = page
+        .iter()
+        .filter(|m| m.is("PRIVMSG"))
+        .map(Msg::last)
+        .collect();
+    assert_eq!(texts, ["m1", "m2", "m3"], "{page:?}");
+    assert!(
+        page.iter()
+            .any(|m| m.is("BATCH") && m.param(1) == "chathistory"),
+        "the chathistory batch is inside the labeled one: {page:?}"
+    );
+}
+
+// =============================================================================================
+// WHOIS, ISON, USERHOST and away-notify (issue item 4, phase 2)
+// =============================================================================================
+
+#[tokio::test]
+async fn whois_ison_and_userhost_answer_for_other_users_from_the_nick_directory() {
+    let (_dir, db) = temp_db();
+    let server = spawn_server(stored(&db)).await;
+    // alice holds a registered nick (so is logged in to it); bob is a line guest.
+    let mut alice = Client::login(server.addr, "alice").await;
+    alice
+        .send(ClientMsg::Register {
+            password: Password::new(SECRET),
+        })
+        .await;
+    alice
+        .recv_until_all("registered", |m| matches!(m, ServerMsg::Registered { .. }))
+        .await;
+    let _bob = Line::login_seen_by(server.addr, "bob", &mut alice).await;
+    let mut ian = Irc::login(server.addr, "ian").await;
+
+    ian.send("ISON Alice bob zed ian").await;
+    let ison = ian.recv_cmd(&["303"]).await;
+    assert_eq!(
+        ison.last(),
+        "alice bob ian",
+        "online, as their holders spell them"
+    );
+
+    ian.send("USERHOST alice zed").await;
+    let userhost = ian.recv_cmd(&["302"]).await;
+    assert!(
+        userhost.last().starts_with("alice=+alice@") && !userhost.last().contains("zed"),
+        "{:?}",
+        userhost.raw
+    );
+
+    ian.send("WHOIS alice").await;
+    let lines = ian.recv_until_all("318 for alice", |m| m.is("318")).await;
+    assert!(
+        lines.iter().any(|m| m.is("311") && m.param(1) == "alice"),
+        "{}",
+        tail(&lines)
+    );
+    assert!(
+        lines.iter().any(|m| m.is("330") && m.param(2) == "alice"),
+        "the account of a registered nick: {}",
+        tail(&lines)
+    );
+    ian.send("WHOIS bob").await;
+    let lines = ian.recv_until_all("318 for bob", |m| m.is("318")).await;
+    assert!(
+        lines.iter().any(|m| m.is("311") && m.param(1) == "bob"),
+        "{}",
+        tail(&lines)
+    );
+    assert!(
+        !lines.iter().any(|m| m.is("330")),
+        "a guest has no account: {}",
+        tail(&lines)
+    );
+    ian.send("WHOIS zed").await;
+    let lines = ian.recv_until_all("318 for zed", |m| m.is("318")).await;
+    assert!(
+        lines.iter().any(|m| m.is("401") && m.param(1) == "zed"),
+        "{}",
+        tail(&lines)
+    );
+    ian.send("WHOIS").await;
+    ian.recv_cmd(&["431"]).await;
+    ian.send("ISON").await;
+    ian.recv_cmd(&["461"]).await;
+    ian.alive().await;
+}
+
+#[tokio::test]
+async fn away_is_shown_to_room_mates_with_away_notify_and_in_whois_and_userhost() {
+    let server = spawn_server(mem()).await;
+    let (mut alice, mut ian) = room_with_irc(server.addr, "afk", &["away-notify"]).await;
+    let mut zoe = Irc::login(server.addr, "zoe").await;
+    zoe.join("#afk").await;
+    let mut eve = Irc::login(server.addr, "eve").await;
+    eve.join("#afk").await;
+    ian.recv_until("eve's JOIN", |m| m.is("JOIN") && m.nick() == Some("eve"))
+        .await;
+
+    eve.send("AWAY :at lunch").await;
+    eve.recv_cmd(&["306"]).await;
+    let away = ian
+        .recv_until("eve's AWAY", |m| m.is("AWAY") && m.nick() == Some("eve"))
+        .await;
+    assert_eq!(away.last(), "at lunch", "{:?}", away.raw);
+    let framed = alice
+        .recv_until("away from eve", |m| match m {
+            ServerMsg::Away { nick, text } if nick == "eve" => Some(text.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(framed.as_deref(), Some("at lunch"));
+    ian.send("USERHOST eve").await;
+    let userhost = ian.recv_cmd(&["302"]).await;
+    assert!(
+        userhost.last().starts_with("eve=-eve@"),
+        "away is -: {:?}",
+        userhost.raw
+    );
+    ian.send("WHOIS eve").await;
+    let lines = ian.recv_until_all("318 for eve", |m| m.is("318")).await;
+    assert!(
+        lines.iter().any(|m| m.is("301") && m.last() == "at lunch"),
+        "{}",
+        tail(&lines)
+    );
+
+    eve.send("AWAY").await;
+    eve.recv_cmd(&["305"]).await;
+    let back = ian
+        .recv_until("eve's AWAY without text", |m| {
+            m.is("AWAY") && m.nick() == Some("eve")
+        })
+        .await;
+    assert!(back.params.is_empty(), "back is AWAY alone: {:?}", back.raw);
+    zoe.expect_none(QUIET, "AWAY without away-notify", |m| m.is("AWAY"))
+        .await;
+}
+
+#[tokio::test]
+async fn extended_join_names_the_joiners_account_or_a_star_and_plain_join_stays_plain() {
+    let (_dir, db) = temp_db();
+    let server = spawn_server(stored(&db)).await;
+    register_account(server.addr, "alice").await;
+    let mut ian = Irc::login_caps(server.addr, "ian", &["extended-join"]).await;
+    let own = ian.join("#ext").await;
+    let own = own
+        .iter()
+        .find(|m| m.is("JOIN") && m.param(0) == "#ext")
+        .expect("own JOIN");
+    assert_eq!(own.params, ["#ext", "*", "ian"], "a guest: {:?}", own.raw);
+    let mut zoe = Irc::login(server.addr, "zoe").await;
+    zoe.join("#ext").await;
+    // alice logs in with SASL.
+    let mut alice = Irc::connect(server.addr).await;
+    sasl_plain(&mut alice, "alice", SECRET).await;
+    alice.send("CAP END").await;
+    alice.welcome().await;
+    alice.join("#ext").await;
+    let seen = ian
+        .recv_until("alice's JOIN", |m| {
+            m.is("JOIN") && m.nick() == Some("alice") && m.param(0) == "#ext"
+        })
+        .await;
+    assert_eq!(seen.params, ["#ext", "alice", "alice"], "{:?}", seen.raw);
+    let plain = zoe
+        .recv_until("alice's JOIN", |m| {
+            m.is("JOIN") && m.nick() == Some("alice") && m.param(0) == "#ext"
+        })
+        .await;
+    assert_eq!(plain.params, ["#ext"], "{:?}", plain.raw);
+}
+
+#[tokio::test]
+async fn a_disconnect_is_one_quit_for_irc_room_mates_and_a_part_stays_a_part() {
+    let server = spawn_server(mem()).await;
+    let mut ian = Irc::login(server.addr, "ian").await;
+    ian.join("#q1").await;
+    ian.join("#q2").await;
+    let mut bob = Client::login(server.addr, "bob").await;
+    bob.join("q1", None).await;
+    bob.join("q2", None).await;
+    let mut watcher = Client::login(server.addr, "watcher").await;
+    watcher.join("q2", None).await;
+    ian.recv_until("bob's JOIN #q2", |m| {
+        m.is("JOIN") && m.nick() == Some("bob") && m.param(0) == "#q2"
+    })
+    .await;
+    bob.send(ClientMsg::Part {
+        room: "q1".into(),
+        reason: Some("later".into()),
+    })
+    .await;
+    let part = ian
+        .recv_until("bob's PART", |m| {
+            m.is_any(&["PART", "QUIT"]) && m.nick() == Some("bob")
+        })
+        .await;
+    assert!(part.is("PART") && part.param(0) == "#q1", "{:?}", part.raw);
+
+    bob.send(ClientMsg::Quit {
+        reason: Some("gone fishing".into()),
+    })
+    .await;
+    let quit = ian
+        .recv_until("bob's QUIT", |m| {
+            m.is_any(&["PART", "QUIT"]) && m.nick() == Some("bob")
+        })
+        .await;
+    assert!(
+        quit.is("QUIT") && quit.last() == "gone fishing",
+        "{:?}",
+        quit.raw
+    );
+    // bob was in #lobby and #q2 with ian: one QUIT, no PART.
+    ian.expect_none(QUIET, "a second QUIT or a PART from bob", |m| {
+        m.is_any(&["PART", "QUIT"]) && m.nick() == Some("bob")
+    })
+    .await;
+    // Framed room-mates still get a parted per room, marked as a quit.
+    let quit = watcher
+        .recv_until("bob's parted", |m| match m {
+            ServerMsg::Parted { nick, quit, .. } if nick == "bob" => Some(*quit),
+            _ => None,
+        })
+        .await;
+    assert!(quit, "parted on a disconnect says quit");
+}
+
+#[tokio::test]
+async fn framed_clients_may_ask_whois_and_set_away_too() {
+    let server = spawn_server(mem()).await;
+    let mut alice = Client::login(server.addr, "alice").await;
+    let _ian = Irc::login(server.addr, "ian").await;
+    request(
+        &mut alice,
+        ClientMsg::Whois {
+            nicks: vec!["IAN".into(), "nobody".into()],
+        },
+    )
+    .await;
+    let users = alice
+        .recv_until("users", |m| match m {
+            ServerMsg::Users { users } => Some(users.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(users.len(), 1);
+    assert_eq!((users[0].nick.as_str(), users[0].account), ("ian", false));
+    request(
+        &mut alice,
+        ClientMsg::Away {
+            text: Some("brb".into()),
+        },
+    )
+    .await;
+    alice
+        .recv_until("its own away", |m| match m {
+            ServerMsg::Away { nick, text } if nick == "alice" && text.as_deref() == Some("brb") => {
+                Some(())
+            }
+            _ => None,
+        })
+        .await;
+}
+
+// =============================================================================================
 // Over TLS (issue item 1)
 // =============================================================================================
 
@@ -2078,8 +2658,16 @@ async fn weechat_headless_joins_lobby_sees_the_replay_and_chats_with_a_framed_us
             weechat.diagnostics()
         );
         weechat.command("/msg #lobby hello from weechat");
-        let got = alice.recv_message("lobby", "hello from weechat").await;
-        assert_eq!(got.from, "weebot");
+        let got = saw(&mut alice, Duration::from_secs(10), |m| {
+            matches!(m, ServerMsg::Message(cm)
+                if cm.room == "lobby" && cm.text == "hello from weechat" && cm.from == "weebot")
+        })
+        .await;
+        assert!(
+            got,
+            "weechat's message never reached alice:{}",
+            weechat.diagnostics()
+        );
 
         alice.say("lobby", "hello weechat from alice").await;
         let seen = poll(Duration::from_secs(5), || {

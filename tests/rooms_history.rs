@@ -314,6 +314,7 @@ async fn history_with_unknown_before_is_bad_request() {
                 room: "lobby".into(),
                 before: Some(Uuid::new_v4()),
                 limit: None,
+                after: None,
             },
         ))
         .await;
@@ -396,6 +397,7 @@ async fn history_ring_is_bounded_by_config_history() {
             room: "ring".into(),
             before: Some(all[5].id),
             limit: None,
+            after: None,
         })
         .await;
     alice.recv_error(ErrorCode::BadRequest).await;

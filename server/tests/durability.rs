@@ -94,6 +94,7 @@ async fn page_all(conn: &mut Conn, room: &str) -> Vec<ChatMessage> {
             room: room.into(),
             before,
             limit: Some(500),
+            after: None,
         })
         .await
         .expect("send history");

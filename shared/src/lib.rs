@@ -25,7 +25,7 @@ pub use codec::{ClientCodec, FrameCodec, encode_frame};
 pub use error::CodecError;
 pub use message::{
     ByeReason, ChatMessage, ClientMsg, DirectMessage, ErrorCode, LiveNotice, Password, Request,
-    RoomInfo, ServerMsg,
+    RoomInfo, ServerMsg, UserInfo,
 };
 pub use moderation::{BanEntry, ModeChange, Role, RoomNotice, ServerBanEntry};
 pub use validate::{Nick, RoomName};

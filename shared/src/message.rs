@@ -153,6 +153,10 @@ pub enum ClientMsg {
         /// Maximum number of messages (default 50, at most 500).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<u32>,
+        /// Page forwards instead: the oldest messages newer than this message id (and,
+        /// with `before`, older than that one). Optional v1 addition.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<Uuid>,
     },
     /// Liveness check; answered by `pong` with the same token.
     Ping {
@@ -298,6 +302,18 @@ pub enum ClientMsg {
     },
     /// List the server bans (admins only): `server_ban_list`.
     ServerBans {},
+    /// Which of `nicks` are online: `users`. Optional v1 addition.
+    Whois {
+        /// Nicks to look up (at most 64 are looked at).
+        nicks: Vec<String>,
+    },
+    /// Marks this client away with `text`, or back without: its room-mates receive
+    /// `away`. Optional v1 addition.
+    Away {
+        /// Why; absent or empty: back.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+    },
 }
 
 impl ClientMsg {
@@ -334,8 +350,22 @@ impl ClientMsg {
             Self::ServerBan { .. } => "server_ban",
             Self::ServerUnban { .. } => "server_unban",
             Self::ServerBans {} => "server_bans",
+            Self::Whois { .. } => "whois",
+            Self::Away { .. } => "away",
         }
     }
+}
+
+/// Someone online, as `users` tells it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfo {
+    /// The nick as its holder has it.
+    pub nick: String,
+    /// Logged in to the account of that nick.
+    pub account: bool,
+    /// Away, with why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub away: Option<String>,
 }
 
 /// A room message, as relayed live and as kept in history.
@@ -544,6 +574,9 @@ pub enum ServerMsg {
         /// The joiner's role when it is more than a member's. Optional v1 addition.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         role: Option<Role>,
+        /// The joiner is logged in to the account of its nick. Optional v1 addition.
+        #[serde(default, skip_serializing_if = "is_false")]
+        account: bool,
     },
     /// Someone left a room.
     Parted {
@@ -556,6 +589,10 @@ pub enum ServerMsg {
         /// `quit`, `timeout`, or the leaver's own text.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// The leaver disconnected: it left every room it was in, each with this same
+        /// `ts`. Optional v1 addition.
+        #[serde(default, skip_serializing_if = "is_false")]
+        quit: bool,
     },
     /// Someone (perhaps this client) was renamed.
     NickChanged {
@@ -738,6 +775,21 @@ pub enum ServerMsg {
     ServerBanList {
         /// The bans in force, oldest first.
         bans: Vec<ServerBanEntry>,
+    },
+    /// The answer to `whois`: those of the nicks asked for who are online, in the order
+    /// asked. Optional v1 addition.
+    Users {
+        /// Who is online.
+        users: Vec<UserInfo>,
+    },
+    /// A room-mate (or this client, as the answer to its `away`) went away or came back.
+    /// Optional v1 addition.
+    Away {
+        /// Who.
+        nick: String,
+        /// Why; absent: back.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
     },
     /// A line for people from the server (the confirmation of a `kill`, for one).
     Notice {

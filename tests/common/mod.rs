@@ -553,6 +553,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             room: room.into(),
             before,
             limit,
+            after: None,
         })
         .await;
         let nick = self.nick.clone();

@@ -323,6 +323,7 @@ fn scroll_up(app: &mut App, rows: usize, fx: &mut Vec<Effect>) {
                 room: tab.name.clone(),
                 before: Some(id),
                 limit: Some(HISTORY_PAGE),
+                after: None,
             }));
         }
         // Expected: the join's history was empty, so the room has none.
@@ -893,12 +894,14 @@ fn on_server(app: &mut App, msg: ServerMsg, fx: &mut Vec<Effect>) -> bool {
             nick,
             ts,
             role,
+            ..
         } => on_joined(app, &room, &nick, ts, role),
         ServerMsg::Parted {
             room,
             nick,
             ts,
             reason,
+            ..
         } => on_parted(app, &room, &nick, ts, reason),
         ServerMsg::NickChanged { old, new, ts } => {
             if app.is_me(&old) {
@@ -970,6 +973,7 @@ fn on_server(app: &mut App, msg: ServerMsg, fx: &mut Vec<Effect>) -> bool {
                     room: room.clone(),
                     before: None,
                     limit: Some(limit.clamp(HISTORY_PAGE, HISTORY_MAX)),
+                    after: None,
                 }));
             }
             fx.push(send(ClientMsg::Who { room }));
@@ -1001,6 +1005,8 @@ fn on_server(app: &mut App, msg: ServerMsg, fx: &mut Vec<Effect>) -> bool {
         | ServerMsg::Kicked { .. }
         | ServerMsg::Role { .. }
         | ServerMsg::Mode { .. } => {}
+        // Not asked for by this client (`whois`, `away` are IRC's).
+        ServerMsg::Users { .. } | ServerMsg::Away { .. } => {}
         // Expected: an event type newer than this client.
         ServerMsg::Unknown => return false,
     }
@@ -1197,6 +1203,7 @@ fn fill_hole(tab: &mut Tab, seq: u64, id: Uuid, fx: &mut Vec<Effect>) {
             room: tab.name.clone(),
             before: Some(id),
             limit: Some(u32::try_from(hole).unwrap_or(HISTORY_MAX).min(HISTORY_MAX)),
+            after: None,
         }));
     }
 }
@@ -1264,6 +1271,7 @@ fn on_history(
             room: room.to_owned(),
             before: Some(first.id),
             limit: Some(u32::try_from(hole).unwrap_or(HISTORY_MAX).min(HISTORY_MAX)),
+            after: None,
         }));
     }
     if missed > 0 {

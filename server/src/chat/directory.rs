@@ -24,6 +24,8 @@ pub(super) struct Entry {
     sink: Arc<Sink>,
     /// Where the session is connected from (for bans).
     peer: IpAddr,
+    /// Away, with why (`away`).
+    away: Option<Box<str>>,
 }
 
 impl Entry {
@@ -69,6 +71,7 @@ impl Chat {
                 nick: nick.clone(),
                 sink: Arc::clone(sink),
                 peer,
+                away: None,
             },
         );
         Ok(())
@@ -81,6 +84,51 @@ impl Chat {
             sink: Arc::clone(&e.sink),
             peer: e.peer,
         })
+    }
+
+    /// Who of `nicks` is online (the holder's nick, whether it is away and why), in the
+    /// order asked.
+    pub(crate) fn lookup(&self, nicks: &[String]) -> Vec<(Nick, Option<Box<str>>)> {
+        let held = lock(&self.nicks);
+        nicks
+            .iter()
+            .filter_map(|n| held.get(&name_skeleton(n)))
+            .map(|e| (e.nick.clone(), e.away.clone()))
+            .collect()
+    }
+
+    /// Marks `session` away with `text` (or back, without) and tells its room-mates with
+    /// an `away` event, which is returned for the session itself.
+    pub(crate) fn set_away(
+        &self,
+        session: Uuid,
+        nick: &Nick,
+        text: Option<Box<str>>,
+        rooms: &[Arc<Room>],
+    ) -> Arc<Event> {
+        if let Some(entry) = lock(&self.nicks)
+            .get_mut(&nick.skeleton())
+            .filter(|e| e.session == session)
+        {
+            entry.away = text.clone();
+        }
+        let mut mates: HashMap<Uuid, Arc<Sink>> = HashMap::new();
+        for room in rooms {
+            mates.extend(room.sinks());
+        }
+        mates.remove(&session);
+        let event = Arc::new(Event::new(
+            ServerMsg::Away {
+                nick: nick.to_string(),
+                text: text.map(String::from),
+            },
+            Some(session),
+        ));
+        for sink in mates.values() {
+            // Dropped only for a mate over its budget.
+            let _ = sink.push(&event);
+        }
+        event
     }
 
     /// Everyone online for whom `hit` holds (a server ban's matches).
@@ -104,6 +152,7 @@ impl Chat {
             nick: nick.clone(),
             sink: Arc::clone(sink),
             peer,
+            away: None,
         };
         let old = lock(&self.nicks).insert(nick.skeleton(), entry);
         if let Some(old) = old.filter(|old| old.session != session) {

@@ -302,6 +302,7 @@ impl Room {
                 nick: joiner.nick.to_string(),
                 ts: now_ms(),
                 role: (role != Role::Member).then_some(role),
+                account: joiner.account,
             },
             Some(session),
         ));
@@ -331,14 +332,38 @@ impl Room {
     /// # Errors
     /// [`NotMember`] when `session` is not a member.
     pub(crate) fn part(&self, session: Uuid, reason: Option<String>) -> Result<(), NotMember> {
+        self.leave(session, reason, None)
+    }
+
+    /// A member's part on disconnecting: `parted` with `quit` and the `ts` its parts of
+    /// every room share (IRC shows them as one `QUIT`).
+    ///
+    /// # Errors
+    /// [`NotMember`] when `session` is not a member.
+    pub(crate) fn quit(
+        &self,
+        session: Uuid,
+        reason: Option<String>,
+        ts: i64,
+    ) -> Result<(), NotMember> {
+        self.leave(session, reason, Some(ts))
+    }
+
+    fn leave(
+        &self,
+        session: Uuid,
+        reason: Option<String>,
+        quit: Option<i64>,
+    ) -> Result<(), NotMember> {
         let mut st = self.lock();
         let nick = st.delivery.get(session).ok_or(NotMember)?.nick.to_string();
         let event = Arc::new(Event::new(
             ServerMsg::Parted {
                 room: self.name.to_string(),
                 nick,
-                ts: now_ms(),
+                ts: quit.unwrap_or_else(now_ms),
                 reason,
+                quit: quit.is_some(),
             },
             Some(session),
         ));
@@ -357,6 +382,15 @@ impl Room {
                 nick: nick.clone(),
             },
         );
+        st.delivery
+            .sinks()
+            .map(|(id, sink)| (id, Arc::clone(sink)))
+            .collect()
+    }
+
+    /// The local members' sinks, for what is about a member rather than the room (`away`).
+    pub(crate) fn sinks(&self) -> Vec<(Uuid, Arc<Sink>)> {
+        let st = self.lock();
         st.delivery
             .sinks()
             .map(|(id, sink)| (id, Arc::clone(sink)))
@@ -469,6 +503,21 @@ impl Room {
         limit: usize,
     ) -> Result<Plan, UnknownBefore> {
         self.lock().stream.history_plan(before, limit)
+    }
+
+    /// Up to `limit` messages newer than `after` (and, with `before`, between the two),
+    /// oldest first; see [`RoomStream::forward_plan`](stream::RoomStream::forward_plan).
+    ///
+    /// # Errors
+    /// [`UnknownBefore`] when an id is not a message of this room (in memory, and there is
+    /// no store to look in).
+    pub(crate) fn history_after(
+        &self,
+        after: Uuid,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Plan, UnknownBefore> {
+        self.lock().stream.forward_plan(after, before, limit)
     }
 }
 

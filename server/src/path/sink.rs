@@ -389,6 +389,7 @@ mod tests {
                 room: "c".into(),
                 nick: "x".into(),
                 ts: 0,
+                account: false,
             },
             None,
         ));

@@ -40,6 +40,13 @@ pub(crate) enum Plan {
     },
     /// `before` is not in memory: find its `seq` in the store, then read `limit` before it.
     Find { before: Uuid, limit: usize },
+    /// Paging forwards from `after` (to `before`, if given) with an id not in memory: find
+    /// their `seq`s in the store, then read from there (see [`RoomStream::forward_plan`]).
+    After {
+        after: Uuid,
+        before: Option<Uuid>,
+        limit: usize,
+    },
 }
 
 impl Plan {
@@ -47,7 +54,7 @@ impl Plan {
     pub(crate) fn held(&self) -> &[ChatMessage] {
         match self {
             Self::Done { messages, .. } | Self::Read { messages, .. } => messages,
-            Self::Find { .. } => &[],
+            Self::Find { .. } | Self::After { .. } => &[],
         }
     }
 }
@@ -234,6 +241,57 @@ impl RoomStream {
         Ok(Plan::Done {
             messages,
             older: start > 0,
+        })
+    }
+
+    /// Up to `limit` messages newer than `after`, the oldest first; with `before`, only
+    /// those between the two, in whichever order the two come, and when more than `limit`
+    /// lie between, the ones nearest `after` (IRC's `CHATHISTORY BETWEEN` counts from its
+    /// first reference, forwards or backwards).
+    ///
+    /// # Errors
+    /// [`UnknownBefore`] when either id is not a message of this room (and there is no
+    /// store to look in).
+    pub(crate) fn forward_plan(
+        &self,
+        after: Uuid,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Plan, UnknownBefore> {
+        let find = |id: Uuid| self.history.iter().position(|e| chat(e).id == id);
+        let in_store = Plan::After {
+            after,
+            before,
+            limit,
+        };
+        let from = match find(after) {
+            Some(at) => at,
+            None if self.stored => return Ok(in_store),
+            None => return Err(UnknownBefore(after)),
+        };
+        let to = match before.map(|id| (id, find(id))) {
+            None => None,
+            Some((_, Some(at))) => Some(at),
+            Some(_) if self.stored => return Ok(in_store),
+            Some((id, None)) => return Err(UnknownBefore(id)),
+        };
+        let range = match to {
+            // Backwards from `after`: the newest of those between.
+            Some(to) if to < from => (from - limit.min(from - to - 1))..from,
+            _ => {
+                let end = to.unwrap_or(self.history.len());
+                let start = (from + 1).min(end);
+                start..end.min(start.saturating_add(limit))
+            }
+        };
+        let between = match to {
+            Some(to) => to.abs_diff(from).saturating_sub(1),
+            None => self.history.len() - from - 1,
+        };
+        let more = between > range.len();
+        Ok(Plan::Done {
+            messages: self.snapshot(range),
+            older: more,
         })
     }
 

@@ -93,6 +93,39 @@ fn seq_increases_and_history_is_bounded() {
 }
 
 #[test]
+fn history_after_pages_forwards_and_between_two_ids_counts_from_the_first() {
+    let room = room(10);
+    let (a, a_sink) = (Uuid::new_v4(), sink());
+    room.join_as(a, &nick("a"), &a_sink, None, 50);
+    for i in 0..6 {
+        post(&room, a, &a_sink, &format!("m{i}"));
+    }
+    let Plan::Done { messages: all, .. } = room.history(None, 50).unwrap() else {
+        panic!("not served from memory");
+    };
+    let page = |after: usize, before: Option<usize>, limit| {
+        let plan = room.history_after(all[after].id, before.map(|b| all[b].id), limit);
+        let Ok(Plan::Done { messages, older }) = plan else {
+            panic!("not served from memory: {plan:?}");
+        };
+        (messages.iter().map(|m| m.seq).collect::<Vec<_>>(), older)
+    };
+    assert_eq!(page(1, None, 2), (vec![3, 4], true));
+    assert_eq!(page(3, None, 9), (vec![5, 6], false));
+    assert_eq!(page(5, None, 9), (vec![], false));
+    assert_eq!(page(0, Some(4), 9), (vec![2, 3, 4], false));
+    assert_eq!(page(0, Some(4), 2), (vec![2, 3], true));
+    // Backwards: the ones nearest the first reference.
+    assert_eq!(page(5, Some(0), 2), (vec![4, 5], true));
+    assert_eq!(page(2, Some(2), 9), (vec![], false));
+    let unknown = Uuid::new_v4();
+    assert_eq!(
+        room.history_after(unknown, None, 5).unwrap_err(),
+        UnknownBefore(unknown)
+    );
+}
+
+#[test]
 fn a_joiner_gets_its_sequence_then_everything_after_and_others_hear_of_it_once() {
     let room = room(10);
     let (a, a_sink) = (Uuid::new_v4(), sink());

@@ -82,7 +82,7 @@ impl<W: Wire> Session<W> {
             }
         }
         let before = match &plan {
-            Plan::Find { before, .. } => *before,
+            Plan::Find { before, .. } | Plan::After { after: before, .. } => *before,
             _ => Uuid::nil(),
         };
         let result = match (plan, self.chat.store.clone()) {
@@ -227,6 +227,11 @@ async fn resolve(
                 range,
                 since,
             } => (messages, range, since),
+            Plan::After {
+                after,
+                before,
+                limit,
+            } => return forwards(&store, &room, after, before, limit),
             Plan::Find { before, limit } => match store.seq_of(&room, before)? {
                 Some(seq) => (
                     Vec::new(),
@@ -264,6 +269,49 @@ async fn resolve(
             Err(Unresolved::Store)
         }
     }
+}
+
+/// A forward page from the store (see `RoomStream::forward_plan`). Seqs are given one
+/// apart, so the `limit` messages after `after` lie within `limit` seqs of it: a range the
+/// store reads by seq. `None`: an id is not in the room.
+fn forwards(
+    store: &PathStore,
+    room: &str,
+    after: Uuid,
+    before: Option<Uuid>,
+    limit: usize,
+) -> anyhow::Result<Option<(Vec<ChatMessage>, bool)>> {
+    let Some(from) = store.seq_of(room, after)? else {
+        return Ok(None);
+    };
+    let to = match before {
+        None => u64::MAX,
+        Some(id) => match store.seq_of(room, id)? {
+            Some(seq) => seq,
+            None => return Ok(None),
+        },
+    };
+    let wanted = u64::try_from(limit).unwrap_or(u64::MAX);
+    // One more than wanted, to tell whether more lie between.
+    let backwards = from > to;
+    let (after, before) = if backwards {
+        (to, from)
+    } else {
+        (from, to.min(from.saturating_add(wanted).saturating_add(2)))
+    };
+    let range = Range {
+        after,
+        before,
+        limit: limit + 1,
+    };
+    let mut page = store.read(room, range)?;
+    let more = page.len() > limit;
+    if more && backwards {
+        page.remove(0);
+    } else {
+        page.truncate(limit);
+    }
+    Ok(Some((page, more)))
 }
 
 #[cfg(test)]

@@ -413,9 +413,10 @@ impl<W> Session<W> {
         let Some(nick) = self.nick.take() else {
             return;
         };
+        let ts = crate::now_ms();
         for room in self.rooms.iter() {
             // Err only if not a member, which is what leaving wants anyway.
-            let _ = room.part(self.id, Some(self.part_reason().to_owned()));
+            let _ = room.quit(self.id, Some(self.part_reason().to_owned()), ts);
         }
         self.rooms.clear();
         self.chat.unregister(self.id, &nick);

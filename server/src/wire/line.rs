@@ -818,7 +818,11 @@ impl<R, W> LineWire<R, W> {
                 }
             }
             // Line clients are never pinged, cannot ping, and ignore what they don't know.
-            ServerMsg::Ping { .. } | ServerMsg::Pong { .. } | ServerMsg::Unknown => {}
+            ServerMsg::Ping { .. }
+            | ServerMsg::Pong { .. }
+            | ServerMsg::Users { .. }
+            | ServerMsg::Away { .. }
+            | ServerMsg::Unknown => {}
         }
     }
 
@@ -1830,6 +1834,7 @@ mod tests {
             nick: "me".into(),
             ts: 0,
             role: None,
+            account: false,
         };
         show(w, OWN, joined);
     }
@@ -1972,6 +1977,7 @@ mod tests {
             nick: "me".into(),
             ts: 0,
             reason: None,
+            quit: false,
         };
         show(&mut w, OWN, parted);
         joined_go(&mut w);
@@ -2146,6 +2152,7 @@ mod tests {
             nick: nick.into(),
             ts: 0,
             role,
+            account: false,
         };
         assert_eq!(
             show(&mut w, ALICE, joined("alice", Some(Role::Op))),

@@ -76,6 +76,7 @@ fn joined(room: &str, nick: &str) -> ServerMsg {
         room: room.into(),
         nick: nick.into(),
         ts: 1_700_000_000_000,
+        account: false,
     }
 }
 
@@ -230,7 +231,8 @@ fn a_seq_gap_fetches_exactly_the_hole_and_fills_it_in_order() {
         [ClientMsg::History {
             room: "lobby".into(),
             before: Some(m7.id),
-            limit: Some(3)
+            limit: Some(3),
+            after: None,
         }]
     );
     let hole = (4..=6)
@@ -260,7 +262,7 @@ fn lagged_fetches_history_and_marks_what_was_skipped() {
     assert!(matches!(
         &sent(&fx)[..],
         [
-            ClientMsg::History { room, before: None, limit: Some(_) },
+            ClientMsg::History { room, before: None, limit: Some(_), .. },
             ClientMsg::Who { room: who },
         ] if room == "lobby" && who == "lobby"
     ));
@@ -518,6 +520,7 @@ fn join_switches_to_the_room_and_part_closes_it() {
             nick: "alice".into(),
             ts: 2,
             reason: Some("bye all".into()),
+            quit: false,
         },
     );
     assert!(app.room_index("rust").is_none());
@@ -543,6 +546,7 @@ fn joins_parts_and_renames_update_members_with_dimmed_notices() {
             nick: "carol".into(),
             ts: 4,
             reason: Some("quit".into()),
+            quit: false,
         },
     );
     assert_eq!(lobby(&app).members, ["alice", "robert"]);
@@ -601,7 +605,8 @@ fn scrolling_past_the_top_loads_older_history_once() {
         [ClientMsg::History {
             room: "lobby".into(),
             before: Some(oldest),
-            limit: Some(100)
+            limit: Some(100),
+            after: None,
         }],
         "asked exactly once while the page is loading"
     );
@@ -709,6 +714,7 @@ fn a_lobby_left_before_a_reconnect_stays_left() {
             nick: "alice".into(),
             ts: 1,
             reason: None,
+            quit: false,
         },
     );
     update(&mut app, Action::Net(NetEvent::Connected { generation: 2 }));
@@ -1352,6 +1358,7 @@ fn members_joined_and_role_events_keep_every_mark_up_to_date() {
             nick: "dave".into(),
             ts: TS,
             role: Some(Role::Op),
+            account: false,
         },
     );
     assert_eq!(lobby(&app).role("dave"), Role::Op, "a returning op");
@@ -1377,6 +1384,7 @@ fn members_joined_and_role_events_keep_every_mark_up_to_date() {
             nick: "david".into(),
             ts: TS,
             reason: None,
+            quit: false,
         },
     );
     assert!(!lobby(&app).roles.contains_key("david"));
@@ -1413,6 +1421,7 @@ fn joining_as_an_op_says_so_and_who_lists_marks() {
             nick: "alice".into(),
             ts: TS,
             role: Some(Role::Owner),
+            account: false,
         },
     );
     let rust = app.room_index("rust").unwrap();
@@ -1691,7 +1700,8 @@ fn a_live_event_past_a_hole_fetches_the_hole_before_it() {
         [ClientMsg::History {
             room: "lobby".into(),
             before: Some(id),
-            limit: Some(2)
+            limit: Some(2),
+            after: None,
         }]
     );
 }
@@ -1710,7 +1720,8 @@ fn scrolling_up_pages_from_the_oldest_event_when_the_page_begins_with_one() {
         [ClientMsg::History {
             room: "lobby".into(),
             before: Some(first.id),
-            limit: Some(100)
+            limit: Some(100),
+            after: None,
         }]
     );
 }

@@ -1,5 +1,5 @@
-//! `history`: a page of a room's messages older than `before` (open rooms' to anyone, closed
-//! rooms' to their members).
+//! `history`: a page of a room's messages older than `before`, or newer than `after` (open
+//! rooms' to anyone, closed rooms' to their members).
 
 use uuid::Uuid;
 
@@ -19,6 +19,7 @@ impl<W: Wire> Session<W> {
         &mut self,
         raw: &str,
         before: Option<Uuid>,
+        after: Option<Uuid>,
         limit: Option<u32>,
         ref_id: Option<Uuid>,
     ) -> Result<(), Refusal> {
@@ -37,10 +38,12 @@ impl<W: Wire> Session<W> {
             return Err(Refusal::NotInRoom(room.name().clone()));
         }
         let plan = match &room {
-            Some(room) => room
-                .history(before, limit)
-                .map_err(|e| Refusal::UnknownBefore(e.0, name.clone()))?,
-            None => match before {
+            Some(room) => match after {
+                Some(after) => room.history_after(after, before, limit),
+                None => room.history(before, limit),
+            }
+            .map_err(|e| Refusal::UnknownBefore(e.0, name.clone()))?,
+            None => match after.or(before) {
                 Some(id) => return Err(Refusal::UnknownBefore(id, name)),
                 None => Plan::Done {
                     messages: Vec::new(),

@@ -12,6 +12,7 @@ mod nick;
 mod roles;
 mod say;
 mod topic;
+mod users;
 mod who;
 
 use chat_shared::validate::clean_reason;
@@ -65,7 +66,8 @@ impl<W: Wire> Session<W> {
                 room,
                 before,
                 limit,
-            } => self.history(&room, before, limit, ref_id),
+                after,
+            } => self.history(&room, before, after, limit, ref_id),
             ClientMsg::Ping { token } => {
                 self.reply(ServerMsg::Pong { token });
                 Ok(())
@@ -106,6 +108,14 @@ impl<W: Wire> Session<W> {
             } => self.server_ban(&mask, duration_s, reason.as_deref()),
             ClientMsg::ServerUnban { mask } => self.server_unban(&mask),
             ClientMsg::ServerBans {} => self.server_bans(),
+            ClientMsg::Whois { nicks } => {
+                self.whois(&nicks);
+                Ok(())
+            }
+            ClientMsg::Away { text } => {
+                self.away(text.as_deref());
+                Ok(())
+            }
         };
         match done {
             Ok(()) => Ok(()),
@@ -175,6 +185,7 @@ fn rated(msg: &ClientMsg) -> bool {
             | ClientMsg::Quit { .. }
             | ClientMsg::Bans { .. }
             | ClientMsg::ServerBans {}
+            | ClientMsg::Whois { .. }
     )
 }
 

@@ -15,10 +15,13 @@ pub(crate) const USERHOST_IN_NAMES: CapSet = CapSet(1 << 6);
 pub(crate) const BATCH: CapSet = CapSet(1 << 7);
 pub(crate) const STANDARD_REPLIES: CapSet = CapSet(1 << 8);
 pub(crate) const CHATHISTORY: CapSet = CapSet(1 << 9);
+pub(crate) const LABELED_RESPONSE: CapSet = CapSet(1 << 10);
+pub(crate) const AWAY_NOTIFY: CapSet = CapSet(1 << 11);
+pub(crate) const EXTENDED_JOIN: CapSet = CapSet(1 << 12);
 
 /// Every capability offered, with its name and (for `CAP LS 302`) its value. `multi-prefix`
 /// is true to the letter: a member has one role, so one prefix is all there is to show.
-const OFFERED: [(CapSet, &str, &str); 10] = [
+const OFFERED: [(CapSet, &str, &str); 13] = [
     (MESSAGE_TAGS, "message-tags", ""),
     (SERVER_TIME, "server-time", ""),
     (ECHO_MESSAGE, "echo-message", ""),
@@ -29,6 +32,9 @@ const OFFERED: [(CapSet, &str, &str); 10] = [
     (BATCH, "batch", ""),
     (STANDARD_REPLIES, "standard-replies", ""),
     (CHATHISTORY, "draft/chathistory", ""),
+    (LABELED_RESPONSE, "labeled-response", ""),
+    (AWAY_NOTIFY, "away-notify", ""),
+    (EXTENDED_JOIN, "extended-join", ""),
 ];
 
 impl CapSet {
@@ -93,7 +99,7 @@ mod tests {
     fn a_request_with_one_unknown_name_changes_nothing() {
         let set = request(CapSet::default(), "server-time echo-message").unwrap();
         assert!(set.has(SERVER_TIME) && set.has(ECHO_MESSAGE) && !set.has(SASL));
-        assert_eq!(request(set, "sasl away-notify"), None);
+        assert_eq!(request(set, "sasl account-tag"), None);
         let set = request(set, "-echo-message sasl").unwrap();
         assert!(!set.has(ECHO_MESSAGE) && set.has(SASL));
         assert_eq!(set.names(), "server-time sasl");

@@ -22,13 +22,19 @@ pub(crate) const MAX_TAGS: usize = 8191;
 const MAX_PARAMS: usize = 15;
 
 /// One parsed client line. The prefix a client may send is ignored (a client's source is
-/// the server's to say), and so are the client's tags for now (phase 2: `label`).
+/// the server's to say), and so are the client's tags but `label` (labeled-response).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Message {
     /// Upper-cased, as commands are case-insensitive.
     pub(crate) command: String,
     pub(crate) params: Vec<String>,
+    /// The `label` tag's value as sent (still escaped, so it goes back as it came), when
+    /// it is a usable one: 1 to [`MAX_LABEL`] bytes.
+    pub(crate) label: Option<Box<str>>,
 }
+
+/// The longest `label` taken (the labeled-response spec's limit for clients).
+pub(crate) const MAX_LABEL: usize = 64;
 
 impl Message {
     /// Parameter `i`, or `""` when it is missing (IRC's missing and empty mean the same to
@@ -126,12 +132,18 @@ pub(crate) struct TooLong;
 /// `Ok(None)`: nothing to parse (an empty line, or tags and a prefix without a command).
 pub(crate) fn parse(line: &str) -> Result<Option<Message>, TooLong> {
     let mut rest = line;
+    let mut label = None;
     if let Some(tagged) = rest.strip_prefix('@') {
         let (tags, after) = tagged.split_once(' ').unwrap_or((tagged, ""));
         // `@`, the tags and the space.
         if tags.len() + 2 > MAX_TAGS {
             return Err(TooLong);
         }
+        label = tags
+            .split(';')
+            .find_map(|tag| tag.strip_prefix("label="))
+            .filter(|l| (1..=MAX_LABEL).contains(&l.len()))
+            .map(Into::into);
         rest = after;
     }
     rest = rest.trim_start_matches(' ');
@@ -168,6 +180,7 @@ pub(crate) fn parse(line: &str) -> Result<Option<Message>, TooLong> {
     Ok(Some(Message {
         command: command.to_ascii_uppercase(),
         params,
+        label,
     }))
 }
 
@@ -188,6 +201,20 @@ mod tests {
         assert_eq!(msg("PRIVMSG #a :").params, ["#a", ""]);
         assert_eq!(parse("   ").unwrap(), None);
         assert_eq!(parse("@a=b").unwrap(), None);
+    }
+
+    #[test]
+    fn the_label_tag_is_kept_as_sent_and_an_empty_or_overlong_one_dropped() {
+        assert_eq!(
+            msg("@+x=1;label=a\\sb PING t").label.as_deref(),
+            Some("a\\sb")
+        );
+        assert_eq!(msg("@label= PING t").label, None);
+        assert_eq!(
+            msg(&format!("@label={} PING t", "x".repeat(65))).label,
+            None
+        );
+        assert_eq!(msg("PING t").label, None);
     }
 
     #[test]

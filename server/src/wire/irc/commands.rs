@@ -1,13 +1,13 @@
 //! IRC commands to requests, or answered here: the dispatch of every command, what IRC
-//! answers from the connection's own state (`PING`, `TOPIC #room`, `MODE #room`, `AWAY`,
-//! `OPER`), and everything else as the request it means. A command with a comma list
-//! (`JOIN #a,#b`) becomes several requests, queued. Registration's commands are in
+//! answers from the connection's own state (`PING`, `TOPIC #room`, `MODE #room`, `OPER`),
+//! and everything else as the request it means. A command with a comma list (`JOIN
+//! #a,#b`) becomes several requests, queued. Registration's commands are in
 //! `register.rs`.
 
 use chat_shared::{ClientMsg, ModeChange, Request};
 
 use super::codec::Message;
-use super::{Cmd, IrcWire, Last};
+use super::{Cmd, Compound, IrcWire, Last};
 use super::{INVITE_ONLY, MODERATED, SECRET, TOPIC_LOCKED};
 use crate::wire::Inbound;
 
@@ -23,6 +23,10 @@ const BEFORE_WELCOME: [&str; 9] = [
     "AUTHENTICATE",
     "PRIVMSG",
 ];
+
+/// The most messages one `CHATHISTORY` returns (ISUPPORT `CHATHISTORY`), the protocol's
+/// largest `history` page.
+pub(super) const HISTORY_MAX: u32 = 500;
 
 /// The pseudo-user that takes `IDENTIFY` and `REGISTER`, as on most networks.
 pub(super) const NICKSERV: &str = "NickServ";
@@ -74,9 +78,9 @@ impl<R, W> IrcWire<R, W> {
             "INVITE" => self.invite(&msg),
             "MODE" => self.mode(&msg),
             "AWAY" => self.away(&msg),
-            "ISON" => self.ison(&msg),
-            "USERHOST" => self.userhost(&msg),
-            "WHOIS" => self.whois(&msg),
+            "ISON" => self.lookup(&msg, Cmd::Ison),
+            "USERHOST" => self.lookup(&msg, Cmd::Userhost),
+            "WHOIS" => self.lookup(&msg, Cmd::Whois),
             "OPER" => self.oper(&msg),
             "KILL" if !msg.arg(0).is_empty() => self.request(
                 Cmd::Other,
@@ -198,6 +202,16 @@ impl<R, W> IrcWire<R, W> {
                     },
                 ));
             }
+        }
+        // A labeled message under echo-message is answered by its echo: told by its id.
+        if all.len() == 1 && self.caps.has(super::caps::ECHO_MESSAGE) && self.label_open() {
+            let id = uuid::Uuid::now_v7();
+            self.extra().echo = Some((id, None));
+            let mut inbound = self.requests(all);
+            if let Inbound::Request(req) = &mut inbound {
+                req.id = Some(id);
+            }
+            return inbound;
         }
         self.requests(all)
     }
@@ -455,54 +469,143 @@ impl<R, W> IrcWire<R, W> {
         self.requests(all)
     }
 
-    /// `CHATHISTORY LATEST #room * N` and `CHATHISTORY BEFORE #room msgid=ID N`, the two
-    /// that a `history` page answers (it pages back from a message id). `LATEST` after a
-    /// msgid is answered as `LATEST *`: more than asked, which clients drop by msgid.
-    /// `AFTER`, `AROUND`, `BETWEEN` and `TARGETS` need the protocol to page forwards: phase 2.
+    /// `CHATHISTORY`, mapped onto `history` pages by message id: `LATEST` and `BEFORE` page
+    /// back, `AFTER` and `BETWEEN` forwards (`after`, and `before` for `BETWEEN`'s second
+    /// reference), `AROUND` is a page after the reference and then one up to it (see
+    /// [`Compound`]), and `TARGETS` the newest message of each joined room. References are
+    /// `msgid=` (the only `MSGREFTYPES`: the protocol pages by id); `TARGETS` takes the
+    /// spec's `timestamp=` bounds. `LATEST` after a msgid or a timestamp is answered as
+    /// `LATEST *`: more than asked, which clients drop by msgid.
     fn chathistory(&mut self, msg: &Message) -> Inbound {
         let sub = msg.arg(0).to_ascii_uppercase();
-        let fail = |w: &mut Self, code: &str, context: &str, text: &str| {
+        let fail = |w: &mut Self, code: &str, text: &str| {
             let line = format!(
-                ":{} FAIL CHATHISTORY {code} {context} :{text}\r\n",
-                w.server()
+                ":{} FAIL CHATHISTORY {code} {} :{text}\r\n",
+                w.server(),
+                if sub.is_empty() { "*" } else { &sub }
             );
             w.put(line.as_bytes());
             Inbound::Handled
         };
-        if !matches!(sub.as_str(), "LATEST" | "BEFORE") {
+        if !matches!(
+            sub.as_str(),
+            "LATEST" | "BEFORE" | "AFTER" | "AROUND" | "BETWEEN" | "TARGETS"
+        ) {
+            return fail(self, "INVALID_PARAMS", "unknown subcommand");
+        }
+        let last = if sub == "BETWEEN" { 4 } else { 3 };
+        if msg.params.len() <= last {
+            return fail(self, "NEED_MORE_PARAMS", "missing parameters");
+        }
+        let Some(limit) = msg.arg(last).parse::<u32>().ok().filter(|&l| l > 0) else {
+            return fail(self, "INVALID_PARAMS", "the limit is a number above 0");
+        };
+        let limit = limit.min(HISTORY_MAX);
+        if sub == "TARGETS" {
+            let (Some(from), Some(to)) = (
+                msg.arg(1).strip_prefix("timestamp=").and_then(parse_iso),
+                msg.arg(2).strip_prefix("timestamp=").and_then(parse_iso),
+            ) else {
+                return fail(
+                    self,
+                    "INVALID_PARAMS",
+                    "TARGETS takes two timestamp= bounds",
+                );
+            };
+            return self.targets(from.min(to), from.max(to), limit);
+        }
+        let target = msg.arg(1).to_owned();
+        let Some(room) = target
+            .strip_prefix('#')
+            .filter(|r| !r.is_empty())
+            .map(str::to_lowercase)
+        else {
+            return fail(self, "INVALID_TARGET", "only #rooms have history here");
+        };
+        let reference = |i: usize| -> Result<Option<uuid::Uuid>, ()> {
+            match msg.arg(i) {
+                "*" => Ok(None),
+                r => r
+                    .strip_prefix("msgid=")
+                    .and_then(|id| uuid::Uuid::parse_str(id).ok())
+                    .map(Some)
+                    .ok_or(()),
+            }
+        };
+        // `LATEST` takes any reference (see above); the others only message ids.
+        let first = if sub == "LATEST" {
+            Ok(None)
+        } else {
+            reference(2)
+        };
+        let Ok(first) = first else {
             return fail(
                 self,
                 "INVALID_PARAMS",
-                &sub,
-                "only LATEST and BEFORE are supported",
-            );
-        }
-        let target = msg.arg(1).to_owned();
-        let Some(room) = target.strip_prefix('#').filter(|r| !r.is_empty()) else {
-            return fail(
-                self,
-                "INVALID_TARGET",
-                &sub,
-                "only #rooms have history here",
+                "references are msgid=ID (MSGREFTYPES=msgid)",
             );
         };
-        let before = match (sub.as_str(), msg.arg(2)) {
-            ("LATEST", _) => None,
-            (_, reference) => match reference
-                .strip_prefix("msgid=")
-                .and_then(|id| uuid::Uuid::parse_str(id).ok())
-            {
-                Some(id) => Some(id),
-                None => return fail(self, "INVALID_PARAMS", &sub, "BEFORE takes msgid=ID"),
-            },
+        let second = match sub.as_str() {
+            "BETWEEN" => reference(3).unwrap_or(None),
+            _ => None,
         };
-        let limit = msg.arg(3).parse::<u32>().ok();
+        let (before, after) = match (sub.as_str(), first, second) {
+            ("LATEST", _, _) => (None, None),
+            ("BEFORE", Some(id), _) => (Some(id), None),
+            ("AFTER" | "AROUND", Some(id), _) => (None, Some(id)),
+            ("BETWEEN", Some(a), Some(b)) => (Some(b), Some(a)),
+            _ => return fail(self, "INVALID_PARAMS", "a msgid=ID reference is needed"),
+        };
+        let limit = if sub == "AROUND" {
+            // The page after the reference first, at most half; then the rest up to it.
+            self.extra().compound = Some(Box::new(Compound::Around {
+                room: room.as_str().into(),
+                limit,
+                after: None,
+            }));
+            (limit / 2).max(1)
+        } else {
+            limit
+        };
         let msg = ClientMsg::History {
-            room: room.to_lowercase(),
+            room,
             before,
-            limit,
+            limit: Some(limit),
+            after,
         };
         self.request(Cmd::History, &target, msg)
+    }
+
+    /// `CHATHISTORY TARGETS`: the newest message of each joined room (history keeps no
+    /// DMs), asked for room by room; [`IrcWire::compound_page`] collects the answers.
+    fn targets(&mut self, from: i64, to: i64, limit: u32) -> Inbound {
+        let rooms: Vec<Box<str>> = self.rooms.iter().map(|r| r.name.clone()).collect();
+        let all = rooms
+            .iter()
+            .map(|room| {
+                let msg = ClientMsg::History {
+                    room: room.to_string(),
+                    before: None,
+                    limit: Some(1),
+                    after: None,
+                };
+                (Cmd::History, format!("#{room}"), msg)
+            })
+            .collect();
+        let limit = limit as usize;
+        let empty = rooms.is_empty();
+        self.extra().compound = Some(Box::new(Compound::Targets {
+            from,
+            to,
+            limit,
+            waiting: rooms,
+            found: Vec::new(),
+        }));
+        if empty {
+            self.targets_done();
+            return Inbound::Handled;
+        }
+        self.requests(all)
     }
 
     /// `MODE #room`: 324 from what this connection last saw.
@@ -536,69 +639,42 @@ impl<R, W> IrcWire<R, W> {
         self.put(line.as_bytes());
     }
 
+    /// `AWAY [:text]`: an `away` request; its answer (305/306) and room-mates'
+    /// `AWAY` lines are rendered from the `away` event.
     fn away(&mut self, msg: &Message) -> Inbound {
-        let text = msg.arg(0);
-        if text.is_empty() {
-            if let Some(extra) = self.extra.as_mut() {
-                extra.away = None;
+        let text = some(msg.arg(0));
+        self.request(Cmd::Other, "", ClientMsg::Away { text })
+    }
+
+    /// `ISON`, `USERHOST` and `WHOIS`: who of the nicks named is online, from the nick
+    /// directory (a `whois` request), answered as `cmd` wants (see `render::users`).
+    fn lookup(&mut self, msg: &Message, cmd: Cmd) -> Inbound {
+        let nicks: Vec<String> = match cmd {
+            // `WHOIS [server] nick[,nick]`: the last parameter names them.
+            Cmd::Whois => msg
+                .params
+                .last()
+                .map(|p| p.split(',').map(str::to_owned).collect())
+                .unwrap_or_default(),
+            _ => msg
+                .params
+                .iter()
+                .flat_map(|p| p.split(' '))
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        };
+        let nicks: Vec<String> = nicks.into_iter().filter(|n| !n.is_empty()).collect();
+        if nicks.is_empty() {
+            if cmd == Cmd::Whois {
+                self.numeric("431", &[], "No nickname given");
+            } else {
+                self.numeric("461", &[&msg.command], "Not enough parameters");
             }
-            self.tidy();
-            self.numeric("305", &[], "You are no longer marked as being away");
-        } else {
-            self.extra().away = Some(text.into());
-            self.numeric("306", &[], "You have been marked as being away");
-        }
-        Inbound::Handled
-    }
-
-    /// `ISON`: of the nicks asked for, this client's own (others: phase 2, which needs
-    /// a presence lookup the protocol lacks).
-    fn ison(&mut self, msg: &Message) -> Inbound {
-        let on: Vec<&str> = msg
-            .params
-            .iter()
-            .flat_map(|p| p.split(' '))
-            .filter(|n| self.is_me(n))
-            .collect();
-        let on = on.join(" ");
-        self.numeric("303", &[], &on);
-        Inbound::Handled
-    }
-
-    fn userhost(&mut self, msg: &Message) -> Inbound {
-        let me = self.me().to_owned();
-        let server = self.server().to_owned();
-        let away = self.extra.as_ref().is_some_and(|e| e.away.is_some());
-        let replies: Vec<String> = msg
-            .params
-            .iter()
-            .flat_map(|p| p.split(' '))
-            .filter(|n| self.is_me(n))
-            .map(|n| {
-                let here = if away { '-' } else { '+' };
-                format!("{n}={here}{me}@{server}")
-            })
-            .collect();
-        self.numeric("302", &[], &replies.join(" "));
-        Inbound::Handled
-    }
-
-    /// `WHOIS nick`: the basics (311, 312, 318); the account (330) for this client.
-    fn whois(&mut self, msg: &Message) -> Inbound {
-        let nick = msg.params.last().map_or("", String::as_str).to_owned();
-        if nick.is_empty() {
-            self.numeric("431", &[], "No nickname given");
             return Inbound::Handled;
         }
-        let server = self.server().to_owned();
-        let user = super::render::user_of(&nick);
-        self.numeric("311", &[&nick, &user, &server, "*"], &nick);
-        self.numeric("312", &[&nick, &server], "chat-server");
-        if self.is_me(&nick) && self.account {
-            self.numeric("330", &[&nick, &nick], "is logged in as");
-        }
-        self.numeric("318", &[&nick], "End of /WHOIS list");
-        Inbound::Handled
+        let target = nicks.join(" ");
+        self.request(cmd, &target, ClientMsg::Whois { nicks })
     }
 
     /// `OPER NAME PASSWORD`: admins are the accounts `--admins` names, and an admin's
@@ -642,6 +718,40 @@ fn some(s: &str) -> Option<String> {
     Some(s.to_owned()).filter(|s| !s.is_empty())
 }
 
+/// server-time's `2026-12-01T15:10:05.123Z` (milliseconds optional) as Unix milliseconds;
+/// `None` for anything else.
+pub(super) fn parse_iso(s: &str) -> Option<i64> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, ms) = time.split_once('.').unwrap_or((time, "0"));
+    if ms.is_empty() || ms.len() > 9 || !ms.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (h, min, sec) = (t.next()??, t.next()??, t.next()??);
+    let ms: i64 = format!("{ms:0<3}").get(..3)?.parse().ok()?;
+    let valid = (1..=12).contains(&m)
+        && (1..=31).contains(&day)
+        && (0..24).contains(&h)
+        && (0..60).contains(&min)
+        && (0..=60).contains(&sec)
+        && (0..=9999).contains(&y);
+    if !valid {
+        return None;
+    }
+    // Howard Hinnant's `days_from_civil`, the inverse of `render::civil`.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + h) * 60 + min) * 60_000 + sec * 1000 + ms)
+}
+
 /// A CTCP message (`\x01VERB text\x01`) taken apart.
 fn ctcp(text: &str) -> Option<(&str, &str)> {
     let inner = text.strip_prefix('\x01')?;
@@ -658,5 +768,23 @@ mod tests {
         assert_eq!(ctcp("\x01ACTION waves\x01"), Some(("ACTION", "waves")));
         assert_eq!(ctcp("\x01VERSION\x01"), Some(("VERSION", "")));
         assert_eq!(ctcp("hello"), None);
+    }
+
+    #[test]
+    fn server_time_parses_back_to_the_milliseconds_it_was_made_from() {
+        for ms in [0, 951_782_400_000, 1_700_000_000_123, 4_102_444_799_999] {
+            assert_eq!(parse_iso(&super::super::render::iso_time(ms)), Some(ms));
+        }
+        assert_eq!(parse_iso("2023-11-14T22:13:20Z"), Some(1_700_000_000_000));
+        for bad in [
+            "",
+            "Z",
+            "2023-11-14",
+            "2023-13-01T00:00:00Z",
+            "x-1-1T0:0:0Z",
+            "2023-11-14T22:13:20.x1Z",
+        ] {
+            assert_eq!(parse_iso(bad), None, "{bad}");
+        }
     }
 }

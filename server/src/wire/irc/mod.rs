@@ -11,6 +11,7 @@
 //! - [`commands`]: IRC commands to requests, or local answers;
 //! - [`register`]: registration's commands (`CAP`, `NICK`, `USER`, `PASS`, SASL, NickServ);
 //! - [`render`]: events to IRC lines, the shared (cached per variant) and the personal;
+//! - [`label`]: labeled-response, the replies to a labeled command gathered and tagged;
 //! - [`numerics`]: the protocol's error codes as IRC numerics.
 //!
 //! Capabilities are negotiated per connection and consulted per event. `echo-message` in
@@ -21,6 +22,7 @@
 pub(crate) mod caps;
 pub(crate) mod codec;
 mod commands;
+mod label;
 mod numerics;
 mod register;
 mod render;
@@ -100,6 +102,10 @@ pub(crate) enum Cmd {
     List,
     History,
     Account,
+    /// `ISON`, `USERHOST`, `WHOIS`: a `whois` each, answered as the command wants.
+    Ison,
+    Userhost,
+    Whois,
     Other,
 }
 
@@ -147,12 +153,50 @@ struct Extra {
     /// A join's history, rendered, waiting for the room's names list to be sent first,
     /// as IRC clients expect after `JOIN`.
     replay: Option<(Box<str>, Vec<u8>)>,
+    /// A `CHATHISTORY` answered by more than one `history` page.
+    compound: Option<Box<Compound>>,
+    /// The labeled command being answered: its label and its replies so far.
+    label: Option<label::Labeled>,
+    /// A labeled `PRIVMSG`'s message id, whose echo is its reply, and (once the command's
+    /// other replies turned out to be none) the label it is to carry.
+    echo: Option<(uuid::Uuid, Option<Box<str>>)>,
+    /// Disconnects shown as `QUIT` lately (nick, `ts`): their parts of other rooms are not
+    /// shown again. Forgotten after `render::QUIT_MEMORY_MS` (at a flush).
+    quits: Vec<(Box<str>, i64)>,
 }
 
 impl Extra {
     fn is_empty(&self) -> bool {
-        self.away.is_none() && self.queue.is_empty() && self.who.is_empty() && self.replay.is_none()
+        self.away.is_none()
+            && self.queue.is_empty()
+            && self.who.is_empty()
+            && self.replay.is_none()
+            && self.compound.is_none()
+            && self.label.is_none()
+            && self.echo.is_none()
+            && self.quits.is_empty()
     }
+}
+
+/// A `CHATHISTORY` whose answer is collected from several `history` pages.
+#[derive(Debug)]
+enum Compound {
+    /// `AROUND`: first the page after the reference (`after` is `None` until it came),
+    /// then the page up to and including the reference, `limit` in all.
+    Around {
+        room: Box<str>,
+        limit: u32,
+        after: Option<Vec<chat_shared::ChatMessage>>,
+    },
+    /// `TARGETS`: the newest message of each joined room, those within `from..=to` (Unix
+    /// milliseconds) kept; `waiting` are the rooms not answered yet.
+    Targets {
+        from: i64,
+        to: i64,
+        limit: usize,
+        waiting: Vec<Box<str>>,
+        found: Vec<(Box<str>, i64)>,
+    },
 }
 
 /// A joined room, as this connection last saw it.
@@ -222,6 +266,8 @@ impl<R, W> IrcWire<R, W> {
             if reg.held.len() > MAX_HELD {
                 self.release();
             }
+        } else if let Some(labeled) = self.extra.as_mut().and_then(|e| e.label.as_mut()) {
+            labeled.replies.extend_from_slice(bytes);
         } else {
             self.out.push(bytes);
         }
@@ -271,6 +317,18 @@ impl<R, W> IrcWire<R, W> {
         self.rooms = rooms.into_boxed_slice();
     }
 
+    /// Forgets the quits shown long enough ago, so that the rare state can be freed.
+    fn forget_quits(&mut self) {
+        let Some(extra) = self.extra.as_mut().filter(|e| !e.quits.is_empty()) else {
+            return;
+        };
+        let now = crate::now_ms();
+        extra
+            .quits
+            .retain(|(_, at)| *at >= now - render::QUIT_MEMORY_MS);
+        self.tidy();
+    }
+
     /// The next request of a comma list, if one is queued.
     fn queued(&mut self) -> Option<Request> {
         let (cmd, target, req) = self.extra.as_mut()?.queue.pop()?;
@@ -293,12 +351,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Wire for IrcWire<R, W> {
         if let Some(req) = self.queued() {
             return Ok(Some(Inbound::Request(req)));
         }
+        // What the last command caused so far is its answer.
+        self.close_label();
         let item = match self.reader.next().await {
             None => return Ok(None),
             Some(item) => item?,
         };
         Ok(Some(match item {
-            IrcItem::Line(msg) => self.command(msg),
+            IrcItem::Line(msg) => {
+                self.open_label(msg.label.as_deref());
+                self.command(msg)
+            }
             IrcItem::TooLong => {
                 self.numeric("417", &[], "Input line was too long");
                 Inbound::Handled
@@ -311,7 +374,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Wire for IrcWire<R, W> {
     }
 
     fn pending(&self) -> usize {
-        self.out.len()
+        // A labeled answer being gathered is output too: it counts towards the batch.
+        let labeled = self
+            .extra
+            .as_ref()
+            .and_then(|e| e.label.as_ref())
+            .map_or(0, |l| l.replies.len());
+        self.out.len() + labeled
     }
 
     fn take_read(&mut self) -> u64 {
@@ -323,6 +392,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Wire for IrcWire<R, W> {
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
+        self.flushing_label();
+        self.forget_quits();
         self.last = None;
         self.out.flush(&mut self.writer).await
     }
@@ -596,7 +667,7 @@ mod tests {
     }
 
     #[test]
-    fn chathistory_latest_and_before_are_history_pages_and_the_rest_a_fail() {
+    fn chathistory_subcommands_are_history_pages_and_bad_ones_a_fail() {
         let mut w = wire();
         w.nick = Some("me".into());
         w.reg = None;
@@ -606,14 +677,55 @@ mod tests {
             Some(ClientMsg::History {
                 room: "rust".into(),
                 before: None,
-                limit: Some(20)
+                limit: Some(20),
+                after: None,
             })
         );
-        let id = Uuid::now_v7();
+        let (id, id2) = (Uuid::now_v7(), Uuid::now_v7());
         let before = line(&mut w, &format!("CHATHISTORY BEFORE #rust msgid={id} 5"));
         assert!(matches!(before, Some(ClientMsg::History { before: Some(b), .. }) if b == id));
+        let after = line(&mut w, &format!("CHATHISTORY AFTER #rust msgid={id} 5"));
+        assert!(
+            matches!(after, Some(ClientMsg::History { after: Some(a), before: None, .. }) if a == id)
+        );
+        let between = line(
+            &mut w,
+            &format!("CHATHISTORY BETWEEN #rust msgid={id} msgid={id2} 9"),
+        );
+        assert!(matches!(between,
+            Some(ClientMsg::History { after: Some(a), before: Some(b), limit: Some(9), .. })
+                if a == id && b == id2));
+        let latest = line(
+            &mut w,
+            "CHATHISTORY LATEST #rust timestamp=2026-01-01T00:00:00.000Z 5",
+        );
+        assert!(matches!(
+            latest,
+            Some(ClientMsg::History {
+                before: None,
+                after: None,
+                ..
+            })
+        ));
         assert_eq!(line(&mut w, "CHATHISTORY AROUND #rust * 5"), None);
-        assert!(sent(&mut w).contains("FAIL CHATHISTORY INVALID_PARAMS AROUND"));
+        assert_eq!(
+            line(
+                &mut w,
+                "CHATHISTORY AFTER #rust timestamp=2026-01-01T00:00:00.000Z 5"
+            ),
+            None
+        );
+        assert_eq!(line(&mut w, "CHATHISTORY AFTER #rust"), None);
+        assert_eq!(line(&mut w, "CHATHISTORY FROB #rust * 5"), None);
+        let out = sent(&mut w);
+        for fail in [
+            "FAIL CHATHISTORY INVALID_PARAMS AROUND",
+            "FAIL CHATHISTORY INVALID_PARAMS AFTER :references are msgid",
+            "FAIL CHATHISTORY NEED_MORE_PARAMS AFTER",
+            "FAIL CHATHISTORY INVALID_PARAMS FROB",
+        ] {
+            assert!(out.contains(fail), "{fail} missing in {out}");
+        }
     }
 
     fn said(from: &str) -> Event {

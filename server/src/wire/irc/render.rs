@@ -10,15 +10,21 @@
 use std::fmt::Write as _;
 
 use bytes::Bytes;
-use chat_shared::{ChatMessage, ErrorCode, ModeChange, Role, RoomNotice, ServerMsg};
+use chat_shared::{
+    ChatMessage, ClientMsg, ErrorCode, ModeChange, Request, Role, RoomNotice, ServerMsg,
+};
 use uuid::Uuid;
 
-use super::caps::{ECHO_MESSAGE, MESSAGE_TAGS, SERVER_TIME};
+use super::caps::{ECHO_MESSAGE, EXTENDED_JOIN, MESSAGE_TAGS, SERVER_TIME};
 use super::commands::NICKSERV;
-use super::{Cmd, IrcWire, Last, Room, Sasl, Topic};
+use super::{Cmd, Compound, IrcWire, Last, Room, Sasl, Topic};
 use super::{INVITE_ONLY, MODERATED, SECRET, TOPIC_LOCKED};
 use crate::event::{Event, Slot};
+use crate::path::stream::same_nick;
 use crate::wire::slots;
+
+/// How long a disconnect's `QUIT` is remembered, to drop its parts of other rooms.
+pub(super) const QUIT_MEMORY_MS: i64 = 10_000;
 
 /// Longest text of one `PRIVMSG` line sent; longer lines are split (at a space where
 /// there is one), so a client's 512-byte reader never cuts a message.
@@ -191,15 +197,27 @@ fn flags(role: Option<Role>) -> &'static str {
 }
 
 /// The encoding of `msg` that all IRC clients of one variant share; see the module docs.
-fn encode_shared(msg: &ServerMsg, server: &str, msgid: bool, time: bool) -> Bytes {
+///
+/// `extended`: extended-join's `JOIN #room account :realname` (the realname is the nick:
+/// none is kept).
+fn encode_shared(msg: &ServerMsg, server: &str, msgid: bool, time: bool, extended: bool) -> Bytes {
     let mut out = String::new();
     match msg {
         ServerMsg::Message(m) => message_lines(&mut out, m, server, msgid, time),
         ServerMsg::Joined {
-            room, nick, role, ..
+            room,
+            nick,
+            role,
+            account,
+            ..
         } => {
             mask(&mut out, nick, server);
-            let _ = write!(out, " JOIN #{room}\r\n");
+            let _ = if extended {
+                let account = if *account { nick.as_str() } else { "*" };
+                write!(out, " JOIN #{room} {account} :{nick}\r\n")
+            } else {
+                write!(out, " JOIN #{room}\r\n")
+            };
             let mark = match role {
                 Some(Role::Owner | Role::Op) => "+o",
                 Some(Role::Voice) => "+v",
@@ -210,10 +228,20 @@ fn encode_shared(msg: &ServerMsg, server: &str, msgid: bool, time: bool) -> Byte
             }
         }
         ServerMsg::Parted {
-            room, nick, reason, ..
+            room,
+            nick,
+            reason,
+            quit,
+            ..
         } => {
             mask(&mut out, nick, server);
             match reason {
+                // A disconnect: one QUIT for all its rooms (the rest are dropped, see
+                // `IrcWire::seen_quit`).
+                _ if *quit => {
+                    let reason = reason.as_deref().unwrap_or("quit");
+                    let _ = write!(out, " QUIT :{reason}\r\n");
+                }
                 Some(reason) => {
                     let _ = write!(out, " PART #{room} :{reason}\r\n");
                 }
@@ -365,9 +393,17 @@ impl<R, W> IrcWire<R, W> {
         } else {
             (false, false)
         };
+        // A JOIN carries no tags, so extended-join's JOIN takes a tag variant's slot.
+        let extended =
+            self.caps.has(EXTENDED_JOIN) && matches!(event.msg, ServerMsg::Joined { .. });
+        let slot = if extended {
+            slots::IRC_MSGID
+        } else {
+            slot(msgid, time)
+        };
         let server = &self.config.server_name;
-        let bytes = event.encoded(slot(msgid, time), |msg| {
-            encode_shared(msg, server, msgid, time)
+        let bytes = event.encoded(slot, |msg| {
+            encode_shared(msg, server, msgid, time, extended)
         });
         // `put` borrows self mutably; the bytes borrow the event, not self.
         let bytes: &[u8] = bytes;
@@ -378,6 +414,20 @@ impl<R, W> IrcWire<R, W> {
         if !self.caps.has(ECHO_MESSAGE) && self.own_echo(&event.msg) {
             return;
         }
+        let id = match &event.msg {
+            ServerMsg::Message(m) => Some(m.id),
+            ServerMsg::Dm(d) => Some(d.id),
+            _ => None,
+        };
+        if let Some(label) = id.and_then(|id| self.echo_label(id)) {
+            self.labeled_echo(label, event);
+            return;
+        }
+        self.render_event(event);
+    }
+
+    /// Renders one event (see [`IrcWire::render`]).
+    pub(super) fn render_event(&mut self, event: &Event) {
         match &event.msg {
             ServerMsg::Welcome { nick, account, .. } => self.welcomed(nick, *account),
             ServerMsg::Message(m) => {
@@ -420,9 +470,17 @@ impl<R, W> IrcWire<R, W> {
                     self.extra().replay = Some((room.as_str().into(), Vec::new()));
                 }
             }
-            ServerMsg::Parted { room, nick, .. } => {
+            ServerMsg::Parted {
+                room,
+                nick,
+                quit,
+                ts,
+                ..
+            } => {
                 if self.is_me(nick) {
                     self.leave(room);
+                } else if *quit && self.seen_quit(nick, *ts) {
+                    return;
                 }
                 self.shared(event);
             }
@@ -460,7 +518,11 @@ impl<R, W> IrcWire<R, W> {
                 }
                 self.numeric("323", &[], "End of /LIST");
             }
-            ServerMsg::History { room, messages, .. } => self.replay(room, messages),
+            ServerMsg::History { room, messages, .. } => {
+                if !self.compound_page(room, messages) {
+                    self.replay(room, messages);
+                }
+            }
             ServerMsg::Lagged { room, missed } => self.server_notice(&format!(
                 "You fell behind and missed {missed} messages in #{room}"
             )),
@@ -498,6 +560,8 @@ impl<R, W> IrcWire<R, W> {
                 }
                 self.server_notice(&format!("{} server bans", bans.len()));
             }
+            ServerMsg::Users { users } => self.users(users),
+            ServerMsg::Away { nick, text } => self.away_event(nick, text.as_deref()),
             ServerMsg::Notice { text } => {
                 let invite = self.last.as_ref().filter(|l| l.cmd == Cmd::Invite);
                 if let Some(target) = invite.map(|l| l.target.clone()) {
@@ -577,6 +641,19 @@ impl<R, W> IrcWire<R, W> {
             Some(last) => (last.cmd, last.target.clone()),
             None => (Cmd::Other, String::new()),
         };
+        if cmd == Cmd::History {
+            // The chathistory spec answers every failure so, numerics or not.
+            if let Some(extra) = self.extra.as_mut() {
+                extra.compound = None;
+            }
+            self.tidy();
+            let line = format!(
+                ":{} FAIL CHATHISTORY MESSAGE_ERROR {target} :{message}\r\n",
+                self.server()
+            );
+            self.put(line.as_bytes());
+            return;
+        }
         let (numeric, params) = super::numerics::numeric(code, cmd, &target);
         let message = if code == ErrorCode::NickRegistered && registering {
             format!("{message} (log in with SASL, or: /msg {NICKSERV} IDENTIFY PASSWORD)")
@@ -725,18 +802,190 @@ impl<R, W> IrcWire<R, W> {
             message_lines(&mut out, &m, &server, msgid, false);
         }
         if self.caps.has(super::caps::BATCH) {
-            out = in_batch(
-                &out,
-                &format!("history{}", messages[skip].seq),
-                room,
-                &server,
-            );
+            // An empty page (one asked for) is an empty batch, which tells the client so.
+            let reference = format!("history{}", messages.get(skip).map_or(0, |m| m.seq));
+            out = in_batch(&out, &reference, &format!("chathistory #{room}"), &server);
         }
         // Held for after the names list when it belongs to the join under way.
         match self.extra.as_mut().and_then(|e| e.replay.as_mut()) {
             Some((r, held)) if **r == *room => held.extend_from_slice(out.as_bytes()),
             _ => self.put(out.as_bytes()),
         }
+    }
+
+    /// Whether this connection was already shown the `QUIT` of `nick`'s disconnect at
+    /// `ts` (its parts of every room share that `ts`); remembers it if not. Quits more
+    /// than a few seconds older than `ts` are forgotten: a disconnect's parts are applied
+    /// together.
+    fn seen_quit(&mut self, nick: &str, ts: i64) -> bool {
+        let quits = &mut self.extra().quits;
+        quits.retain(|(_, at)| *at >= ts - QUIT_MEMORY_MS);
+        let seen = quits.iter().any(|(n, at)| *at == ts && same_nick(n, nick));
+        if !seen {
+            quits.push((nick.into(), ts));
+        }
+        seen
+    }
+
+    /// `users`, answering `ISON` (303), `USERHOST` (302: `nick=+nick@server`, `-` when
+    /// away) or `WHOIS` (311, 312, 301 when away, 330 when logged in, 318; 401 for a nick
+    /// nobody holds).
+    fn users(&mut self, users: &[chat_shared::UserInfo]) {
+        let (cmd, asked) = match self.last.as_deref() {
+            Some(last) => (last.cmd, last.target.clone()),
+            None => (Cmd::Other, String::new()),
+        };
+        let server = self.server().to_owned();
+        match cmd {
+            Cmd::Ison => {
+                let on: Vec<&str> = users.iter().map(|u| u.nick.as_str()).collect();
+                self.numeric("303", &[], &on.join(" "));
+            }
+            Cmd::Userhost => {
+                let replies: Vec<String> = users
+                    .iter()
+                    .take(5) // USERHOST answers five at most
+                    .map(|u| {
+                        let here = if u.away.is_some() { '-' } else { '+' };
+                        format!("{n}={here}{n}@{server}", n = u.nick)
+                    })
+                    .collect();
+                self.numeric("302", &[], &replies.join(" "));
+            }
+            _ => {
+                for nick in asked.split(' ').filter(|n| !n.is_empty()) {
+                    let Some(u) = users.iter().find(|u| same_nick(&u.nick, nick)) else {
+                        self.numeric("401", &[nick], "No such nick/channel");
+                        self.numeric("318", &[nick], "End of /WHOIS list");
+                        continue;
+                    };
+                    let n = u.nick.as_str();
+                    self.numeric("311", &[n, &user_of(n), &server, "*"], n);
+                    self.numeric("312", &[n, &server], "chat-server");
+                    if let Some(away) = &u.away {
+                        self.numeric("301", &[n], away);
+                    }
+                    if u.account {
+                        self.numeric("330", &[n, n], "is logged in as");
+                    }
+                    self.numeric("318", &[n], "End of /WHOIS list");
+                }
+            }
+        }
+    }
+
+    /// `away`: this client's own is 305/306; a room-mate's an `AWAY` line under
+    /// away-notify.
+    fn away_event(&mut self, nick: &str, text: Option<&str>) {
+        if self.is_me(nick) {
+            let extra = self.extra();
+            extra.away = text.map(Into::into);
+            self.tidy();
+            match text {
+                Some(_) => self.numeric("306", &[], "You have been marked as being away"),
+                None => self.numeric("305", &[], "You are no longer marked as being away"),
+            }
+            return;
+        }
+        if !self.caps.has(super::caps::AWAY_NOTIFY) {
+            return;
+        }
+        let mut line = String::new();
+        mask(&mut line, nick, &self.config.server_name);
+        let _ = match text {
+            Some(text) => write!(line, " AWAY :{text}\r\n"),
+            None => write!(line, " AWAY\r\n"),
+        };
+        self.put(line.as_bytes());
+    }
+
+    /// A page that belongs to a [`Compound`] `CHATHISTORY` goes to it (`true`), not out.
+    fn compound_page(&mut self, room: &str, messages: &[ChatMessage]) -> bool {
+        let Some(compound) = self.extra.as_mut().and_then(|e| e.compound.as_deref_mut()) else {
+            return false;
+        };
+        match compound {
+            Compound::Around {
+                room: r,
+                limit,
+                after,
+            } if **r == *room => {
+                let Some(later) = after.take() else {
+                    // The page after the reference: keep at most half, then ask for the
+                    // rest up to the reference, which the page before the first one kept
+                    // includes (with nothing after it, the newest are up to it).
+                    let keep = messages.len().min(*limit as usize / 2);
+                    let before = messages.first().map(|m| m.id);
+                    let rest = *limit - u32::try_from(keep).unwrap_or(0);
+                    *after = Some(messages[..keep].to_vec());
+                    let msg = ClientMsg::History {
+                        room: room.to_owned(),
+                        before,
+                        limit: Some(rest),
+                        after: None,
+                    };
+                    let next = (Cmd::History, format!("#{room}"), Request::new(msg));
+                    self.extra().queue.push(next);
+                    return true;
+                };
+                let mut page = messages.to_vec();
+                page.extend(later);
+                self.extra().compound = None;
+                self.tidy();
+                self.replay(room, &page);
+                true
+            }
+            Compound::Targets { waiting, found, .. } => {
+                let Some(at) = waiting.iter().position(|r| **r == *room) else {
+                    return false;
+                };
+                waiting.remove(at);
+                if let Some(newest) = messages.last() {
+                    found.push((room.into(), newest.ts));
+                }
+                if waiting.is_empty() {
+                    self.targets_done();
+                }
+                true
+            }
+            Compound::Around { .. } => false,
+        }
+    }
+
+    /// `CHATHISTORY TARGETS`' answer, once every room's newest message is in: the rooms
+    /// whose newest message is within the bounds, oldest activity first, in a
+    /// `draft/chathistory-targets` batch.
+    pub(super) fn targets_done(&mut self) {
+        let Some(compound) = self.extra.as_mut().and_then(|e| e.compound.take()) else {
+            return;
+        };
+        self.tidy();
+        let Compound::Targets {
+            from,
+            to,
+            limit,
+            mut found,
+            ..
+        } = *compound
+        else {
+            return;
+        };
+        found.retain(|(_, ts)| (from..=to).contains(ts));
+        found.sort_by_key(|(_, ts)| *ts);
+        found.truncate(limit);
+        let server = self.config.server_name.clone();
+        let mut out = String::new();
+        for (room, ts) in &found {
+            let _ = write!(
+                out,
+                ":{server} CHATHISTORY TARGETS #{room} {}\r\n",
+                iso_time(*ts)
+            );
+        }
+        if self.caps.has(super::caps::BATCH) {
+            out = in_batch(&out, "targets", "draft/chathistory-targets", &server);
+        }
+        self.put(out.as_bytes());
     }
 
     /// A room's bans: 367/368, or, answering `MODE +b`/`-b`, the change as IRC says it.
@@ -790,10 +1039,10 @@ impl<R, W> IrcWire<R, W> {
     }
 }
 
-/// `lines` as a `chathistory` batch: between `BATCH +reference` and `BATCH -reference`,
-/// each line tagged `batch=reference`.
-fn in_batch(lines: &str, reference: &str, room: &str, server: &str) -> String {
-    let mut out = format!(":{server} BATCH +{reference} chathistory #{room}\r\n");
+/// `lines` as a batch of type and parameters `header` (`chathistory #room`): between
+/// `BATCH +reference` and `BATCH -reference`, each line tagged `batch=reference`.
+pub(super) fn in_batch(lines: &str, reference: &str, header: &str, server: &str) -> String {
+    let mut out = format!(":{server} BATCH +{reference} {header}\r\n");
     for line in lines.split_inclusive("\r\n") {
         match line.strip_prefix('@') {
             Some(tagged) => {
@@ -833,6 +1082,9 @@ fn command_of(cmd: Cmd) -> &'static str {
         Cmd::List => "LIST",
         Cmd::History => "CHATHISTORY",
         Cmd::Account => "REGISTER",
+        Cmd::Ison => "ISON",
+        Cmd::Userhost => "USERHOST",
+        Cmd::Whois => "WHOIS",
         Cmd::Other => "*",
     }
 }
@@ -863,7 +1115,7 @@ mod tests {
     fn a_batch_tags_every_line_and_keeps_the_other_tags() {
         let lines = "@time=x :a!a@s PRIVMSG #r :1\r\n:a!a@s PRIVMSG #r :2\r\n";
         assert_eq!(
-            in_batch(lines, "h1", "r", "s"),
+            in_batch(lines, "h1", "chathistory #r", "s"),
             ":s BATCH +h1 chathistory #r\r\n@batch=h1;time=x :a!a@s PRIVMSG #r :1\r\n\
              @batch=h1 :a!a@s PRIVMSG #r :2\r\n:s BATCH -h1\r\n"
         );
@@ -904,12 +1156,13 @@ mod tests {
     #[test]
     fn a_multi_line_message_is_several_privmsgs_and_only_the_first_has_the_msgid() {
         let msg = ServerMsg::Message(message("a\nb"));
-        let plain = encode_shared(&msg, "srv", false, false);
+        let plain = encode_shared(&msg, "srv", false, false, false);
         assert_eq!(
             &plain[..],
             b":bob!bob@srv PRIVMSG #rust :a\r\n:bob!bob@srv PRIVMSG #rust :b\r\n"
         );
-        let tagged = String::from_utf8(encode_shared(&msg, "srv", true, true).to_vec()).unwrap();
+        let tagged =
+            String::from_utf8(encode_shared(&msg, "srv", true, true, false).to_vec()).unwrap();
         let lines: Vec<&str> = tagged.lines().collect();
         assert!(lines[0].starts_with(&format!("@msgid={};time=1970", Uuid::nil())));
         assert!(lines[1].starts_with("@time=1970") && !lines[1].contains("msgid"));
@@ -966,7 +1219,7 @@ mod tests {
         ];
         for (notice, want) in cases {
             m.event = Some(notice);
-            let got = encode_shared(&ServerMsg::Message(m.clone()), "srv", false, false);
+            let got = encode_shared(&ServerMsg::Message(m.clone()), "srv", false, false, false);
             assert_eq!(String::from_utf8_lossy(&got), want);
         }
     }
