@@ -155,6 +155,34 @@ fn the_packaged_config_is_valid() {
     assert_eq!(printed(&config, "admin-listen"), "\"127.0.0.1:9187\"");
 }
 
+/// The container image's configuration: the packaged file under the `CHAT_*` variables its
+/// Containerfile sets (read from the file, so the two cannot drift apart). The image itself
+/// is not built here: no container runtime or registry is reachable from CI.
+#[test]
+fn the_container_runs_the_packaged_config_under_its_variables() {
+    let contrib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib");
+    let containerfile = std::fs::read_to_string(contrib.join("Containerfile")).unwrap();
+    let vars: Vec<(String, String)> = containerfile
+        .split_whitespace()
+        .filter_map(|word| {
+            let (key, value) = word.split_once('=')?;
+            key.starts_with("CHAT_")
+                .then(|| (key.to_owned(), value.to_owned()))
+        })
+        .collect();
+    assert!(vars.len() >= 3, "the image's variables: {vars:?}");
+    let env: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let packaged = contrib.join("chat-server.toml");
+    let config = stdout(&run(
+        &["--config", packaged.to_str().unwrap(), "--print-config"],
+        &env,
+    ));
+    assert_eq!(printed(&config, "listen"), "\"0.0.0.0:7878\"");
+    assert_eq!(printed(&config, "admin-listen"), "\"0.0.0.0:9187\"");
+    assert_eq!(printed(&config, "log-format"), "\"json\"");
+    assert_eq!(printed(&config, "db"), "\"/var/lib/chat-server/chat.db\"");
+}
+
 /// Says `n` things in the lobby at once and counts how many were accepted (their copy
 /// came back) and how many refused as over the rate.
 async fn say_many(framed: &mut Framed<TcpStream, ClientCodec>, n: usize) -> (usize, usize) {
