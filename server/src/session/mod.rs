@@ -133,7 +133,7 @@ impl<W: Wire> Session<W> {
             part_reason: None,
             deferred: None,
             account_job: None,
-            rate: RateLimiter::new(config.burst),
+            rate: RateLimiter::new(config.live().burst),
             peer,
             logged_in: false,
         }
