@@ -32,25 +32,26 @@ fn reload_signal(loaded: Loaded) -> std::io::Result<futures::stream::BoxStream<'
         let hangup = signal(SignalKind::hangup())?;
         return Ok(futures::stream::unfold(
             (hangup, loaded),
-            |(mut hangup, mut current)| async move {
+            // `started` stays the configuration read at start: what runs of every setting
+            // that only a restart changes, so each reload is compared with it.
+            |(mut hangup, mut started)| async move {
                 loop {
                     hangup.recv().await?;
                     info!("SIGHUP received: reading the configuration again");
                     // Off the async workers: it reads a file.
                     let (again, next) = tokio::task::spawn_blocking(move || {
-                        let next = current.reload();
-                        (current, next)
+                        let next = started.reload();
+                        (started, next)
                     })
                     .await
                     .ok()?;
-                    current = again;
+                    started = again;
                     match next {
                         Ok(next) => {
-                            for key in current.waiting_for_restart(&next) {
+                            for key in started.waiting_for_restart(&next) {
                                 warn!("configuration reloaded: `{key}` changed, which takes effect at a restart; the running value stays");
                             }
-                            let config = next.config.clone();
-                            return Some((config, (hangup, next)));
+                            return Some((next.config, (hangup, started)));
                         }
                         Err(e) => warn!("configuration not reloaded, the running one stays: {e}"),
                     }

@@ -272,6 +272,17 @@ async fn sighup_applies_a_new_rate_and_motd_live_and_names_what_waits_for_a_rest
         matches!(&welcome, ServerMsg::Welcome { motd: Some(m), .. } if m == "second"),
         "{welcome:?}"
     );
+
+    // What waits for a restart is measured against what runs, the start's value, however
+    // many reloads have read the new one since.
+    std::fs::write(
+        &file,
+        "rate = 0.1\nburst = 2\nmotd = \"third\"\nhistory = 300\n",
+    )
+    .unwrap();
+    server.signal("-HUP");
+    logged(&log, "`history` changed, which takes effect at a restart");
+    logged(&log, "configuration reloaded: motd: changed");
     server.signal("-TERM");
     assert!(server.exited().await.success());
 }
