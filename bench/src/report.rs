@@ -344,6 +344,15 @@ fn median_run<'a>(outcomes: &'a [Outcome], w: &str, t: &str, m: &str) -> Option<
     runs.get(runs.len() / 2).copied()
 }
 
+/// How many side-by-side pairs a cost is the median of, for its line.
+fn of_pairs(k: usize) -> String {
+    if k > 1 {
+        format!(", median of {k} pairs")
+    } else {
+        String::new()
+    }
+}
+
 /// Issue 6: what storage costs, from the runs with and without it taken in pairs (they ran
 /// side by side); the median pair decides.
 fn storage_cost(outcomes: &[Outcome], s: &mut String) {
@@ -353,13 +362,6 @@ fn storage_cost(outcomes: &[Outcome], s: &mut String) {
                 .into_iter()
                 .zip(runs(outcomes, w, "server-nodb", mode))
                 .collect::<Vec<_>>()
-        };
-        let n = |k: usize| {
-            if k > 1 {
-                format!(", median of {k} pairs")
-            } else {
-                String::new()
-            }
         };
         let w1 = pairs("W1");
         let costs: Vec<f64> = w1
@@ -379,7 +381,7 @@ fn storage_cost(outcomes: &[Outcome], s: &mut String) {
                 cost * 100.0,
                 count(on),
                 count(off),
-                n(k)
+                of_pairs(k)
             );
         }
         for w in ["W2", "W3"] {
@@ -400,7 +402,7 @@ fn storage_cost(outcomes: &[Outcome], s: &mut String) {
                     added,
                     micros(on),
                     micros(off),
-                    n(k)
+                    of_pairs(k)
                 );
             }
         }
@@ -607,11 +609,7 @@ fn metrics_cost(outcomes: &[Outcome], s: &mut String) {
             cost * 100.0,
             count(scraped),
             count(plain),
-            if k > 1 {
-                format!(", median of {k} pairs")
-            } else {
-                String::new()
-            }
+            of_pairs(k)
         );
     }
 }
