@@ -6,21 +6,15 @@
 //! `unavailable` without a database, and line mode's `NICK PASSWORD`, its password prompt
 //! (with telnet's echo turned off) and `/register` and `/password`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use chat_server::{Config, Storage};
 use chat_shared::{ByeReason, ClientMsg, ErrorCode, Password, ServerMsg};
 
-use crate::common::{Client, Line, TestServer, cfg, spawn_server};
+use crate::common::{Client, Line, TestServer, cfg, spawn_server, temp_db};
 
 const SECRET: &str = "correct horse battery staple";
-
-fn temp_db() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let path = dir.path().join("chat.db");
-    (dir, path)
-}
 
 fn stored(db: &Path) -> Config {
     Config {

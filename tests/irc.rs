@@ -28,7 +28,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::{Instant, sleep, timeout};
 use uuid::Uuid;
 
-use common::{Client, Line, Next, QUIET, WAIT, cfg, connect_from, spawn_server};
+use common::{Client, Line, Next, QUIET, WAIT, cfg, connect_from, spawn_server, temp_db};
 
 // =============================================================================================
 // The scripted IRC client
@@ -518,12 +518,6 @@ fn mem() -> Config {
         burst: 1000,
         ..cfg()
     }
-}
-
-fn temp_db() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let path = dir.path().join("chat.db");
-    (dir, path)
 }
 
 /// [`mem`] with SQLite at `db` (accounts need a database).
@@ -2349,31 +2343,11 @@ async fn framed_clients_may_ask_whois_and_set_away_too() {
 
 mod tls {
     use super::*;
+    pub use crate::common::{Cert, make_cert};
     use chat_server::TlsSource;
-    use rustls::pki_types::{CertificateDer, ServerName};
+    use rustls::pki_types::ServerName;
     use tokio_rustls::TlsConnector;
     use tokio_rustls::client::TlsStream;
-
-    pub struct Cert {
-        pub _dir: tempfile::TempDir,
-        pub cert: PathBuf,
-        pub key: PathBuf,
-        pub der: CertificateDer<'static>,
-    }
-
-    pub fn make_cert() -> Cert {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("rcgen");
-        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-        std::fs::write(&cert, made.cert.pem()).expect("write cert");
-        std::fs::write(&key, made.signing_key.serialize_pem()).expect("write key");
-        Cert {
-            der: made.cert.der().clone(),
-            _dir: dir,
-            cert,
-            key,
-        }
-    }
 
     pub fn tls_cfg(cert: &Cert) -> Config {
         Config {

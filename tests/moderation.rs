@@ -22,7 +22,7 @@
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use chat_server::{Config, Storage};
@@ -34,7 +34,7 @@ use serde_json::json;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use common::{Client, Line, Next, QUIET, WAIT, cfg, spawn_server};
+use common::{Client, Line, Next, QUIET, WAIT, cfg, spawn_server, temp_db};
 
 // ---------------------------------------------------------------------------------------------
 // Servers and accounts
@@ -74,12 +74,6 @@ fn admins(config: Config, nicks: &[&str]) -> Config {
         admins: nicks.iter().map(|n| (*n).to_owned()).collect(),
         ..config
     }
-}
-
-fn temp_db() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let path = dir.path().join("chat.db");
-    (dir, path)
 }
 
 fn hello_msg(nick: &str, password: Option<&str>) -> ClientMsg {

@@ -12,7 +12,7 @@ use chat_shared::{ChatMessage, ClientMsg, Request, ServerMsg};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::common::{Client, Next, QUIET, WAIT, cfg, say_req, spawn_server};
+use crate::common::{Client, Next, QUIET, WAIT, cfg, say_req, spawn_server, temp_db};
 
 /// Frames big enough for a full page of 500 messages.
 const BIG_FRAME: usize = 1024 * 1024;
@@ -29,13 +29,6 @@ fn sqlite(db: &Path) -> Config {
         max_clients_per_ip: 10_000,
         ..cfg()
     }
-}
-
-/// A fresh temporary directory and the database path inside it.
-fn temp_db() -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let db = dir.path().join("chat.db");
-    (dir, db)
 }
 
 fn seqs(msgs: &[ChatMessage]) -> Vec<u64> {

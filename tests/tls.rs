@@ -4,43 +4,20 @@
 //! behaviour (the self-signed certificate, SIGHUP) is in `server/tests/tls.rs`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chat_server::{Config, TlsSource};
 use chat_shared::{ByeReason, ErrorCode, ServerMsg};
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::common::{Client, Line, WAIT, assert_pair_chats, cfg, spawn_server};
-
-/// A certificate for `localhost` and its key, as PEM files in a directory of their own.
-struct Cert {
-    _dir: tempfile::TempDir,
-    cert: PathBuf,
-    key: PathBuf,
-    der: CertificateDer<'static>,
-}
-
-fn make_cert() -> Cert {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("rcgen");
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert, made.cert.pem()).expect("write cert");
-    std::fs::write(&key, made.signing_key.serialize_pem()).expect("write key");
-    Cert {
-        der: made.cert.der().clone(),
-        _dir: dir,
-        cert,
-        key,
-    }
-}
+use crate::common::{Cert, Client, Line, WAIT, assert_pair_chats, cfg, make_cert, spawn_server};
 
 fn tls_cfg(cert: &Cert, require_tls: bool) -> Config {
     Config {

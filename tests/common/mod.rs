@@ -1045,3 +1045,34 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Line<R, W> {
         }
     }
 }
+
+/// A fresh temporary directory and the database path inside it; the directory lives as
+/// long as the returned guard.
+pub fn temp_db() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let db = dir.path().join("chat.db");
+    (dir, db)
+}
+
+/// A certificate for `localhost` and its key, as PEM files in a directory of their own.
+pub struct Cert {
+    pub _dir: tempfile::TempDir,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub der: rustls::pki_types::CertificateDer<'static>,
+}
+
+/// A new self-signed [`Cert`].
+pub fn make_cert() -> Cert {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("rcgen");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).expect("write cert");
+    std::fs::write(&key, made.signing_key.serialize_pem()).expect("write key");
+    Cert {
+        der: made.cert.der().clone(),
+        _dir: dir,
+        cert,
+        key,
+    }
+}
