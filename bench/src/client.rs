@@ -1278,6 +1278,7 @@ mod tests {
             text: "t=77 s=0 n=5 xxxx".into(),
             ts: 1,
             action: false,
+            file: None,
         });
         let mut data = encode_frame(&msg).unwrap().to_vec();
         data.extend_from_slice(
@@ -1340,6 +1341,7 @@ mod tests {
             text: text.into(),
             ts: 1,
             action: false,
+            file: None,
         };
         let mut data = encode_frame(&ServerMsg::History {
             room: "lobby".into(),

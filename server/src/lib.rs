@@ -38,6 +38,7 @@ mod chat;
 pub mod cli;
 mod config;
 mod event;
+mod files;
 mod limits;
 mod moderation;
 mod net;

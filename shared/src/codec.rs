@@ -191,6 +191,7 @@ mod tests {
             ts: 1,
             action: false,
             event: None,
+            file: None,
         })
     }
 

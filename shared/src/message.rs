@@ -314,6 +314,23 @@ pub enum ClientMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         text: Option<String>,
     },
+    /// Asks for an upload slot for a file to share in `room` or with `to` (exactly one):
+    /// answered by `upload_slot`. The request's `id` becomes the sharing message's id.
+    /// Optional v1 addition.
+    Upload {
+        /// The file's name as the uploader has it.
+        name: String,
+        /// Its length in bytes.
+        size: u64,
+        /// Its SHA-256, 64 hex digits.
+        sha256: String,
+        /// A joined room to share it in.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        /// A nick to send it to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+    },
 }
 
 impl ClientMsg {
@@ -352,6 +369,7 @@ impl ClientMsg {
             Self::ServerBans {} => "server_bans",
             Self::Whois { .. } => "whois",
             Self::Away { .. } => "away",
+            Self::Upload { .. } => "upload",
         }
     }
 }
@@ -391,6 +409,9 @@ pub struct ChatMessage {
     /// (see [`ChatMessage::live`]). Optional v1 addition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<RoomNotice>,
+    /// The file this message shares. Optional v1 addition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<Box<FileInfo>>,
 }
 
 impl ChatMessage {
@@ -528,6 +549,25 @@ pub struct DirectMessage {
     pub text: String,
     /// Unix milliseconds, assigned by the server.
     pub ts: i64,
+    /// The file this message shares. Optional v1 addition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<Box<FileInfo>>,
+}
+
+/// A shared file, as a `message` or `dm` carries it. Boxed where it is carried: most
+/// messages share none, and every event in every queue would pay for the room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileInfo {
+    /// The download's id: 128 random bits, 32 hex digits.
+    pub id: String,
+    /// The file's name, cleaned.
+    pub name: String,
+    /// Its length in bytes.
+    pub size: u64,
+    /// Its SHA-256, 64 lowercase hex digits.
+    pub sha256: String,
+    /// Where to download it.
+    pub url: String,
 }
 
 /// One entry of `room_list`.
@@ -791,6 +831,20 @@ pub enum ServerMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         text: Option<String>,
     },
+    /// Where to upload a file: the answer to `upload`. Optional v1 addition.
+    UploadSlot {
+        /// The upload's id (the request's, or one the server chose), which the sharing
+        /// message will carry.
+        #[serde(rename = "ref")]
+        ref_id: Uuid,
+        /// The tus 1.0 upload.
+        url: String,
+        /// Unix milliseconds after which the slot is gone.
+        expires: i64,
+        /// Bytes the server already has.
+        #[serde(default)]
+        offset: u64,
+    },
     /// A line for people from the server (the confirmation of a `kill`, for one).
     Notice {
         /// What it says.
@@ -882,6 +936,14 @@ pub enum ErrorCode {
     Moderated,
     /// The nick acted on must be a registered account's (a room's owner).
     AccountRequired,
+    /// A file over `--max-file-size`. Optional v1 addition, as are the file codes below.
+    FileTooLarge,
+    /// A file that would take its uploader over its quota.
+    QuotaExceeded,
+    /// A file name that cannot be one (empty, too long, `/`, `..`, NUL).
+    NameInvalid,
+    /// The uploaded file's SHA-256 is not the one announced: it was deleted.
+    ChecksumMismatch,
     /// A code newer than this client; produced only by parsing, never sent.
     #[serde(other)]
     Other,
@@ -1021,6 +1083,7 @@ mod tests {
             ts: 1_700_000_000_000,
             action: true,
             event: None,
+            file: None,
         });
         let s = serde_json::to_string(&msg).unwrap();
         assert!(s.starts_with(r#"{"type":"message","id":"#), "{s}");
@@ -1086,6 +1149,7 @@ mod tests {
                 nick: "bob".into(),
                 reason: "spam".into(),
             }),
+            file: None,
         };
         let v = serde_json::to_value(&m).unwrap();
         assert_eq!(

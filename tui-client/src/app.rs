@@ -803,6 +803,7 @@ mod tests {
             text: text.into(),
             ts: seq as i64 * 1000,
             action: false,
+            file: None,
         }
     }
 

@@ -1000,6 +1000,8 @@ fn on_server(app: &mut App, msg: ServerMsg, fx: &mut Vec<Effect>) -> bool {
         ServerMsg::BanList { room, bans } => on_ban_list(app, &room, &bans),
         ServerMsg::ServerBanList { bans } => on_server_ban_list(app, &bans),
         ServerMsg::Notice { text } => app.info(text),
+        // Not asked for yet: chat-tui's uploads come with its `/upload`.
+        ServerMsg::UploadSlot { .. } => return false,
         // Taken apart above.
         ServerMsg::Topic { .. }
         | ServerMsg::Kicked { .. }

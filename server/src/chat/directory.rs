@@ -254,6 +254,7 @@ impl Chat {
             to: recipient.nick.to_string(),
             text,
             ts: now_ms(),
+            file: None,
         });
         // DMs are delivered only once durable (their rate is a person's, not a room's).
         let event = Arc::new(match self.store {

@@ -5,7 +5,7 @@
 //! | `0x00` | framed (the top byte of a length under 16 MiB; typed text never is) |
 //! | `0x16` | TLS handshake (line mode when the server has no certificate) |
 //! | `CAP `, `NICK `, `USER `, `PASS ` | IRC (reserved, likewise) |
-//! | `GET `, `HEAD `, `POST `, `PUT `, `PATCH `, `OPTIONS ` | HTTP (reserved, likewise) |
+//! | `GET `, `HEAD `, `POST `, `PUT `, `PATCH `, `OPTIONS `, `DELETE ` | HTTP (file sharing) |
 //! | anything else | line |
 //!
 //! A connection whose bytes so far could still begin one of the words is read further,
@@ -28,7 +28,15 @@ pub(crate) enum Proto {
 }
 
 const IRC: [&[u8]; 4] = [b"CAP ", b"NICK ", b"USER ", b"PASS "];
-const HTTP: [&[u8]; 6] = [b"GET ", b"HEAD ", b"POST ", b"PUT ", b"PATCH ", b"OPTIONS "];
+const HTTP: [&[u8]; 7] = [
+    b"GET ",
+    b"HEAD ",
+    b"POST ",
+    b"PUT ",
+    b"PATCH ",
+    b"OPTIONS ",
+    b"DELETE ",
+];
 
 /// Longest prefix a decision needs (`OPTIONS `).
 const DECISIVE: usize = 8;

@@ -140,6 +140,7 @@ impl Room {
             ts: now_ms(),
             action,
             event,
+            file: None,
         };
         // Used from here on, whatever becomes of the message: a seq is never reused.
         st.stream.next_seq += 1;

@@ -325,6 +325,7 @@ mod tests {
                 text: "x".repeat(100),
                 ts: 0,
                 action: false,
+                file: None,
             }),
             None,
         ))

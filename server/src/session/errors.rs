@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::auth::AuthError;
 use crate::chat::ChatError;
+use crate::files::FileError;
 use crate::moderation::ModError;
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,8 @@ pub(crate) enum Refusal {
     HistoryUnavailable(RoomName),
     #[error(transparent)]
     Mod(#[from] ModError),
+    #[error(transparent)]
+    Files(#[from] FileError),
     /// Ends the connection rather than answering (see `register.rs`).
     #[error("banned from this server: {0}")]
     ServerBanned(String),
@@ -116,6 +119,14 @@ impl Refusal {
                 | ModError::AlreadyHere(..) => ErrorCode::BadRequest,
             },
             Self::ServerBanned(_) => ErrorCode::Banned,
+            Self::Files(e) => match e {
+                FileError::Off => ErrorCode::Unavailable,
+                FileError::TooLarge { .. } => ErrorCode::FileTooLarge,
+                FileError::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
+                FileError::NameInvalid { .. } => ErrorCode::NameInvalid,
+                FileError::TooManyUploads(_) => ErrorCode::RateLimited,
+                FileError::Bad(_) | FileError::IdInUse => ErrorCode::BadRequest,
+            },
         }
     }
 }

@@ -764,6 +764,12 @@ impl<R, W> LineWire<R, W> {
                 self.notice(&server_ban_list(bans, now));
             }
             ServerMsg::Notice { text } => self.notice(text),
+            ServerMsg::UploadSlot {
+                url,
+                expires,
+                offset,
+                ..
+            } => self.notice(&upload_hint(url, *expires, *offset)),
             ServerMsg::Lagged { room, missed } => {
                 self.complain(&format!(
                     "you fell behind and missed {missed} messages in #{room}"
@@ -1196,6 +1202,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Wire for LineWire<R, W> {
     }
 }
 
+/// How to upload to a slot from a shell: line clients have no tus client, curl is one.
+fn upload_hint(url: &str, expires: i64, offset: u64) -> String {
+    let minutes = (expires - crate::now_ms()).max(0) / 60_000;
+    let until = format!("{}h{:02}", minutes / 60, minutes % 60);
+    format!(
+        "upload with: curl -X PATCH -H 'Tus-Resumable: 1.0.0' -H 'Upload-Offset: {offset}' \
+-H 'Content-Type: application/offset+octet-stream' --data-binary @FILE {url} \
+(the link works for {until})"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1305,6 +1322,7 @@ mod tests {
             text: "one\ntwo".into(),
             ts: 0,
             action: false,
+            file: None,
         };
         assert_eq!(message_lines(&m, true), "<bob> one\r\n<bob> two\r\n");
         assert_eq!(
@@ -1698,6 +1716,7 @@ mod tests {
             ts: 0,
             action: false,
             event: Some(event),
+            file: None,
         }
     }
 

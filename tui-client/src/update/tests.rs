@@ -57,6 +57,7 @@ fn chat(room: &str, seq: u64, from: &str, text: &str) -> ChatMessage {
         text: text.into(),
         ts: 1_700_000_000_000 + seq as i64 * 1000,
         action: false,
+        file: None,
     }
 }
 
@@ -453,6 +454,7 @@ fn msg_opens_a_dm_tab_and_incoming_dms_count_as_unread() {
             to: "alice".into(),
             text: "psst".into(),
             ts: 1,
+            file: None,
         }),
     );
     let carol = app.dm_index("carol").unwrap();

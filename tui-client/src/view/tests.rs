@@ -24,6 +24,7 @@ fn msg(room: &str, seq: u64, from: &str, text: &str) -> ChatMessage {
         text: text.into(),
         ts: T0 + seq as i64 * 60_000,
         action: false,
+        file: None,
     }
 }
 

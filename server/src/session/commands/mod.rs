@@ -23,6 +23,7 @@ use super::account::AccountJob;
 use super::errors::Refusal;
 use super::{Exit, Session};
 use crate::chat::ChatError;
+use crate::files::FileError;
 use crate::limits::Verdict;
 use crate::moderation::ModError;
 use crate::path::Room;
@@ -116,6 +117,7 @@ impl<W: Wire> Session<W> {
                 self.away(text.as_deref());
                 Ok(())
             }
+            ClientMsg::Upload { .. } => Err(FileError::Off.into()),
         };
         match done {
             Ok(()) => Ok(()),

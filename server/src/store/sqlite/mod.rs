@@ -232,6 +232,7 @@ fn message_from(row: &Row<'_>) -> rusqlite::Result<ChatMessage> {
         event: row
             .get::<_, Option<String>>(7)?
             .and_then(|e| serde_json::from_str(&e).ok()),
+        file: None,
     })
 }
 
@@ -348,6 +349,7 @@ mod tests {
                 text: format!("m{seq}"),
                 ts,
                 action: false,
+                file: None,
             }),
             None,
         ))

@@ -480,6 +480,7 @@ fn original_dm(tx: &Connection, id: Uuid, resent: &Event) -> rusqlite::Result<St
                     to: r.get(1)?,
                     text: r.get(2)?,
                     ts: r.get(3)?,
+                    file: None,
                 })
             },
         )

@@ -739,6 +739,7 @@ mod tests {
                 ts: 0,
                 action: false,
                 event: None,
+                file: None,
             }),
             None,
         )

@@ -562,6 +562,8 @@ impl<R, W> IrcWire<R, W> {
             }
             ServerMsg::Users { users } => self.users(users),
             ServerMsg::Away { nick, text } => self.away_event(nick, text.as_deref()),
+            // IRC clients have no `upload`: nothing asks for a slot.
+            ServerMsg::UploadSlot { .. } => {}
             ServerMsg::Notice { text } => {
                 let invite = self.last.as_ref().filter(|l| l.cmd == Cmd::Invite);
                 if let Some(target) = invite.map(|l| l.target.clone()) {
@@ -1150,6 +1152,7 @@ mod tests {
             ts: 0,
             action: false,
             event: None,
+            file: None,
         }
     }
 
