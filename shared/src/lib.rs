@@ -24,8 +24,8 @@ pub mod validate;
 pub use codec::{ClientCodec, FrameCodec, encode_frame};
 pub use error::CodecError;
 pub use message::{
-    ByeReason, ChatMessage, ClientMsg, DirectMessage, ErrorCode, LiveNotice, Password, Request,
-    RoomInfo, ServerMsg, UserInfo,
+    ByeReason, ChatMessage, ClientMsg, DirectMessage, ErrorCode, FileInfo, LiveNotice, Password,
+    Request, RoomInfo, ServerMsg, UserInfo,
 };
 pub use moderation::{BanEntry, ModeChange, Role, RoomNotice, ServerBanEntry};
 pub use validate::{Nick, RoomName};

@@ -13,7 +13,7 @@ use crate::event::{Event, Settled};
 use crate::now_ms;
 use crate::path::Room;
 use crate::path::durability::deliver_dm;
-use crate::path::producer::InFlight;
+use crate::path::producer::{InFlight, Said};
 use crate::path::sink::{Ending, Sink};
 use crate::store::{Job, Record};
 
@@ -232,9 +232,9 @@ impl Chat {
         from: &Nick,
         sender: &Arc<Sink>,
         to: &str,
-        text: String,
-        id: Option<Uuid>,
+        said: Said,
     ) -> Result<(), ChatError> {
+        let Said { text, id, file, .. } = said;
         let nicks = lock(&self.nicks);
         let recipient = nicks
             .get(&name_skeleton(to))
@@ -254,7 +254,7 @@ impl Chat {
             to: recipient.nick.to_string(),
             text,
             ts: now_ms(),
-            file: None,
+            file,
         });
         // DMs are delivered only once durable (their rate is a person's, not a room's).
         let event = Arc::new(match self.store {

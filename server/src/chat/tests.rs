@@ -6,6 +6,7 @@ use uuid::Uuid;
 use super::*;
 
 const LOCAL: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+use crate::path::producer::Said;
 use crate::path::sink::{Item, Sink};
 
 fn chat(config: Config) -> Chat {
@@ -119,7 +120,9 @@ fn room_limit_forgets_the_idlest_empty_room() {
     let empty = chat.room(&RoomName::parse("empty").unwrap()).unwrap();
     empty.join_as(s, &nick("a"), &s_sink, None, 0);
     for text in ["x", "y"] {
-        empty.post(s, &s_sink, text.into(), None, false).unwrap();
+        empty
+            .post(s, &s_sink, Said::text(text.into(), None))
+            .unwrap();
     }
     empty.part(s, None).unwrap();
     assert_eq!(chat.ids.lock().len(), 2);
@@ -150,12 +153,12 @@ fn dms_reach_both_ends_and_an_unknown_nick_is_named() {
     let (a_sink, b_sink) = (sink(), sink());
     chat.register(a, &nick("a"), &a_sink, LOCAL).unwrap();
     chat.register(b, &nick("B"), &b_sink, LOCAL).unwrap();
-    chat.dm(a, &nick("a"), &a_sink, "b", "hi".into(), None)
+    chat.dm(a, &nick("a"), &a_sink, "b", Said::text("hi".into(), None))
         .unwrap();
     assert!(matches!(&notices(&b_sink)[..], [ServerMsg::Dm(d)] if d.to == "B"));
     assert!(matches!(&notices(&a_sink)[..], [ServerMsg::Dm(_)]));
     assert_eq!(
-        chat.dm(a, &nick("a"), &a_sink, "zed", "hi".into(), None),
+        chat.dm(a, &nick("a"), &a_sink, "zed", Said::text("hi".into(), None)),
         Err(ChatError::NoSuchNick("zed".into()))
     );
 }

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use chat_shared::{ChatMessage, RoomNotice, ServerMsg};
+use chat_shared::{ChatMessage, FileInfo, RoomNotice, ServerMsg};
 use uuid::Uuid;
 
 use super::sink::Sink;
@@ -36,6 +36,30 @@ pub(crate) enum InFlight {
         recipient: Option<Arc<Sink>>,
         sender: Arc<Sink>,
     },
+}
+
+/// What someone says: a room message or a DM before the server gives it its place.
+#[derive(Debug, Default)]
+pub(crate) struct Said {
+    /// Cleaned text.
+    pub(crate) text: String,
+    /// The client's id for it (`None`: the server makes one).
+    pub(crate) id: Option<Uuid>,
+    /// An action (`/me`).
+    pub(crate) action: bool,
+    /// The file it shares.
+    pub(crate) file: Option<Box<FileInfo>>,
+}
+
+impl Said {
+    /// Plain text, with the client's id if it gave one.
+    pub(crate) fn text(text: String, id: Option<Uuid>) -> Self {
+        Self {
+            text,
+            id,
+            ..Self::default()
+        }
+    }
 }
 
 /// The outcome of posting a message.
@@ -73,9 +97,7 @@ impl Room {
         self: &Arc<Self>,
         session: Uuid,
         sender: &Arc<Sink>,
-        text: String,
-        id: Option<Uuid>,
-        action: bool,
+        said: Said,
     ) -> Result<Posted, PostError> {
         let mut st = self.lock();
         let member = st.delivery.get(session).ok_or(PostError::NotMember)?;
@@ -83,7 +105,7 @@ impl Room {
             return Err(ModError::Moderated(self.name.clone()).into());
         }
         let from = member.nick.to_string();
-        self.post_locked(&mut st, session, sender, from, text, id, action, None)
+        self.post_locked(&mut st, session, sender, from, said, None)
     }
 
     /// Takes a moderation notice from `session` onto the room's path, like a message: it
@@ -104,23 +126,33 @@ impl Room {
             .nick
             .to_string();
         let text = notice.describe(&by);
-        self.post_locked(st, session, sender, by, text, None, false, Some(notice))
-            .map(|_| ())
+        self.post_locked(
+            st,
+            session,
+            sender,
+            by,
+            Said::text(text, None),
+            Some(notice),
+        )
+        .map(|_| ())
     }
 
     /// Posts what `from` (the member `session`) said or did, under the room's lock.
-    #[allow(clippy::too_many_arguments)] // one caller each for messages and notices
     fn post_locked(
         self: &Arc<Self>,
         st: &mut RoomState,
         session: Uuid,
         sender: &Arc<Sink>,
         from: String,
-        text: String,
-        id: Option<Uuid>,
-        action: bool,
+        said: Said,
         event: Option<RoomNotice>,
     ) -> Result<Posted, PostError> {
+        let Said {
+            text,
+            id,
+            action,
+            file,
+        } = said;
         let accepted = std::time::Instant::now();
         let fresh_id = id.is_none();
         let id = id.unwrap_or_else(Uuid::now_v7);
@@ -140,7 +172,7 @@ impl Room {
             ts: now_ms(),
             action,
             event,
-            file: None,
+            file,
         };
         // Used from here on, whatever becomes of the message: a seq is never reused.
         st.stream.next_seq += 1;

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use chat_shared::{ChatMessage, ServerMsg};
 
-use super::producer::{InFlight, Posted};
+use super::producer::{InFlight, Posted, Said};
 use super::sink::Item;
 use super::*;
 use crate::Config;
@@ -67,7 +67,7 @@ fn taken(sink: &Sink) -> Vec<String> {
 
 fn post(room: &Arc<Room>, who: Uuid, sender: &Arc<Sink>, text: &str) {
     assert!(matches!(
-        room.post(who, sender, text.into(), None, false),
+        room.post(who, sender, Said::text(text.into(), None)),
         Ok(Posted::New)
     ));
 }
@@ -168,10 +168,11 @@ fn duplicate_ids_return_the_original() {
     room.join_as(a, &nick("a"), &a_sink, None, 50);
     let id = Uuid::now_v7();
     assert!(matches!(
-        room.post(a, &a_sink, "x".into(), Some(id), false),
+        room.post(a, &a_sink, Said::text("x".into(), Some(id))),
         Ok(Posted::New)
     ));
-    let Ok(Posted::Duplicate(orig)) = room.post(a, &a_sink, "y".into(), Some(id), false) else {
+    let Ok(Posted::Duplicate(orig)) = room.post(a, &a_sink, Said::text("y".into(), Some(id)))
+    else {
         panic!("second post with the same id was not a duplicate");
     };
     assert_eq!(chat(&orig).text, "x");
@@ -186,7 +187,7 @@ fn duplicate_ids_return_the_original() {
 fn non_members_cannot_post_and_history_before_must_exist() {
     let room = room(10);
     assert!(matches!(
-        room.post(Uuid::new_v4(), &sink(), "x".into(), None, false),
+        room.post(Uuid::new_v4(), &sink(), Said::text("x".into(), None)),
         Err(producer::PostError::NotMember)
     ));
     let unknown = Uuid::new_v4();
@@ -238,7 +239,7 @@ fn with_a_store_messages_are_shown_before_durable_in_seq_order() {
     taken(&a_sink);
     let say = |id: Option<Uuid>| {
         assert!(matches!(
-            room.post(a, &a_sink, "x".into(), id, false),
+            room.post(a, &a_sink, Said::text("x".into(), id)),
             Ok(Posted::New)
         ));
     };

@@ -3,6 +3,7 @@
 use chat_shared::validate::clean_text;
 use uuid::Uuid;
 
+use crate::path::producer::Said;
 use crate::session::Session;
 use crate::session::errors::Refusal;
 use crate::wire::Wire;
@@ -12,7 +13,8 @@ impl<W: Wire> Session<W> {
         let text = clean_text(text, self.config.live().max_text)?;
         let from = self.nick().clone();
         // Both copies, the recipient's and this sender's, come through sinks.
-        self.chat.dm(self.id, &from, &self.sink, to, text, id)?;
+        self.chat
+            .dm(self.id, &from, &self.sink, to, Said::text(text, id))?;
         self.chat.ops.metrics.dm_messages.inc();
         Ok(())
     }

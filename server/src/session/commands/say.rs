@@ -3,7 +3,7 @@
 use chat_shared::validate::clean_text;
 use uuid::Uuid;
 
-use crate::path::producer::Posted;
+use crate::path::producer::{Posted, Said};
 use crate::session::Session;
 use crate::session::errors::Refusal;
 use crate::wire::Wire;
@@ -18,7 +18,14 @@ impl<W: Wire> Session<W> {
     ) -> Result<(), Refusal> {
         let room = self.joined_room(room)?;
         let text = clean_text(text, self.config.live().max_text)?;
-        match room.post(self.id, &self.sink, text, id, action) {
+        match room.post(
+            self.id,
+            &self.sink,
+            Said {
+                action,
+                ..Said::text(text, id)
+            },
+        ) {
             // The sender's copy (its acknowledgement) comes through its own sink, once the
             // message is durable; a resend of one not durable yet is acknowledged by that
             // same copy.
