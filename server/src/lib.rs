@@ -49,7 +49,9 @@ mod session;
 mod store;
 mod wire;
 
-pub use config::{AdminListener, Config, LIVE_KEYS, Live, LiveCell, Storage, TlsSource, host_name};
+pub use config::{
+    AdminListener, Config, FilesConfig, LIVE_KEYS, Live, LiveCell, Storage, TlsSource, host_name,
+};
 
 /// What every connection task shares.
 pub(crate) struct Shared {
@@ -62,6 +64,8 @@ pub(crate) struct Shared {
     pub(crate) tracker: TaskTracker,
     /// The TLS acceptor, when a certificate is configured.
     pub(crate) tls: Option<net::tls::Tls>,
+    /// What serves HTTP connections (file sharing), when it is on.
+    pub(crate) http: Option<axum::Router>,
 }
 
 /// Serves `listener` until `shutdown` completes, then says goodbye to every client and
@@ -126,16 +130,34 @@ pub async fn run_with_reload(
     } = open_store(&config, outcomes_tx, &ops)?;
     let auth = auth::Auth::open(accounts, config.auth())?;
     let moderation = moderation::Moderation::open(settings, &config)?;
+    let files = match &config.files {
+        Some(files) => {
+            let files = Arc::new(files::Files::open(files.clone()).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot use the files directory {}: {e}",
+                    files.dir.display()
+                )
+            })?);
+            let scheme = if config.require_tls { "https" } else { "http" };
+            files.set_base(format!("{scheme}://{addr}"));
+            Some(files)
+        }
+        None => None,
+    };
     let config = Arc::new(config);
     let chat = Arc::new(
         chat::Chat::new(Arc::clone(&config), store.clone())
             .with_auth(auth)
             .with_moderation(moderation)
-            .with_ops(Arc::clone(&ops)),
+            .with_ops(Arc::clone(&ops))
+            .with_files(files.clone()),
     );
     let _ = admin_chat.set(Arc::clone(&chat));
     // The store's outcomes become events of the rooms' paths; the task ends with the store.
     let durability = tokio::spawn(path::durability::run(outcomes_rx, Arc::clone(&chat.ids)));
+    let http = files
+        .as_ref()
+        .map(|f| files::http::router(Arc::clone(&chat), Arc::clone(f)));
     let shared = Arc::new(Shared {
         chat,
         limits: limits::ConnLimits::new(config.max_clients, config.max_clients_per_ip),
@@ -143,7 +165,11 @@ pub async fn run_with_reload(
         cancel: CancellationToken::new(),
         tracker: TaskTracker::new(),
         tls,
+        http,
     });
+    if let Some(files) = files {
+        tokio::spawn(files.sweep_until(shared.cancel.clone()));
+    }
     let tracker = shared.tracker.clone();
     let reloader = tokio::spawn(apply_reloads(Arc::clone(&shared), reload));
     info!("listening on {addr}");

@@ -124,8 +124,18 @@ async fn connection(
             let session = Session::new(id, wire, &shared, peer.ip()).with_conn(conn);
             tracker.spawn(session.run(deadline, admission));
         }
-        // HTTP is reserved for its adapter; until then it is served as line mode, as before
-        // the sniffer knew it. So is a `0x16` without a certificate, or inside TLS.
+        Proto::Http if shared.http.is_some() => {
+            let router = shared.http.clone().unwrap_or_default();
+            let (stop, timeout) = (shared.cancel.clone(), config.handshake_timeout);
+            tracker.spawn(async move {
+                let io = tokio::io::join(reader, writer);
+                crate::files::http::serve(io, router, stop, timeout).await;
+                // Counted against the connection limits for as long as it is open.
+                drop(admission);
+            });
+        }
+        // Without file sharing HTTP is served as line mode, as before the sniffer knew it.
+        // So is a `0x16` without a certificate, or inside TLS.
         Proto::Line | Proto::Tls | Proto::Http => {
             let wire = LineWire::new(reader, writer, config.max_line, id);
             let conn = shared.chat.ops.open(id, peer, Mode::Line, tls);
@@ -302,6 +312,7 @@ mod tests {
             cancel: tokio_util::sync::CancellationToken::new(),
             tracker: TaskTracker::new(),
             tls: None,
+            http: None,
         });
         let mut sizes = Vec::new();
         for kind in ["framed", "line", "irc"] {

@@ -489,16 +489,115 @@ impl IrcLines {
 /// `GET path` on the admin listener: the status and the body, or `None` if nothing
 /// answers there (any wait bounded by [`WAIT`]).
 fn admin_get(admin: &str, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(admin).ok()?;
-    stream.set_read_timeout(Some(WAIT)).ok()?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
+    exchange(admin, request.as_bytes()).map(|(status, _, body)| (status, body))
+}
+
+/// Sends `request` (a whole HTTP/1.1 request, `Connection: close`) and returns the
+/// response's status, head and body.
+fn exchange(addr: &str, request: &[u8]) -> Option<(u16, String, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(WAIT)).ok()?;
+    stream.write_all(request).ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
     let status = head.split(' ').nth(1)?.parse().ok()?;
-    Some((status, body.to_owned()))
+    Some((status, head.to_owned(), body.to_owned()))
+}
+
+/// A full disk (here: a file-size limit of 1 MiB) refuses an upload's request with 507 and
+/// keeps nothing of it, and the chat goes on.
+#[tokio::test]
+async fn a_full_disk_refuses_an_upload_cleanly_and_the_chat_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    let args = ["--db", "none", "--files-dir", files.to_str().unwrap()];
+    let (_server, addr, _log) = Run {
+        args: args.map(str::to_owned).to_vec(),
+        dir: dir.path(),
+        env: Vec::new(),
+        unset: Vec::new(),
+    }
+    .start_logged_with_file_limit(1024);
+    let mut alice = Framer::hello(&addr, "alice", None).await;
+    let data = vec![7u8; 3 << 20];
+    let sha256: String = ring::digest::digest(&ring::digest::SHA256, &data)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    alice
+        .send(ClientMsg::Upload {
+            name: "big.bin".into(),
+            size: data.len() as u64,
+            sha256,
+            room: Some("lobby".into()),
+            to: None,
+        })
+        .await;
+    let ServerMsg::UploadSlot { url, .. } = alice
+        .until("upload_slot", |m| matches!(m, ServerMsg::UploadSlot { .. }))
+        .await
+    else {
+        unreachable!()
+    };
+    let path = url[url.find("/uploads/").expect("an upload path")..].to_owned();
+    let target = addr_of(&url);
+    let mut request = format!(
+        "PATCH {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTus-Resumable: 1.0.0\r\n\
+         Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n\
+         Content-Length: {}\r\n\r\n",
+        data.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&data);
+    let (status, _, body) = tokio::task::spawn_blocking(move || exchange(&target, &request))
+        .await
+        .unwrap()
+        .expect("an answer");
+    assert_eq!(status, 507, "{body}");
+    assert!(body.contains("the disk"), "{body}");
+    let head = format!(
+        "HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTus-Resumable: 1.0.0\r\n\r\n"
+    );
+    let (status, head, _) = exchange(&addr, head.as_bytes()).expect("HEAD");
+    assert_eq!(status, 200);
+    assert!(
+        head.to_ascii_lowercase().contains("upload-offset: 0"),
+        "{head}"
+    );
+    let partial = std::fs::read_dir(files.join("partial"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        partial.metadata().unwrap().len(),
+        0,
+        "nothing of the request is kept"
+    );
+    // The chat still works.
+    alice
+        .send(ClientMsg::Say {
+            room: "lobby".into(),
+            text: "still here".into(),
+            action: false,
+        })
+        .await;
+    alice
+        .until(
+            "the message's echo",
+            |m| matches!(m, ServerMsg::Message(m) if m.text == "still here"),
+        )
+        .await;
+}
+
+/// `HOST:PORT` of a URL.
+fn addr_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest).to_owned()
 }
 
 /// Polls `path` until `done` holds for its answer, within twice [`WAIT`]; every answer

@@ -86,6 +86,13 @@ impl Chat {
         })
     }
 
+    /// The session holding `nick` (or a nick it looks like) and its sink, if anyone does.
+    pub(crate) fn holder(&self, nick: &str) -> Option<(Uuid, Arc<Sink>)> {
+        lock(&self.nicks)
+            .get(&name_skeleton(nick))
+            .map(|e| (e.session, Arc::clone(&e.sink)))
+    }
+
     /// Who of `nicks` is online (the holder's nick, whether it is away and why), in the
     /// order asked.
     pub(crate) fn lookup(&self, nicks: &[String]) -> Vec<(Nick, Option<Box<str>>)> {

@@ -18,7 +18,11 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{ArgGroup, ArgMatches, CommandFactory, FromArgMatches, Parser};
 
-use crate::{Config, LIVE_KEYS, Storage, TlsSource};
+use crate::{Config, FilesConfig, LIVE_KEYS, Storage, TlsSource};
+
+/// File sharing's defaults, for the flags' `--help`.
+static FILES: std::sync::LazyLock<FilesConfig> =
+    std::sync::LazyLock::new(|| FilesConfig::in_dir(PathBuf::new()));
 
 pub use file::FileError;
 
@@ -294,6 +298,37 @@ pub struct Args {
     /// Messages replayed to an IRC client on JOIN at most (default: --history-on-join).
     #[arg(long, env = "CHAT_IRC_REPLAY")]
     pub irc_replay: Option<usize>,
+    /// Where shared files are kept: uploads in progress, the files (named by their SHA-256)
+    /// and their records. Default: the data directory's files/. `none` turns file sharing
+    /// off.
+    #[arg(long, env = "CHAT_FILES_DIR", value_name = "DIR")]
+    pub files_dir: Option<String>,
+    /// The base of the links the server gives out (uploads, downloads), as clients reach
+    /// it. Default: http:// (https:// with --require-tls) and the listening address.
+    #[arg(long, env = "CHAT_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// The largest file that may be shared, in bytes.
+    #[arg(long, env = "CHAT_MAX_FILE_SIZE", default_value_t = FILES.max_file_size)]
+    pub max_file_size: u64,
+    /// Bytes one account may have shared and be uploading at once.
+    #[arg(long, env = "CHAT_QUOTA_PER_USER", default_value_t = FILES.quota_per_user)]
+    pub quota_per_user: u64,
+    /// Bytes a guest (a nick without an account) may share, per connection.
+    #[arg(long, env = "CHAT_GUEST_QUOTA", default_value_t = FILES.guest_quota)]
+    pub guest_quota: u64,
+    /// Seconds an upload slot lives; an unfinished upload is deleted after it.
+    #[arg(long, env = "CHAT_UPLOAD_EXPIRY", default_value_t = 24 * 3600)]
+    pub upload_expiry: u64,
+    /// Shared files are deleted after this many days (0: kept).
+    #[arg(long, env = "CHAT_RETAIN_FILES_DAYS", default_value_t = FILES.retain_days)]
+    pub retain_files_days: u32,
+    /// Upload slots one uploader may hold at once.
+    #[arg(long, env = "CHAT_MAX_UPLOADS", default_value_t = FILES.max_uploads)]
+    pub max_uploads: usize,
+    /// Downloads also need `Authorization: Bearer SESSION`, the session id of a connection
+    /// online now (the links alone are already unguessable).
+    #[arg(long, env = "CHAT_FILES_REQUIRE_AUTH")]
+    pub files_require_auth: bool,
     /// The admin HTTP listener (/metrics, /healthz, /readyz, /clients, /rooms); off unless
     /// set. Keep it on a private address: it lists every client. Port 0 picks a free one.
     #[arg(long, env = "CHAT_ADMIN_LISTEN", value_name = "ADDR")]
@@ -376,8 +411,32 @@ impl Args {
                 .unwrap_or_else(crate::host_name),
             irc_password: self.irc_password.clone(),
             irc_replay: self.irc_replay,
+            files: self.files(),
             ..Config::default()
         }
+    }
+
+    fn files(&self) -> Option<FilesConfig> {
+        let dir = match self.files_dir.as_deref() {
+            Some("none") => return None,
+            Some(dir) => PathBuf::from(dir),
+            None => self.data_dir().join("files"),
+        };
+        Some(FilesConfig {
+            public_url: self
+                .public_url
+                .as_deref()
+                .map(|u| u.trim().trim_end_matches('/').to_owned())
+                .filter(|u| !u.is_empty()),
+            max_file_size: self.max_file_size,
+            quota_per_user: self.quota_per_user,
+            guest_quota: self.guest_quota,
+            upload_expiry: Duration::from_secs(self.upload_expiry.max(1)),
+            retain_days: self.retain_files_days,
+            max_uploads: self.max_uploads.max(1),
+            require_auth: self.files_require_auth,
+            ..FilesConfig::in_dir(dir)
+        })
     }
 
     fn tls(&self) -> Option<TlsSource> {

@@ -39,6 +39,46 @@ pub enum TlsSource {
     },
 }
 
+/// File sharing's settings (see `crate::files`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilesConfig {
+    /// Where uploads, shared files and their records are kept.
+    pub dir: PathBuf,
+    /// The base of links (`None`: `http://` or `https://` and the listening address).
+    pub public_url: Option<String>,
+    /// The largest file, in bytes.
+    pub max_file_size: u64,
+    /// What one account may have shared and be uploading, in bytes.
+    pub quota_per_user: u64,
+    /// The same for a guest, per connection.
+    pub guest_quota: u64,
+    /// How long an upload slot lives.
+    pub upload_expiry: Duration,
+    /// Shared files are deleted after this many days (0: kept).
+    pub retain_days: u32,
+    /// Upload slots one uploader may hold at once.
+    pub max_uploads: usize,
+    /// Downloads need `Authorization: Bearer SESSION` of a connection online now.
+    pub require_auth: bool,
+}
+
+impl FilesConfig {
+    /// The defaults, with files kept in `dir`.
+    pub fn in_dir(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            public_url: None,
+            max_file_size: 100 << 20,
+            quota_per_user: 1 << 30,
+            guest_quota: 100 << 20,
+            upload_expiry: Duration::from_secs(24 * 3600),
+            retain_days: 30,
+            max_uploads: 8,
+            require_auth: false,
+        }
+    }
+}
+
 /// An admin listener bound by the caller (tests bind `127.0.0.1:0` and read its port
 /// first); the server takes it once.
 #[derive(Debug, Clone)]
@@ -159,6 +199,9 @@ pub struct Config {
     /// Messages an IRC client without chathistory is replayed on `JOIN`, at most;
     /// `None`: as many as `history_on_join`.
     pub irc_replay: Option<usize>,
+    /// File sharing (`None`: off). `Config::default()` has it off; the binary keeps files
+    /// in the data directory's `files/`.
+    pub files: Option<FilesConfig>,
     /// The live settings once the server runs (see [`Live`]); leave it at its default.
     pub live: LiveCell,
 }
@@ -220,6 +263,7 @@ impl Default for Config {
             server_name: host_name(),
             irc_password: None,
             irc_replay: None,
+            files: None,
             live: LiveCell::default(),
         }
     }

@@ -1,7 +1,5 @@
 //! Why a file could not be offered, uploaded or shared.
 
-// Constructed once the file service lands (next commits).
-#[allow(dead_code)]
 /// A refusal of the file service; `session/errors.rs` maps each to its protocol code.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum FileError {

@@ -152,6 +152,11 @@ impl Ops {
             .map_or(0, |u| u.load(Ordering::Relaxed))
     }
 
+    /// Whether `session` is an open connection's.
+    pub(crate) fn is_open(&self, session: Uuid) -> bool {
+        self.lock().contains_key(&session)
+    }
+
     /// Every open connection, in no order.
     pub(crate) fn connections(&self) -> Vec<Arc<Conn>> {
         self.lock().values().cloned().collect()

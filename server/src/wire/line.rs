@@ -42,6 +42,8 @@ const HELP: &[&str] = &[
     "  /nick NAME          change your nick",
     "  /register PASSWORD  register your nick (log in later with: NICK PASSWORD)",
     "  /password OLD NEW   change your account's password",
+    "  /upload SIZE SHA256 NAME  share a file in your current room: answers with the",
+    "                      curl command that uploads it (SIZE in bytes, as from stat -c%s)",
     "  /quit [REASON]      leave the server",
     "  //text              send a line that starts with /",
     "anything else is a message to your current room",
@@ -352,6 +354,18 @@ impl<R, W> LineWire<R, W> {
                 old: Password::new(arg),
                 new: Password::new(tail),
             }),
+            "upload" => match upload_args(arg, tail) {
+                Some((size, sha256, name)) => {
+                    Some(self.in_current_room(|room| ClientMsg::Upload {
+                        name,
+                        size,
+                        sha256,
+                        room: Some(room),
+                        to: None,
+                    }))
+                }
+                None => Some(self.bad_usage(&command)),
+            },
             "register" => Some(self.complain("usage: /register PASSWORD")),
             "password" => Some(self.complain("usage: /password OLD NEW")),
             "quit" => req(ClientMsg::Quit {
@@ -888,6 +902,13 @@ fn split_word(s: &str) -> (&str, &str) {
     }
 }
 
+/// `/upload SIZE SHA256 NAME`: the name last, so it may hold spaces.
+fn upload_args(size: &str, tail: &str) -> Option<(u64, String, String)> {
+    let size = size.parse().ok()?;
+    let (sha256, name) = split_word(tail);
+    (!sha256.is_empty() && !name.is_empty()).then(|| (size, sha256.to_owned(), name.to_owned()))
+}
+
 /// An optional text argument: absent when nothing was typed.
 fn some_text(s: &str) -> Option<String> {
     Some(s.to_owned()).filter(|s| !s.is_empty())
@@ -900,6 +921,7 @@ fn usage(command: &str) -> String {
         "join" => "ROOM [KEY]",
         "msg" => "NICK TEXT",
         "me" => "TEXT",
+        "upload" => "SIZE SHA256 NAME (for example: /upload 1234 3a7b… report.pdf)",
         "topic" => "[TEXT|-] (without TEXT: show the topic; -: clear it)",
         "kick" | "kill" => "NICK [REASON]",
         "bans" | "klines" => "(no arguments)",
@@ -1257,6 +1279,23 @@ mod tests {
     #[test]
     fn commands_translate_to_requests() {
         assert_eq!(
+            msg("/upload 1234 ab12 我的 报告.pdf"),
+            ClientMsg::Upload {
+                name: "我的 报告.pdf".into(),
+                size: 1234,
+                sha256: "ab12".into(),
+                room: Some("rust".into()),
+                to: None,
+            }
+        );
+        assert_eq!(
+            msg("/msg bob  hi  there"),
+            ClientMsg::Dm {
+                to: "bob".into(),
+                text: "hi  there".into()
+            }
+        );
+        assert_eq!(
             msg("/msg bob  hi  there"),
             ClientMsg::Dm {
                 to: "bob".into(),
@@ -1301,7 +1340,14 @@ mod tests {
 
     #[test]
     fn local_answers_for_help_usage_and_unknown_commands() {
-        for line in ["/help", "/msg bob", "/join", "/frobnicate"] {
+        for line in [
+            "/help",
+            "/msg bob",
+            "/join",
+            "/frobnicate",
+            "/upload x y z",
+            "/upload 1 a",
+        ] {
             let mut w = wire();
             assert!(
                 matches!(w.translate(line), Some(Inbound::Handled)),

@@ -12,6 +12,7 @@ mod nick;
 mod roles;
 mod say;
 mod topic;
+mod upload;
 mod users;
 mod who;
 
@@ -23,7 +24,6 @@ use super::account::AccountJob;
 use super::errors::Refusal;
 use super::{Exit, Session};
 use crate::chat::ChatError;
-use crate::files::FileError;
 use crate::limits::Verdict;
 use crate::moderation::ModError;
 use crate::path::Room;
@@ -117,7 +117,22 @@ impl<W: Wire> Session<W> {
                 self.away(text.as_deref());
                 Ok(())
             }
-            ClientMsg::Upload { .. } => Err(FileError::Off.into()),
+            ClientMsg::Upload {
+                name,
+                size,
+                sha256,
+                room,
+                to,
+            } => {
+                let asked = upload::Asked {
+                    name: &name,
+                    size,
+                    sha256: &sha256,
+                    room: room.as_deref(),
+                    to: to.as_deref(),
+                };
+                self.upload(&asked, ref_id)
+            }
         };
         match done {
             Ok(()) => Ok(()),

@@ -232,7 +232,9 @@ fn message_from(row: &Row<'_>) -> rusqlite::Result<ChatMessage> {
         event: row
             .get::<_, Option<String>>(7)?
             .and_then(|e| serde_json::from_str(&e).ok()),
-        file: None,
+        file: row
+            .get::<_, Option<String>>(8)?
+            .and_then(|f| serde_json::from_str(&f).ok()),
     })
 }
 
@@ -286,7 +288,7 @@ impl<C: Send + 'static> Store<C> for SqliteStore<C> {
     fn read(&self, room: &str, range: Range) -> anyhow::Result<Vec<ChatMessage>> {
         let conn = self.reader();
         let mut stmt = conn.prepare_cached(
-            "SELECT room, seq, id, sender, text, ts, action, event FROM messages
+            "SELECT room, seq, id, sender, text, ts, action, event, file FROM messages
              WHERE room = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq DESC LIMIT ?4",
         )?;
         let limit = i64::try_from(range.limit).unwrap_or(i64::MAX);

@@ -56,6 +56,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
          key TEXT PRIMARY KEY,
          value TEXT NOT NULL
      ) WITHOUT ROWID;",
+    // 4: a message or DM that shares a file keeps its `file` object (JSON); the file
+    // itself, and its record, live in the files directory.
+    "ALTER TABLE messages ADD COLUMN file TEXT;
+     ALTER TABLE dms ADD COLUMN file TEXT;",
 ];
 
 pub(super) fn open_connection(

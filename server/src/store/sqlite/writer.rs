@@ -181,8 +181,8 @@ impl<'a, C: Clone> Writer<'a, C> {
                     .conn
                     .prepare_cached(
                         "INSERT OR IGNORE INTO messages
-                             (room, seq, id, sender, text, ts, action, event)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                             (room, seq, id, sender, text, ts, action, event, file)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                     )?
                     .execute(params![
                         m.room,
@@ -192,7 +192,8 @@ impl<'a, C: Clone> Writer<'a, C> {
                         m.text,
                         m.ts,
                         m.action,
-                        m.event.as_ref().and_then(|e| serde_json::to_string(e).ok())
+                        m.event.as_ref().and_then(|e| serde_json::to_string(e).ok()),
+                        m.file.as_ref().and_then(|f| serde_json::to_string(f).ok())
                     ])?;
                 if n == 1 {
                     // `covered` is filled in at the commit.
@@ -205,10 +206,17 @@ impl<'a, C: Clone> Writer<'a, C> {
                 let n = self
                     .conn
                     .prepare_cached(
-                        "INSERT OR IGNORE INTO dms (id, sender, recipient, text, ts)
-                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                        "INSERT OR IGNORE INTO dms (id, sender, recipient, text, ts, file)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )?
-                    .execute(params![d.id.as_bytes(), d.from, d.to, d.text, d.ts])?;
+                    .execute(params![
+                        d.id.as_bytes(),
+                        d.from,
+                        d.to,
+                        d.text,
+                        d.ts,
+                        d.file.as_ref().and_then(|f| serde_json::to_string(f).ok())
+                    ])?;
                 if n == 1 {
                     Ok(Stored::New { covered: 0 })
                 } else {
@@ -456,7 +464,7 @@ fn take<C>(rx: &Receiver<WriterMsg<C>>) -> Option<WriterMsg<C>> {
 fn original_message(tx: &Connection, id: Uuid, resent: &Event) -> rusqlite::Result<Stored> {
     let original = tx
         .query_row(
-            "SELECT room, seq, id, sender, text, ts, action, event FROM messages WHERE id = ?1",
+            "SELECT room, seq, id, sender, text, ts, action, event, file FROM messages WHERE id = ?1",
             [id.as_bytes()],
             message_from,
         )
@@ -471,7 +479,7 @@ fn original_message(tx: &Connection, id: Uuid, resent: &Event) -> rusqlite::Resu
 fn original_dm(tx: &Connection, id: Uuid, resent: &Event) -> rusqlite::Result<Stored> {
     let original = tx
         .query_row(
-            "SELECT sender, recipient, text, ts FROM dms WHERE id = ?1",
+            "SELECT sender, recipient, text, ts, file FROM dms WHERE id = ?1",
             [id.as_bytes()],
             |r| {
                 Ok(DirectMessage {
@@ -480,7 +488,9 @@ fn original_dm(tx: &Connection, id: Uuid, resent: &Event) -> rusqlite::Result<St
                     to: r.get(1)?,
                     text: r.get(2)?,
                     ts: r.get(3)?,
-                    file: None,
+                    file: r
+                        .get::<_, Option<String>>(4)?
+                        .and_then(|f| serde_json::from_str(&f).ok()),
                 })
             },
         )

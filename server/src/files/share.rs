@@ -1,0 +1,98 @@
+//! A finished upload becomes a message: posted as its uploader, into its room or as a DM,
+//! through the same path as anything said, so it has a `seq`, is stored and kept in
+//! history, and its id de-duplicates it. The uploader's own copy is its acknowledgement.
+
+use std::sync::Arc;
+
+use chat_shared::{ErrorCode, FileInfo, ServerMsg};
+
+use super::names::{human_size, short_hash};
+use super::{Owner, Target, Upload};
+use crate::chat::{Chat, ChatError};
+use crate::event::Event;
+use crate::path::producer::{PostError, Posted, Said};
+use crate::path::sink::Sink;
+
+/// Why a verified file was not shared.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ShareError {
+    #[error("the uploader is no longer online")]
+    Offline,
+    #[error("the uploader is no longer in #{0}")]
+    NotInRoom(String),
+    #[error("{0} is not online")]
+    NoSuchNick(String),
+    #[error("the server is too busy to store the message; upload again later")]
+    Busy,
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// What line and IRC clients see, and framed ones next to the `file` object:
+/// `[file] 报告.pdf (1.2 MiB, sha256 3a7b…e1) http://HOST:PORT/files/ID/报告.pdf`.
+pub(crate) fn describe(file: &FileInfo) -> String {
+    format!(
+        "[file] {} ({}, sha256 {}) {}",
+        file.name,
+        human_size(file.size),
+        short_hash(&file.sha256),
+        file.url
+    )
+}
+
+/// Posts `file` as `upload`'s uploader.
+///
+/// # Errors
+/// [`ShareError`] says why it was not posted (nothing was).
+pub(crate) fn post(chat: &Chat, upload: &Upload, file: FileInfo) -> Result<(), ShareError> {
+    let (session, sink) = uploader(chat, upload).ok_or(ShareError::Offline)?;
+    let said = Said {
+        text: describe(&file),
+        id: Some(upload.id),
+        action: false,
+        file: Some(Box::new(file)),
+    };
+    match &upload.target {
+        Target::Room(name) => {
+            let room = chat
+                .existing_room(name)
+                .ok_or_else(|| ShareError::NotInRoom(name.to_string()))?;
+            match room.post(session, &sink, said) {
+                Ok(Posted::New | Posted::Pending) => Ok(()),
+                Ok(Posted::Duplicate(original)) => {
+                    let _ = sink.push(&original);
+                    Ok(())
+                }
+                Err(PostError::NotMember) => Err(ShareError::NotInRoom(name.to_string())),
+                Err(PostError::Busy(_)) => Err(ShareError::Busy),
+                Err(PostError::Refused(e)) => Err(ShareError::Refused(e.to_string())),
+            }
+        }
+        Target::Nick(to) => chat
+            .dm(session, &upload.nick, &sink, to, said)
+            .map_err(|e| match e {
+                ChatError::NoSuchNick(nick) => ShareError::NoSuchNick(nick),
+                ChatError::StoreBusy => ShareError::Busy,
+                other => ShareError::Refused(other.to_string()),
+            }),
+    }
+}
+
+/// Tells the uploader, if it is online, that its upload failed.
+pub(crate) fn tell(chat: &Chat, upload: &Upload, code: ErrorCode, message: String) {
+    if let Some((_, sink)) = uploader(chat, upload) {
+        let error = ServerMsg::error(code, message, Some(upload.id));
+        let _ = sink.push(&Arc::new(Event::new(error, None)));
+    }
+}
+
+/// The uploader's session now: for an account, whoever holds its nick (only it can); for
+/// a guest, only the connection the slot was last asked for in.
+fn uploader(chat: &Chat, upload: &Upload) -> Option<(uuid::Uuid, Arc<Sink>)> {
+    let (session, sink) = chat.holder(upload.nick.as_str())?;
+    let same = match upload.owner {
+        Owner::Account(ref skeleton) => *skeleton == upload.nick.skeleton(),
+        Owner::Guest(_) => session == upload.session(),
+    };
+    same.then_some((session, sink))
+}

@@ -1,0 +1,154 @@
+use super::*;
+
+fn files(dir: &std::path::Path) -> Files {
+    let config = FilesConfig {
+        max_file_size: 1000,
+        quota_per_user: 1500,
+        guest_quota: 600,
+        max_uploads: 2,
+        ..FilesConfig::in_dir(dir.to_owned())
+    };
+    let files = Files::open(config).unwrap();
+    files.set_base("http://127.0.0.1:1".into());
+    files
+}
+
+fn offer(owner: Owner, size: u64) -> Offer {
+    Offer {
+        id: Uuid::now_v7(),
+        name: "报告.pdf".into(),
+        size,
+        sha256: "AB".repeat(32),
+        target: Target::Room(chat_shared::RoomName::parse("lobby").unwrap()),
+        owner,
+        nick: Nick::parse("alice").unwrap(),
+        session: Uuid::now_v7(),
+    }
+}
+
+fn alice() -> Owner {
+    Owner::Account("alice".into())
+}
+
+#[test]
+fn offers_are_checked_against_every_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = files(dir.path());
+    assert!(matches!(
+        files.offer(offer(alice(), 1001)),
+        Err(FileError::TooLarge {
+            size: 1001,
+            max: 1000
+        })
+    ));
+    assert!(matches!(
+        files.offer(offer(alice(), 0)),
+        Err(FileError::Bad(_))
+    ));
+    let bad_hash = Offer {
+        sha256: "xyz".into(),
+        ..offer(alice(), 10)
+    };
+    assert!(matches!(files.offer(bad_hash), Err(FileError::Bad(_))));
+    let bad_name = Offer {
+        name: "../../etc/passwd".into(),
+        ..offer(alice(), 10)
+    };
+    assert!(matches!(
+        files.offer(bad_name),
+        Err(FileError::NameInvalid { .. })
+    ));
+    let slot = files.offer(offer(alice(), 1000)).unwrap();
+    assert!(slot.url.starts_with("http://127.0.0.1:1/uploads/"));
+    assert_eq!(slot.offset, 0);
+    // 1000 reserved of 1500: 501 more is over the quota, 500 is not.
+    assert!(matches!(
+        files.offer(offer(alice(), 501)),
+        Err(FileError::QuotaExceeded {
+            used: 1000,
+            quota: 1500,
+            ..
+        })
+    ));
+    files.offer(offer(alice(), 500)).unwrap();
+    let guest = Owner::Guest(Uuid::now_v7());
+    assert!(matches!(
+        files.offer(offer(guest.clone(), 601)),
+        Err(FileError::QuotaExceeded { quota: 600, .. })
+    ));
+    files.offer(offer(guest.clone(), 100)).unwrap();
+    files.offer(offer(guest.clone(), 100)).unwrap();
+    assert!(matches!(
+        files.offer(offer(guest, 100)),
+        Err(FileError::TooManyUploads(2))
+    ));
+}
+
+#[test]
+fn a_resent_offer_gets_its_slot_back_and_only_its_owner_can() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = files(dir.path());
+    let first = offer(alice(), 10);
+    let id = first.id;
+    let slot = files.offer(first).unwrap();
+    let again = Offer {
+        id,
+        session: Uuid::now_v7(),
+        ..offer(alice(), 10)
+    };
+    assert_eq!(files.offer(again).unwrap(), slot);
+    let other = Offer {
+        id,
+        ..offer(Owner::Account("mallory".into()), 10)
+    };
+    assert!(matches!(files.offer(other), Err(FileError::IdInUse)));
+    let guest = offer(Owner::Guest(Uuid::now_v7()), 10);
+    let (guest_id, first) = (guest.id, files.offer(guest).unwrap());
+    let reconnected = Offer {
+        id: guest_id,
+        ..offer(Owner::Guest(Uuid::now_v7()), 10)
+    };
+    assert_eq!(files.offer(reconnected).unwrap(), first);
+    let renamed = Offer {
+        id: guest_id,
+        nick: Nick::parse("mallory").unwrap(),
+        ..offer(Owner::Guest(Uuid::now_v7()), 10)
+    };
+    assert!(matches!(files.offer(renamed), Err(FileError::IdInUse)));
+    let different = Offer {
+        id,
+        ..offer(alice(), 11)
+    };
+    assert!(matches!(files.offer(different), Err(FileError::IdInUse)));
+}
+
+#[test]
+fn abandoned_and_expired_slots_give_their_quota_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = files(dir.path());
+    let slot = files.offer(offer(alice(), 1000)).unwrap();
+    let token = slot.url.rsplit('/').next().unwrap().to_owned();
+    let upload = files.upload(&token).unwrap();
+    files.abandon(&upload);
+    assert!(files.upload(&token).is_none());
+    files.offer(offer(alice(), 1000)).unwrap();
+    files.config.upload_expiry = std::time::Duration::from_millis(1);
+    let guest = Owner::Guest(Uuid::now_v7());
+    let slot = files.offer(offer(guest.clone(), 600)).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    assert!(files.upload(slot.url.rsplit('/').next().unwrap()).is_none());
+    files.sweep();
+    files.offer(offer(guest, 600)).unwrap();
+    for bad in ["", "../x", &"A".repeat(32), &"0".repeat(31)] {
+        assert!(files.upload(bad).is_none());
+        assert!(files.download(bad).is_none());
+    }
+}
+
+#[test]
+fn sha256_is_read_in_either_case() {
+    assert_eq!(parse_sha256(&"aB".repeat(32)), Some([0xab; 32]));
+    assert_eq!(parse_sha256(&"ab".repeat(31)), None);
+    assert_eq!(parse_sha256(&"g0".repeat(32)), None);
+    assert_eq!(parse_sha256(&"é".repeat(32)), None);
+}
