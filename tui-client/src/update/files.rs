@@ -273,7 +273,6 @@ pub(super) fn on_error(
         ErrorCode::ChecksumMismatch => {
             format!("its SHA-256 did not match (did it change while uploading?): {message}")
         }
-        ErrorCode::Unavailable => format!("file sharing is not available: {message}"),
         _ => message.to_owned(),
     };
     let name = t.name.clone();
