@@ -10,11 +10,13 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use chat_shared::message::FileInfo;
 use chat_shared::validate::nick_key;
 use chat_shared::{ChatMessage, ClientMsg, ModeChange, Role};
 use uuid::Uuid;
 
 use crate::input::InputLine;
+use crate::transfer::Transfer;
 
 /// Where the connection is; shown in the status bar.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +86,8 @@ pub enum EntryKind {
         action: bool,
         /// Pending, missed, …
         state: MsgState,
+        /// The file it shares, drawn instead of the text with its `/download` number.
+        file: Option<Box<FileInfo>>,
     },
     /// Joins, parts, renames: drawn dimmed.
     Notice(String),
@@ -324,6 +328,7 @@ impl Tab {
                 text: text.to_owned(),
                 action,
                 state: MsgState::Pending,
+                file: None,
             },
         );
     }
@@ -353,6 +358,7 @@ impl Tab {
             text: m.text.clone(),
             action: m.action,
             state,
+            file: m.file.clone(),
         };
         Some(self.place(m.id, m.seq, m.ts, kind))
     }
@@ -415,7 +421,14 @@ impl Tab {
 
     /// Appends a DM (DMs have no `seq`: arrival order), or acknowledges our pending copy.
     /// Returns whether it is new.
-    pub fn insert_dm(&mut self, id: Uuid, from: &str, text: &str, ts: i64) -> bool {
+    pub fn insert_dm(
+        &mut self,
+        id: Uuid,
+        from: &str,
+        text: &str,
+        ts: i64,
+        file: Option<Box<FileInfo>>,
+    ) -> bool {
         if self.ids.contains(&id) {
             for e in self.entries.iter_mut().rev() {
                 if let EntryKind::Message { id: eid, state, .. } = &mut e.kind
@@ -438,6 +451,7 @@ impl Tab {
                 text: text.to_owned(),
                 action: false,
                 state: MsgState::Normal,
+                file,
             },
         );
         true
@@ -674,6 +688,17 @@ pub struct App {
     /// A password sent with `/register` or `/password`, which becomes `password` once the
     /// server confirms it (so a reconnect logs in with it). Memory only, like `password`.
     pub password_asked: Option<chat_shared::Password>,
+    /// Uploads and downloads, oldest first: the active ones and those that ended this
+    /// session (`/transfers`).
+    pub transfers: Vec<Transfer>,
+    /// Every shared file seen, in order of appearance: file `N` of `/download N` is
+    /// `files[N - 1]`.
+    pub files: Vec<FileInfo>,
+    /// File id → its number, so a file seen again (history overlap, in two rooms) keeps it.
+    pub file_numbers: HashMap<String, usize>,
+    /// Where `/download` puts files without a DIR (`--download-dir`, else the current
+    /// directory).
+    pub download_dir: std::path::PathBuf,
 }
 
 impl App {
@@ -708,7 +733,27 @@ impl App {
             needs_redraw: true,
             password: None,
             password_asked: None,
+            transfers: Vec::new(),
+            files: Vec::new(),
+            file_numbers: HashMap::new(),
+            download_dir: std::path::PathBuf::from("."),
         }
+    }
+
+    /// The `/download` number of a shared file, given one when first seen.
+    pub fn file_number(&mut self, file: &FileInfo) -> usize {
+        if let Some(&n) = self.file_numbers.get(&file.id) {
+            return n;
+        }
+        self.files.push(file.clone());
+        let n = self.files.len();
+        self.file_numbers.insert(file.id.clone(), n);
+        n
+    }
+
+    /// The transfer with this id.
+    pub fn transfer_mut(&mut self, id: uuid::Uuid) -> Option<&mut Transfer> {
+        self.transfers.iter_mut().find(|t| t.id == id)
     }
 
     /// The visible tab.

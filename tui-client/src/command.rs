@@ -17,6 +17,7 @@ pub const COMMANDS: &[&str] = &[
     "/bans",
     "/deop",
     "/devoice",
+    "/download",
     "/help",
     "/invite",
     "/join",
@@ -37,8 +38,10 @@ pub const COMMANDS: &[&str] = &[
     "/register",
     "/rooms",
     "/topic",
+    "/transfers",
     "/unban",
     "/unkline",
+    "/upload",
     "/voice",
     "/who",
 ];
@@ -58,6 +61,9 @@ pub const HELP: &[&str] = &[
     "/rooms              list the rooms on the server",
     "/register PASSWORD  register your nick (start with --password-file next time)",
     "/password OLD NEW   change your account's password",
+    "/upload PATH [#ROOM|@NICK]  share a file here (or in ROOM, or with NICK)",
+    "/download N|ID [DIR]  save file N of the scrollback ([file N]) into DIR",
+    "/transfers          uploads and downloads, with their progress",
     "/help               this list",
     "/quit [WHY]         leave (also Ctrl-C)",
     "//text              send \"/text\" literally",
@@ -206,6 +212,22 @@ pub enum Input {
     Klines,
     /// `/reconnect`.
     Reconnect,
+    /// `/upload PATH [#ROOM|@NICK]`.
+    Upload {
+        /// The local file (may contain spaces).
+        path: String,
+        /// `#room` or `@nick` as typed; `None`: the current tab.
+        target: Option<String>,
+    },
+    /// `/download N|ID [DIR]`.
+    Download {
+        /// A number from the scrollback's `[file N]`, or a file id.
+        which: String,
+        /// Where to put it; `None`: `--download-dir` or the current directory.
+        dir: Option<String>,
+    },
+    /// `/transfers`.
+    Transfers,
 }
 
 /// Which role command.
@@ -244,6 +266,25 @@ pub fn has_password(line: &str) -> bool {
     };
     let cmd = word(rest).0.to_lowercase();
     cmd == "register" || cmd == "password"
+}
+
+/// `/upload PATH [#ROOM|@NICK]`: the last word is the target when it starts with `#` or
+/// `@` and something comes before it, so a path may contain spaces unquoted.
+fn upload(args: &str) -> Result<Input, String> {
+    let args = args.trim();
+    if args.is_empty() {
+        return Err("usage: /upload PATH [#ROOM|@NICK]".into());
+    }
+    let (path, target) = match args.rsplit_once(char::is_whitespace) {
+        Some((path, last)) if last.starts_with(['#', '@']) && !path.trim().is_empty() => {
+            (path.trim_end(), Some(last.to_owned()))
+        }
+        _ => (args, None),
+    };
+    Ok(Input::Upload {
+        path: path.to_owned(),
+        target,
+    })
 }
 
 /// Splits off the first whitespace-separated word.
@@ -330,6 +371,15 @@ pub fn parse(line: &str) -> Result<Option<Input>, String> {
             None => return usage("/me TEXT"),
         },
         "who" | "names" => Input::Who(non_empty(word(args).0)),
+        "upload" | "send" => upload(args)?,
+        "download" | "get" => match word(args) {
+            ("", _) => return usage("/download N|ID [DIR]"),
+            (which, dir) => Input::Download {
+                which: which.to_owned(),
+                dir: non_empty(dir),
+            },
+        },
+        "transfers" => Input::Transfers,
         "rooms" | "list" => Input::Rooms,
         "help" => Input::Help,
         "quit" | "exit" => Input::Quit(non_empty(args)),
@@ -566,6 +616,42 @@ mod tests {
         assert_eq!(ok("hello /there"), Input::Say("hello /there".into()));
         assert_eq!(ok("//etc/passwd"), Input::Say("/etc/passwd".into()));
         assert_eq!(parse("   ").unwrap(), None);
+    }
+
+    #[test]
+    fn file_commands_take_paths_with_spaces_and_an_optional_target() {
+        let up = |path: &str, target: Option<&str>| Input::Upload {
+            path: path.into(),
+            target: target.map(Into::into),
+        };
+        assert_eq!(ok("/upload 报告.pdf"), up("报告.pdf", None));
+        assert_eq!(
+            ok("/upload ~/my report.pdf #rust"),
+            up("~/my report.pdf", Some("#rust"))
+        );
+        assert_eq!(
+            ok("/upload notes.txt @小明"),
+            up("notes.txt", Some("@小明"))
+        );
+        // A lone `#name` is a path: there is nothing before it to upload.
+        assert_eq!(ok("/upload #weird"), up("#weird", None));
+        assert!(parse("/upload").is_err());
+        assert_eq!(
+            ok("/download 3 ~/Downloads/my files"),
+            Input::Download {
+                which: "3".into(),
+                dir: Some("~/Downloads/my files".into())
+            }
+        );
+        assert_eq!(
+            ok("/download 0123abcd"),
+            Input::Download {
+                which: "0123abcd".into(),
+                dir: None
+            }
+        );
+        assert!(parse("/download").is_err());
+        assert_eq!(ok("/transfers"), Input::Transfers);
     }
 
     #[test]

@@ -18,12 +18,19 @@
 //! - [`tls`]: the TLS client: roots, `--tls-ca`, the verifier with trust on first use.
 //! - [`known_servers`]: the accepted fingerprints of self-signed servers, on disk.
 //! - [`tofu`]: the question asked before the screen starts for an unknown certificate.
-//! - [`runtime`]: the event loop that ties terminal, network and clock to `update`.
+//! - [`transfer`]: uploads and downloads as the state knows them (progress, rate, ETA).
+//! - [`http`]: the HTTP/1.1 client of transfers, over [`transport`]'s streams (same trust).
+//! - [`tus`]: the resumable upload (tus 1.0 with per-chunk SHA-256) and file hashing.
+//! - [`download`]: ranged, resumed, verified downloads and safe local names.
+//! - [`runtime`]: the event loop that ties terminal, network, transfers and clock to
+//!   `update`.
 //! - [`tui`]: terminal modes on and off, including on panic.
 
 pub mod app;
 pub mod command;
+pub mod download;
 pub mod endpoint;
+pub mod http;
 pub mod input;
 pub mod known_servers;
 pub mod net;
@@ -31,8 +38,10 @@ pub mod runtime;
 pub mod text;
 pub mod tls;
 pub mod tofu;
+pub mod transfer;
 pub mod transport;
 pub mod tui;
+pub mod tus;
 pub mod update;
 pub mod view;
 

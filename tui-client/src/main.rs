@@ -1,5 +1,5 @@
 //! `chat-tui --nick NAME [--server [tls://]HOST:PORT] [--tls] [--tls-ca FILE]
-//! [--password-file FILE | --ask-password]`: the terminal chat client.
+//! [--password-file FILE | --ask-password] [--download-dir DIR]`: the terminal chat client.
 //!
 //! Thin on purpose: arguments, the terminal check, the TLS trust decision (asked before
 //! the screen starts), terminal setup and the runtime; the client itself is the `chat_tui`
@@ -49,6 +49,14 @@ struct Cli {
     /// environment variable CHAT_PASSWORD gives it too.
     #[arg(long)]
     ask_password: bool,
+    /// Where /download saves files when it is given no directory.
+    #[arg(
+        long,
+        env = "CHAT_DOWNLOAD_DIR",
+        value_name = "DIR",
+        default_value = "."
+    )]
+    download_dir: PathBuf,
 }
 
 /// The password from `--password-file`, `CHAT_PASSWORD` or the hidden prompt, in that
@@ -145,6 +153,7 @@ fn main() -> ExitCode {
         server_label: endpoint.display(),
         utc_offset_secs,
         password,
+        download_dir: cli.download_dir.clone(),
     };
     let result = runtime.block_on(chat_tui::run(&mut terminal, options));
     drop(guard);

@@ -5,10 +5,16 @@
 //! Idle cost is near zero: the loop sleeps in `select!` until one of its sources has
 //! something, and the tick is once a second.
 //!
+//! Transfers run as tasks of their own (hashing on the blocking pool), so a 1 GiB upload
+//! never delays a keystroke; they report through a channel of their own.
+//!
 //! Layout:
 //! - [`Options`] and [`run`]: what the binary passes in, and the loop.
+//! - [`Transfers`]: the running transfer tasks, started and stopped by effects.
 //! - `Signals`: SIGTERM and SIGHUP as a future (Unix), turned into a clean quit.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -16,10 +22,14 @@ use crossterm::event::{Event, EventStream};
 use futures::StreamExt;
 use ratatui::DefaultTerminal;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::{MissedTickBehavior, interval, timeout};
+use uuid::Uuid;
 
 use crate::app::App;
+use crate::http::Http;
 use crate::net::{self, NetCommand, NetConfig};
+use crate::transfer::TransferEvent;
 use crate::transport::Transport;
 use crate::update::{Action, Effect, update};
 use crate::view::view;
@@ -43,6 +53,8 @@ pub struct Options {
     pub utc_offset_secs: i32,
     /// The nick's password, if it is registered (kept in memory only).
     pub password: Option<chat_shared::Password>,
+    /// Where `/download` puts files without a DIR.
+    pub download_dir: PathBuf,
 }
 
 /// Current time in Unix milliseconds.
@@ -58,6 +70,11 @@ pub fn now_ms() -> i64 {
 /// When the terminal fails (reading events or drawing) or the network task dies.
 pub async fn run(terminal: &mut DefaultTerminal, options: Options) -> anyhow::Result<()> {
     let (events_tx, mut net_rx) = mpsc::channel(1024);
+    let (xfer_tx, mut xfer_rx) = mpsc::channel(256);
+    let mut transfers = Transfers::new(
+        Http::new(options.server.clone(), options.transport.clone()),
+        xfer_tx,
+    );
     let config = NetConfig {
         transport: options.transport,
         ..NetConfig::new(options.server)
@@ -66,6 +83,7 @@ pub async fn run(terminal: &mut DefaultTerminal, options: Options) -> anyhow::Re
     let mut app = App::new(options.nick, options.server_label);
     app.utc_offset_secs = options.utc_offset_secs;
     app.password = options.password;
+    app.download_dir = options.download_dir;
     app.now_ms = now_ms();
     let size = terminal.size().context("reading the terminal size")?;
     app.size = (size.width, size.height);
@@ -94,21 +112,24 @@ pub async fn run(terminal: &mut DefaultTerminal, options: Options) -> anyhow::Re
                 Some(ev) => Action::Net(ev),
                 None => bail!("the network task stopped"),
             },
+            // Never closed: `transfers` holds a sender.
+            Some(ev) = xfer_rx.recv() => Action::Transfer(ev),
             _ = tick.tick() => Action::Tick { now_ms: now_ms() },
             () = signals.recv() => Action::Terminate,
             res = &mut net_task => bail!("the network task ended: {res:?}"),
         };
-        let mut quit = perform(&mut app, action, &cmd_tx);
+        let mut quit = perform(&mut app, action, &cmd_tx, &mut transfers);
         for _ in 0..BATCH {
             if quit {
                 break;
             }
             match net_rx.try_recv() {
-                Ok(ev) => quit = perform(&mut app, Action::Net(ev), &cmd_tx),
+                Ok(ev) => quit = perform(&mut app, Action::Net(ev), &cmd_tx, &mut transfers),
                 Err(_) => break,
             }
         }
         if quit {
+            transfers.stop_all();
             // Ignored: if the task is already gone there is nothing left to close.
             let _ = cmd_tx.send(NetCommand::Shutdown);
             // Ignored: a task that does not finish in time is dropped with the runtime.
@@ -119,7 +140,12 @@ pub async fn run(terminal: &mut DefaultTerminal, options: Options) -> anyhow::Re
 }
 
 /// Feeds one action to `update` and carries out its effects; returns whether to quit.
-fn perform(app: &mut App, action: Action, cmd_tx: &mpsc::UnboundedSender<NetCommand>) -> bool {
+fn perform(
+    app: &mut App,
+    action: Action,
+    cmd_tx: &mpsc::UnboundedSender<NetCommand>,
+    transfers: &mut Transfers,
+) -> bool {
     let mut quit = false;
     for effect in update(app, action) {
         match effect {
@@ -139,9 +165,109 @@ fn perform(app: &mut App, action: Action, cmd_tx: &mpsc::UnboundedSender<NetComm
             Effect::Reconnect => {
                 let _ = cmd_tx.send(NetCommand::Resume);
             }
+            effect => transfers.perform(effect),
         }
     }
     quit
+}
+
+/// The running transfer tasks, by transfer id; what they report goes to `events`.
+#[derive(Debug)]
+pub struct Transfers {
+    http: Http,
+    events: mpsc::Sender<TransferEvent>,
+    tasks: HashMap<Uuid, JoinHandle<()>>,
+    /// Bytes per upload `PATCH`.
+    pub chunk: usize,
+}
+
+impl Transfers {
+    /// No tasks yet; links are reached with `http`.
+    pub fn new(http: Http, events: mpsc::Sender<TransferEvent>) -> Self {
+        Self {
+            http,
+            events,
+            tasks: HashMap::new(),
+            chunk: crate::tus::CHUNK,
+        }
+    }
+
+    /// Carries out a transfer effect ([`Effect::Hash`], `Upload`, `Download`, `Cancel`);
+    /// others are ignored.
+    pub fn perform(&mut self, effect: Effect) {
+        self.tasks.retain(|_, task| !task.is_finished());
+        match effect {
+            Effect::Hash { id, path } => {
+                let events = self.events.clone();
+                let path = expand_home(&path);
+                let task = tokio::spawn(async move {
+                    let hashed =
+                        tokio::task::spawn_blocking(move || crate::tus::hash_file(&path)).await;
+                    let ev = match hashed {
+                        Ok(Ok((size, sha256))) => TransferEvent::Hashed { id, size, sha256 },
+                        Ok(Err(e)) => TransferEvent::Failed {
+                            id,
+                            error: format!("cannot read it: {e}"),
+                        },
+                        Err(e) => TransferEvent::Failed {
+                            id,
+                            error: format!("cannot read it: {e}"),
+                        },
+                    };
+                    // Ignored: an app that is gone needs no report.
+                    let _ = events.send(ev).await;
+                });
+                self.replace(id, task);
+            }
+            Effect::Upload(mut job) => {
+                job.path = expand_home(&job.path);
+                let id = job.id;
+                let fut =
+                    crate::tus::upload(self.http.clone(), job, self.chunk, self.events.clone());
+                self.replace(id, tokio::spawn(fut));
+            }
+            Effect::Download(mut job) => {
+                job.dir = expand_home(&job.dir);
+                let id = job.id;
+                let fut = crate::download::download(self.http.clone(), job, self.events.clone());
+                self.replace(id, tokio::spawn(fut));
+            }
+            Effect::Cancel(id) => {
+                if let Some(task) = self.tasks.remove(&id) {
+                    task.abort();
+                }
+            }
+            // Not a transfer's: carried out by the caller.
+            Effect::Send(_) | Effect::Quit | Effect::StopReconnecting | Effect::Reconnect => {}
+        }
+    }
+
+    fn replace(&mut self, id: Uuid, task: JoinHandle<()>) {
+        if let Some(old) = self.tasks.insert(id, task) {
+            old.abort();
+        }
+    }
+
+    /// Stops every task (leaving: a partial download stays as its `.part`, an upload's
+    /// slot keeps what the server has).
+    pub fn stop_all(&mut self) {
+        for (_, task) in self.tasks.drain() {
+            task.abort();
+        }
+    }
+
+    /// How many tasks are still running.
+    pub fn running(&self) -> usize {
+        self.tasks.values().filter(|t| !t.is_finished()).count()
+    }
+}
+
+/// `~/x` as `$HOME/x`, the way a shell would have it; anything else as it is.
+pub fn expand_home(path: &Path) -> PathBuf {
+    match (path.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => path.to_owned(),
+    }
 }
 
 fn terminal_action(ev: Event) -> Option<Action> {

@@ -149,6 +149,20 @@ impl TlsClient {
             name,
         })
     }
+
+    /// The same trust (connector and verifier, pinned fingerprint included) for another
+    /// host name: what a file link on the chat server's public URL is checked with.
+    ///
+    /// # Errors
+    /// A host that is no server name.
+    pub fn for_host(&self, host: &str) -> Result<Self, TlsError> {
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|_| TlsError::ServerName(host.to_owned()))?;
+        Ok(Self {
+            connector: self.connector.clone(),
+            name,
+        })
+    }
 }
 
 /// The system's roots; certificates it cannot parse are skipped, as every client does (a

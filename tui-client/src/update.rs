@@ -13,6 +13,7 @@
 //!   reconnecting).
 //! - [`update`]: the dispatcher; below it the key, command, scroll and server-event
 //!   handlers, the moderation ones last.
+//! - `files`: file sharing (`/upload`, `/download`, `/transfers`, slots, transfer events).
 
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ use uuid::Uuid;
 use crate::app::{App, ConnState, EntryKind, MsgState, Pending, Tab, TabKind, roles_from};
 use crate::command::{self, ANY_NICK_COMMANDS, COMMANDS, HELP, Input, RoleChange};
 use crate::text::{format_date, mentions};
+use crate::transfer::{DownloadJob, TransferEvent, UploadJob};
 use crate::view::{RowContext, areas, entry_rows, input_columns};
 
 /// Rows one mouse-wheel notch scrolls.
@@ -62,6 +64,8 @@ pub enum Action {
     },
     /// The network task reports something.
     Net(NetEvent),
+    /// A transfer task (or the hashing of a file to upload) reports something.
+    Transfer(TransferEvent),
     /// SIGTERM or SIGHUP: leave like `/quit`.
     Terminate,
 }
@@ -105,6 +109,20 @@ pub enum Effect {
     StopReconnecting,
     /// Connect now (`/reconnect`), after [`Effect::StopReconnecting`] or during a backoff.
     Reconnect,
+    /// Read the file at `path` for its length and SHA-256 (off the UI task), reported as
+    /// [`TransferEvent::Hashed`] or `Failed`.
+    Hash {
+        /// The upload.
+        id: Uuid,
+        /// The file, as typed (`~/` is the home directory).
+        path: std::path::PathBuf,
+    },
+    /// Start the tus upload (replacing a task already running for the same id).
+    Upload(UploadJob),
+    /// Start a download.
+    Download(DownloadJob),
+    /// Stop the task of this transfer, if one runs.
+    Cancel(Uuid),
 }
 
 fn send(msg: ClientMsg) -> Effect {
@@ -129,6 +147,7 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
         }
         Action::Tick { now_ms } => on_tick(app, now_ms, &mut fx),
         Action::Net(ev) => on_net(app, ev, &mut fx),
+        Action::Transfer(ev) => files::on_event(app, ev, &mut fx),
         Action::Terminate => {
             quit(app, Some("terminated".into()), &mut fx);
             true
@@ -244,12 +263,15 @@ fn on_mouse(app: &mut App, m: MouseEvent, fx: &mut Vec<Effect>) -> bool {
 
 fn on_tick(app: &mut App, now_ms: i64, fx: &mut Vec<Effect>) -> bool {
     app.now_ms = now_ms;
+    // A moving transfer's ETA changes every second.
+    let moving = app.transfers.iter().any(|t| t.is_active());
+    let retried = files::on_tick(app, now_ms, fx);
     match app.hello_retry {
         Some((due, _)) if now_ms >= due && app.conn == ConnState::Registering => {
             fx.push(hello(app));
             true
         }
-        _ => false,
+        _ => moving || retried,
     }
 }
 
@@ -528,6 +550,9 @@ fn run(app: &mut App, input: Input, fx: &mut Vec<Effect>) {
             },
         ),
         Input::Unkline(mask) => request(app, fx, ClientMsg::ServerUnban { mask }),
+        Input::Upload { path, target } => files::upload(app, path, target, fx),
+        Input::Download { which, dir } => files::download(app, which, dir, fx),
+        Input::Transfers => files::list(app),
         Input::Klines => {
             if app.online() {
                 app.server_bans_requested = true;
@@ -880,7 +905,11 @@ fn on_server(app: &mut App, msg: ServerMsg, fx: &mut Vec<Effect>) -> bool {
             let peer = if app.is_me(&d.from) { &d.to } else { &d.from };
             let i = app.dm_tab(peer);
             app.pending.retain(|p| p.id != d.id);
-            if app.tabs[i].insert_dm(d.id, &d.from, &d.text, d.ts) {
+            if let Some(file) = &d.file {
+                app.file_number(file);
+                files::shared(app, d.id, format!("@{peer}"));
+            }
+            if app.tabs[i].insert_dm(d.id, &d.from, &d.text, d.ts, d.file.clone()) {
                 let last = app.tabs[i].entries.len() - 1;
                 added_below(app, i, last);
                 if i != app.current {
@@ -989,7 +1018,7 @@ fn on_server(app: &mut App, msg: ServerMsg, fx: &mut Vec<Effect>) -> bool {
             message,
             ref_id,
             ..
-        } => on_error(app, code, &message, ref_id),
+        } => on_error(app, code, &message, ref_id, fx),
         ServerMsg::Bye { reason, message } => on_bye(app, reason, message, fx),
         ServerMsg::Invited { room, by } => {
             app.info(format!(
@@ -1000,8 +1029,12 @@ fn on_server(app: &mut App, msg: ServerMsg, fx: &mut Vec<Effect>) -> bool {
         ServerMsg::BanList { room, bans } => on_ban_list(app, &room, &bans),
         ServerMsg::ServerBanList { bans } => on_server_ban_list(app, &bans),
         ServerMsg::Notice { text } => app.info(text),
-        // Not asked for yet: chat-tui's uploads come with its `/upload`.
-        ServerMsg::UploadSlot { .. } => return false,
+        ServerMsg::UploadSlot {
+            ref_id,
+            url,
+            offset,
+            ..
+        } => return files::on_slot(app, ref_id, url, offset, fx),
         // Taken apart above.
         ServerMsg::Topic { .. }
         | ServerMsg::Kicked { .. }
@@ -1104,6 +1137,7 @@ fn on_welcome(
     for p in &app.pending {
         fx.push(Effect::Send(Request::with_id(p.id, p.msg.clone())));
     }
+    files::resume(app, fx);
 }
 
 fn on_joined(app: &mut App, room: &str, nick: &str, ts: i64, role: Option<Role>) {
@@ -1168,6 +1202,10 @@ fn on_parted(app: &mut App, room: &str, nick: &str, ts: i64, reason: Option<Stri
 
 fn on_message(app: &mut App, m: &ChatMessage, fx: &mut Vec<Effect>) {
     app.now_ms = app.now_ms.max(m.ts);
+    if let Some(file) = &m.file {
+        app.file_number(file);
+        files::shared(app, m.id, format!("#{}", m.room));
+    }
     let Some(i) = app.room_index(&m.room) else {
         // Expected: a message that crossed our `part` on the wire.
         return;
@@ -1225,6 +1263,12 @@ fn on_history(
         // Expected: the answer for a room we left meanwhile.
         return;
     };
+    for m in messages {
+        if let Some(file) = &m.file {
+            app.file_number(file);
+            files::shared(app, m.id, format!("#{room}"));
+        }
+    }
     let me = app.nick.clone();
     let current = app.current;
     let mut acked = Vec::new();
@@ -1466,7 +1510,13 @@ fn join_refused(app: &mut App, room: &str, code: ErrorCode, message: &str) {
     }
 }
 
-fn on_error(app: &mut App, code: ErrorCode, message: &str, ref_id: Option<Uuid>) {
+fn on_error(
+    app: &mut App,
+    code: ErrorCode,
+    message: &str,
+    ref_id: Option<Uuid>,
+    fx: &mut Vec<Effect>,
+) {
     let registering = app.conn == ConnState::Registering;
     if registering && code == ErrorCode::NickTaken && app.welcomed_once {
         // Most likely our own previous session, not yet noticed gone by the server.
@@ -1499,6 +1549,11 @@ fn on_error(app: &mut App, code: ErrorCode, message: &str, ref_id: Option<Uuid>)
         ));
     }
     if let Some(id) = ref_id
+        && files::on_error(app, id, code, message, fx)
+    {
+        return;
+    }
+    if let Some(id) = ref_id
         && let Some(pos) = app.joins_in_flight.iter().position(|(j, _)| *j == id)
     {
         let (_, room) = app.joins_in_flight.remove(pos);
@@ -1519,6 +1574,8 @@ fn on_error(app: &mut App, code: ErrorCode, message: &str, ref_id: Option<Uuid>)
     }
     app.error(message.to_owned());
 }
+
+mod files;
 
 #[cfg(test)]
 mod tests;

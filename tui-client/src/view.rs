@@ -15,6 +15,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use chat_shared::Role;
+use chat_shared::message::FileInfo;
 use chat_shared::validate::nick_key;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Position, Rect};
@@ -24,6 +25,7 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 
 use crate::app::{App, ConnState, Entry, EntryKind, MsgState, Tab, TabKind};
 use crate::text::{format_time, mentions, nick_color, one_line, sanitize, truncate, width, wrap};
+use crate::transfer::{Transfer, TransferState, format_eta, human_size, progress_bar, short_hash};
 
 /// Columns of a continuation row's indent: the width of `HH:MM `.
 const INDENT: usize = 6;
@@ -109,6 +111,8 @@ pub struct RowContext<'a> {
     /// The tab's roles by nick identity: a nick is marked with its role now, as in the
     /// member list, so the two never disagree.
     pub roles: Option<&'a HashMap<String, Role>>,
+    /// Shared files' `/download` numbers by file id.
+    pub files: Option<&'a HashMap<String, usize>>,
 }
 
 impl<'a> RowContext<'a> {
@@ -123,6 +127,7 @@ impl<'a> RowContext<'a> {
             me: &app.nick,
             utc_offset_secs: app.utc_offset_secs,
             roles: app.tabs.get(index).map(|t| &t.roles),
+            files: Some(&app.file_numbers),
         }
     }
 
@@ -152,6 +157,7 @@ pub fn entry_rows(entry: &Entry, ctx: RowContext<'_>, width: usize) -> Vec<Line<
             text,
             action,
             state,
+            file,
             ..
         } => {
             let from = sanitize(from).into_owned();
@@ -187,7 +193,10 @@ pub fn entry_rows(entry: &Entry, ctx: RowContext<'_>, width: usize) -> Vec<Line<
             if *state == MsgState::Failed {
                 text_style = text_style.add_modifier(Modifier::CROSSED_OUT);
             }
-            pieces.push((clean_multiline(text).into(), text_style));
+            match file {
+                Some(file) => file_pieces(file, ctx, &mut pieces),
+                None => pieces.push((clean_multiline(text).into(), text_style)),
+            }
             if *state == MsgState::Failed {
                 pieces.push((" (not sent)".into(), Style::new().fg(Color::Red)));
             }
@@ -221,6 +230,34 @@ pub fn entry_rows(entry: &Entry, ctx: RowContext<'_>, width: usize) -> Vec<Line<
         }
     }
     wrap(&pieces, width, INDENT)
+}
+
+/// A shared file as the scrollback shows it: `[file 3] 报告.pdf 1.2 MiB 3a7b…e1`, the number
+/// being what `/download` takes.
+fn file_pieces(file: &FileInfo, ctx: RowContext<'_>, pieces: &mut Vec<(Cow<'_, str>, Style)>) {
+    let number = ctx.files.and_then(|f| f.get(&file.id));
+    let label = match number {
+        Some(n) => format!("[file {n}] "),
+        None => "[file] ".to_owned(),
+    };
+    let dim = Style::new().fg(Color::DarkGray);
+    pieces.push((
+        label.into(),
+        Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD),
+    ));
+    pieces.push((
+        sanitize(&file.name).into_owned().into(),
+        Style::new().add_modifier(Modifier::BOLD),
+    ));
+    pieces.push((
+        format!(
+            " {} {}",
+            human_size(file.size),
+            short_hash(&sanitize(&file.sha256))
+        )
+        .into(),
+        dim,
+    ));
 }
 
 /// The rows of the scrollback viewport, top to bottom, and how many entries were wrapped to
@@ -466,22 +503,104 @@ fn draw_status(app: &App, frame: &mut Frame<'_>, area: Rect) {
         Some(d) => format!("rtt {} ms", d.as_millis()),
         None => "rtt –".to_owned(),
     };
-    let line = Line::from(vec![
+    let nick = sanitize(&app.nick).into_owned();
+    let mut spans = vec![
         Span::styled(" ", bar),
         Span::styled(state, state_style),
         sep.clone(),
-        Span::styled(
-            sanitize(&app.nick).into_owned(),
-            bar.add_modifier(Modifier::BOLD),
-        ),
+        Span::styled(nick, bar.add_modifier(Modifier::BOLD)),
         sep.clone(),
         Span::styled(place, bar),
-        sep.clone(),
-        Span::styled(rtt, bar),
-        sep,
-        Span::styled(sanitize(&app.server).into_owned(), bar),
-    ]);
-    frame.render_widget(Paragraph::new(line).style(bar), area);
+    ];
+    let server = sanitize(&app.server).into_owned();
+    let used = spans.iter().map(|s| width(&s.content)).sum::<usize>();
+    let tail = width(&rtt) + width(&server) + 2 * width(&sep.content);
+    let active: Vec<&Transfer> = app.transfers.iter().filter(|t| t.is_active()).collect();
+    if let Some(first) = active.first() {
+        // The transfer comes before the rtt and server: they stay only if it fits whole.
+        let room = usize::from(area.width).saturating_sub(used + width(&sep.content));
+        let whole = transfer_status(first, active.len() - 1, usize::MAX);
+        let keep_tail = room >= tail + width(&whole);
+        let text = if room >= width(&whole) {
+            whole
+        } else {
+            transfer_status(first, active.len() - 1, room)
+        };
+        spans.push(sep.clone());
+        spans.push(Span::styled(text, bar.fg(Color::LightCyan)));
+        if keep_tail {
+            spans.extend([
+                sep.clone(),
+                Span::styled(rtt, bar),
+                sep,
+                Span::styled(server, bar),
+            ]);
+        }
+    } else {
+        spans.extend([
+            sep.clone(),
+            Span::styled(rtt, bar),
+            sep,
+            Span::styled(server, bar),
+        ]);
+    }
+    frame.render_widget(Paragraph::new(Line::from(spans)).style(bar), area);
+}
+
+/// Cells of the status bar's progress bar.
+const BAR_CELLS: usize = 10;
+
+/// The fewest cells the status bar's transfer name is cut to before other parts go.
+const MIN_NAME_COLS: usize = 6;
+
+/// The status bar's transfer: `↑ 报告.pdf ████▍     42% 1.2 MiB/s ETA 0:07 (+1)` in at most
+/// `cols` cells; the name is cut (by display width) before anything else.
+pub fn transfer_status(t: &Transfer, others: usize, cols: usize) -> String {
+    let more = if others > 0 {
+        format!(" (+{others})")
+    } else {
+        String::new()
+    };
+    let parts: Vec<String> = match &t.state {
+        TransferState::Running => {
+            let mut parts = vec![format!(" {:>3}%", t.percent())];
+            if let Some(rate) = t.rate() {
+                parts.push(format!(" {}/s", human_size(rate as u64)));
+            }
+            if let Some(eta) = t.eta_secs() {
+                parts.push(format!(" ETA {}", format_eta(eta)));
+            }
+            parts
+        }
+        TransferState::Hashing => vec![" hashing…".to_owned()],
+        TransferState::WaitingSlot => vec![" waiting for a slot".to_owned()],
+        TransferState::Sharing => vec![" verifying…".to_owned()],
+        TransferState::Retrying { .. } | TransferState::Stalled { .. } => {
+            vec![format!(" {:>3}%", t.percent()), " reconnecting".to_owned()]
+        }
+        TransferState::Done { .. } | TransferState::Failed { .. } => Vec::new(),
+    };
+    // Short of room, the ETA goes, then the rate, before the name shrinks below a few cells.
+    let mut keep = parts.len();
+    let fixed = |keep: usize| width(t.arrow()) + 1 + width(&parts[..keep].concat()) + width(&more);
+    while keep > 1 && fixed(keep) + MIN_NAME_COLS > cols {
+        keep -= 1;
+    }
+    let numbers = parts[..keep].concat();
+    let fixed = fixed(keep);
+    let bar = format!(" {}", progress_bar(t.percent(), BAR_CELLS));
+    let name = sanitize(&t.name);
+    // The bar goes first when space is short, then the name is cut.
+    let with_bar = cols >= fixed + width(&bar) + MIN_NAME_COLS;
+    let bar = if with_bar { bar.as_str() } else { "" };
+    let name_cols = cols.saturating_sub(fixed + width(bar));
+    let shown = if width(&name) <= name_cols {
+        name.into_owned()
+    } else {
+        format!("{}…", truncate(&name, name_cols.saturating_sub(1)))
+    };
+    let text = format!("{} {shown}{bar}{numbers}{more}", t.arrow());
+    truncate(&text, cols).to_owned()
 }
 
 /// Columns available for the input text after the prompt.

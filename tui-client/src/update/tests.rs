@@ -1,7 +1,10 @@
 //! Unit tests of `update`: actions in, state and effects checked. No terminal, no network.
 
 use super::*;
+use chat_shared::message::FileInfo;
 use chat_shared::{DirectMessage, Password, RoomInfo};
+
+use crate::transfer::{Target, TransferState};
 use ratatui::crossterm::event::{KeyEventState, MouseButton};
 
 fn key(code: KeyCode) -> Action {
@@ -2115,4 +2118,319 @@ fn help_lists_every_moderation_command_and_the_invite_key() {
     for command in COMMANDS {
         assert!(help.contains(command), "{command} missing from /help");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// File sharing (issue 15)
+
+const SHA: &str = "3a7b000000000000000000000000000000000000000000000000000000000ae1";
+
+fn file_info(n: u128, name: &str, size: u64) -> FileInfo {
+    FileInfo {
+        id: format!("{n:032x}"),
+        name: name.into(),
+        size,
+        sha256: SHA.into(),
+        url: format!("http://127.0.0.1:7878/files/{n:032x}/{name}"),
+    }
+}
+
+fn shared_file(room: &str, seq: u64, from: &str, id: Uuid, file: FileInfo) -> ChatMessage {
+    let mut m = chat(room, seq, from, &format!("[file] {}", file.name));
+    m.id = id;
+    m.file = Some(Box::new(file));
+    m
+}
+
+fn transfer_event(app: &mut App, ev: TransferEvent) -> Vec<Effect> {
+    update(app, Action::Transfer(ev))
+}
+
+/// `/upload` in the lobby up to its slot: the transfer's id and the effects of the slot.
+fn upload_to_slot(app: &mut App, offset: u64) -> (Uuid, Vec<Effect>) {
+    let fx = submit_line(app, "/upload ~/docs/报告.pdf");
+    let id = match &fx[..] {
+        [Effect::Hash { id, path }] => {
+            assert_eq!(path, &std::path::PathBuf::from("~/docs/报告.pdf"));
+            *id
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(app.transfers[0].state, TransferState::Hashing);
+    let fx = transfer_event(
+        app,
+        TransferEvent::Hashed {
+            id,
+            size: 10 << 20,
+            sha256: SHA.into(),
+        },
+    );
+    match &fx[..] {
+        [Effect::Send(r)] => {
+            assert_eq!(r.id, Some(id), "the request id is the upload's");
+            assert_eq!(
+                r.msg,
+                ClientMsg::Upload {
+                    name: "报告.pdf".into(),
+                    size: 10 << 20,
+                    sha256: SHA.into(),
+                    room: Some("lobby".into()),
+                    to: None,
+                }
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let fx = server(app, slot(id, offset));
+    (id, fx)
+}
+
+/// The server's slot for upload `id`, at `offset`.
+fn slot(id: Uuid, offset: u64) -> ServerMsg {
+    ServerMsg::UploadSlot {
+        ref_id: id,
+        url: "http://127.0.0.1:7878/tus/abc".into(),
+        expires: 0,
+        offset,
+    }
+}
+
+#[test]
+fn upload_hashes_asks_for_a_slot_uploads_from_its_offset_and_ends_with_the_message() {
+    let mut app = online_in_lobby(1..=2);
+    let (id, fx) = upload_to_slot(&mut app, 4096);
+    assert_eq!(
+        fx,
+        [Effect::Upload(UploadJob {
+            id,
+            path: "~/docs/报告.pdf".into(),
+            url: "http://127.0.0.1:7878/tus/abc".into(),
+            offset: 4096,
+            size: 10 << 20,
+        })]
+    );
+    transfer_event(
+        &mut app,
+        TransferEvent::Progress {
+            id,
+            done: 4 << 20,
+            at_ms: 1_000,
+        },
+    );
+    assert_eq!(app.transfers[0].percent(), 40);
+    transfer_event(&mut app, TransferEvent::Uploaded { id });
+    assert_eq!(app.transfers[0].state, TransferState::Sharing);
+    // The server's message with the upload's id is the acknowledgement.
+    let file = file_info(1, "报告.pdf", 10 << 20);
+    server(
+        &mut app,
+        ServerMsg::Message(shared_file("lobby", 3, "alice", id, file)),
+    );
+    assert_eq!(
+        app.transfers[0].state,
+        TransferState::Done {
+            detail: "#lobby".into()
+        }
+    );
+    assert_eq!(app.files.len(), 1);
+    assert_eq!(app.file_numbers["00000000000000000000000000000001"], 1);
+}
+
+#[test]
+fn after_a_reconnect_the_upload_asks_for_its_slot_again_with_the_same_id() {
+    let mut app = online_in_lobby(1..=2);
+    let (id, _) = upload_to_slot(&mut app, 0);
+    transfer_event(
+        &mut app,
+        TransferEvent::Stalled {
+            id,
+            reason: "connection refused".into(),
+        },
+    );
+    update(
+        &mut app,
+        Action::Net(NetEvent::Disconnected {
+            reason: "reset".into(),
+            retry_in: Duration::from_secs(1),
+        }),
+    );
+    update(&mut app, Action::Net(NetEvent::Connected { generation: 2 }));
+    let fx = server(&mut app, welcome("alice"));
+    let again: Vec<&Request> = fx
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send(r) if matches!(r.msg, ClientMsg::Upload { .. }) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, Some(id));
+    assert_eq!(app.transfers[0].state, TransferState::WaitingSlot);
+    // The same slot, with what the server has: the upload goes on from there.
+    let fx = server(&mut app, slot(id, 4 << 20));
+    assert!(matches!(&fx[..], [Effect::Upload(job)] if job.offset == 4 << 20 && job.id == id));
+    assert_eq!(app.transfers[0].done, 4 << 20);
+    // While the task runs, the slot a later reconnect gets changes nothing.
+    let fx = server(&mut app, slot(id, 5 << 20));
+    assert!(fx.is_empty(), "{fx:?}");
+}
+
+#[test]
+fn a_stalled_upload_asks_again_after_a_while_and_a_gone_slot_at_once() {
+    let mut app = online_in_lobby(1..=2);
+    app.now_ms = 1_000_000;
+    let (id, _) = upload_to_slot(&mut app, 0);
+    transfer_event(
+        &mut app,
+        TransferEvent::Stalled {
+            id,
+            reason: "no route".into(),
+        },
+    );
+    let uploads = |fx: &[Effect]| {
+        sent(fx)
+            .into_iter()
+            .filter(|m| matches!(m, ClientMsg::Upload { .. }))
+            .count()
+    };
+    let fx = update(&mut app, Action::Tick { now_ms: 1_005_000 });
+    assert_eq!(uploads(&fx), 0, "not yet");
+    let fx = update(&mut app, Action::Tick { now_ms: 1_010_000 });
+    assert_eq!(uploads(&fx), 1);
+    let fx = transfer_event(&mut app, TransferEvent::SlotGone { id });
+    assert_eq!(uploads(&fx), 1);
+}
+
+#[test]
+fn an_error_about_the_upload_ends_it_with_the_reason_and_stops_its_task() {
+    let mut app = online_in_lobby(1..=2);
+    let (id, _) = upload_to_slot(&mut app, 0);
+    let fx = server(
+        &mut app,
+        ServerMsg::Error {
+            code: ErrorCode::ChecksumMismatch,
+            message: "the file does not match its sha256".into(),
+            ref_id: Some(id),
+            retry_after_ms: None,
+        },
+    );
+    assert_eq!(fx, [Effect::Cancel(id)]);
+    assert!(matches!(
+        &app.transfers[0].state,
+        TransferState::Failed { error } if error.contains("SHA-256 did not match")
+    ));
+    assert!(last_line(&app).starts_with("upload of 报告.pdf failed"));
+    // Its task's last words change nothing any more.
+    assert!(transfer_event(&mut app, TransferEvent::Uploaded { id }).is_empty());
+}
+
+#[test]
+fn upload_targets_the_current_tab_or_the_named_room_or_nick() {
+    let mut app = online_in_lobby(1..=1);
+    let target = |app: &App| app.transfers.last().unwrap().target.clone();
+    submit_line(&mut app, "/upload a.txt");
+    assert_eq!(target(&app), Some(Target::Room("lobby".into())));
+    submit_line(&mut app, "/upload my notes.txt #Rust");
+    assert_eq!(target(&app), Some(Target::Room("rust".into())));
+    assert_eq!(app.transfers.last().unwrap().name, "my notes.txt");
+    submit_line(&mut app, "/upload a.txt @小明");
+    assert_eq!(target(&app), Some(Target::Nick("小明".into())));
+    app.select(0);
+    assert!(submit_line(&mut app, "/upload a.txt").is_empty());
+    assert_eq!(
+        app.transfers.len(),
+        3,
+        "nothing to share with in the status tab"
+    );
+}
+
+#[test]
+fn files_are_numbered_as_they_appear_and_download_takes_the_number_or_the_id() {
+    let mut app = online_in_lobby(1..=1);
+    app.download_dir = "/tmp/dl".into();
+    let a = file_info(0xa1, "报告.pdf", 1_258_291);
+    let b = file_info(0xb2, "photo.jpg", 2048);
+    let page = history(
+        "lobby",
+        vec![shared_file("lobby", 2, "bob", Uuid::now_v7(), a.clone())],
+        false,
+    );
+    server(&mut app, page.clone());
+    server(
+        &mut app,
+        ServerMsg::Message(shared_file("lobby", 3, "bob", Uuid::now_v7(), b.clone())),
+    );
+    // Seen again (a history page overlapping): keeps its number.
+    server(&mut app, page);
+    assert_eq!(app.files, [a.clone(), b.clone()]);
+
+    let fx = submit_line(&mut app, "/download 2");
+    match &fx[..] {
+        [Effect::Download(job)] => {
+            assert_eq!(job.file, b);
+            assert_eq!(job.dir, std::path::PathBuf::from("/tmp/dl"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        submit_line(&mut app, "/download 2").is_empty(),
+        "already downloading"
+    );
+    let fx = submit_line(&mut app, &format!("/download {} ~/in here", a.id));
+    assert!(
+        matches!(&fx[..], [Effect::Download(job)] if job.file == a && job.dir == std::path::Path::new("~/in here"))
+    );
+    assert!(submit_line(&mut app, "/download 3").is_empty());
+    assert!(
+        last_line(&app).contains("files 1 to 2"),
+        "{}",
+        last_line(&app)
+    );
+
+    // Saved: /transfers tells where.
+    let id = app.transfers[0].id;
+    transfer_event(
+        &mut app,
+        TransferEvent::Saved {
+            id,
+            path: "/tmp/dl/photo (1).jpg".into(),
+        },
+    );
+    submit_line(&mut app, "/transfers");
+    let lines = lobby_lines(&app);
+    let lines: Vec<&str> = lines.iter().rev().take(3).map(String::as_str).collect();
+    assert_eq!(
+        lines,
+        [
+            "info: 2 ↓ 报告.pdf: downloading 0% (0 B of 1.2 MiB)",
+            "info: 1 ↓ photo.jpg: saved as /tmp/dl/photo (1).jpg",
+            "info: transfers (1 active):",
+        ]
+    );
+}
+
+#[test]
+fn a_shared_dm_file_is_numbered_and_acknowledges_our_upload_to_a_nick() {
+    let mut app = online_in_lobby(1..=1);
+    submit_line(&mut app, "/upload a.bin @bob");
+    let id = app.transfers[0].id;
+    let file = file_info(7, "a.bin", 10);
+    server(
+        &mut app,
+        ServerMsg::Dm(DirectMessage {
+            id,
+            from: "alice".into(),
+            to: "bob".into(),
+            text: "[file] a.bin".into(),
+            ts: 1_700_000_000_000,
+            file: Some(Box::new(file.clone())),
+        }),
+    );
+    assert_eq!(app.files, [file]);
+    assert_eq!(
+        app.transfers[0].state,
+        TransferState::Done {
+            detail: "@bob".into()
+        }
+    );
 }

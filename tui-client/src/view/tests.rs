@@ -134,8 +134,8 @@ fn offline_status_and_dm_tab() {
     app.select(dm);
     let tab = app.current_tab_mut();
     assert_eq!(tab.kind, TabKind::Dm);
-    tab.insert_dm(Uuid::from_u128(7), "小明", "私聊：你在吗？", T0);
-    tab.insert_dm(Uuid::from_u128(8), "alice", "在的 👍", T0 + 60_000);
+    tab.insert_dm(Uuid::from_u128(7), "小明", "私聊：你在吗？", T0, None);
+    tab.insert_dm(Uuid::from_u128(8), "alice", "在的 👍", T0 + 60_000, None);
     insta::assert_snapshot!(render(&app, 80, 10).backend());
 }
 
@@ -350,4 +350,129 @@ fn no_topic_row_for_a_room_without_one_or_for_other_tabs() {
     app.current_tab_mut().set_topic("x", "bob", T0, Some(11));
     app.select(0);
     assert_eq!(areas(&app, Rect::new(0, 0, 80, 24)).topic, None);
+}
+
+// File sharing (issue 15)
+
+fn shared(seq: u64, from: &str, n: u128, name: &str, size: u64) -> ChatMessage {
+    let mut m = msg("lobby", seq, from, &format!("[file] {name}"));
+    m.file = Some(Box::new(chat_shared::message::FileInfo {
+        id: format!("{n:032x}"),
+        name: name.into(),
+        size,
+        sha256: format!("3a7b{}e1", "0".repeat(58)),
+        url: "http://127.0.0.1:7878/files/x/y".into(),
+    }));
+    m
+}
+
+/// The screen's rows as text, trailing blanks trimmed (wide characters take two cells,
+/// the second one empty).
+fn rows(terminal: &Terminal<TestBackend>) -> Vec<String> {
+    let buffer = terminal.backend().buffer();
+    let w = buffer.area.width as usize;
+    buffer
+        .content()
+        .chunks(w)
+        .map(|row| {
+            let mut text = String::new();
+            let mut skip = 0;
+            for cell in row {
+                if skip > 0 {
+                    skip -= 1;
+                    continue;
+                }
+                text.push_str(cell.symbol());
+                skip = crate::text::width(cell.symbol()).saturating_sub(1);
+            }
+            text.trim_end().to_owned()
+        })
+        .collect()
+}
+
+fn uploading(app: &mut App, name: &str, done: u64, size: u64) -> uuid::Uuid {
+    use crate::transfer::{Target, Transfer, TransferState};
+    let id = Uuid::from_u128(0xf11e + app.transfers.len() as u128);
+    let mut t = Transfer::upload(id, name.into(), name.into(), Target::Room("lobby".into()));
+    t.size = size;
+    t.state = TransferState::Running;
+    t.progress(0, 0);
+    t.progress(2_000, done);
+    app.transfers.push(t);
+    id
+}
+
+#[test]
+fn shared_files_show_their_number_name_size_and_short_hash_in_the_scrollback() {
+    let mut app = busy_app();
+    let lobby = app.current;
+    for (seq, from, n, name, size) in [
+        (7, "bob", 1, "notes.txt", 900),
+        (8, "小明", 2, "年度报告_最终版.pdf", 1_258_291),
+    ] {
+        let m = shared(seq, from, n, name, size);
+        app.file_number(m.file.as_deref().unwrap());
+        app.tabs[lobby].insert_message(&m, MsgState::Normal);
+    }
+    let terminal = render(&app, 100, 12);
+    let screen = rows(&terminal);
+    assert!(
+        screen
+            .iter()
+            .any(|r| r.contains("<bob> [file 1] notes.txt 900 B 3a7b…e1")),
+        "{screen:#?}"
+    );
+    assert!(
+        screen
+            .iter()
+            .any(|r| r.contains("<小明> [file 2] 年度报告_最终版.pdf 1.2 MiB 3a7b…e1")),
+        "{screen:#?}"
+    );
+}
+
+#[test]
+fn the_status_bar_shows_an_uploads_progress_rate_and_eta_with_a_cjk_name() {
+    let mut app = busy_app();
+    uploading(&mut app, "年度报告.pdf", 4 << 20, 10 << 20);
+    let terminal = render(&app, 120, 12);
+    let status = &rows(&terminal)[10];
+    assert_eq!(
+        status,
+        " online │ alice │ #lobby │ ↑ 年度报告.pdf ████        40% 2.0 MiB/s ETA 0:03 │ rtt 12 ms │ 127.0.0.1:7878"
+    );
+    // Narrower: the rtt and server go first, then the bar, then the name is cut by width.
+    let terminal = render(&app, 80, 12);
+    assert_eq!(
+        rows(&terminal)[10],
+        " online │ alice │ #lobby │ ↑ 年度报告.pdf ████        40% 2.0 MiB/s ETA 0:03"
+    );
+    let terminal = render(&app, 60, 12);
+    assert_eq!(
+        rows(&terminal)[10],
+        " online │ alice │ #lobby │ ↑ 年度报…  40% 2.0 MiB/s ETA 0:03"
+    );
+    // Narrower still: the ETA goes before the name would shrink below a few cells.
+    let terminal = render(&app, 50, 12);
+    let status = &rows(&terminal)[10];
+    assert_eq!(status, " online │ alice │ #lobby │ ↑ 年度…  40% 2.0 MiB/s");
+    assert!(crate::text::width(status) <= 50);
+    for w in 20..50 {
+        let terminal = render(&app, w, 12);
+        assert!(crate::text::width(&rows(&terminal)[10]) <= usize::from(w));
+    }
+}
+
+#[test]
+fn several_transfers_show_the_first_and_how_many_more() {
+    let mut app = busy_app();
+    uploading(&mut app, "a.bin", 1 << 20, 4 << 20);
+    uploading(&mut app, "b.bin", 0, 4 << 20);
+    let terminal = render(&app, 100, 12);
+    let status = &rows(&terminal)[10];
+    assert!(status.contains("↑ a.bin ██▌ "), "{status}");
+    assert!(
+        status.contains(" 25% 512.0 KiB/s ETA 0:06 (+1)"),
+        "{status}"
+    );
+    assert!(status.contains("(+1)"), "{status}");
 }
