@@ -874,3 +874,39 @@ async fn uploads_and_downloads_work_over_tls() {
     assert!(said.contains("only TLS"), "{said:?}");
     server.shutdown().await;
 }
+
+/// A body that stops coming (the client neither sends nor closes) is taken as cut off after
+/// `--write-timeout`: what arrived counts, and the upload can go on.
+#[tokio::test]
+async fn a_stalled_upload_body_is_cut_off_and_resumable() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        write_timeout: Duration::from_millis(500),
+        ..files_cfg(dir.path())
+    };
+    let server = spawn_server(config).await;
+    let addr = server.addr;
+    let mut alice = Client::login(addr, "alice").await;
+    let data = content(100_000);
+    let id = Uuid::new_v4();
+    let (url, _) = ask(&mut alice, id, "slow.bin", &data, Some("lobby"), None)
+        .await
+        .unwrap();
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "PATCH {} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nContent-Type: \
+         application/offset+octet-stream\r\nUpload-Offset: 0\r\nContent-Length: {}\r\n\r\n",
+        path_of(&url),
+        data.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&data[..30_000]).await.unwrap();
+    // Held open, silent.
+    let response = timeout(WAIT, read_response(&mut stream, false)).await;
+    assert!(response.is_ok(), "the stalled request was answered");
+    assert_eq!(head_offset(addr, &url).await, Some(30_000));
+    let rest = patch(addr, &url, 30_000, &data[30_000..], true).await;
+    assert_eq!(rest.status, 204);
+    assert_eq!(file_of(&shared(&mut alice, id).await).sha256, sha256_hex(&data));
+    server.shutdown().await;
+}

@@ -157,7 +157,7 @@ pub async fn run_with_reload(
     let durability = tokio::spawn(path::durability::run(outcomes_rx, Arc::clone(&chat.ids)));
     let http = files
         .as_ref()
-        .map(|f| files::http::router(Arc::clone(&chat), Arc::clone(f)));
+        .map(|f| files::http::router(Arc::clone(&chat), Arc::clone(f), config.write_timeout));
     let shared = Arc::new(Shared {
         chat,
         limits: limits::ConnLimits::new(config.max_clients, config.max_clients_per_ip),

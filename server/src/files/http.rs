@@ -34,6 +34,10 @@ const TUS_VERSION: &str = "1.0.0";
 /// tus's status for a body that does not match its `Upload-Checksum`.
 const CHECKSUM_MISMATCH: u16 = 460;
 
+/// How much of a file one read takes (each read is one blocking call): 256 KiB keeps a
+/// 1 GiB download to 4,096 of them, and a download's memory to a few of them.
+const READ_CHUNK: usize = 256 * 1024;
+
 /// How long a shutting-down server lets a request in flight finish.
 const DRAIN: Duration = Duration::from_secs(2);
 
@@ -42,10 +46,12 @@ const DRAIN: Duration = Duration::from_secs(2);
 struct App {
     chat: Arc<Chat>,
     files: Arc<Files>,
+    /// How long a request body may send nothing (`--write-timeout`: progress, either way).
+    stall: Duration,
 }
 
 /// The router, built once per server.
-pub(crate) fn router(chat: Arc<Chat>, files: Arc<Files>) -> axum::Router {
+pub(crate) fn router(chat: Arc<Chat>, files: Arc<Files>, stall: Duration) -> axum::Router {
     axum::Router::new()
         .route(
             "/uploads/{token}",
@@ -56,7 +62,7 @@ pub(crate) fn router(chat: Arc<Chat>, files: Arc<Files>) -> axum::Router {
         )
         .route("/files/{id}/{name}", get(download))
         .fallback(|| async { (StatusCode::NOT_FOUND, "no such thing here\n") })
-        .with_state(App { chat, files })
+        .with_state(App { chat, files, stall })
 }
 
 /// Serves one HTTP/1.1 connection until the client is done or `stop`; then requests in
@@ -238,7 +244,7 @@ async fn tus_patch(
         Some(Ok(digest)) => Some(digest),
         Some(Err(why)) => return status(StatusCode::BAD_REQUEST, why),
     };
-    let (at, whole) = match upload.append(offset, body, checksum).await {
+    let (at, whole) = match upload.append(offset, body, checksum, app.stall).await {
         Ok(done) => done,
         Err(e) => return refused_write(&e),
     };
@@ -364,6 +370,7 @@ async fn download(
         return StatusCode::NOT_MODIFIED.into_response();
     }
     let served = tower_http::services::ServeFile::new(blob)
+        .with_buf_chunk_size(READ_CHUNK)
         .oneshot(request)
         .await;
     let mut response = match served {

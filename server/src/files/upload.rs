@@ -157,7 +157,7 @@ impl Upload {
 
     /// Appends `body` at `offset`, which must be where the upload is. Returns the new
     /// offset, and once it is the whole length, whether the whole file's SHA-256 is the one
-    /// announced.
+    /// announced. A body that sends nothing for `stall` is taken as cut off there.
     ///
     /// # Errors
     /// See [`WriteError`]; after any of them the upload is where `HEAD` says.
@@ -166,6 +166,7 @@ impl Upload {
         offset: u64,
         body: axum::body::Body,
         checksum: Option<[u8; 32]>,
+        stall: Duration,
     ) -> Result<(u64, Option<bool>), WriteError> {
         let mut hash = tokio::time::timeout(WRITER_WAIT, self.writer.lock())
             .await
@@ -193,10 +194,11 @@ impl Upload {
         let mut at = start;
         let mut body = body;
         let ended = loop {
-            match body.frame().await {
-                None => break Ok(()),
-                Some(Err(_)) => break Err(()),
-                Some(Ok(frame)) => {
+            // A body that stops coming is a connection gone quiet: it ends as a cut one.
+            match tokio::time::timeout(stall, body.frame()).await {
+                Ok(None) => break Ok(()),
+                Ok(Some(Err(_))) | Err(_) => break Err(()),
+                Ok(Some(Ok(frame))) => {
                     let Ok(data) = frame.into_data() else {
                         continue;
                     };
