@@ -11,7 +11,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use chat_server::{Config, FilesConfig, Storage};
 use chat_shared::{ChatMessage, ClientMsg, ErrorCode, FileInfo, Request, ServerMsg};
-use common::{Client, TestServer, WAIT, cfg, spawn_server};
+use common::{Client, QUIET, TestServer, WAIT, cfg, spawn_server};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -629,6 +629,24 @@ async fn the_same_file_twice_is_stored_once_and_a_dm_shares_too() {
     );
     let blobs = std::fs::read_dir(dir.path().join("blobs")).unwrap().count();
     assert_eq!(blobs, 1, "one content, stored once");
+    // The first upload again, under its id: its message is the answer, and nothing more
+    // is shared.
+    let (url, _) = ask(&mut alice, a, "one.bin", &data, Some("lobby"), None)
+        .await
+        .unwrap();
+    assert_eq!(upload_all(addr, &url, &data, 1).await.status, 204);
+    let again = shared(&mut alice, a).await;
+    assert_eq!(file_of(&again), first);
+    bob.expect_none(
+        QUIET,
+        "the message again",
+        |m| matches!(m, ServerMsg::Message(m) if m.id == a),
+    )
+    .await;
+    let records = std::fs::read_dir(dir.path().join("shares"))
+        .unwrap()
+        .count();
+    assert_eq!(records, 2, "one record per share");
     for file in [&first, &second] {
         let got = http(addr, "GET", path_of(&file.url), &[], b"").await;
         assert_eq!(got.body, data);
@@ -907,6 +925,9 @@ async fn a_stalled_upload_body_is_cut_off_and_resumable() {
     assert_eq!(head_offset(addr, &url).await, Some(30_000));
     let rest = patch(addr, &url, 30_000, &data[30_000..], true).await;
     assert_eq!(rest.status, 204);
-    assert_eq!(file_of(&shared(&mut alice, id).await).sha256, sha256_hex(&data));
+    assert_eq!(
+        file_of(&shared(&mut alice, id).await).sha256,
+        sha256_hex(&data)
+    );
     server.shutdown().await;
 }

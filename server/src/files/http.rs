@@ -288,7 +288,11 @@ async fn finish(app: &App, upload: &Arc<Upload>, at: u64) -> Response {
     };
     let id = file.id.clone();
     match share::post(&app.chat, upload, file) {
-        Ok(()) => {
+        Ok(share::Shared::Already) => {
+            app.files.unshare(&id);
+            with_offset(status(StatusCode::NO_CONTENT, ""), at)
+        }
+        Ok(share::Shared::New) => {
             info!(
                 file = %id,
                 size = upload.size,

@@ -40,11 +40,21 @@ pub(crate) fn describe(file: &FileInfo) -> String {
     )
 }
 
+/// What posting did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Shared {
+    /// A new message shares the file.
+    New,
+    /// A message with this id was already shared (an upload resent after it was done): the
+    /// uploader got that one again, and this copy of the file is not needed.
+    Already,
+}
+
 /// Posts `file` as `upload`'s uploader.
 ///
 /// # Errors
 /// [`ShareError`] says why it was not posted (nothing was).
-pub(crate) fn post(chat: &Chat, upload: &Upload, file: FileInfo) -> Result<(), ShareError> {
+pub(crate) fn post(chat: &Chat, upload: &Upload, file: FileInfo) -> Result<Shared, ShareError> {
     let (session, sink) = uploader(chat, upload).ok_or(ShareError::Offline)?;
     let said = Said {
         text: describe(&file),
@@ -58,10 +68,11 @@ pub(crate) fn post(chat: &Chat, upload: &Upload, file: FileInfo) -> Result<(), S
                 .existing_room(name)
                 .ok_or_else(|| ShareError::NotInRoom(name.to_string()))?;
             match room.post(session, &sink, said) {
-                Ok(Posted::New | Posted::Pending) => Ok(()),
+                Ok(Posted::New) => Ok(Shared::New),
+                Ok(Posted::Pending) => Ok(Shared::Already),
                 Ok(Posted::Duplicate(original)) => {
                     let _ = sink.push(&original);
-                    Ok(())
+                    Ok(Shared::Already)
                 }
                 Err(PostError::NotMember) => Err(ShareError::NotInRoom(name.to_string())),
                 Err(PostError::Busy(_)) => Err(ShareError::Busy),
@@ -70,6 +81,9 @@ pub(crate) fn post(chat: &Chat, upload: &Upload, file: FileInfo) -> Result<(), S
         }
         Target::Nick(to) => chat
             .dm(session, &upload.nick, &sink, to, said)
+            // A resent DM's id is answered with the original, as a new one is (a share
+            // record too many at worst).
+            .map(|()| Shared::New)
             .map_err(|e| match e {
                 ChatError::NoSuchNick(nick) => ShareError::NoSuchNick(nick),
                 ChatError::StoreBusy => ShareError::Busy,
