@@ -299,8 +299,8 @@ pub struct Args {
     #[arg(long, env = "CHAT_IRC_REPLAY")]
     pub irc_replay: Option<usize>,
     /// Where shared files are kept: uploads in progress, the files (named by their SHA-256)
-    /// and their records. Default: the data directory's files/. `none` turns file sharing
-    /// off.
+    /// and their records. Default: the data directory's files/, or with --db none or
+    /// :memory: a temporary directory deleted at exit. `none` turns file sharing off.
     #[arg(long, env = "CHAT_FILES_DIR", value_name = "DIR")]
     pub files_dir: Option<String>,
     /// The base of the links the server gives out (uploads, downloads), as clients reach
@@ -417,12 +417,16 @@ impl Args {
     }
 
     fn files(&self) -> Option<FilesConfig> {
-        let dir = match self.files_dir.as_deref() {
+        let ephemeral = matches!(self.db.as_deref(), Some("none" | ":memory:"));
+        let (dir, temporary) = match self.files_dir.as_deref() {
             Some("none") => return None,
-            Some(dir) => PathBuf::from(dir),
-            None => self.data_dir().join("files"),
+            Some(dir) => (PathBuf::from(dir), false),
+            // Files go the way of the history: nothing of an ephemeral server stays.
+            None if ephemeral => (std::env::temp_dir(), true),
+            None => (self.data_dir().join("files"), false),
         };
         Some(FilesConfig {
+            temporary,
             public_url: self
                 .public_url
                 .as_deref()

@@ -44,6 +44,9 @@ pub enum TlsSource {
 pub struct FilesConfig {
     /// Where uploads, shared files and their records are kept.
     pub dir: PathBuf,
+    /// Keep them in a new directory inside `dir`, deleted when the server stops: for a
+    /// server whose history is not kept either (`--db none` or `:memory:`).
+    pub temporary: bool,
     /// The base of links (`None`: `http://` or `https://` and the listening address).
     pub public_url: Option<String>,
     /// The largest file, in bytes.
@@ -67,6 +70,7 @@ impl FilesConfig {
     pub fn in_dir(dir: PathBuf) -> Self {
         Self {
             dir,
+            temporary: false,
             public_url: None,
             max_file_size: 100 << 20,
             quota_per_user: 1 << 30,

@@ -71,6 +71,8 @@ pub(crate) struct Files {
     disk: Disk,
     state: Mutex<State>,
     rng: SystemRandom,
+    /// The temporary directory of a `temporary` configuration, deleted with this.
+    _temporary: Option<tempfile::TempDir>,
 }
 
 #[derive(Debug, Default)]
@@ -131,7 +133,16 @@ impl Files {
     ///
     /// # Errors
     /// The directory cannot be created or read.
-    pub(crate) fn open(config: FilesConfig) -> std::io::Result<Self> {
+    pub(crate) fn open(mut config: FilesConfig) -> std::io::Result<Self> {
+        let temporary = if config.temporary {
+            let dir = tempfile::Builder::new()
+                .prefix("chat-server-files-")
+                .tempdir_in(&config.dir)?;
+            config.dir = dir.path().to_owned();
+            Some(dir)
+        } else {
+            None
+        };
         let disk = Disk::open(&config.dir)?;
         let mut state = State::default();
         for record in disk.load()? {
@@ -152,6 +163,7 @@ impl Files {
             disk,
             state: Mutex::new(state),
             rng: SystemRandom::new(),
+            _temporary: temporary,
         })
     }
 

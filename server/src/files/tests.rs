@@ -152,3 +152,17 @@ fn sha256_is_read_in_either_case() {
     assert_eq!(parse_sha256(&"g0".repeat(32)), None);
     assert_eq!(parse_sha256(&"é".repeat(32)), None);
 }
+
+#[test]
+fn a_temporary_store_is_gone_with_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = FilesConfig {
+        temporary: true,
+        ..FilesConfig::in_dir(dir.path().to_owned())
+    };
+    let files = Files::open(config).unwrap();
+    let inside: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(inside.len(), 1, "one directory of its own");
+    drop(files);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
