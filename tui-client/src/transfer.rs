@@ -108,6 +108,9 @@ pub struct Transfer {
     pub done: u64,
     /// Where it is.
     pub state: TransferState,
+    /// Up: how many times in a row the slot's link answered "gone" (404/410) without the
+    /// upload moving in between.
+    pub slots_lost: u32,
     /// Recent `(Unix ms, done)` samples, oldest first, for the rate.
     samples: VecDeque<(i64, u64)>,
 }
@@ -153,6 +156,7 @@ impl Transfer {
             url: None,
             done: 0,
             state,
+            slots_lost: 0,
             samples: VecDeque::new(),
         }
     }

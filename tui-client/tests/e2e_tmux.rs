@@ -30,15 +30,7 @@ fn chat_tui_in_tmux_talks_to_a_line_client_and_restores_the_terminal() {
     let server = InProcess::start();
     let addr = server.addr;
 
-    let bin = env!("CARGO_BIN_EXE_chat-tui");
-    // The shell prints the exit status on the (restored) normal screen, then waits for a
-    // line, so the pty stays open until the test has read everything (Linux may drop
-    // output still buffered when the last writer of a pty exits).
-    let command = format!(
-        "sh -c '\"$0\" --nick alice --server \"$1\"; echo \"chat-tui exited with $?\"; read _' \
-         '{bin}' {addr}"
-    );
-    let tmux = Tmux::start("e2e", 100, 30, &command);
+    let tmux = Tmux::start("e2e", 100, 30, &plain_command("alice", addr));
 
     tmux.wait_for_screen(" online │ alice │ #lobby");
     let mut bob = LineClient::connect(addr, "bob");
@@ -96,6 +88,78 @@ fn chat_tui_in_tmux_talks_to_a_line_client_and_restores_the_terminal() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
+    server.stop();
+}
+
+/// The shell line that runs chat-tui as `nick` against `addr`. The shell prints the exit
+/// status on the (restored) normal screen, then waits for a line, so the pty stays open
+/// until the test has read everything (Linux may drop output still buffered when the last
+/// writer of a pty exits).
+fn plain_command(nick: &str, addr: SocketAddr) -> String {
+    let bin = env!("CARGO_BIN_EXE_chat-tui");
+    format!(
+        "sh -c '\"$0\" --nick {nick} --server \"$1\"; echo \"chat-tui exited with $?\"; read _' \
+         '{bin}' {addr}"
+    )
+}
+
+#[test]
+fn chat_tui_uploads_a_file_another_chat_tui_downloads_it_byte_for_byte() {
+    if skip_without_tmux("chat_tui_uploads_a_file…") {
+        return;
+    }
+    let temp = tempfile::tempdir().unwrap();
+    let config = chat_server::Config {
+        files: Some(chat_server::FilesConfig::in_dir(temp.path().join("files"))),
+        ..chat_server::Config::default()
+    };
+    let server = InProcess::start_with(config);
+    let addr = server.addr;
+    // 8 MiB, not all alike, with CJK and a space in its name.
+    let src = temp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let name = "季度 报告.bin";
+    let data: Vec<u8> = (0..8u64 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let path = src.join(name);
+    std::fs::write(&path, &data).unwrap();
+    let (_, sha) = chat_tui::tus::hash_file(&path).unwrap();
+    let short = chat_tui::transfer::short_hash(&sha);
+    let into = temp.path().join("bob");
+    std::fs::create_dir(&into).unwrap();
+
+    let alice = Tmux::start("e2e-files-a", WIDE, 30, &plain_command("alice", addr));
+    alice.wait_for_screen(" online │ alice │ #lobby");
+    let bob = Tmux::start("e2e-files-b", WIDE, 30, &plain_command("bob", addr));
+    bob.wait_for_screen(" online │ bob │ #lobby");
+    alice.wait_for_screen("bob joined #lobby");
+
+    alice.type_line(&format!("/upload {}", path.display()));
+    alice.wait_for_screen(&format!("sharing {name} in #lobby"));
+    // Both see it as a file of the scrollback, numbered for /download.
+    let listed = format!("<alice> [file 1] {name} 8.0 MiB {short}");
+    alice.wait_for_screen(&listed);
+    bob.wait_for_screen(&listed);
+    alice.type_line("/transfers");
+    alice.wait_for_screen(&format!("1 ↑ {name} → #lobby: shared in #lobby"));
+
+    bob.type_line(&format!("/download 1 {}", into.display()));
+    let saved = into.join(name);
+    bob.wait_for_screen(&format!(
+        "downloaded {name}: SHA-256 verified, saved as {}",
+        saved.display()
+    ));
+    assert!(std::fs::read(&saved).unwrap() == data, "the same bytes");
+    assert!(!into.join(format!("{name}.part")).exists());
+    bob.type_line("/transfers");
+    bob.wait_for_screen(&format!("1 ↓ {name}: saved as {}", saved.display()));
+
+    for tmux in [&alice, &bob] {
+        tmux.type_line("/quit");
+        tmux.wait_for_screen("chat-tui exited with 0");
+    }
+    drop((alice, bob));
     server.stop();
 }
 

@@ -16,51 +16,20 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
+
+mod harness;
+
+use harness::Server;
 
 /// Bound on every wait for something that should happen.
 const WAIT: Duration = Duration::from_secs(10);
 
-struct Server {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    handle: JoinHandle<anyhow::Result<()>>,
-}
-
 async fn spawn_server() -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let shutdown = async move {
-        // Either a stop or a dropped sender ends the server.
-        let _ = stopped.await;
-    };
-    let handle = tokio::spawn(chat_server::run(
-        listener,
-        chat_server::Config::default(),
-        shutdown,
-    ));
-    Server {
-        addr,
-        stop: Some(stop),
-        handle,
-    }
-}
-
-impl Server {
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            // Ignored: the server may already be gone, which is what we want.
-            let _ = stop.send(());
-        }
-        timeout(WAIT, &mut self.handle)
-            .await
-            .expect("server did not stop")
-            .unwrap()
-            .unwrap();
-    }
+    Server::start(listener, chat_server::Config::default())
 }
 
 /// One client: its state, driven by its own network task.
@@ -88,38 +57,18 @@ impl Client {
     }
 
     fn apply(&mut self, action: Action) {
-        for effect in update(&mut self.app, action) {
-            match effect {
-                Effect::Send(req) => {
-                    let cmd = NetCommand::Send {
-                        generation: self.app.conn_gen,
-                        req,
-                    };
-                    self.cmd_tx.send(cmd).unwrap();
-                }
-                Effect::Quit => self.quit = true,
-                Effect::StopReconnecting => self.cmd_tx.send(NetCommand::Hold).unwrap(),
-                Effect::Reconnect => self.cmd_tx.send(NetCommand::Resume).unwrap(),
-                // Expected: no test here shares files.
-                Effect::Hash { .. }
-                | Effect::Upload(_)
-                | Effect::Download(_)
-                | Effect::Cancel(_) => {}
-            }
+        let effects = update(&mut self.app, action);
+        // The rest are transfers' effects: no test here shares files.
+        let rest = harness::to_net(effects, self.app.conn_gen, &self.cmd_tx);
+        if rest.contains(&Effect::Quit) {
+            self.quit = true;
         }
     }
 
     fn type_line(&mut self, line: &str) {
-        for c in line.chars() {
-            self.apply(Action::Key(KeyEvent::new(
-                KeyCode::Char(c),
-                KeyModifiers::NONE,
-            )));
+        for key in harness::typed(line) {
+            self.apply(key);
         }
-        self.apply(Action::Key(KeyEvent::new(
-            KeyCode::Enter,
-            KeyModifiers::NONE,
-        )));
     }
 
     /// Feeds network events into the app until `done` holds.

@@ -1,8 +1,7 @@
 //! The transfer tasks over real HTTP against a fake file server in this process: tus
 //! uploads and ranged downloads whose connections are cut at 40 %, a chunk refused once
 //! (460), resuming, and the SHA-256 at the end. The fake keeps to `docs/PROTOCOL.md`
-//! "Files"; the same flows against the real `chat-server` are for when its file service
-//! is in.
+//! "Files"; the same flows against the real `chat-server` are in `transfers_server.rs`.
 
 use std::convert::Infallible;
 use std::io;

@@ -23,6 +23,13 @@ use crate::transfer::{
 /// How long a stalled upload waits before asking for its slot again.
 const STALLED_RETRY_MS: i64 = 10_000;
 
+/// Slots in a row whose link is "gone" before the upload fails: one lost slot (expired, or
+/// the server restarted) is asked for again; a second one without any progress in between
+/// means the link itself does not work (a server whose `--public-url` leads elsewhere
+/// answers the same slot each time, and asking again at once would only run into its rate
+/// limit).
+const MAX_SLOTS_LOST: u32 = 2;
+
 /// `/upload PATH [#ROOM|@NICK]`.
 pub(super) fn upload(app: &mut App, path: String, target: Option<String>, fx: &mut Vec<Effect>) {
     let target = match upload_target(app, target) {
@@ -196,6 +203,9 @@ pub(super) fn on_event(app: &mut App, ev: TransferEvent, fx: &mut Vec<Effect>) -
             ask_slot(app, id, fx);
         }
         TransferEvent::Progress { done, at_ms, .. } => {
+            if done > t.done {
+                t.slots_lost = 0;
+            }
             if matches!(t.state, TransferState::Retrying { .. }) {
                 t.state = TransferState::Running;
             }
@@ -208,7 +218,23 @@ pub(super) fn on_event(app: &mut App, ev: TransferEvent, fx: &mut Vec<Effect>) -
                 retry_at: now + STALLED_RETRY_MS,
             };
         }
-        TransferEvent::SlotGone { .. } => ask_slot(app, id, fx),
+        TransferEvent::SlotGone { .. } => {
+            t.slots_lost += 1;
+            if t.slots_lost < MAX_SLOTS_LOST {
+                ask_slot(app, id, fx);
+            } else {
+                let url = t.url.clone().unwrap_or_default();
+                fail(
+                    app,
+                    id,
+                    format!(
+                        "the server's upload link {url} answers 404 (not found), also when \
+                         asked for again: is the server's --public-url right?"
+                    ),
+                    fx,
+                );
+            }
+        }
         TransferEvent::Uploaded { .. } => {
             let size = t.size;
             t.progress(now, size);
@@ -227,16 +253,22 @@ pub(super) fn on_event(app: &mut App, ev: TransferEvent, fx: &mut Vec<Effect>) -
                 "downloaded {name}: SHA-256 verified, saved as {shown}"
             ));
         }
-        TransferEvent::Failed { error, .. } => {
-            let (arrow, name) = (t.arrow(), t.name.clone());
-            t.state = TransferState::Failed {
-                error: error.clone(),
-            };
-            fx.push(Effect::Cancel(id));
-            app.error(format!("{arrow} {name}: {error}"));
-        }
+        TransferEvent::Failed { error, .. } => fail(app, id, error, fx),
     }
     true
+}
+
+/// Ends transfer `id` with `error`: its task stopped, and the reason said.
+fn fail(app: &mut App, id: Uuid, error: String, fx: &mut Vec<Effect>) {
+    let Some(t) = app.transfer_mut(id) else {
+        return;
+    };
+    let (arrow, name) = (t.arrow(), t.name.clone());
+    t.state = TransferState::Failed {
+        error: error.clone(),
+    };
+    fx.push(Effect::Cancel(id));
+    app.error(format!("{arrow} {name}: {error}"));
 }
 
 /// A `message` or `dm` with `id` arrived: if it is one of our uploads, it is shared.

@@ -2302,6 +2302,34 @@ fn a_stalled_upload_asks_again_after_a_while_and_a_gone_slot_at_once() {
 }
 
 #[test]
+fn a_slot_gone_again_without_progress_ends_the_upload_instead_of_asking_for_ever() {
+    let mut app = online_in_lobby(1..=2);
+    let (id, _) = upload_to_slot(&mut app, 0);
+    let uploads = |fx: &[Effect]| {
+        sent(fx)
+            .into_iter()
+            .filter(|m| matches!(m, ClientMsg::Upload { .. }))
+            .count()
+    };
+    // Lost once (expired, a server restart): asked for again, and it moves on.
+    let fx = transfer_event(&mut app, TransferEvent::SlotGone { id });
+    assert_eq!(uploads(&fx), 1);
+    server(&mut app, slot(id, 0));
+    let progress = |done| TransferEvent::Progress { id, done, at_ms: 1 };
+    transfer_event(&mut app, progress(1 << 20));
+    let fx = transfer_event(&mut app, TransferEvent::SlotGone { id });
+    assert_eq!(uploads(&fx), 1, "it had moved since the last loss");
+    server(&mut app, slot(id, 1 << 20));
+    // The new slot's link is gone at once too: the link does not work, so it ends.
+    let fx = transfer_event(&mut app, TransferEvent::SlotGone { id });
+    assert_eq!(fx, [Effect::Cancel(id)]);
+    assert!(matches!(
+        &app.transfers[0].state,
+        TransferState::Failed { error } if error.contains("--public-url")
+    ));
+}
+
+#[test]
 fn an_error_about_the_upload_ends_it_with_the_reason_and_stops_its_task() {
     let mut app = online_in_lobby(1..=2);
     let (id, _) = upload_to_slot(&mut app, 0);

@@ -225,7 +225,8 @@ pub(crate) fn server_runtime() -> (tokio::runtime::Runtime, tokio::net::TcpListe
     (runtime, listener, addr)
 }
 
-/// A chat-server with the default configuration, in process on its own runtime.
+/// A chat-server (the default configuration, or one of the test's), in process on its own
+/// runtime.
 pub(crate) struct InProcess {
     pub(crate) runtime: tokio::runtime::Runtime,
     pub(crate) addr: SocketAddr,
@@ -235,16 +236,17 @@ pub(crate) struct InProcess {
 
 impl InProcess {
     pub(crate) fn start() -> Self {
+        Self::start_with(chat_server::Config::default())
+    }
+
+    /// With `config` (its files, say).
+    pub(crate) fn start_with(config: chat_server::Config) -> Self {
         let (runtime, listener, addr) = server_runtime();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = runtime.spawn(chat_server::run(
-            listener,
-            chat_server::Config::default(),
-            async move {
-                // Either a stop or a dropped sender ends the server.
-                let _ = stopped.await;
-            },
-        ));
+        let server = runtime.spawn(chat_server::run(listener, config, async move {
+            // Either a stop or a dropped sender ends the server.
+            let _ = stopped.await;
+        }));
         Self {
             runtime,
             addr,
