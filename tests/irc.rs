@@ -2815,3 +2815,170 @@ async fn irssi_in_tmux_joins_lobby_sees_the_replay_and_chats_with_a_framed_user(
         .await
         .unwrap_or_else(|_| panic!("{test} took over {REAL_CLIENT_BOUND:?}"));
 }
+
+// =============================================================================================
+// account-tag, account-notify and chghost (issue item 5, phase 3)
+// =============================================================================================
+
+/// Logs `nick` in to its account (registered with [`SECRET`]) with SASL, requests `caps`
+/// as well and waits for the welcome burst.
+async fn irc_account(addr: SocketAddr, nick: &str, caps: &[&str]) -> Irc {
+    let mut c = Irc::connect(addr).await;
+    let lines = sasl_plain(&mut c, nick, SECRET).await;
+    assert!(lines.last().unwrap().is("903"), "{}", tail(&lines));
+    if !caps.is_empty() {
+        let ack = c.cap_req(caps).await;
+        assert!(ack.param(1).eq_ignore_ascii_case("ACK"), "{:?}", ack.raw);
+    }
+    c.send("CAP END").await;
+    c.welcome().await;
+    c
+}
+
+#[tokio::test]
+async fn cap_ls_offers_account_tag_account_notify_and_chghost() {
+    let server = spawn_server(mem()).await;
+    let mut c = Irc::connect(server.addr).await;
+    let caps = c.cap_ls().await;
+    for cap in ["account-tag", "account-notify", "chghost"] {
+        assert!(caps.iter().any(|c| c == cap), "{cap} not in {caps:?}");
+    }
+}
+
+#[tokio::test]
+async fn account_tag_names_a_logged_in_senders_account_live_in_dms_in_replay_and_chathistory() {
+    let (_dir, db) = temp_db();
+    let server = spawn_server(stored(&db)).await;
+    register_account(server.addr, "alice").await;
+    let mut alice = irc_account(server.addr, "alice", &[]).await;
+    alice.join("#acct").await;
+    let mut ian = Irc::login_caps(server.addr, "ian", &["account-tag"]).await;
+    ian.join("#acct").await;
+    let mut zoe = Irc::login(server.addr, "zoe").await;
+    zoe.join("#acct").await;
+    let mut bob = Client::login(server.addr, "bob").await;
+    bob.join("acct", None).await;
+
+    alice.privmsg("#acct", "from an account").await;
+    // The framed wire says it too.
+    let framed = bob.recv_message("acct", "from an account").await;
+    assert!(framed.account, "{framed:?}");
+    bob.say("acct", "from a guest").await;
+    let said = ian.recv_privmsg("alice", "#acct", "from an account").await;
+    assert_eq!(said.tag("account"), Some("alice"), "{:?}", said.raw);
+    let guest = ian.recv_privmsg("bob", "#acct", "from a guest").await;
+    assert_eq!(guest.tag("account"), None, "{:?}", guest.raw);
+    let plain = zoe.recv_privmsg("alice", "#acct", "from an account").await;
+    assert!(plain.tags.is_empty(), "no cap, no tag: {:?}", plain.raw);
+    alice.privmsg("ian", "psst").await;
+    let dm = ian.recv_privmsg("alice", "ian", "psst").await;
+    assert_eq!(dm.tag("account"), Some("alice"), "{:?}", dm.raw);
+
+    // After a restart the history comes from the database, which kept who was logged in.
+    drop((alice, ian, zoe, bob));
+    server.shutdown().await;
+    let server = spawn_server(stored(&db)).await;
+    let mut kim = Irc::login_caps(server.addr, "kim", &["account-tag", "server-time"]).await;
+    let lines = kim.join("#acct").await;
+    let lines = [
+        lines,
+        kim.recv_until_all("the replay", |m| m.is_privmsg("bob", "#acct"))
+            .await,
+    ]
+    .concat();
+    let replayed = |from: &str| {
+        lines
+            .iter()
+            .find(|m| m.is_privmsg(from, "#acct"))
+            .unwrap_or_else(|| panic!("{from}'s message not replayed:{}", tail(&lines)))
+    };
+    assert_eq!(replayed("alice").tag("account"), Some("alice"));
+    assert_eq!(replayed("bob").tag("account"), None);
+
+    let mut eve = Irc::login_caps(
+        server.addr,
+        "eve",
+        &["account-tag", "batch", "draft/chathistory", "message-tags"],
+    )
+    .await;
+    eve.join("#acct").await;
+    eve.send("CHATHISTORY LATEST #acct * 10").await;
+    let page = eve
+        .recv_until_all("the chathistory batch's end", |m| {
+            m.is("BATCH") && m.param(0).starts_with('-')
+        })
+        .await;
+    let paged = page
+        .iter()
+        .find(|m| m.is_privmsg("alice", "#acct"))
+        .unwrap_or_else(|| panic!("no page:{}", tail(&page)));
+    assert_eq!(paged.tag("account"), Some("alice"), "{:?}", paged.raw);
+    assert!(paged.tag("msgid").is_some() && paged.tag("batch").is_some());
+}
+
+#[tokio::test]
+async fn account_notify_tells_room_mates_once_of_a_register_and_of_a_rename_off_the_account() {
+    let (_dir, db) = temp_db();
+    let server = spawn_server(stored(&db)).await;
+    let mut ian = Irc::login_caps(server.addr, "ian", &["account-notify"]).await;
+    let mut zoe = Irc::login(server.addr, "zoe").await;
+    let mut watcher = Client::login(server.addr, "watcher").await;
+    let mut bob = Irc::login(server.addr, "bob").await;
+    // ian and bob share two rooms: still one ACCOUNT each time.
+    for room in ["#an1", "#an2"] {
+        ian.join(room).await;
+        bob.join(room).await;
+    }
+    zoe.join("#an1").await;
+    watcher.join("an1", None).await;
+    ian.recv_until("bob's JOIN #an2", |m| {
+        m.is("JOIN") && m.nick() == Some("bob") && m.param(0) == "#an2"
+    })
+    .await;
+
+    bob.privmsg("NickServ", "REGISTER hunter2hunter2").await;
+    let own = bob.recv_cmd(&["900"]).await;
+    assert!(own.params.iter().any(|p| p == "bob"), "{:?}", own.raw);
+    let account = ian.recv_cmd(&["ACCOUNT"]).await;
+    assert_eq!(
+        (account.nick(), account.params.as_slice()),
+        (Some("bob"), &["bob".to_owned()][..]),
+        "{:?}",
+        account.raw
+    );
+    let framed = watcher
+        .recv_until("account_changed", |m| match m {
+            ServerMsg::AccountChanged { nick, account } if nick == "bob" => Some(*account),
+            _ => None,
+        })
+        .await;
+    assert!(framed);
+    ian.expect_none(QUIET, "a second ACCOUNT for one login", |m| m.is("ACCOUNT"))
+        .await;
+    bob.expect_none(QUIET, "a second 900", |m| m.is("900"))
+        .await;
+
+    bob.send("NICK bobby").await;
+    let lines = ian
+        .recv_until_all("ACCOUNT * after the rename", |m| m.is("ACCOUNT"))
+        .await;
+    assert!(
+        lines.iter().any(|m| m.is("NICK") && m.last() == "bobby"),
+        "NICK first:{}",
+        tail(&lines)
+    );
+    let gone = lines.last().unwrap();
+    assert_eq!(gone.nick(), Some("bobby"));
+    assert_eq!(gone.params, ["*"], "{:?}", gone.raw);
+    bob.recv_cmd(&["901"]).await;
+    ian.expect_none(QUIET, "a second ACCOUNT for one logout", |m| {
+        m.is("ACCOUNT")
+    })
+    .await;
+    zoe.expect_none(QUIET, "ACCOUNT without account-notify", |m| m.is("ACCOUNT"))
+        .await;
+    // The room knows too: bobby's messages carry no account any more.
+    bob.privmsg("#an1", "a guest again").await;
+    let said = watcher.recv_message("an1", "a guest again").await;
+    assert!(!said.account, "{said:?}");
+}

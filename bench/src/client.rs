@@ -1279,6 +1279,7 @@ mod tests {
             ts: 1,
             action: false,
             file: None,
+            account: false,
         });
         let mut data = encode_frame(&msg).unwrap().to_vec();
         data.extend_from_slice(
@@ -1342,6 +1343,7 @@ mod tests {
             ts: 1,
             action: false,
             file: None,
+            account: false,
         };
         let mut data = encode_frame(&ServerMsg::History {
             room: "lobby".into(),

@@ -14,8 +14,13 @@ use chat_shared::ServerMsg;
 use once_cell::race::OnceBox;
 use uuid::Uuid;
 
-/// How many encodings an event can cache; an adapter with a new variant raises it.
+/// How many encodings an event can cache inline; an adapter with a new variant raises it.
 pub(crate) const SLOTS: usize = 7;
+
+/// How many more an event can cache in a box of its own, allocated by the first recipient
+/// that asks for one: variants only some events ever have (IRC's `account-tag` lines of a
+/// logged-in sender's messages), which would otherwise cost every event a pointer each.
+pub(crate) const RARE_SLOTS: usize = 4;
 
 /// One cached encoding of an event, claimed by one wire adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,9 +28,13 @@ pub(crate) struct Slot(usize);
 
 impl Slot {
     /// # Panics
-    /// At compile time (slots are constants) when `index` is not below [`SLOTS`].
+    /// At compile time (slots are constants) when `index` is not below [`SLOTS`] +
+    /// [`RARE_SLOTS`] (indices from [`SLOTS`] on are the rare ones).
     pub(crate) const fn new(index: usize) -> Self {
-        assert!(index < SLOTS, "raise event::SLOTS for a new encoding");
+        assert!(
+            index < SLOTS + RARE_SLOTS,
+            "raise event::SLOTS or RARE_SLOTS for a new encoding"
+        );
         Self(index)
     }
 }
@@ -38,6 +47,8 @@ pub(crate) struct Event {
     /// messages, and shows its own DMs as sent confirmations.
     pub(crate) origin: Option<Uuid>,
     encoded: [OnceBox<Bytes>; SLOTS],
+    /// The rare slots, once one is asked for.
+    rare: OnceBox<[OnceBox<Bytes>; RARE_SLOTS]>,
     /// Where a stored message stands (see [`Settled`]); every other event is born durable.
     settled: AtomicU8,
     /// See [`Event::weight`]; computed once, as every recipient's queue asks for it.
@@ -68,6 +79,7 @@ impl Event {
             msg,
             origin,
             encoded: Default::default(),
+            rare: OnceBox::new(),
             settled: AtomicU8::new(Settled::Durable as u8),
             weight,
         }
@@ -111,7 +123,12 @@ impl Event {
     /// first recipient encodes, which in a busy room is every event; racing costs at most
     /// one extra encoding per worker thread, and only on a tie.
     pub(crate) fn encoded(&self, slot: Slot, encode: impl FnOnce(&ServerMsg) -> Bytes) -> &[u8] {
-        self.encoded[slot.0].get_or_init(|| Box::new(encode(&self.msg)))
+        let cell = match slot.0.checked_sub(SLOTS) {
+            None => &self.encoded[slot.0],
+            // Racing here too: a box built twice is empty, and one of the two is dropped.
+            Some(rare) => &self.rare.get_or_init(Box::default)[rare],
+        };
+        cell.get_or_init(|| Box::new(encode(&self.msg)))
     }
 }
 
@@ -150,5 +167,13 @@ mod tests {
         assert_eq!(first, again, "recipients share one buffer");
         ev.encoded(b, enc);
         assert_eq!(calls.get(), 2);
+        let rare = Slot::new(SLOTS + RARE_SLOTS - 1);
+        assert!(
+            ev.rare.get().is_none(),
+            "no rare box until one is asked for"
+        );
+        let first = ev.encoded(rare, enc).as_ptr();
+        assert_eq!(ev.encoded(rare, enc).as_ptr(), first);
+        assert_eq!(calls.get(), 3);
     }
 }

@@ -190,6 +190,7 @@ mod tests {
             text: "こんにちは 🌸".into(),
             ts: 1,
             action: false,
+            account: false,
             event: None,
             file: None,
         })

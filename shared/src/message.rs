@@ -412,6 +412,11 @@ pub struct ChatMessage {
     /// The file this message shares. Optional v1 addition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<Box<FileInfo>>,
+    /// The sender was logged in to the account of `from` when it sent this (IRC's
+    /// `account-tag`). Optional v1 addition: absent means a guest, as for every message
+    /// stored before it existed.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub account: bool,
 }
 
 impl ChatMessage {
@@ -552,6 +557,10 @@ pub struct DirectMessage {
     /// The file this message shares. Optional v1 addition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<Box<FileInfo>>,
+    /// The sender was logged in to the account of `from` when it sent this. Optional v1
+    /// addition.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub account: bool,
 }
 
 /// A shared file, as a `message` or `dm` carries it. Boxed where it is carried: most
@@ -822,6 +831,15 @@ pub enum ServerMsg {
         /// Who is online.
         users: Vec<UserInfo>,
     },
+    /// A room-mate (or this client) logged in to the account of its nick after connecting
+    /// (`register`, a `nick` with the account's password) or left it (a rename away from
+    /// it). Each person sharing a room is told once. Optional v1 addition.
+    AccountChanged {
+        /// Who, by the nick they hold now.
+        nick: String,
+        /// Logged in now (false: no longer).
+        account: bool,
+    },
     /// A room-mate (or this client, as the answer to its `away`) went away or came back.
     /// Optional v1 addition.
     Away {
@@ -1082,6 +1100,7 @@ mod tests {
             text: "你好 👋".into(),
             ts: 1_700_000_000_000,
             action: true,
+            account: false,
             event: None,
             file: None,
         });
@@ -1145,6 +1164,7 @@ mod tests {
             text: "bob was kicked by alice (spam)".into(),
             ts: 5,
             action: false,
+            account: false,
             event: Some(RoomNotice::Kicked {
                 nick: "bob".into(),
                 reason: "spam".into(),

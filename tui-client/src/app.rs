@@ -849,6 +849,7 @@ mod tests {
             ts: seq as i64 * 1000,
             action: false,
             file: None,
+            account: false,
         }
     }
 

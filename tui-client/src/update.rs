@@ -1041,7 +1041,7 @@ fn on_server(app: &mut App, msg: ServerMsg, fx: &mut Vec<Effect>) -> bool {
         | ServerMsg::Role { .. }
         | ServerMsg::Mode { .. } => {}
         // Not asked for by this client (`whois`, `away` are IRC's).
-        ServerMsg::Users { .. } | ServerMsg::Away { .. } => {}
+        ServerMsg::Users { .. } | ServerMsg::Away { .. } | ServerMsg::AccountChanged { .. } => {}
         // Expected: an event type newer than this client.
         ServerMsg::Unknown => return false,
     }

@@ -119,23 +119,22 @@ impl Chat {
         {
             entry.away = text.clone();
         }
-        let mut mates: HashMap<Uuid, Arc<Sink>> = HashMap::new();
-        for room in rooms {
-            mates.extend(room.sinks());
-        }
-        mates.remove(&session);
-        let event = Arc::new(Event::new(
-            ServerMsg::Away {
-                nick: nick.to_string(),
-                text: text.map(String::from),
-            },
-            Some(session),
-        ));
-        for sink in mates.values() {
-            // Dropped only for a mate over its budget.
-            let _ = sink.push(&event);
-        }
-        event
+        let mates = rooms.iter().flat_map(|room| room.sinks());
+        let away = ServerMsg::Away {
+            nick: nick.to_string(),
+            text: text.map(String::from),
+        };
+        tell_mates(session, mates, away)
+    }
+
+    /// `session` logged in to the account of `nick` (which it holds) after connecting: its
+    /// rooms learn it (roles persist from now on), and its room-mates, once each, get an
+    /// `account_changed` event, which is returned for the session itself.
+    pub(crate) fn logged_in(&self, session: Uuid, nick: &Nick, rooms: &[Arc<Room>]) -> Arc<Event> {
+        let mates = rooms
+            .iter()
+            .flat_map(|room| room.rename(session, nick, true));
+        tell_mates(session, mates, account_changed(nick, true))
     }
 
     /// Everyone online for whom `hit` holds (a server ban's matches).
@@ -181,8 +180,10 @@ impl Chat {
     }
 
     /// Renames `session` in the directory and in `rooms`, and tells everyone who shares a
-    /// room with it, once each however many rooms they share. Returns the notice for the
-    /// renamed client itself.
+    /// room with it, once each however many rooms they share. `account`: whether it is
+    /// logged in to the account of `new` afterwards; when that differs from `was`, the
+    /// same people also get an `account_changed` event. Returns the events for the renamed
+    /// client itself.
     ///
     /// # Errors
     /// [`ChatError::NickTaken`] or [`ChatError::NickLooksLike`] when another session holds
@@ -194,7 +195,8 @@ impl Chat {
         old: &Nick,
         new: &Nick,
         rooms: &[Arc<Room>],
-    ) -> Result<Arc<Event>, ChatError> {
+        (was, account): (bool, bool),
+    ) -> Result<Vec<Arc<Event>>, ChatError> {
         let mut nicks = lock(&self.nicks);
         let (old_key, new_key) = (old.skeleton(), new.skeleton());
         if let Some(holder) = nicks.get(&new_key).filter(|e| e.session != session) {
@@ -207,27 +209,23 @@ impl Chat {
         entry.nick = new.clone();
         nicks.insert(new_key, entry);
         drop(nicks);
-        let mut mates: HashMap<Uuid, Arc<Sink>> = HashMap::new();
-        for room in rooms {
-            mates.extend(room.rename(session, new));
+        let mates: HashMap<Uuid, Arc<Sink>> = rooms
+            .iter()
+            .flat_map(|room| room.rename(session, new, account))
+            .collect();
+        let renamed = ServerMsg::NickChanged {
+            old: old.to_string(),
+            new: new.to_string(),
+            ts: now_ms(),
+        };
+        let mut events = vec![tell_mates(session, mates.clone(), renamed)];
+        if was != account {
+            events.push(tell_mates(session, mates, account_changed(new, account)));
         }
-        mates.remove(&session);
-        let event = Arc::new(Event::new(
-            ServerMsg::NickChanged {
-                old: old.to_string(),
-                new: new.to_string(),
-                ts: now_ms(),
-            },
-            Some(session),
-        ));
-        for sink in mates.values() {
-            // Dropped only for a mate over its budget, which hears of its gap.
-            let _ = sink.push(&event);
-        }
-        Ok(event)
+        Ok(events)
     }
 
-    /// Sends a DM. Both copies (recipient's and sender's) go to sinks once the DM is
+    /// Sends a DM from `from` (logged in to its account, or not). Both copies (recipient's and sender's) go to sinks once the DM is
     /// durable; a known id gets the stored original, for the sender alone.
     ///
     /// # Errors
@@ -236,7 +234,7 @@ impl Chat {
     pub(crate) fn dm(
         &self,
         session: Uuid,
-        from: &Nick,
+        (from, account): (&Nick, bool),
         sender: &Arc<Sink>,
         to: &str,
         said: Said,
@@ -262,6 +260,7 @@ impl Chat {
             text,
             ts: now_ms(),
             file,
+            account,
         });
         // DMs are delivered only once durable (their rate is a person's, not a room's).
         let event = Arc::new(match self.store {
@@ -289,6 +288,30 @@ impl Chat {
             self.ids.lock().remove(&id);
             ChatError::StoreBusy
         })
+    }
+}
+
+/// Hands `msg`, about `session`, to each of `mates` once (however many rooms it is
+/// listed for) but `session` itself, for which the event is returned.
+fn tell_mates(
+    session: Uuid,
+    mates: impl IntoIterator<Item = (Uuid, Arc<Sink>)>,
+    msg: ServerMsg,
+) -> Arc<Event> {
+    let mut mates: HashMap<Uuid, Arc<Sink>> = mates.into_iter().collect();
+    mates.remove(&session);
+    let event = Arc::new(Event::new(msg, Some(session)));
+    for sink in mates.values() {
+        // Dropped only for a mate over its budget, which hears of its gap.
+        let _ = sink.push(&event);
+    }
+    event
+}
+
+fn account_changed(nick: &Nick, account: bool) -> ServerMsg {
+    ServerMsg::AccountChanged {
+        nick: nick.to_string(),
+        account,
     }
 }
 

@@ -63,8 +63,12 @@ fn look_alikes_of_an_online_nick_are_refused_and_say_whom_they_imitate() {
     );
     // Nor can another session rename into it; the holder may change its own spelling.
     chat.register(b, &nick("bob"), &sink(), LOCAL).unwrap();
-    assert!(chat.rename(b, &nick("bob"), &nick("ѕсоре"), &[]).is_err());
-    chat.rename(a, &nick("scope"), &nick("ѕсоре"), &[]).unwrap();
+    assert!(
+        chat.rename(b, &nick("bob"), &nick("ѕсоре"), &[], (false, false))
+            .is_err()
+    );
+    chat.rename(a, &nick("scope"), &nick("ѕсоре"), &[], (false, false))
+        .unwrap();
     // Once released, the look-alike is free.
     chat.unregister(a, &nick("ѕсоре"));
     chat.register(b, &nick("scope"), &sink(), LOCAL).unwrap();
@@ -93,14 +97,33 @@ fn rename_notifies_each_room_mate_once() {
         r.join_as(b, &nick("b"), &b_sink, None, 0);
     }
     notices(&b_sink);
-    chat.rename(a, &nick("a"), &nick("A2"), &[r1.clone(), r2.clone()])
+    let both = [r1.clone(), r2.clone()];
+    chat.rename(a, &nick("a"), &nick("A2"), &both, (false, false))
         .unwrap();
     let seen = notices(&b_sink);
     assert!(
         matches!(seen[..], [ServerMsg::NickChanged { .. }]),
         "{seen:?}"
     );
-    assert_eq!(r1.member_nicks(), ["A2", "b"]);
+    // Leaving an account by a rename is told once more, once, and so is a login.
+    let own = chat
+        .rename(a, &nick("A2"), &nick("a3"), &both, (true, false))
+        .unwrap();
+    assert_eq!(own.len(), 2);
+    chat.logged_in(a, &nick("a3"), &both);
+    let seen = notices(&b_sink);
+    assert!(
+        matches!(
+            &seen[..],
+            [
+                ServerMsg::NickChanged { .. },
+                ServerMsg::AccountChanged { account: false, .. },
+                ServerMsg::AccountChanged { account: true, nick },
+            ] if nick == "a3"
+        ),
+        "{seen:?}"
+    );
+    assert_eq!(r1.member_nicks(), ["a3", "b"]);
     assert!(
         chat.register(Uuid::new_v4(), &nick("a"), &sink(), LOCAL)
             .is_ok(),
@@ -153,12 +176,24 @@ fn dms_reach_both_ends_and_an_unknown_nick_is_named() {
     let (a_sink, b_sink) = (sink(), sink());
     chat.register(a, &nick("a"), &a_sink, LOCAL).unwrap();
     chat.register(b, &nick("B"), &b_sink, LOCAL).unwrap();
-    chat.dm(a, &nick("a"), &a_sink, "b", Said::text("hi".into(), None))
-        .unwrap();
+    chat.dm(
+        a,
+        (&nick("a"), false),
+        &a_sink,
+        "b",
+        Said::text("hi".into(), None),
+    )
+    .unwrap();
     assert!(matches!(&notices(&b_sink)[..], [ServerMsg::Dm(d)] if d.to == "B"));
     assert!(matches!(&notices(&a_sink)[..], [ServerMsg::Dm(_)]));
     assert_eq!(
-        chat.dm(a, &nick("a"), &a_sink, "zed", Said::text("hi".into(), None)),
+        chat.dm(
+            a,
+            (&nick("a"), false),
+            &a_sink,
+            "zed",
+            Said::text("hi".into(), None)
+        ),
         Err(ChatError::NoSuchNick("zed".into()))
     );
 }

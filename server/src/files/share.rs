@@ -80,7 +80,7 @@ pub(crate) fn post(chat: &Chat, upload: &Upload, file: FileInfo) -> Result<Share
             }
         }
         Target::Nick(to) => chat
-            .dm(session, &upload.nick, &sink, to, said)
+            .dm(session, (&upload.nick, logged_in(upload)), &sink, to, said)
             // A resent DM's id is answered with the original, as a new one is (a share
             // record too many at worst).
             .map(|()| Shared::New)
@@ -90,6 +90,12 @@ pub(crate) fn post(chat: &Chat, upload: &Upload, file: FileInfo) -> Result<Share
                 other => ShareError::Refused(other.to_string()),
             }),
     }
+}
+
+/// Whether the uploader was logged in to its account (only an account's uploads are
+/// owned by it; a room post reads the member's login itself).
+fn logged_in(upload: &Upload) -> bool {
+    matches!(upload.owner, Owner::Account(_))
 }
 
 /// Tells the uploader, if it is online, that its upload failed.

@@ -74,11 +74,12 @@ impl LocalDelivery {
         self.members.get(&session)
     }
 
-    pub(crate) fn rename(&mut self, session: Uuid, nick: &Nick) {
+    /// A member's new nick, and whether it is logged in to its account (renaming away from
+    /// an account's nick leaves the account; `register` logs in to it).
+    pub(crate) fn rename(&mut self, session: Uuid, nick: &Nick, account: bool) {
         if let Some(m) = self.members.get_mut(&session) {
             m.nick = nick.clone();
-            // Renaming away from an account's nick leaves the account.
-            m.account = false;
+            m.account = account;
         }
     }
 

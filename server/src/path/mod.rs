@@ -70,8 +70,13 @@ pub(crate) enum RoomEvent {
     },
     /// A member leaves; every member, the leaver included, gets `event`.
     Parted { session: Uuid, event: Arc<Event> },
-    /// A member's nick changed (the notice goes out once per person, from the directory).
-    Renamed { session: Uuid, nick: Nick },
+    /// A member's nick or login changed (`account`: logged in to the account of `nick`);
+    /// the notices go out once per person, from the directory.
+    Renamed {
+        session: Uuid,
+        nick: Nick,
+        account: bool,
+    },
     /// A message is shown: into the history cache and to every member. A moderation
     /// notice (a message with `event`) also changes the room as it says, once delivered.
     Message(Arc<Event>),
@@ -259,7 +264,11 @@ impl Room {
                     st.delivery.remove(session);
                 }
             }
-            RoomEvent::Renamed { session, nick } => st.delivery.rename(session, &nick),
+            RoomEvent::Renamed {
+                session,
+                nick,
+                account,
+            } => st.delivery.rename(session, &nick, account),
             RoomEvent::Settled(event) => {
                 if event.settled() == Settled::Failed {
                     st.stream.remove(&event);
@@ -371,15 +380,22 @@ impl Room {
         Ok(())
     }
 
-    /// Changes a member's nick; returns every member's session and sink (the renamed one
-    /// included), for the directory to tell each person once.
-    pub(crate) fn rename(&self, session: Uuid, nick: &Nick) -> Vec<(Uuid, Arc<Sink>)> {
+    /// Changes a member's nick or login (`account`: logged in to the account of `nick`);
+    /// returns every member's session and sink (the renamed one included), for the
+    /// directory to tell each person once.
+    pub(crate) fn rename(
+        &self,
+        session: Uuid,
+        nick: &Nick,
+        account: bool,
+    ) -> Vec<(Uuid, Arc<Sink>)> {
         let mut st = self.lock();
         self.apply(
             &mut st,
             RoomEvent::Renamed {
                 session,
                 nick: nick.clone(),
+                account,
             },
         );
         st.delivery

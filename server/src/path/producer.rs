@@ -104,7 +104,7 @@ impl Room {
         if st.moderation.moderated() && !member.role.may_speak_moderated() && !member.admin {
             return Err(ModError::Moderated(self.name.clone()).into());
         }
-        let from = member.nick.to_string();
+        let from = (member.nick.to_string(), member.account);
         self.post_locked(&mut st, session, sender, from, said, None)
     }
 
@@ -119,13 +119,9 @@ impl Room {
         sender: &Arc<Sink>,
         notice: RoomNotice,
     ) -> Result<(), PostError> {
-        let by = st
-            .delivery
-            .get(session)
-            .ok_or(PostError::NotMember)?
-            .nick
-            .to_string();
-        let text = notice.describe(&by);
+        let member = st.delivery.get(session).ok_or(PostError::NotMember)?;
+        let by = (member.nick.to_string(), member.account);
+        let text = notice.describe(&by.0);
         self.post_locked(
             st,
             session,
@@ -137,13 +133,14 @@ impl Room {
         .map(|_| ())
     }
 
-    /// Posts what `from` (the member `session`) said or did, under the room's lock.
+    /// Posts what `from` (the member `session`: its nick, and whether it is logged in to
+    /// its account) said or did, under the room's lock.
     fn post_locked(
         self: &Arc<Self>,
         st: &mut RoomState,
         session: Uuid,
         sender: &Arc<Sink>,
-        from: String,
+        (from, account): (String, bool),
         said: Said,
         event: Option<RoomNotice>,
     ) -> Result<Posted, PostError> {
@@ -173,6 +170,7 @@ impl Room {
             action,
             event,
             file,
+            account,
         };
         // Used from here on, whatever becomes of the message: a seq is never reused.
         st.stream.next_seq += 1;

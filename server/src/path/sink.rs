@@ -326,6 +326,7 @@ mod tests {
                 ts: 0,
                 action: false,
                 file: None,
+                account: false,
             }),
             None,
         ))

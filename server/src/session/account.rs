@@ -40,6 +40,9 @@ impl<W: Wire> Session<W> {
                     self.reply(ServerMsg::Registered {
                         nick: nick.to_string(),
                     });
+                    let rooms: Vec<_> = self.rooms.iter().cloned().collect();
+                    let event = self.chat.logged_in(self.id, &nick, &rooms);
+                    self.wire.push(&event);
                 }
                 (done, ref_id)
             }

@@ -842,6 +842,7 @@ impl<R, W> LineWire<R, W> {
             | ServerMsg::Pong { .. }
             | ServerMsg::Users { .. }
             | ServerMsg::Away { .. }
+            | ServerMsg::AccountChanged { .. }
             | ServerMsg::Unknown => {}
         }
     }
@@ -1369,6 +1370,7 @@ mod tests {
             ts: 0,
             action: false,
             file: None,
+            account: false,
         };
         assert_eq!(message_lines(&m, true), "<bob> one\r\n<bob> two\r\n");
         assert_eq!(
@@ -1761,6 +1763,7 @@ mod tests {
             text: event.describe(from),
             ts: 0,
             action: false,
+            account: false,
             event: Some(event),
             file: None,
         }

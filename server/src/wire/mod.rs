@@ -52,6 +52,12 @@ pub(crate) mod slots {
     pub(crate) const IRC_MSGID: Slot = Slot::new(5);
     /// IRC lines with `msgid` and `time`.
     pub(crate) const IRC_MSGID_TIME: Slot = Slot::new(6);
+    /// The four IRC variants above with `account-tag`'s `account`, for the messages of a
+    /// logged-in sender (rare slots: other events never have them).
+    pub(crate) const IRC_ACCOUNT: Slot = Slot::new(7);
+    pub(crate) const IRC_ACCOUNT_TIME: Slot = Slot::new(8);
+    pub(crate) const IRC_ACCOUNT_MSGID: Slot = Slot::new(9);
+    pub(crate) const IRC_ACCOUNT_MSGID_TIME: Slot = Slot::new(10);
 }
 
 /// What a connection's client can do, decided when it connects (a future adapter may

@@ -61,6 +61,7 @@ fn chat(room: &str, seq: u64, from: &str, text: &str) -> ChatMessage {
         ts: 1_700_000_000_000 + seq as i64 * 1000,
         action: false,
         file: None,
+        account: false,
     }
 }
 
@@ -458,6 +459,7 @@ fn msg_opens_a_dm_tab_and_incoming_dms_count_as_unread() {
             text: "psst".into(),
             ts: 1,
             file: None,
+            account: false,
         }),
     );
     let carol = app.dm_index("carol").unwrap();
@@ -2452,6 +2454,7 @@ fn a_shared_dm_file_is_numbered_and_acknowledges_our_upload_to_a_nick() {
             text: "[file] a.bin".into(),
             ts: 1_700_000_000_000,
             file: Some(Box::new(file.clone())),
+            account: false,
         }),
     );
     assert_eq!(app.files, [file]);

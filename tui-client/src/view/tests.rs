@@ -25,6 +25,7 @@ fn msg(room: &str, seq: u64, from: &str, text: &str) -> ChatMessage {
         ts: T0 + seq as i64 * 60_000,
         action: false,
         file: None,
+        account: false,
     }
 }
 

@@ -13,8 +13,9 @@ impl<W: Wire> Session<W> {
         let text = clean_text(text, self.config.live().max_text)?;
         let from = self.nick().clone();
         // Both copies, the recipient's and this sender's, come through sinks.
+        let sender = (&from, self.logged_in);
         self.chat
-            .dm(self.id, &from, &self.sink, to, Said::text(text, id))?;
+            .dm(self.id, sender, &self.sink, to, Said::text(text, id))?;
         self.chat.ops.metrics.dm_messages.inc();
         Ok(())
     }

@@ -23,10 +23,13 @@ impl<W: Wire> Session<W> {
             return Err(Refusal::ServerBanned(reason));
         }
         let rooms: Vec<Arc<Room>> = self.rooms.iter().cloned().collect();
-        let event = self.chat.rename(self.id, &old, &new, &rooms)?;
+        let login = (self.logged_in, own);
+        let events = self.chat.rename(self.id, &old, &new, &rooms, login)?;
         self.logged_in = own;
         self.nick = Some(new);
-        self.wire.push(&event);
+        for event in &events {
+            self.wire.push(event);
+        }
         Ok(())
     }
 }

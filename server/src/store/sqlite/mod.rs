@@ -227,6 +227,7 @@ fn message_from(row: &Row<'_>) -> rusqlite::Result<ChatMessage> {
         text: row.get(4)?,
         ts: row.get(5)?,
         action: row.get(6)?,
+        account: row.get(9)?,
         // Written by this server from a `RoomNotice`; one it cannot read (a newer server's)
         // still shows as its text.
         event: row
@@ -288,7 +289,7 @@ impl<C: Send + 'static> Store<C> for SqliteStore<C> {
     fn read(&self, room: &str, range: Range) -> anyhow::Result<Vec<ChatMessage>> {
         let conn = self.reader();
         let mut stmt = conn.prepare_cached(
-            "SELECT room, seq, id, sender, text, ts, action, event, file FROM messages
+            "SELECT room, seq, id, sender, text, ts, action, event, file, account FROM messages
              WHERE room = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq DESC LIMIT ?4",
         )?;
         let limit = i64::try_from(range.limit).unwrap_or(i64::MAX);
@@ -352,6 +353,7 @@ mod tests {
                 ts,
                 action: false,
                 file: None,
+                account: false,
             }),
             None,
         ))

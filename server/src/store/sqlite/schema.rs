@@ -60,6 +60,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // itself, and its record, live in the files directory.
     "ALTER TABLE messages ADD COLUMN file TEXT;
      ALTER TABLE dms ADD COLUMN file TEXT;",
+    // 5: whether the sender of a message or DM was logged in to its nick's account (IRC's
+    // `account-tag`). A constant default costs SQLite no rewrite of the table; rows from
+    // before read as a guest's.
+    "ALTER TABLE messages ADD COLUMN account INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE dms ADD COLUMN account INTEGER NOT NULL DEFAULT 0;",
 ];
 
 pub(super) fn open_connection(

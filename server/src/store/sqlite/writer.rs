@@ -181,8 +181,8 @@ impl<'a, C: Clone> Writer<'a, C> {
                     .conn
                     .prepare_cached(
                         "INSERT OR IGNORE INTO messages
-                             (room, seq, id, sender, text, ts, action, event, file)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                             (room, seq, id, sender, text, ts, action, event, file, account)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                     )?
                     .execute(params![
                         m.room,
@@ -193,7 +193,8 @@ impl<'a, C: Clone> Writer<'a, C> {
                         m.ts,
                         m.action,
                         m.event.as_ref().and_then(|e| serde_json::to_string(e).ok()),
-                        m.file.as_ref().and_then(|f| serde_json::to_string(f).ok())
+                        m.file.as_ref().and_then(|f| serde_json::to_string(f).ok()),
+                        m.account,
                     ])?;
                 if n == 1 {
                     // `covered` is filled in at the commit.
@@ -206,8 +207,8 @@ impl<'a, C: Clone> Writer<'a, C> {
                 let n = self
                     .conn
                     .prepare_cached(
-                        "INSERT OR IGNORE INTO dms (id, sender, recipient, text, ts, file)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        "INSERT OR IGNORE INTO dms (id, sender, recipient, text, ts, file, account)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     )?
                     .execute(params![
                         d.id.as_bytes(),
@@ -215,7 +216,8 @@ impl<'a, C: Clone> Writer<'a, C> {
                         d.to,
                         d.text,
                         d.ts,
-                        d.file.as_ref().and_then(|f| serde_json::to_string(f).ok())
+                        d.file.as_ref().and_then(|f| serde_json::to_string(f).ok()),
+                        d.account,
                     ])?;
                 if n == 1 {
                     Ok(Stored::New { covered: 0 })
@@ -464,7 +466,7 @@ fn take<C>(rx: &Receiver<WriterMsg<C>>) -> Option<WriterMsg<C>> {
 fn original_message(tx: &Connection, id: Uuid, resent: &Event) -> rusqlite::Result<Stored> {
     let original = tx
         .query_row(
-            "SELECT room, seq, id, sender, text, ts, action, event, file FROM messages WHERE id = ?1",
+            "SELECT room, seq, id, sender, text, ts, action, event, file, account FROM messages WHERE id = ?1",
             [id.as_bytes()],
             message_from,
         )
@@ -479,7 +481,7 @@ fn original_message(tx: &Connection, id: Uuid, resent: &Event) -> rusqlite::Resu
 fn original_dm(tx: &Connection, id: Uuid, resent: &Event) -> rusqlite::Result<Stored> {
     let original = tx
         .query_row(
-            "SELECT sender, recipient, text, ts, file FROM dms WHERE id = ?1",
+            "SELECT sender, recipient, text, ts, file, account FROM dms WHERE id = ?1",
             [id.as_bytes()],
             |r| {
                 Ok(DirectMessage {
@@ -491,6 +493,7 @@ fn original_dm(tx: &Connection, id: Uuid, resent: &Event) -> rusqlite::Result<St
                     file: r
                         .get::<_, Option<String>>(4)?
                         .and_then(|f| serde_json::from_str(&f).ok()),
+                    account: r.get(5)?,
                 })
             },
         )

@@ -18,10 +18,14 @@ pub(crate) const CHATHISTORY: CapSet = CapSet(1 << 9);
 pub(crate) const LABELED_RESPONSE: CapSet = CapSet(1 << 10);
 pub(crate) const AWAY_NOTIFY: CapSet = CapSet(1 << 11);
 pub(crate) const EXTENDED_JOIN: CapSet = CapSet(1 << 12);
+pub(crate) const ACCOUNT_TAG: CapSet = CapSet(1 << 13);
+pub(crate) const ACCOUNT_NOTIFY: CapSet = CapSet(1 << 14);
+pub(crate) const CHGHOST: CapSet = CapSet(1 << 15);
 
 /// Every capability offered, with its name and (for `CAP LS 302`) its value. `multi-prefix`
-/// is true to the letter: a member has one role, so one prefix is all there is to show.
-const OFFERED: [(CapSet, &str, &str); 13] = [
+/// is true to the letter: a member has one role, so one prefix is all there is to show;
+/// `chghost` too: a mask is `nick!nick@server` for life, so no `CHGHOST` is ever due.
+const OFFERED: [(CapSet, &str, &str); 16] = [
     (MESSAGE_TAGS, "message-tags", ""),
     (SERVER_TIME, "server-time", ""),
     (ECHO_MESSAGE, "echo-message", ""),
@@ -35,6 +39,9 @@ const OFFERED: [(CapSet, &str, &str); 13] = [
     (LABELED_RESPONSE, "labeled-response", ""),
     (AWAY_NOTIFY, "away-notify", ""),
     (EXTENDED_JOIN, "extended-join", ""),
+    (ACCOUNT_TAG, "account-tag", ""),
+    (ACCOUNT_NOTIFY, "account-notify", ""),
+    (CHGHOST, "chghost", ""),
 ];
 
 impl CapSet {
@@ -99,7 +106,7 @@ mod tests {
     fn a_request_with_one_unknown_name_changes_nothing() {
         let set = request(CapSet::default(), "server-time echo-message").unwrap();
         assert!(set.has(SERVER_TIME) && set.has(ECHO_MESSAGE) && !set.has(SASL));
-        assert_eq!(request(set, "sasl account-tag"), None);
+        assert_eq!(request(set, "sasl draft/frobnicate"), None);
         let set = request(set, "-echo-message sasl").unwrap();
         assert!(!set.has(ECHO_MESSAGE) && set.has(SASL));
         assert_eq!(set.names(), "server-time sasl");

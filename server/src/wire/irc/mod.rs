@@ -738,6 +738,7 @@ mod tests {
                 text: "hi".into(),
                 ts: 0,
                 action: false,
+                account: false,
                 event: None,
                 file: None,
             }),

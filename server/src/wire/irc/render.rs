@@ -15,7 +15,9 @@ use chat_shared::{
 };
 use uuid::Uuid;
 
-use super::caps::{ECHO_MESSAGE, EXTENDED_JOIN, MESSAGE_TAGS, SERVER_TIME};
+use super::caps::{
+    ACCOUNT_NOTIFY, ACCOUNT_TAG, ECHO_MESSAGE, EXTENDED_JOIN, MESSAGE_TAGS, SERVER_TIME,
+};
 use super::commands::NICKSERV;
 use super::{Cmd, Compound, IrcWire, Last, Room, Sasl, Topic};
 use super::{INVITE_ONLY, MODERATED, SECRET, TOPIC_LOCKED};
@@ -41,20 +43,38 @@ fn mask(out: &mut String, nick: &str, server: &str) {
     let _ = write!(out, ":{nick}!{nick}@{server}"); // writing to a String cannot fail
 }
 
-/// The tags of a line in one variant.
-fn tags(out: &mut String, id: Option<Uuid>, ts: i64, msgid: bool, time: bool) {
-    let id = id.filter(|_| msgid);
-    if id.is_none() && !time {
+/// The tags a client reads shared lines with: a variant of the encoding (see
+/// [`IrcWire::shared`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Variant {
+    /// `msgid` (message-tags).
+    pub(super) msgid: bool,
+    /// `time` (server-time).
+    pub(super) time: bool,
+    /// `account` (account-tag), on the messages of a sender logged in to its account.
+    pub(super) account: bool,
+}
+
+/// The tags of a line in variant `v`; `account` is the sender's account, if it was logged
+/// in to one.
+fn tags(out: &mut String, account: Option<&str>, id: Option<Uuid>, ts: i64, v: Variant) {
+    let account = account.filter(|_| v.account);
+    let id = id.filter(|_| v.msgid);
+    if account.is_none() && id.is_none() && !v.time {
         return;
     }
-    out.push('@');
-    if let Some(id) = id {
-        let _ = write!(out, "msgid={id}");
-        if time {
-            out.push(';');
-        }
+    let mut sep = '@';
+    if let Some(account) = account {
+        // A nick needs no escaping as a tag value: no space, `;`, `\\` or control.
+        let _ = write!(out, "{sep}account={account}");
+        sep = ';';
     }
-    if time {
+    if let Some(id) = id {
+        let _ = write!(out, "{sep}msgid={id}");
+        sep = ';';
+    }
+    if v.time {
+        out.push(sep);
         out.push_str("time=");
         out.push_str(&iso_time(ts));
     }
@@ -126,15 +146,16 @@ fn pieces(text: &str) -> impl Iterator<Item = &str> {
 /// A room message's `PRIVMSG` lines (a multi-line message is several, from the same
 /// sender; the first carries the msgid, which is the message's id), or a room notice as
 /// the native command.
-fn message_lines(out: &mut String, m: &ChatMessage, server: &str, msgid: bool, time: bool) {
+fn message_lines(out: &mut String, m: &ChatMessage, server: &str, v: Variant) {
     if let Some(notice) = &m.event {
-        tags(out, Some(m.id), m.ts, msgid, time);
+        tags(out, None, Some(m.id), m.ts, v);
         notice_line(out, &m.room, &m.from, notice, server);
         return;
     }
+    let account = m.account.then_some(m.from.as_str());
     let mut first = true;
     for piece in pieces(&m.text) {
-        tags(out, Some(m.id).filter(|_| first), m.ts, msgid, time);
+        tags(out, account, Some(m.id).filter(|_| first), m.ts, v);
         first = false;
         mask(out, &m.from, server);
         if m.action {
@@ -200,10 +221,10 @@ fn flags(role: Option<Role>) -> &'static str {
 ///
 /// `extended`: extended-join's `JOIN #room account :realname` (the realname is the nick:
 /// none is kept).
-fn encode_shared(msg: &ServerMsg, server: &str, msgid: bool, time: bool, extended: bool) -> Bytes {
+fn encode_shared(msg: &ServerMsg, server: &str, v: Variant, extended: bool) -> Bytes {
     let mut out = String::new();
     match msg {
-        ServerMsg::Message(m) => message_lines(&mut out, m, server, msgid, time),
+        ServerMsg::Message(m) => message_lines(&mut out, m, server, v),
         ServerMsg::Joined {
             room,
             nick,
@@ -254,10 +275,15 @@ fn encode_shared(msg: &ServerMsg, server: &str, msgid: bool, time: bool, extende
             mask(&mut out, old, server);
             let _ = write!(out, " NICK :{new}\r\n");
         }
+        ServerMsg::AccountChanged { nick, account } => {
+            mask(&mut out, nick, server);
+            let name = if *account { nick.as_str() } else { "*" };
+            let _ = write!(out, " ACCOUNT {name}\r\n");
+        }
         other => {
             if let Some(live) = other.to_notice() {
                 if live.seq.is_some() {
-                    tags(&mut out, live.id, live.ts, msgid, time);
+                    tags(&mut out, None, live.id, live.ts, v);
                 }
                 notice_line(&mut out, &live.room, &live.by, &live.notice, server);
             }
@@ -267,12 +293,16 @@ fn encode_shared(msg: &ServerMsg, server: &str, msgid: bool, time: bool, extende
 }
 
 /// The slot of a variant.
-fn slot(msgid: bool, time: bool) -> Slot {
-    match (msgid, time) {
-        (false, false) => slots::IRC,
-        (false, true) => slots::IRC_TIME,
-        (true, false) => slots::IRC_MSGID,
-        (true, true) => slots::IRC_MSGID_TIME,
+fn slot(v: Variant) -> Slot {
+    match (v.account, v.msgid, v.time) {
+        (false, false, false) => slots::IRC,
+        (false, false, true) => slots::IRC_TIME,
+        (false, true, false) => slots::IRC_MSGID,
+        (false, true, true) => slots::IRC_MSGID_TIME,
+        (true, false, false) => slots::IRC_ACCOUNT,
+        (true, false, true) => slots::IRC_ACCOUNT_TIME,
+        (true, true, false) => slots::IRC_ACCOUNT_MSGID,
+        (true, true, true) => slots::IRC_ACCOUNT_MSGID_TIME,
     }
 }
 
@@ -372,39 +402,34 @@ impl<R, W> IrcWire<R, W> {
     }
 
     /// The variant this client reads shared lines in.
-    fn variant(&self) -> (bool, bool) {
-        (self.caps.has(MESSAGE_TAGS), self.caps.has(SERVER_TIME))
+    fn variant(&self) -> Variant {
+        Variant {
+            msgid: self.caps.has(MESSAGE_TAGS),
+            time: self.caps.has(SERVER_TIME),
+            account: self.caps.has(ACCOUNT_TAG),
+        }
     }
 
     /// Puts `event`'s shared encoding for this client's variant.
     fn shared(&mut self, event: &Event) {
-        let (msgid, time) = self.variant();
-        // Only these carry tags: the rest are the same in every variant.
-        let tagged = matches!(
-            event.msg,
-            ServerMsg::Message(_)
-                | ServerMsg::Topic { .. }
-                | ServerMsg::Kicked { .. }
-                | ServerMsg::Role { .. }
-                | ServerMsg::Mode { .. }
-        );
-        let (msgid, time) = if tagged {
-            (msgid, time)
-        } else {
-            (false, false)
-        };
+        let mut v = self.variant();
+        // Only these carry tags: the rest are the same in every variant. Only a logged-in
+        // sender's message carries `account`: for the rest, the variant without it is the
+        // same bytes, and its slot is shared.
+        match &event.msg {
+            ServerMsg::Message(m) => v.account &= m.account && m.event.is_none(),
+            ServerMsg::Topic { .. }
+            | ServerMsg::Kicked { .. }
+            | ServerMsg::Role { .. }
+            | ServerMsg::Mode { .. } => v.account = false,
+            _ => v = Variant::default(),
+        }
         // A JOIN carries no tags, so extended-join's JOIN takes a tag variant's slot.
         let extended =
             self.caps.has(EXTENDED_JOIN) && matches!(event.msg, ServerMsg::Joined { .. });
-        let slot = if extended {
-            slots::IRC_MSGID
-        } else {
-            slot(msgid, time)
-        };
+        let slot = if extended { slots::IRC_MSGID } else { slot(v) };
         let server = &self.config.server_name;
-        let bytes = event.encoded(slot, |msg| {
-            encode_shared(msg, server, msgid, time, extended)
-        });
+        let bytes = event.encoded(slot, |msg| encode_shared(msg, server, v, extended));
         // `put` borrows self mutably; the bytes borrow the event, not self.
         let bytes: &[u8] = bytes;
         self.put(bytes);
@@ -492,11 +517,12 @@ impl<R, W> IrcWire<R, W> {
             }
             ServerMsg::Dm(d) => {
                 let mut line = String::new();
-                let (msgid, time) = self.variant();
+                let v = self.variant();
                 let server = self.config.server_name.clone();
+                let account = d.account.then_some(d.from.as_str());
                 let mut first = true;
                 for piece in pieces(&d.text) {
-                    tags(&mut line, Some(d.id).filter(|_| first), d.ts, msgid, time);
+                    tags(&mut line, account, Some(d.id).filter(|_| first), d.ts, v);
                     first = false;
                     mask(&mut line, &d.from, &server);
                     let _ = write!(line, " PRIVMSG {} :{piece}\r\n", d.to);
@@ -564,6 +590,13 @@ impl<R, W> IrcWire<R, W> {
             ServerMsg::Away { nick, text } => self.away_event(nick, text.as_deref()),
             // IRC clients have no `upload`: nothing asks for a slot.
             ServerMsg::UploadSlot { .. } => {}
+            ServerMsg::AccountChanged { nick, account } => {
+                if self.is_me(nick) {
+                    self.logged(nick, *account);
+                } else if self.caps.has(ACCOUNT_NOTIFY) {
+                    self.shared(event);
+                }
+            }
             ServerMsg::Notice { text } => {
                 let invite = self.last.as_ref().filter(|l| l.cmd == Cmd::Invite);
                 if let Some(target) = invite.map(|l| l.target.clone()) {
@@ -581,6 +614,19 @@ impl<R, W> IrcWire<R, W> {
                 self.release();
                 self.put(line.as_bytes());
             }
+        }
+    }
+
+    /// This client's own login changed after registration: 900 (unless `registered` said
+    /// it already) or 901.
+    fn logged(&mut self, nick: &str, account: bool) {
+        let was = std::mem::replace(&mut self.account, account);
+        let mask = format!("{nick}!{nick}@{}", self.server());
+        if account && !was {
+            let text = format!("You are now logged in as {nick}");
+            self.numeric("900", &[&mask, nick], &text);
+        } else if !account && was {
+            self.numeric("901", &[&mask], "You are now logged out");
         }
     }
 
@@ -774,12 +820,12 @@ impl<R, W> IrcWire<R, W> {
             usize::MAX
         };
         let skip = messages.len().saturating_sub(keep);
-        let (msgid, time) = self.variant();
+        let v = self.variant();
         let server = self.config.server_name.clone();
         let mut out = String::new();
         for m in &messages[skip..] {
-            if time {
-                message_lines(&mut out, m, &server, msgid, true);
+            if v.time {
+                message_lines(&mut out, m, &server, v);
                 continue;
             }
             let mut m = m.clone();
@@ -801,7 +847,7 @@ impl<R, W> IrcWire<R, W> {
                 .map(|l| format!("{stamp}{l}"))
                 .collect::<Vec<_>>()
                 .join("\n");
-            message_lines(&mut out, &m, &server, msgid, false);
+            message_lines(&mut out, &m, &server, v);
         }
         if self.caps.has(super::caps::BATCH) {
             // An empty page (one asked for) is an empty batch, which tells the client so.
@@ -1151,6 +1197,7 @@ mod tests {
             text: text.into(),
             ts: 0,
             action: false,
+            account: false,
             event: None,
             file: None,
         }
@@ -1159,16 +1206,28 @@ mod tests {
     #[test]
     fn a_multi_line_message_is_several_privmsgs_and_only_the_first_has_the_msgid() {
         let msg = ServerMsg::Message(message("a\nb"));
-        let plain = encode_shared(&msg, "srv", false, false, false);
+        let plain = encode_shared(&msg, "srv", Variant::default(), false);
         assert_eq!(
             &plain[..],
             b":bob!bob@srv PRIVMSG #rust :a\r\n:bob!bob@srv PRIVMSG #rust :b\r\n"
         );
-        let tagged =
-            String::from_utf8(encode_shared(&msg, "srv", true, true, false).to_vec()).unwrap();
+        let v = Variant {
+            msgid: true,
+            time: true,
+            account: true,
+        };
+        let tagged = String::from_utf8(encode_shared(&msg, "srv", v, false).to_vec()).unwrap();
         let lines: Vec<&str> = tagged.lines().collect();
         assert!(lines[0].starts_with(&format!("@msgid={};time=1970", Uuid::nil())));
         assert!(lines[1].starts_with("@time=1970") && !lines[1].contains("msgid"));
+        // A logged-in sender's lines each carry its account, first of the tags.
+        let mut m = message("a\nb");
+        m.account = true;
+        let tagged = encode_shared(&ServerMsg::Message(m), "srv", v, false);
+        let tagged = String::from_utf8(tagged.to_vec()).unwrap();
+        let lines: Vec<&str> = tagged.lines().collect();
+        assert!(lines[0].starts_with("@account=bob;msgid="), "{tagged}");
+        assert!(lines[1].starts_with("@account=bob;time=1970"), "{tagged}");
     }
 
     #[test]
@@ -1222,7 +1281,8 @@ mod tests {
         ];
         for (notice, want) in cases {
             m.event = Some(notice);
-            let got = encode_shared(&ServerMsg::Message(m.clone()), "srv", false, false, false);
+            let msg = ServerMsg::Message(m.clone());
+            let got = encode_shared(&msg, "srv", Variant::default(), false);
             assert_eq!(String::from_utf8_lossy(&got), want);
         }
     }
