@@ -117,13 +117,19 @@ impl State {
         if let Some(owner) = Owner::from_key(&record.owner) {
             self.refund(&owner, record.size);
         }
-        let count = self.blobs.entry(record.sha256.clone()).or_default();
+        let last = self.release_blob(&record.sha256);
+        Some((record, last))
+    }
+
+    /// One share fewer of a blob; whether it was the last.
+    fn release_blob(&mut self, sha256: &str) -> bool {
+        let count = self.blobs.entry(sha256.to_owned()).or_default();
         *count = count.saturating_sub(1);
         let last = *count == 0;
         if last {
-            self.blobs.remove(&record.sha256);
+            self.blobs.remove(sha256);
         }
-        Some((record, last))
+        last
     }
 }
 
@@ -186,12 +192,12 @@ impl Files {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn random_hex(&self) -> String {
+    /// 128 bits from the system's generator, as hex; `None` if it fails (a capability
+    /// made of anything less is not one).
+    fn random_hex(&self) -> Option<String> {
         let mut bytes = [0u8; 16];
-        // The system's generator does not fail on Linux once booted; a zero token would
-        // still be refused as a duplicate rather than reused.
-        let _ = self.rng.fill(&mut bytes);
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        self.rng.fill(&mut bytes).ok()?;
+        Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
     }
 
     /// Checks an offer and gives it a slot, or the slot it already has: an offer resent
@@ -255,10 +261,10 @@ impl Files {
         if open >= self.config.max_uploads {
             return Err(FileError::TooManyUploads(self.config.max_uploads));
         }
-        let token = self.random_hex();
-        if st.uploads.contains_key(&token) {
-            return Err(FileError::Bad("try again"));
-        }
+        let token = self
+            .random_hex()
+            .filter(|t| !st.uploads.contains_key(t))
+            .ok_or(FileError::Bad("no slot could be made; try again"))?;
         let expiry = i64::try_from(self.config.upload_expiry.as_millis()).unwrap_or(i64::MAX);
         let upload = Arc::new(Upload::new(
             token.clone(),
@@ -321,8 +327,14 @@ impl Files {
     /// The disk's; the upload is then abandoned.
     pub(crate) fn keep(&self, upload: &Upload) -> std::io::Result<FileInfo> {
         let sha256: String = upload.sha256.iter().map(|b| format!("{b:02x}")).collect();
+        let Some(id) = self.random_hex() else {
+            self.abandon(upload);
+            return Err(std::io::Error::other(
+                "the system's random generator failed",
+            ));
+        };
         let record = ShareRecord {
-            id: self.random_hex(),
+            id,
             sha256,
             name: upload.name.clone(),
             size: upload.size,
@@ -331,7 +343,14 @@ impl Files {
             message: upload.id,
             created: now_ms(),
         };
+        // Counted before the disk is touched: a share of the same content ending meanwhile
+        // then leaves the blob alone (blobs are deleted only under the lock, at a count of
+        // zero), and if it was deleted just before, the commit puts this upload in its place.
+        *self.lock().blobs.entry(record.sha256.clone()).or_default() += 1;
         if let Err(e) = self.disk.commit(&upload.token, &record) {
+            let mut st = self.lock();
+            st.release_blob(&record.sha256);
+            drop(st);
             self.abandon(upload);
             return Err(e);
         }
@@ -340,7 +359,6 @@ impl Files {
         if let Some(gone) = st.uploads.remove(&upload.token) {
             st.ids.remove(&gone.id);
         }
-        *st.blobs.entry(record.sha256.clone()).or_default() += 1;
         let info = self.info(&record);
         st.shares.insert(record.id.clone(), record);
         Ok(info)
@@ -348,8 +366,9 @@ impl Files {
 
     /// Takes back a share that could not be posted.
     pub(crate) fn unshare(&self, id: &str) {
-        let gone = self.lock().unshare(id);
-        if let Some((record, last)) = gone {
+        let mut st = self.lock();
+        if let Some((record, last)) = st.unshare(id) {
+            // Under the lock: see `keep`.
             self.disk.remove(&record, last);
         }
     }
@@ -403,12 +422,13 @@ impl Files {
                 .collect();
             old.extend(ids.iter().filter_map(|id| st.unshare(id)));
         }
+        // Blobs under the lock (see `keep`); this runs off the async workers, and rarely.
+        for (record, last) in &old {
+            self.disk.remove(record, *last);
+        }
         drop(st);
         for token in &expired {
             self.disk.discard(token);
-        }
-        for (record, last) in &old {
-            self.disk.remove(record, *last);
         }
         if !expired.is_empty() || !old.is_empty() {
             info!(

@@ -166,3 +166,41 @@ fn a_temporary_store_is_gone_with_the_server() {
     drop(files);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+/// A finished upload, as the tus side leaves it: its bytes in its partial file.
+fn finished(files: &Files, bytes: &[u8]) -> Arc<Upload> {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let sha: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let slot = files
+        .offer(Offer {
+            sha256: sha,
+            ..offer(alice(), bytes.len() as u64)
+        })
+        .unwrap();
+    let upload = files.upload(slot.url.rsplit('/').next().unwrap()).unwrap();
+    std::fs::write(&upload.path, bytes).unwrap();
+    upload
+}
+
+#[test]
+fn a_blob_stays_while_any_share_of_it_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = files(dir.path());
+    let first = files.keep(&finished(&files, b"same")).unwrap();
+    let second = files.keep(&finished(&files, b"same")).unwrap();
+    let (blob, _) = files.download(&first.id).unwrap();
+    files.unshare(&first.id);
+    assert!(blob.exists(), "the second share still needs it");
+    assert!(files.download(&first.id).is_none());
+    files.unshare(&second.id);
+    assert!(!blob.exists());
+    // Shared again after the last share went: stored again.
+    let third = files.keep(&finished(&files, b"same")).unwrap();
+    let (blob, info) = files.download(&third.id).unwrap();
+    assert_eq!(std::fs::read(blob).unwrap(), b"same");
+    assert_eq!(info.size, 4);
+    // The quota was given back each time: 1000 and 500 bytes (all 1500) fit again.
+    files.unshare(&third.id);
+    files.offer(offer(alice(), 1000)).unwrap();
+    files.offer(offer(alice(), 500)).unwrap();
+}
