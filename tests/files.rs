@@ -51,16 +51,20 @@ fn files_cfg(dir: &Path) -> Config {
     }
 }
 
-/// A server sharing files in a directory of its own, and alice logged in to it.
-async fn start(tweak: impl FnOnce(&mut FilesConfig)) -> (tempfile::TempDir, TestServer, Client) {
+/// A server sharing files in a directory of its own (its configuration changed by
+/// `tweak`), and alice logged in to it.
+async fn start(tweak: impl FnOnce(&mut Config)) -> (tempfile::TempDir, TestServer, Client) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = files_cfg(dir.path());
-    if let Some(files) = &mut config.files {
-        tweak(files);
-    }
+    tweak(&mut config);
     let server = spawn_server(config).await;
     let alice = Client::login(server.addr, "alice").await;
     (dir, server, alice)
+}
+
+/// The file sharing part of a configuration made by [`files_cfg`].
+fn sharing(config: &mut Config) -> &mut FilesConfig {
+    config.files.as_mut().expect("files_cfg turns sharing on")
 }
 
 /// One HTTP response, whole.
@@ -257,7 +261,12 @@ async fn upload_all(addr: SocketAddr, url: &str, data: &[u8], chunks: usize) -> 
 
 #[tokio::test]
 async fn a_file_is_uploaded_shared_with_every_mode_and_downloaded_with_ranges() {
-    let (_dir, server, mut alice) = start(|_| {}).await;
+    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin_addr = admin.local_addr().unwrap();
+    let (_dir, server, mut alice) = start(|c| {
+        c.admin_listener = Some(chat_server::AdminListener::new(admin));
+    })
+    .await;
     let addr = server.addr;
     let mut bob = Client::login(addr, "bob").await;
     let mut line = common::Line::login(addr, "carol").await;
@@ -372,6 +381,20 @@ async fn a_file_is_uploaded_shared_with_every_mode_and_downloaded_with_ranges() 
     // In history too, with its file.
     let (history, _) = bob.history("lobby", None, Some(10)).await;
     assert!(history.iter().any(|m| m.file.as_deref() == Some(&file)));
+    // And counted: the bytes, the share, the three answers with the file (200, 206, HEAD).
+    let metrics = http(admin_addr, "GET", "/metrics", &[], b"").await.body;
+    let metrics = String::from_utf8(metrics).unwrap();
+    for line in [
+        "chat_file_upload_bytes_total 300000",
+        "chat_files_shared_total 1",
+        "chat_file_downloads_total 3",
+        "chat_file_uploads_failed_total{reason=\"checksum\"} 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in\n{metrics}"
+        );
+    }
     server.shutdown().await;
 }
 
@@ -656,7 +679,8 @@ async fn the_same_file_twice_is_stored_once_and_a_dm_shares_too() {
 
 #[tokio::test]
 async fn expired_slots_are_gone() {
-    let (dir, server, mut alice) = start(|f| f.upload_expiry = Duration::from_millis(300)).await;
+    let (dir, server, mut alice) =
+        start(|c| sharing(c).upload_expiry = Duration::from_millis(300)).await;
     let addr = server.addr;
     let data = content(1000);
     let (url, _) = ask(&mut alice, Uuid::new_v4(), "x", &data, Some("lobby"), None)
@@ -709,7 +733,7 @@ async fn shared_files_survive_a_restart_with_their_messages() {
 
 #[tokio::test]
 async fn downloads_can_require_a_session() {
-    let (_dir, server, mut alice) = start(|f| f.require_auth = true).await;
+    let (_dir, server, mut alice) = start(|c| sharing(c).require_auth = true).await;
     let addr = server.addr;
     let mut other = Client::connect(addr).await;
     let ServerMsg::Welcome { session, .. } = other.hello("dave").await else {

@@ -244,14 +244,26 @@ async fn tus_patch(
         Some(Ok(digest)) => Some(digest),
         Some(Err(why)) => return status(StatusCode::BAD_REQUEST, why),
     };
+    let counters = &app.chat.ops.metrics.files;
     let (at, whole) = match upload.append(offset, body, checksum, app.stall).await {
         Ok(done) => done,
-        Err(e) => return refused_write(&e),
+        Err(e) => {
+            match &e {
+                WriteError::Aborted(now) => {
+                    counters.upload_bytes.inc_by(now.saturating_sub(offset));
+                }
+                WriteError::Disk(_) => counters.failed("disk"),
+                _ => {}
+            }
+            return refused_write(&e);
+        }
     };
+    counters.upload_bytes.inc_by(at.saturating_sub(offset));
     let Some(matches) = whole else {
         return with_offset(status(StatusCode::NO_CONTENT, ""), at);
     };
     if !matches {
+        counters.failed("checksum");
         app.files.abandon(&upload);
         let text = format!(
             "{} arrived whole but its SHA-256 is not the one announced: it was deleted, upload \
@@ -279,6 +291,7 @@ async fn finish(app: &App, upload: &Arc<Upload>, at: u64) -> Response {
     let file = match kept {
         Ok(Ok(file)) => file,
         Ok(Err(e)) => {
+            app.chat.ops.metrics.files.failed("disk");
             warn!(error = %e, "an uploaded file could not be kept");
             let text = format!("{} could not be stored: {e}", upload.name);
             share::tell(&app.chat, upload, ErrorCode::Unavailable, text.clone());
@@ -293,6 +306,7 @@ async fn finish(app: &App, upload: &Arc<Upload>, at: u64) -> Response {
             with_offset(status(StatusCode::NO_CONTENT, ""), at)
         }
         Ok(share::Shared::New) => {
+            app.chat.ops.metrics.files.shared.inc();
             info!(
                 file = %id,
                 size = upload.size,
@@ -302,6 +316,7 @@ async fn finish(app: &App, upload: &Arc<Upload>, at: u64) -> Response {
             with_offset(status(StatusCode::NO_CONTENT, ""), at)
         }
         Err(e) => {
+            app.chat.ops.metrics.files.failed("not_shared");
             app.files.unshare(&id);
             let text = format!("{} was not shared: {e}", upload.name);
             share::tell(&app.chat, upload, ErrorCode::BadRequest, text.clone());
@@ -381,6 +396,9 @@ async fn download(
         Ok(response) => response.map(Body::new),
         Err(never) => match never {},
     };
+    if response.status().is_success() {
+        app.chat.ops.metrics.files.downloads.inc();
+    }
     let h = response.headers_mut();
     // Never shown as a page, whatever it holds: uploaded HTML must not run as this site.
     h.insert(

@@ -70,6 +70,31 @@ impl Default for DeliveryHistogram {
     }
 }
 
+/// Why an upload ended without a share, as `chat_file_uploads_failed_total{reason}` names it.
+pub(crate) const UPLOAD_FAILURES: &[&str] = &["checksum", "disk", "not_shared"];
+
+/// What file sharing counts (see `crate::files`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FileCounters {
+    /// `chat_file_upload_bytes_total`: bytes of uploads written to disk.
+    pub(crate) upload_bytes: Counter,
+    /// `chat_files_shared_total`.
+    pub(crate) shared: Counter,
+    /// `chat_file_uploads_failed_total{reason}`, in the order of [`UPLOAD_FAILURES`].
+    pub(crate) failed: Vec<Counter>,
+    /// `chat_file_downloads_total`: downloads answered with the file (or a range of it).
+    pub(crate) downloads: Counter,
+}
+
+impl FileCounters {
+    /// Counts an upload that ended without a share.
+    pub(crate) fn failed(&self, reason: &str) {
+        if let Some(i) = UPLOAD_FAILURES.iter().position(|&r| r == reason) {
+            self.failed[i].inc();
+        }
+    }
+}
+
 /// What the store's writer thread reports.
 #[derive(Debug, Clone)]
 pub(crate) struct StoreCounters {
@@ -110,6 +135,7 @@ pub(crate) struct Metrics {
     pub(crate) store_unsaved: Gauge,
     /// `chat_sendq_bytes`: every connection's send queue, sampled periodically.
     pub(crate) sendq_bytes: Histogram,
+    pub(crate) files: FileCounters,
 }
 
 impl Metrics {
@@ -220,6 +246,37 @@ impl Metrics {
             Unit::Bytes,
             sendq_bytes.clone(),
         );
+        let files = FileCounters::default();
+        registry.register(
+            "chat_file_upload_bytes",
+            "Bytes of file uploads written to disk",
+            files.upload_bytes.clone(),
+        );
+        registry.register(
+            "chat_files_shared",
+            "Uploads verified and shared in a room or DM",
+            files.shared.clone(),
+        );
+        let failed_family = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        let files = FileCounters {
+            failed: UPLOAD_FAILURES
+                .iter()
+                .map(|&r| failed_family.get_or_create_owned(&[("reason", r)]))
+                .collect(),
+            ..files
+        };
+        registry.register(
+            "chat_file_uploads_failed",
+            "Finished or written uploads that were not shared, by reason (checksum: the \
+             whole file's SHA-256 was not the one announced; disk: it could not be written or \
+             kept; not_shared: its uploader or target was gone)",
+            failed_family,
+        );
+        registry.register(
+            "chat_file_downloads",
+            "Downloads answered with the file or a range of it",
+            files.downloads.clone(),
+        );
         Self {
             registry,
             connections: by_mode,
@@ -234,6 +291,7 @@ impl Metrics {
             store,
             store_unsaved,
             sendq_bytes,
+            files,
         }
     }
 
@@ -279,6 +337,10 @@ mod tests {
             "chat_store_batch_messages_count 0",
             "chat_store_unsaved 0",
             "chat_sendq_bytes_count 0",
+            "chat_file_upload_bytes_total 0",
+            "chat_files_shared_total 0",
+            "chat_file_uploads_failed_total{reason=\"checksum\"} 0",
+            "chat_file_downloads_total 0",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }
