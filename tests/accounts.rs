@@ -308,3 +308,69 @@ async fn line_mode_registers_logs_in_with_nick_and_password_and_prompts_with_ech
     );
     srv.shutdown().await;
 }
+
+/// `login` after connecting: a guest becomes its account's nick, with the password; the
+/// room sees the rename and the login; a wrong password changes nothing; the connection
+/// that held the nick is replaced. Line mode's `/login` does the same.
+#[tokio::test]
+async fn login_after_connecting_takes_the_accounts_nick() {
+    let (_dir, db) = temp_db();
+    let srv = spawn_server(stored(&db)).await;
+    let mut holder = registered(&srv, "kay").await;
+    let mut guest = Client::login(srv.addr, "visitor").await;
+    let mut mate = Client::login(srv.addr, "mate").await;
+    mate.roundtrip().await;
+    guest
+        .send(ClientMsg::Login {
+            nick: "kay".into(),
+            password: Password::new("not the password"),
+        })
+        .await;
+    guest.recv_error(ErrorCode::AuthFailed).await;
+    // A failed login is throttled like any (250 ms here, by default).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    guest
+        .send(ClientMsg::Login {
+            nick: "kay".into(),
+            password: Password::new(SECRET),
+        })
+        .await;
+    let renamed = |who: &str| {
+        let who = who.to_owned();
+        move |m: &ServerMsg| match m {
+            ServerMsg::NickChanged { old, new, .. } if *old == who => Some(new.clone()),
+            _ => None,
+        }
+    };
+    assert_eq!(
+        guest.recv_until("own rename", renamed("visitor")).await,
+        "kay"
+    );
+    guest
+        .recv_until("own login", |m| match m {
+            ServerMsg::AccountChanged {
+                nick,
+                account: true,
+            } if nick == "kay" => Some(()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        mate.recv_until("the rename", renamed("visitor")).await,
+        "kay"
+    );
+    holder.expect_bye_then_eof(ByeReason::Replaced).await;
+    let said = guest.say("lobby", "logged in").await;
+    assert!(said.account && said.from == "kay", "{said:?}");
+
+    let mut line = Line::login(srv.addr, "walker").await;
+    line.send_line("/login kay wrong").await;
+    line.expect_error_line().await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    line.send_line(&format!("/login kay {SECRET}")).await;
+    guest.expect_bye_then_eof(ByeReason::Replaced).await;
+    assert_eq!(
+        mate.recv_until("the line rename", renamed("walker")).await,
+        "kay"
+    );
+}

@@ -2982,3 +2982,59 @@ async fn account_notify_tells_room_mates_once_of_a_register_and_of_a_rename_off_
     let said = watcher.recv_message("an1", "a guest again").await;
     assert!(!said.account, "{said:?}");
 }
+
+/// A client without SASL registers as a guest (its own nick is registered, so it got 433
+/// and took another), then `IDENTIFY ACCOUNT PASSWORD` logs it in: it becomes the account's
+/// nick, room-mates see the `NICK` (and with account-notify the `ACCOUNT`), and the
+/// connection that held the nick is replaced.
+#[tokio::test]
+async fn identify_after_registering_logs_in_and_takes_the_accounts_nick() {
+    let (_dir, db) = temp_db();
+    let server = spawn_server(stored(&db)).await;
+    let mut first = Irc::login(server.addr, "rita").await;
+    first.privmsg("NickServ", "REGISTER s3cret-pass").await;
+    first.recv_cmd(&["900"]).await;
+    let mut ian = Irc::login_caps(server.addr, "ian", &["account-notify"]).await;
+    let mut rita = Irc::login(server.addr, "rita_").await;
+    for c in [&mut ian, &mut rita] {
+        c.join("#idf").await;
+    }
+    ian.recv_until("rita_'s JOIN", |m| {
+        m.is("JOIN") && m.nick() == Some("rita_")
+    })
+    .await;
+
+    rita.privmsg("NickServ", "IDENTIFY rita wrong-pass").await;
+    rita.recv_cmd(&["464"]).await;
+    // A failed login is throttled like any (250 ms by default).
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    rita.privmsg("NickServ", "IDENTIFY rita s3cret-pass").await;
+    let renamed = rita.recv_cmd(&["NICK"]).await;
+    assert_eq!((renamed.nick(), renamed.last()), (Some("rita_"), "rita"));
+    let logged = rita.recv_cmd(&["900"]).await;
+    assert!(
+        logged.params.iter().any(|p| p == "rita"),
+        "{:?}",
+        logged.raw
+    );
+    let seen = ian
+        .recv_until_all("rita's ACCOUNT", |m| m.is("ACCOUNT"))
+        .await;
+    assert!(
+        seen.iter().any(|m| m.is("NICK") && m.last() == "rita"),
+        "NICK first:{}",
+        tail(&seen)
+    );
+    assert_eq!(seen.last().unwrap().params, ["rita"]);
+    first
+        .recv_until("ERROR for the replaced connection", |m| m.is("ERROR"))
+        .await;
+    // Messages now carry the account.
+    rita.privmsg("#idf", "it is me").await;
+    let said = ian
+        .recv_until("rita's message", |m| {
+            m.is("PRIVMSG") && m.last() == "it is me"
+        })
+        .await;
+    assert_eq!(said.nick(), Some("rita"));
+}

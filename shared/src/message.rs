@@ -181,6 +181,15 @@ pub enum ClientMsg {
         /// The new account's password.
         password: Password,
     },
+    /// Log in to a registered account after connecting: the connection takes the account's
+    /// nick (from whoever holds it, as `hello` with a password does), and its rooms see a
+    /// `nick_changed` and an `account_changed`. Optional v1 addition.
+    Login {
+        /// The account's nick.
+        nick: String,
+        /// Its password.
+        password: Password,
+    },
     /// Change the password of the account one is logged in to; answered by
     /// `password_changed`. Optional v1 addition.
     SetPassword {
@@ -339,6 +348,7 @@ impl ClientMsg {
         match self {
             Self::Hello { .. } => "hello",
             Self::Register { .. } => "register",
+            Self::Login { .. } => "login",
             Self::SetPassword { .. } => "set_password",
             Self::Say { .. } => "say",
             Self::Dm { .. } => "dm",

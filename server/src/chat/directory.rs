@@ -162,11 +162,7 @@ impl Chat {
         };
         let old = lock(&self.nicks).insert(nick.skeleton(), entry);
         if let Some(old) = old.filter(|old| old.session != session) {
-            old.sink.end(Ending {
-                reason: ByeReason::Replaced,
-                message: "your nick's account logged in from another connection".into(),
-                part_reason: None,
-            });
+            replaced(&old.sink);
         }
     }
 
@@ -195,12 +191,46 @@ impl Chat {
         old: &Nick,
         new: &Nick,
         rooms: &[Arc<Room>],
+        login: (bool, bool),
+    ) -> Result<Vec<Arc<Event>>, ChatError> {
+        self.renamed(session, old, new, rooms, login, false)
+    }
+
+    /// Renames `session` onto the nick of the account it just logged in to (it was logged
+    /// in before, or not: `was`), taking the nick from whoever holds it.
+    ///
+    /// # Errors
+    /// As [`Chat::rename`], but never `NickTaken`.
+    pub(crate) fn log_in_as(
+        &self,
+        session: Uuid,
+        old: &Nick,
+        new: &Nick,
+        rooms: &[Arc<Room>],
+        was: bool,
+    ) -> Result<Vec<Arc<Event>>, ChatError> {
+        self.renamed(session, old, new, rooms, (was, true), true)
+    }
+
+    fn renamed(
+        &self,
+        session: Uuid,
+        old: &Nick,
+        new: &Nick,
+        rooms: &[Arc<Room>],
         (was, account): (bool, bool),
+        take: bool,
     ) -> Result<Vec<Arc<Event>>, ChatError> {
         let mut nicks = lock(&self.nicks);
         let (old_key, new_key) = (old.skeleton(), new.skeleton());
         if let Some(holder) = nicks.get(&new_key).filter(|e| e.session != session) {
-            return Err(taken(new, &holder.nick));
+            if !take {
+                return Err(taken(new, &holder.nick));
+            }
+            let holder = nicks
+                .remove(&new_key)
+                .expect("looked up under the same lock");
+            replaced(&holder.sink);
         }
         let Some(mut entry) = nicks.remove(&old_key) else {
             // Not registered: a session bug, but refusing is safer than inventing a member.
@@ -313,6 +343,15 @@ fn account_changed(nick: &Nick, account: bool) -> ServerMsg {
         nick: nick.to_string(),
         account,
     }
+}
+
+/// Ends a session whose nick its account's owner took from another connection.
+fn replaced(sink: &Sink) {
+    sink.end(Ending {
+        reason: ByeReason::Replaced,
+        message: "your nick's account logged in from another connection".into(),
+        part_reason: None,
+    });
 }
 
 /// `nick` refused because `holder` is online: the same nick, or one it looks like.

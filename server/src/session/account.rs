@@ -1,4 +1,4 @@
-//! `register` and `set_password`: a session's account requests.
+//! `register`, `login` and `set_password`: a session's account requests.
 //!
 //! Both need a password hash, which takes tens of milliseconds on the blocking pool, so the
 //! command only records the job; the loop runs it after its turn (like a history page that
@@ -20,6 +20,11 @@ pub(super) enum AccountJob {
         password: Password,
         ref_id: Option<Uuid>,
     },
+    Login {
+        nick: String,
+        password: Password,
+        ref_id: Option<Uuid>,
+    },
     SetPassword {
         old: Password,
         new: Password,
@@ -28,6 +33,36 @@ pub(super) enum AccountJob {
 }
 
 impl<W: Wire> Session<W> {
+    /// Logs in to the account `raw` names and takes its nick: renamed in every room, and
+    /// whoever held the nick is replaced (`bye{replaced}`), as by a `hello` with the
+    /// password.
+    async fn login(&mut self, raw: &str, password: &Password) -> Result<(), Refusal> {
+        let new = super::commands::parse_nick(raw)?;
+        if let Some(reason) = self.chat.moderation.server_bans.nick_banned(new.as_str()) {
+            return Err(Refusal::ServerBanned(reason));
+        }
+        let login = self.chat.auth.login(self.peer, &new, Some(password)).await;
+        if let Err(e) = &login {
+            let reason = audit::auth_reason(e);
+            audit::auth_failure(self.id, self.peer, new.as_str(), AuthStep::Login, reason);
+        }
+        if login? != crate::auth::Login::Account {
+            return Err(Refusal::Auth(crate::auth::AuthError::Failed));
+        }
+        let old = self.nick().clone();
+        let rooms: Vec<_> = self.rooms.iter().cloned().collect();
+        let events = self
+            .chat
+            .log_in_as(self.id, &old, &new, &rooms, self.logged_in)?;
+        info!(session = %self.id, %old, %new, "logged in after connecting");
+        self.logged_in = true;
+        self.nick = Some(new);
+        for event in &events {
+            self.wire.push(event);
+        }
+        Ok(())
+    }
+
     /// Runs an account request and answers it.
     pub(super) async fn account(&mut self, job: AccountJob) -> Result<(), Exit> {
         let nick = self.nick().clone();
@@ -45,6 +80,19 @@ impl<W: Wire> Session<W> {
                     self.wire.push(&event);
                 }
                 (done, ref_id)
+            }
+            AccountJob::Login {
+                nick: raw,
+                password,
+                ref_id,
+            } => {
+                if let Err(refusal) = self.login(&raw, &password).await {
+                    if let Refusal::ServerBanned(reason) = &refusal {
+                        return Err(super::register::banned_exit(reason));
+                    }
+                    self.refuse(&refusal, ref_id)?;
+                }
+                return self.flush().await;
             }
             AccountJob::SetPassword { old, new, ref_id } => {
                 let done = if self.logged_in {

@@ -42,6 +42,7 @@ const HELP: &[&str] = &[
     "  /nick NAME          change your nick",
     "  /register PASSWORD  register your nick (log in later with: NICK PASSWORD)",
     "  /password OLD NEW   change your account's password",
+    "  /login NICK PASSWORD  log in to your account now (you become NICK)",
     "  /upload SIZE SHA256 NAME  share a file in your current room: answers with the",
     "                      curl command that uploads it (SIZE in bytes, as from stat -c%s)",
     "  /quit [REASON]      leave the server",
@@ -366,6 +367,11 @@ impl<R, W> LineWire<R, W> {
                 }
                 None => Some(self.bad_usage(&command)),
             },
+            "login" if !arg.is_empty() && !tail.is_empty() => req(ClientMsg::Login {
+                nick: arg.into(),
+                password: Password::new(tail),
+            }),
+            "login" => Some(self.complain("usage: /login NICK PASSWORD")),
             "register" => Some(self.complain("usage: /register PASSWORD")),
             "password" => Some(self.complain("usage: /password OLD NEW")),
             "quit" => req(ClientMsg::Quit {

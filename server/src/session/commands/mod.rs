@@ -85,6 +85,14 @@ impl<W: Wire> Session<W> {
                 self.account_job = Some(Box::new(AccountJob::Register { password, ref_id }));
                 Ok(())
             }
+            ClientMsg::Login { nick, password } => {
+                self.account_job = Some(Box::new(AccountJob::Login {
+                    nick,
+                    password,
+                    ref_id,
+                }));
+                Ok(())
+            }
             ClientMsg::SetPassword { old, new } => {
                 self.account_job = Some(Box::new(AccountJob::SetPassword { old, new, ref_id }));
                 Ok(())

@@ -216,19 +216,33 @@ impl<R, W> IrcWire<R, W> {
         }
     }
 
+    /// A `login` for `IDENTIFY` after registration.
+    fn identify(&mut self, account: String, password: &str) -> Inbound {
+        let me = self.me().to_owned();
+        self.request(
+            Cmd::Account,
+            &me,
+            ClientMsg::Login {
+                nick: account,
+                password: Password::new(password),
+            },
+        )
+    }
+
     /// `IDENTIFY [ACCOUNT] PASSWORD` and `REGISTER PASSWORD`, to NickServ.
     pub(super) fn nickserv(&mut self, text: &str) -> Inbound {
         let mut words = text.split_whitespace();
         let verb = words.next().unwrap_or("").to_ascii_uppercase();
         let args: Vec<&str> = words.collect();
         match (verb.as_str(), args.as_slice()) {
-            ("IDENTIFY", [password]) | ("IDENTIFY", [_, password]) if self.nick.is_some() => {
-                let _ = password;
-                self.nickserv_says(
-                    "You are connected as a guest: to log in, reconnect with SASL \
-                     (or send IDENTIFY before registering)",
-                );
-                Inbound::Handled
+            // After registering: log in to the account (the current nick's, or the one
+            // named), taking its nick.
+            ("IDENTIFY", [password]) if self.nick.is_some() => {
+                let me = self.me().to_owned();
+                self.identify(me, password)
+            }
+            ("IDENTIFY", [account, password]) if self.nick.is_some() => {
+                self.identify((*account).to_owned(), password)
             }
             ("IDENTIFY", [password]) => {
                 let nick = self.reg.as_ref().and_then(|r| r.nick.clone());
