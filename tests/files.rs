@@ -955,3 +955,47 @@ async fn a_stalled_upload_body_is_cut_off_and_resumable() {
     );
     server.shutdown().await;
 }
+
+/// The last byte arrives while the uploader's chat connection is down: the upload is
+/// complete (204) and kept, and shared as soon as the uploader is back and asks for its
+/// slot again; nothing is uploaded twice.
+#[tokio::test]
+async fn an_upload_finished_while_its_uploader_is_away_is_shared_when_it_is_back() {
+    let (_dir, server, mut alice) = start(|_| {}).await;
+    let addr = server.addr;
+    let mut bob = Client::login(addr, "bob").await;
+    bob.roundtrip().await;
+    let data = content(120_000);
+    let id = Uuid::new_v4();
+    let (url, _) = ask(&mut alice, id, "away.bin", &data, Some("lobby"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        patch(addr, &url, 0, &data[..60_000], true).await.status,
+        204
+    );
+    alice.quit().await;
+    let done = patch(addr, &url, 60_000, &data[60_000..], true).await;
+    assert_eq!(done.status, 204, "{}", String::from_utf8_lossy(&done.body));
+    bob.expect_none(
+        QUIET,
+        "a share before its uploader is back",
+        |m| matches!(m, ServerMsg::Message(m) if m.id == id),
+    )
+    .await;
+    assert_eq!(head_offset(addr, &url).await, Some(120_000));
+
+    let mut alice = Client::login(addr, "alice").await;
+    let (again, offset) = ask(&mut alice, id, "away.bin", &data, Some("lobby"), None)
+        .await
+        .unwrap();
+    assert_eq!((again.as_str(), offset), (url.as_str(), 120_000));
+    let file = file_of(&shared(&mut alice, id).await);
+    assert_eq!(file_of(&shared(&mut bob, id).await), file);
+    assert_eq!(
+        http(addr, "GET", path_of(&file.url), &[], b"").await.body,
+        data
+    );
+    assert_eq!(head_offset(addr, &url).await, None, "the slot is done");
+    server.shutdown().await;
+}

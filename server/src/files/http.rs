@@ -23,7 +23,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::upload::{Upload, WriteError};
 use super::{Files, names, share};
@@ -244,6 +244,10 @@ async fn tus_patch(
         Some(Ok(digest)) => Some(digest),
         Some(Err(why)) => return status(StatusCode::BAD_REQUEST, why),
     };
+    if upload.kept().is_some() {
+        // Complete already, its share waiting for its uploader: maybe it is back.
+        return published(&app, &upload, upload.size);
+    }
     let counters = &app.chat.ops.metrics.files;
     let (at, whole) = match upload.append(offset, body, checksum, app.stall).await {
         Ok(done) => done,
@@ -288,40 +292,30 @@ async fn finish(app: &App, upload: &Arc<Upload>, at: u64) -> Response {
         let upload = Arc::clone(upload);
         tokio::task::spawn_blocking(move || files.keep(&upload)).await
     };
-    let file = match kept {
-        Ok(Ok(file)) => file,
+    match kept {
+        Ok(Ok(_)) => published(app, upload, at),
         Ok(Err(e)) => {
             app.chat.ops.metrics.files.failed("disk");
             warn!(error = %e, "an uploaded file could not be kept");
             let text = format!("{} could not be stored: {e}", upload.name);
             share::tell(&app.chat, upload, ErrorCode::Unavailable, text.clone());
-            return status(disk_status(&e), &text);
+            status(disk_status(&e), &text)
         }
-        Err(e) => return status(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-    };
-    let id = file.id.clone();
-    match share::post(&app.chat, upload, file) {
-        Ok(share::Shared::Already) => {
-            app.files.unshare(&id);
+        Err(e) => status(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+/// Shares a kept upload, and says how that went: 204 when shared or waiting for its
+/// uploader to come back (the upload itself is complete either way), 409 when refused.
+fn published(app: &App, upload: &Upload, at: u64) -> Response {
+    match share::publish(&app.chat, &app.files, upload) {
+        share::Published::Shared | share::Published::Waiting => {
             with_offset(status(StatusCode::NO_CONTENT, ""), at)
         }
-        Ok(share::Shared::New) => {
-            app.chat.ops.metrics.files.shared.inc();
-            info!(
-                file = %id,
-                size = upload.size,
-                by = %upload.nick,
-                "file shared"
-            );
-            with_offset(status(StatusCode::NO_CONTENT, ""), at)
-        }
-        Err(e) => {
-            app.chat.ops.metrics.files.failed("not_shared");
-            app.files.unshare(&id);
-            let text = format!("{} was not shared: {e}", upload.name);
-            share::tell(&app.chat, upload, ErrorCode::BadRequest, text.clone());
-            status(StatusCode::CONFLICT, &text)
-        }
+        share::Published::Refused(e) => status(
+            StatusCode::CONFLICT,
+            &format!("{} was not shared: {e}", upload.name),
+        ),
     }
 }
 

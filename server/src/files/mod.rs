@@ -19,7 +19,7 @@ mod disk;
 pub(crate) mod error;
 pub(crate) mod http;
 pub(crate) mod names;
-mod share;
+pub(crate) mod share;
 pub(crate) mod upload;
 
 use std::collections::HashMap;
@@ -75,6 +75,9 @@ pub(crate) struct Files {
     _temporary: Option<tempfile::TempDir>,
 }
 
+/// A share taken back, and whether its blob was the last share of it.
+type Unshared = (ShareRecord, bool);
+
 #[derive(Debug, Default)]
 struct State {
     /// By token.
@@ -103,16 +106,25 @@ impl State {
         }
     }
 
-    /// Drops a slot; returns it if it was there.
-    fn forget(&mut self, token: &str) -> Option<Arc<Upload>> {
+    /// Drops a slot; returns it if it was there, with the share of a kept one (which
+    /// is dropped too: nobody was shown it), whose blob the caller deletes if it was the
+    /// last.
+    fn forget(&mut self, token: &str) -> Option<(Arc<Upload>, Option<Unshared>)> {
         let upload = self.uploads.remove(token)?;
         self.ids.remove(&upload.id);
-        self.refund(&upload.owner, upload.size);
-        Some(upload)
+        let share = match upload.kept() {
+            // The share holds the charge now, and gives it back.
+            Some(file) => self.unshare(&file.id),
+            None => {
+                self.refund(&upload.owner, upload.size);
+                None
+            }
+        };
+        Some((upload, share))
     }
 
     /// Drops a share; returns whether its blob is no longer shared.
-    fn unshare(&mut self, id: &str) -> Option<(ShareRecord, bool)> {
+    fn unshare(&mut self, id: &str) -> Option<Unshared> {
         let record = self.shares.remove(id)?;
         if let Some(owner) = Owner::from_key(&record.owner) {
             self.refund(&owner, record.size);
@@ -305,23 +317,46 @@ impl Files {
         if upload.expires > now_ms() {
             return Some(Arc::clone(upload));
         }
-        let gone = st.forget(token);
-        drop(st);
-        if gone.is_some() {
-            self.disk.discard(token);
-        }
+        self.forget_locked(&mut st, token);
         None
     }
 
-    /// Abandons an upload (tus termination, or a finished one whose hash is wrong).
+    /// Abandons an upload (tus termination, or a finished one whose hash is wrong, or
+    /// one kept whose uploader never came back for it).
     pub(crate) fn abandon(&self, upload: &Upload) {
-        if self.lock().forget(&upload.token).is_some() {
-            self.disk.discard(&upload.token);
+        let mut st = self.lock();
+        self.forget_locked(&mut st, &upload.token);
+    }
+
+    /// Forgets a slot and deletes what it left: its partial file, or the share it was
+    /// kept as (blobs only under the lock: see `keep`).
+    fn forget_locked(&self, st: &mut State, token: &str) {
+        match st.forget(token) {
+            Some((_, Some((record, last)))) => self.disk.remove(&record, last),
+            Some((_, None)) => self.disk.discard(token),
+            None => {}
         }
     }
 
+    /// A kept upload has been shared (or was already): its slot is done.
+    pub(crate) fn done(&self, upload: &Upload) {
+        let mut st = self.lock();
+        if st.uploads.remove(&upload.token).is_some() {
+            st.ids.remove(&upload.id);
+        }
+    }
+
+    /// The kept upload waiting for its uploader under the upload id `id`, if any.
+    pub(crate) fn waiting(&self, id: Uuid) -> Option<Arc<Upload>> {
+        let st = self.lock();
+        let upload = st.uploads.get(st.ids.get(&id)?)?;
+        upload.kept().is_some().then(|| Arc::clone(upload))
+    }
+
     /// Keeps a finished, verified upload: its content under its hash, and a new share of
-    /// it, whose `file` object is returned.
+    /// it, whose `file` object is returned. The slot stays, holding that share, until it
+    /// is posted ([`Files::done`]); an uploader away when its last byte arrived gets it
+    /// posted when it comes back for its slot (or it expires with the slot).
     ///
     /// # Errors
     /// The disk's; the upload is then abandoned.
@@ -356,11 +391,9 @@ impl Files {
         }
         let mut st = self.lock();
         // The slot's charge becomes the share's.
-        if let Some(gone) = st.uploads.remove(&upload.token) {
-            st.ids.remove(&gone.id);
-        }
         let info = self.info(&record);
         st.shares.insert(record.id.clone(), record);
+        upload.keep_as(info.clone());
         Ok(info)
     }
 
@@ -409,7 +442,7 @@ impl Files {
             .map(|u| u.token.clone())
             .collect();
         for token in &expired {
-            st.forget(token);
+            self.forget_locked(&mut st, token);
         }
         let mut old = Vec::new();
         if self.config.retain_days > 0 {
@@ -427,9 +460,6 @@ impl Files {
             self.disk.remove(record, *last);
         }
         drop(st);
-        for token in &expired {
-            self.disk.discard(token);
-        }
         if !expired.is_empty() || !old.is_empty() {
             info!(
                 uploads = expired.len(),

@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use chat_shared::{ErrorCode, FileInfo, ServerMsg};
+use tracing::info;
 
 use super::names::{human_size, short_hash};
-use super::{Owner, Target, Upload};
+use super::{Files, Owner, Target, Upload};
 use crate::chat::{Chat, ChatError};
 use crate::event::Event;
 use crate::path::producer::{PostError, Posted, Said};
@@ -54,7 +55,7 @@ pub(crate) enum Shared {
 ///
 /// # Errors
 /// [`ShareError`] says why it was not posted (nothing was).
-pub(crate) fn post(chat: &Chat, upload: &Upload, file: FileInfo) -> Result<Shared, ShareError> {
+fn post(chat: &Chat, upload: &Upload, file: FileInfo) -> Result<Shared, ShareError> {
     let (session, sink) = uploader(chat, upload).ok_or(ShareError::Offline)?;
     let said = Said {
         text: describe(&file),
@@ -96,6 +97,46 @@ pub(crate) fn post(chat: &Chat, upload: &Upload, file: FileInfo) -> Result<Share
 /// owned by it; a room post reads the member's login itself).
 fn logged_in(upload: &Upload) -> bool {
     matches!(upload.owner, Owner::Account(_))
+}
+
+/// What became of a kept upload.
+#[derive(Debug)]
+pub(crate) enum Published {
+    /// Shared now, or before (a resent upload): its slot is done.
+    Shared,
+    /// Its uploader is away: kept, and shared when it comes back for its slot.
+    Waiting,
+    /// Not shared, and deleted; the uploader (if online) was told why.
+    Refused(ShareError),
+}
+
+/// Posts a kept upload's share, and does the bookkeeping of every outcome.
+pub(crate) fn publish(chat: &Chat, files: &Files, upload: &Upload) -> Published {
+    let Some(file) = upload.kept().cloned() else {
+        return Published::Refused(ShareError::Refused("the upload is not finished".into()));
+    };
+    let id = file.id.clone();
+    match post(chat, upload, file) {
+        Ok(Shared::New) => {
+            chat.ops.metrics.files.shared.inc();
+            info!(file = %id, size = upload.size, by = %upload.nick, "file shared");
+            files.done(upload);
+            Published::Shared
+        }
+        Ok(Shared::Already) => {
+            files.done(upload);
+            files.unshare(&id);
+            Published::Shared
+        }
+        Err(ShareError::Offline) => Published::Waiting,
+        Err(e) => {
+            chat.ops.metrics.files.failed("not_shared");
+            files.abandon(upload);
+            let text = format!("{} was not shared: {e}", upload.name);
+            tell(chat, upload, ErrorCode::BadRequest, text);
+            Published::Refused(e)
+        }
+    }
 }
 
 /// Tells the uploader, if it is online, that its upload failed.

@@ -182,12 +182,20 @@ fn finished(files: &Files, bytes: &[u8]) -> Arc<Upload> {
     upload
 }
 
+/// Keeps a finished upload and marks it posted, as a share that reached its room.
+fn shared(files: &Files, bytes: &[u8]) -> chat_shared::FileInfo {
+    let upload = finished(files, bytes);
+    let info = files.keep(&upload).unwrap();
+    files.done(&upload);
+    info
+}
+
 #[test]
 fn a_blob_stays_while_any_share_of_it_does() {
     let dir = tempfile::tempdir().unwrap();
     let files = files(dir.path());
-    let first = files.keep(&finished(&files, b"same")).unwrap();
-    let second = files.keep(&finished(&files, b"same")).unwrap();
+    let first = shared(&files, b"same");
+    let second = shared(&files, b"same");
     let (blob, _) = files.download(&first.id).unwrap();
     files.unshare(&first.id);
     assert!(blob.exists(), "the second share still needs it");
@@ -195,7 +203,7 @@ fn a_blob_stays_while_any_share_of_it_does() {
     files.unshare(&second.id);
     assert!(!blob.exists());
     // Shared again after the last share went: stored again.
-    let third = files.keep(&finished(&files, b"same")).unwrap();
+    let third = shared(&files, b"same");
     let (blob, info) = files.download(&third.id).unwrap();
     assert_eq!(std::fs::read(blob).unwrap(), b"same");
     assert_eq!(info.size, 4);
@@ -203,4 +211,34 @@ fn a_blob_stays_while_any_share_of_it_does() {
     files.unshare(&third.id);
     files.offer(offer(alice(), 1000)).unwrap();
     files.offer(offer(alice(), 500)).unwrap();
+}
+
+#[test]
+fn a_kept_upload_waits_for_its_uploader_and_an_expired_one_takes_its_share_along() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = files(dir.path());
+    let upload = finished(&files, b"waiting");
+    let info = files.keep(&upload).unwrap();
+    assert!(files.waiting(upload.id).is_some());
+    assert!(files.download(&info.id).is_some());
+    files.done(&upload);
+    assert!(files.waiting(upload.id).is_none());
+    assert!(files.download(&info.id).is_some(), "a posted share stays");
+
+    files.config.upload_expiry = std::time::Duration::from_millis(1);
+    let upload = finished(&files, b"never fetched");
+    let info = files.keep(&upload).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    files.sweep();
+    assert!(files.waiting(upload.id).is_none());
+    assert!(
+        files.download(&info.id).is_none(),
+        "never shown to anyone: gone"
+    );
+    // Its charge went back with it: the quota holds 1500 bytes, "waiting" still counts 7.
+    files.offer(offer(alice(), 1000)).unwrap();
+    assert!(matches!(
+        files.offer(offer(alice(), 494)),
+        Err(FileError::QuotaExceeded { used: 1007, .. })
+    ));
 }

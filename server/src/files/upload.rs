@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use chat_shared::{Nick, RoomName};
+use chat_shared::{FileInfo, Nick, RoomName};
 use http_body_util::BodyExt as _;
 use ring::digest::{Context, SHA256};
 use uuid::Uuid;
@@ -81,6 +81,8 @@ pub(crate) struct Upload {
     offset: AtomicU64,
     /// The hash of the bytes up to `offset`, held by the one request writing.
     writer: tokio::sync::Mutex<Context>,
+    /// Set once the whole file is verified and kept: the share it waits to be posted as.
+    kept: std::sync::OnceLock<FileInfo>,
 }
 
 impl std::fmt::Debug for Upload {
@@ -140,6 +142,7 @@ impl Upload {
             session: Mutex::new(session),
             offset: AtomicU64::new(0),
             writer: tokio::sync::Mutex::new(Context::new(&SHA256)),
+            kept: std::sync::OnceLock::new(),
         }
     }
 
@@ -149,6 +152,15 @@ impl Upload {
 
     pub(crate) fn session(&self) -> Uuid {
         *self.session.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The share a verified upload was kept as, waiting to be posted.
+    pub(crate) fn kept(&self) -> Option<&FileInfo> {
+        self.kept.get()
+    }
+
+    pub(crate) fn keep_as(&self, file: FileInfo) {
+        let _ = self.kept.set(file);
     }
 
     pub(crate) fn move_to(&self, session: Uuid) {

@@ -54,6 +54,10 @@ impl<W: Wire> Session<W> {
             expires: slot.expires,
             offset: slot.offset,
         });
+        // Its last byte arrived while this uploader was away: shared now that it is back.
+        if let Some(upload) = files.waiting(slot.id) {
+            let _ = crate::files::share::publish(&self.chat, &files, &upload);
+        }
         Ok(())
     }
 }
