@@ -1,5 +1,5 @@
 //! `chat-bench`: the benchmark of `chat-server` (issue 4; the server as shipped and the join
-//! storm W7 since issue 10).
+//! storm W7 since issue 10; file sharing, F1, since issue 15).
 //!
 //! It starts the real `chat-server` binary as a child process (so its memory and CPU time
 //! can be read from `/proc`), drives it over loopback from many clients in this one process,
@@ -16,13 +16,15 @@
 //! - [`ngircd`]: ngIRCd as the reference IRC server (`--ngircd`).
 //! - [`scrape`]: an operator's scraper of the admin listener (`--scrape`).
 //! - [`client`]: the load clients, all three wire modes.
-//! - [`workloads`]: the seven workloads, W1–W7.
+//! - [`workloads`]: the workloads, W1–W7 and F1 (a 1 GiB file shared and downloaded while a
+//!   room chats).
 //! - [`soak`]: rounds of churn and chatter, checking that descriptors and memory return.
 //! - [`stats`]: counters, latency histograms, the load generator's own CPU time.
 //! - [`report`]: the table, JSON lines, ratios and targets.
 //!
 //! The server runs with its default flags except the rate and connection limits (see
-//! [`server_proc::server_args`]), as a user would run it.
+//! [`server_proc::server_args`]), as a user would run it; for F1 also the largest file and
+//! the quota, which are 100 MiB and 1 GiB by default ([`server_proc::files_args`]).
 
 pub mod client;
 pub mod ngircd;
@@ -93,6 +95,8 @@ pub struct Options {
     /// Runs of each server case. With storage on and off, the two alternate, so that both
     /// see the same drift of a shared machine; the verdicts use medians.
     pub repeat: usize,
+    /// Overrides F1's file size, in bytes (a multiple of 8; a profile needs a smaller one).
+    pub file_size: Option<u64>,
 }
 
 /// W1's default window: each of the 4 senders has at most 128 messages that some member has
@@ -114,6 +118,7 @@ impl Options {
             reflector: ReflectorSpec::InProcess,
             storage: vec![Storage::On, Storage::Off],
             repeat: 1,
+            file_size: None,
         }
     }
 }
@@ -134,7 +139,27 @@ pub async fn run(
     }
     let mut outcomes = Vec::new();
     for &w in &opts.workloads {
-        let params = Params::of(w, opts.scale, opts.duration, opts.window);
+        let mut params = Params::of(w, opts.scale, opts.duration, opts.window);
+        if let Some(bytes) = opts.file_size {
+            params.file_size = bytes;
+        }
+        if w.framed_only() {
+            // F1: the server as shipped, in framed mode, whatever --mode and --storage say.
+            for _ in 0..opts.repeat.max(1) {
+                let (target, beside, files) = start_files_server(&opts.server).await?;
+                if let Some(pid) = target.pid() {
+                    eprintln!("chat-bench: {} server framed: pid {pid}", w.name());
+                }
+                let out = workloads::files(&params, &target, &files)
+                    .await
+                    .with_context(|| format!("{} on the server", w.name()))?;
+                target.stop().await;
+                drop(beside);
+                on_outcome(&out);
+                outcomes.push(out);
+            }
+            continue;
+        }
         let mut reference: Option<Outcome> = None;
         if w.on_reflector() && !matches!(opts.reflector, ReflectorSpec::Off) {
             let target = start_reflector(&opts.reflector).await?;
@@ -313,6 +338,32 @@ async fn start_server(
             scraper: admin_addr.map(scrape::Scraper::start),
         },
     ))
+}
+
+/// Starts the server as shipped (storage on) with file sharing in a fresh folder's
+/// `files/` (where the server would keep them anyway, beside its database, under the
+/// system's temporary folder), and room for F1's file ([`server_proc::files_args`]).
+/// Returns the folder's guard and the files' folder.
+async fn start_files_server(spec: &ServerSpec) -> anyhow::Result<(ServerHandle, Beside, PathBuf)> {
+    let dir = DbDir::new()?;
+    let files = dir.join("files");
+    let handle = match spec {
+        ServerSpec::Binary(path) => {
+            let mut args = server_proc::server_args(Some(&dir.db()));
+            args.extend(server_proc::files_args(&files));
+            ServerHandle::spawn(path, &args, &[("RUST_LOG", SERVER_LOG)])?
+        }
+        ServerSpec::InProcess => {
+            let mut config = server_proc::in_process_config(Storage::On);
+            config.files = Some(chat_server::FilesConfig {
+                max_file_size: server_proc::F1_FILE_LIMIT,
+                quota_per_user: server_proc::F1_FILE_LIMIT,
+                ..chat_server::FilesConfig::in_dir(files.clone())
+            });
+            ServerHandle::in_process_with(config).await?
+        }
+    };
+    Ok((handle, Beside::folder(dir), files))
 }
 
 async fn start_reflector(spec: &ReflectorSpec) -> anyhow::Result<ServerHandle> {

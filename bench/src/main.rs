@@ -9,8 +9,8 @@ use chat_bench::{Mode, Options, ReflectorSpec, Scale, ServerSpec, Storage, Workl
 use clap::{Parser, Subcommand};
 
 /// Benchmark of chat-server: W1 fan-out, W2 big room, W3 latency, W4 idle memory, W5 many
-/// rooms, W6 churn, W7 join storm; W1–W4 also against a featureless reflector, for ratios,
-/// and in IRC mode against ngIRCd.
+/// rooms, W6 churn, W7 join storm, F1 files (1 GiB up and down while a room chats); W1–W4
+/// also against a featureless reflector, for ratios, and in IRC mode against ngIRCd.
 ///
 /// Build first: `cargo build --release -p chat-server -p chat-bench`.
 #[derive(Debug, Parser)]
@@ -19,7 +19,8 @@ struct Args {
     /// Tiny versions of every workload, in seconds (the test suite runs this).
     #[arg(long)]
     quick: bool,
-    /// Workloads to run, e.g. `W1,W3` (default: all).
+    /// Workloads to run, e.g. `W1,W3` or `F1` (default: all). F1 runs once per round, in
+    /// framed mode on the server as shipped, whatever --mode and --storage say.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Wire mode(s) the server is driven in: `both` is line and framed (the default run),
@@ -55,6 +56,9 @@ struct Args {
     /// Runs of each server case (storage on and off alternating); verdicts use medians.
     #[arg(long, default_value_t = 1)]
     repeat: usize,
+    /// F1's file, in MiB (default 1024; the targets are for 1 GiB).
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=16384))]
+    file_mib: Option<u64>,
     /// Skip the reflector (no ratios).
     #[arg(long)]
     no_reflector: bool,
@@ -91,7 +95,7 @@ fn options(args: &Args) -> anyhow::Result<Options> {
         for name in &args.only {
             match Workload::parse(name) {
                 Some(w) => ws.push(w),
-                None => bail!("unknown workload {name:?}: expected W1 … W7"),
+                None => bail!("unknown workload {name:?}: expected W1 … W7 or F1"),
             }
         }
         ws.sort();
@@ -164,6 +168,7 @@ fn options(args: &Args) -> anyhow::Result<Options> {
             storage
         },
         repeat: args.repeat.clamp(1, 100),
+        file_size: args.file_mib.map(|m| m << 20),
     })
 }
 

@@ -3,10 +3,10 @@
 //! to the reflector's in the same run (the figure that survives a noisy machine).
 //!
 //! Layout:
-//! - [`Outcome`], [`Idle`], [`Churn`], [`Storm`]: what one run measured.
+//! - [`Outcome`], [`Idle`], [`Churn`], [`Storm`], [`Transfer`]: what one run measured.
 //! - [`Outcome::compare`]: the ratio to the reflector, per workload's headline metric.
 //! - [`table`]: the human table; [`targets`]: issue 10's targets, met or not, and issue 6's
-//!   cost of storage.
+//!   cost of storage, issue 14's of metrics, issue 15's file transfer (F1).
 
 use std::fmt::Write;
 
@@ -71,6 +71,62 @@ pub struct Storm {
     pub talk_latency: Latency,
 }
 
+/// F1's figures (issue 15). MB is 10^6 bytes.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Transfer {
+    /// The file's length.
+    pub bytes: u64,
+    /// PATCH requests it was uploaded in.
+    pub patches: u64,
+    /// Bytes per PATCH (the last may be shorter).
+    pub patch_bytes: u64,
+    /// The filesystem the server kept the files on (`TYPE DEVICE on MOUNTPOINT`).
+    pub files_fs: String,
+    /// From the first byte of the first PATCH to the server's `message` sharing the file.
+    pub upload_s: f64,
+    /// `bytes` / `upload_s`.
+    pub upload_mb_s: f64,
+    /// Of `upload_s`, from the last byte written to the `message`: the server's last block
+    /// written, its whole-file check, its fsync and the share.
+    pub upload_finish_s: f64,
+    /// From the `GET` to the last byte, hashed.
+    pub download_s: f64,
+    /// `bytes` / `download_s`.
+    pub download_mb_s: f64,
+    /// The server shared the announced SHA-256, and the download hashed to it.
+    pub sha256_verified: bool,
+    /// Server RSS right before the upload, KiB.
+    pub upload_rss_before_kib: Option<u64>,
+    /// Its peak during the upload (read every 10 ms), KiB.
+    pub upload_rss_peak_kib: Option<u64>,
+    /// Peak − before, KiB.
+    pub upload_rss_growth_kib: Option<u64>,
+    /// The same for the download.
+    pub download_rss_before_kib: Option<u64>,
+    /// The same for the download.
+    pub download_rss_peak_kib: Option<u64>,
+    /// The same for the download.
+    pub download_rss_growth_kib: Option<u64>,
+    /// Server CPU during the upload, % of one core.
+    pub upload_server_cpu_pct: Option<f64>,
+    /// Server CPU during the download, % of one core.
+    pub download_server_cpu_pct: Option<f64>,
+    /// This load generator's CPU during the upload, % of one core.
+    pub upload_loadgen_cpu_pct: f64,
+    /// This load generator's CPU during the download, % of one core.
+    pub download_loadgen_cpu_pct: f64,
+    /// Members of the chatting room (receivers and senders; the uploader comes on top).
+    pub chat_members: u64,
+    /// The room's latency before, without a transfer.
+    pub chat_baseline: Latency,
+    /// The room's latency during the upload.
+    pub chat_upload: Latency,
+    /// The room's latency during the download.
+    pub chat_download: Latency,
+    /// The larger of the two p99s during a transfer / the baseline's p99.
+    pub p99_ratio: f64,
+}
+
 /// One workload against one target in one mode.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Outcome {
@@ -119,6 +175,9 @@ pub struct Outcome {
     /// W7 only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storm: Option<Storm>,
+    /// F1 only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<Transfer>,
     /// This result's headline metric divided by the reflector's (see `ratio_of`).
     pub ratio: Option<f64>,
     /// What `ratio` divides.
@@ -212,6 +271,19 @@ fn micros(us: f64) -> String {
     }
 }
 
+/// Bytes as MiB or GiB.
+fn mib(bytes: u64) -> String {
+    if bytes >= 1 << 30 {
+        format!("{:.2} GiB", bytes as f64 / f64::from(1u32 << 30))
+    } else {
+        format!("{:.1} MiB", bytes as f64 / f64::from(1u32 << 20))
+    }
+}
+
+fn mib_kib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
 fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
     v.map_or_else(|| "-".into(), f)
 }
@@ -270,6 +342,23 @@ pub fn table(outcomes: &[Outcome]) -> String {
                 },
                 micros(st.talk_latency.p99_us),
                 st.early_members
+            ));
+        }
+        if let Some(t) = &o.transfer {
+            notes.push(format!(
+                "{} up {:.0} MB/s, down {:.0} MB/s{}; srvRSS +{} / +{}; latency = the room of {} during both, p99 {} without",
+                mib(t.bytes),
+                t.upload_mb_s,
+                t.download_mb_s,
+                if t.sha256_verified {
+                    ", SHA-256 verified"
+                } else {
+                    ", SHA-256 NOT verified"
+                },
+                opt(t.upload_rss_growth_kib, mib_kib),
+                opt(t.download_rss_growth_kib, mib_kib),
+                t.chat_members,
+                micros(t.chat_baseline.p99_us)
             ));
         }
         if let Some(c) = &o.churn {
@@ -572,6 +661,7 @@ pub fn targets(outcomes: &[Outcome]) -> String {
         s.push_str("issue 6's storage cost, `server` (SQLite) against `server-nodb`:\n");
         s.push_str(&cost);
     }
+    files_targets(outcomes, &mut s);
     let mut cost = String::new();
     metrics_cost(outcomes, &mut cost);
     if !cost.is_empty() {
@@ -579,6 +669,94 @@ pub fn targets(outcomes: &[Outcome]) -> String {
         s.push_str(&cost);
     }
     s
+}
+
+/// F1's throughput target, MB/s (10^6 bytes), each way.
+pub const F1_MB_S: f64 = 300.0;
+/// F1's RSS growth target, KiB, during either transfer.
+pub const F1_RSS_GROWTH_KIB: u64 = 32 * 1024;
+/// F1's chat target: the room's p99 during a transfer at most this × its p99 without.
+pub const F1_P99_RATIO: f64 = 1.5;
+
+/// Issue 15's targets (its item 7), judged on F1; with `--repeat`, on the median of each
+/// figure over the runs (the SHA-256 must be verified in all of them).
+fn files_targets(outcomes: &[Outcome], s: &mut String) {
+    let f1 = runs(outcomes, "F1", "server", "framed");
+    let ts: Vec<&Transfer> = f1.iter().filter_map(|o| o.transfer.as_ref()).collect();
+    let Some(first) = ts.first() else {
+        return;
+    };
+    let k = ts.len();
+    let med =
+        |f: &dyn Fn(&Transfer) -> f64| median(ts.iter().map(|t| f(t)).collect()).unwrap_or(0.0);
+    let med_kib = |f: &dyn Fn(&Transfer) -> Option<u64>| {
+        ts.iter()
+            .map(|t| f(t))
+            .collect::<Option<Vec<u64>>>()
+            .and_then(|v| median(v.into_iter().map(|x| x as f64).collect()))
+            .map(|x| x as u64)
+    };
+    let (up, down) = (med(&|t| t.upload_mb_s), med(&|t| t.download_mb_s));
+    let verified = ts.iter().all(|t| t.sha256_verified);
+    let runs_note = if k > 1 {
+        format!(", medians of {k} runs")
+    } else {
+        String::new()
+    };
+    s.push_str(
+        "issue 15's targets, F1 (`server` as shipped, --max-file-size and --quota-per-user raised for 1 GiB):\n",
+    );
+    let _ = writeln!(
+        s,
+        "{} F1 transfer: up {up:.0} MB/s ({:.2} s, {:.2} s of it after the last byte), down {down:.0} MB/s ({:.2} s), {} in {} PATCHes, SHA-256 {}, files on {}{runs_note}, target ≥ {F1_MB_S:.0} MB/s each way with the SHA-256 verified",
+        verdict(verified && up >= F1_MB_S && down >= F1_MB_S, Some(true)),
+        med(&|t| t.upload_s),
+        med(&|t| t.upload_finish_s),
+        med(&|t| t.download_s),
+        mib(first.bytes),
+        first.patches,
+        if verified { "verified" } else { "NOT verified" },
+        first.files_fs
+    );
+    let (grown_up, grown_down) = (
+        med_kib(&|t| t.upload_rss_growth_kib),
+        med_kib(&|t| t.download_rss_growth_kib),
+    );
+    let _ = writeln!(
+        s,
+        "{} F1 server RSS growth: +{} uploading, +{} downloading (peaks {} / {}){runs_note}, target ≤ 32 MiB during either",
+        verdict(
+            true,
+            grown_up
+                .zip(grown_down)
+                .map(|(u, d)| u.max(d) <= F1_RSS_GROWTH_KIB)
+        ),
+        opt(grown_up, mib_kib),
+        opt(grown_down, mib_kib),
+        opt(med_kib(&|t| t.upload_rss_peak_kib), mib_kib),
+        opt(med_kib(&|t| t.download_rss_peak_kib), mib_kib)
+    );
+    let ratio = med(&|t| t.p99_ratio);
+    let ratios = if k > 1 {
+        let all: Vec<String> = ts.iter().map(|t| format!("{:.2}", t.p99_ratio)).collect();
+        format!(" (runs: {})", all.join(", "))
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        s,
+        "{} F1 room of {}: p99 {} uploading, {} downloading, {} without = {ratio:.2} ×{ratios}, lost {}, lagged {}{runs_note}, target ≤ {F1_P99_RATIO} × the p99 without",
+        verdict(
+            ts.iter().all(|t| t.chat_baseline.p99_us > 0.0) && ratio <= F1_P99_RATIO,
+            Some(true)
+        ),
+        first.chat_members,
+        micros(med(&|t| t.chat_upload.p99_us)),
+        micros(med(&|t| t.chat_download.p99_us)),
+        micros(med(&|t| t.chat_baseline.p99_us)),
+        f1.iter().map(|o| o.lost).max().unwrap_or(0),
+        f1.iter().map(|o| o.lag_events).max().unwrap_or(0)
+    );
 }
 
 /// Issue 14: what exposing metrics costs W1, from the runs with the admin listener scraped
@@ -779,6 +957,68 @@ mod tests {
         assert!(!s.contains("issue 10"), "no line-mode run, no heading: {s}");
         assert!(
             line("W4 irc:").contains("2.20 KiB per idle connection against ngIRCd's 2.90"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn issue_15_targets_judge_both_ways_and_the_worse_phase() {
+        let lat = |p99_us| Latency {
+            count: 100,
+            p99_us,
+            ..Latency::default()
+        };
+        let f1 = |upload_mb_s, growth, upload_p99| Outcome {
+            workload: "F1",
+            target: "server",
+            mode: "framed",
+            transfer: Some(Transfer {
+                bytes: 1 << 30,
+                patches: 64,
+                upload_mb_s,
+                download_mb_s: 900.0,
+                sha256_verified: true,
+                upload_rss_growth_kib: Some(growth),
+                download_rss_growth_kib: Some(1024),
+                chat_members: 100,
+                chat_baseline: lat(2000.0),
+                chat_upload: lat(upload_p99),
+                chat_download: lat(2100.0),
+                p99_ratio: f64::max(upload_p99, 2100.0) / 2000.0,
+                ..Transfer::default()
+            }),
+            ..Outcome::default()
+        };
+        let s = targets(&[f1(450.0, 8 * 1024, 2500.0)]);
+        assert!(line_with(&s, "F1 transfer:").starts_with("met"), "{s}");
+        assert!(
+            line_with(&s, "F1 transfer:").contains("1.00 GiB in 64 PATCHes"),
+            "{s}"
+        );
+        assert!(line_with(&s, "F1 server RSS").starts_with("met"), "{s}");
+        assert!(line_with(&s, "F1 room").starts_with("met"), "{s}");
+        let s = targets(&[f1(250.0, 40 * 1024, 3500.0)]);
+        assert!(line_with(&s, "F1 transfer:").starts_with("MISSED"), "{s}");
+        assert!(line_with(&s, "F1 server RSS").starts_with("MISSED"), "{s}");
+        assert!(line_with(&s, "F1 room").starts_with("MISSED"), "{s}");
+        assert!(line_with(&s, "F1 room").contains("1.75 ×"), "{s}");
+        let mut unsampled = f1(450.0, 0, 2500.0);
+        if let Some(t) = &mut unsampled.transfer {
+            t.upload_rss_growth_kib = None;
+        }
+        let s = targets(&[unsampled]);
+        assert!(line_with(&s, "F1 server RSS").starts_with("n/a"), "{s}");
+        // Three runs: the median of each figure decides, not the run of the median one.
+        let s = targets(&[
+            f1(450.0, 8 * 1024, 5000.0),
+            f1(250.0, 8 * 1024, 5000.0),
+            f1(350.0, 8 * 1024, 2500.0),
+        ]);
+        assert!(line_with(&s, "F1 transfer:").starts_with("met"), "{s}");
+        assert!(line_with(&s, "F1 transfer:").contains("up 350 MB/s"), "{s}");
+        assert!(line_with(&s, "F1 room").starts_with("MISSED"), "{s}");
+        assert!(
+            line_with(&s, "F1 room").contains("runs: 2.50, 2.50, 1.25"),
             "{s}"
         );
     }

@@ -9,6 +9,7 @@
 //! - [`Latency`]: a histogram's summary (p50, p90, p99, max); [`merged_latency`] of several
 //!   tallies.
 //! - [`Span`]: a span of send times (W7's join storm), open until it is closed.
+//! - [`Snapshot`]: a tally at one instant, so that a later phase's latency can be told apart (F1).
 //! - [`loadgen_cpu`]: this process's CPU time (`getrusage`), to show whether the load
 //!   generator was the limit.
 
@@ -99,6 +100,14 @@ impl Tally {
         merged_latency(&[self])
     }
 
+    /// Everything recorded so far, to tell a later phase's samples apart from it
+    /// ([`Snapshot::since`]; F1's chat before, during the upload, during the download).
+    pub fn snapshot(&self) -> Snapshot {
+        let mut all = new_histogram();
+        self.add_to(&mut all);
+        Snapshot(all)
+    }
+
     fn add_to(&self, all: &mut Histogram<u64>) {
         for shard in &self.shards {
             let hist = shard
@@ -117,6 +126,23 @@ pub fn merged_latency(tallies: &[&Tally]) -> Latency {
         t.add_to(&mut all);
     }
     Latency::of(&all)
+}
+
+/// A tally's histogram at one instant ([`Tally::snapshot`]).
+#[derive(Debug, Clone)]
+pub struct Snapshot(Histogram<u64>);
+
+impl Snapshot {
+    /// The latency of what was recorded between `earlier` and this one (of the same
+    /// tally).
+    pub fn since(&self, earlier: &Snapshot) -> Latency {
+        let mut h = self.0.clone();
+        // Samples are only ever added, so every count of `earlier` is in `self`.
+        if h.subtract(&earlier.0).is_err() {
+            return Latency::default();
+        }
+        Latency::of(&h)
+    }
 }
 
 /// A span of times in nanoseconds (the clock of `client::ns_at`): empty until it is
@@ -262,6 +288,19 @@ mod tests {
         b.record(3, &[2_000, 3_000]);
         assert_eq!(merged_latency(&[&a, &b]).count, 3);
         assert_eq!(a.latency().count, 1);
+    }
+
+    #[test]
+    fn snapshots_tell_phases_apart() {
+        let t = Tally::default();
+        let empty = t.snapshot();
+        t.record(0, &[1_000, 1_000]);
+        let first = t.snapshot();
+        t.record(1, &[50_000]);
+        let later = t.snapshot().since(&first);
+        assert_eq!(later.count, 1);
+        assert!((later.p99_us - 50.0).abs() < 0.1, "{later:?}");
+        assert_eq!(first.since(&empty).count, 2);
     }
 
     #[test]

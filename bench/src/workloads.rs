@@ -1,4 +1,4 @@
-//! The seven workloads, each against one target in one wire mode.
+//! The workloads, W1–W7 and F1, each against one target in one wire mode.
 //!
 //! Every workload follows the same discipline so that loss can be counted exactly: all
 //! receivers are confirmed members before the first message is sent (the login waits for
@@ -16,6 +16,7 @@
 //! - [`run`]: one workload against one target.
 //! - `fan_out` (W1–W3), `idle_memory` (W4), `many_rooms` (W5), `churn` (W6),
 //!   `join_storm` (W7).
+//! - [`files`] (F1, in `transfer`): a file shared and downloaded while a room chats.
 //! - `Meter`: wall time, server and load-generator CPU over the measured interval.
 
 use std::net::SocketAddr;
@@ -35,6 +36,8 @@ use crate::report::{Churn, Idle, Outcome, Storm};
 use crate::server_proc::{ProcSample, ServerHandle, Storage};
 use crate::stats::{LocalHist, Span, Tally, loadgen_cpu, merged_latency};
 
+mod transfer;
+
 /// The workloads of issue 4, and issue 10's join storm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Workload {
@@ -52,11 +55,14 @@ pub enum Workload {
     W6,
     /// Join storm: 1000 clients join one room at once while 4 senders talk in it.
     W7,
+    /// Files (issue 15): 1 GiB uploaded with tus and downloaded again, while a room of 100
+    /// chats as in W3 (framed mode only, the server as shipped only).
+    F1,
 }
 
 impl Workload {
-    /// All seven, in order.
-    pub const ALL: [Workload; 7] = [
+    /// All eight, in order.
+    pub const ALL: [Workload; 8] = [
         Self::W1,
         Self::W2,
         Self::W3,
@@ -64,9 +70,10 @@ impl Workload {
         Self::W5,
         Self::W6,
         Self::W7,
+        Self::F1,
     ];
 
-    /// `W1` … `W7`.
+    /// `W1` … `W7`, `F1`.
     pub fn name(self) -> &'static str {
         match self {
             Self::W1 => "W1",
@@ -76,13 +83,25 @@ impl Workload {
             Self::W5 => "W5",
             Self::W6 => "W6",
             Self::W7 => "W7",
+            Self::F1 => "F1",
         }
     }
 
-    /// Parses `W1` (or `w1`, `1`).
+    /// Parses `W1` (or `w1`, `1`), `F1` (or `f1`).
     pub fn parse(s: &str) -> Option<Self> {
-        let n = s.trim().trim_start_matches(['W', 'w']);
-        Self::ALL.iter().copied().find(|w| &w.name()[1..] == n)
+        let s = s.trim();
+        let name = if s.starts_with(|c: char| c.is_ascii_digit()) {
+            format!("W{s}")
+        } else {
+            s.to_ascii_uppercase()
+        };
+        Self::ALL.iter().copied().find(|w| w.name() == name)
+    }
+
+    /// Whether it runs once, in framed mode, on the server as shipped (`F1`: a file is
+    /// shared the same way in every mode, and storage off has no accounts to upload with).
+    pub fn framed_only(self) -> bool {
+        self == Self::F1
     }
 
     /// Whether the reflector runs it too: it has no rooms, so only W1–W4.
@@ -137,6 +156,10 @@ pub struct Params {
     pub login_concurrency: usize,
     /// Bytes of text per message.
     pub text_len: usize,
+    /// F1's file, in bytes (a multiple of 8).
+    pub file_size: u64,
+    /// F1's bytes per PATCH (a multiple of 8).
+    pub chunk: u64,
 }
 
 impl Params {
@@ -162,6 +185,8 @@ impl Params {
             joiners: 0,
             login_concurrency: if quick { 16 } else { 64 },
             text_len: 64,
+            file_size: 0,
+            chunk: 0,
         };
         let mut p = match (w, quick) {
             (Workload::W1, false) => Self {
@@ -250,6 +275,24 @@ impl Params {
                 joiners: 50,
                 ..base
             },
+            // A room of 100, at W3's rate; 64 PATCHes of 16 MiB.
+            (Workload::F1, false) => Self {
+                receivers: 90,
+                senders: 10,
+                rate: Some(200.0),
+                file_size: 1 << 30,
+                chunk: 16 << 20,
+                ..base
+            },
+            // The last PATCH is a short one.
+            (Workload::F1, true) => Self {
+                receivers: 8,
+                senders: 2,
+                rate: Some(100.0),
+                file_size: (5 << 20) + 24,
+                chunk: 2 << 20,
+                ..base
+            },
         };
         if let Some(d) = duration {
             p.duration = d;
@@ -307,10 +350,28 @@ pub async fn run(
         Workload::W5 => many_rooms(params, target, mode).await?,
         Workload::W6 => churn(params, target, mode).await?,
         Workload::W7 => join_storm(params, target, mode).await?,
+        Workload::F1 => bail!("F1 needs its files folder: run it with `files`"),
     };
     out.workload = w.name();
     out.target = kind.name();
     out.mode = mode.name();
+    Ok(out)
+}
+
+/// F1 against `target`, a server sharing files in `files_dir` (framed mode, the server as
+/// shipped).
+///
+/// # Errors
+/// A client that cannot log in, a refused upload, a download that does not match.
+pub async fn files(
+    params: &Params,
+    target: &ServerHandle,
+    files_dir: &std::path::Path,
+) -> anyhow::Result<Outcome> {
+    let mut out = transfer::transfer(params, target, files_dir).await?;
+    out.workload = Workload::F1.name();
+    out.target = TargetKind::Server(Storage::On).name();
+    out.mode = Mode::Framed.name();
     Ok(out)
 }
 
@@ -463,6 +524,19 @@ async fn run_senders(
         }
     }
     Ok((total, keep))
+}
+
+/// A receiver's tap: it counts every delivery and its latency, and takes no part in a
+/// window.
+fn receiver_tap(i: usize, tally: &Arc<Tally>) -> Tap {
+    Tap {
+        me: None,
+        count: true,
+        ack: None,
+        tally: Arc::clone(tally),
+        shard: i,
+        during: None,
+    }
 }
 
 /// A sender's tap: it counts deliveries only where `count` (W5's members both send and
@@ -731,14 +805,7 @@ pub(crate) async fn churn(
         .map(|i| Login::room(format!("r{i}"), ROOM))
         .collect();
     login_all(addr, mode, logins, params.login_concurrency, |i, conn| {
-        let tap = Tap {
-            me: None,
-            count: true,
-            ack: None,
-            tally: Arc::clone(&tally),
-            shard: i,
-            during: None,
-        };
+        let tap = receiver_tap(i, &tally);
         readers.spawn(client::receive(conn.stream, conn.inbuf, mode, tap));
     })
     .await?;

@@ -9,9 +9,9 @@ async fn quick_mode_delivers_everything_in_every_workload_issue_4() {
     let outcomes = run(&Options::quick(), |_| {})
         .await
         .expect("every quick workload runs");
-    // W1–W4 on the reflector, then all seven in all three modes (line, framed, IRC) on the
-    // server, with its history database (SQLite in memory here) and without.
-    assert_eq!(outcomes.len(), 4 + 7 * 3 * 2, "{outcomes:#?}");
+    // W1–W4 on the reflector, then W1–W7 in all three modes (line, framed, IRC) on the
+    // server, with its history database (SQLite in memory here) and without; F1 once.
+    assert_eq!(outcomes.len(), 4 + 7 * 3 * 2 + 1, "{outcomes:#?}");
     assert!(outcomes.iter().any(|o| o.mode == "irc"), "IRC mode ran");
     for o in &outcomes {
         let what = format!("{} {} {}", o.workload, o.target, o.mode);
@@ -39,6 +39,20 @@ async fn quick_mode_delivers_everything_in_every_workload_issue_4() {
                 assert!(o.delivered > 0, "{what}: nothing delivered: {o:#?}");
                 assert_eq!(o.lost, 0, "{what}: early members lost deliveries: {o:#?}");
                 assert_eq!(o.lag_events, 0, "{what}: lagged: {o:#?}");
+            }
+            "F1" => {
+                let t = o.transfer.as_ref().expect("F1 reports transfer figures");
+                assert!(t.sha256_verified, "{what}: SHA-256 not verified: {o:#?}");
+                assert!(
+                    t.upload_mb_s > 0.0 && t.download_mb_s > 0.0,
+                    "{what}: {o:#?}"
+                );
+                assert!(
+                    t.chat_baseline.count > 0,
+                    "{what}: no baseline chat: {o:#?}"
+                );
+                assert!(t.chat_upload.count > 0, "{what}: no chat meanwhile: {o:#?}");
+                assert_eq!(o.lost, 0, "{what}: the room lost deliveries: {o:#?}");
             }
             other => panic!("unexpected workload {other}"),
         }
