@@ -171,6 +171,11 @@ impl Upload {
     /// offset, and once it is the whole length, whether the whole file's SHA-256 is the one
     /// announced. A body that sends nothing for `stall` is taken as cut off there.
     ///
+    /// The body is read here and handed on in blocks to a writer on the blocking pool,
+    /// which hashes and writes them: reading the next block overlaps hashing and writing
+    /// the last, and no async worker spends its time hashing (a busy room's deliveries
+    /// share those workers).
+    ///
     /// # Errors
     /// See [`WriteError`]; after any of them the upload is where `HEAD` says.
     pub(crate) async fn append(
@@ -187,70 +192,57 @@ impl Upload {
         if offset != start {
             return Err(WriteError::Offset(start));
         }
-        let file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&self.path)
-            .await?;
-        let mut file = Some(file.into_std().await);
-        // Whatever lies past the offset is from a write that never counted.
-        blocking(&mut file, move |f| {
+        let path = self.path.clone();
+        let file = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(path)?;
+            // Whatever lies past the offset is from a write that never counted.
             f.set_len(start)?;
-            f.seek(SeekFrom::Start(start)).map(|_| ())
+            f.seek(SeekFrom::Start(start))?;
+            Ok(f)
         })
-        .await?;
-        let mut whole = hash.clone();
-        let mut chunk = checksum.map(|_| Context::new(&SHA256));
-        let mut block = BytesMut::new();
-        let mut at = start;
-        let mut body = body;
-        let ended = loop {
-            // A body that stops coming is a connection gone quiet: it ends as a cut one.
-            match tokio::time::timeout(stall, body.frame()).await {
-                Ok(None) => break Ok(()),
-                Ok(Some(Err(_))) | Err(_) => break Err(()),
-                Ok(Some(Ok(frame))) => {
-                    let Ok(data) = frame.into_data() else {
-                        continue;
-                    };
-                    let pending = u64::try_from(block.len()).unwrap_or(u64::MAX);
-                    if at + pending + u64::try_from(data.len()).unwrap_or(u64::MAX) > self.size {
-                        self.roll_back(&mut file, start).await;
-                        return Err(WriteError::TooLong);
-                    }
-                    if let Some(chunk) = &mut chunk {
-                        chunk.update(&data);
-                    }
-                    block.extend_from_slice(&data);
-                    whole.update(&data);
-                    if block.len() >= BLOCK {
-                        at += self.write_block(&mut file, &mut block, start).await?;
-                    }
-                }
-            }
+        .await
+        .map_err(std::io::Error::other)??;
+        let (blocks, queue) = tokio::sync::mpsc::channel(QUEUE);
+        let writer = Writer {
+            file,
+            whole: hash.clone(),
+            chunk: checksum.map(|_| Context::new(&SHA256)),
+            len: 0,
+            error: None,
         };
-        at += self.write_block(&mut file, &mut block, start).await?;
-        match (ended, &chunk) {
-            (Err(()), Some(_)) => {
-                self.roll_back(&mut file, start).await;
-                return Err(WriteError::Aborted(start));
-            }
-            (Err(()), None) => {
-                *hash = whole;
-                self.offset.store(at, Ordering::Release);
-                return Err(WriteError::Aborted(at));
-            }
-            (Ok(()), _) => {}
+        let writer = tokio::task::spawn_blocking(move || writer.run(queue));
+        let read = self.read_body(body, start, stall, &blocks).await;
+        drop(blocks);
+        let written = writer.await.map_err(std::io::Error::other)?;
+        let at = start + written.len;
+        let keep_partial = matches!(read, Err(WriteError::Aborted(_))) && checksum.is_none();
+        let chunk_ok = match (written.chunk, checksum) {
+            (Some(chunk), Some(expected)) => chunk.finish().as_ref() == expected,
+            _ => true,
+        };
+        let refused = match (read, written.error) {
+            (_, Some(e)) => Some(WriteError::Disk(e)),
+            (Err(WriteError::Aborted(_)), None) if keep_partial => None,
+            (Err(WriteError::Aborted(_)), None) => Some(WriteError::Aborted(start)),
+            (Err(e), None) => Some(e),
+            (Ok(()), None) if !chunk_ok => Some(WriteError::Checksum),
+            (Ok(()), None) => None,
+        };
+        if let Some(refused) = refused {
+            // All or nothing: the file goes back to where the request found it.
+            let file = written.file;
+            let _ = tokio::task::spawn_blocking(move || file.set_len(start)).await;
+            return Err(refused);
         }
-        if let (Some(chunk), Some(expected)) = (chunk, checksum)
-            && chunk.finish().as_ref() != expected
-        {
-            self.roll_back(&mut file, start).await;
-            return Err(WriteError::Checksum);
-        }
-        *hash = whole;
+        *hash = written.whole;
         self.offset.store(at, Ordering::Release);
+        if keep_partial {
+            return Err(WriteError::Aborted(at));
+        }
         if at < self.size {
             return Ok((at, None));
         }
@@ -258,46 +250,89 @@ impl Upload {
         Ok((at, Some(matches)))
     }
 
-    /// Writes `block` (emptying it) and returns its length. A failed write takes the file
-    /// back to `start`: a full disk leaves nothing of the request.
-    async fn write_block(
+    /// Reads `body` in blocks of [`BLOCK`] into `blocks`. `Err(Aborted)` for a body cut
+    /// off (or silent for `stall`), `TooLong` for one past the upload's length; the writer
+    /// has what came before either.
+    async fn read_body(
         &self,
-        file: &mut Option<std::fs::File>,
-        block: &mut BytesMut,
+        mut body: axum::body::Body,
         start: u64,
-    ) -> Result<u64, WriteError> {
-        if block.is_empty() {
-            return Ok(0);
+        stall: Duration,
+        blocks: &tokio::sync::mpsc::Sender<Bytes>,
+    ) -> Result<(), WriteError> {
+        let mut block = BytesMut::new();
+        let mut received = start;
+        let ended = loop {
+            // A body that stops coming is a connection gone quiet: it ends as a cut one.
+            match tokio::time::timeout(stall, body.frame()).await {
+                Ok(None) => break Ok(()),
+                Ok(Some(Err(_))) | Err(_) => break Err(WriteError::Aborted(start)),
+                Ok(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    received += u64::try_from(data.len()).unwrap_or(u64::MAX);
+                    if received > self.size {
+                        return Err(WriteError::TooLong);
+                    }
+                    block.extend_from_slice(&data);
+                    // A writer that stopped has its error; the request ends with it.
+                    if block.len() >= BLOCK && blocks.send(block.split().freeze()).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        if !block.is_empty() {
+            let _ = blocks.send(block.freeze()).await;
         }
-        let bytes: Bytes = block.split().freeze();
-        let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
-        if let Err(e) = blocking(file, move |f| f.write_all(&bytes)).await {
-            self.roll_back(file, start).await;
-            return Err(e.into());
-        }
-        Ok(len)
-    }
-
-    async fn roll_back(&self, file: &mut Option<std::fs::File>, start: u64) {
-        self.offset.store(start, Ordering::Release);
-        let _ = blocking(file, move |f| f.set_len(start)).await;
+        ended
     }
 }
 
-/// Runs `op` on the file off the async workers, and puts the file back.
-async fn blocking(
-    file: &mut Option<std::fs::File>,
-    op: impl FnOnce(&mut std::fs::File) -> std::io::Result<()> + Send + 'static,
-) -> std::io::Result<()> {
-    let Some(mut f) = file.take() else {
-        return Err(std::io::Error::other("the upload's file is gone"));
-    };
-    let (f, done) = tokio::task::spawn_blocking(move || {
-        let done = op(&mut f);
-        (f, done)
-    })
-    .await
-    .map_err(std::io::Error::other)?;
-    *file = Some(f);
-    done
+/// Blocks a request may have read ahead of the writer: memory per upload is at most this
+/// many blocks, and one more being read.
+const QUEUE: usize = 2;
+
+/// How much is written between two syncs, so the sync before a file is shared has little
+/// left to do (a 1 GiB file synced only at its end took over half a second).
+const SYNC_EVERY: u64 = 16 << 20;
+
+/// The writing half of a request, on the blocking pool: it hashes and writes each block.
+struct Writer {
+    file: std::fs::File,
+    /// The whole file's hash, from its start.
+    whole: Context,
+    /// This request's own, when it announced one.
+    chunk: Option<Context>,
+    /// Bytes written.
+    len: u64,
+    error: Option<std::io::Error>,
+}
+
+impl Writer {
+    fn run(mut self, mut queue: tokio::sync::mpsc::Receiver<Bytes>) -> Self {
+        let mut unsynced = 0;
+        while let Some(block) = queue.blocking_recv() {
+            if let Some(chunk) = &mut self.chunk {
+                chunk.update(&block);
+            }
+            if let Err(e) = self.file.write_all(&block) {
+                self.error = Some(e);
+                return self;
+            }
+            self.whole.update(&block);
+            let len = u64::try_from(block.len()).unwrap_or(u64::MAX);
+            self.len += len;
+            unsynced += len;
+            if unsynced >= SYNC_EVERY {
+                unsynced = 0;
+                if let Err(e) = self.file.sync_data() {
+                    self.error = Some(e);
+                    return self;
+                }
+            }
+        }
+        self
+    }
 }
