@@ -999,3 +999,70 @@ async fn an_upload_finished_while_its_uploader_is_away_is_shared_when_it_is_back
     assert_eq!(head_offset(addr, &url).await, None, "the slot is done");
     server.shutdown().await;
 }
+
+/// Upload requests writing at once are bounded server-wide: one more waits, then is told to
+/// come back (503 with Retry-After), and its upload is untouched.
+#[tokio::test]
+async fn writing_uploads_are_bounded_server_wide() {
+    let (_dir, server, mut alice) = start(|c| {
+        c.write_timeout = Duration::from_millis(800);
+        sharing(c).max_writing = 1;
+    })
+    .await;
+    let addr = server.addr;
+    let data = content(50_000);
+    let (first, _) = ask(
+        &mut alice,
+        Uuid::new_v4(),
+        "one",
+        &data,
+        Some("lobby"),
+        None,
+    )
+    .await
+    .unwrap();
+    let (second, _) = ask(
+        &mut alice,
+        Uuid::new_v4(),
+        "two",
+        &data,
+        Some("lobby"),
+        None,
+    )
+    .await
+    .unwrap();
+    // The first keeps its request open, sending a little now and then.
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "PATCH {} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nContent-Type: \
+         application/offset+octet-stream\r\nUpload-Offset: 0\r\nContent-Length: {}\r\n\r\n",
+        path_of(&first),
+        data.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let trickle = tokio::spawn(async move {
+        for i in 0..15 {
+            slow.write_all(&[i]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        slow
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let busy = patch(addr, &second, 0, &data, true).await;
+    assert_eq!(busy.status, 503, "{}", String::from_utf8_lossy(&busy.body));
+    assert_eq!(busy.header("Retry-After"), Some("5"));
+    assert_eq!(head_offset(addr, &second).await, Some(0));
+    drop(trickle.await.unwrap());
+    // Once the first request is over, the second goes through.
+    let mut done = None;
+    for _ in 0..20 {
+        let r = patch(addr, &second, 0, &data, true).await;
+        if r.status != 503 {
+            done = Some(r.status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(done, Some(204));
+    server.shutdown().await;
+}

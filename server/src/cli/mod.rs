@@ -325,6 +325,10 @@ pub struct Args {
     /// Upload slots one uploader may hold at once.
     #[arg(long, env = "CHAT_MAX_UPLOADS", default_value_t = FILES.max_uploads)]
     pub max_uploads: usize,
+    /// Upload requests writing at once, server-wide: each holds up to 3 MiB while the disk
+    /// catches up; more wait their turn (or get 503 with Retry-After).
+    #[arg(long, env = "CHAT_MAX_WRITING_UPLOADS", default_value_t = FILES.max_writing)]
+    pub max_writing_uploads: usize,
     /// Downloads also need `Authorization: Bearer SESSION`, the session id of a connection
     /// online now (the links alone are already unguessable).
     #[arg(long, env = "CHAT_FILES_REQUIRE_AUTH")]
@@ -438,6 +442,7 @@ impl Args {
             upload_expiry: Duration::from_secs(self.upload_expiry.max(1)),
             retain_days: self.retain_files_days,
             max_uploads: self.max_uploads.max(1),
+            max_writing: self.max_writing_uploads.max(1),
             require_auth: self.files_require_auth,
             ..FilesConfig::in_dir(dir)
         })

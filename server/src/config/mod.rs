@@ -61,6 +61,8 @@ pub struct FilesConfig {
     pub retain_days: u32,
     /// Upload slots one uploader may hold at once.
     pub max_uploads: usize,
+    /// Upload requests writing at once, server-wide (each holds up to three 1 MiB blocks).
+    pub max_writing: usize,
     /// Downloads need `Authorization: Bearer SESSION` of a connection online now.
     pub require_auth: bool,
 }
@@ -78,6 +80,7 @@ impl FilesConfig {
             upload_expiry: Duration::from_secs(24 * 3600),
             retain_days: 30,
             max_uploads: 8,
+            max_writing: 64,
             require_auth: false,
         }
     }

@@ -248,6 +248,19 @@ async fn tus_patch(
         // Complete already, its share waiting for its uploader: maybe it is back.
         return published(&app, &upload, upload.size);
     }
+    // Memory for uploads in flight is bounded server-wide: a request waits its turn, for
+    // as long as a client may stall, then is told to come back.
+    let Ok(Ok(_writing)) =
+        tokio::time::timeout(app.stall, Arc::clone(&app.files.writing).acquire_owned()).await
+    else {
+        let mut busy = status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many uploads are being written right now; retry",
+        );
+        busy.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return busy;
+    };
     let counters = &app.chat.ops.metrics.files;
     let (at, whole) = match upload.append(offset, body, checksum, app.stall).await {
         Ok(done) => done,

@@ -71,6 +71,8 @@ pub(crate) struct Files {
     disk: Disk,
     state: Mutex<State>,
     rng: SystemRandom,
+    /// Upload requests that may write at once (see `FilesConfig::max_writing`).
+    pub(crate) writing: Arc<tokio::sync::Semaphore>,
     /// The temporary directory of a `temporary` configuration, deleted with this.
     _temporary: Option<tempfile::TempDir>,
 }
@@ -175,12 +177,14 @@ impl Files {
             shares = state.shares.len(),
             "file sharing on"
         );
+        let writers = config.max_writing.max(1);
         Ok(Self {
             config,
             base: OnceLock::new(),
             disk,
             state: Mutex::new(state),
             rng: SystemRandom::new(),
+            writing: Arc::new(tokio::sync::Semaphore::new(writers)),
             _temporary: temporary,
         })
     }
