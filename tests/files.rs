@@ -169,6 +169,16 @@ async fn patch(addr: SocketAddr, url: &str, offset: u64, chunk: &[u8], sum: bool
     http(addr, "PATCH", path_of(url), &headers, chunk).await
 }
 
+/// The head of a `PATCH` from offset 0 announcing `len` bytes, for requests a test sends
+/// (or holds back) by hand.
+fn patch_head(url: &str, len: usize) -> String {
+    format!(
+        "PATCH {} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nContent-Type: \
+         application/offset+octet-stream\r\nUpload-Offset: 0\r\nContent-Length: {len}\r\n\r\n",
+        path_of(url)
+    )
+}
+
 async fn head_offset(addr: SocketAddr, url: &str) -> Option<u64> {
     let r = http(addr, "HEAD", path_of(url), &[TUS], b"").await;
     if r.status != 200 {
@@ -410,12 +420,7 @@ async fn an_upload_cut_at_40_percent_resumes_where_the_server_stopped() {
     // One PATCH for the whole file, cut off after 40 % of it.
     let cut = data.len() * 4 / 10;
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "PATCH {} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nContent-Type: \
-         application/offset+octet-stream\r\nUpload-Offset: 0\r\nContent-Length: {}\r\n\r\n",
-        path_of(&url),
-        data.len()
-    );
+    let head = patch_head(&url, data.len());
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&data[..cut]).await.unwrap();
     stream.flush().await.unwrap();
@@ -935,12 +940,7 @@ async fn a_stalled_upload_body_is_cut_off_and_resumable() {
         .await
         .unwrap();
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "PATCH {} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nContent-Type: \
-         application/offset+octet-stream\r\nUpload-Offset: 0\r\nContent-Length: {}\r\n\r\n",
-        path_of(&url),
-        data.len()
-    );
+    let head = patch_head(&url, data.len());
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&data[..30_000]).await.unwrap();
     // Held open, silent.
@@ -1033,12 +1033,7 @@ async fn writing_uploads_are_bounded_server_wide() {
     .unwrap();
     // The first keeps its request open, sending a little now and then.
     let mut slow = TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "PATCH {} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nContent-Type: \
-         application/offset+octet-stream\r\nUpload-Offset: 0\r\nContent-Length: {}\r\n\r\n",
-        path_of(&first),
-        data.len()
-    );
+    let head = patch_head(&first, data.len());
     slow.write_all(head.as_bytes()).await.unwrap();
     let trickle = tokio::spawn(async move {
         for i in 0..15 {
