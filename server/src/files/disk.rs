@@ -43,6 +43,17 @@ pub(crate) struct Disk {
     shares: PathBuf,
 }
 
+/// `bytes` as lowercase hex: how ids, tokens and hashes are named.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
 /// Whether `s` is `len` lowercase hex digits: the only names this module puts in a path.
 pub(crate) fn is_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))

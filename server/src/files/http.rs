@@ -338,12 +338,11 @@ fn checksum_status() -> StatusCode {
 
 /// 507 for a full disk (or a file-size limit, which looks the same to a client).
 fn disk_status(e: &std::io::Error) -> StatusCode {
-    match e.raw_os_error() {
-        Some(libc_enospc) if libc_enospc == 28 || libc_enospc == 27 => {
-            StatusCode::INSUFFICIENT_STORAGE
-        }
-        _ if e.kind() == std::io::ErrorKind::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    use std::io::ErrorKind::{FileTooLarge, StorageFull};
+    if matches!(e.kind(), StorageFull | FileTooLarge) {
+        StatusCode::INSUFFICIENT_STORAGE
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
     }
 }
 

@@ -213,7 +213,7 @@ impl Files {
     fn random_hex(&self) -> Option<String> {
         let mut bytes = [0u8; 16];
         self.rng.fill(&mut bytes).ok()?;
-        Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
+        Some(disk::hex(&bytes))
     }
 
     /// Checks an offer and gives it a slot, or the slot it already has: an offer resent
@@ -365,7 +365,7 @@ impl Files {
     /// # Errors
     /// The disk's; the upload is then abandoned.
     pub(crate) fn keep(&self, upload: &Upload) -> std::io::Result<FileInfo> {
-        let sha256: String = upload.sha256.iter().map(|b| format!("{b:02x}")).collect();
+        let sha256 = disk::hex(&upload.sha256);
         let Some(id) = self.random_hex() else {
             self.abandon(upload);
             return Err(std::io::Error::other(

@@ -151,8 +151,9 @@ pub(crate) fn tell(chat: &Chat, upload: &Upload, code: ErrorCode, message: Strin
 /// a guest, only the connection the slot was last asked for in.
 fn uploader(chat: &Chat, upload: &Upload) -> Option<(uuid::Uuid, Arc<Sink>)> {
     let (session, sink) = chat.holder(upload.nick.as_str())?;
+    // A registered nick is held only by a connection logged in to its account.
     let same = match upload.owner {
-        Owner::Account(ref skeleton) => *skeleton == upload.nick.skeleton(),
+        Owner::Account(_) => true,
         Owner::Guest(_) => session == upload.session(),
     };
     same.then_some((session, sink))

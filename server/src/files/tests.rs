@@ -170,7 +170,7 @@ fn a_temporary_store_is_gone_with_the_server() {
 /// A finished upload, as the tus side leaves it: its bytes in its partial file.
 fn finished(files: &Files, bytes: &[u8]) -> Arc<Upload> {
     let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
-    let sha: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let sha = disk::hex(digest.as_ref());
     let slot = files
         .offer(Offer {
             sha256: sha,
