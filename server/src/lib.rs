@@ -64,6 +64,8 @@ pub(crate) struct Shared {
     pub(crate) tracker: TaskTracker,
     /// The TLS acceptor, when a certificate is configured.
     pub(crate) tls: Option<net::tls::Tls>,
+    /// File sharing, when it is on: what sessions ask for upload slots.
+    pub(crate) files: Option<Arc<files::Files>>,
     /// What serves HTTP connections (file sharing), when it is on.
     pub(crate) http: Option<axum::Router>,
 }
@@ -149,8 +151,7 @@ pub async fn run_with_reload(
         chat::Chat::new(Arc::clone(&config), store.clone())
             .with_auth(auth)
             .with_moderation(moderation)
-            .with_ops(Arc::clone(&ops))
-            .with_files(files.clone()),
+            .with_ops(Arc::clone(&ops)),
     );
     let _ = admin_chat.set(Arc::clone(&chat));
     // The store's outcomes become events of the rooms' paths; the task ends with the store.
@@ -165,6 +166,7 @@ pub async fn run_with_reload(
         cancel: CancellationToken::new(),
         tracker: TaskTracker::new(),
         tls,
+        files: files.clone(),
         http,
     });
     if let Some(files) = files {

@@ -66,8 +66,6 @@ pub(crate) struct Chat {
     pub(crate) moderation: Moderation,
     /// Metrics, the connection registry and readiness: what the admin listener shows.
     pub(crate) ops: Arc<crate::ops::Ops>,
-    /// File sharing, when it is on.
-    pub(crate) files: Option<Arc<crate::files::Files>>,
 }
 
 impl Chat {
@@ -83,7 +81,6 @@ impl Chat {
             moderation: Moderation::in_memory(&config),
             config,
             ops: Arc::default(),
-            files: None,
         }
     }
 
@@ -100,11 +97,6 @@ impl Chat {
     }
 
     /// The chat state with `auth` for its accounts.
-    pub(crate) fn with_files(mut self, files: Option<Arc<crate::files::Files>>) -> Self {
-        self.files = files;
-        self
-    }
-
     pub(crate) fn with_auth(mut self, auth: Auth) -> Self {
         self.auth = auth;
         self

@@ -110,6 +110,8 @@ pub(crate) struct Session<W> {
     /// Logged in to the account of the nick it holds (with its password, or by
     /// registering it).
     logged_in: bool,
+    /// File sharing, where `upload` asks for slots (`None`: off).
+    files: Option<Arc<crate::files::Files>>,
 }
 
 impl<W: Wire> Session<W> {
@@ -120,6 +122,7 @@ impl<W: Wire> Session<W> {
             caps: wire.caps(),
             wire,
             chat: Arc::clone(&shared.chat),
+            files: shared.files.clone(),
             config: Arc::clone(config),
             cancel: shared.cancel.clone(),
             nick: None,

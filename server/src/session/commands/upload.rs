@@ -20,7 +20,7 @@ pub(crate) struct Asked<'a> {
 
 impl<W: Wire> Session<W> {
     pub(super) fn upload(&mut self, asked: &Asked<'_>, id: Option<Uuid>) -> Result<(), Refusal> {
-        let files = self.chat.files.clone().ok_or(FileError::Off)?;
+        let files = self.files.clone().ok_or(FileError::Off)?;
         let target = match (asked.room, asked.to) {
             (Some(room), None) => Target::Room(self.joined_room(room)?.name().clone()),
             (None, Some(to)) => {
