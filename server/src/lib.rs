@@ -50,7 +50,7 @@ mod store;
 mod wire;
 
 pub use config::{
-    AdminListener, Config, FilesConfig, LIVE_KEYS, Live, LiveCell, Storage, TlsSource, host_name,
+    AdminListener, ClusterConfig, Config, FilesConfig, LIVE_KEYS, Live, LiveCell, Storage, TlsSource, host_name,
 };
 
 /// What every connection task shares.

@@ -18,7 +18,7 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{ArgGroup, ArgMatches, CommandFactory, FromArgMatches, Parser};
 
-use crate::{Config, FilesConfig, LIVE_KEYS, Storage, TlsSource};
+use crate::{ClusterConfig, Config, FilesConfig, LIVE_KEYS, Storage, TlsSource};
 
 /// File sharing's defaults, for the flags' `--help`.
 static FILES: std::sync::LazyLock<FilesConfig> =
@@ -337,6 +337,25 @@ pub struct Args {
     /// set. Keep it on a private address: it lists every client. Port 0 picks a free one.
     #[arg(long, env = "CHAT_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<std::net::SocketAddr>,
+    /// Cluster mode: share rooms, nicks and presence with other nodes through NATS
+    /// JetStream at these servers (`nats://HOST:PORT`, comma-separated). Off unless set.
+    #[arg(long, env = "CHAT_CLUSTER", value_name = "URLS", value_delimiter = ',')]
+    pub cluster: Vec<String>,
+    /// This node's name in the cluster, unique among its nodes. Default: the host name and
+    /// the listening port.
+    #[arg(long, env = "CHAT_NODE", value_name = "NAME")]
+    pub node: Option<String>,
+    /// Replicas of the cluster's stream and buckets: 1 for one NATS server, 3 for a
+    /// production NATS cluster of three.
+    #[arg(long, env = "CHAT_CLUSTER_REPLICAS", default_value_t = 1)]
+    pub cluster_replicas: usize,
+    /// Seconds a node's lease lives unrenewed: a dead node's nicks and members are freed
+    /// within this plus a third of it. Renewed every third of it.
+    #[arg(long, env = "CHAT_CLUSTER_LEASE", default_value_t = 15)]
+    pub cluster_lease: u64,
+    /// Prefix of the cluster's stream and key-value buckets in NATS (letters, digits, _).
+    #[arg(long, env = "CHAT_CLUSTER_PREFIX", default_value = "CHAT")]
+    pub cluster_prefix: String,
     /// Log format on stderr: text, or json (one object per line).
     #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -416,6 +435,7 @@ impl Args {
             irc_password: self.irc_password.clone(),
             irc_replay: self.irc_replay,
             files: self.files(),
+            cluster: self.cluster(),
             ..Config::default()
         }
     }
@@ -445,6 +465,36 @@ impl Args {
             max_writing: self.max_writing_uploads.max(1),
             require_auth: self.files_require_auth,
             ..FilesConfig::in_dir(dir)
+        })
+    }
+
+    fn cluster(&self) -> Option<ClusterConfig> {
+        let urls: Vec<String> = self
+            .cluster
+            .iter()
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())
+            .collect();
+        if urls.is_empty() {
+            return None;
+        }
+        let node = self
+            .node
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map_or_else(
+                || {
+                    let port = self.listen.rsplit(':').next().unwrap_or("0");
+                    format!("{}-{port}", crate::host_name())
+                },
+                str::to_owned,
+            );
+        Some(ClusterConfig {
+            replicas: self.cluster_replicas.clamp(1, 5),
+            lease: Duration::from_secs(self.cluster_lease.max(3)),
+            prefix: self.cluster_prefix.clone(),
+            ..ClusterConfig::new(urls, node)
         })
     }
 

@@ -209,8 +209,48 @@ pub struct Config {
     /// File sharing (`None`: off). `Config::default()` has it off; the binary keeps files
     /// in the data directory's `files/`.
     pub files: Option<FilesConfig>,
+    /// Cluster mode: rooms, nicks and presence shared with other nodes through NATS
+    /// JetStream (`None`: a single node, nothing shared).
+    pub cluster: Option<ClusterConfig>,
     /// The live settings once the server runs (see [`Live`]); leave it at its default.
     pub live: LiveCell,
+}
+
+/// How this node joins a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// NATS servers (`nats://HOST:PORT`), tried in turn.
+    pub urls: Vec<String>,
+    /// This node's name, unique in the cluster: members and nicks say which node holds them.
+    pub node: String,
+    /// Replicas of the stream and the key-value buckets (3 on a 3-server NATS cluster).
+    pub replicas: usize,
+    /// How long a node's lease lives without renewal: a node that died holds its nicks and
+    /// members no longer than this (plus one sweep, `lease / 3`).
+    pub lease: Duration,
+    /// How long a publish to JetStream may take before the message is refused with
+    /// `unavailable`.
+    pub publish_timeout: Duration,
+    /// Stream messages a starting node reads back to warm its rooms' caches (and its
+    /// index of message ids, which recognises resends); not a full replay.
+    pub warm: u64,
+    /// Prefix of the stream's and buckets' names, so several chat clusters can share one NATS.
+    pub prefix: String,
+}
+
+impl ClusterConfig {
+    /// A node called `node` of the cluster at `urls`, with the defaults.
+    pub fn new(urls: Vec<String>, node: impl Into<String>) -> Self {
+        Self {
+            urls,
+            node: node.into(),
+            replicas: 1,
+            lease: Duration::from_secs(15),
+            publish_timeout: Duration::from_secs(5),
+            warm: 10_000,
+            prefix: "CHAT".into(),
+        }
+    }
 }
 
 /// The host name, for [`Config::server_name`]; `chat-server` where there is none to read.
@@ -271,6 +311,7 @@ impl Default for Config {
             irc_password: None,
             irc_replay: None,
             files: None,
+            cluster: None,
             live: LiveCell::default(),
         }
     }
