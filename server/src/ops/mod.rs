@@ -92,6 +92,8 @@ pub(crate) struct Ops {
     phase: AtomicU8,
     /// `None` without a store (history in memory), which is always usable.
     store: OnceLock<Arc<StoreHealth>>,
+    /// Cluster mode: whether the cluster is set up, reachable and consumed.
+    cluster: OnceLock<Arc<AtomicBool>>,
 }
 
 impl Default for Ops {
@@ -101,6 +103,7 @@ impl Default for Ops {
             conns: Mutex::default(),
             phase: AtomicU8::new(Phase::Starting as u8),
             store: OnceLock::new(),
+            cluster: OnceLock::new(),
         }
     }
 }
@@ -128,6 +131,11 @@ impl Ops {
         let _ = self.store.set(health);
     }
 
+    /// The cluster whose reachability `/readyz` reports.
+    pub(crate) fn watch_cluster(&self, ready: Arc<AtomicBool>) {
+        let _ = self.cluster.set(ready);
+    }
+
     /// Why the server is not ready, if it is not.
     pub(crate) fn not_ready(&self) -> Option<&'static str> {
         match self.phase() {
@@ -140,7 +148,12 @@ impl Ops {
                 Some("the store's writer is gone")
             }
             Some(store) if !store.usable() => Some("the store is failing to write"),
-            _ => None,
+            _ => match self.cluster.get() {
+                Some(ready) if !ready.load(Ordering::Acquire) => {
+                    Some("the cluster (NATS JetStream) cannot be reached")
+                }
+                _ => None,
+            },
         }
     }
 
