@@ -173,7 +173,7 @@ pub async fn run_with_reload(
     let _ = admin_chat.set(Arc::clone(&chat));
     let cluster_stop = CancellationToken::new();
     if let Some(cluster) = &cluster {
-        ops.watch_cluster(cluster.readiness());
+        ops.watch_cluster(Arc::clone(cluster) as Arc<dyn ops::Reachable>);
         cluster.start(&chat, cluster_stop.clone());
     }
     // The store's outcomes become events of the rooms' paths; the task ends with the store.

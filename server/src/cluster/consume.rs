@@ -53,14 +53,14 @@ impl Cluster {
                 r = self.consume(&link, start) => r,
                 () = cancel.cancelled() => break,
             };
+            start = self.applied.load(Ordering::Acquire).max(start - 1) + 1;
             if let Err(e) = consumed {
                 warn!(error = %e, "the stream's consumer stopped; recreating it");
-            }
-            self.ready.store(false, Ordering::Release);
-            start = self.applied.load(Ordering::Acquire) + 1;
-            tokio::select! {
-                () = tokio::time::sleep(super::SETUP_RETRY) => {}
-                () = cancel.cancelled() => break,
+                self.ready.store(false, Ordering::Release);
+                tokio::select! {
+                    () = tokio::time::sleep(super::SETUP_RETRY) => {}
+                    () = cancel.cancelled() => break,
+                }
             }
         }
         self.ready.store(false, Ordering::Release);
@@ -128,14 +128,16 @@ impl Cluster {
         let mut messages = consumer.messages().await?;
         self.ready.store(true, Ordering::Release);
         info!(from = start, "consuming the cluster's stream");
-        while let Some(next) = messages.next().await {
-            let message = match next {
-                Ok(m) => m,
-                Err(e) => {
-                    warn!(error = %e, "reading the cluster's stream");
-                    continue;
-                }
+        // A permit left by the first connection is not a reconnection.
+        let _ = tokio::time::timeout(Duration::ZERO, self.reconnected.notified()).await;
+        loop {
+            let next = tokio::select! {
+                next = messages.next() => next,
+                // NATS may have lost the consumer (a restart): make a new one now.
+                () = self.reconnected.notified() => return Ok(()),
             };
+            let Some(next) = next else { break };
+            let message = next?;
             self.ready.store(true, Ordering::Release);
             if let Ok(info) = message.info() {
                 self.applied.store(info.stream_sequence, Ordering::Release);
@@ -188,6 +190,15 @@ impl Cluster {
                 }
             }
             Body::Dm { from, to, dm } => {
+                if chat
+                    .ids
+                    .lock()
+                    .get(&dm.id)
+                    .is_some_and(|e| e.settled() == crate::event::Settled::Durable)
+                {
+                    // Read again (a recreated consumer): delivered already.
+                    return;
+                }
                 let event = Arc::new(Event::new(ServerMsg::Dm(dm.clone()), Some(from)));
                 chat.deliver_stream_dm(&event, (&dm.from, from), (&dm.to, to));
             }

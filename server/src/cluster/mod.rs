@@ -76,8 +76,11 @@ pub(crate) struct Cluster {
     link: OnceLock<Link>,
     /// The NATS connection is up (its event callback says).
     connected: Arc<AtomicBool>,
-    /// Set up, connected and consuming: what `/readyz` reports.
+    /// Set up and consuming (with `connected`: what `/readyz` reports).
     ready: Arc<AtomicBool>,
+    /// Told when the connection comes back: the consumer is recreated then, rather than
+    /// when it notices that its consumer is gone (NATS may have lost it).
+    reconnected: Arc<tokio::sync::Notify>,
     chat: OnceLock<Weak<Chat>>,
     /// One publisher per room with local activity, by room skeleton.
     publishers: Mutex<HashMap<String, mpsc::UnboundedSender<Post>>>,
@@ -158,6 +161,7 @@ impl Cluster {
             link: OnceLock::new(),
             connected: Arc::default(),
             ready: Arc::default(),
+            reconnected: Arc::default(),
             chat: OnceLock::new(),
             publishers: Mutex::default(),
             mirror: Mutex::default(),
@@ -172,11 +176,6 @@ impl Cluster {
     /// Whether the cluster can take new events now.
     pub(crate) fn available(&self) -> bool {
         self.ready.load(Ordering::Acquire) && self.connected.load(Ordering::Acquire)
-    }
-
-    /// What `/readyz` reads.
-    pub(crate) fn readiness(&self) -> Arc<AtomicBool> {
-        Arc::clone(&self.ready)
     }
 
     /// How many stream messages this node has yet to apply.
@@ -222,16 +221,19 @@ impl Cluster {
     async fn connect(&self) -> anyhow::Result<Link> {
         let connected = Arc::clone(&self.connected);
         let ready = Arc::clone(&self.ready);
+        let reconnected = Arc::clone(&self.reconnected);
         let client = async_nats::ConnectOptions::new()
             .name(format!("chat-server {}", self.node))
             .connection_timeout(Duration::from_secs(2))
             .event_callback(move |event| {
                 let (connected, ready) = (Arc::clone(&connected), Arc::clone(&ready));
+                let reconnected = Arc::clone(&reconnected);
                 async move {
                     match event {
                         async_nats::Event::Connected => {
                             info!("connected to NATS");
                             connected.store(true, Ordering::Release);
+                            reconnected.notify_one();
                         }
                         async_nats::Event::Disconnected => {
                             warn!("lost NATS: new messages are refused until it is back");
@@ -335,6 +337,12 @@ impl Cluster {
 
     fn unavailable() -> PostError {
         PostError::Unavailable("NATS cannot be reached".into())
+    }
+}
+
+impl crate::ops::Reachable for Cluster {
+    fn reachable(&self) -> bool {
+        self.available()
     }
 }
 

@@ -82,6 +82,11 @@ pub(crate) struct StoreOps {
     pub(crate) health: Arc<StoreHealth>,
 }
 
+/// Something the server needs to be reachable to be ready (cluster mode: NATS).
+pub(crate) trait Reachable: Send + Sync + std::fmt::Debug {
+    fn reachable(&self) -> bool;
+}
+
 /// One server's operability state.
 #[derive(Debug)]
 pub(crate) struct Ops {
@@ -93,7 +98,7 @@ pub(crate) struct Ops {
     /// `None` without a store (history in memory), which is always usable.
     store: OnceLock<Arc<StoreHealth>>,
     /// Cluster mode: whether the cluster is set up, reachable and consumed.
-    cluster: OnceLock<Arc<AtomicBool>>,
+    cluster: OnceLock<Arc<dyn Reachable>>,
 }
 
 impl Default for Ops {
@@ -132,7 +137,7 @@ impl Ops {
     }
 
     /// The cluster whose reachability `/readyz` reports.
-    pub(crate) fn watch_cluster(&self, ready: Arc<AtomicBool>) {
+    pub(crate) fn watch_cluster(&self, ready: Arc<dyn Reachable>) {
         let _ = self.cluster.set(ready);
     }
 
@@ -149,7 +154,7 @@ impl Ops {
             }
             Some(store) if !store.usable() => Some("the store is failing to write"),
             _ => match self.cluster.get() {
-                Some(ready) if !ready.load(Ordering::Acquire) => {
+                Some(cluster) if !cluster.reachable() => {
                     Some("the cluster (NATS JetStream) cannot be reached")
                 }
                 _ => None,
