@@ -81,6 +81,8 @@ pub(crate) enum Presence {
 pub(crate) struct RemoteMember {
     pub(crate) nick: Nick,
     pub(crate) role: Role,
+    /// Logged in to the account of `nick` (on its node).
+    pub(crate) account: bool,
     /// The node holding its connection, and that node's run (a restarted node's old
     /// members are gone).
     pub(crate) node: Arc<str>,
@@ -89,6 +91,40 @@ pub(crate) struct RemoteMember {
 
 /// The room's members on other nodes, by session.
 pub(crate) type Roster = HashMap<Uuid, RemoteMember>;
+
+/// A member, here or on another node, as moderation aims at it.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub(crate) nick: Nick,
+    pub(crate) role: Role,
+    pub(crate) account: bool,
+}
+
+impl RoomState {
+    /// The member holding `nick` (by skeleton), here or on another node.
+    pub(crate) fn find(&self, nick: &Nick) -> Option<(Uuid, Target)> {
+        if let Some((id, m)) = self.delivery.find(nick) {
+            let target = Target {
+                nick: m.nick.clone(),
+                role: m.role,
+                account: m.account,
+            };
+            return Some((id, target));
+        }
+        let key = nick.skeleton();
+        self.remote
+            .iter()
+            .find(|(_, m)| m.nick.skeleton() == key)
+            .map(|(id, m)| {
+                let target = Target {
+                    nick: m.nick.clone(),
+                    role: m.role,
+                    account: m.account,
+                };
+                (*id, target)
+            })
+    }
+}
 
 /// A local join waiting for the stream to deliver it.
 #[derive(Debug)]
@@ -215,6 +251,7 @@ impl Room {
                         RemoteMember {
                             nick,
                             role,
+                            account,
                             node: Arc::clone(&from.node),
                             boot: from.boot,
                         },
