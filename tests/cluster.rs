@@ -21,7 +21,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use chat_server::{AdminListener, ClusterConfig, Config};
+use chat_server::{AdminListener, ClusterConfig, Config, Storage};
 use chat_shared::{ChatMessage, ClientMsg, ErrorCode, Request, ServerMsg};
 use common::{Client, Next, TestServer, say_req, spawn_server};
 use nats::Nats;
@@ -88,15 +88,27 @@ struct Node {
 impl Node {
     /// Starts node `name` and waits until its `/readyz` says 200.
     async fn start(nats: &Nats, name: &str) -> Self {
+        Self::start_with(node_config(nats, name)).await
+    }
+
+    /// Starts a node with `config` (see [`node_config`]) and waits until its `/readyz`
+    /// says 200.
+    async fn start_with(config: Config) -> Self {
+        let name = config
+            .cluster
+            .as_ref()
+            .expect("a cluster node")
+            .node
+            .clone();
         let admin = std::net::TcpListener::bind("127.0.0.1:0").expect("bind admin");
         let admin_addr = admin.local_addr().expect("admin addr");
         let server = spawn_server(Config {
             admin_listener: Some(AdminListener::new(admin)),
-            ..node_config(nats, name)
+            ..config
         })
         .await;
         let mut node = Self {
-            name: name.to_owned(),
+            name,
             addr: server.addr,
             admin: admin_addr,
             server: Some(server),
@@ -501,6 +513,55 @@ async fn clients_on_three_nodes_share_a_room_dms_members_and_rooms() {
         ann.recv_parted("lobby", "cal").await;
         rooms_until(&mut bob, &[("den", 2), ("lobby", 2)]).await;
         drop((a, b, c));
+    })
+    .await;
+}
+
+/// History older than the cache (`--history`, here 20) comes from each node's store, its
+/// replica of the stream (`--db :memory:` here): 60 messages said on A page back whole,
+/// the same, on A and on B, and `join since` on B gets all those after a seq before the
+/// cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_older_than_the_cache_is_the_same_on_every_node() {
+    bounded(async {
+        let Some(nats) = Nats::start().await else {
+            return;
+        };
+        let with_store = |name: &str| Config {
+            storage: Storage::Sqlite(":memory:".into()),
+            history: 20,
+            ..node_config(&nats, name)
+        };
+        let a = Node::start_with(with_store("a")).await;
+        let b = Node::start_with(with_store("b")).await;
+        let mut alice = Client::login(a.addr, "alice").await;
+        let mut bob = Client::login(b.addr, "bob").await;
+        alice.recv_joined("lobby", "bob").await;
+        let mut said = Vec::new();
+        for i in 0..60 {
+            said.push(alice.say("lobby", &format!("number {i}")).await);
+        }
+        bob.recv_message("lobby", "number 59").await;
+        for client in [&mut alice, &mut bob] {
+            let history = full_history(client, "lobby").await;
+            assert!(
+                keys(&history) == keys(&said),
+                "[{}] history pages back to {} messages, seq {:?}, not the 60 said (seq 1 to 60)",
+                client.nick,
+                history.len(),
+                history.first().map(|m| m.seq)..history.last().map(|m| m.seq + 1),
+            );
+        }
+        let mut carol = Client::login(b.addr, "carol").await;
+        let since = said[9].seq;
+        let (history, truncated, _) = carol.join("lobby", Some(since)).await;
+        assert!(!truncated);
+        assert!(
+            keys(&history) == keys(&said[10..]),
+            "join since {since} on B: {} messages, seq {:?}, not the 50 after it",
+            history.len(),
+            history.first().map(|m| m.seq)..history.last().map(|m| m.seq + 1),
+        );
     })
     .await;
 }

@@ -34,6 +34,12 @@ const FREED: Duration = Duration::from_secs(8);
 const WAIT: Duration = Duration::from_secs(5);
 /// The bound on the whole test.
 const LIMIT: Duration = Duration::from_secs(30);
+/// A chatting client's pause between two messages.
+const PACE: Duration = Duration::from_millis(5);
+/// Messages one chatting client sends at most: three of them stay within the room's cache
+/// (`--history`, 200), so this test is about the kill, not about paging past the cache
+/// (`tests/cluster.rs` has that).
+const MAX_EACH: usize = 60;
 
 /// A `chat-server --cluster` process, its log kept.
 struct Node {
@@ -393,8 +399,8 @@ struct Tally {
 }
 
 /// Sends messages with ids to `room`, one at a time (each waits for its acknowledgement,
-/// recording whatever else arrives), until `stop`, `max`, or the connection's end; counts
-/// its acknowledgements in `acks`.
+/// recording whatever else arrives, then [`PACE`]), until `stop`, `max`, or the
+/// connection's end; counts its acknowledgements in `acks`.
 async fn chatter(
     mut peer: Peer,
     room: &'static str,
@@ -406,6 +412,9 @@ async fn chatter(
     'sending: for i in 0..max {
         if stop.load(Ordering::SeqCst) {
             break;
+        }
+        if i > 0 {
+            sleep(PACE).await;
         }
         let id = Uuid::new_v4();
         let text = format!("{} {i}", peer.nick);
@@ -505,11 +514,11 @@ async fn kill_9_of_a_node() {
     let stop = Arc::new(AtomicBool::new(false));
     let bea_acks = Arc::new(AtomicUsize::new(0));
     let others = Arc::new(AtomicUsize::new(0));
-    let ann_task = tokio::spawn(chatter(ann, ROOM, stop.clone(), others.clone(), 150));
-    let bea_task = tokio::spawn(chatter(bea, ROOM, stop.clone(), bea_acks.clone(), 150));
-    let cal_task = tokio::spawn(chatter(cal, ROOM, stop.clone(), others.clone(), 150));
+    let ann_task = tokio::spawn(chatter(ann, ROOM, stop.clone(), others.clone(), MAX_EACH));
+    let bea_task = tokio::spawn(chatter(bea, ROOM, stop.clone(), bea_acks.clone(), MAX_EACH));
+    let cal_task = tokio::spawn(chatter(cal, ROOM, stop.clone(), others.clone(), MAX_EACH));
     let deadline = Instant::now() + Duration::from_secs(10);
-    while bea_acks.load(Ordering::SeqCst) < 15 {
+    while bea_acks.load(Ordering::SeqCst) < 10 {
         assert!(
             Instant::now() < deadline,
             "bea has {} acknowledgements after 10 s",
@@ -520,7 +529,7 @@ async fn kill_9_of_a_node() {
     b.server.signal("-KILL");
     let killed = Instant::now();
     let others_at_kill = others.load(Ordering::SeqCst);
-    sleep(Duration::from_millis(500)).await;
+    sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::SeqCst);
     let (mut ann, mut ta) = ann_task.await.expect("ann's task");
     let (_, tb) = bea_task.await.expect("bea's task");
