@@ -971,3 +971,131 @@ async fn a_dm_resent_to_another_node_is_not_delivered_twice() {
     })
     .await;
 }
+
+/// Accounts and room settings are the cluster's: an account registered on A needs its
+/// password on B (and logs in there with it), a ban set on A keeps the banned nick out of
+/// the room on B, and an op on A kicks a member on B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_bans_and_kicks_hold_on_every_node() {
+    use chat_shared::Password;
+    bounded(async {
+        let Some(nats) = Nats::start().await else {
+            return;
+        };
+        let a = Node::start(&nats, "a").await;
+        let b = Node::start(&nats, "b").await;
+
+        // An account registered on A.
+        let mut alice = Client::login(a.addr, "alice").await;
+        alice
+            .send(ClientMsg::Register {
+                password: Password::new("correct horse battery"),
+            })
+            .await;
+        alice
+            .recv_until("registered", |m| {
+                matches!(m, ServerMsg::Registered { .. }).then_some(())
+            })
+            .await;
+        alice.quit().await;
+        // On B, without its password it is refused; with it, it logs in.
+        let deadline = Instant::now() + RELEASED;
+        loop {
+            let mut c = Client::connect(b.addr).await;
+            let answer = c.hello("alice").await;
+            match answer {
+                ServerMsg::Error {
+                    code: ErrorCode::NickRegistered,
+                    ..
+                } => break,
+                // Still held by the quitting connection, or the account not seen yet.
+                other => assert!(
+                    Instant::now() < deadline,
+                    "hello alice on B without a password: {other:?}"
+                ),
+            }
+            sleep(Duration::from_millis(100)).await;
+        }
+        let mut again = Client::connect(b.addr).await;
+        again
+            .send(ClientMsg::Hello {
+                nick: "alice".into(),
+                version: Some(1),
+                client: None,
+                password: Some(Password::new("correct horse battery")),
+            })
+            .await;
+        let answer = again.recv().await;
+        assert!(
+            matches!(answer, ServerMsg::Welcome { account: true, .. }),
+            "hello alice on B with her password: {answer:?}"
+        );
+
+        // A room made on A: its owner bans dave (on B) and kicks erin (on B).
+        let mut carol = Client::login(a.addr, "carol").await;
+        carol.join("den", None).await;
+        let mut erin = Client::login(b.addr, "erin").await;
+        erin.join("den", None).await;
+        carol.recv_joined("den", "erin").await;
+        carol
+            .send(ClientMsg::Ban {
+                room: "den".into(),
+                nick: "dave".into(),
+            })
+            .await;
+        carol
+            .recv_until("the bans", |m| {
+                matches!(m, ServerMsg::BanList { .. }).then_some(())
+            })
+            .await;
+        let mut dave = Client::login(b.addr, "dave").await;
+        let deadline = Instant::now() + RELEASED;
+        loop {
+            dave.send(ClientMsg::Join {
+                room: "den".into(),
+                since: None,
+                key: None,
+            })
+            .await;
+            let answer = dave
+                .recv_until("joined or an error", |m| match m {
+                    ServerMsg::Error { code, .. } => Some(Err(*code)),
+                    ServerMsg::Joined { room, nick, .. } if room == "den" && nick == "dave" => {
+                        Some(Ok(()))
+                    }
+                    _ => None,
+                })
+                .await;
+            match answer {
+                Err(ErrorCode::Banned) => break,
+                other => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "dave joining den on B: {other:?}"
+                    );
+                    let _ = dave
+                        .send(ClientMsg::Part {
+                            room: "den".into(),
+                            reason: None,
+                        })
+                        .await;
+                    sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        carol
+            .send(ClientMsg::Kick {
+                room: "den".into(),
+                nick: "erin".into(),
+                reason: Some("out".into()),
+            })
+            .await;
+        erin.recv_until("erin's kick", |m| match m {
+            ServerMsg::Kicked { room, nick, .. } if room == "den" && nick == "erin" => Some(()),
+            _ => None,
+        })
+        .await;
+        who_until(&mut carol, "den", &["carol"], RELEASED).await;
+    })
+    .await;
+}

@@ -132,6 +132,22 @@ pub async fn run_with_reload(
         accounts,
         settings,
     } = open_store(&config, outcomes_tx, &ops)?;
+    let cluster = match &config.cluster {
+        Some(c) => Some(Arc::new(cluster::Cluster::new(c.clone())?)),
+        None => None,
+    };
+    // In cluster mode accounts and settings are the cluster's, this node's store their cache.
+    let (accounts, settings) = match &cluster {
+        Some(cluster) => {
+            let docs = Arc::new(cluster::SharedDocs::new(settings, accounts));
+            cluster.share(Arc::clone(&docs));
+            (
+                Some(Arc::clone(&docs) as Arc<dyn store::AccountStore>),
+                Some(docs as Arc<dyn store::SettingsStore>),
+            )
+        }
+        None => (accounts, settings),
+    };
     let auth = auth::Auth::open(accounts, config.auth())?;
     let moderation = moderation::Moderation::open(settings, &config)?;
     let files = match &config.files {
@@ -146,10 +162,6 @@ pub async fn run_with_reload(
             files.set_base(format!("{scheme}://{addr}"));
             Some(files)
         }
-        None => None,
-    };
-    let cluster = match &config.cluster {
-        Some(c) => Some(Arc::new(cluster::Cluster::new(c.clone())?)),
         None => None,
     };
     let config = Arc::new(config);

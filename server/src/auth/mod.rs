@@ -132,6 +132,16 @@ impl Auth {
         })
     }
 
+    /// An account another node registered or changed (cluster mode): known here from now.
+    pub(crate) fn adopt(&self, skeleton: String, nick: String, hash: String) {
+        self.lock().insert(skeleton, Account { nick, hash });
+    }
+
+    /// An account no longer in the cluster's bucket.
+    pub(crate) fn forget(&self, skeleton: &str) {
+        self.lock().remove(skeleton);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Account>> {
         self.accounts.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -30,6 +30,7 @@ mod names;
 mod nicks;
 mod publish;
 mod record;
+mod shared;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -54,6 +55,7 @@ use names::Names;
 pub(crate) use names::{valid_node, valid_prefix};
 use publish::Post;
 use record::{Body, Record};
+pub(crate) use shared::SharedDocs;
 
 /// The handles of a set-up cluster: the stream and the buckets exist.
 #[derive(Debug, Clone)]
@@ -82,6 +84,8 @@ pub(crate) struct Cluster {
     /// when it notices that its consumer is gone (NATS may have lost it).
     reconnected: Arc<tokio::sync::Notify>,
     chat: OnceLock<Weak<Chat>>,
+    /// Accounts and settings shared through buckets (see `shared.rs`).
+    docs: OnceLock<Arc<SharedDocs>>,
     /// One publisher per room with local activity, by room skeleton.
     publishers: Mutex<HashMap<String, mpsc::UnboundedSender<Post>>>,
     /// The rename being told, and who was told of it: a rename comes once per room the
@@ -172,6 +176,7 @@ impl Cluster {
             ready: Arc::default(),
             reconnected: Arc::default(),
             chat: OnceLock::new(),
+            docs: OnceLock::new(),
             publishers: Mutex::default(),
             renames: Mutex::default(),
             mirror: Mutex::default(),
@@ -182,6 +187,11 @@ impl Cluster {
             published: AtomicU64::new(0),
             publish_micros: AtomicU64::new(0),
         })
+    }
+
+    /// Shares this node's accounts and settings through the cluster (before `start`).
+    pub(crate) fn share(&self, docs: Arc<SharedDocs>) {
+        let _ = self.docs.set(docs);
     }
 
     /// Whether the cluster can take new events now.
@@ -225,6 +235,7 @@ impl Cluster {
             let _ = this.link.set(link);
             tokio::spawn(Arc::clone(&this).lease_until(cancel.clone()));
             tokio::spawn(Arc::clone(&this).watch_nicks(cancel.clone()));
+            tokio::spawn(Arc::clone(&this).watch_docs(cancel.clone()));
             Arc::clone(&this).consume_until(cancel).await;
         });
     }
@@ -280,6 +291,12 @@ impl Cluster {
             .await?;
         let nicks = bucket(&js, &self.names.nicks, Duration::ZERO, replicas).await?;
         let nodes = bucket(&js, &self.names.nodes, self.cfg.lease, replicas).await?;
+        if let Some(docs) = self.docs.get() {
+            docs.connect(shared::Buckets {
+                settings: bucket(&js, &self.names.settings, Duration::ZERO, replicas).await?,
+                accounts: bucket(&js, &self.names.accounts, Duration::ZERO, replicas).await?,
+            });
+        }
         info!(
             node = %self.node,
             stream = %self.names.stream,

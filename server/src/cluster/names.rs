@@ -16,6 +16,9 @@ pub(crate) struct Names {
     pub(crate) nicks: String,
     /// Key-value bucket: node name → the run holding its lease.
     pub(crate) nodes: String,
+    /// Key-value buckets of moderation settings (by key) and accounts (by skeleton).
+    pub(crate) settings: String,
+    pub(crate) accounts: String,
     /// The subjects' root (the prefix, lower case).
     root: String,
 }
@@ -26,6 +29,8 @@ impl Names {
             stream: format!("{prefix}_EVENTS"),
             nicks: format!("{prefix}_NICKS"),
             nodes: format!("{prefix}_NODES"),
+            settings: format!("{prefix}_SETTINGS"),
+            accounts: format!("{prefix}_ACCOUNTS"),
             root: prefix.to_ascii_lowercase(),
         }
     }
@@ -70,6 +75,15 @@ pub(crate) fn token(text: &str) -> String {
     crate::hex(text.as_bytes())
 }
 
+/// The text a [`token`] was made from.
+pub(crate) fn untoken(token: &str) -> Option<String> {
+    let bytes: Option<Vec<u8>> = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
 /// Whether `name` can name a node: it is a key of the nodes bucket and appears in logs.
 pub(crate) fn valid_node(name: &str) -> bool {
     !name.is_empty()
@@ -99,6 +113,8 @@ mod tests {
         assert_eq!(s.split('.').count(), 4, "{s}");
         assert!(!s.contains(' ') && !s.contains('*') && !s.contains('>'));
         assert_eq!(n.stream, "CHAT_EVENTS");
+        assert_eq!(untoken(&token("room/ça va")).as_deref(), Some("room/ça va"));
+        assert_eq!(untoken("zz"), None);
     }
 
     #[test]

@@ -164,6 +164,11 @@ impl RoomModeration {
         }
     }
 
+    /// Takes the settings another node wrote (cluster mode); invitations stay this node's.
+    pub(crate) fn replace_settings(&mut self, settings: Settings) {
+        self.settings = settings;
+    }
+
     /// The document to persist.
     pub(crate) fn document(&self) -> String {
         serde_json::to_string(&self.settings).unwrap_or_default()

@@ -341,6 +341,12 @@ impl Room {
         nodes
     }
 
+    /// The room's settings as another node wrote them (cluster mode): bans, modes, keys
+    /// and roles hold here too from now on.
+    pub(crate) fn adopt_settings(&self, settings: crate::moderation::room::Settings) {
+        self.lock().moderation.replace_settings(settings);
+    }
+
     /// Forgets the id of a message that never made it to the stream (a resend may try
     /// again).
     pub(crate) fn forget_pending(&self, id: Uuid) {
