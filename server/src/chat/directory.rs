@@ -283,27 +283,17 @@ impl Chat {
         to: &str,
         said: Said,
     ) -> Result<(), ChatError> {
-        let Said { text, id, file, .. } = said;
         if let Some(peers) = &self.peers {
-            let text = Said {
-                text,
-                id,
-                file,
-                ..Said::default()
-            };
-            return self.dm_via(peers.as_ref(), session, (from, account), sender, to, text);
+            return self.dm_via(peers.as_ref(), session, (from, account), sender, to, said);
         }
+        let Said { text, id, file, .. } = said;
         let nicks = lock(&self.nicks);
         let recipient = nicks
             .get(&name_skeleton(to))
             .ok_or_else(|| ChatError::NoSuchNick(to.to_owned()))?;
         let id = id.unwrap_or_else(Uuid::now_v7);
         let mut ids = self.ids.lock();
-        if let Some(known) = ids.get(&id) {
-            if known.settled() == Settled::Durable {
-                // Dropped only over budget: the client resends.
-                let _ = sender.push(known);
-            }
+        if answered(&ids, id, sender) {
             return Ok(());
         }
         let dm = ServerMsg::Dm(DirectMessage {
@@ -360,10 +350,7 @@ impl Chat {
             .ok_or_else(|| ChatError::NoSuchNick(to.to_owned()))?;
         let id = said.id.unwrap_or_else(Uuid::now_v7);
         let mut ids = self.ids.lock();
-        if let Some(known) = ids.get(&id) {
-            if known.settled() == Settled::Durable {
-                let _ = sender.push(known); // dropped only over budget: the client resends
-            }
+        if answered(&ids, id, sender) {
             return Ok(());
         }
         let event = Arc::new(Event::pending(
@@ -415,6 +402,18 @@ impl Chat {
             let _ = sender.push(event);
         }
     }
+}
+
+/// Whether the DM `id` is known already: a resend, answered with the original once that is
+/// durable (until then its acknowledgement answers both).
+fn answered(ids: &crate::path::ids::IdIndex, id: Uuid, sender: &Sink) -> bool {
+    let Some(known) = ids.get(&id) else {
+        return false;
+    };
+    if known.settled() == Settled::Durable {
+        let _ = sender.push(known); // dropped only over budget: the client resends
+    }
+    true
 }
 
 /// Hands `msg`, about `session`, to each of `mates` once (however many rooms it is

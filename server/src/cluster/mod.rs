@@ -42,7 +42,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use chat_shared::{ErrorCode, Nick, ServerMsg};
+use chat_shared::{Nick, ServerMsg};
 use futures::future::BoxFuture;
 
 use crate::chat::{Chat, ChatError, Peers};
@@ -427,20 +427,14 @@ impl Peers for Handle {
         };
         let id = dm.id;
         let cluster = Arc::clone(&self.0);
+        let event = Arc::clone(&event);
         tokio::spawn(async move {
             let subject = cluster.names.dms();
             if let Err(e) = cluster.publish(subject, body, Some(id.to_string())).await {
                 if let Some(chat) = cluster.chat() {
                     chat.ids.lock().remove(&id);
                 }
-                let _ = sender.push(&Arc::new(Event::new(
-                    ServerMsg::error(
-                        ErrorCode::Unavailable,
-                        format!("the DM was not delivered: {e}"),
-                        Some(id),
-                    ),
-                    None,
-                )));
+                publish::not_delivered(&event, &sender, &e.to_string());
             }
         });
         Ok(())

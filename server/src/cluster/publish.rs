@@ -72,16 +72,8 @@ pub(crate) async fn run(cluster: Arc<Cluster>, room: Arc<Room>, mut rx: Unbounde
                 let outcome = message(&cluster, link, &subject, &mut last, &event).await;
                 sender.unsettled_sub();
                 if let Err(reason) = outcome {
-                    let id = chat(&event).id;
-                    room.forget_pending(id);
-                    let _ = sender.push(&Arc::new(Event::new(
-                        ServerMsg::error(
-                            ErrorCode::Unavailable,
-                            format!("the message was not delivered: {reason}"),
-                            Some(id),
-                        ),
-                        None,
-                    )));
+                    room.forget_pending(chat(&event).id);
+                    not_delivered(&event, &sender, &reason);
                 }
             }
         }
@@ -91,16 +83,25 @@ pub(crate) async fn run(cluster: Arc<Cluster>, room: Arc<Room>, mut rx: Unbounde
 fn refuse(post: Post, reason: &str) {
     if let Post::Message { event, sender } = post {
         sender.unsettled_sub();
-        let id = chat(&event).id;
-        let _ = sender.push(&Arc::new(Event::new(
-            ServerMsg::error(
-                ErrorCode::Unavailable,
-                format!("the message was not delivered: {reason}"),
-                Some(id),
-            ),
-            None,
-        )));
+        not_delivered(&event, &sender, reason);
     }
+}
+
+/// Tells the sender of a message (or DM) that it went nowhere, and why.
+pub(super) fn not_delivered(event: &Event, sender: &Sink, reason: &str) {
+    let id = match &event.msg {
+        ServerMsg::Message(m) => m.id,
+        ServerMsg::Dm(d) => d.id,
+        _ => return,
+    };
+    let _ = sender.push(&Arc::new(Event::new(
+        ServerMsg::error(
+            ErrorCode::Unavailable,
+            format!("it was not delivered: {reason}"),
+            Some(id),
+        ),
+        None,
+    )));
 }
 
 /// Publishes one message with the room's next `seq`; the stream delivers it to everyone.
