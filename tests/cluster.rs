@@ -1099,3 +1099,35 @@ async fn accounts_bans_and_kicks_hold_on_every_node() {
     })
     .await;
 }
+
+/// Someone who leaves while NATS is down is gone from every node once NATS is back: its
+/// part waits for NATS, and its nick, whose release failed, is freed by its own node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quit_during_an_outage_reaches_the_other_nodes_afterwards() {
+    bounded(async {
+        let Some(mut nats) = Nats::start().await else {
+            return;
+        };
+        let mut a = Node::start(&nats, "a").await;
+        let mut b = Node::start(&nats, "b").await;
+        let mut carol = Client::login(a.addr, "carol").await;
+        let dan = Client::login(b.addr, "dan").await;
+        carol.recv_joined("lobby", "dan").await;
+
+        nats.stop().await;
+        a.wait_readyz(503, Duration::from_secs(10)).await;
+        dan.quit().await;
+        sleep(Duration::from_millis(300)).await;
+        // Still listed on A: the part has not reached it.
+        assert!(who(&mut carol, "lobby").await.contains(&"dan".to_owned()));
+
+        nats.restart().await;
+        a.wait_readyz(200, READY).await;
+        b.wait_readyz(200, READY).await;
+        who_until(&mut carol, "lobby", &["carol"], Duration::from_secs(10)).await;
+        // The nick is free again, on either node.
+        let dan = login_when_free(a.addr, "dan", Duration::from_secs(10)).await;
+        dan.quit().await;
+    })
+    .await;
+}

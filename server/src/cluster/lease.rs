@@ -37,6 +37,7 @@ impl Cluster {
                 continue;
             }
             self.sweep().await;
+            self.drop_ghosts().await;
             self.save_watermark();
         }
         self.save_watermark();

@@ -467,7 +467,8 @@ impl RoomProducer for Handle {
     }
 
     fn presence(&self, room: &Arc<Room>, change: Presence) -> Result<(), PostError> {
-        if !self.0.available() {
+        // A part or a rename waits for NATS in the room's publisher (see `publish.rs`).
+        if matches!(change, Presence::Joined { .. }) && !self.0.available() {
             return Err(Cluster::unavailable());
         }
         self.0

@@ -79,6 +79,7 @@ impl Cluster {
         };
         if let Some(h) = &holder
             && self.alive(&h.node, h.boot).await?
+            && !self.ghost(h)
         {
             return Err(taken());
         }
@@ -88,6 +89,36 @@ impl Cluster {
             .await
             .map(|_| ())
             .map_err(|_| taken())
+    }
+
+    /// Whether `h` is a claim of this very run for a connection that is gone (its release
+    /// failed: NATS was unreachable then).
+    fn ghost(&self, h: &Holder) -> bool {
+        h.node == *self.node
+            && h.boot == self.boot
+            && self.chat().is_some_and(|chat| !chat.ops.is_open(h.session))
+    }
+
+    /// Deletes this run's claims whose connections are gone (see `ghost`).
+    pub(super) async fn drop_ghosts(&self) {
+        let Some(link) = self.link.get() else {
+            return;
+        };
+        let ghosts: Vec<(String, u64)> = self
+            .mirror
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, m)| self.ghost(&m.holder))
+            .map(|(k, m)| (k.clone(), m.revision))
+            .collect();
+        for (key, revision) in ghosts {
+            // Fails harmlessly if it was claimed again meanwhile.
+            let _ = link
+                .nicks
+                .delete_expect_revision(&key, Some(revision))
+                .await;
+        }
     }
 
     /// Whether `node`'s run `boot` holds its lease.

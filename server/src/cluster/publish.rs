@@ -9,6 +9,7 @@
 //! a join is on the stream before the joiner's first message.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
@@ -48,27 +49,13 @@ pub(crate) async fn run(cluster: Arc<Cluster>, room: Arc<Room>, mut rx: Unbounde
     let subject = cluster.names.messages(&skeleton);
     let mut last: Option<Last> = None;
     while let Some(post) = rx.recv().await {
-        let Some(link) = cluster.link.get().filter(|_| cluster.available()) else {
-            refuse(post, "NATS cannot be reached");
-            continue;
-        };
         match post {
-            Post::Presence(change) => {
-                let session = match &change {
-                    Presence::Joined { session, .. }
-                    | Presence::Parted { session, .. }
-                    | Presence::Renamed { session, .. } => *session,
-                };
-                let subject = cluster.names.presence(&skeleton, session);
-                let body = Body::Presence {
-                    room: room.name().to_string(),
-                    change,
-                };
-                if let Err(e) = cluster.publish(subject, body, None).await {
-                    warn!(room = %room.name(), error = %e, "a membership change was not published");
-                }
-            }
+            Post::Presence(change) => presence(&cluster, &room, &skeleton, change).await,
             Post::Message { event, sender } => {
+                let Some(link) = cluster.link.get().filter(|_| cluster.available()) else {
+                    refuse(Post::Message { event, sender }, "NATS cannot be reached");
+                    continue;
+                };
                 let outcome = message(&cluster, link, &subject, &mut last, &event).await;
                 sender.unsettled_sub();
                 if let Err(reason) = outcome {
@@ -77,6 +64,44 @@ pub(crate) async fn run(cluster: Arc<Cluster>, room: Arc<Room>, mut rx: Unbounde
                 }
             }
         }
+    }
+}
+
+/// How long a part or a rename waits for NATS to be back before it is given up (the
+/// member's node would then be the only one not to list it any more).
+const PRESENCE_PATIENCE: Duration = Duration::from_secs(600);
+
+/// Publishes a membership change. A join is refused before it gets here when NATS is
+/// down; a part or a rename must reach the other nodes whenever NATS is back, or they
+/// would list a member who left.
+async fn presence(cluster: &Cluster, room: &Room, skeleton: &str, change: Presence) {
+    let session = match &change {
+        Presence::Joined { session, .. }
+        | Presence::Parted { session, .. }
+        | Presence::Renamed { session, .. } => *session,
+    };
+    let lasting = !matches!(change, Presence::Joined { .. });
+    let subject = cluster.names.presence(skeleton, session);
+    let body = Body::Presence {
+        room: room.name().to_string(),
+        change,
+    };
+    let started = tokio::time::Instant::now();
+    loop {
+        if cluster.available() {
+            match cluster.publish(subject.clone(), body.clone(), None).await {
+                Ok(()) => return,
+                Err(e) if !lasting || started.elapsed() > PRESENCE_PATIENCE => {
+                    warn!(room = %room.name(), error = %e, "a membership change was not published");
+                    return;
+                }
+                Err(_) => {}
+            }
+        } else if !lasting || started.elapsed() > PRESENCE_PATIENCE {
+            warn!(room = %room.name(), "NATS is unreachable: a membership change was not published");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

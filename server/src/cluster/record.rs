@@ -16,7 +16,7 @@ pub(crate) struct Record {
     pub(crate) body: Body,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub(crate) enum Body {
     /// A room message with its `seq`; `origin` is the sender's session.
