@@ -36,6 +36,7 @@ use tracing::{info, warn};
 mod auth;
 mod chat;
 pub mod cli;
+mod cluster;
 mod config;
 mod event;
 mod files;
@@ -50,7 +51,8 @@ mod store;
 mod wire;
 
 pub use config::{
-    AdminListener, ClusterConfig, Config, FilesConfig, LIVE_KEYS, Live, LiveCell, Storage, TlsSource, host_name,
+    AdminListener, ClusterConfig, Config, FilesConfig, LIVE_KEYS, Live, LiveCell, Storage,
+    TlsSource, host_name,
 };
 
 /// What every connection task shares.
@@ -146,14 +148,34 @@ pub async fn run_with_reload(
         }
         None => None,
     };
+    let cluster = match &config.cluster {
+        Some(c) => Some(Arc::new(cluster::Cluster::new(c.clone())?)),
+        None => None,
+    };
     let config = Arc::new(config);
+    // In cluster mode JetStream keeps the messages; the local store keeps the rest.
+    let messages = if cluster.is_some() {
+        None
+    } else {
+        store.clone()
+    };
     let chat = Arc::new(
-        chat::Chat::new(Arc::clone(&config), store.clone())
+        chat::Chat::new(Arc::clone(&config), messages)
             .with_auth(auth)
             .with_moderation(moderation)
-            .with_ops(Arc::clone(&ops)),
+            .with_ops(Arc::clone(&ops))
+            .with_peers(
+                cluster
+                    .as_ref()
+                    .map(|c| Arc::new(cluster::Handle(Arc::clone(c))) as Arc<dyn chat::Peers>),
+            ),
     );
     let _ = admin_chat.set(Arc::clone(&chat));
+    let cluster_stop = CancellationToken::new();
+    if let Some(cluster) = &cluster {
+        ops.watch_cluster(Arc::clone(cluster) as Arc<dyn ops::Reachable>);
+        cluster.start(&chat, cluster_stop.clone());
+    }
     // The store's outcomes become events of the rooms' paths; the task ends with the store.
     let durability = tokio::spawn(path::durability::run(outcomes_rx, Arc::clone(&chat.ids)));
     let http = files
@@ -211,6 +233,7 @@ pub async fn run_with_reload(
     if durability.await.is_err() {
         warn!("the store's outcomes were not all applied");
     }
+    cluster_stop.cancel();
     admin_stop.cancel();
     if let Some(admin) = admin
         && admin.await.is_err()
@@ -299,6 +322,18 @@ fn open_store(
 }
 
 pub use store::default_path as default_db_path;
+
+/// `bytes` as lowercase hex: how file ids, tokens and hashes are named, and how names
+/// become NATS subject tokens.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
 
 /// Unix time in milliseconds, the protocol's `ts`.
 pub(crate) fn now_ms() -> i64 {

@@ -628,7 +628,7 @@ pub struct Pending {
 pub struct App {
     /// Our nick: the one asked for until `welcome`, then the server's spelling.
     pub nick: String,
-    /// Server address, for the status bar.
+    /// The server being dialled or connected to (one of `--server`'s), for the status bar.
     pub server: String,
     /// Connection state, for the status bar and to know whether requests can be sent.
     pub conn: ConnState,

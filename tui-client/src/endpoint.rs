@@ -1,4 +1,5 @@
-//! Where to connect: `--server HOST:PORT` or `tls://HOST:PORT`, and `--tls`.
+//! Where to connect: `--server HOST:PORT` or `tls://HOST:PORT`, and `--tls`; several
+//! servers (nodes of one cluster) as a repeated flag or a comma-separated list.
 //!
 //! Parsed once at start, so a typo is one clear line instead of a reconnect loop. The
 //! host is kept as typed (lowercased), because it is both what TLS checks the certificate
@@ -24,6 +25,13 @@ pub enum EndpointError {
     /// Empty, or an IPv6 address without its brackets (`[::1]:7878`).
     #[error("{0:?}: bad host (an IPv6 address goes in brackets: [::1]:7878)")]
     BadHost(String),
+    /// An empty entry in a list (`a:1,,b:2`), or no server at all.
+    #[error("{0:?}: an empty server address")]
+    Empty(String),
+    /// Some servers with `tls://` and others without (and no `--tls`): every server is
+    /// reached the same way, so losing a TLS node never falls back to clear text.
+    #[error("{0:?}: mixes tls:// and plain addresses (use tls:// for all of them, or --tls)")]
+    MixedTls(String),
 }
 
 /// A server to connect to.
@@ -71,6 +79,36 @@ impl Endpoint {
             port,
             tls,
         })
+    }
+
+    /// Parses every `--server` given (each may be a comma-separated list), in order, the
+    /// same address given twice kept once; `tls` is the `--tls` flag.
+    ///
+    /// # Errors
+    /// What [`Endpoint::parse`] refuses, an empty entry, or `tls://` on some servers only.
+    pub fn parse_list<S: AsRef<str>>(servers: &[S], tls: bool) -> Result<Vec<Self>, EndpointError> {
+        let joined = || {
+            let all: Vec<&str> = servers.iter().map(AsRef::as_ref).collect();
+            all.join(",")
+        };
+        let mut endpoints: Vec<Self> = Vec::new();
+        for entry in servers.iter().flat_map(|s| s.as_ref().split(',')) {
+            let entry = entry.trim();
+            if entry.is_empty() {
+                return Err(EndpointError::Empty(joined()));
+            }
+            let endpoint = Self::parse(entry, tls)?;
+            if !endpoints.contains(&endpoint) {
+                endpoints.push(endpoint);
+            }
+        }
+        match endpoints.first() {
+            None => Err(EndpointError::Empty(joined())),
+            Some(first) if endpoints.iter().any(|e| e.tls != first.tls) => {
+                Err(EndpointError::MixedTls(joined()))
+            }
+            Some(_) => Ok(endpoints),
+        }
     }
 
     /// `HOST:PORT` for connecting, IPv6 in brackets; also the known-servers key.
@@ -146,5 +184,42 @@ mod tests {
         assert_eq!(err("::1:7878"), BadHost("::1:7878".into()));
         assert_eq!(err("[host]:7878"), BadHost("[host]:7878".into()));
         assert_eq!(err("a/b:7878"), BadHost("a/b:7878".into()));
+    }
+
+    #[test]
+    fn several_servers_repeated_or_comma_separated_keep_their_order() {
+        let addrs = |list: &[&str], tls: bool| -> Vec<String> {
+            let endpoints = Endpoint::parse_list(list, tls).unwrap();
+            endpoints.iter().map(Endpoint::display).collect()
+        };
+        assert_eq!(addrs(&["127.0.0.1:7878"], false), ["127.0.0.1:7878"]);
+        assert_eq!(
+            addrs(&["a:1", "b:2"], false),
+            addrs(&["a:1,b:2"], false),
+            "repeated and comma-separated are the same"
+        );
+        assert_eq!(
+            addrs(&["a:1, [::1]:2", "c:3"], false),
+            ["a:1", "[::1]:2", "c:3"]
+        );
+        assert_eq!(addrs(&["a:1,b:2,a:1"], false), ["a:1", "b:2"]);
+        // --tls applies to every server; tls:// on all of them is the same.
+        assert_eq!(addrs(&["a:1,b:2"], true), ["tls://a:1", "tls://b:2"]);
+        assert_eq!(
+            addrs(&["tls://a:1", "tls://b:2"], false),
+            ["tls://a:1", "tls://b:2"]
+        );
+        assert_eq!(addrs(&["tls://a:1,b:2"], true), ["tls://a:1", "tls://b:2"]);
+    }
+
+    #[test]
+    fn a_list_refuses_empty_entries_mixed_tls_and_any_bad_address() {
+        use EndpointError::*;
+        let err = |list: &[&str]| Endpoint::parse_list(list, false).unwrap_err();
+        assert_eq!(err(&["a:1,,b:2"]), Empty("a:1,,b:2".into()));
+        assert_eq!(err(&["a:1", ""]), Empty("a:1,".into()));
+        assert_eq!(err(&[]), Empty(String::new()));
+        assert_eq!(err(&["tls://a:1", "b:2"]), MixedTls("tls://a:1,b:2".into()));
+        assert_eq!(err(&["a:1,b"]), MissingPort("b".into()));
     }
 }

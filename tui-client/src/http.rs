@@ -109,13 +109,12 @@ impl Url {
     }
 }
 
-/// How links are reached: with the chat connection's address and transport in mind.
+/// How links are reached: with the chat servers' addresses and transports in mind.
 #[derive(Debug, Clone)]
 pub struct Http {
-    /// The chat server, `HOST:PORT`.
-    chat_addr: String,
-    /// The chat connection's transport (its TLS trust).
-    chat: Transport,
+    /// The chat servers, `HOST:PORT`, each with its transport (its TLS trust); the first
+    /// one's trust checks links to other hosts.
+    chat: Vec<(String, Transport)>,
     /// Longest wait for a connection, and for an answer's head.
     pub timeout: Duration,
 }
@@ -123,8 +122,13 @@ pub struct Http {
 impl Http {
     /// Links reached like the chat server at `chat_addr` over `chat`.
     pub fn new(chat_addr: impl Into<String>, chat: Transport) -> Self {
+        Self::servers(vec![(chat_addr.into(), chat)])
+    }
+
+    /// Links reached like the chat servers (`HOST:PORT` and transport), the first one's
+    /// trust for links to other hosts.
+    pub fn servers(chat: Vec<(String, Transport)>) -> Self {
         Self {
-            chat_addr: chat_addr.into(),
             chat,
             timeout: Duration::from_secs(30),
         }
@@ -133,8 +137,9 @@ impl Http {
     /// The transport for `url`.
     ///
     /// - `https`: TLS with the chat connection's trust (its verifier, checking the link's
-    ///   host); with a plain chat connection, the system's roots.
-    /// - `http` to the chat server itself while the chat is TLS: TLS all the same (the
+    ///   host): that of the chat server the link points at, else the first one's; with a
+    ///   plain chat connection, the system's roots.
+    /// - `http` to a chat server itself while the chat is TLS: TLS all the same (the
     ///   server speaks HTTP inside TLS on its port), so a file never travels in clear
     ///   where the chat does not.
     /// - other `http`: plain.
@@ -142,10 +147,17 @@ impl Http {
     /// # Errors
     /// A host TLS cannot check, or (system roots) a TLS setup failure.
     pub fn transport_for(&self, url: &Url) -> Result<Transport, HttpError> {
-        let same_server = url.addr().eq_ignore_ascii_case(&self.chat_addr);
-        match (&self.chat, url.https) {
+        let addr = url.addr();
+        let same_server = self
+            .chat
+            .iter()
+            .find(|(chat_addr, _)| chat_addr.eq_ignore_ascii_case(&addr));
+        let chat = same_server
+            .or(self.chat.first())
+            .map_or(&Transport::Plain, |(_, transport)| transport);
+        match (chat, url.https) {
             (Transport::Tls(chat), true) => Ok(Transport::Tls(chat.for_host(&url.host)?)),
-            (Transport::Tls(chat), false) if same_server => {
+            (Transport::Tls(chat), false) if same_server.is_some() => {
                 Ok(Transport::Tls(chat.for_host(&url.host)?))
             }
             (Transport::Plain, true) => Ok(Transport::Tls(TlsClient::new(
@@ -261,6 +273,27 @@ mod tests {
         let elsewhere = Url::parse("http://files.example:80/x").unwrap();
         assert!(matches!(
             secure.transport_for(&elsewhere),
+            Ok(Transport::Plain)
+        ));
+    }
+
+    #[test]
+    fn a_plain_link_to_any_of_the_tls_chat_servers_stays_tls() {
+        let tls = |host| Transport::Tls(TlsClient::new(host, &Roots::System, None).unwrap());
+        let nodes = Http::servers(vec![
+            ("127.0.0.1:7878".into(), tls("127.0.0.1")),
+            ("127.0.0.1:7879".into(), tls("127.0.0.1")),
+        ]);
+        for link in ["http://127.0.0.1:7878/x", "http://127.0.0.1:7879/x"] {
+            let url = Url::parse(link).unwrap();
+            assert!(
+                matches!(nodes.transport_for(&url), Ok(Transport::Tls(_))),
+                "{link}"
+            );
+        }
+        let elsewhere = Url::parse("http://127.0.0.1:80/x").unwrap();
+        assert!(matches!(
+            nodes.transport_for(&elsewhere),
             Ok(Transport::Plain)
         ));
     }

@@ -12,8 +12,9 @@
 //! - [`update`]: `Action` → state change + `Effect`s; the client's protocol behaviour.
 //! - [`view`]: drawing the state into a ratatui `Frame`.
 //! - [`text`]: sanitising, display-width wrapping, nick colours, timestamps.
-//! - [`net`]: the network task: framed connection, reconnect with backoff, ping/RTT.
-//! - [`endpoint`]: `--server HOST:PORT` / `tls://HOST:PORT` parsed.
+//! - [`net`]: the network task: framed connection, reconnect (over several servers in turn)
+//!   with backoff, ping/RTT.
+//! - [`endpoint`]: `--server HOST:PORT` / `tls://HOST:PORT`, one or several, parsed.
 //! - [`transport`]: opening the stream, plain TCP or TLS, as one type.
 //! - [`tls`]: the TLS client: roots, `--tls-ca`, the verifier with trust on first use.
 //! - [`known_servers`]: the accepted fingerprints of self-signed servers, on disk.

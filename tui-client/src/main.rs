@@ -1,4 +1,4 @@
-//! `chat-tui --nick NAME [--server [tls://]HOST:PORT] [--tls] [--tls-ca FILE]
+//! `chat-tui --nick NAME [--server [tls://]HOST:PORT[,…]]… [--tls] [--tls-ca FILE]
 //! [--password-file FILE | --ask-password] [--download-dir DIR]`: the terminal chat client.
 //!
 //! Thin on purpose: arguments, the terminal check, the TLS trust decision (asked before
@@ -13,6 +13,7 @@ use std::time::Duration;
 use chat_shared::validate::Nick;
 use chat_tui::endpoint::Endpoint;
 use chat_tui::known_servers::KnownServers;
+use chat_tui::net::ServerAddr;
 use chat_tui::tls::{Roots, TlsClient};
 use chat_tui::tofu::{self, TofuError};
 use chat_tui::transport::Transport;
@@ -28,9 +29,17 @@ struct Cli {
     /// Your nick: letters, digits, '-' and '_', at most 32 characters.
     #[arg(long, env = "CHAT_NICK")]
     nick: String,
-    /// Server address: HOST:PORT, or tls://HOST:PORT (the same as --tls).
-    #[arg(long, env = "CHAT_SERVER", default_value = chat_shared::DEFAULT_ADDR)]
-    server: String,
+    /// Server address: HOST:PORT, or tls://HOST:PORT (the same as --tls). Several (nodes
+    /// of one cluster): repeat the flag or separate them with commas; they are tried in
+    /// turn, at start and whenever the connection is lost.
+    #[arg(
+        long,
+        env = "CHAT_SERVER",
+        value_name = "ADDR",
+        value_delimiter = ',',
+        default_value = chat_shared::DEFAULT_ADDR
+    )]
+    server: Vec<String>,
     /// Connect over TLS, verifying the server against the system's root certificates; a
     /// certificate they do not vouch for (self-signed) is shown and asked about once.
     #[arg(long, env = "CHAT_TLS")]
@@ -93,8 +102,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let endpoint = match Endpoint::parse(&cli.server, cli.tls || cli.tls_ca.is_some()) {
-        Ok(endpoint) => endpoint,
+    let endpoints = match Endpoint::parse_list(&cli.server, cli.tls || cli.tls_ca.is_some()) {
+        Ok(endpoints) => endpoints,
         Err(e) => {
             eprintln!("chat-tui: --server {e}");
             return ExitCode::from(2);
@@ -127,8 +136,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let transport = match runtime.block_on(transport(&endpoint, &cli)) {
-        Ok(transport) => transport,
+    let transports = match runtime.block_on(transports(&endpoints, &cli)) {
+        Ok(transports) => transports,
         Err(TofuError::Changed(warning)) => {
             eprintln!("{warning}");
             return ExitCode::FAILURE;
@@ -146,11 +155,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let servers = endpoints.iter().zip(transports);
+    let servers = servers.map(|(endpoint, transport)| ServerAddr {
+        addr: endpoint.addr(),
+        transport,
+        label: endpoint.display(),
+    });
     let options = chat_tui::Options {
         nick: nick.to_string(),
-        server: endpoint.addr(),
-        transport,
-        server_label: endpoint.display(),
+        servers: servers.collect(),
         utc_offset_secs,
         password,
         download_dir: cli.download_dir.clone(),
@@ -166,19 +179,19 @@ fn main() -> ExitCode {
     }
 }
 
-/// Plain TCP, or TLS with its trust decided: by `--tls-ca`, or by the system's roots and,
-/// for a certificate they do not vouch for, the known-servers file and the user.
-async fn transport(endpoint: &Endpoint, cli: &Cli) -> Result<Transport, TofuError> {
-    if !endpoint.tls {
-        return Ok(Transport::Plain);
+/// For each server, in order: plain TCP, or TLS with its trust decided by `--tls-ca`, or by
+/// the system's roots and, for a certificate they do not vouch for, the known-servers file
+/// and the user (asked once per server whose certificate is unknown).
+async fn transports(endpoints: &[Endpoint], cli: &Cli) -> Result<Vec<Transport>, TofuError> {
+    if endpoints.iter().all(|e| !e.tls) {
+        return Ok(vec![Transport::Plain; endpoints.len()]);
     }
     if let Some(ca) = &cli.tls_ca {
         let roots = Roots::CaFile(ca.clone());
-        return Ok(Transport::Tls(TlsClient::new(
-            &endpoint.host,
-            &roots,
-            None,
-        )?));
+        let tls = |e: &Endpoint| -> Result<Transport, TofuError> {
+            Ok(Transport::Tls(TlsClient::new(&e.host, &roots, None)?))
+        };
+        return endpoints.iter().map(tls).collect();
     }
     let path = cli
         .known_servers
@@ -186,15 +199,20 @@ async fn transport(endpoint: &Endpoint, cli: &Cli) -> Result<Transport, TofuErro
         .or_else(KnownServers::default_path)
         .unwrap_or_else(|| PathBuf::from("chat-tui-known_servers"));
     let mut known = KnownServers::load(&path)?;
-    // The question goes to stderr like ssh's, and the answer is a line of normal input:
-    // the screen has not started yet.
-    tofu::decide(
-        endpoint,
-        &Roots::System,
-        &mut known,
-        TRIAL_TIMEOUT,
-        &mut stdin().lock(),
-        &mut stderr(),
-    )
-    .await
+    let mut transports = Vec::with_capacity(endpoints.len());
+    for endpoint in endpoints {
+        // The question goes to stderr like ssh's, and the answer is a line of normal input:
+        // the screen has not started yet.
+        let transport = tofu::decide(
+            endpoint,
+            &Roots::System,
+            &mut known,
+            TRIAL_TIMEOUT,
+            &mut stdin().lock(),
+            &mut stderr(),
+        )
+        .await?;
+        transports.push(transport);
+    }
+    Ok(transports)
 }

@@ -1,5 +1,7 @@
 //! The network task: one framed connection at a time, reconnecting with backoff until told
-//! to hold (the server sent us away for good) and again when told to resume.
+//! to hold (the server sent us away for good) and again when told to resume. Given several
+//! servers (nodes of one cluster), it tries them in turn: the next one at once when one
+//! fails or drops, the backoff only after a full round of them failed ([`Rotation`]).
 //!
 //! It knows the connection (plain or TLS, opened by [`crate::transport`]), not the chat: it reports each [`ServerMsg`] to the app as a
 //! [`NetEvent`] and writes the [`Request`]s the app sends back. The two protocol concerns it
@@ -11,7 +13,8 @@
 //! Layout:
 //! - [`spawn`] and [`NetCommand`]: the task and what the app can ask of it.
 //! - `session`: one connection's select loop.
-//! - [`Pinger`] and [`backoff`]: the timing rules, pure so they can be unit-tested.
+//! - [`Pinger`], [`Rotation`] and [`backoff`]: the timing and rotation rules, pure so they
+//!   can be unit-tested.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -45,14 +48,35 @@ pub enum NetCommand {
     Shutdown,
 }
 
-/// Timing of the network task; a struct so tests can make it fast.
+/// One server to dial: its address, how to talk to it, and what the status bar calls it.
 #[derive(Debug, Clone)]
-pub struct NetConfig {
-    /// Server address, `HOST:PORT`.
+pub struct ServerAddr {
+    /// `HOST:PORT`.
     pub addr: String,
     /// Plain TCP or TLS; the trust decision made at start is inside, so every reconnect
     /// reuses it.
     pub transport: Transport,
+    /// What the status bar shows (`tls://` when encrypted).
+    pub label: String,
+}
+
+impl ServerAddr {
+    /// Plain TCP to `addr`, shown as it is.
+    pub fn plain(addr: impl Into<String>) -> Self {
+        let addr = addr.into();
+        Self {
+            label: addr.clone(),
+            addr,
+            transport: Transport::Plain,
+        }
+    }
+}
+
+/// Where and how the network task connects; a struct so tests can make it fast.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// The servers, tried in this order (at least one).
+    pub servers: Vec<ServerAddr>,
     /// How often to `ping` for the round-trip time.
     pub ping_every: Duration,
     /// Unanswered pings after which the connection is declared dead (a half-open TCP
@@ -63,12 +87,20 @@ pub struct NetConfig {
 }
 
 impl NetConfig {
-    /// Defaults for `addr`: plain TCP, ping every 5 s, dead after 4 unanswered, 5 s connect
-    /// timeout.
+    /// Defaults for one plain server at `addr`: ping every 5 s, dead after 4 unanswered,
+    /// 5 s connect timeout.
     pub fn new(addr: impl Into<String>) -> Self {
+        Self::servers(vec![ServerAddr::plain(addr)])
+    }
+
+    /// The same defaults for `servers`, tried in turn.
+    ///
+    /// # Panics
+    /// If `servers` is empty.
+    pub fn servers(servers: Vec<ServerAddr>) -> Self {
+        assert!(!servers.is_empty(), "no server to connect to");
         Self {
-            addr: addr.into(),
-            transport: Transport::Plain,
+            servers,
             ping_every: Duration::from_secs(5),
             max_unanswered: 4,
             connect_timeout: Duration::from_secs(5),
@@ -109,18 +141,19 @@ async fn run(
     events_tx: mpsc::Sender<NetEvent>,
     mut cmd_rx: mpsc::UnboundedReceiver<NetCommand>,
 ) {
-    let mut attempt: u32 = 0;
+    let mut rotation = Rotation::new(config.servers.len());
     let mut generation: u64 = 0;
     loop {
-        if events_tx
-            .send(NetEvent::Connecting { attempt })
-            .await
-            .is_err()
-        {
+        let server = &config.servers[rotation.current()];
+        let connecting = NetEvent::Connecting {
+            attempt: rotation.failures(),
+            server: server.label.clone(),
+        };
+        if events_tx.send(connecting).await.is_err() {
             return;
         }
-        let connect = transport::connect(&config.addr, &config.transport, config.connect_timeout);
-        let (reason, mut held) = match connect.await {
+        let connect = transport::connect(&server.addr, &server.transport, config.connect_timeout);
+        let (reason, mut held, next) = match connect.await {
             Ok(stream) => {
                 generation += 1;
                 if events_tx
@@ -133,23 +166,23 @@ async fn run(
                 let framed = Framed::new(stream, ClientCodec::default());
                 match session(framed, generation, &config, &mut cmd_rx, &events_tx).await {
                     End::Stop => return,
-                    End::Held => ("closed after the server's bye".to_owned(), true),
+                    End::Held => ("closed after the server's bye".to_owned(), true, Next::Now),
                     End::Lost { reason, welcomed } => {
-                        if welcomed {
-                            attempt = 0;
-                        }
-                        (reason, false)
+                        let next = if welcomed {
+                            rotation.lost()
+                        } else {
+                            rotation.failed()
+                        };
+                        (reason, false, next)
                     }
                 }
             }
-            Err(e) => (e.to_string(), false),
+            Err(e) => (e.to_string(), false, rotation.failed()),
         };
-        let retry_in = if held {
-            Duration::ZERO
-        } else {
-            backoff(attempt, jitter_ms())
+        let retry_in = match next {
+            Next::Backoff(round) if !held => backoff(round, jitter_ms()),
+            _ => Duration::ZERO,
         };
-        attempt = attempt.saturating_add(1);
         let event = NetEvent::Disconnected { reason, retry_in };
         if events_tx.send(event).await.is_err() {
             return;
@@ -178,7 +211,7 @@ async fn run(
                     Some(NetCommand::Shutdown) | None => return,
                 }
             }
-            attempt = 0;
+            rotation.resume();
         }
     }
 }
@@ -258,6 +291,84 @@ async fn close(mut framed: Framed<Stream, ClientCodec>) {
     };
     // Ignored: a server that does not close in time is simply dropped.
     let _ = timeout(Duration::from_millis(500), drain).await;
+}
+
+/// When to dial after an attempt ended: see [`Rotation`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// At once: the next server of the round.
+    Now,
+    /// After [`backoff`] for this many full rounds that failed before (0 for the first).
+    Backoff(u32),
+}
+
+/// Which server to dial next, and when: round-robin over the servers, the next one at once
+/// after a failure, and the backoff only once every server of a round has failed. A lost
+/// connection (after a `welcome`) counts as its server's failure in a fresh round, so with
+/// one server nothing changes: a backoff before every attempt, doubling while they fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    count: usize,
+    /// The server being dialled or connected to.
+    current: usize,
+    /// Servers that failed in the round under way.
+    failed_in_round: usize,
+    /// Full rounds that failed since the last good connection.
+    rounds: u32,
+    /// Failed attempts since the last good connection, whatever the server.
+    failures: u32,
+}
+
+impl Rotation {
+    /// A rotation over `count` servers (at least one), starting with the first.
+    pub fn new(count: usize) -> Self {
+        Self {
+            count: count.max(1),
+            current: 0,
+            failed_in_round: 0,
+            rounds: 0,
+            failures: 0,
+        }
+    }
+
+    /// The index of the server to dial (or connected to).
+    pub fn current(&self) -> usize {
+        self.current
+    }
+
+    /// Failed attempts since the last good connection: what the status bar counts.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// The current server could not be reached, or dropped us before its `welcome`: move
+    /// on to the next one, and say when.
+    pub fn failed(&mut self) -> Next {
+        self.failures = self.failures.saturating_add(1);
+        self.failed_in_round += 1;
+        self.current = (self.current + 1) % self.count;
+        if self.failed_in_round < self.count {
+            return Next::Now;
+        }
+        self.failed_in_round = 0;
+        let round = self.rounds;
+        self.rounds = self.rounds.saturating_add(1);
+        Next::Backoff(round)
+    }
+
+    /// A connection that had been welcomed is gone: a fresh start, from the next server.
+    pub fn lost(&mut self) -> Next {
+        self.resume();
+        self.failed()
+    }
+
+    /// After a hold, or when the user asks to reconnect: a fresh round from the current
+    /// server.
+    pub fn resume(&mut self) {
+        self.failed_in_round = 0;
+        self.rounds = 0;
+        self.failures = 0;
+    }
 }
 
 /// Reconnect delay: 0.5 s doubling to 15 s, plus up to 250 ms of jitter so that many
@@ -343,6 +454,59 @@ mod tests {
     }
 
     #[test]
+    fn one_server_keeps_the_backoff_before_every_attempt() {
+        let mut r = Rotation::new(1);
+        assert_eq!((r.current(), r.failures()), (0, 0));
+        assert_eq!(r.failed(), Next::Backoff(0));
+        assert_eq!(r.failed(), Next::Backoff(1));
+        assert_eq!(r.failed(), Next::Backoff(2));
+        assert_eq!((r.current(), r.failures()), (0, 3));
+        // Welcomed, then lost: a fresh start, the first backoff again.
+        assert_eq!(r.lost(), Next::Backoff(0));
+        assert_eq!((r.current(), r.failures()), (0, 1));
+    }
+
+    #[test]
+    fn several_servers_are_tried_in_turn_with_the_backoff_between_rounds() {
+        let mut r = Rotation::new(3);
+        assert_eq!(r.current(), 0);
+        // The first two fail: the next one at once each time.
+        assert_eq!(r.failed(), Next::Now);
+        assert_eq!(r.current(), 1);
+        assert_eq!(r.failed(), Next::Now);
+        assert_eq!(r.current(), 2);
+        // The third fails too: the round is over, back off, then start over at the first.
+        assert_eq!(r.failed(), Next::Backoff(0));
+        assert_eq!((r.current(), r.failures()), (0, 3));
+        assert_eq!(r.failed(), Next::Now);
+        assert_eq!(r.failed(), Next::Now);
+        assert_eq!(r.failed(), Next::Backoff(1));
+        assert_eq!(r.current(), 0);
+        // The first answers this time; its node dies later: the next one, at once.
+        assert_eq!(r.failed(), Next::Now);
+        assert_eq!(r.current(), 1);
+        assert_eq!(r.lost(), Next::Now);
+        assert_eq!((r.current(), r.failures()), (2, 1));
+        // A round counts from the server that was lost: 1 (lost), 2, 0 failed.
+        assert_eq!(r.failed(), Next::Now);
+        assert_eq!(r.failed(), Next::Backoff(0));
+        assert_eq!(r.current(), 1);
+    }
+
+    #[test]
+    fn a_resume_starts_a_fresh_round_at_the_current_server() {
+        let mut r = Rotation::new(2);
+        assert_eq!(r.failed(), Next::Now);
+        assert_eq!(r.failed(), Next::Backoff(0));
+        assert_eq!(r.failed(), Next::Now);
+        assert_eq!(r.current(), 1);
+        r.resume();
+        assert_eq!((r.current(), r.failures()), (1, 0));
+        assert_eq!(r.failed(), Next::Now);
+        assert_eq!(r.failed(), Next::Backoff(0));
+    }
+
+    #[test]
     fn pinger_measures_rtt_and_detects_a_dead_connection() {
         let t0 = Instant::now();
         let mut p = Pinger::new(3);
@@ -370,11 +534,14 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let (events_tx, mut events_rx) = mpsc::channel(16);
-        let (cmd_tx, handle) = spawn(NetConfig::new(addr), events_tx);
+        let (cmd_tx, handle) = spawn(NetConfig::new(addr.clone()), events_tx);
 
         assert_eq!(
             next_event(&mut events_rx).await,
-            NetEvent::Connecting { attempt: 0 }
+            NetEvent::Connecting {
+                attempt: 0,
+                server: addr.clone()
+            }
         );
         let (first, _) = listener.accept().await.unwrap();
         assert_eq!(
@@ -396,7 +563,10 @@ mod tests {
             .unwrap();
         assert_eq!(
             next_event(&mut events_rx).await,
-            NetEvent::Connecting { attempt: 1 }
+            NetEvent::Connecting {
+                attempt: 1,
+                server: addr.clone()
+            }
         );
         let (second, _) = listener.accept().await.unwrap();
         assert_eq!(
@@ -449,10 +619,13 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let (events_tx, mut events_rx) = mpsc::channel(16);
-        let (cmd_tx, handle) = spawn(NetConfig::new(addr), events_tx);
+        let (cmd_tx, handle) = spawn(NetConfig::new(addr.clone()), events_tx);
         assert_eq!(
             next_event(&mut events_rx).await,
-            NetEvent::Connecting { attempt: 0 }
+            NetEvent::Connecting {
+                attempt: 0,
+                server: addr.clone()
+            }
         );
         let (first, _) = listener.accept().await.unwrap();
         assert_eq!(
@@ -483,7 +656,10 @@ mod tests {
         cmd_tx.send(NetCommand::Resume).unwrap();
         assert_eq!(
             next_event(&mut events_rx).await,
-            NetEvent::Connecting { attempt: 0 }
+            NetEvent::Connecting {
+                attempt: 0,
+                server: addr.clone()
+            }
         );
         let (_second, _) = listener.accept().await.unwrap();
         assert_eq!(
@@ -502,7 +678,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let (events_tx, mut events_rx) = mpsc::channel(16);
-        let (cmd_tx, handle) = spawn(NetConfig::new(addr), events_tx);
+        let (cmd_tx, handle) = spawn(NetConfig::new(addr.clone()), events_tx);
         next_event(&mut events_rx).await;
         let (first, _) = listener.accept().await.unwrap();
         next_event(&mut events_rx).await;
@@ -515,6 +691,70 @@ mod tests {
         cmd_tx.send(NetCommand::Hold).unwrap();
         let redial = timeout(Duration::from_millis(1200), listener.accept()).await;
         assert!(redial.is_err(), "redialled while held");
+        cmd_tx.send(NetCommand::Shutdown).unwrap();
+        timeout(Duration::from_secs(5), handle)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_dead_server_is_skipped_and_a_dropped_one_gives_way_to_the_next_at_once() {
+        // Nothing listens on the first address (bound, then closed).
+        let gone = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead = gone.local_addr().unwrap().to_string();
+        drop(gone);
+        let b = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let b_addr = b.local_addr().unwrap().to_string();
+        let c = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c_addr = c.local_addr().unwrap().to_string();
+        let servers = [&dead, &b_addr, &c_addr].map(|a| ServerAddr::plain(a.as_str()));
+        let (events_tx, mut events_rx) = mpsc::channel(16);
+        let (cmd_tx, handle) = spawn(NetConfig::servers(servers.to_vec()), events_tx);
+
+        let connecting = |attempt, server: &String| NetEvent::Connecting {
+            attempt,
+            server: server.clone(),
+        };
+        assert_eq!(next_event(&mut events_rx).await, connecting(0, &dead));
+        let NetEvent::Disconnected { retry_in, .. } = next_event(&mut events_rx).await else {
+            panic!("expected the dead server's failure");
+        };
+        assert_eq!(retry_in, Duration::ZERO, "no backoff between servers");
+        assert_eq!(next_event(&mut events_rx).await, connecting(1, &b_addr));
+        let (on_b, _) = b.accept().await.unwrap();
+        assert_eq!(
+            next_event(&mut events_rx).await,
+            NetEvent::Connected { generation: 1 }
+        );
+        // B welcomes us, then dies: C next, at once.
+        let mut on_b = Framed::new(on_b, FrameCodec::new(chat_shared::MAX_FRAME_LEN));
+        let welcome = ServerMsg::Welcome {
+            nick: "alice".into(),
+            session: uuid::Uuid::nil(),
+            server: "b".into(),
+            motd: None,
+            account: false,
+        };
+        let bytes = encode_frame(&welcome).unwrap();
+        futures::SinkExt::send(&mut on_b, bytes.slice(4..))
+            .await
+            .unwrap();
+        assert!(matches!(
+            next_event(&mut events_rx).await,
+            NetEvent::Message(ServerMsg::Welcome { .. })
+        ));
+        drop(on_b);
+        let NetEvent::Disconnected { retry_in, .. } = next_event(&mut events_rx).await else {
+            panic!("expected B's drop");
+        };
+        assert_eq!(retry_in, Duration::ZERO);
+        assert_eq!(next_event(&mut events_rx).await, connecting(1, &c_addr));
+        let (_on_c, _) = c.accept().await.unwrap();
+        assert_eq!(
+            next_event(&mut events_rx).await,
+            NetEvent::Connected { generation: 2 }
+        );
         cmd_tx.send(NetCommand::Shutdown).unwrap();
         timeout(Duration::from_secs(5), handle)
             .await

@@ -28,9 +28,8 @@ use uuid::Uuid;
 
 use crate::app::App;
 use crate::http::Http;
-use crate::net::{self, NetCommand, NetConfig};
+use crate::net::{self, NetCommand, NetConfig, ServerAddr};
 use crate::transfer::TransferEvent;
-use crate::transport::Transport;
 use crate::update::{Action, Effect, update};
 use crate::view::view;
 
@@ -43,12 +42,9 @@ const BATCH: usize = 512;
 pub struct Options {
     /// The nick to ask for.
     pub nick: String,
-    /// Server address, `HOST:PORT`.
-    pub server: String,
-    /// Plain or TLS (with the trust decision already made).
-    pub transport: Transport,
-    /// What the status bar shows for the server (`tls://` when encrypted).
-    pub server_label: String,
+    /// The servers (`--server`), tried in turn: each with its address, its transport
+    /// (plain or TLS, with the trust decision already made) and its status-bar label.
+    pub servers: Vec<ServerAddr>,
     /// Local time zone offset for timestamps.
     pub utc_offset_secs: i32,
     /// The nick's password, if it is registered (kept in memory only).
@@ -71,16 +67,16 @@ pub fn now_ms() -> i64 {
 pub async fn run(terminal: &mut DefaultTerminal, options: Options) -> anyhow::Result<()> {
     let (events_tx, mut net_rx) = mpsc::channel(1024);
     let (xfer_tx, mut xfer_rx) = mpsc::channel(256);
-    let mut transfers = Transfers::new(
-        Http::new(options.server.clone(), options.transport.clone()),
-        xfer_tx,
-    );
-    let config = NetConfig {
-        transport: options.transport,
-        ..NetConfig::new(options.server)
+    let Some(first) = options.servers.first() else {
+        bail!("no server to connect to");
     };
-    let (cmd_tx, mut net_task) = net::spawn(config, events_tx);
-    let mut app = App::new(options.nick, options.server_label);
+    let mut app = App::new(options.nick, first.label.clone());
+    let chat = options.servers.iter();
+    let chat = chat
+        .map(|s| (s.addr.clone(), s.transport.clone()))
+        .collect();
+    let mut transfers = Transfers::new(Http::servers(chat), xfer_tx);
+    let (cmd_tx, mut net_task) = net::spawn(NetConfig::servers(options.servers), events_tx);
     app.utc_offset_secs = options.utc_offset_secs;
     app.password = options.password;
     app.download_dir = options.download_dir;

@@ -73,10 +73,13 @@ pub enum Action {
 /// What the network task reports.
 #[derive(Debug, Clone, PartialEq)]
 pub enum NetEvent {
-    /// Opening a connection; `attempt` counts failures since the last good connection.
+    /// Opening a connection to `server`; `attempt` counts failures since the last good
+    /// connection (of any of the servers).
     Connecting {
         /// Failed attempts so far.
         attempt: u32,
+        /// The server being dialled, as the status bar shows it.
+        server: String,
     },
     /// Connected; requests tagged with `generation` go to this connection.
     Connected {
@@ -830,7 +833,10 @@ fn on_net(app: &mut App, ev: NetEvent, fx: &mut Vec<Effect>) -> bool {
         NetEvent::Connecting { .. } | NetEvent::Connected { .. } if app.hold.is_some() => {
             return false;
         }
-        NetEvent::Connecting { attempt } => app.conn = ConnState::Connecting { attempt },
+        NetEvent::Connecting { attempt, server } => {
+            app.conn = ConnState::Connecting { attempt };
+            app.server = server;
+        }
         NetEvent::Connected { generation } => {
             app.conn_gen = generation;
             app.conn = ConnState::Registering;
@@ -1102,7 +1108,10 @@ fn on_welcome(
     let status = &mut app.tabs[0];
     status.push(
         ts,
-        EntryKind::Info(format!("connected to {server} as {}", app.nick)),
+        EntryKind::Info(format!(
+            "connected to {server} at {} as {}",
+            app.server, app.nick
+        )),
     );
     if let Some(motd) = motd {
         status.push(ts, EntryKind::Info(motd));
@@ -1118,7 +1127,10 @@ fn on_welcome(
             tab.missed_after = since;
         }
         if reconnect {
-            tab.push(ts, EntryKind::Info("reconnected".into()));
+            tab.push(
+                ts,
+                EntryKind::Info(format!("reconnected to {}", app.server)),
+            );
         }
         rejoins.push((tab.name.clone(), since, tab.modes.key.clone()));
     }

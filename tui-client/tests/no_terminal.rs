@@ -30,3 +30,38 @@ fn nick_and_server_come_from_the_environment_and_bad_nicks_are_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("invalid nick \"bad nick!\""), "{stderr}");
 }
+
+#[test]
+fn several_servers_from_the_flag_or_the_environment_are_checked_before_the_terminal() {
+    let run = |args: &[&str], env: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_chat-tui"));
+        cmd.args(["--nick", "alice"])
+            .args(args)
+            .stdin(Stdio::null());
+        match env {
+            Some(servers) => cmd.env("CHAT_SERVER", servers),
+            None => cmd.env_remove("CHAT_SERVER"),
+        };
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        String::from_utf8_lossy(&out.stderr).trim().to_owned()
+    };
+    let fine = "chat-tui needs an interactive terminal";
+    let repeated = [
+        "--server",
+        "127.0.0.1:9",
+        "--server",
+        "127.0.0.1:10,[::1]:11",
+    ];
+    assert_eq!(run(&repeated, None), fine);
+    assert_eq!(run(&[], Some("127.0.0.1:9,127.0.0.1:10")), fine);
+    let mixed = run(&[], Some("127.0.0.1:9,tls://127.0.0.1:10"));
+    assert!(
+        mixed.contains("mixes tls:// and plain addresses"),
+        "{mixed}"
+    );
+    let empty = run(&["--server", "127.0.0.1:9,,127.0.0.1:10"], None);
+    assert!(empty.contains("an empty server address"), "{empty}");
+    let bad = run(&["--server", "127.0.0.1:9", "--server", "nowhere"], None);
+    assert!(bad.contains("\"nowhere\": expected HOST:PORT"), "{bad}");
+}

@@ -9,7 +9,7 @@ use chat_shared::{ClientMsg, Request, ServerMsg};
 use chat_tui::NetEvent;
 use chat_tui::endpoint::Endpoint;
 use chat_tui::known_servers::KnownServers;
-use chat_tui::net::{self, NetCommand, NetConfig};
+use chat_tui::net::{self, NetCommand, NetConfig, ServerAddr};
 use chat_tui::tls::{Roots, TlsClient};
 use chat_tui::tofu::{TofuError, decide};
 use tokio::sync::mpsc;
@@ -81,10 +81,10 @@ async fn first_use_asks_then_remembers_and_a_changed_certificate_is_refused() {
 
     // The network task speaks the framed protocol over TLS.
     let (events_tx, mut events_rx) = mpsc::channel(64);
-    let config = NetConfig {
+    let config = NetConfig::servers(vec![ServerAddr {
         transport,
-        ..NetConfig::new(addr.clone())
-    };
+        ..ServerAddr::plain(addr.clone())
+    }]);
     let (cmd_tx, handle) = net::spawn(config, events_tx);
     let mut welcomed = false;
     while !welcomed {
@@ -130,10 +130,10 @@ async fn first_use_asks_then_remembers_and_a_changed_certificate_is_refused() {
 /// The first event after `Connecting` from a network task for `addr` over `transport`.
 async fn first_outcome(addr: &str, transport: chat_tui::transport::Transport) -> NetEvent {
     let (events_tx, mut events_rx) = mpsc::channel(64);
-    let config = NetConfig {
+    let config = NetConfig::servers(vec![ServerAddr {
         transport,
-        ..NetConfig::new(addr)
-    };
+        ..ServerAddr::plain(addr)
+    }]);
     let (cmd_tx, handle) = net::spawn(config, events_tx);
     let outcome = loop {
         match timeout(WAIT, events_rx.recv()).await.unwrap().unwrap() {

@@ -173,6 +173,9 @@ impl Chat {
         if nicks.get(&key).is_some_and(|e| e.session == session) {
             nicks.remove(&key);
         }
+        if let Some(peers) = &self.peers {
+            peers.release(nick, session);
+        }
     }
 
     /// Renames `session` in the directory and in `rooms`, and tells everyone who shares a
@@ -270,6 +273,15 @@ impl Chat {
         said: Said,
     ) -> Result<(), ChatError> {
         let Said { text, id, file, .. } = said;
+        if let Some(peers) = &self.peers {
+            let text = Said {
+                text,
+                id,
+                file,
+                ..Said::default()
+            };
+            return self.dm_via(peers.as_ref(), session, (from, account), sender, to, text);
+        }
         let nicks = lock(&self.nicks);
         let recipient = nicks
             .get(&name_skeleton(to))
@@ -318,6 +330,79 @@ impl Chat {
             self.ids.lock().remove(&id);
             ChatError::StoreBusy
         })
+    }
+}
+
+impl Chat {
+    /// A DM in cluster mode: to whoever holds `to` on any node, through the stream.
+    fn dm_via(
+        &self,
+        peers: &dyn super::Peers,
+        session: Uuid,
+        (from, account): (&Nick, bool),
+        sender: &Arc<Sink>,
+        to: &str,
+        said: Said,
+    ) -> Result<(), ChatError> {
+        let (to_nick, to_session) = peers
+            .holder(&name_skeleton(to))
+            .ok_or_else(|| ChatError::NoSuchNick(to.to_owned()))?;
+        let id = said.id.unwrap_or_else(Uuid::now_v7);
+        let mut ids = self.ids.lock();
+        if let Some(known) = ids.get(&id) {
+            if known.settled() == Settled::Durable {
+                let _ = sender.push(known); // dropped only over budget: the client resends
+            }
+            return Ok(());
+        }
+        let event = Arc::new(Event::pending(
+            ServerMsg::Dm(DirectMessage {
+                id,
+                from: from.to_string(),
+                to: to_nick.to_string(),
+                text: said.text,
+                ts: now_ms(),
+                file: said.file,
+                account,
+            }),
+            Some(session),
+        ));
+        ids.insert_dm(id, Arc::clone(&event), self.config.dm_history);
+        drop(ids);
+        peers
+            .dm(event, to_session, Arc::clone(sender))
+            .inspect_err(|_| self.ids.lock().remove(&id))
+    }
+
+    /// A DM the cluster's stream delivered: to its recipient and its sender, if either is
+    /// a session of this node.
+    pub(crate) fn deliver_stream_dm(
+        &self,
+        event: &Arc<Event>,
+        (from, from_session): (&str, Uuid),
+        (to, to_session): (&str, Uuid),
+    ) {
+        if let ServerMsg::Dm(dm) = &event.msg {
+            self.ids
+                .lock()
+                .insert_dm(dm.id, Arc::clone(event), self.config.dm_history);
+        }
+        let nicks = lock(&self.nicks);
+        let local = |nick: &str, session: Uuid| {
+            nicks
+                .get(&name_skeleton(nick))
+                .filter(|e| e.session == session)
+                .map(|e| Arc::clone(&e.sink))
+        };
+        let recipient = local(to, to_session).filter(|_| to_session != from_session);
+        let sender = local(from, from_session);
+        drop(nicks);
+        if let Some(recipient) = &recipient {
+            let _ = recipient.push(event); // dropped only over budget: it hears `lagged`
+        }
+        if let Some(sender) = &sender {
+            let _ = sender.push(event);
+        }
     }
 }
 

@@ -23,9 +23,11 @@ use chat_shared::{Nick, RoomName};
 
 use crate::Config;
 use crate::auth::Auth;
+use crate::event::Event;
 use crate::moderation::Moderation;
 use crate::path::ids::MessageIds;
-use crate::path::{PathStore, Room};
+use crate::path::sink::Sink;
+use crate::path::{PathStore, Room, RoomProducer};
 use directory::Entry;
 
 /// Why the chat state refused a request. Each maps to one protocol code, in one table
@@ -47,6 +49,34 @@ pub(crate) enum ChatError {
     StoreBusy,
     #[error("this session holds no nick")]
     NotRegistered,
+    /// Cluster mode, and NATS cannot be reached: nothing new is taken until it is back.
+    #[error("the cluster cannot be reached right now; try again")]
+    ClusterUnavailable,
+}
+
+/// What the chat state shares with other nodes (cluster mode): nicks claimed cluster-wide,
+/// DMs to anyone on any node, and the producer of every room's events.
+pub(crate) trait Peers: Send + Sync + std::fmt::Debug {
+    /// Claims `nick` for this node's `session`, cluster-wide.
+    fn claim<'a>(
+        &'a self,
+        nick: &'a Nick,
+        session: uuid::Uuid,
+    ) -> futures::future::BoxFuture<'a, Result<(), ChatError>>;
+    /// Gives `nick` up if `session` holds it (in the background).
+    fn release(&self, nick: &Nick, session: uuid::Uuid);
+    /// Who holds the nick with this skeleton on any node: its nick and session.
+    fn holder(&self, skeleton: &str) -> Option<(Nick, uuid::Uuid)>;
+    /// Sends a DM through the cluster: both copies come back from the stream.
+    ///
+    /// # Errors
+    /// [`ChatError::ClusterUnavailable`] when NATS cannot be reached now.
+    fn dm(&self, event: Arc<Event>, to: uuid::Uuid, sender: Arc<Sink>) -> Result<(), ChatError>;
+    /// The producer of every room's events.
+    fn rooms(&self) -> Arc<dyn RoomProducer>;
+    /// (stream messages not applied yet, messages published, their total time to be
+    /// stored in µs, `seq` conflicts), for `/metrics`.
+    fn stats(&self) -> (u64, u64, u64, u64);
 }
 
 #[derive(Debug)]
@@ -66,6 +96,8 @@ pub(crate) struct Chat {
     pub(crate) moderation: Moderation,
     /// Metrics, the connection registry and readiness: what the admin listener shows.
     pub(crate) ops: Arc<crate::ops::Ops>,
+    /// The other nodes (cluster mode); `None`: this node is alone.
+    pub(crate) peers: Option<Arc<dyn Peers>>,
 }
 
 impl Chat {
@@ -81,7 +113,14 @@ impl Chat {
             moderation: Moderation::in_memory(&config),
             config,
             ops: Arc::default(),
+            peers: None,
         }
+    }
+
+    /// The chat state of a node of a cluster.
+    pub(crate) fn with_peers(mut self, peers: Option<Arc<dyn Peers>>) -> Self {
+        self.peers = peers;
+        self
     }
 
     /// The chat state with `moderation` for its rooms' settings, admins and server bans.

@@ -56,7 +56,8 @@ impl Chat {
                 Arc::clone(&self.ids),
                 (settings, self.moderation.writer.clone()),
             )
-            .with_counters(self.ops.metrics.path.clone()),
+            .with_counters(self.ops.metrics.path.clone())
+            .with_producer(self.peers.as_ref().map(|p| p.rooms())),
         );
         rooms.insert(key, Arc::clone(&room));
         Ok(room)

@@ -43,16 +43,7 @@ pub(crate) struct Disk {
     shares: PathBuf,
 }
 
-/// `bytes` as lowercase hex: how ids, tokens and hashes are named.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
+pub(crate) use crate::hex;
 
 /// Whether `s` is `len` lowercase hex digits: the only names this module puts in a path.
 pub(crate) fn is_hex(s: &str, len: usize) -> bool {

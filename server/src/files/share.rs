@@ -76,7 +76,7 @@ fn post(chat: &Chat, upload: &Upload, file: FileInfo) -> Result<Shared, ShareErr
                     Ok(Shared::Already)
                 }
                 Err(PostError::NotMember) => Err(ShareError::NotInRoom(name.to_string())),
-                Err(PostError::Busy(_)) => Err(ShareError::Busy),
+                Err(PostError::Busy(_) | PostError::Unavailable(_)) => Err(ShareError::Busy),
                 Err(PostError::Refused(e)) => Err(ShareError::Refused(e.to_string())),
             }
         }

@@ -133,6 +133,12 @@ pub(crate) struct Metrics {
     pub(crate) auth_failures: Counter,
     pub(crate) store: StoreCounters,
     pub(crate) store_unsaved: Gauge,
+    /// Cluster mode: stream messages not yet applied here, messages published, their
+    /// total time to be stored by JetStream, and `seq` conflicts with other nodes.
+    pub(crate) cluster_behind: Gauge,
+    pub(crate) cluster_published: Gauge,
+    pub(crate) cluster_publish_micros: Gauge,
+    pub(crate) cluster_conflicts: Gauge,
     /// `chat_sendq_bytes`: every connection's send queue, sampled periodically.
     pub(crate) sendq_bytes: Histogram,
     pub(crate) files: FileCounters,
@@ -238,6 +244,30 @@ impl Metrics {
             "Messages accepted and not yet durable",
             store_unsaved.clone(),
         );
+        let cluster_behind = Gauge::default();
+        registry.register(
+            "chat_cluster_behind_messages",
+            "Cluster mode: stream messages this node has not applied yet",
+            cluster_behind.clone(),
+        );
+        let cluster_published = Gauge::default();
+        registry.register(
+            "chat_cluster_published_messages",
+            "Cluster mode: room messages this node published to JetStream",
+            cluster_published.clone(),
+        );
+        let cluster_publish_micros = Gauge::default();
+        registry.register(
+            "chat_cluster_publish_microseconds",
+            "Cluster mode: total time JetStream took to store them (divide by the count)",
+            cluster_publish_micros.clone(),
+        );
+        let cluster_conflicts = Gauge::default();
+        registry.register(
+            "chat_cluster_seq_conflicts",
+            "Cluster mode: messages published again because another node took their seq",
+            cluster_conflicts.clone(),
+        );
         // 256 B .. 16 MiB: an idle connection's queue is empty (the zero bucket is 256).
         let sendq_bytes = Histogram::new(exponential_buckets(256.0, 4.0, 9));
         registry.register_with_unit(
@@ -290,6 +320,10 @@ impl Metrics {
             auth_failures,
             store,
             store_unsaved,
+            cluster_behind,
+            cluster_published,
+            cluster_publish_micros,
+            cluster_conflicts,
             sendq_bytes,
             files,
         }

@@ -82,6 +82,11 @@ pub(crate) struct StoreOps {
     pub(crate) health: Arc<StoreHealth>,
 }
 
+/// Something the server needs to be reachable to be ready (cluster mode: NATS).
+pub(crate) trait Reachable: Send + Sync + std::fmt::Debug {
+    fn reachable(&self) -> bool;
+}
+
 /// One server's operability state.
 #[derive(Debug)]
 pub(crate) struct Ops {
@@ -92,6 +97,8 @@ pub(crate) struct Ops {
     phase: AtomicU8,
     /// `None` without a store (history in memory), which is always usable.
     store: OnceLock<Arc<StoreHealth>>,
+    /// Cluster mode: whether the cluster is set up, reachable and consumed.
+    cluster: OnceLock<Arc<dyn Reachable>>,
 }
 
 impl Default for Ops {
@@ -101,6 +108,7 @@ impl Default for Ops {
             conns: Mutex::default(),
             phase: AtomicU8::new(Phase::Starting as u8),
             store: OnceLock::new(),
+            cluster: OnceLock::new(),
         }
     }
 }
@@ -128,6 +136,11 @@ impl Ops {
         let _ = self.store.set(health);
     }
 
+    /// The cluster whose reachability `/readyz` reports.
+    pub(crate) fn watch_cluster(&self, ready: Arc<dyn Reachable>) {
+        let _ = self.cluster.set(ready);
+    }
+
     /// Why the server is not ready, if it is not.
     pub(crate) fn not_ready(&self) -> Option<&'static str> {
         match self.phase() {
@@ -140,7 +153,12 @@ impl Ops {
                 Some("the store's writer is gone")
             }
             Some(store) if !store.usable() => Some("the store is failing to write"),
-            _ => None,
+            _ => match self.cluster.get() {
+                Some(cluster) if !cluster.reachable() => {
+                    Some("the cluster (NATS JetStream) cannot be reached")
+                }
+                _ => None,
+            },
         }
     }
 

@@ -42,6 +42,31 @@ pub(crate) struct MemberList {
     pub(crate) owner: Option<String>,
 }
 
+impl MemberList {
+    /// The list of these members (nick, role), each list sorted as people expect (without
+    /// regard to case).
+    pub(crate) fn of<'a>(members: impl Iterator<Item = (&'a str, Role)>) -> Self {
+        let mut all: Vec<(&str, Role)> = members.collect();
+        all.sort_by_cached_key(|(n, _)| chat_shared::validate::nick_key(n));
+        let mut list = Self {
+            nicks: all.iter().map(|(n, _)| (*n).to_owned()).collect(),
+            ..Self::default()
+        };
+        for (nick, role) in all {
+            match role {
+                Role::Owner => {
+                    list.owner = Some(nick.to_owned());
+                    list.ops.push(nick.to_owned());
+                }
+                Role::Op => list.ops.push(nick.to_owned()),
+                Role::Voice => list.voiced.push(nick.to_owned()),
+                Role::Member => {}
+            }
+        }
+        list
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct LocalDelivery {
     members: HashMap<Uuid, Member>,
@@ -123,31 +148,9 @@ impl LocalDelivery {
         gone
     }
 
-    /// The members with their roles, each list sorted as `nicks` is.
-    pub(crate) fn member_list(&self) -> MemberList {
-        let mut list = MemberList {
-            nicks: self.nicks(),
-            ..MemberList::default()
-        };
-        let mut by_role: Vec<(&str, Role)> = self
-            .members
-            .values()
-            .filter(|m| m.role != Role::Member)
-            .map(|m| (m.nick.as_str(), m.role))
-            .collect();
-        by_role.sort_by_cached_key(|(n, _)| chat_shared::validate::nick_key(n));
-        for (nick, role) in by_role {
-            match role {
-                Role::Owner => {
-                    list.owner = Some(nick.to_owned());
-                    list.ops.push(nick.to_owned());
-                }
-                Role::Op => list.ops.push(nick.to_owned()),
-                Role::Voice => list.voiced.push(nick.to_owned()),
-                Role::Member => {}
-            }
-        }
-        list
+    /// The members here.
+    pub(crate) fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -160,6 +163,7 @@ impl LocalDelivery {
     }
 
     /// Members' nicks, in the order people expect (without regard to case).
+    #[cfg(test)]
     pub(crate) fn nicks(&self) -> Vec<String> {
         let mut nicks: Vec<String> = self.members.values().map(|m| m.nick.to_string()).collect();
         nicks.sort_by_cached_key(|n| chat_shared::validate::nick_key(n));

@@ -25,15 +25,19 @@
 //! - `delivery`: the room's local members and fan-out.
 //! - `sink`: one session's send queue and its byte budget.
 //! - `ids`: the message-id index that recognises resends.
+//! - `remote`: the seam for a producer elsewhere (cluster mode): [`RoomProducer`], what the
+//!   stream delivers applied in its order, and the members on other nodes.
 
 pub(crate) mod delivery;
 pub(crate) mod durability;
 pub(crate) mod ids;
 pub(crate) mod moderation;
 pub(crate) mod producer;
+pub(crate) mod remote;
 pub(crate) mod sink;
 pub(crate) mod stream;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -42,13 +46,15 @@ use uuid::Uuid;
 
 use crate::event::{Event, Settled};
 use crate::moderation::room::Settings;
-use crate::moderation::{Joiner, ModError, RoomModeration};
+use crate::moderation::{Joiner, RoomModeration};
 use crate::now_ms;
 use crate::store::settings::SettingsWriter;
 use crate::store::{RoomLoad, Store};
 use delivery::{LocalDelivery, Member, MemberList};
 use ids::MessageIds;
-use producer::InFlight;
+use producer::{InFlight, PostError};
+use remote::{Joining, Roster};
+pub(crate) use remote::{Origin, Presence, RoomProducer};
 use sink::Sink;
 pub(crate) use stream::chat;
 use stream::{Plan, RoomStream, UnknownBefore};
@@ -116,6 +122,23 @@ struct RoomState {
     /// Unix ms of the last join, part or message; the least recently active empty room is
     /// the one forgotten when the room limit is reached.
     last_active: i64,
+    /// Members on other nodes (cluster mode).
+    remote: Roster,
+    /// Local joins on their way through the stream (cluster mode).
+    joining: HashMap<Uuid, Joining>,
+}
+
+impl RoomState {
+    /// Every member, here and on other nodes.
+    fn member_list(&self) -> MemberList {
+        let local = self.delivery.members().map(|m| (m.nick.as_str(), m.role));
+        let remote = self.remote.values().map(|m| (m.nick.as_str(), m.role));
+        MemberList::of(local.chain(remote))
+    }
+
+    fn member_count(&self) -> usize {
+        self.delivery.len() + self.remote.len()
+    }
 }
 
 #[derive(Debug)]
@@ -138,6 +161,9 @@ pub(crate) struct Room {
     counters: crate::ops::metrics::PathCounters,
     /// Messages shown in this room since it was loaded (`/rooms` derives its rate).
     messages: AtomicU64,
+    /// The producer elsewhere that orders this room's events (cluster mode); `None`: this
+    /// node orders them itself (`producer.rs`).
+    producer: Option<Arc<dyn RoomProducer>>,
 }
 
 /// Not a member of the room.
@@ -170,6 +196,8 @@ impl Room {
                 delivery: LocalDelivery::default(),
                 moderation: RoomModeration::new(moderation.0, config),
                 last_active: now_ms(),
+                remote: Roster::default(),
+                joining: HashMap::new(),
             }),
             store,
             ids,
@@ -179,7 +207,14 @@ impl Room {
             settings: moderation.1,
             counters: crate::ops::metrics::PathCounters::default(),
             messages: AtomicU64::new(0),
+            producer: None,
         }
+    }
+
+    /// The room with its events ordered by `producer` (cluster mode).
+    pub(crate) fn with_producer(mut self, producer: Option<Arc<dyn RoomProducer>>) -> Self {
+        self.producer = producer;
+        self
     }
 
     /// The room counting into the server's `counters` rather than its own.
@@ -253,7 +288,7 @@ impl Room {
                     topic: st.moderation.topic_event(&self.name),
                     modes: st.moderation.modes_event(&self.name),
                     plan: st.stream.join_plan(since, on_join),
-                    members: st.delivery.member_list(),
+                    members: st.member_list(),
                     unsettled: st.stream.unsettled_by(nick.as_str()),
                 });
             }
@@ -285,19 +320,23 @@ impl Room {
     /// # Errors
     /// Why the room's rules keep `joiner` out (banned, invite-only, a key).
     pub(crate) fn join(
-        &self,
+        self: &Arc<Self>,
         joiner: &Joiner<'_>,
         sink: &Arc<Sink>,
         since: Option<u64>,
         on_join: usize,
-    ) -> Result<(), ModError> {
+    ) -> Result<(), PostError> {
         let session = joiner.session;
         let mut st = self.lock();
+        if st.joining.contains_key(&session) {
+            // Its join sequence is on its way already.
+            return Ok(());
+        }
         let role = match st.delivery.get(session) {
             // Already in: the sequence again, nothing checked again.
             Some(member) => member.role,
             None => {
-                let empty = st.delivery.len() == 0;
+                let empty = st.member_count() == 0;
                 let (role, changed) = st.moderation.admit(&self.name, joiner, empty)?;
                 if changed {
                     self.persist(&st);
@@ -323,6 +362,21 @@ impl Room {
             admin: joiner.admin,
             ip: joiner.ip,
         };
+        if let Some(producer) = &self.producer
+            && st.delivery.get(session).is_none()
+        {
+            let ts = match &event.msg {
+                ServerMsg::Joined { ts, .. } => *ts,
+                _ => now_ms(),
+            };
+            let joining = Joining {
+                session,
+                member,
+                since,
+                on_join,
+            };
+            return self.join_via(&mut st, producer, joining, ts);
+        }
         self.apply(
             &mut st,
             RoomEvent::Joined {
@@ -340,7 +394,11 @@ impl Room {
     ///
     /// # Errors
     /// [`NotMember`] when `session` is not a member.
-    pub(crate) fn part(&self, session: Uuid, reason: Option<String>) -> Result<(), NotMember> {
+    pub(crate) fn part(
+        self: &Arc<Self>,
+        session: Uuid,
+        reason: Option<String>,
+    ) -> Result<(), NotMember> {
         self.leave(session, reason, None)
     }
 
@@ -350,7 +408,7 @@ impl Room {
     /// # Errors
     /// [`NotMember`] when `session` is not a member.
     pub(crate) fn quit(
-        &self,
+        self: &Arc<Self>,
         session: Uuid,
         reason: Option<String>,
         ts: i64,
@@ -359,24 +417,47 @@ impl Room {
     }
 
     fn leave(
-        &self,
+        self: &Arc<Self>,
         session: Uuid,
         reason: Option<String>,
         quit: Option<i64>,
     ) -> Result<(), NotMember> {
         let mut st = self.lock();
-        let nick = st.delivery.get(session).ok_or(NotMember)?.nick.to_string();
+        let joining = st.joining.remove(&session);
+        let nick = match (st.delivery.get(session), joining) {
+            (Some(member), _) => member.nick.to_string(),
+            (None, Some(joining)) => joining.member.nick.to_string(),
+            (None, None) => return Err(NotMember),
+        };
+        let ts = quit.unwrap_or_else(now_ms);
         let event = Arc::new(Event::new(
             ServerMsg::Parted {
                 room: self.name.to_string(),
-                nick,
-                ts: quit.unwrap_or_else(now_ms),
-                reason,
+                nick: nick.clone(),
+                ts,
+                reason: reason.clone(),
                 quit: quit.is_some(),
             },
             Some(session),
         ));
-        self.apply(&mut st, RoomEvent::Parted { session, event });
+        let Some(producer) = &self.producer else {
+            self.apply(&mut st, RoomEvent::Parted { session, event });
+            return Ok(());
+        };
+        // The leaver is out at once; everyone else hears of it where the stream puts it.
+        if let Some(member) = st.delivery.remove(session) {
+            let _ = member.sink.push(&event); // dropped only over budget: it is leaving
+        }
+        let change = Presence::Parted {
+            session,
+            nick,
+            ts,
+            reason,
+            quit: quit.is_some(),
+        };
+        if let Err(e) = producer.presence(self, change) {
+            tracing::warn!(room = %self.name, error = %e, "a part could not be shared with the cluster");
+        }
         Ok(())
     }
 
@@ -384,12 +465,24 @@ impl Room {
     /// returns every member's session and sink (the renamed one included), for the
     /// directory to tell each person once.
     pub(crate) fn rename(
-        &self,
+        self: &Arc<Self>,
         session: Uuid,
         nick: &Nick,
         account: bool,
     ) -> Vec<(Uuid, Arc<Sink>)> {
         let mut st = self.lock();
+        if let Some(producer) = &self.producer
+            && st.delivery.get(session).is_some()
+        {
+            let change = Presence::Renamed {
+                session,
+                nick: nick.to_string(),
+                account,
+            };
+            if let Err(e) = producer.presence(self, change) {
+                tracing::warn!(room = %self.name, error = %e, "a rename could not be shared with the cluster");
+            }
+        }
         self.apply(
             &mut st,
             RoomEvent::Renamed {
@@ -445,13 +538,13 @@ impl Room {
         if st.moderation.secret() && st.delivery.get(asker).is_none() {
             return MemberList::default();
         }
-        st.delivery.member_list()
+        st.member_list()
     }
 
     /// Joins a guest from loopback, for tests of the path that are not about its rules.
     #[cfg(test)]
     pub(crate) fn join_as(
-        &self,
+        self: &Arc<Self>,
         session: Uuid,
         nick: &Nick,
         sink: &Arc<Sink>,
@@ -494,13 +587,13 @@ impl Room {
     }
 
     pub(crate) fn member_count(&self) -> usize {
-        self.lock().delivery.len()
+        self.lock().member_count()
     }
 
     /// (member count, last activity), for choosing which empty room to forget.
     pub(crate) fn activity(&self) -> (usize, i64) {
         let st = self.lock();
-        (st.delivery.len(), st.last_active)
+        (st.member_count(), st.last_active)
     }
 
     /// Removes this room's cached messages from the id index: the room is being forgotten.

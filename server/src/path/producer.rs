@@ -84,6 +84,9 @@ pub(crate) enum PostError {
     /// The room's rules refuse it (a moderated room, a moderation request's rules).
     #[error(transparent)]
     Refused(#[from] ModError),
+    /// The room's stream cannot be reached (cluster mode: NATS is down).
+    #[error("the cluster cannot be reached: {0}")]
+    Unavailable(String),
 }
 
 impl Room {
@@ -100,7 +103,11 @@ impl Room {
         said: Said,
     ) -> Result<Posted, PostError> {
         let mut st = self.lock();
-        let member = st.delivery.get(session).ok_or(PostError::NotMember)?;
+        let member = st
+            .delivery
+            .get(session)
+            .or_else(|| st.joining.get(&session).map(|j| &j.member))
+            .ok_or(PostError::NotMember)?;
         if st.moderation.moderated() && !member.role.may_speak_moderated() && !member.admin {
             return Err(ModError::Moderated(self.name.clone()).into());
         }
@@ -172,6 +179,19 @@ impl Room {
             file,
             account,
         };
+        if let Some(producer) = &self.producer {
+            // The stream gives it its seq; its sender's copy comes back from the stream.
+            let event = Arc::new(Event::pending(ServerMsg::Message(msg), Some(session)));
+            index.insert(id, Arc::clone(&event));
+            drop(index);
+            sender.unsettled_add();
+            if let Err(e) = producer.message(self, event, Arc::clone(sender)) {
+                sender.unsettled_sub();
+                self.ids.lock().remove(&id);
+                return Err(e);
+            }
+            return Ok(Posted::New);
+        }
         // Used from here on, whatever becomes of the message: a seq is never reused.
         st.stream.next_seq += 1;
         let Some(store) = &self.store else {

@@ -30,6 +30,8 @@ pub(super) enum AccountJob {
         new: Password,
         ref_id: Option<Uuid>,
     },
+    /// A rename in cluster mode: the new nick is claimed cluster-wide, then taken here.
+    Rename { nick: String, ref_id: Option<Uuid> },
 }
 
 impl<W: Wire> Session<W> {
@@ -63,6 +65,34 @@ impl<W: Wire> Session<W> {
         Ok(())
     }
 
+    /// Claims `raw` cluster-wide, renames, and gives the old nick up (or the new one back,
+    /// if the rename is refused here).
+    async fn rename_claimed(&mut self, raw: &str) -> Result<(), Refusal> {
+        let new = super::commands::parse_nick(raw)?;
+        let old = self.nick().clone();
+        let Some(peers) = self.chat.peers.clone() else {
+            return self.rename(raw);
+        };
+        let same = new.skeleton() == old.skeleton();
+        if !same {
+            peers.claim(&new, self.id).await?;
+        }
+        match self.rename(raw) {
+            Ok(()) => {
+                if !same {
+                    peers.release(&old, self.id);
+                }
+                Ok(())
+            }
+            Err(refusal) => {
+                if !same {
+                    peers.release(&new, self.id);
+                }
+                Err(refusal)
+            }
+        }
+    }
+
     /// Runs an account request and answers it.
     pub(super) async fn account(&mut self, job: AccountJob) -> Result<(), Exit> {
         let nick = self.nick().clone();
@@ -87,6 +117,15 @@ impl<W: Wire> Session<W> {
                 ref_id,
             } => {
                 if let Err(refusal) = self.login(&raw, &password).await {
+                    if let Refusal::ServerBanned(reason) = &refusal {
+                        return Err(super::register::banned_exit(reason));
+                    }
+                    self.refuse(&refusal, ref_id)?;
+                }
+                return self.flush().await;
+            }
+            AccountJob::Rename { nick: raw, ref_id } => {
+                if let Err(refusal) = self.rename_claimed(&raw).await {
                     if let Refusal::ServerBanned(reason) = &refusal {
                         return Err(super::register::banned_exit(reason));
                     }

@@ -97,8 +97,20 @@ impl<W: Wire> Session<W> {
             let reason = audit::auth_reason(e);
             audit::auth_failure(self.id, self.peer, nick.as_str(), AuthStep::Login, reason);
         }
-        match login? {
-            Login::Guest => self.chat.register(self.id, &nick, &self.sink, self.peer)?,
+        let login = login?;
+        if let Some(peers) = &self.chat.peers {
+            // Cluster-wide first: the local directory then only ever sees claimed nicks.
+            peers.claim(&nick, self.id).await?;
+        }
+        match login {
+            Login::Guest => {
+                if let Err(e) = self.chat.register(self.id, &nick, &self.sink, self.peer) {
+                    if let Some(peers) = &self.chat.peers {
+                        peers.release(&nick, self.id);
+                    }
+                    return Err(e.into());
+                }
+            }
             Login::Account => {
                 self.chat.take_over(self.id, &nick, &self.sink, self.peer);
                 self.logged_in = true;

@@ -385,6 +385,70 @@ fn reconnect_rejoins_with_since_and_resends_unacknowledged_messages_with_the_sam
 }
 
 #[test]
+fn moving_to_another_server_says_where_rejoins_with_since_and_shows_nothing_twice() {
+    let mut app = online_in_lobby(1..=5);
+    assert_eq!(app.server, "127.0.0.1:7878");
+    let ids = lobby_ids(&app);
+    // The node dies; the network task dials the next server at once.
+    update(
+        &mut app,
+        Action::Net(NetEvent::Disconnected {
+            reason: "connection reset".into(),
+            retry_in: Duration::ZERO,
+        }),
+    );
+    let next = NetEvent::Connecting {
+        attempt: 1,
+        server: "127.0.0.1:7879".into(),
+    };
+    assert!(update(&mut app, Action::Net(next)).is_empty());
+    assert_eq!(app.conn, ConnState::Connecting { attempt: 1 });
+    assert_eq!(app.server, "127.0.0.1:7879", "the status bar names it");
+    update(&mut app, Action::Net(NetEvent::Connected { generation: 2 }));
+    let fx = server(&mut app, welcome("alice"));
+    assert_eq!(
+        sent(&fx),
+        [ClientMsg::Join {
+            key: None,
+            room: "lobby".into(),
+            since: Some(5)
+        }],
+        "the last seq seen on the old node"
+    );
+    assert!(
+        app.tabs[0].entries.iter().any(|e| e.kind
+            == EntryKind::Info("connected to chat-server test at 127.0.0.1:7879 as alice".into())),
+        "the status tab says where"
+    );
+    assert!(
+        lobby(&app)
+            .entries
+            .iter()
+            .any(|e| e.kind == EntryKind::Info("reconnected to 127.0.0.1:7879".into()))
+    );
+
+    // The new node serves the same stream (same ids and seqs); what overlaps what was
+    // seen on the old one, or arrives both live and in history, is shown once.
+    server(&mut app, joined("lobby", "alice"));
+    let mut m5 = chat("lobby", 5, "bob", "m5");
+    m5.id = ids[4];
+    let m6 = chat("lobby", 6, "bob", "m6");
+    let m7 = chat("lobby", 7, "bob", "m7");
+    server(&mut app, history("lobby", vec![m5, m6.clone(), m7], false));
+    let m8 = chat("lobby", 8, "bob", "m8");
+    server(&mut app, ServerMsg::Message(m8.clone()));
+    server(&mut app, history("lobby", vec![m6, m8.clone()], false));
+    server(&mut app, ServerMsg::Message(m8));
+    let got = lobby_messages(&app);
+    let names: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(names, ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8"]);
+    assert_eq!(got[4].1, MsgState::Normal);
+    assert_eq!((got[5].1, got[6].1), (MsgState::Missed, MsgState::Missed));
+    assert_eq!(got[7].1, MsgState::Normal, "m8 came live");
+    assert_eq!(lobby(&app).last_seq, 8);
+}
+
+#[test]
 fn nick_taken_after_a_reconnect_retries_hello_with_backoff() {
     let mut app = online_in_lobby(1..=1);
     app.now_ms = 10_000;

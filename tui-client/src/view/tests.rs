@@ -340,6 +340,17 @@ fn stopped_reconnecting_shows_why_and_how_to_go_on() {
 }
 
 #[test]
+fn the_status_bar_names_the_server_being_tried() {
+    let mut app = busy_app();
+    app.conn = ConnState::Connecting { attempt: 2 };
+    app.server = "tls://node-b.example:7879".into();
+    app.rtt = None;
+    let screen = render(&app, 100, 24).backend().to_string();
+    assert!(screen.contains(" reconnecting (try 3) │ alice"), "{screen}");
+    assert!(screen.contains("│ tls://node-b.example:7879"), "{screen}");
+}
+
+#[test]
 fn no_topic_row_for_a_room_without_one_or_for_other_tabs() {
     let mut app = moderated_app();
     let with = areas(&app, Rect::new(0, 0, 80, 24));

@@ -33,7 +33,8 @@ impl<W: Wire> Session<W> {
             ip: self.peer,
             key,
         };
-        room.join(&joiner, &self.sink, since, self.config.history_on_join)?;
+        room.join(&joiner, &self.sink, since, self.config.history_on_join)
+            .map_err(|e| self.posting(&room, e))?;
         self.rooms.insert(room);
         Ok(())
     }

@@ -57,6 +57,11 @@ impl<W: Wire> Session<W> {
                 parse_room(&room).and_then(|r| self.join(r, since, key.as_deref()))
             }
             ClientMsg::Part { room, reason } => self.part(&room, reason.as_deref()),
+            // In cluster mode the new nick is claimed cluster-wide first, off this loop.
+            ClientMsg::Nick { nick } if self.chat.peers.is_some() => {
+                self.account_job = Some(Box::new(AccountJob::Rename { nick, ref_id }));
+                Ok(())
+            }
             ClientMsg::Nick { nick } => self.rename(&nick),
             ClientMsg::Who { room } => self.who(&room),
             ClientMsg::Rooms {} => {
@@ -161,6 +166,7 @@ impl<W: Wire> Session<W> {
                 ChatError::NoSuchNick(nick).into()
             }
             PostError::Refused(e) => e.into(),
+            PostError::Unavailable(_) => ChatError::ClusterUnavailable.into(),
         }
     }
 

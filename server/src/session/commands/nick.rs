@@ -10,7 +10,7 @@ use crate::session::errors::Refusal;
 use crate::wire::Wire;
 
 impl<W: Wire> Session<W> {
-    pub(super) fn rename(&mut self, raw: &str) -> Result<(), Refusal> {
+    pub(in crate::session) fn rename(&mut self, raw: &str) -> Result<(), Refusal> {
         let new = parse_nick(raw)?;
         let old = self.nick().clone();
         // Another spelling of one's own account's nick keeps the login; any other nick
