@@ -7,8 +7,12 @@
 //! PORT -sd DIR` with an empty store in a temporary folder, then N `chat-server` nodes as
 //! shipped (the bench's usual flags, [`crate::server_proc::server_args`], a fresh database
 //! each in the same folder, and `--cluster nats://127.0.0.1:PORT --node nK`, each on a
-//! port of its own). After the case the nodes and then the NATS server are killed by their
-//! pids and the folder is removed; each case is bounded in time ([`case_bound`]).
+//! port of its own). Each node also gets an admin listener on a free loopback port
+//! (`--admin-listen`): a node serves connections before it has set the cluster up, so the
+//! bench waits for its `/readyz` before any client logs in, and reads its `/metrics` once
+//! at the end ([`NodeStats`]: what JetStream took to store each message, and the `seq`
+//! conflicts between nodes). After the case the nodes and then the NATS server are killed
+//! by their pids and the folder is removed; each case is bounded in time ([`case_bound`]).
 //!
 //! Client `k` of a workload (the receivers first, then the senders) is on node `k % N`.
 //! With more than one node, a receiver records the deliveries from senders on another node
@@ -26,6 +30,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+use crate::report::NodeStats;
 use crate::server_proc::{self, ChildServer, DbDir, ServerHandle, Storage};
 use crate::workloads::{self, MAX_NODES, Params, Spread, TargetKind};
 use crate::{Mode, Outcome, SERVER_LOG, Scale, ServerSpec, Workload};
@@ -151,8 +156,50 @@ impl Nats {
 pub struct Cluster {
     /// Node `k` is `n{k+1}`; dropped (killed) before the NATS server.
     pub nodes: Vec<ServerHandle>,
+    /// Each node's admin listener.
+    pub admins: Vec<SocketAddr>,
     /// The NATS server.
     pub nats: Nats,
+}
+
+/// How long a started node may take to set the cluster up (its `/readyz`).
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits until the admin listener at `admin` says the node is ready.
+///
+/// # Errors
+/// Not ready within [`READY_TIMEOUT`], with what `/readyz` said last.
+async fn wait_ready(admin: SocketAddr) -> anyhow::Result<()> {
+    let give_up = tokio::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        let last = match crate::scrape::fetch(admin, "/readyz").await {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        if tokio::time::Instant::now() >= give_up {
+            bail!("not ready within {READY_TIMEOUT:?}: /readyz {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The cluster counters of the node whose admin listener is `admin`, from its `/metrics`.
+///
+/// # Errors
+/// The fetch's, or a counter missing.
+async fn node_stats(admin: SocketAddr) -> anyhow::Result<NodeStats> {
+    let text = crate::scrape::fetch(admin, "/metrics").await?;
+    let read = |name: &str| {
+        crate::scrape::metric(&text, name)
+            .map(|v| v as u64)
+            .with_context(|| format!("no {name} in /metrics"))
+    };
+    Ok(NodeStats {
+        published: read("chat_cluster_published_messages")?,
+        publish_us: read("chat_cluster_publish_microseconds")?,
+        conflicts: read("chat_cluster_seq_conflicts")?,
+        behind: read("chat_cluster_behind_messages")?,
+    })
 }
 
 /// The name of node `k` (from 0): `n1`, `n2`, …
@@ -163,32 +210,41 @@ fn node_name(k: usize) -> String {
 /// The flags of cluster node `k`: the bench's usual ones ([`server_proc::server_args`]),
 /// with its own fresh database `db`, and `--cluster URL --node nK`. Each node listens on
 /// a port of its own (`127.0.0.1:0`).
-pub fn node_args(db: &Path, url: &str, k: usize) -> Vec<String> {
+pub fn node_args(db: &Path, url: &str, k: usize, admin: SocketAddr) -> Vec<String> {
     let mut args = server_proc::server_args(Some(db));
     args.extend([
         "--cluster".to_owned(),
         url.to_owned(),
         "--node".to_owned(),
         node_name(k),
+        "--admin-listen".to_owned(),
+        admin.to_string(),
     ]);
     args
 }
 
 impl Cluster {
-    /// Starts a fresh NATS server, then `n` nodes on it, one after the other.
+    /// Starts a fresh NATS server, then `n` nodes on it, one after the other, and waits
+    /// until every node has set the cluster up.
     ///
     /// # Errors
-    /// If the NATS server or a node does not start.
+    /// If the NATS server or a node does not start, or a node is not ready in time.
     pub async fn start(spec: &ServerSpec, nats: &Path, n: usize) -> anyhow::Result<Self> {
         let nats = Nats::start(nats).context("starting nats-server")?;
         let mut nodes = Vec::with_capacity(n);
+        let mut admins = Vec::with_capacity(n);
         for k in 0..n {
+            let admin = std::net::TcpListener::bind("127.0.0.1:0")?;
+            let admin_addr = admin.local_addr()?;
             let node = match spec {
                 ServerSpec::Binary(path) => {
+                    // Free again for the node to bind: nothing else on loopback takes it
+                    // in between.
+                    drop(admin);
                     let db = nats.dir.join(&format!("{}.db", node_name(k)));
                     ServerHandle::spawn(
                         path,
-                        &node_args(&db, &nats.url, k),
+                        &node_args(&db, &nats.url, k, admin_addr),
                         &[("RUST_LOG", SERVER_LOG)],
                     )
                 }
@@ -198,13 +254,40 @@ impl Cluster {
                         vec![nats.url.clone()],
                         node_name(k),
                     ));
+                    config.admin_listener = Some(chat_server::AdminListener::new(admin));
                     ServerHandle::in_process_with(config).await
                 }
             }
             .with_context(|| format!("starting cluster node {} of {n}", node_name(k)))?;
             nodes.push(node);
+            admins.push(admin_addr);
         }
-        Ok(Self { nodes, nats })
+        for (k, &admin) in admins.iter().enumerate() {
+            wait_ready(admin)
+                .await
+                .with_context(|| format!("cluster node {} of {n}", node_name(k)))?;
+        }
+        Ok(Self {
+            nodes,
+            admins,
+            nats,
+        })
+    }
+
+    /// Every node's cluster counters added up (`behind`: the most any node is behind).
+    ///
+    /// # Errors
+    /// A node whose `/metrics` cannot be read.
+    pub async fn stats(&self) -> anyhow::Result<NodeStats> {
+        let mut sum = NodeStats::default();
+        for &admin in &self.admins {
+            let s = node_stats(admin).await?;
+            sum.published += s.published;
+            sum.publish_us += s.publish_us;
+            sum.conflicts += s.conflicts;
+            sum.behind = sum.behind.max(s.behind);
+        }
+        Ok(sum)
     }
 
     /// The nodes and the NATS server, as a workload spreads over them.
@@ -218,7 +301,7 @@ impl Cluster {
     /// Stops the nodes, then the NATS server (each killed by its pid), and removes the
     /// folder.
     pub async fn stop(self) {
-        let Self { nodes, nats } = self;
+        let Self { nodes, nats, .. } = self;
         for node in nodes {
             node.stop().await;
         }
@@ -313,6 +396,16 @@ async fn run_case(
                 }
             );
             let out = workloads::run_spread(w, params, &cluster.spread(), kind, mode).await;
+            let out = match out {
+                Ok(mut out) => match cluster.stats().await {
+                    Ok(stats) => {
+                        out.cluster = Some(stats);
+                        Ok(out)
+                    }
+                    Err(e) => Err(e.context("reading the nodes' /metrics")),
+                },
+                Err(e) => Err(e),
+            };
             cluster.stop().await;
             out
         }
@@ -355,9 +448,14 @@ mod tests {
 
     #[test]
     fn nodes_run_as_shipped_with_their_own_database_and_name() {
-        let args = node_args(Path::new("/tmp/x/n2.db"), "nats://127.0.0.1:4222", 1).join(" ");
+        let admin = SocketAddr::from(([127, 0, 0, 1], 9187));
+        let args =
+            node_args(Path::new("/tmp/x/n2.db"), "nats://127.0.0.1:4222", 1, admin).join(" ");
         assert!(
-            args.ends_with("--db /tmp/x/n2.db --cluster nats://127.0.0.1:4222 --node n2"),
+            args.ends_with(
+                "--db /tmp/x/n2.db --cluster nats://127.0.0.1:4222 --node n2 \
+                 --admin-listen 127.0.0.1:9187"
+            ),
             "{args}"
         );
         assert!(args.starts_with("--listen 127.0.0.1:0 "), "{args}");

@@ -127,6 +127,27 @@ pub struct Transfer {
     pub p99_ratio: f64,
 }
 
+/// `--cluster`: the nodes' own cluster counters at the end of a case, added up (their
+/// `/metrics`: `chat_cluster_*`).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct NodeStats {
+    /// Room messages the nodes published to JetStream.
+    pub published: u64,
+    /// The time JetStream took to store them, from publish to ack, in total, µs.
+    pub publish_us: u64,
+    /// Messages published again because another node had taken their `seq`.
+    pub conflicts: u64,
+    /// Stream messages not yet applied at the end, at the node furthest behind.
+    pub behind: u64,
+}
+
+impl NodeStats {
+    /// Mean time from publish to JetStream's ack, µs.
+    pub fn publish_mean_us(&self) -> Option<f64> {
+        (self.published > 0).then(|| self.publish_us as f64 / self.published as f64)
+    }
+}
+
 /// One workload against one target in one mode.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Outcome {
@@ -180,6 +201,9 @@ pub struct Outcome {
     /// `--cluster`: the NATS server's CPU over the interval, % of one core.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broker_cpu_pct: Option<f64>,
+    /// `--cluster`: the nodes' cluster counters at the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<NodeStats>,
     /// W4 only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle: Option<Idle>,
@@ -1063,6 +1087,30 @@ fn cluster_cost(outcomes: &[Outcome], mode: &str, targets: &[&'static str]) -> S
             );
         }
     }
+    for w in ["W1", "W2", "W3"] {
+        let parts: Vec<String> = clusters
+            .iter()
+            .filter_map(|&t| {
+                let o = med(w, t)?;
+                let c = o.cluster?;
+                Some(format!(
+                    "{} {} ({} published, {} seq conflicts, {} behind at the end)",
+                    cluster_label(t),
+                    opt(c.publish_mean_us(), micros),
+                    c.published,
+                    c.conflicts,
+                    c.behind
+                ))
+            })
+            .collect();
+        if !parts.is_empty() {
+            let _ = writeln!(
+                s,
+                "cost   {w} {mode} publish to JetStream's ack per message, as the nodes count it: {}",
+                parts.join("; ")
+            );
+        }
+    }
     let us = |v: Option<f64>| opt(v, |u| format!("{u:.1} µs"));
     let mut parts = Vec::new();
     if let Some(o) = med("W1", "server") {
@@ -1153,7 +1201,19 @@ mod tests {
                 0,
             ),
         ];
+        let mut outcomes = outcomes;
+        outcomes[5].cluster = Some(NodeStats {
+            published: 2000,
+            publish_us: 800_000,
+            conflicts: 7,
+            behind: 0,
+        });
         let s = cluster_report(&outcomes);
+        let ack = line_with(&s, "W3 framed publish to JetStream's ack");
+        assert!(
+            ack.contains("cluster×2 400µs (2000 published, 7 seq conflicts"),
+            "{s}"
+        );
         let row = line_with(&s, "cluster×2 ");
         assert!(row.contains("400.0k") && row.contains("0.40"), "{s}");
         assert!(row.contains("2.90"), "cross-node p99 / single p99: {s}");
