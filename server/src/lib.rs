@@ -153,14 +153,10 @@ pub async fn run_with_reload(
         None => None,
     };
     let config = Arc::new(config);
-    // In cluster mode JetStream keeps the messages; the local store keeps the rest.
-    let messages = if cluster.is_some() {
-        None
-    } else {
-        store.clone()
-    };
+    // In cluster mode JetStream orders and keeps the messages; the store is this node's
+    // replica of the stream (history older than the cache, and restarts).
     let chat = Arc::new(
-        chat::Chat::new(Arc::clone(&config), messages)
+        chat::Chat::new(Arc::clone(&config), store.clone())
             .with_auth(auth)
             .with_moderation(moderation)
             .with_ops(Arc::clone(&ops))

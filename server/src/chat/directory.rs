@@ -99,8 +99,18 @@ impl Chat {
         let held = lock(&self.nicks);
         nicks
             .iter()
-            .filter_map(|n| held.get(&name_skeleton(n)))
-            .map(|e| (e.nick.clone(), e.away.clone()))
+            .filter_map(|n| {
+                let key = name_skeleton(n);
+                match held.get(&key) {
+                    Some(e) => Some((e.nick.clone(), e.away.clone())),
+                    // On another node (cluster mode); its away text stays there.
+                    None => self
+                        .peers
+                        .as_ref()?
+                        .holder(&key)
+                        .map(|(nick, _)| (nick, None)),
+                }
+            })
             .collect()
     }
 
@@ -133,7 +143,7 @@ impl Chat {
     pub(crate) fn logged_in(&self, session: Uuid, nick: &Nick, rooms: &[Arc<Room>]) -> Arc<Event> {
         let mates = rooms
             .iter()
-            .flat_map(|room| room.rename(session, nick, true));
+            .flat_map(|room| room.rename(session, nick, true, now_ms()));
         tell_mates(session, mates, account_changed(nick, true))
     }
 
@@ -242,14 +252,15 @@ impl Chat {
         entry.nick = new.clone();
         nicks.insert(new_key, entry);
         drop(nicks);
+        let ts = now_ms();
         let mates: HashMap<Uuid, Arc<Sink>> = rooms
             .iter()
-            .flat_map(|room| room.rename(session, new, account))
+            .flat_map(|room| room.rename(session, new, account, ts))
             .collect();
         let renamed = ServerMsg::NickChanged {
             old: old.to_string(),
             new: new.to_string(),
-            ts: now_ms(),
+            ts,
         };
         let mut events = vec![tell_mates(session, mates.clone(), renamed)];
         if was != account {

@@ -37,7 +37,7 @@ impl Chat {
                 None => return Err(ChatError::ServerRoomsFull(self.config.max_rooms)),
             }
         }
-        let load = match &self.store {
+        let mut load = match &self.store {
             Some(store) => store
                 .load_room(name.as_str(), self.config.history)
                 .map_err(|e| {
@@ -46,6 +46,10 @@ impl Chat {
                 })?,
             None => RoomLoad::default(),
         };
+        if self.peers.is_some() {
+            // The stream gives the seqs; the store's reservations ahead mean nothing here.
+            load.next_seq = load.tail.last().map_or(1, |m| m.seq + 1);
+        }
         let settings = self.room_settings(name)?;
         let room = Arc::new(
             Room::new(

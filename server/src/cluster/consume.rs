@@ -11,6 +11,7 @@
 //! The consumer is an ordered consumer: no acknowledgements, and async-nats recreates it
 //! from the last sequence seen when it misses one or the connection comes back.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -20,11 +21,14 @@ use chat_shared::{RoomName, ServerMsg};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+use uuid::Uuid;
 
 use super::record::{Body, Record};
 use super::{Cluster, Link};
 use crate::event::Event;
-use crate::path::Origin;
+use crate::path::producer::InFlight;
+use crate::path::sink::Sink;
+use crate::path::{Origin, Presence};
 
 /// How long the presence snapshot may take before the node goes on without the rest.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(10);
@@ -93,7 +97,7 @@ impl Cluster {
                 pending = message.info().map_or(0, |i| i.pending);
                 if let Ok(record) = Record::decode(&message.payload) {
                     members += 1;
-                    self.apply(record);
+                    self.apply(record, 0);
                 }
             }
         }
@@ -103,7 +107,13 @@ impl Cluster {
             keep: Some(self.boot),
         };
         self.publish(self.names.nodes_subject(), gone, None).await?;
-        let start = last.saturating_sub(self.cfg.warm).max(1);
+        let first = stream.cached_info().state.first_sequence;
+        let start = match self.saved_watermark() {
+            // A restart with its replica: on from where the replica ends, if the stream
+            // still has that (no full replay, and no gap in the replica).
+            Some(kept) if kept + 1 >= first && kept <= last => kept + 1,
+            _ => last.saturating_sub(self.cfg.warm).max(1),
+        };
         info!(
             presence = members,
             from = start,
@@ -139,20 +149,45 @@ impl Cluster {
             let Some(next) = next else { break };
             let message = next?;
             self.ready.store(true, Ordering::Release);
+            let mut stream_seq = 0;
             if let Ok(info) = message.info() {
-                self.applied.store(info.stream_sequence, Ordering::Release);
+                stream_seq = info.stream_sequence;
+                self.applied.store(stream_seq, Ordering::Release);
                 self.behind.store(info.pending, Ordering::Relaxed);
             }
             match Record::decode(&message.payload) {
-                Ok(record) => self.apply(record),
+                Ok(record) => self.apply(record, stream_seq),
                 Err(e) => warn!(subject = %message.subject, error = %e, "not a record"),
             }
         }
         anyhow::bail!("the consumer ended")
     }
 
-    /// Applies one record to this node's rooms and sessions.
-    fn apply(&self, record: Record) {
+    /// Tells `mates` that `session` was renamed (`old` → `new` at `ts`), each once
+    /// however many rooms it shares with it: the rename comes once per room.
+    fn tell_rename(
+        &self,
+        session: Uuid,
+        (old, new, ts): (String, String, i64),
+        mates: Vec<(Uuid, Arc<Sink>)>,
+    ) {
+        let mut told = self.renames.lock().unwrap_or_else(|p| p.into_inner());
+        if told.0 != (session, ts) {
+            *told = ((session, ts), HashSet::new());
+        }
+        let event = Arc::new(Event::new(
+            ServerMsg::NickChanged { old, new, ts },
+            Some(session),
+        ));
+        for (id, sink) in mates {
+            if told.1.insert(id) {
+                let _ = sink.push(&event); // dropped only over budget: it hears `lagged`
+            }
+        }
+    }
+
+    /// Applies one record (stream sequence `stream_seq`) to this node's rooms and sessions.
+    fn apply(&self, record: Record, stream_seq: u64) {
         let Some(chat) = self.chat() else {
             return;
         };
@@ -163,7 +198,13 @@ impl Cluster {
                     return;
                 };
                 match chat.room(&name) {
-                    Ok(room) => room.stream_message(msg, Some(origin)),
+                    Ok(room) => {
+                        let replica = InFlight::Replica {
+                            stream_seq,
+                            replicated: Arc::clone(&self.replicated),
+                        };
+                        room.stream_message(msg, Some(origin), Some(replica));
+                    }
                     Err(e) => {
                         warn!(room = %name, error = %e, "a room of the cluster is not kept here")
                     }
@@ -182,10 +223,25 @@ impl Cluster {
                     boot: record.boot,
                     local,
                 };
+                let rename = match &change {
+                    Presence::Renamed {
+                        session,
+                        old,
+                        nick,
+                        ts,
+                        ..
+                    } if old != nick => Some((*session, (old.clone(), nick.clone(), *ts))),
+                    _ => None,
+                };
                 match chat.room(&name) {
-                    Ok(room) => room.stream_presence(change, &from),
+                    Ok(room) => {
+                        let mates = room.stream_presence(change, &from);
+                        if let Some((session, what)) = rename {
+                            self.tell_rename(session, what, mates);
+                        }
+                    }
                     Err(e) => {
-                        warn!(room = %name, error = %e, "a room of the cluster is not kept here")
+                        warn!(room = %name, error = %e, "a room of the cluster is not kept here");
                     }
                 }
             }

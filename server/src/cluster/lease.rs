@@ -37,7 +37,9 @@ impl Cluster {
                 continue;
             }
             self.sweep().await;
+            self.save_watermark();
         }
+        self.save_watermark();
         // A clean stop: the others need not wait for the lease to run out.
         let _ = link.nodes.delete(&*self.node).await;
         let gone = Body::Gone {

@@ -84,6 +84,9 @@ pub(crate) struct Cluster {
     chat: OnceLock<Weak<Chat>>,
     /// One publisher per room with local activity, by room skeleton.
     publishers: Mutex<HashMap<String, mpsc::UnboundedSender<Post>>>,
+    /// The rename being told, and who was told of it: a rename comes once per room the
+    /// renamed member is in, and the renames of one member come in one run.
+    renames: Mutex<((Uuid, i64), std::collections::HashSet<Uuid>)>,
     /// Who holds which nick, cluster-wide (the nick bucket, watched).
     mirror: Mutex<HashMap<String, nicks::Mirrored>>,
     /// The newest stream sequence applied here, and the stream's last one as last seen:
@@ -93,9 +96,15 @@ pub(crate) struct Cluster {
     /// Messages that met another node's message for the same `seq` and were published
     /// again, and the time JetStream took to store messages: the cluster path's cost.
     conflicts: AtomicU64,
+    /// The stream sequence up to which this node's store holds the stream's messages (its
+    /// replica); saved, so a restart goes on from there.
+    replicated: Arc<AtomicU64>,
     published: AtomicU64,
     publish_micros: AtomicU64,
 }
+
+/// The settings key of the replica's watermark.
+const WATERMARK: &str = "cluster/replicated";
 
 /// How long a starting node waits between attempts to set the cluster up.
 const SETUP_RETRY: Duration = Duration::from_secs(1);
@@ -164,10 +173,12 @@ impl Cluster {
             reconnected: Arc::default(),
             chat: OnceLock::new(),
             publishers: Mutex::default(),
+            renames: Mutex::default(),
             mirror: Mutex::default(),
             applied: AtomicU64::new(0),
             behind: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
+            replicated: Arc::default(),
             published: AtomicU64::new(0),
             publish_micros: AtomicU64::new(0),
         })
@@ -314,6 +325,26 @@ impl Cluster {
         tokio::spawn(publish::run(Arc::clone(self), Arc::clone(room), rx));
         publishers.insert(key, tx.clone());
         tx
+    }
+
+    /// Where the replica ended when it was last saved (`None`: no store, or never saved).
+    fn saved_watermark(&self) -> Option<u64> {
+        let chat = self.chat()?;
+        let store = chat.moderation.store.as_ref()?;
+        store.get(WATERMARK).ok()??.parse().ok()
+    }
+
+    /// Saves where the replica ends (through the settings' writer: off this task).
+    fn save_watermark(&self) {
+        let at = self.replicated.load(Ordering::Acquire);
+        if at == 0 {
+            return;
+        }
+        if let Some(chat) = self.chat()
+            && let Some(writer) = &chat.moderation.writer
+        {
+            writer.put(WATERMARK.to_owned(), Some(at.to_string()));
+        }
     }
 
     fn observe_publish(&self, took: Duration) {

@@ -41,6 +41,20 @@ fn apply(outcome: Outcome<InFlight>, ids: &MessageIds) {
             },
             stored,
         ) => room.settle(event, stored, &sender),
+        Outcome::Placed(InFlight::Replica { .. }) => {}
+        Outcome::Settled(
+            InFlight::Replica {
+                stream_seq,
+                replicated,
+            },
+            stored,
+        ) => {
+            if let Stored::Failed(reason) = &stored {
+                warn!(%reason, "a message of the cluster's stream was not kept in this node's store");
+            }
+            // In append order: everything up to here is stored (or was, before).
+            replicated.fetch_max(stream_seq, std::sync::atomic::Ordering::AcqRel);
+        }
         Outcome::Settled(
             InFlight::Dm {
                 event,

@@ -469,15 +469,23 @@ impl Room {
         session: Uuid,
         nick: &Nick,
         account: bool,
+        ts: i64,
     ) -> Vec<(Uuid, Arc<Sink>)> {
         let mut st = self.lock();
         if let Some(producer) = &self.producer
             && st.delivery.get(session).is_some()
         {
+            let old = st
+                .delivery
+                .get(session)
+                .map(|m| m.nick.to_string())
+                .unwrap_or_default();
             let change = Presence::Renamed {
                 session,
+                old,
                 nick: nick.to_string(),
                 account,
+                ts,
             };
             if let Err(e) = producer.presence(self, change) {
                 tracing::warn!(room = %self.name, error = %e, "a rename could not be shared with the cluster");

@@ -70,11 +70,22 @@ impl Room {
     pub(super) fn take_effect(&self, st: &mut RoomState, notice: &RoomNotice, by: &str, ts: i64) {
         let account = match notice {
             RoomNotice::Kicked { nick, .. } => {
-                // Each kicked session sees its own `kicked` and forgets the room then.
+                // Each kicked session sees its own `kicked` and forgets the room then (on
+                // its own node, which applies this notice as every node does).
                 st.delivery.remove_nick(nick);
+                let key = chat_shared::validate::name_skeleton(nick);
+                st.remote.retain(|_, m| m.nick.skeleton() != key);
                 false
             }
-            RoomNotice::Role { nick, role, .. } => st.delivery.set_role(nick, *role),
+            RoomNotice::Role { nick, role, .. } => {
+                let key = chat_shared::validate::name_skeleton(nick);
+                let mut account = false;
+                for m in st.remote.values_mut().filter(|m| m.nick.skeleton() == key) {
+                    m.role = *role;
+                    account |= m.account;
+                }
+                st.delivery.set_role(nick, *role) | account
+            }
             RoomNotice::Topic { .. } | RoomNotice::Mode(_) => false,
         };
         if st.moderation.apply(notice, by, ts, account) {
@@ -119,7 +130,7 @@ impl Room {
     ) -> Result<Unchanged, PostError> {
         let mut st = self.lock();
         let (actor, by) = actor(&st, session)?;
-        let (target, member) = st.delivery.find(nick).ok_or_else(|| self.not_here(nick))?;
+        let (target, member) = st.find(nick).ok_or_else(|| self.not_here(nick))?;
         let (current, nick) = (member.role, member.nick.to_string());
         let own = target == session;
         // Anything but `op` aimed at an op is aimed at an equal or better, even when it
@@ -171,7 +182,7 @@ impl Room {
     ) -> Result<Unchanged, PostError> {
         let mut st = self.lock();
         let (actor, by) = actor(&st, session)?;
-        let (_, member) = st.delivery.find(nick).ok_or_else(|| self.not_here(nick))?;
+        let (_, member) = st.find(nick).ok_or_else(|| self.not_here(nick))?;
         let (new, account, current) = (member.nick.to_string(), member.account, member.role);
         RoomModeration::check_owner(&self.name, actor, &new, account)?;
         if current == Role::Owner {
@@ -206,7 +217,7 @@ impl Room {
     ) -> Result<(), PostError> {
         let mut st = self.lock();
         let (actor, by) = actor(&st, session)?;
-        let (_, member) = st.delivery.find(nick).ok_or_else(|| self.not_here(nick))?;
+        let (_, member) = st.find(nick).ok_or_else(|| self.not_here(nick))?;
         RoomModeration::check_remove(&self.name, actor, member.role)?;
         let nick = member.nick.to_string();
         let kicked = RoomNotice::Kicked {
@@ -309,7 +320,7 @@ impl Room {
     pub(crate) fn invite(&self, session: Uuid, nick: &Nick) -> Result<(), PostError> {
         let mut st = self.lock();
         let (actor, by) = actor(&st, session)?;
-        if let Some((_, m)) = st.delivery.find(nick) {
+        if let Some((_, m)) = st.find(nick) {
             return Err(ModError::AlreadyHere(m.nick.to_string(), self.name.clone()).into());
         }
         st.moderation.invite(&self.name, actor, nick)?;

@@ -36,6 +36,13 @@ pub(crate) enum InFlight {
         recipient: Option<Arc<Sink>>,
         sender: Arc<Sink>,
     },
+    /// Cluster mode: a message the stream delivered, kept in this node's store as its
+    /// replica of the stream (for history older than the cache, and restarts). Once it
+    /// is stored, `replicated` rises to its stream sequence.
+    Replica {
+        stream_seq: u64,
+        replicated: Arc<std::sync::atomic::AtomicU64>,
+    },
 }
 
 /// What someone says: a room message or a DM before the server gives it its place.

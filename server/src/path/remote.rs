@@ -18,10 +18,11 @@ use chat_shared::{ChatMessage, Nick, Role, ServerMsg};
 use uuid::Uuid;
 
 use super::delivery::Member;
-use super::producer::PostError;
+use super::producer::{InFlight, PostError};
 use super::sink::Sink;
 use super::{Room, RoomEvent, RoomState};
 use crate::event::Event;
+use crate::store::{Job, Record};
 
 /// Appends a room's events to its shared stream. Implemented by the cluster; calls return
 /// at once (the stream's answer comes back as events), and fail only when the stream cannot
@@ -64,10 +65,14 @@ pub(crate) enum Presence {
         reason: Option<String>,
         quit: bool,
     },
+    /// `ts` tells one rename from another: a member renamed in several rooms is told of
+    /// it once (see the cluster's consumer).
     Renamed {
         session: Uuid,
+        old: String,
         nick: String,
         account: bool,
+        ts: i64,
     },
 }
 
@@ -76,6 +81,8 @@ pub(crate) enum Presence {
 pub(crate) struct RemoteMember {
     pub(crate) nick: Nick,
     pub(crate) role: Role,
+    /// Logged in to the account of `nick` (on its node).
+    pub(crate) account: bool,
     /// The node holding its connection, and that node's run (a restarted node's old
     /// members are gone).
     pub(crate) node: Arc<str>,
@@ -84,6 +91,40 @@ pub(crate) struct RemoteMember {
 
 /// The room's members on other nodes, by session.
 pub(crate) type Roster = HashMap<Uuid, RemoteMember>;
+
+/// A member, here or on another node, as moderation aims at it.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub(crate) nick: Nick,
+    pub(crate) role: Role,
+    pub(crate) account: bool,
+}
+
+impl RoomState {
+    /// The member holding `nick` (by skeleton), here or on another node.
+    pub(crate) fn find(&self, nick: &Nick) -> Option<(Uuid, Target)> {
+        if let Some((id, m)) = self.delivery.find(nick) {
+            let target = Target {
+                nick: m.nick.clone(),
+                role: m.role,
+                account: m.account,
+            };
+            return Some((id, target));
+        }
+        let key = nick.skeleton();
+        self.remote
+            .iter()
+            .find(|(_, m)| m.nick.skeleton() == key)
+            .map(|(id, m)| {
+                let target = Target {
+                    nick: m.nick.clone(),
+                    role: m.role,
+                    account: m.account,
+                };
+                (*id, target)
+            })
+    }
+}
 
 /// A local join waiting for the stream to deliver it.
 #[derive(Debug)]
@@ -126,8 +167,14 @@ impl Room {
         Ok(())
     }
 
-    /// A message the stream delivered: shown to local members, kept in the cache.
-    pub(crate) fn stream_message(&self, msg: ChatMessage, origin: Option<Uuid>) {
+    /// A message the stream delivered: shown to local members, kept in the cache, and
+    /// (with a store) in this node's replica of the stream, `replica` saying where.
+    pub(crate) fn stream_message(
+        &self,
+        msg: ChatMessage,
+        origin: Option<Uuid>,
+        replica: Option<InFlight>,
+    ) {
         let seq = msg.seq;
         let id = msg.id;
         let mut st = self.lock();
@@ -138,11 +185,26 @@ impl Room {
         st.stream.next_seq = seq + 1;
         let event = Arc::new(Event::new(ServerMsg::Message(msg), origin));
         self.ids.lock().insert(id, Arc::clone(&event));
+        if let (Some(store), Some(ctx)) = (&self.store, replica) {
+            let job = Job {
+                record: Record::Message(Arc::clone(&event)),
+                place: false,
+                ctx,
+            };
+            if store.append(job).is_err() {
+                tracing::warn!(room = %self.name, seq, "the store is too far behind: a message of the stream is not kept here");
+            }
+        }
         self.apply(&mut st, RoomEvent::Message(event));
     }
 
-    /// A membership change the stream delivered.
-    pub(crate) fn stream_presence(&self, change: Presence, from: &Origin) {
+    /// A membership change the stream delivered. For a rename on another node, returns
+    /// the local members to tell (the consumer tells each once, whatever the rooms).
+    pub(crate) fn stream_presence(
+        &self,
+        change: Presence,
+        from: &Origin,
+    ) -> Vec<(Uuid, Arc<Sink>)> {
         let mut st = self.lock();
         st.last_active = crate::now_ms();
         match change {
@@ -177,10 +239,10 @@ impl Room {
                         );
                     }
                     // Else the joiner left before its join came back: its part follows.
-                    return;
+                    return Vec::new();
                 }
                 let Ok(nick) = Nick::parse(&nick) else {
-                    return;
+                    return Vec::new();
                 };
                 let fresh = st
                     .remote
@@ -189,6 +251,7 @@ impl Room {
                         RemoteMember {
                             nick,
                             role,
+                            account,
                             node: Arc::clone(&from.node),
                             boot: from.boot,
                         },
@@ -207,7 +270,7 @@ impl Room {
                 quit,
             } => {
                 if st.remote.remove(&session).is_none() && !from.local {
-                    return;
+                    return Vec::new();
                 }
                 st.joining.remove(&session);
                 let event = Arc::new(Event::new(
@@ -223,16 +286,18 @@ impl Room {
                 let queued = st.delivery.deliver(&event);
                 self.counters.deliveries.inc_by(queued);
             }
-            Presence::Renamed {
-                session,
-                nick,
-                account: _,
-            } => {
+            Presence::Renamed { session, nick, .. } => {
                 if let (Some(m), Ok(nick)) = (st.remote.get_mut(&session), Nick::parse(&nick)) {
                     m.nick = nick;
+                    return st
+                        .delivery
+                        .sinks()
+                        .map(|(id, sink)| (id, Arc::clone(sink)))
+                        .collect();
                 }
             }
         }
+        Vec::new()
     }
 
     /// A node is gone (or restarted: `keep` is its new run): its members here leave, and

@@ -1,0 +1,973 @@
+//! Cluster mode (issue 16), black-box: nodes of `chat_server::run` in this process, joined
+//! through a real `nats-server -js` on a free loopback port with a temporary store, and
+//! clients on different nodes talking over real sockets with the unchanged protocol.
+//!
+//! Every node has a lease of 3 s (so a node that is gone frees its nicks and members within
+//! 4 s) and a publish timeout of 2 s, and an admin listener for `/readyz`. Each test is
+//! bounded by [`LIMIT`] and has its own nats-server, killed by its PID when the test ends.
+//! Without nats-server installed the tests are skipped, unless `CI` is set. `kill -9` of a
+//! node needs the real binary: that test is `server/tests/cluster_binary.rs`.
+//!
+//! `RUST_LOG=info cargo test -p chat-tests --test cluster -- --nocapture NAME` shows the
+//! nodes' logs.
+
+mod common;
+#[path = "common/nats.rs"]
+mod nats;
+
+use std::collections::HashSet;
+use std::fmt::Debug;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chat_server::{AdminListener, ClusterConfig, Config, Storage};
+use chat_shared::{ChatMessage, ClientMsg, ErrorCode, Request, ServerMsg};
+use common::{Client, Next, TestServer, say_req, spawn_server};
+use nats::Nats;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, sleep, timeout};
+use uuid::Uuid;
+
+/// Each node's lease in these tests.
+const LEASE: Duration = Duration::from_secs(3);
+/// Each node's publish timeout in these tests: a message NATS does not store is refused
+/// after this at the latest.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
+/// A dead node's nicks and members are free within its lease plus one sweep (a third of
+/// the lease); this is that and 4 s more for a loaded machine.
+const FREED: Duration = Duration::from_secs(8);
+/// A nick given up on purpose (a quit, a rename) is free everywhere within this.
+const RELEASED: Duration = Duration::from_secs(5);
+/// A node's start, until `/readyz` says 200.
+const READY: Duration = Duration::from_secs(15);
+/// The bound on a whole test.
+const LIMIT: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------------------------
+
+/// Runs a test's body within [`LIMIT`]; with `RUST_LOG` set, the nodes log to stderr.
+async fn bounded(body: impl Future<Output = ()>) {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+    timeout(LIMIT, body)
+        .await
+        .unwrap_or_else(|_| panic!("the test took over {LIMIT:?}"));
+}
+
+/// The configuration of node `name` of the cluster at `nats`: the tests' defaults, a lease
+/// of [`LEASE`], a publish timeout of [`PUBLISH_TIMEOUT`], and no rate limit to speak of.
+fn node_config(nats: &Nats, name: &str) -> Config {
+    Config {
+        rate: 1000.0,
+        burst: 1000,
+        cluster: Some(ClusterConfig {
+            lease: LEASE,
+            publish_timeout: PUBLISH_TIMEOUT,
+            ..ClusterConfig::new(vec![nats.url()], name)
+        }),
+        ..common::cfg()
+    }
+}
+
+/// A node of the cluster, in this process, with its admin listener.
+struct Node {
+    name: String,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    server: Option<TestServer>,
+}
+
+impl Node {
+    /// Starts node `name` and waits until its `/readyz` says 200.
+    async fn start(nats: &Nats, name: &str) -> Self {
+        Self::start_with(node_config(nats, name)).await
+    }
+
+    /// Starts a node with `config` (see [`node_config`]) and waits until its `/readyz`
+    /// says 200.
+    async fn start_with(config: Config) -> Self {
+        let name = config
+            .cluster
+            .as_ref()
+            .expect("a cluster node")
+            .node
+            .clone();
+        let admin = std::net::TcpListener::bind("127.0.0.1:0").expect("bind admin");
+        let admin_addr = admin.local_addr().expect("admin addr");
+        let server = spawn_server(Config {
+            admin_listener: Some(AdminListener::new(admin)),
+            ..config
+        })
+        .await;
+        let mut node = Self {
+            name,
+            addr: server.addr,
+            admin: admin_addr,
+            server: Some(server),
+        };
+        node.wait_readyz(200, READY).await;
+        node
+    }
+
+    /// Polls `/readyz` until it answers `status`, within `within`.
+    async fn wait_readyz(&mut self, status: u16, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = get(self.admin, "/readyz").await;
+            if matches!(&got, Ok((s, _)) if *s == status) {
+                return;
+            }
+            if let Some(server) = &mut self.server
+                && server.handle.is_finished()
+            {
+                let ended = (&mut server.handle).await;
+                panic!("node {} stopped by itself: {ended:?}", self.name);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {}'s /readyz still answers {got:?} after {within:?}, not {status}",
+                self.name
+            );
+            sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Shuts the node down (its `run` returns within 5 s).
+    async fn shutdown(mut self) {
+        self.server.take().expect("running").shutdown().await;
+    }
+}
+
+/// `GET path` over a fresh connection: the status and the body.
+async fn get(admin: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(admin).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    timeout(common::WAIT, stream.read_to_end(&mut response))
+        .await
+        .map_err(|_| std::io::Error::other("response timed out"))??;
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no header end"))?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no status"))?;
+    Ok((status, body.to_owned()))
+}
+
+/// The last items of `seen`, one a line.
+fn tail<T: Debug>(seen: &[T]) -> String {
+    let start = seen.len().saturating_sub(12);
+    seen[start..]
+        .iter()
+        .map(|m| format!("\n    {m:?}"))
+        .collect()
+}
+
+/// Like [`Client::recv_until`], bounded by `within` instead of [`common::WAIT`].
+async fn recv_within<T>(
+    c: &mut Client,
+    within: Duration,
+    what: &str,
+    mut f: impl FnMut(&ServerMsg) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + within;
+    let mut seen = Vec::new();
+    loop {
+        match c
+            .next(deadline.saturating_duration_since(Instant::now()))
+            .await
+        {
+            Next::Item(m) => {
+                if let Some(t) = f(&m) {
+                    return t;
+                }
+                seen.push(m);
+            }
+            Next::Eof => panic!(
+                "[{}] connection closed while waiting for {what}; skipped:{}",
+                c.nick,
+                tail(&seen)
+            ),
+            Next::Timeout => panic!(
+                "[{}] no {what} within {within:?}; skipped:{}",
+                c.nick,
+                tail(&seen)
+            ),
+        }
+    }
+}
+
+/// Logs in as `nick` on `addr`, trying again (on a new connection) while the nick is taken,
+/// for up to `within`.
+async fn login_when_free(addr: SocketAddr, nick: &str, within: Duration) -> Client {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut c = Client::connect(addr).await;
+        match c.hello(nick).await {
+            ServerMsg::Welcome { .. } => {
+                c.recv_until("the lobby `members` after welcome", |m| match m {
+                    ServerMsg::Members { room, .. } if room == "lobby" => Some(()),
+                    _ => None,
+                })
+                .await;
+                return c;
+            }
+            ServerMsg::Error {
+                code: ErrorCode::NickTaken,
+                ..
+            } if Instant::now() < deadline => sleep(Duration::from_millis(100)).await,
+            other => panic!("hello as {nick} on {addr}: {other:?} (tried for {within:?})"),
+        }
+    }
+}
+
+/// `hello` as `nick` on a new connection must be refused with `nick_taken`.
+async fn assert_taken(node: &Node, nick: &str) {
+    let mut c = Client::connect(node.addr).await;
+    match c.hello(nick).await {
+        ServerMsg::Error {
+            code: ErrorCode::NickTaken,
+            ..
+        } => {}
+        other => panic!("hello as {nick} on node {}: {other:?}", node.name),
+    }
+}
+
+/// `who room`: the members, sorted.
+async fn who(c: &mut Client, room: &str) -> Vec<String> {
+    c.send(ClientMsg::Who { room: room.into() }).await;
+    let mut nicks = c
+        .recv_until(&format!("members of {room}"), |m| match m {
+            ServerMsg::Members { room: r, nicks, .. } if r == room => Some(nicks.clone()),
+            _ => None,
+        })
+        .await;
+    nicks.sort();
+    nicks
+}
+
+/// Polls `who room` until its sorted members are `want`, within `within`.
+async fn who_until(c: &mut Client, room: &str, want: &[&str], within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = who(c, room).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "[{}] who {room} still says {got:?} after {within:?}, not {want:?}",
+            c.nick
+        );
+        sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `rooms`: (name, members), sorted.
+async fn rooms(c: &mut Client) -> Vec<(String, usize)> {
+    c.send(ClientMsg::Rooms {}).await;
+    let mut list = c
+        .recv_until("room_list", |m| match m {
+            ServerMsg::RoomList { rooms, .. } => Some(
+                rooms
+                    .iter()
+                    .map(|r| (r.name.clone(), r.members))
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        })
+        .await;
+    list.sort();
+    list
+}
+
+/// Polls `rooms` until it is `want`, within [`RELEASED`].
+async fn rooms_until(c: &mut Client, want: &[(&str, usize)]) {
+    let want: Vec<(String, usize)> = want.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect();
+    let deadline = Instant::now() + RELEASED;
+    loop {
+        let got = rooms(c).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "[{}] rooms still says {got:?} after {RELEASED:?}, not {want:?}",
+            c.nick
+        );
+        sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The whole retained history of `room`, oldest first, paged back with `history before`.
+async fn full_history(c: &mut Client, room: &str) -> Vec<ChatMessage> {
+    let mut all = Vec::new();
+    let mut before = None;
+    for _ in 0..100 {
+        let (page, _) = c.history(room, before, Some(100)).await;
+        let Some(first) = page.first() else {
+            return all;
+        };
+        before = Some(first.id);
+        all.splice(0..0, page);
+    }
+    panic!("[{}] over 100 pages of history in {room}", c.nick);
+}
+
+/// What must be the same about a message wherever it is seen.
+fn key(m: &ChatMessage) -> (u64, Uuid, String, String) {
+    (m.seq, m.id, m.from.clone(), m.text.clone())
+}
+
+fn keys(ms: &[ChatMessage]) -> Vec<(u64, Uuid, String, String)> {
+    ms.iter().map(key).collect()
+}
+
+/// Seqs one after the other, with no gap.
+fn assert_dense(ms: &[ChatMessage], what: &str) {
+    for pair in ms.windows(2) {
+        assert_eq!(
+            pair[1].seq,
+            pair[0].seq + 1,
+            "{what}: seq {} follows {}: {:#?}",
+            pair[1].seq,
+            pair[0].seq,
+            keys(ms)
+        );
+    }
+}
+
+/// Sends `n` messages to `room` at once (with ids), then reads until `total` messages of the
+/// room arrived (its own acknowledgements among them); returns the ids sent and every
+/// message of the room in the order it arrived.
+async fn burst(
+    c: &mut Client,
+    room: &str,
+    n: usize,
+    total: usize,
+) -> (Vec<Uuid>, Vec<ChatMessage>) {
+    let mut sent = Vec::new();
+    for i in 0..n {
+        let id = Uuid::new_v4();
+        c.send_req(say_req(id, room, &format!("{} says {i}", c.nick)))
+            .await;
+        sent.push(id);
+    }
+    let mut seen = Vec::new();
+    while seen.len() < total {
+        let nick = c.nick.clone();
+        let m = c
+            .recv_until(
+                &format!("message {} of {total}", seen.len() + 1),
+                |m| match m {
+                    ServerMsg::Message(cm) if cm.room == room => Some(cm.clone()),
+                    ServerMsg::Error { .. } => panic!("[{nick}] refused: {m:?}"),
+                    _ => None,
+                },
+            )
+            .await;
+        seen.push(m);
+    }
+    (sent, seen)
+}
+
+/// Sends a `dm` with `id`.
+async fn dm(c: &mut Client, id: Uuid, to: &str, text: &str) {
+    c.send_req(Request::with_id(
+        id,
+        ClientMsg::Dm {
+            to: to.into(),
+            text: text.into(),
+        },
+    ))
+    .await;
+}
+
+/// `from` sends `to` a DM: `to` receives it, `from` its confirmation.
+async fn dm_across(from: &mut Client, to: &mut Client) {
+    let id = Uuid::new_v4();
+    let text = format!("psst {} from {}", to.nick, from.nick);
+    let recipient = to.nick.clone();
+    dm(from, id, &recipient, &text).await;
+    let got = recv_dm_id(to, id).await;
+    assert_eq!(
+        (got.from.as_str(), got.to.as_str(), got.text.as_str()),
+        (from.nick.as_str(), to.nick.as_str(), text.as_str())
+    );
+    let confirmed = recv_dm_id(from, id).await;
+    assert_eq!(confirmed.to, to.nick);
+}
+
+/// Skips to the `dm` with `id`.
+async fn recv_dm_id(c: &mut Client, id: Uuid) -> chat_shared::DirectMessage {
+    let nick = c.nick.clone();
+    c.recv_until(&format!("dm {id}"), |m| match m {
+        ServerMsg::Dm(d) if d.id == id => Some(d.clone()),
+        ServerMsg::Error { ref_id, .. } if *ref_id == Some(id) => {
+            panic!("[{nick}] dm {id} refused: {m:?}")
+        }
+        _ => None,
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+/// Clients on nodes A, B and C in one room: every one sees every message (30 sent at once,
+/// 10 from each node) with the same seq in the same order, dense; `history` answers the same
+/// on every node; DMs cross nodes both ways (an unknown nick is `no_such_nick`); `members`
+/// on join, `who` and `rooms` list everyone on every node; a part and a quit on C reach A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_on_three_nodes_share_a_room_dms_members_and_rooms() {
+    bounded(async {
+        let Some(nats) = Nats::start().await else {
+            return;
+        };
+        let a = Node::start(&nats, "a").await;
+        let b = Node::start(&nats, "b").await;
+        let c = Node::start(&nats, "c").await;
+        let mut ann = Client::login(a.addr, "ann").await;
+        let mut bob = Client::login(b.addr, "bob").await;
+        let mut cal = Client::login(c.addr, "cal").await;
+        ann.recv_joined("lobby", "bob").await;
+        ann.recv_joined("lobby", "cal").await;
+        bob.recv_joined("lobby", "cal").await;
+
+        // `members` on join lists the members on other nodes.
+        let (history, _, members) = ann.join("den", None).await;
+        assert!(history.is_empty(), "{history:?}");
+        assert_eq!(members, ["ann"]);
+        let (_, _, mut members) = bob.join("den", None).await;
+        members.sort();
+        assert_eq!(members, ["ann", "bob"], "bob's join on B");
+        let (_, _, mut members) = cal.join("den", None).await;
+        members.sort();
+        assert_eq!(members, ["ann", "bob", "cal"], "cal's join on C");
+        ann.recv_joined("den", "bob").await;
+        ann.recv_joined("den", "cal").await;
+        bob.recv_joined("den", "cal").await;
+
+        // One order, one seq, everywhere.
+        const N: usize = 10;
+        let ((sa, seen_a), (sb, seen_b), (sc, seen_c)) = tokio::join!(
+            burst(&mut ann, "den", N, 3 * N),
+            burst(&mut bob, "den", N, 3 * N),
+            burst(&mut cal, "den", N, 3 * N),
+        );
+        assert_eq!(keys(&seen_a), keys(&seen_b), "A and B saw another order");
+        assert_eq!(keys(&seen_a), keys(&seen_c), "A and C saw another order");
+        assert_dense(&seen_a, "den live");
+        let sent: HashSet<Uuid> = sa.into_iter().chain(sb).chain(sc).collect();
+        let got: HashSet<Uuid> = seen_a.iter().map(|m| m.id).collect();
+        assert_eq!(got, sent, "the messages seen are not the messages sent");
+        for client in [&mut ann, &mut bob, &mut cal] {
+            let history = full_history(client, "den").await;
+            assert_eq!(
+                keys(&history),
+                keys(&seen_a),
+                "[{}] history differs from what was seen live",
+                client.nick
+            );
+        }
+
+        // DMs across nodes, both ways.
+        dm_across(&mut ann, &mut cal).await;
+        dm_across(&mut cal, &mut ann).await;
+        dm_across(&mut bob, &mut ann).await;
+        dm(&mut ann, Uuid::new_v4(), "nobody", "hello?").await;
+        ann.recv_error(ErrorCode::NoSuchNick).await;
+
+        // Everyone is listed on every node.
+        for client in [&mut ann, &mut bob, &mut cal] {
+            who_until(client, "den", &["ann", "bob", "cal"], RELEASED).await;
+            who_until(client, "lobby", &["ann", "bob", "cal"], RELEASED).await;
+            rooms_until(client, &[("den", 3), ("lobby", 3)]).await;
+        }
+
+        // Leaving on C is seen on A and B.
+        cal.send(ClientMsg::Part {
+            room: "den".into(),
+            reason: None,
+        })
+        .await;
+        cal.recv_parted("den", "cal").await;
+        ann.recv_parted("den", "cal").await;
+        bob.recv_parted("den", "cal").await;
+        who_until(&mut ann, "den", &["ann", "bob"], RELEASED).await;
+        cal.quit().await;
+        ann.recv_parted("lobby", "cal").await;
+        rooms_until(&mut bob, &[("den", 2), ("lobby", 2)]).await;
+        drop((a, b, c));
+    })
+    .await;
+}
+
+/// History older than the cache (`--history`, here 20) comes from each node's store, its
+/// replica of the stream (`--db :memory:` here): 60 messages said on A page back whole,
+/// the same, on A and on B, and `join since` on B gets all those after a seq before the
+/// cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_older_than_the_cache_is_the_same_on_every_node() {
+    bounded(async {
+        let Some(nats) = Nats::start().await else {
+            return;
+        };
+        let with_store = |name: &str| Config {
+            storage: Storage::Sqlite(":memory:".into()),
+            history: 20,
+            ..node_config(&nats, name)
+        };
+        let a = Node::start_with(with_store("a")).await;
+        let b = Node::start_with(with_store("b")).await;
+        let mut alice = Client::login(a.addr, "alice").await;
+        let mut bob = Client::login(b.addr, "bob").await;
+        alice.recv_joined("lobby", "bob").await;
+        let mut said = Vec::new();
+        for i in 0..60 {
+            said.push(alice.say("lobby", &format!("number {i}")).await);
+        }
+        bob.recv_message("lobby", "number 59").await;
+        for client in [&mut alice, &mut bob] {
+            let history = full_history(client, "lobby").await;
+            assert!(
+                keys(&history) == keys(&said),
+                "[{}] history pages back to {} messages, seq {:?}, not the 60 said (seq 1 to 60)",
+                client.nick,
+                history.len(),
+                history.first().map(|m| m.seq)..history.last().map(|m| m.seq + 1),
+            );
+        }
+        let mut carol = Client::login(b.addr, "carol").await;
+        let since = said[9].seq;
+        let (history, truncated, _) = carol.join("lobby", Some(since)).await;
+        assert!(!truncated);
+        assert!(
+            keys(&history) == keys(&said[10..]),
+            "join since {since} on B: {} messages, seq {:?}, not the 50 after it",
+            history.len(),
+            history.first().map(|m| m.seq)..history.last().map(|m| m.seq + 1),
+        );
+    })
+    .await;
+}
+
+/// A nick is held once in the cluster: taken on A, it is refused on B and on C (in any
+/// case), also as a rename; a rename on B is seen on A, frees the old nick everywhere and
+/// takes the new one everywhere; a quit frees the nick for another node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nick_is_held_once_across_nodes() {
+    bounded(async {
+        let Some(nats) = Nats::start().await else {
+            return;
+        };
+        let a = Node::start(&nats, "a").await;
+        let b = Node::start(&nats, "b").await;
+        let c = Node::start(&nats, "c").await;
+        let mut alice = Client::login(a.addr, "alice").await;
+        assert_taken(&b, "alice").await;
+        assert_taken(&c, "ALICE").await;
+        assert_taken(&a, "Alice").await;
+
+        let mut bob = Client::login(b.addr, "bob").await;
+        alice.recv_joined("lobby", "bob").await;
+        bob.send(ClientMsg::Nick {
+            nick: "alice".into(),
+        })
+        .await;
+        bob.recv_error(ErrorCode::NickTaken).await;
+
+        // A rename on B: seen on A, the new nick taken on C, the old one free there.
+        bob.send(ClientMsg::Nick {
+            nick: "bobby".into(),
+        })
+        .await;
+        let renamed = |m: &ServerMsg| match m {
+            ServerMsg::NickChanged { old, new, .. } if old == "bob" && new == "bobby" => Some(()),
+            _ => None,
+        };
+        bob.recv_until("nick_changed bob → bobby", renamed).await;
+        alice
+            .recv_until("nick_changed bob → bobby on A", renamed)
+            .await;
+        assert_taken(&c, "bobby").await;
+        let _bob_again = login_when_free(c.addr, "bob", RELEASED).await;
+
+        // A quit on A frees alice for B.
+        alice.quit().await;
+        let _alice_again = login_when_free(b.addr, "alice", RELEASED).await;
+        assert_taken(&a, "alice").await;
+    })
+    .await;
+}
+
+/// Three clients say `hello` with one nick at the same moment, one on each node: exactly
+/// one is welcomed, the others get `nick_taken`; afterwards the nick is refused on every
+/// node and listed once. Six rounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_racing_for_one_nick_give_it_to_exactly_one() {
+    bounded(async {
+        let Some(nats) = Nats::start().await else {
+            return;
+        };
+        let nodes = [
+            Node::start(&nats, "a").await,
+            Node::start(&nats, "b").await,
+            Node::start(&nats, "c").await,
+        ];
+        let mut watcher = Client::login(nodes[0].addr, "watcher").await;
+        for round in 0..6 {
+            let nick = format!("racer{round}");
+            let mut x = Client::connect(nodes[0].addr).await;
+            let mut y = Client::connect(nodes[1].addr).await;
+            let mut z = Client::connect(nodes[2].addr).await;
+            // Two racers in even rounds (A and B), three in odd ones.
+            let answers = if round % 2 == 0 {
+                let (p, q) = tokio::join!(x.hello(&nick), y.hello(&nick));
+                vec![p, q]
+            } else {
+                let (p, q, r) = tokio::join!(x.hello(&nick), y.hello(&nick), z.hello(&nick));
+                vec![p, q, r]
+            };
+            let welcomed = answers
+                .iter()
+                .filter(|m| matches!(m, ServerMsg::Welcome { .. }))
+                .count();
+            let taken = answers
+                .iter()
+                .filter(|m| {
+                    matches!(
+                        m,
+                        ServerMsg::Error {
+                            code: ErrorCode::NickTaken,
+                            ..
+                        }
+                    )
+                })
+                .count();
+            assert_eq!(
+                (welcomed, taken),
+                (1, answers.len() - 1),
+                "round {round}: {answers:#?}"
+            );
+            for node in &nodes {
+                assert_taken(node, &nick).await;
+            }
+            let deadline = Instant::now() + RELEASED;
+            loop {
+                let members = who(&mut watcher, "lobby").await;
+                let listed = members.iter().filter(|n| **n == nick).count();
+                assert!(
+                    listed <= 1,
+                    "round {round}: {nick} listed twice: {members:?}"
+                );
+                if listed == 1 {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "round {round}: {nick} is not in lobby: {members:?}"
+                );
+                sleep(Duration::from_millis(50)).await;
+            }
+            // The winner is still connected and can talk.
+            let winner = [&mut x, &mut y, &mut z]
+                .into_iter()
+                .zip(&answers)
+                .find(|(_, m)| matches!(m, ServerMsg::Welcome { .. }))
+                .map(|(c, _)| c)
+                .expect("a winner");
+            winner.roundtrip().await;
+        }
+    })
+    .await;
+}
+
+/// NATS stopped (`kill PID`) and started again on the same port and store: while it is
+/// down a `say` is refused with `unavailable` (never acknowledged, never delivered, never
+/// stored later), `/readyz` says 503 on every node, and the connections stay; once it is
+/// back, sending works again by itself and `/readyz` says 200, with the history from
+/// before the outage kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_stopped_and_started_again() {
+    bounded(async {
+        let Some(mut nats) = Nats::start().await else {
+            return;
+        };
+        let mut a = Node::start(&nats, "a").await;
+        let mut b = Node::start(&nats, "b").await;
+        let mut alice = Client::login(a.addr, "alice").await;
+        let mut bob = Client::login(b.addr, "bob").await;
+        alice.recv_joined("lobby", "bob").await;
+        let before = alice.say("lobby", "before the outage").await;
+        bob.recv_message("lobby", "before the outage").await;
+
+        nats.stop().await;
+        let mut refused = Vec::new();
+        let id = Uuid::new_v4();
+        alice
+            .send_req(say_req(id, "lobby", "during the outage"))
+            .await;
+        let code = recv_within(
+            &mut alice,
+            PUBLISH_TIMEOUT + Duration::from_secs(5),
+            "the refusal of a message while NATS is down",
+            |m| match m {
+                ServerMsg::Error { code, ref_id, .. } if *ref_id == Some(id) => Some(*code),
+                ServerMsg::Message(cm) if cm.id == id => {
+                    panic!("acknowledged while NATS is down: {cm:?}")
+                }
+                _ => None,
+            },
+        )
+        .await;
+        assert_eq!(code, ErrorCode::Unavailable);
+        refused.push(id);
+        a.wait_readyz(503, Duration::from_secs(10)).await;
+        b.wait_readyz(503, Duration::from_secs(10)).await;
+        alice.roundtrip().await;
+        bob.roundtrip().await;
+
+        nats.restart().await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut attempt = 0;
+        let after = loop {
+            attempt += 1;
+            let id = Uuid::new_v4();
+            let text = format!("after the outage, attempt {attempt}");
+            alice.send_req(say_req(id, "lobby", &text)).await;
+            let got = recv_within(
+                &mut alice,
+                PUBLISH_TIMEOUT + Duration::from_secs(5),
+                &format!("an answer to {text:?}"),
+                |m| match m {
+                    ServerMsg::Message(cm) if cm.id == id => Some(Ok(cm.clone())),
+                    ServerMsg::Error { code, ref_id, .. } if *ref_id == Some(id) => {
+                        Some(Err(*code))
+                    }
+                    _ => None,
+                },
+            )
+            .await;
+            match got {
+                Ok(cm) => break cm,
+                Err(ErrorCode::Unavailable) => {
+                    refused.push(id);
+                    assert!(
+                        Instant::now() < deadline,
+                        "still unavailable 20 s after NATS came back"
+                    );
+                    sleep(Duration::from_millis(250)).await;
+                }
+                Err(code) => panic!("{text:?} refused with {code:?}"),
+            }
+        };
+        assert!(after.seq > before.seq, "{after:?} after {before:?}");
+        let seen = bob
+            .recv_until_all(
+                "the first message after the outage",
+                |m| matches!(m, ServerMsg::Message(cm) if cm.id == after.id),
+            )
+            .await;
+        for m in &seen {
+            if let ServerMsg::Message(cm) = m {
+                assert!(
+                    !refused.contains(&cm.id),
+                    "a refused message arrived: {cm:?}"
+                );
+            }
+        }
+        a.wait_readyz(200, Duration::from_secs(10)).await;
+        b.wait_readyz(200, Duration::from_secs(10)).await;
+        let back = bob.say("lobby", "bob is back too").await;
+        alice.recv_message("lobby", "bob is back too").await;
+
+        bob.expect_none(
+            Duration::from_secs(1),
+            "refused message",
+            |m| matches!(m, ServerMsg::Message(cm) if refused.contains(&cm.id)),
+        )
+        .await;
+        for client in [&mut alice, &mut bob] {
+            let history = full_history(client, "lobby").await;
+            let ids: Vec<Uuid> = history.iter().map(|m| m.id).collect();
+            for kept in [before.id, after.id, back.id] {
+                assert_eq!(
+                    ids.iter().filter(|i| **i == kept).count(),
+                    1,
+                    "[{}] {kept} not once in {:#?}",
+                    client.nick,
+                    keys(&history)
+                );
+            }
+            for id in &refused {
+                assert!(
+                    !ids.contains(id),
+                    "[{}] refused {id} was stored",
+                    client.nick
+                );
+            }
+        }
+    })
+    .await;
+}
+
+/// Node B shut down and started again with the same name: its client, back on it, gets
+/// exactly what was said while it was away with `join since`, `history` answers as on A,
+/// and live messages flow both ways again with seq going on without a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_catches_up() {
+    bounded(async {
+        let Some(nats) = Nats::start().await else {
+            return;
+        };
+        let a = Node::start(&nats, "a").await;
+        let b = Node::start(&nats, "b").await;
+        let mut alice = Client::login(a.addr, "alice").await;
+        let mut bob = Client::login(b.addr, "bob").await;
+        alice.join("den", None).await;
+        bob.join("den", None).await;
+        alice.recv_joined("den", "bob").await;
+        let one = alice.say("den", "one").await;
+        assert_eq!(bob.recv_message("den", "one").await.seq, one.seq);
+
+        b.shutdown().await;
+        let deadline = Instant::now() + common::WAIT;
+        while !matches!(bob.next(common::WAIT).await, Next::Eof) {
+            assert!(
+                Instant::now() < deadline,
+                "bob's connection outlived node B"
+            );
+        }
+        who_until(&mut alice, "den", &["alice"], FREED).await;
+        let mut missed = Vec::new();
+        for i in 2..=6 {
+            missed.push(alice.say("den", &format!("while B is down {i}")).await);
+        }
+
+        let b = Node::start(&nats, "b").await;
+        let mut bob = login_when_free(b.addr, "bob", FREED).await;
+        let (history, truncated, mut members) = bob.join("den", Some(one.seq)).await;
+        assert!(!truncated);
+        assert_eq!(keys(&history), keys(&missed), "join since {}", one.seq);
+        members.sort();
+        assert_eq!(members, ["alice", "bob"]);
+        assert_eq!(
+            keys(&full_history(&mut bob, "den").await),
+            keys(&full_history(&mut alice, "den").await),
+            "history on B and on A"
+        );
+
+        let seven = alice.say("den", "seven").await;
+        assert_eq!(seven.seq, missed.last().expect("missed").seq + 1);
+        assert_eq!(bob.recv_message("den", "seven").await.seq, seven.seq);
+        let eight = bob.say("den", "eight").await;
+        assert_eq!(alice.recv_message("den", "eight").await.seq, eight.seq);
+        assert_eq!(eight.seq, seven.seq + 1);
+        drop((a, b));
+    })
+    .await;
+}
+
+/// A message acknowledged on A and resent with the same id on B (its sender back on another
+/// node) is not stored or delivered again: the sender alone gets the stored original (same
+/// seq and ts), the watchers on A and B nothing, and history has it once on both nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_resent_to_another_node_is_not_delivered_twice() {
+    bounded(async {
+        let Some(nats) = Nats::start().await else {
+            return;
+        };
+        let a = Node::start(&nats, "a").await;
+        let b = Node::start(&nats, "b").await;
+        let mut wendy = Client::login(a.addr, "wendy").await;
+        let mut walt = Client::login(b.addr, "walt").await;
+        let mut sam = Client::login(a.addr, "sam").await;
+        walt.recv_joined("lobby", "sam").await;
+
+        let id = Uuid::new_v4();
+        sam.send_req(say_req(id, "lobby", "only once")).await;
+        let original = sam.await_ack(id).await;
+        assert_eq!(wendy.recv_message("lobby", "only once").await.id, id);
+        assert_eq!(walt.recv_message("lobby", "only once").await.id, id);
+
+        sam.quit().await;
+        let mut sam = login_when_free(b.addr, "sam", RELEASED).await;
+        sam.send_req(say_req(id, "lobby", "only once")).await;
+        let again = sam.await_ack(id).await;
+        assert_eq!(
+            (again.seq, again.ts, &again.from, &again.text),
+            (original.seq, original.ts, &original.from, &original.text),
+            "the resend's answer is not the stored original"
+        );
+        let twice = |m: &ServerMsg| matches!(m, ServerMsg::Message(cm) if cm.id == id);
+        tokio::join!(
+            wendy.expect_none(Duration::from_secs(1), "second copy", twice),
+            walt.expect_none(Duration::from_secs(1), "second copy", twice),
+        );
+        for client in [&mut wendy, &mut walt] {
+            let history = full_history(client, "lobby").await;
+            assert_eq!(
+                history.iter().filter(|m| m.id == id).count(),
+                1,
+                "[{}] {:#?}",
+                client.nick,
+                keys(&history)
+            );
+        }
+    })
+    .await;
+}
+
+/// A DM from A to B, resent with its id from C (its sender back on a third node), reaches
+/// its recipient once; the sender gets the original back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dm_resent_to_another_node_is_not_delivered_twice() {
+    bounded(async {
+        let Some(nats) = Nats::start().await else {
+            return;
+        };
+        let a = Node::start(&nats, "a").await;
+        let b = Node::start(&nats, "b").await;
+        let c = Node::start(&nats, "c").await;
+        let mut rita = Client::login(b.addr, "rita").await;
+        let mut sam = Client::login(a.addr, "sam").await;
+
+        let id = Uuid::new_v4();
+        dm(&mut sam, id, "rita", "just once").await;
+        let received = recv_dm_id(&mut rita, id).await;
+        let original = recv_dm_id(&mut sam, id).await;
+        assert_eq!(received.text, "just once");
+
+        sam.quit().await;
+        let mut sam = login_when_free(c.addr, "sam", RELEASED).await;
+        dm(&mut sam, id, "rita", "just once").await;
+        let again = recv_dm_id(&mut sam, id).await;
+        assert_eq!(
+            (&again.from, &again.to, &again.text, again.ts),
+            (&original.from, &original.to, &original.text, original.ts),
+            "the resend's answer is not the original"
+        );
+        rita.expect_none(
+            Duration::from_secs(1),
+            "second copy of the dm",
+            |m| matches!(m, ServerMsg::Dm(d) if d.id == id),
+        )
+        .await;
+    })
+    .await;
+}
