@@ -1045,8 +1045,9 @@ fn cluster_verdicts(outcomes: &[Outcome], mode: &str, targets: &[&'static str]) 
 }
 
 /// What the cluster path costs per message, for one mode: W3's p50 on the cluster less
-/// the single node's (at 200 messages/s nothing queues, so that is the path's own time:
-/// the publish to JetStream, its store, its ack, the delivery to the nodes), and W1's CPU
+/// the single node's (200 messages/s do not queue there, so that is the path's time: the
+/// publish to JetStream, its store, its ack, the delivery to the nodes, and whatever
+/// waits behind it), the publish-to-ack time the nodes count themselves, and W1's CPU
 /// time per message sent in the nodes and in nats-server against the single node's.
 fn cluster_cost(outcomes: &[Outcome], mode: &str, targets: &[&'static str]) -> String {
     let mut s = String::new();
