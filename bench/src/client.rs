@@ -520,6 +520,29 @@ pub struct Tap {
     /// Also record the latency of messages sent within a span of time into a tally of its
     /// own (W7: the talk during the join storm).
     pub during: Option<During>,
+    /// Also record the latency of messages from senders on other nodes of a cluster into
+    /// a tally of their own (`--cluster`).
+    pub cross: Option<Cross>,
+}
+
+/// Where a cluster's senders are, so that a receiver tells cross-node deliveries apart.
+#[derive(Debug, Clone)]
+pub struct Cross {
+    /// The node of each sender id.
+    pub sender_node: Arc<[usize]>,
+    /// This connection's node.
+    pub node: usize,
+    /// Where the latencies of messages from other nodes are recorded.
+    pub tally: Arc<Tally>,
+}
+
+impl Cross {
+    /// Whether a message from `sender` came from another node (an unknown sender: no).
+    fn is_remote(&self, sender: u32) -> bool {
+        self.sender_node
+            .get(sender as usize)
+            .is_some_and(|&n| n != self.node)
+    }
 }
 
 /// A span of send times whose latencies go into a tally of their own as well.
@@ -535,6 +558,7 @@ pub struct During {
 pub async fn receive<R: AsyncRead + Unpin>(mut rd: R, mut inbuf: InBuf, mode: Mode, tap: Tap) {
     let mut latencies = Vec::with_capacity(512);
     let mut during = Vec::new();
+    let mut cross = Vec::new();
     // Line mode: lines of join history still to come after their header.
     let mut history_left = 0u64;
     // Per sender: messages seen, and whether that changed in this batch.
@@ -557,6 +581,7 @@ pub async fn receive<R: AsyncRead + Unpin>(mut rd: R, mut inbuf: InBuf, mode: Mo
         let now = ns_at(Instant::now());
         latencies.clear();
         during.clear();
+        cross.clear();
         let used = scan(mode, inbuf.data(), |item| {
             if history_left > 0 && !matches!(item, Item::History(_)) {
                 // Replayed on join (the server writes them right after their header): sent
@@ -577,6 +602,9 @@ pub async fn receive<R: AsyncRead + Unpin>(mut rd: R, mut inbuf: InBuf, mode: Mo
                         if tap.during.as_ref().is_some_and(|d| d.span.contains(p.t_ns)) {
                             during.push(latency);
                         }
+                        if tap.cross.as_ref().is_some_and(|c| c.is_remote(p.sender)) {
+                            cross.push(latency);
+                        }
                     }
                 }
                 Item::Lagged => tap.tally.lagged(),
@@ -591,6 +619,9 @@ pub async fn receive<R: AsyncRead + Unpin>(mut rd: R, mut inbuf: InBuf, mode: Mo
         tap.tally.record(tap.shard, &latencies);
         if let Some(d) = &tap.during {
             d.tally.record(tap.shard, &during);
+        }
+        if let Some(c) = &tap.cross {
+            c.tally.record(tap.shard, &cross);
         }
         if let Some(role) = &tap.ack {
             for (s, m) in moved.iter_mut().enumerate() {
@@ -1309,6 +1340,7 @@ mod tests {
             tally: Arc::clone(&tally),
             shard: 0,
             during: None,
+            cross: None,
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()

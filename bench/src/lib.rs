@@ -19,14 +19,17 @@
 //! - [`workloads`]: the workloads, W1–W7 and F1 (a 1 GiB file shared and downloaded while a
 //!   room chats).
 //! - [`soak`]: rounds of churn and chatter, checking that descriptors and memory return.
+//! - [`cluster`]: `--cluster` (issue 16), W1 and W3 over 1, 2 and 3 `chat-server
+//!   --cluster` nodes sharing one `nats-server`, beside the single node.
 //! - [`stats`]: counters, latency histograms, the load generator's own CPU time.
-//! - [`report`]: the table, JSON lines, ratios and targets.
+//! - [`report`]: the table, JSON lines, ratios and targets; `--cluster`'s report.
 //!
 //! The server runs with its default flags except the rate and connection limits (see
 //! [`server_proc::server_args`]), as a user would run it; for F1 also the largest file and
 //! the quota, which are 100 MiB and 1 GiB by default ([`server_proc::files_args`]).
 
 pub mod client;
+pub mod cluster;
 pub mod ngircd;
 pub mod reflector;
 pub mod report;
@@ -49,7 +52,7 @@ pub use workloads::{Scale, Workload};
 use workloads::{Params, TargetKind};
 
 /// The server's log filter: the `listening on` line, warnings, and not one line per login.
-const SERVER_LOG: &str = "warn,chat_server=info,chat_server::session=warn";
+pub(crate) const SERVER_LOG: &str = "warn,chat_server=info,chat_server::session=warn";
 
 /// The server under test.
 #[derive(Debug, Clone)]

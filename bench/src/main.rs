@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::bail;
-use chat_bench::report::{table, targets};
+use chat_bench::cluster::ClusterOptions;
+use chat_bench::report::{cluster_report, table, targets};
 use chat_bench::{Mode, Options, ReflectorSpec, Scale, ServerSpec, Storage, Workload};
 use clap::{Parser, Subcommand};
 
@@ -23,10 +24,11 @@ struct Args {
     /// framed mode on the server as shipped, whatever --mode and --storage say.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Wire mode(s) the server is driven in: `both` is line and framed (the default run),
-    /// `all` adds IRC; `irc` alone is the comparison with ngIRCd.
-    #[arg(long, default_value = "both", value_parser = ["framed", "line", "irc", "both", "all"])]
-    mode: String,
+    /// Wire mode(s) the server is driven in: `both` is line and framed (the default run;
+    /// with --cluster the default is framed), `all` adds IRC; `irc` alone is the comparison
+    /// with ngIRCd.
+    #[arg(long, value_parser = ["framed", "line", "irc", "both", "all"])]
+    mode: Option<String>,
     /// ngIRCd, run on W1–W4 beside IRC mode in the same run (default: `ngircd` on PATH or
     /// in /usr/sbin, whenever IRC mode runs).
     #[arg(long, value_name = "PATH")]
@@ -72,6 +74,20 @@ struct Args {
     /// Length of one soak round, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     soak_round: u64,
+    /// Instead of the workloads: cluster mode (issue 16). A fresh `nats-server -js` on
+    /// loopback and 1, 2 and 3 `chat-server --cluster` nodes on it, W1 and W3 with the
+    /// clients spread round-robin over the nodes, beside the single node with its SQLite
+    /// history in the same run (framed mode unless --mode says otherwise; --only may pick
+    /// among W1–W3; no reflector runs, and --storage does not apply).
+    #[arg(long, conflicts_with_all = ["soak", "scrape"])]
+    cluster: bool,
+    /// With --cluster: the nats-server binary (default: `nats-server` on PATH or in
+    /// /usr/sbin).
+    #[arg(long, value_name = "PATH", requires = "cluster")]
+    nats: Option<PathBuf>,
+    /// With --cluster: the cluster sizes to run, in order (1 to 8 nodes each).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    nodes: Vec<usize>,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -85,6 +101,82 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
     },
+}
+
+/// The wire modes `--mode` names, `default` when it is not given.
+fn modes(mode: Option<&str>, default: &str) -> Vec<Mode> {
+    match mode.unwrap_or(default) {
+        "framed" => vec![Mode::Framed],
+        "line" => vec![Mode::Line],
+        "irc" => vec![Mode::Irc],
+        "all" => vec![Mode::Line, Mode::Framed, Mode::Irc],
+        _ => vec![Mode::Line, Mode::Framed],
+    }
+}
+
+/// `--server`: a binary (next to this one by default) or `in-process`.
+fn server_spec(args: &Args) -> anyhow::Result<ServerSpec> {
+    if args.server.as_deref() == Some("in-process") {
+        return Ok(ServerSpec::InProcess);
+    }
+    let explicit = args.server.as_ref().map(PathBuf::from);
+    Ok(ServerSpec::Binary(chat_bench::server_proc::locate_server(
+        explicit.as_deref(),
+    )?))
+}
+
+/// `--duration`, checked.
+fn duration(args: &Args) -> anyhow::Result<Option<Duration>> {
+    match args.duration {
+        Some(s) if s.is_finite() && s > 0.0 && s <= 3600.0 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => bail!("--duration must be between 0 and 3600 seconds, got {s}"),
+        None => Ok(None),
+    }
+}
+
+fn scale(args: &Args) -> Scale {
+    if args.quick {
+        Scale::Quick
+    } else {
+        Scale::Full
+    }
+}
+
+fn cluster_options(args: &Args) -> anyhow::Result<ClusterOptions> {
+    let mut workloads = Vec::new();
+    for name in &args.only {
+        match Workload::parse(name) {
+            Some(w @ (Workload::W1 | Workload::W2 | Workload::W3)) => workloads.push(w),
+            _ => bail!("--cluster runs W1, W2 and W3 only, not {name:?}"),
+        }
+    }
+    if workloads.is_empty() {
+        workloads = vec![Workload::W1, Workload::W3];
+    }
+    workloads.sort();
+    workloads.dedup();
+    let Some(nats) = chat_bench::cluster::locate_nats(args.nats.as_deref()) else {
+        match &args.nats {
+            Some(p) => bail!("--nats: no file at {}", p.display()),
+            None => bail!(
+                "--cluster needs nats-server (≥ 2.9, with JetStream): none on PATH or in \
+                 /usr/sbin (`apt-get install nats-server`, or --nats PATH)"
+            ),
+        }
+    };
+    let mut nodes = args.nodes.clone();
+    nodes.dedup();
+    Ok(ClusterOptions {
+        workloads,
+        modes: modes(args.mode.as_deref(), "framed"),
+        nodes,
+        scale: scale(args),
+        duration: duration(args)?,
+        window: args.window.max(1),
+        server: server_spec(args)?,
+        nats,
+        repeat: args.repeat.clamp(1, 100),
+    })
 }
 
 fn options(args: &Args) -> anyhow::Result<Options> {
@@ -102,13 +194,7 @@ fn options(args: &Args) -> anyhow::Result<Options> {
         ws.dedup();
         ws
     };
-    let modes = match args.mode.as_str() {
-        "framed" => vec![Mode::Framed],
-        "line" => vec![Mode::Line],
-        "irc" => vec![Mode::Irc],
-        "all" => vec![Mode::Line, Mode::Framed, Mode::Irc],
-        _ => vec![Mode::Line, Mode::Framed],
-    };
+    let modes = modes(args.mode.as_deref(), "both");
     let ngircd = if args.no_ngircd || !modes.contains(&Mode::Irc) {
         None
     } else {
@@ -124,13 +210,8 @@ fn options(args: &Args) -> anyhow::Result<Options> {
             }
         }
     };
-    let in_process = args.server.as_deref() == Some("in-process");
-    let server = if in_process {
-        ServerSpec::InProcess
-    } else {
-        let explicit = args.server.as_ref().map(PathBuf::from);
-        ServerSpec::Binary(chat_bench::server_proc::locate_server(explicit.as_deref())?)
-    };
+    let server = server_spec(args)?;
+    let in_process = matches!(server, ServerSpec::InProcess);
     let reflector = if args.no_reflector {
         ReflectorSpec::Off
     } else if in_process {
@@ -138,21 +219,12 @@ fn options(args: &Args) -> anyhow::Result<Options> {
     } else {
         ReflectorSpec::Process(std::env::current_exe()?)
     };
-    let duration = match args.duration {
-        Some(s) if s.is_finite() && s > 0.0 && s <= 3600.0 => Some(Duration::from_secs_f64(s)),
-        Some(s) => bail!("--duration must be between 0 and 3600 seconds, got {s}"),
-        None => None,
-    };
     Ok(Options {
         workloads,
         modes,
         ngircd,
-        scale: if args.quick {
-            Scale::Quick
-        } else {
-            Scale::Full
-        },
-        duration,
+        scale: scale(args),
+        duration: duration(args)?,
         window: args.window.max(1),
         server,
         reflector,
@@ -199,6 +271,9 @@ fn main() -> anyhow::Result<()> {
         // Errors only cost W4's 10,000 connections, which then fail visibly.
         let _ = rlimit::increase_nofile_limit(u64::MAX);
         return runtime.block_on(chat_bench::reflector::main(listen));
+    }
+    if args.cluster {
+        return cluster_main(&args, &runtime);
     }
     let opts = options(&args)?;
     if let Some(total) = args.soak {
@@ -254,6 +329,37 @@ fn main() -> anyhow::Result<()> {
             println!();
             print!("{}", targets(&outcomes));
         }
+    }
+    Ok(())
+}
+
+/// `--cluster`: the cases, their JSON lines as they complete, then the report.
+fn cluster_main(args: &Args, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    let opts = cluster_options(args)?;
+    let json_only = args.json_only;
+    if !json_only {
+        println!("chat-bench --cluster on {}", chat_bench::machine());
+        println!("server: {}", describe(&opts.server));
+        println!("nats-server: {}", opts.nats.display());
+        println!(
+            "load generator: this process, 2 tokio workers; rates and latencies over loopback"
+        );
+        println!();
+    }
+    let outcomes = runtime.block_on(chat_bench::cluster::run_cluster(&opts, |o| {
+        if !json_only {
+            eprintln!(
+                "done: {} {} {} ({:.1} s)",
+                o.workload, o.target, o.mode, o.wall_s
+            );
+        }
+        println!("{}", o.json());
+    }))?;
+    if !json_only {
+        println!();
+        print!("{}", table(&outcomes));
+        println!();
+        print!("{}", cluster_report(&outcomes));
     }
     Ok(())
 }

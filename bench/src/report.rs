@@ -127,6 +127,27 @@ pub struct Transfer {
     pub p99_ratio: f64,
 }
 
+/// `--cluster`: the nodes' own cluster counters at the end of a case, added up (their
+/// `/metrics`: `chat_cluster_*`).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct NodeStats {
+    /// Room messages the nodes published to JetStream.
+    pub published: u64,
+    /// The time JetStream took to store them, from publish to ack, in total, µs.
+    pub publish_us: u64,
+    /// Messages published again because another node had taken their `seq`.
+    pub conflicts: u64,
+    /// Stream messages not yet applied at the end, at the node furthest behind.
+    pub behind: u64,
+}
+
+impl NodeStats {
+    /// Mean time from publish to JetStream's ack, µs.
+    pub fn publish_mean_us(&self) -> Option<f64> {
+        (self.published > 0).then(|| self.publish_us as f64 / self.published as f64)
+    }
+}
+
 /// One workload against one target in one mode.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Outcome {
@@ -166,6 +187,23 @@ pub struct Outcome {
     pub server_cpu_pct: Option<f64>,
     /// This load generator's CPU over the interval, % of one core.
     pub loadgen_cpu_pct: f64,
+    /// `--cluster`: the chat-server nodes the clients were spread over (the server figures
+    /// are theirs added up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<usize>,
+    /// `--cluster` with more than one node: the latency of the deliveries whose sender was
+    /// on another node than their receiver (also in `latency`, which has them all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cross_latency: Option<Latency>,
+    /// `--cluster`: the NATS server's RSS at the end, KiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_rss_kib: Option<u64>,
+    /// `--cluster`: the NATS server's CPU over the interval, % of one core.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_cpu_pct: Option<f64>,
+    /// `--cluster`: the nodes' cluster counters at the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<NodeStats>,
     /// W4 only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle: Option<Idle>,
@@ -792,6 +830,316 @@ fn metrics_cost(outcomes: &[Outcome], s: &mut String) {
     }
 }
 
+/// Issue 16's bound on cross-node W3 p99, in multiples of the single node's.
+pub const CLUSTER_P99_BOUND: f64 = 3.0;
+
+/// How `--cluster`'s report names a target: `single node`, `cluster×N`.
+fn cluster_label(target: &str) -> String {
+    match target.strip_prefix("cluster-") {
+        Some(n) => format!("cluster×{n}"),
+        None if target == "server" => "single node".into(),
+        None => target.into(),
+    }
+}
+
+/// The targets of a `--cluster` run in the order they first ran (the single node first).
+fn cluster_targets(outcomes: &[Outcome], mode: &str) -> Vec<&'static str> {
+    let mut seen: Vec<&'static str> = Vec::new();
+    for o in outcomes.iter().filter(|o| o.mode == mode) {
+        if !seen.contains(&o.target) {
+            seen.push(o.target);
+        }
+    }
+    seen
+}
+
+/// The modes of a run in the order they first ran.
+fn modes_of(outcomes: &[Outcome]) -> Vec<&'static str> {
+    let mut seen: Vec<&'static str> = Vec::new();
+    for o in outcomes {
+        if !seen.contains(&o.mode) {
+            seen.push(o.mode);
+        }
+    }
+    seen
+}
+
+/// A target's CPU time per message sent, µs (`None` without CPU figures).
+fn cpu_per_message_us(pct: Option<f64>, o: &Outcome) -> Option<f64> {
+    let pct = pct?;
+    (o.sent > 0).then(|| pct / 100.0 * o.wall_s / o.sent as f64 * 1e6)
+}
+
+/// `a` less `b` as a signed latency.
+fn micros_diff(a: f64, b: f64) -> String {
+    let d = a - b;
+    if d < 0.0 {
+        format!("−{}", micros(-d))
+    } else {
+        format!("+{}", micros(d))
+    }
+}
+
+/// `lost/lagged` over every run of a case, or `-` when it did not run.
+fn loss_of(runs: &[&Outcome]) -> String {
+    if runs.is_empty() {
+        return "-".into();
+    }
+    let lost: i64 = runs.iter().map(|o| o.lost).sum();
+    let lagged: u64 = runs.iter().map(|o| o.lag_events).sum();
+    format!("{lost}/{lagged}")
+}
+
+/// `--cluster`'s report (issue 16, item 6), per mode: a row per target (the single node
+/// with its SQLite history, then each cluster size) with W1's deliveries/s, its loss and
+/// `lagged`, the CPU of the nodes and of nats-server, W3's p50 and p99 at every receiver
+/// and at the receivers on another node than the message's sender; then the targets
+/// (cross-node W3 p99 ≤ 3 × the single node's p99; nothing lost, nobody lagged), and what
+/// the cluster path costs per message. With `--repeat`, each figure is the run with the
+/// median headline (W1 deliveries/s, W3 p99), and loss is added up over every run.
+pub fn cluster_report(outcomes: &[Outcome]) -> String {
+    let mut s = String::new();
+    for mode in modes_of(outcomes) {
+        let targets = cluster_targets(outcomes, mode);
+        let med = |w: &str, t: &str| median_run(outcomes, w, t, mode);
+        let single_w1 = med("W1", "server");
+        let single_w3 = med("W3", "server");
+        let _ = writeln!(
+            s,
+            "cluster, {mode} mode: clients round-robin over the nodes, one nats-server (JetStream, file store); \
+             cross = deliveries whose sender is on another node; ×single = W1 deliveries/s, and W3 p99 \
+             (cross-node where there is one) over the single node's; lost/lagged over all runs"
+        );
+        let _ = writeln!(
+            s,
+            "{:<12} {:>5} {:>10} {:>7} {:>11} {:>7} {:>8} {:>8} {:>8} {:>9} {:>9} {:>11} {:>7}",
+            "target",
+            "nodes",
+            "W1 deliv/s",
+            "×single",
+            "lost/lagged",
+            "srvCPU",
+            "natsCPU",
+            "W3 p50",
+            "W3 p99",
+            "cross p50",
+            "cross p99",
+            "lost/lagged",
+            "×single"
+        );
+        for &t in &targets {
+            let w1 = med("W1", t);
+            let w3 = med("W3", t);
+            let nodes = w1
+                .or(w3)
+                .and_then(|o| o.nodes)
+                .map_or_else(|| "-".into(), |n| n.to_string());
+            let cross = w3.and_then(|o| o.cross_latency);
+            let w3_p99 = w3.map(|o| {
+                cross
+                    .as_ref()
+                    .filter(|c| c.count > 0)
+                    .map_or(o.latency.p99_us, |c| c.p99_us)
+            });
+            let _ = writeln!(
+                s,
+                "{:<12} {:>5} {:>10} {:>7} {:>11} {:>7} {:>8} {:>8} {:>8} {:>9} {:>9} {:>11} {:>7}",
+                cluster_label(t),
+                nodes,
+                opt(w1, |o| count(o.deliveries_per_s)),
+                match (w1, single_w1) {
+                    (Some(a), Some(b)) if b.deliveries_per_s > 0.0 =>
+                        format!("{:.2}", a.deliveries_per_s / b.deliveries_per_s),
+                    _ => "-".into(),
+                },
+                loss_of(&runs(outcomes, "W1", t, mode)),
+                opt(w1.and_then(|o| o.server_cpu_pct), |c| format!("{c:.0}%")),
+                opt(w1.and_then(|o| o.broker_cpu_pct), |c| format!("{c:.0}%")),
+                opt(w3, |o| micros(o.latency.p50_us)),
+                opt(w3, |o| micros(o.latency.p99_us)),
+                opt(cross.as_ref(), |c| micros(c.p50_us)),
+                opt(cross.as_ref(), |c| micros(c.p99_us)),
+                loss_of(&runs(outcomes, "W3", t, mode)),
+                match (w3_p99, single_w3) {
+                    (Some(a), Some(b)) if b.latency.p99_us > 0.0 =>
+                        format!("{:.2}", a / b.latency.p99_us),
+                    _ => "-".into(),
+                },
+            );
+        }
+        s.push('\n');
+        s.push_str(&cluster_verdicts(outcomes, mode, &targets));
+        s.push_str(&cluster_cost(outcomes, mode, &targets));
+        s.push('\n');
+    }
+    s
+}
+
+/// Issue 16's targets for one mode of a `--cluster` run.
+fn cluster_verdicts(outcomes: &[Outcome], mode: &str, targets: &[&'static str]) -> String {
+    let mut s = String::new();
+    let med = |w: &str, t: &str| median_run(outcomes, w, t, mode);
+    let single = med("W3", "server");
+    for &t in targets.iter().filter(|t| t.starts_with("cluster-")) {
+        let label = cluster_label(t);
+        if let Some(o) = med("W3", t) {
+            let base = single.map_or(0.0, |b| b.latency.p99_us);
+            match o.cross_latency.as_ref().filter(|c| c.count > 0) {
+                Some(c) if base > 0.0 => {
+                    let r = c.p99_us / base;
+                    let _ = writeln!(
+                        s,
+                        "{} W3 {mode} {label}: cross-node p99 {} = {r:.2} × the single node's {}, target ≤ {CLUSTER_P99_BOUND} ×",
+                        if r <= CLUSTER_P99_BOUND {
+                            "met   "
+                        } else {
+                            "MISSED"
+                        },
+                        micros(c.p99_us),
+                        micros(base)
+                    );
+                }
+                Some(c) => {
+                    let _ = writeln!(
+                        s,
+                        "n/a    W3 {mode} {label}: cross-node p99 {}, no single-node W3 in this run to compare with",
+                        micros(c.p99_us)
+                    );
+                }
+                None if base > 0.0 => {
+                    let _ = writeln!(
+                        s,
+                        "info   W3 {mode} {label}: nothing crosses nodes; p99 {} = {:.2} × the single node's {}",
+                        micros(o.latency.p99_us),
+                        o.latency.p99_us / base,
+                        micros(base)
+                    );
+                }
+                None => {}
+            }
+        }
+        let all: Vec<&Outcome> = ["W1", "W2", "W3"]
+            .iter()
+            .flat_map(|w| runs(outcomes, w, t, mode))
+            .collect();
+        if !all.is_empty() {
+            let lost: i64 = all.iter().map(|o| o.lost).sum();
+            let lagged: u64 = all.iter().map(|o| o.lag_events).sum();
+            let gone: u64 = all.iter().map(|o| o.disconnects).sum();
+            let mut which: Vec<&str> = all.iter().map(|o| o.workload).collect();
+            which.dedup();
+            let _ = writeln!(
+                s,
+                "{} {} {mode} {label}: lost {lost}, lagged {lagged}, disconnected {gone} ({} runs), target none",
+                if lost == 0 && lagged == 0 && gone == 0 {
+                    "met   "
+                } else {
+                    "MISSED"
+                },
+                which.join("+"),
+                all.len()
+            );
+        }
+    }
+    s
+}
+
+/// What the cluster path costs per message, for one mode: W3's p50 on the cluster less
+/// the single node's (200 messages/s do not queue there, so that is the path's time: the
+/// publish to JetStream, its store, its ack, the delivery to the nodes, and whatever
+/// waits behind it), the publish-to-ack time the nodes count themselves, and W1's CPU
+/// time per message sent in the nodes and in nats-server against the single node's.
+fn cluster_cost(outcomes: &[Outcome], mode: &str, targets: &[&'static str]) -> String {
+    let mut s = String::new();
+    let med = |w: &str, t: &str| median_run(outcomes, w, t, mode);
+    let clusters: Vec<&'static str> = targets
+        .iter()
+        .copied()
+        .filter(|t| t.starts_with("cluster-"))
+        .collect();
+    if let Some(single) = med("W3", "server") {
+        let base = single.latency.p50_us;
+        let mut parts = Vec::new();
+        for &t in &clusters {
+            if let Some(o) = med("W3", t) {
+                let mut part = format!(
+                    "{} {} ({})",
+                    cluster_label(t),
+                    micros(o.latency.p50_us),
+                    micros_diff(o.latency.p50_us, base)
+                );
+                if let Some(c) = o.cross_latency.as_ref().filter(|c| c.count > 0) {
+                    let _ = write!(
+                        part,
+                        ", cross-node {} ({})",
+                        micros(c.p50_us),
+                        micros_diff(c.p50_us, base)
+                    );
+                }
+                parts.push(part);
+            }
+        }
+        if !parts.is_empty() {
+            let _ = writeln!(
+                s,
+                "cost   W3 {mode} p50 per message against the single node's {}: {} (the cluster path: publish to JetStream, stored, acknowledged, delivered to the nodes)",
+                micros(base),
+                parts.join("; ")
+            );
+        }
+    }
+    for w in ["W1", "W2", "W3"] {
+        let parts: Vec<String> = clusters
+            .iter()
+            .filter_map(|&t| {
+                let o = med(w, t)?;
+                let c = o.cluster?;
+                Some(format!(
+                    "{} {} ({} published, {} seq conflicts, {} behind at the end)",
+                    cluster_label(t),
+                    opt(c.publish_mean_us(), micros),
+                    c.published,
+                    c.conflicts,
+                    c.behind
+                ))
+            })
+            .collect();
+        if !parts.is_empty() {
+            let _ = writeln!(
+                s,
+                "cost   {w} {mode} publish to JetStream's ack per message, as the nodes count it: {}",
+                parts.join("; ")
+            );
+        }
+    }
+    let us = |v: Option<f64>| opt(v, |u| format!("{u:.1} µs"));
+    let mut parts = Vec::new();
+    if let Some(o) = med("W1", "server") {
+        parts.push(format!(
+            "single node {}",
+            us(cpu_per_message_us(o.server_cpu_pct, o))
+        ));
+    }
+    for &t in &clusters {
+        if let Some(o) = med("W1", t) {
+            parts.push(format!(
+                "{} {} in the nodes + {} in nats-server",
+                cluster_label(t),
+                us(cpu_per_message_us(o.server_cpu_pct, o)),
+                us(cpu_per_message_us(o.broker_cpu_pct, o))
+            ));
+        }
+    }
+    if parts.len() > 1 {
+        let _ = writeln!(
+            s,
+            "cost   W1 {mode} CPU per message sent (its fan-out included): {}",
+            parts.join("; ")
+        );
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -802,6 +1150,102 @@ mod tests {
             .find(|l| l.contains(prefix))
             .unwrap_or_else(|| panic!("no {prefix} line in {s}"))
             .to_owned()
+    }
+
+    #[test]
+    fn cluster_report_judges_cross_node_p99_against_the_single_node_issue_16() {
+        let lat = |p50_us, p99_us| Latency {
+            count: 100,
+            p50_us,
+            p90_us: p99_us,
+            p99_us,
+            max_us: p99_us,
+        };
+        let o =
+            |workload, target, nodes, dps, (p50, p99), cross: Option<(f64, f64)>, lost| Outcome {
+                workload,
+                target,
+                mode: "framed",
+                nodes: Some(nodes),
+                deliveries_per_s: dps,
+                latency: lat(p50, p99),
+                cross_latency: cross.map(|(a, b)| lat(a, b)),
+                lost,
+                sent: 1000,
+                wall_s: 10.0,
+                server_cpu_pct: Some(10.0),
+                broker_cpu_pct: (target != "server").then_some(5.0),
+                ..Outcome::default()
+            };
+        let outcomes = vec![
+            o("W1", "server", 1, 1e6, (0.0, 0.0), None, 0),
+            o("W1", "cluster-1", 1, 5e5, (0.0, 0.0), None, 0),
+            o("W1", "cluster-2", 2, 4e5, (0.0, 0.0), None, 3),
+            o("W3", "server", 1, 0.0, (400.0, 1000.0), None, 0),
+            o("W3", "cluster-1", 1, 0.0, (900.0, 2000.0), None, 0),
+            o(
+                "W3",
+                "cluster-2",
+                2,
+                0.0,
+                (1000.0, 2500.0),
+                Some((1100.0, 2900.0)),
+                0,
+            ),
+            o(
+                "W3",
+                "cluster-3",
+                3,
+                0.0,
+                (1000.0, 2500.0),
+                Some((1200.0, 3500.0)),
+                0,
+            ),
+        ];
+        let mut outcomes = outcomes;
+        outcomes[5].cluster = Some(NodeStats {
+            published: 2000,
+            publish_us: 800_000,
+            conflicts: 7,
+            behind: 0,
+        });
+        let s = cluster_report(&outcomes);
+        let ack = line_with(&s, "W3 framed publish to JetStream's ack");
+        assert!(
+            ack.contains("cluster×2 400µs (2000 published, 7 seq conflicts"),
+            "{s}"
+        );
+        let row = line_with(&s, "cluster×2 ");
+        assert!(row.contains("400.0k") && row.contains("0.40"), "{s}");
+        assert!(row.contains("2.90"), "cross-node p99 / single p99: {s}");
+        let two = line_with(&s, "W3 framed cluster×2:");
+        assert!(two.starts_with("met") && two.contains("2.90 ×"), "{s}");
+        assert!(
+            line_with(&s, "W3 framed cluster×3:").starts_with("MISSED"),
+            "{s}"
+        );
+        assert!(
+            line_with(&s, "W3 framed cluster×1:").starts_with("info"),
+            "{s}"
+        );
+        assert!(
+            line_with(&s, "W1+W3 framed cluster×1:").starts_with("met"),
+            "{s}"
+        );
+        assert!(
+            line_with(&s, "W1+W3 framed cluster×2:").starts_with("MISSED"),
+            "3 lost: {s}"
+        );
+        let cost = line_with(&s, "W3 framed p50 per message");
+        assert!(cost.contains("cluster×1 900µs (+500µs)"), "{s}");
+        assert!(cost.contains("cross-node 1.1ms (+700µs)"), "{s}");
+        // 10 % of a core for 10 s over 1000 messages: 1000 µs each; nats-server half that.
+        let cpu = line_with(&s, "W1 framed CPU per message");
+        assert!(cpu.contains("single node 1000.0 µs"), "{s}");
+        assert!(
+            cpu.contains("cluster×2 1000.0 µs in the nodes + 500.0 µs in nats-server"),
+            "{s}"
+        );
     }
 
     #[test]

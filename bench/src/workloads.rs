@@ -30,7 +30,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep};
 
 use crate::client::{
-    self, AckRole, Acks, Conn, During, Login, Mode, Pace, SendPlan, Tap, Wake, ns_at,
+    self, AckRole, Acks, Conn, Cross, During, Login, Mode, Pace, SendPlan, Tap, Wake, ns_at,
 };
 use crate::report::{Churn, Idle, Outcome, Storm};
 use crate::server_proc::{ProcSample, ServerHandle, Storage};
@@ -310,16 +310,66 @@ pub enum TargetKind {
     Reflector,
     /// ngIRCd, the reference IRC server (IRC mode only).
     Ngircd,
+    /// `chat-server --cluster` on this many nodes sharing one NATS server (`--cluster`).
+    Cluster(usize),
 }
 
+/// The most nodes a `--cluster` run starts.
+pub const MAX_NODES: usize = 8;
+
 impl TargetKind {
-    /// `server`, `server-nodb`, `reflector` or `ngircd`.
+    /// `server`, `server-nodb`, `reflector`, `ngircd`, `cluster-1` … `cluster-8`.
     pub fn name(self) -> &'static str {
+        const CLUSTER: [&str; MAX_NODES] = [
+            "cluster-1",
+            "cluster-2",
+            "cluster-3",
+            "cluster-4",
+            "cluster-5",
+            "cluster-6",
+            "cluster-7",
+            "cluster-8",
+        ];
         match self {
             Self::Server(storage) => storage.target_name(),
             Self::Reflector => "reflector",
             Self::Ngircd => "ngircd",
+            Self::Cluster(n) => CLUSTER
+                .get(n.saturating_sub(1))
+                .copied()
+                .unwrap_or("cluster"),
         }
+    }
+}
+
+/// The processes one workload's clients are spread over: one server, or the nodes of a
+/// cluster (`--cluster`), and what else is metered beside them (the cluster's NATS server).
+#[derive(Debug, Clone)]
+pub struct Spread<'a> {
+    /// Client `k` of the workload (receivers first, then senders) connects to node
+    /// `k % nodes.len()`: round-robin.
+    pub nodes: Vec<&'a ServerHandle>,
+    /// Metered on its own (`broker_*`), not in the server's figures.
+    pub broker: Option<&'a ServerHandle>,
+}
+
+impl<'a> Spread<'a> {
+    /// One target, nothing beside it.
+    pub fn one(target: &'a ServerHandle) -> Self {
+        Self {
+            nodes: vec![target],
+            broker: None,
+        }
+    }
+
+    /// Where each node listens.
+    fn addrs(&self) -> Vec<SocketAddr> {
+        self.nodes.iter().map(|n| n.addr()).collect()
+    }
+
+    /// The node client `k` connects to.
+    fn node_of(&self, k: usize) -> usize {
+        k % self.nodes.len().max(1)
     }
 }
 
@@ -345,7 +395,9 @@ pub async fn run(
     }
     let params = &params;
     let mut out = match w {
-        Workload::W1 | Workload::W2 | Workload::W3 => fan_out(params, target, mode).await?,
+        Workload::W1 | Workload::W2 | Workload::W3 => {
+            fan_out(params, &Spread::one(target), mode).await?
+        }
         Workload::W4 => idle_memory(params, target, mode).await?,
         Workload::W5 => many_rooms(params, target, mode).await?,
         Workload::W6 => churn(params, target, mode).await?,
@@ -355,6 +407,35 @@ pub async fn run(
     out.workload = w.name();
     out.target = kind.name();
     out.mode = mode.name();
+    Ok(out)
+}
+
+/// W1–W3 with their clients spread round-robin over `spread`'s nodes (`--cluster`); the
+/// outcome's server figures are the nodes' together, `broker_*` the broker's, and with
+/// more than one node `cross_latency` is that of the deliveries whose sender was on
+/// another node than their receiver.
+///
+/// # Errors
+/// Another workload, a client that cannot log in, or a sender whose socket fails.
+pub async fn run_spread(
+    w: Workload,
+    params: &Params,
+    spread: &Spread<'_>,
+    kind: TargetKind,
+    mode: Mode,
+) -> anyhow::Result<Outcome> {
+    let mut params = params.clone();
+    if mode == Mode::Irc {
+        params.window = params.window.min(client::IRC_WINDOW);
+    }
+    let mut out = match w {
+        Workload::W1 | Workload::W2 | Workload::W3 => fan_out(&params, spread, mode).await?,
+        _ => bail!("{} does not run spread over nodes: only W1–W3 do", w.name()),
+    };
+    out.workload = w.name();
+    out.target = kind.name();
+    out.mode = mode.name();
+    out.nodes = Some(spread.nodes.len());
     Ok(out)
 }
 
@@ -379,6 +460,7 @@ pub async fn files(
 struct Meter {
     t0: Instant,
     server0: Option<ProcSample>,
+    broker0: Option<ProcSample>,
     gen0: Duration,
 }
 
@@ -387,27 +469,56 @@ struct Usage {
     wall: Duration,
     server: Option<ProcSample>,
     server_cpu: Option<Duration>,
+    broker: Option<ProcSample>,
+    broker_cpu: Option<Duration>,
     gen_cpu: Duration,
+}
+
+/// The nodes' RSS and CPU time added up; `None` if any cannot be read.
+fn sample_all(nodes: &[&ServerHandle]) -> Option<ProcSample> {
+    nodes.iter().try_fold(ProcSample::default(), |sum, n| {
+        let s = n.sample()?;
+        Some(ProcSample {
+            rss_kib: sum.rss_kib + s.rss_kib,
+            cpu: sum.cpu + s.cpu,
+        })
+    })
+}
+
+fn cpu_between(a: Option<ProcSample>, b: Option<ProcSample>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(b.cpu.saturating_sub(a.cpu)),
+        _ => None,
+    }
 }
 
 impl Meter {
     fn start(target: &ServerHandle) -> Self {
+        Self::start_spread(&Spread::one(target))
+    }
+
+    fn start_spread(spread: &Spread<'_>) -> Self {
         Self {
             t0: Instant::now(),
-            server0: target.sample(),
+            server0: sample_all(&spread.nodes),
+            broker0: spread.broker.and_then(ServerHandle::sample),
             gen0: loadgen_cpu(),
         }
     }
 
     fn stop(&self, target: &ServerHandle, end: Instant) -> Usage {
-        let server = target.sample();
+        self.stop_spread(&Spread::one(target), end)
+    }
+
+    fn stop_spread(&self, spread: &Spread<'_>, end: Instant) -> Usage {
+        let server = sample_all(&spread.nodes);
+        let broker = spread.broker.and_then(ServerHandle::sample);
         Usage {
             wall: end.saturating_duration_since(self.t0),
-            server_cpu: match (self.server0, server) {
-                (Some(a), Some(b)) => Some(b.cpu.saturating_sub(a.cpu)),
-                _ => None,
-            },
+            server_cpu: cpu_between(self.server0, server),
             server,
+            broker_cpu: cpu_between(self.broker0, broker),
+            broker,
             gen_cpu: loadgen_cpu().saturating_sub(self.gen0),
         }
     }
@@ -417,6 +528,8 @@ impl Meter {
         out.wall_s = wall;
         out.server_rss_kib = usage.server.map(|s| s.rss_kib);
         out.server_cpu_pct = usage.server_cpu.map(|c| 100.0 * c.as_secs_f64() / wall);
+        out.broker_rss_kib = usage.broker.map(|s| s.rss_kib);
+        out.broker_cpu_pct = usage.broker_cpu.map(|c| 100.0 * c.as_secs_f64() / wall);
         out.loadgen_cpu_pct = 100.0 * usage.gen_cpu.as_secs_f64() / wall;
     }
 }
@@ -429,14 +542,36 @@ async fn login_all<T>(
     mode: Mode,
     logins: Vec<Login>,
     concurrency: usize,
+    ready: impl FnMut(usize, Conn) -> T,
+) -> anyhow::Result<Vec<T>> {
+    login_spread(&[addr], 0, mode, logins, concurrency, ready).await
+}
+
+/// [`login_all`] over several nodes, round-robin: login `i` connects to
+/// `addrs[(first + i) % addrs.len()]`.
+async fn login_spread<T>(
+    addrs: &[SocketAddr],
+    first: usize,
+    mode: Mode,
+    logins: Vec<Login>,
+    concurrency: usize,
     mut ready: impl FnMut(usize, Conn) -> T,
 ) -> anyhow::Result<Vec<T>> {
+    let Some(&only) = addrs.first() else {
+        bail!("no node to log in to");
+    };
+    let addr_of = |i: usize| {
+        addrs
+            .get((first + i) % addrs.len())
+            .copied()
+            .unwrap_or(only)
+    };
     let mut results = Vec::with_capacity(logins.len());
-    let mut stream =
-        futures::stream::iter(logins.into_iter().enumerate().map(|(i, login)| async move {
-            client::connect(addr, mode, &login).await.map(|c| (i, c))
-        }))
-        .buffered(concurrency.max(1));
+    let mut stream = futures::stream::iter(logins.into_iter().enumerate().map(|(i, login)| {
+        let addr = addr_of(i);
+        async move { client::connect(addr, mode, &login).await.map(|c| (i, c)) }
+    }))
+    .buffered(concurrency.max(1));
     while let Some((i, conn)) = stream.try_next().await? {
         results.push(ready(i, conn));
     }
@@ -480,11 +615,32 @@ async fn connect_senders(
     taps: impl Fn(usize) -> Tap,
     readers: &mut JoinSet<()>,
 ) -> anyhow::Result<Vec<OwnedWriteHalf>> {
-    login_all(addr, mode, logins, params.login_concurrency, |i, conn| {
-        let (rd, wr) = conn.stream.into_split();
-        readers.spawn(client::receive(rd, conn.inbuf, mode, taps(i)));
-        wr
-    })
+    connect_senders_spread(&[addr], 0, mode, logins, params, taps, readers).await
+}
+
+/// [`connect_senders`] over several nodes, round-robin from client `first` on (see
+/// [`login_spread`]).
+async fn connect_senders_spread(
+    addrs: &[SocketAddr],
+    first: usize,
+    mode: Mode,
+    logins: Vec<Login>,
+    params: &Params,
+    taps: impl Fn(usize) -> Tap,
+    readers: &mut JoinSet<()>,
+) -> anyhow::Result<Vec<OwnedWriteHalf>> {
+    login_spread(
+        addrs,
+        first,
+        mode,
+        logins,
+        params.login_concurrency,
+        |i, conn| {
+            let (rd, wr) = conn.stream.into_split();
+            readers.spawn(client::receive(rd, conn.inbuf, mode, taps(i)));
+            wr
+        },
+    )
     .await
 }
 
@@ -536,6 +692,7 @@ fn receiver_tap(i: usize, tally: &Arc<Tally>) -> Tap {
         tally: Arc::clone(tally),
         shard: i,
         during: None,
+        cross: None,
     }
 }
 
@@ -549,6 +706,7 @@ fn sender_tap(i: usize, count: bool, tally: &Arc<Tally>) -> Tap {
         tally: Arc::clone(tally),
         shard: i,
         during: None,
+        cross: None,
     }
 }
 
@@ -573,10 +731,17 @@ fn paced_plans(
 }
 
 /// W1–W3: one room (`lobby`), `receivers` receivers, `senders` senders, windowed (W1) or
-/// paced (W2, W3).
-async fn fan_out(params: &Params, target: &ServerHandle, mode: Mode) -> anyhow::Result<Outcome> {
-    let addr = target.addr();
+/// paced (W2, W3). Over several nodes, client `k` (the receivers, then the senders) is on
+/// node `k % nodes`, and the deliveries from a sender on another node are also recorded on
+/// their own (`cross_latency`).
+async fn fan_out(params: &Params, spread: &Spread<'_>, mode: Mode) -> anyhow::Result<Outcome> {
+    let addrs = spread.addrs();
     let tally = Arc::new(Tally::default());
+    let cross_tally = Arc::new(Tally::default());
+    let sender_node: Arc<[usize]> = (0..params.senders)
+        .map(|j| spread.node_of(params.receivers + j))
+        .collect();
+    let several = spread.nodes.len() > 1;
     // Every receiver is an observer; in framed mode the senders are too (they receive
     // every message, their own included). In line and IRC mode they never see their own.
     let observers = params.receivers + if mode.echoes_own() { params.senders } else { 0 };
@@ -586,34 +751,47 @@ async fn fan_out(params: &Params, target: &ServerHandle, mode: Mode) -> anyhow::
     let logins = (0..params.receivers)
         .map(|i| Login::lobby(format!("r{i}")))
         .collect();
-    login_all(addr, mode, logins, params.login_concurrency, |i, conn| {
-        let ack = windowed.then(|| AckRole {
-            acks: Arc::clone(&acks),
-            row: i,
-            // Line and IRC mode do not echo a sender's messages: receiver 0 wakes them.
-            wake: if !mode.echoes_own() && i == 0 {
-                Wake::Everyone
-            } else {
-                Wake::Nobody
-            },
-        });
-        let tap = Tap {
-            me: None,
-            count: true,
-            ack,
-            tally: Arc::clone(&tally),
-            shard: i,
-            during: None,
-        };
-        readers.spawn(client::receive(conn.stream, conn.inbuf, mode, tap));
-    })
+    login_spread(
+        &addrs,
+        0,
+        mode,
+        logins,
+        params.login_concurrency,
+        |i, conn| {
+            let ack = windowed.then(|| AckRole {
+                acks: Arc::clone(&acks),
+                row: i,
+                // Line and IRC mode do not echo a sender's messages: receiver 0 wakes them.
+                wake: if !mode.echoes_own() && i == 0 {
+                    Wake::Everyone
+                } else {
+                    Wake::Nobody
+                },
+            });
+            let tap = Tap {
+                me: None,
+                count: true,
+                ack,
+                tally: Arc::clone(&tally),
+                shard: i,
+                during: None,
+                cross: several.then(|| Cross {
+                    sender_node: Arc::clone(&sender_node),
+                    node: spread.node_of(i),
+                    tally: Arc::clone(&cross_tally),
+                }),
+            };
+            readers.spawn(client::receive(conn.stream, conn.inbuf, mode, tap));
+        },
+    )
     .await?;
     let logins = (0..params.senders)
         .map(|i| Login::sender(format!("s{i}")))
         .collect();
     let sender_tally = Arc::new(Tally::default());
-    let writers = connect_senders(
-        addr,
+    let writers = connect_senders_spread(
+        &addrs,
+        params.receivers,
         mode,
         logins,
         params,
@@ -628,12 +806,13 @@ async fn fan_out(params: &Params, target: &ServerHandle, mode: Mode) -> anyhow::
             tally: Arc::clone(&sender_tally),
             shard: i,
             during: None,
+            cross: None,
         },
         &mut readers,
     )
     .await?;
 
-    let meter = Meter::start(target);
+    let meter = Meter::start_spread(spread);
     let start = Instant::now();
     let until = start + params.duration;
     let plans = (0..params.senders)
@@ -659,7 +838,7 @@ async fn fan_out(params: &Params, target: &ServerHandle, mode: Mode) -> anyhow::
     let (sent, writers) = run_senders(writers, mode, plans).await?;
     let expected = sent * params.receivers as u64;
     let end = drain(&tally, expected, DRAIN_QUIET, DRAIN_LIMIT).await;
-    let usage = meter.stop(target, end);
+    let usage = meter.stop_spread(spread, end);
     readers.abort_all();
     drop(writers);
 
@@ -670,6 +849,7 @@ async fn fan_out(params: &Params, target: &ServerHandle, mode: Mode) -> anyhow::
     out.lag_events = tally.lag_events() + sender_tally.lag_events();
     out.disconnects = tally.disconnects() + sender_tally.disconnects();
     out.latency = tally.latency();
+    out.cross_latency = several.then(|| cross_tally.latency());
     Meter::fill(&usage, &mut out);
     out.derive_rates();
     Ok(out)
@@ -932,6 +1112,7 @@ async fn join_storm(params: &Params, target: &ServerHandle, mode: Mode) -> anyho
             span: Arc::clone(&span),
             tally: Arc::clone(&storm_tally),
         }),
+        cross: None,
     };
     let mut readers = JoinSet::new();
     let logins = (0..params.receivers)

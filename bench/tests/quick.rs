@@ -118,3 +118,53 @@ async fn irc_mode_runs_against_ngircd_when_it_is_installed_issue_13() {
         }
     }
 }
+
+/// `--cluster --quick` (issue 16), when nats-server is installed (`apt-get install
+/// nats-server`): the single node, then one and two nodes in this process on a fresh
+/// nats-server each, W1 and W3 with the clients spread over the nodes; everything is
+/// delivered, once, and with two nodes some deliveries cross nodes. Without nats-server
+/// there is nothing to run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_mode_spreads_w1_and_w3_over_nodes_when_nats_is_installed_issue_16() {
+    let Some(nats) = chat_bench::cluster::locate_nats(None) else {
+        eprintln!("no nats-server installed: no cluster to run");
+        return;
+    };
+    let opts = chat_bench::cluster::ClusterOptions {
+        workloads: vec![chat_bench::Workload::W1, chat_bench::Workload::W3],
+        modes: vec![chat_bench::Mode::Framed],
+        nodes: vec![1, 2],
+        scale: chat_bench::Scale::Quick,
+        duration: None,
+        window: chat_bench::DEFAULT_WINDOW,
+        server: chat_bench::ServerSpec::InProcess,
+        nats,
+        repeat: 1,
+    };
+    let outcomes = chat_bench::cluster::run_cluster(&opts, |_| {})
+        .await
+        .expect("the cluster cases run");
+    assert_eq!(outcomes.len(), 2 * 3, "{outcomes:#?}");
+    for o in &outcomes {
+        let what = format!("{} {}", o.workload, o.target);
+        assert!(o.delivered > 0, "{what}: nothing delivered: {o:#?}");
+        assert_eq!(o.lost, 0, "{what}: lost deliveries: {o:#?}");
+        assert_eq!(o.lag_events, 0, "{what}: lagged: {o:#?}");
+        match o.target {
+            "server" => assert!(o.cluster.is_none(), "{what}: {o:#?}"),
+            _ => {
+                let c = o.cluster.expect("the nodes' counters are read");
+                assert!(c.published > 0, "{what}: {o:#?}");
+            }
+        }
+        if o.target == "cluster-2" {
+            let cross = o.cross_latency.expect("two nodes: cross-node latency");
+            assert!(cross.count > 0, "{what}: nothing crossed nodes: {o:#?}");
+        }
+    }
+    let report = chat_bench::report::cluster_report(&outcomes);
+    assert!(
+        report.contains("W3 framed cluster×2: cross-node p99"),
+        "{report}"
+    );
+}
