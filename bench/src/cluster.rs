@@ -196,6 +196,7 @@ async fn node_stats(admin: SocketAddr) -> anyhow::Result<NodeStats> {
     };
     Ok(NodeStats {
         published: read("chat_cluster_published_messages")?,
+        publishes: read("chat_cluster_publishes")?,
         publish_us: read("chat_cluster_publish_microseconds")?,
         conflicts: read("chat_cluster_seq_conflicts")?,
         behind: read("chat_cluster_behind_messages")?,
@@ -283,6 +284,7 @@ impl Cluster {
         for &admin in &self.admins {
             let s = node_stats(admin).await?;
             sum.published += s.published;
+            sum.publishes += s.publishes;
             sum.publish_us += s.publish_us;
             sum.conflicts += s.conflicts;
             sum.behind = sum.behind.max(s.behind);

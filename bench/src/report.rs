@@ -133,7 +133,10 @@ pub struct Transfer {
 pub struct NodeStats {
     /// Room messages the nodes published to JetStream.
     pub published: u64,
-    /// The time JetStream took to store them, from publish to ack, in total, µs.
+    /// The stream messages they went out in (a node publishes what a room has queued as
+    /// one).
+    pub publishes: u64,
+    /// The time JetStream took to store those, from publish to ack, in total, µs.
     pub publish_us: u64,
     /// Messages published again because another node had taken their `seq`.
     pub conflicts: u64,
@@ -142,9 +145,9 @@ pub struct NodeStats {
 }
 
 impl NodeStats {
-    /// Mean time from publish to JetStream's ack, µs.
+    /// Mean time from publish to JetStream's ack, µs (per stream message).
     pub fn publish_mean_us(&self) -> Option<f64> {
-        (self.published > 0).then(|| self.publish_us as f64 / self.published as f64)
+        (self.publishes > 0).then(|| self.publish_us as f64 / self.publishes as f64)
     }
 }
 
@@ -1095,10 +1098,11 @@ fn cluster_cost(outcomes: &[Outcome], mode: &str, targets: &[&'static str]) -> S
                 let o = med(w, t)?;
                 let c = o.cluster?;
                 Some(format!(
-                    "{} {} ({} published, {} seq conflicts, {} behind at the end)",
+                    "{} {} ({} published in {} stream messages, {} seq conflicts, {} behind at the end)",
                     cluster_label(t),
                     opt(c.publish_mean_us(), micros),
                     c.published,
+                    c.publishes,
                     c.conflicts,
                     c.behind
                 ))
@@ -1205,6 +1209,7 @@ mod tests {
         let mut outcomes = outcomes;
         outcomes[5].cluster = Some(NodeStats {
             published: 2000,
+            publishes: 2000,
             publish_us: 800_000,
             conflicts: 7,
             behind: 0,
@@ -1212,7 +1217,9 @@ mod tests {
         let s = cluster_report(&outcomes);
         let ack = line_with(&s, "W3 framed publish to JetStream's ack");
         assert!(
-            ack.contains("cluster×2 400µs (2000 published, 7 seq conflicts"),
+            ack.contains(
+                "cluster×2 400µs (2000 published in 2000 stream messages, 7 seq conflicts"
+            ),
             "{s}"
         );
         let row = line_with(&s, "cluster×2 ");

@@ -74,9 +74,22 @@ pub(crate) trait Peers: Send + Sync + std::fmt::Debug {
     fn dm(&self, event: Arc<Event>, to: uuid::Uuid, sender: Arc<Sink>) -> Result<(), ChatError>;
     /// The producer of every room's events.
     fn rooms(&self) -> Arc<dyn RoomProducer>;
-    /// (stream messages not applied yet, messages published, their total time to be
-    /// stored in µs, `seq` conflicts), for `/metrics`.
-    fn stats(&self) -> (u64, u64, u64, u64);
+    /// The cluster path's counters, for `/metrics`.
+    fn stats(&self) -> ClusterStats;
+}
+
+/// What `/metrics` shows of the cluster path.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ClusterStats {
+    /// Stream messages this node has not applied yet.
+    pub(crate) behind: u64,
+    /// Room messages published, in how many stream messages (a batch is one), and the
+    /// total time JetStream took to store those, in µs.
+    pub(crate) published: u64,
+    pub(crate) publishes: u64,
+    pub(crate) publish_micros: u64,
+    /// Publishes made again because another node took their `seq`.
+    pub(crate) conflicts: u64,
 }
 
 #[derive(Debug)]

@@ -193,21 +193,26 @@ impl Cluster {
         };
         let local = *record.node == *self.node && record.boot == self.boot;
         match record.body {
-            Body::Message { origin, msg } => {
-                let Ok(name) = RoomName::parse(&msg.room) else {
+            Body::Messages { messages } => {
+                let Some(first) = messages.first() else {
                     return;
                 };
-                match chat.room(&name) {
-                    Ok(room) => {
-                        let replica = InFlight::Replica {
-                            stream_seq,
-                            replicated: Arc::clone(&self.replicated),
-                        };
-                        room.stream_message(msg, Some(origin), Some(replica));
-                    }
+                let Ok(name) = RoomName::parse(&first.msg.room) else {
+                    return;
+                };
+                let room = match chat.room(&name) {
+                    Ok(room) => room,
                     Err(e) => {
-                        warn!(room = %name, error = %e, "a room of the cluster is not kept here")
+                        warn!(room = %name, error = %e, "a room of the cluster is not kept here");
+                        return;
                     }
+                };
+                for said in messages {
+                    let replica = InFlight::Replica {
+                        stream_seq,
+                        replicated: Arc::clone(&self.replicated),
+                    };
+                    room.stream_message(said.msg, Some(said.origin), Some(replica));
                 }
             }
             Body::Presence { room, change } => {

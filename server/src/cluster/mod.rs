@@ -104,6 +104,7 @@ pub(crate) struct Cluster {
     /// replica); saved, so a restart goes on from there.
     replicated: Arc<AtomicU64>,
     published: AtomicU64,
+    publishes: AtomicU64,
     publish_micros: AtomicU64,
 }
 
@@ -185,6 +186,7 @@ impl Cluster {
             conflicts: AtomicU64::new(0),
             replicated: Arc::default(),
             published: AtomicU64::new(0),
+            publishes: AtomicU64::new(0),
             publish_micros: AtomicU64::new(0),
         })
     }
@@ -364,8 +366,10 @@ impl Cluster {
         }
     }
 
-    fn observe_publish(&self, took: Duration) {
-        self.published.fetch_add(1, Ordering::Relaxed);
+    /// `messages` were stored by JetStream in one publish, which took `took`.
+    fn observe_publish(&self, took: Duration, messages: u64) {
+        self.published.fetch_add(messages, Ordering::Relaxed);
+        self.publishes.fetch_add(1, Ordering::Relaxed);
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         self.publish_micros.fetch_add(micros, Ordering::Relaxed);
     }
@@ -374,13 +378,15 @@ impl Cluster {
         self.conflicts.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// (messages published, their total time to be stored in µs, `seq` conflicts).
-    pub(crate) fn publish_stats(&self) -> (u64, u64, u64) {
-        (
-            self.published.load(Ordering::Relaxed),
-            self.publish_micros.load(Ordering::Relaxed),
-            self.conflicts.load(Ordering::Relaxed),
-        )
+    /// The cluster path's counters, for `/metrics`.
+    pub(crate) fn publish_stats(&self) -> crate::chat::ClusterStats {
+        crate::chat::ClusterStats {
+            behind: self.lag(),
+            published: self.published.load(Ordering::Relaxed),
+            publishes: self.publishes.load(Ordering::Relaxed),
+            publish_micros: self.publish_micros.load(Ordering::Relaxed),
+            conflicts: self.conflicts.load(Ordering::Relaxed),
+        }
     }
 
     fn unavailable() -> PostError {
@@ -444,9 +450,8 @@ impl Peers for Handle {
         Arc::new(self.clone())
     }
 
-    fn stats(&self) -> (u64, u64, u64, u64) {
-        let (published, micros, conflicts) = self.0.publish_stats();
-        (self.0.lag(), published, micros, conflicts)
+    fn stats(&self) -> crate::chat::ClusterStats {
+        self.0.publish_stats()
     }
 }
 

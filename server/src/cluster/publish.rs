@@ -18,7 +18,7 @@ use chat_shared::{ErrorCode, ServerMsg};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::warn;
 
-use super::record::{Body, Record};
+use super::record::{Body, Record, Said};
 use super::{Cluster, Link};
 use crate::event::Event;
 use crate::path::sink::Sink;
@@ -48,23 +48,63 @@ pub(crate) async fn run(cluster: Arc<Cluster>, room: Arc<Room>, mut rx: Unbounde
     let skeleton = room.name().skeleton();
     let subject = cluster.names.messages(&skeleton);
     let mut last: Option<Last> = None;
-    while let Some(post) = rx.recv().await {
+    // A presence post read while gathering a batch, handled next (order is kept).
+    let mut ahead: Option<Post> = None;
+    loop {
+        let post = match ahead.take() {
+            Some(post) => post,
+            None => match rx.recv().await {
+                Some(post) => post,
+                None => break,
+            },
+        };
         match post {
             Post::Presence(change) => presence(&cluster, &room, &skeleton, change).await,
             Post::Message { event, sender } => {
+                let mut batch = vec![(event, sender)];
+                ahead = gather(&mut rx, &mut batch);
                 let Some(link) = cluster.link.get().filter(|_| cluster.available()) else {
-                    refuse(Post::Message { event, sender }, "NATS cannot be reached");
+                    for (event, sender) in batch {
+                        refuse(Post::Message { event, sender }, "NATS cannot be reached");
+                    }
                     continue;
                 };
-                let outcome = message(&cluster, link, &subject, &mut last, &event).await;
-                sender.unsettled_sub();
-                if let Err(reason) = outcome {
-                    room.forget_pending(chat(&event).id);
-                    not_delivered(&event, &sender, &reason);
+                let outcome = messages(&cluster, link, &subject, &mut last, &batch).await;
+                for (event, sender) in &batch {
+                    sender.unsettled_sub();
+                    if let Err(reason) = &outcome {
+                        room.forget_pending(chat(event).id);
+                        not_delivered(event, sender, reason);
+                    }
                 }
             }
         }
     }
+}
+
+/// Most messages one stream message carries, and about how many bytes (NATS's default
+/// `max_payload` is 1 MiB).
+const MAX_BATCH: usize = 256;
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+/// Adds the messages queued behind `batch`'s first to it, up to the limits; returns a
+/// presence post met on the way (it goes after them).
+fn gather(
+    rx: &mut UnboundedReceiver<Post>,
+    batch: &mut Vec<(Arc<Event>, Arc<Sink>)>,
+) -> Option<Post> {
+    let mut bytes: usize = batch.iter().map(|(e, _)| e.weight()).sum();
+    while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+        match rx.try_recv() {
+            Ok(Post::Message { event, sender }) => {
+                bytes += event.weight();
+                batch.push((event, sender));
+            }
+            Ok(other) => return Some(other),
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 /// How long a part or a rename waits for NATS to be back before it is given up (the
@@ -129,35 +169,50 @@ pub(super) fn not_delivered(event: &Event, sender: &Sink, reason: &str) {
     )));
 }
 
-/// Publishes one message with the room's next `seq`; the stream delivers it to everyone.
-async fn message(
+/// Publishes queued messages with the room's next `seq`s, in one stream message; the
+/// stream delivers them to everyone.
+async fn messages(
     cluster: &Cluster,
     link: &Link,
     subject: &str,
     last: &mut Option<Last>,
-    event: &Event,
+    batch: &[(Arc<Event>, Arc<Sink>)],
 ) -> Result<(), String> {
-    let ServerMsg::Message(msg) = &event.msg else {
+    let said: Vec<Said> = batch
+        .iter()
+        .filter_map(|(event, _)| match &event.msg {
+            ServerMsg::Message(msg) => Some(Said {
+                origin: event.origin.unwrap_or_default(),
+                msg: msg.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
+    let Some(n) = u64::try_from(said.len()).ok().filter(|n| *n > 0) else {
         return Ok(());
     };
-    let origin = event.origin.unwrap_or_default();
+    // One message alone is de-duplicated by JetStream too; a batch by the id index only.
+    let single = (said.len() == 1).then(|| said[0].msg.id);
     for _ in 0..MAX_CONFLICTS {
         let at = match *last {
             Some(at) => at,
             None => last_of(link, subject).await?,
         };
-        let mut msg = msg.clone();
-        msg.seq = at.seq + 1;
-        let id = msg.id;
+        let mut said = said.clone();
+        for (said, seq) in said.iter_mut().zip(at.seq + 1..) {
+            said.msg.seq = seq;
+        }
         let record = Record {
             node: cluster.node.to_string(),
             boot: cluster.boot,
-            body: Body::Message { origin, msg },
+            body: Body::Messages { messages: said },
         };
-        let publish = PublishMessage::build()
+        let mut publish = PublishMessage::build()
             .payload(record.encode())
-            .message_id(id.to_string())
             .expected_last_subject_sequence(at.stream_seq);
+        if let Some(id) = single {
+            publish = publish.message_id(id.to_string());
+        }
         let started = std::time::Instant::now();
         let acked = match link.js.send_publish(subject.to_owned(), publish).await {
             Ok(ack) => tokio::time::timeout(cluster.cfg.publish_timeout, ack)
@@ -167,10 +222,10 @@ async fn message(
         };
         match acked {
             Ok(ack) => {
-                cluster.observe_publish(started.elapsed());
+                cluster.observe_publish(started.elapsed(), n);
                 if !ack.duplicate {
                     *last = Some(Last {
-                        seq: at.seq + 1,
+                        seq: at.seq + n,
                         stream_seq: ack.sequence,
                     });
                 }
@@ -193,10 +248,10 @@ async fn last_of(link: &Link, subject: &str) -> Result<Last, String> {
     match link.stream.get_last_raw_message_by_subject(subject).await {
         Ok(m) => match Record::decode(&m.payload) {
             Ok(Record {
-                body: Body::Message { msg, .. },
+                body: Body::Messages { messages },
                 ..
-            }) => Ok(Last {
-                seq: msg.seq,
+            }) if !messages.is_empty() => Ok(Last {
+                seq: messages.last().map_or(0, |s| s.msg.seq),
                 stream_seq: m.sequence,
             }),
             _ => Err("the room's last message on the stream cannot be read".into()),

@@ -19,8 +19,9 @@ pub(crate) struct Record {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub(crate) enum Body {
-    /// A room message with its `seq`; `origin` is the sender's session.
-    Message { origin: Uuid, msg: ChatMessage },
+    /// Messages of one room with consecutive `seq`s, oldest first: what its publisher had
+    /// queued, in one stream message (one round trip for all of them).
+    Messages { messages: Vec<Said> },
     /// A member of `room` joined, left or was renamed.
     Presence { room: String, change: Presence },
     /// A DM between two sessions (either may be on any node).
@@ -46,6 +47,13 @@ impl Record {
     pub(crate) fn decode(payload: &[u8]) -> serde_json::Result<Self> {
         serde_json::from_slice(payload)
     }
+}
+
+/// A room message with its `seq`; `origin` is the sender's session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Said {
+    pub(crate) origin: Uuid,
+    pub(crate) msg: ChatMessage,
 }
 
 /// Who holds a nick, as its key-value entry says.

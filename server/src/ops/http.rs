@@ -115,12 +115,13 @@ async fn metrics(State(app): State<App>) -> impl IntoResponse {
         m.sessions.set(gauge(chat.session_count()));
         m.rooms.set(gauge(chat.room_count()));
         if let Some(peers) = &chat.peers {
-            let (behind, published, micros, conflicts) = peers.stats();
+            let stats = peers.stats();
             let g = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-            m.cluster_behind.set(g(behind));
-            m.cluster_published.set(g(published));
-            m.cluster_publish_micros.set(g(micros));
-            m.cluster_conflicts.set(g(conflicts));
+            m.cluster_behind.set(g(stats.behind));
+            m.cluster_published.set(g(stats.published));
+            m.cluster_publishes.set(g(stats.publishes));
+            m.cluster_publish_micros.set(g(stats.publish_micros));
+            m.cluster_conflicts.set(g(stats.conflicts));
         }
     }
     m.store_unsaved.set(gauge(ops.unsaved()));

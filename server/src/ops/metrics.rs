@@ -137,6 +137,7 @@ pub(crate) struct Metrics {
     /// total time to be stored by JetStream, and `seq` conflicts with other nodes.
     pub(crate) cluster_behind: Gauge,
     pub(crate) cluster_published: Gauge,
+    pub(crate) cluster_publishes: Gauge,
     pub(crate) cluster_publish_micros: Gauge,
     pub(crate) cluster_conflicts: Gauge,
     /// `chat_sendq_bytes`: every connection's send queue, sampled periodically.
@@ -256,10 +257,16 @@ impl Metrics {
             "Cluster mode: room messages this node published to JetStream",
             cluster_published.clone(),
         );
+        let cluster_publishes = Gauge::default();
+        registry.register(
+            "chat_cluster_publishes",
+            "Cluster mode: stream messages those went out in (queued messages go as one)",
+            cluster_publishes.clone(),
+        );
         let cluster_publish_micros = Gauge::default();
         registry.register(
             "chat_cluster_publish_microseconds",
-            "Cluster mode: total time JetStream took to store them (divide by the count)",
+            "Cluster mode: total time JetStream took to store those stream messages",
             cluster_publish_micros.clone(),
         );
         let cluster_conflicts = Gauge::default();
@@ -322,6 +329,7 @@ impl Metrics {
             store_unsaved,
             cluster_behind,
             cluster_published,
+            cluster_publishes,
             cluster_publish_micros,
             cluster_conflicts,
             sendq_bytes,
