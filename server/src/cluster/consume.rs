@@ -207,6 +207,9 @@ impl Cluster {
                         return;
                     }
                 };
+                if let Some(newest) = messages.last() {
+                    self.set_head(name.skeleton(), newest.msg.seq, stream_seq);
+                }
                 for said in messages {
                     let replica = InFlight::Replica {
                         stream_seq,

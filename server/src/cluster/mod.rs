@@ -86,6 +86,11 @@ pub(crate) struct Cluster {
     chat: OnceLock<Weak<Chat>>,
     /// Accounts and settings shared through buckets (see `shared.rs`).
     docs: OnceLock<Arc<SharedDocs>>,
+    /// The newest messages record of each room this node has consumed: (its last `seq`,
+    /// its stream sequence), by room skeleton. A publisher starts from it when it is newer
+    /// than what it knows, so it rarely expects a stale last message (a conflict costs a
+    /// read and a second publish).
+    heads: Mutex<HashMap<String, (u64, u64)>>,
     /// One publisher per room with local activity, by room skeleton.
     publishers: Mutex<HashMap<String, mpsc::UnboundedSender<Post>>>,
     /// The rename being told, and who was told of it: a rename comes once per room the
@@ -179,6 +184,7 @@ impl Cluster {
             chat: OnceLock::new(),
             docs: OnceLock::new(),
             publishers: Mutex::default(),
+            heads: Mutex::default(),
             renames: Mutex::default(),
             mirror: Mutex::default(),
             applied: AtomicU64::new(0),
@@ -331,6 +337,23 @@ impl Cluster {
         let ack = link.js.send_publish(subject, publish).await?;
         tokio::time::timeout(self.cfg.publish_timeout, ack).await??;
         Ok(())
+    }
+
+    /// The newest consumed messages record of the room with this skeleton.
+    fn head(&self, skeleton: &str) -> Option<(u64, u64)> {
+        self.heads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(skeleton)
+            .copied()
+    }
+
+    fn set_head(&self, skeleton: String, seq: u64, stream_seq: u64) {
+        let mut heads = self.heads.lock().unwrap_or_else(|p| p.into_inner());
+        let head = heads.entry(skeleton).or_insert((seq, stream_seq));
+        if seq >= head.0 {
+            *head = (seq, stream_seq);
+        }
     }
 
     /// The publisher of `room`, started the first time.

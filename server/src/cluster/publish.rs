@@ -69,7 +69,8 @@ pub(crate) async fn run(cluster: Arc<Cluster>, room: Arc<Room>, mut rx: Unbounde
                     }
                     continue;
                 };
-                let outcome = messages(&cluster, link, &subject, &mut last, &batch).await;
+                let outcome =
+                    messages(&cluster, link, (&skeleton, &subject), &mut last, &batch).await;
                 for (event, sender) in &batch {
                     sender.unsettled_sub();
                     if let Err(reason) = &outcome {
@@ -174,7 +175,7 @@ pub(super) fn not_delivered(event: &Event, sender: &Sink, reason: &str) {
 async fn messages(
     cluster: &Cluster,
     link: &Link,
-    subject: &str,
+    (skeleton, subject): (&str, &str),
     last: &mut Option<Last>,
     batch: &[(Arc<Event>, Arc<Sink>)],
 ) -> Result<(), String> {
@@ -194,9 +195,15 @@ async fn messages(
     // One message alone is de-duplicated by JetStream too; a batch by the id index only.
     let single = (said.len() == 1).then(|| said[0].msg.id);
     for _ in 0..MAX_CONFLICTS {
-        let at = match *last {
-            Some(at) => at,
-            None => last_of(link, subject).await?,
+        // What this publisher knows, or what the consumer saw since, whichever is newer.
+        let head = cluster
+            .head(skeleton)
+            .map(|(seq, stream_seq)| Last { seq, stream_seq });
+        let at = match (*last, head) {
+            (Some(mine), Some(seen)) if seen.seq > mine.seq => seen,
+            (Some(mine), _) => mine,
+            (None, Some(seen)) => seen,
+            (None, None) => last_of(link, subject).await?,
         };
         let mut said = said.clone();
         for (said, seq) in said.iter_mut().zip(at.seq + 1..) {
@@ -235,7 +242,8 @@ async fn messages(
             }
             Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
                 cluster.count_conflict();
-                *last = None;
+                // Read the room's last message itself: the consumer may not have it yet.
+                *last = Some(last_of(link, subject).await?);
             }
             Err(e) => return Err(e.to_string()),
         }
