@@ -133,7 +133,10 @@ pub async fn run_with_reload(
         settings,
     } = open_store(&config, outcomes_tx, &ops)?;
     let cluster = match &config.cluster {
-        Some(c) => Some(Arc::new(cluster::Cluster::new(c.clone())?)),
+        Some(c) => Some(Arc::new(cluster::Cluster::new(
+            c.clone(),
+            (config.retain_days, config.retain_per_room),
+        )?)),
         None => None,
     };
     // In cluster mode accounts and settings are the cluster's, this node's store their cache.

@@ -70,6 +70,8 @@ struct Link {
 #[derive(Debug)]
 pub(crate) struct Cluster {
     cfg: ClusterConfig,
+    /// The stream's limits: `--retain-days` and `--retain-per-room`.
+    retention: (Option<u32>, Option<u64>),
     /// This node's name, and this run of it: members and nicks name both, so a restarted
     /// node's leftovers are told from its current ones.
     node: Arc<str>,
@@ -159,7 +161,10 @@ impl Cluster {
     ///
     /// # Errors
     /// The node's name or the prefix cannot be used in NATS.
-    pub(crate) fn new(cfg: ClusterConfig) -> anyhow::Result<Self> {
+    pub(crate) fn new(
+        cfg: ClusterConfig,
+        retention: (Option<u32>, Option<u64>),
+    ) -> anyhow::Result<Self> {
         if !valid_node(&cfg.node) {
             anyhow::bail!(
                 "--node {:?}: a node's name is 1 to 64 letters, digits, - or _",
@@ -173,6 +178,7 @@ impl Cluster {
             );
         }
         Ok(Self {
+            retention,
             node: cfg.node.as_str().into(),
             boot: Uuid::new_v4(),
             names: Names::new(&cfg.prefix),
@@ -283,20 +289,34 @@ impl Cluster {
         let mut js = jetstream::new(client);
         js.set_timeout(self.cfg.publish_timeout);
         let replicas = self.cfg.replicas;
-        let stream = js
-            .get_or_create_stream(stream::Config {
-                name: self.names.stream.clone(),
-                subjects: vec![self.names.all()],
-                storage: stream::StorageType::File,
-                num_replicas: replicas,
-                // Resends within this window are dropped by JetStream itself.
-                duplicate_window: Duration::from_secs(120),
-                max_age: Duration::from_secs(7 * 86_400),
-                max_messages_per_subject: 100_000,
-                allow_direct: true,
-                ..stream::Config::default()
-            })
-            .await?;
+        let wanted = stream::Config {
+            name: self.names.stream.clone(),
+            subjects: vec![self.names.all()],
+            storage: stream::StorageType::File,
+            num_replicas: replicas,
+            // Resends within this window are dropped by JetStream itself.
+            duplicate_window: Duration::from_secs(120),
+            // Retention as on one node: --retain-days and --retain-per-room (none: keep).
+            max_age: self.retention.0.map_or(Duration::ZERO, |d| {
+                Duration::from_secs(u64::from(d) * 86_400)
+            }),
+            max_messages_per_subject: self
+                .retention
+                .1
+                .and_then(|n| i64::try_from(n).ok())
+                .unwrap_or(-1),
+            allow_direct: true,
+            ..stream::Config::default()
+        };
+        let mut stream = js.get_or_create_stream(wanted.clone()).await?;
+        let have = &stream.info().await?.config;
+        if have.max_age != wanted.max_age
+            || have.max_messages_per_subject != wanted.max_messages_per_subject
+        {
+            info!("the stream's retention changed with the flags: updating it");
+            js.update_stream(&wanted).await?;
+            stream = js.get_stream(&self.names.stream).await?;
+        }
         let nicks = bucket(&js, &self.names.nicks, Duration::ZERO, replicas).await?;
         let nodes = bucket(&js, &self.names.nodes, self.cfg.lease, replicas).await?;
         if let Some(docs) = self.docs.get() {
