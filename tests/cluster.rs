@@ -527,13 +527,18 @@ async fn history_older_than_the_cache_is_the_same_on_every_node() {
         let Some(nats) = Nats::start().await else {
             return;
         };
-        let with_store = |name: &str| Config {
-            storage: Storage::Sqlite(":memory:".into()),
+        // Files, as nodes have them: an in-memory database's readers get SQLITE_LOCKED
+        // rather than waiting while the writer commits (shared cache), and the replica
+        // writes all the time.
+        let (_dir_a, db_a) = common::temp_db();
+        let (_dir_b, db_b) = common::temp_db();
+        let with_store = |name: &str, db: &std::path::Path| Config {
+            storage: Storage::Sqlite(db.to_owned()),
             history: 20,
             ..node_config(&nats, name)
         };
-        let a = Node::start_with(with_store("a")).await;
-        let b = Node::start_with(with_store("b")).await;
+        let a = Node::start_with(with_store("a", &db_a)).await;
+        let b = Node::start_with(with_store("b", &db_b)).await;
         let mut alice = Client::login(a.addr, "alice").await;
         let mut bob = Client::login(b.addr, "bob").await;
         alice.recv_joined("lobby", "bob").await;
@@ -1128,6 +1133,71 @@ async fn a_quit_during_an_outage_reaches_the_other_nodes_afterwards() {
         // The nick is free again, on either node.
         let dan = login_when_free(a.addr, "dan", Duration::from_secs(10)).await;
         dan.quit().await;
+    })
+    .await;
+}
+
+/// A server ban set by an admin on A holds on B: whom it catches on B is disconnected
+/// there with `bye{banned}`, and a new `hello` on B is turned away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_ban_holds_on_every_node() {
+    use chat_shared::Password;
+    bounded(async {
+        let Some(nats) = Nats::start().await else {
+            return;
+        };
+        let with_admin = |name: &str| Config {
+            admins: vec!["root".into()],
+            ..node_config(&nats, name)
+        };
+        let a = Node::start_with(with_admin("a")).await;
+        let b = Node::start_with(with_admin("b")).await;
+        let secret = "the admin's own secret";
+        let mut root = Client::login(a.addr, "root").await;
+        root.send(ClientMsg::Register {
+            password: Password::new(secret),
+        })
+        .await;
+        root.recv_until("registered", |m| {
+            matches!(m, ServerMsg::Registered { .. }).then_some(())
+        })
+        .await;
+        // An account's power counts only once logged in with its password.
+        root.quit().await;
+        let mut root = login_when_free(a.addr, "root-guest", RELEASED).await;
+        root.send(ClientMsg::Login {
+            nick: "root".into(),
+            password: Password::new(secret),
+        })
+        .await;
+        root.recv_until("logged in", |m| match m {
+            ServerMsg::NickChanged { new, .. } if new == "root" => Some(()),
+            _ => None,
+        })
+        .await;
+        let mut mallory = Client::login(b.addr, "mallory").await;
+        root.send(ClientMsg::ServerBan {
+            mask: "mallory".into(),
+            duration_s: None,
+            reason: Some("abuse".into()),
+        })
+        .await;
+        root.recv_until("the server bans", |m| {
+            matches!(m, ServerMsg::ServerBanList { .. }).then_some(())
+        })
+        .await;
+        let bye = recv_within(&mut mallory, RELEASED, "mallory's bye on B", |m| match m {
+            ServerMsg::Bye { reason, .. } => Some(*reason),
+            _ => None,
+        })
+        .await;
+        assert_eq!(bye, chat_shared::ByeReason::Banned);
+        let mut again = Client::connect(b.addr).await;
+        let answer = again.hello("mallory").await;
+        assert!(
+            matches!(answer, ServerMsg::Bye { .. } | ServerMsg::Error { .. }),
+            "mallory's hello on B after the ban: {answer:?}"
+        );
     })
     .await;
 }

@@ -404,6 +404,33 @@ impl Chat {
     }
 }
 
+impl Chat {
+    /// Ends every session here that a server ban catches now, but `spared` (the admin who
+    /// set it); each is told the ban's reason.
+    pub(crate) fn end_server_banned(&self, spared: Option<&Arc<Sink>>) {
+        let bans = &self.moderation.server_bans;
+        for caught in self
+            .online_where(|peer, nick| bans.matches(peer, nick.as_str()).is_some())
+            .into_iter()
+            .filter(|o| !spared.is_some_and(|s| Arc::ptr_eq(&o.sink, s)))
+        {
+            let reason = bans
+                .matches(caught.peer, caught.nick.as_str())
+                .unwrap_or_default();
+            let message = if reason.is_empty() {
+                "you are banned from this server".to_owned()
+            } else {
+                format!("you are banned from this server: {reason}")
+            };
+            caught.sink.end(Ending {
+                reason: ByeReason::Banned,
+                message,
+                part_reason: Some("banned".into()),
+            });
+        }
+    }
+}
+
 /// Whether the DM `id` is known already: a resend, answered with the original once that is
 /// durable (until then its acknowledgement answers both).
 fn answered(ids: &crate::path::ids::IdIndex, id: Uuid, sender: &Sink) -> bool {

@@ -239,8 +239,13 @@ impl super::Cluster {
             };
         }
         // A room loaded here takes the new settings (its own writes come back too, and
-        // change nothing).
+        // change nothing); so do the server bans, which end whom they catch here.
         let Some(chat) = self.chat() else { return };
+        if key == crate::moderation::server_bans::KEY {
+            chat.moderation.server_bans.adopt(doc.as_deref());
+            chat.end_server_banned(None);
+            return;
+        }
         if let Some(skeleton) = key.strip_prefix("room/")
             && let Some(room) = chat
                 .all_rooms()

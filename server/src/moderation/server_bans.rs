@@ -82,30 +82,40 @@ pub(crate) struct ServerBans {
 /// A ban that matched: why, for the banned client's `bye`.
 pub(crate) type Reason = String;
 
+/// The bans of `document` (the stored one, if any); unreadable ones are dropped.
+fn parse(document: Option<&str>) -> Vec<Ban> {
+    let mut bans: Vec<Ban> = document
+        .and_then(|d| match serde_json::from_str(d) {
+            Ok(bans) => Some(bans),
+            Err(e) => {
+                tracing::warn!(error = %e, "the stored server bans cannot be read; none apply");
+                None
+            }
+        })
+        .unwrap_or_default();
+    bans.retain_mut(|b| match parse_mask(&b.mask) {
+        Ok((_, target)) => {
+            b.target = Some(target);
+            true
+        }
+        Err(_) => false,
+    });
+    bans
+}
+
 impl ServerBans {
     /// The bans of `document` (the stored one, if any).
     pub(crate) fn new(document: Option<&str>, max: usize, writer: Option<SettingsWriter>) -> Self {
-        let mut bans: Vec<Ban> = document
-            .and_then(|d| match serde_json::from_str(d) {
-                Ok(bans) => Some(bans),
-                Err(e) => {
-                    tracing::warn!(error = %e, "the stored server bans cannot be read; none apply");
-                    None
-                }
-            })
-            .unwrap_or_default();
-        bans.retain_mut(|b| match parse_mask(&b.mask) {
-            Ok((_, target)) => {
-                b.target = Some(target);
-                true
-            }
-            Err(_) => false,
-        });
         Self {
-            bans: Mutex::new(bans),
+            bans: Mutex::new(parse(document)),
             max,
             writer,
         }
+    }
+
+    /// The bans as another node wrote them (cluster mode): in force here from now on.
+    pub(crate) fn adopt(&self, document: Option<&str>) {
+        *self.lock() = parse(document);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Ban>> {

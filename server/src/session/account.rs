@@ -53,9 +53,31 @@ impl<W: Wire> Session<W> {
         }
         let old = self.nick().clone();
         let rooms: Vec<_> = self.rooms.iter().cloned().collect();
-        let events = self
+        // In cluster mode the account's nick is claimed cluster-wide first (a connection
+        // holding it on another node is not replaced: `nick_taken`).
+        let peers = self
             .chat
-            .log_in_as(self.id, &old, &new, &rooms, self.logged_in)?;
+            .peers
+            .clone()
+            .filter(|_| new.skeleton() != old.skeleton());
+        if let Some(peers) = &peers {
+            peers.claim(&new, self.id).await?;
+        }
+        let events = match self
+            .chat
+            .log_in_as(self.id, &old, &new, &rooms, self.logged_in)
+        {
+            Ok(events) => events,
+            Err(e) => {
+                if let Some(peers) = &peers {
+                    peers.release(&new, self.id);
+                }
+                return Err(e.into());
+            }
+        };
+        if let Some(peers) = &peers {
+            peers.release(&old, self.id);
+        }
         info!(session = %self.id, %old, %new, "logged in after connecting");
         self.logged_in = true;
         self.nick = Some(new);

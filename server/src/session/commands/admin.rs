@@ -58,24 +58,8 @@ impl<W: Wire> Session<W> {
         let list = bans.add(mask, duration_s, &reason, &by)?;
         let detail = duration_s.map_or_else(|| "permanent".to_owned(), |s| format!("{s} s"));
         audit::moderation(self.id, &by, Action::ServerBan, None, mask, &detail);
-        let message = if reason.is_empty() {
-            "you are banned from this server".to_owned()
-        } else {
-            format!("you are banned from this server: {reason}")
-        };
         // Whoever it catches now goes; the admin who set it stays, whatever it matches.
-        for caught in self
-            .chat
-            .online_where(|peer, nick| bans.matches(peer, nick.as_str()).is_some())
-            .into_iter()
-            .filter(|o| !std::sync::Arc::ptr_eq(&o.sink, &self.sink))
-        {
-            caught.sink.end(Ending {
-                reason: ByeReason::Banned,
-                message: message.clone(),
-                part_reason: Some("banned".into()),
-            });
-        }
+        self.chat.end_server_banned(Some(&self.sink));
         self.reply(ServerMsg::ServerBanList { bans: list });
         Ok(())
     }
