@@ -992,16 +992,7 @@ async fn accounts_bans_and_kicks_hold_on_every_node() {
 
         // An account registered on A.
         let mut alice = Client::login(a.addr, "alice").await;
-        alice
-            .send(ClientMsg::Register {
-                password: Password::new("correct horse battery"),
-            })
-            .await;
-        alice
-            .recv_until("registered", |m| {
-                matches!(m, ServerMsg::Registered { .. }).then_some(())
-            })
-            .await;
+        register(&mut alice, "correct horse battery").await;
         alice.quit().await;
         // On B, without its password it is refused; with it, it logs in.
         let deadline = Instant::now() + RELEASED;
@@ -1137,6 +1128,18 @@ async fn a_quit_during_an_outage_reaches_the_other_nodes_afterwards() {
     .await;
 }
 
+/// Registers the client's nick with `password` and waits for `registered`.
+async fn register(c: &mut Client, password: &str) {
+    c.send(ClientMsg::Register {
+        password: chat_shared::Password::new(password),
+    })
+    .await;
+    c.recv_until("registered", |m| {
+        matches!(m, ServerMsg::Registered { .. }).then_some(())
+    })
+    .await;
+}
+
 /// A server ban set by an admin on A holds on B: whom it catches on B is disconnected
 /// there with `bye{banned}`, and a new `hello` on B is turned away.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1154,14 +1157,7 @@ async fn a_server_ban_holds_on_every_node() {
         let b = Node::start_with(with_admin("b")).await;
         let secret = "the admin's own secret";
         let mut root = Client::login(a.addr, "root").await;
-        root.send(ClientMsg::Register {
-            password: Password::new(secret),
-        })
-        .await;
-        root.recv_until("registered", |m| {
-            matches!(m, ServerMsg::Registered { .. }).then_some(())
-        })
-        .await;
+        register(&mut root, secret).await;
         // An account's power counts only once logged in with its password.
         root.quit().await;
         let mut root = login_when_free(a.addr, "root-guest", RELEASED).await;
