@@ -16,7 +16,6 @@ mod common;
 mod nats;
 
 use std::collections::HashSet;
-use std::fmt::Debug;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -25,8 +24,6 @@ use chat_server::{AdminListener, ClusterConfig, Config, Storage};
 use chat_shared::{ChatMessage, ClientMsg, ErrorCode, Request, ServerMsg};
 use common::{Client, Next, TestServer, say_req, spawn_server};
 use nats::Nats;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep, timeout};
 use uuid::Uuid;
 
@@ -148,66 +145,7 @@ impl Node {
 
 /// `GET path` over a fresh connection: the status and the body.
 async fn get(admin: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(admin).await?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    timeout(common::WAIT, stream.read_to_end(&mut response))
-        .await
-        .map_err(|_| std::io::Error::other("response timed out"))??;
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("no header end"))?;
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other("no status"))?;
-    Ok((status, body.to_owned()))
-}
-
-/// The last items of `seen`, one a line.
-fn tail<T: Debug>(seen: &[T]) -> String {
-    let start = seen.len().saturating_sub(12);
-    seen[start..]
-        .iter()
-        .map(|m| format!("\n    {m:?}"))
-        .collect()
-}
-
-/// Like [`Client::recv_until`], bounded by `within` instead of [`common::WAIT`].
-async fn recv_within<T>(
-    c: &mut Client,
-    within: Duration,
-    what: &str,
-    mut f: impl FnMut(&ServerMsg) -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + within;
-    let mut seen = Vec::new();
-    loop {
-        match c
-            .next(deadline.saturating_duration_since(Instant::now()))
-            .await
-        {
-            Next::Item(m) => {
-                if let Some(t) = f(&m) {
-                    return t;
-                }
-                seen.push(m);
-            }
-            Next::Eof => panic!(
-                "[{}] connection closed while waiting for {what}; skipped:{}",
-                c.nick,
-                tail(&seen)
-            ),
-            Next::Timeout => panic!(
-                "[{}] no {what} within {within:?}; skipped:{}",
-                c.nick,
-                tail(&seen)
-            ),
-        }
-    }
+    common::admin_get::get(admin, path, common::WAIT).await
 }
 
 /// Logs in as `nick` on `addr`, trying again (on a new connection) while the nick is taken,
@@ -727,19 +665,19 @@ async fn nats_stopped_and_started_again() {
         alice
             .send_req(say_req(id, "lobby", "during the outage"))
             .await;
-        let code = recv_within(
-            &mut alice,
-            PUBLISH_TIMEOUT + Duration::from_secs(5),
-            "the refusal of a message while NATS is down",
-            |m| match m {
-                ServerMsg::Error { code, ref_id, .. } if *ref_id == Some(id) => Some(*code),
-                ServerMsg::Message(cm) if cm.id == id => {
-                    panic!("acknowledged while NATS is down: {cm:?}")
-                }
-                _ => None,
-            },
-        )
-        .await;
+        let code = alice
+            .recv_until_within(
+                PUBLISH_TIMEOUT + Duration::from_secs(5),
+                "the refusal of a message while NATS is down",
+                |m| match m {
+                    ServerMsg::Error { code, ref_id, .. } if *ref_id == Some(id) => Some(*code),
+                    ServerMsg::Message(cm) if cm.id == id => {
+                        panic!("acknowledged while NATS is down: {cm:?}")
+                    }
+                    _ => None,
+                },
+            )
+            .await;
         assert_eq!(code, ErrorCode::Unavailable);
         refused.push(id);
         a.wait_readyz(503, Duration::from_secs(10)).await;
@@ -755,19 +693,19 @@ async fn nats_stopped_and_started_again() {
             let id = Uuid::new_v4();
             let text = format!("after the outage, attempt {attempt}");
             alice.send_req(say_req(id, "lobby", &text)).await;
-            let got = recv_within(
-                &mut alice,
-                PUBLISH_TIMEOUT + Duration::from_secs(5),
-                &format!("an answer to {text:?}"),
-                |m| match m {
-                    ServerMsg::Message(cm) if cm.id == id => Some(Ok(cm.clone())),
-                    ServerMsg::Error { code, ref_id, .. } if *ref_id == Some(id) => {
-                        Some(Err(*code))
-                    }
-                    _ => None,
-                },
-            )
-            .await;
+            let got = alice
+                .recv_until_within(
+                    PUBLISH_TIMEOUT + Duration::from_secs(5),
+                    &format!("an answer to {text:?}"),
+                    |m| match m {
+                        ServerMsg::Message(cm) if cm.id == id => Some(Ok(cm.clone())),
+                        ServerMsg::Error { code, ref_id, .. } if *ref_id == Some(id) => {
+                            Some(Err(*code))
+                        }
+                        _ => None,
+                    },
+                )
+                .await;
             match got {
                 Ok(cm) => break cm,
                 Err(ErrorCode::Unavailable) => {
@@ -1182,11 +1120,12 @@ async fn a_server_ban_holds_on_every_node() {
             matches!(m, ServerMsg::ServerBanList { .. }).then_some(())
         })
         .await;
-        let bye = recv_within(&mut mallory, RELEASED, "mallory's bye on B", |m| match m {
-            ServerMsg::Bye { reason, .. } => Some(*reason),
-            _ => None,
-        })
-        .await;
+        let bye = mallory
+            .recv_until_within(RELEASED, "mallory's bye on B", |m| match m {
+                ServerMsg::Bye { reason, .. } => Some(*reason),
+                _ => None,
+            })
+            .await;
         assert_eq!(bye, chat_shared::ByeReason::Banned);
         let mut again = Client::connect(b.addr).await;
         let answer = again.hello("mallory").await;

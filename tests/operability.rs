@@ -9,9 +9,6 @@ use std::time::Duration;
 
 use chat_server::{AdminListener, Config};
 use common::{Client, Line, TestServer, WAIT, cfg, small_window_stream, spawn_server};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::time::timeout;
 
 /// A server with an admin listener on a port of its own; returns the admin address.
 async fn server_with_admin(config: Config) -> (TestServer, SocketAddr) {
@@ -27,23 +24,7 @@ async fn server_with_admin(config: Config) -> (TestServer, SocketAddr) {
 
 /// `GET path` over a fresh connection: the status and the body.
 async fn get(admin: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(admin).await?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    timeout(WAIT, stream.read_to_end(&mut response))
-        .await
-        .map_err(|_| std::io::Error::other("response timed out"))??;
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("no header end"))?;
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other("no status"))?;
-    Ok((status, body.to_owned()))
+    common::admin_get::get(admin, path, WAIT).await
 }
 
 /// `/metrics`, parsed by a Prometheus text parser: each sample by name and sorted labels.

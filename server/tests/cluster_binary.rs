@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use chat_shared::{ChatMessage, ClientCodec, ClientMsg, ErrorCode, Request, ServerMsg};
 use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep, timeout};
 use tokio_util::codec::Framed;
 use uuid::Uuid;
 
+#[path = "../../tests/common/admin_get.rs"]
+mod admin_get;
 mod common;
 #[path = "../../tests/common/nats.rs"]
 mod nats;
@@ -151,23 +152,7 @@ impl Drop for Node {
 
 /// `GET path` on an admin listener: the status and the body.
 async fn get(admin: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(admin).await?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    timeout(WAIT, stream.read_to_end(&mut response))
-        .await
-        .map_err(|_| std::io::Error::other("response timed out"))??;
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("no header end"))?;
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other("no status"))?;
-    Ok((status, body.to_owned()))
+    admin_get::get(admin, path, WAIT).await
 }
 
 /// What one read gave.

@@ -15,6 +15,9 @@
 
 #![allow(dead_code)] // Each test module uses a different subset of the helpers.
 
+#[allow(dead_code)] // not every test binary sends admin requests
+pub mod admin_get;
+
 use std::fmt::Debug;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -279,13 +282,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     }
 
     /// Skips messages until `f` returns `Some`, and returns that; bounded by [`WAIT`] overall.
-    pub async fn recv_until<T>(
+    pub async fn recv_until<T>(&mut self, what: &str, f: impl FnMut(&ServerMsg) -> Option<T>) -> T {
+        self.recv_until_within(WAIT, what, f).await
+    }
+
+    /// [`Client::recv_until`], bounded by `within` instead of [`WAIT`].
+    pub async fn recv_until_within<T>(
         &mut self,
+        within: Duration,
         what: &str,
         mut f: impl FnMut(&ServerMsg) -> Option<T>,
     ) -> T {
         let mut seen = Vec::new();
-        let deadline = Instant::now() + WAIT;
+        let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.next(left).await {
@@ -301,7 +310,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                     tail(&seen)
                 ),
                 Next::Timeout => panic!(
-                    "[{}] timed out after {WAIT:?} waiting for {what}; skipped:{}",
+                    "[{}] timed out after {within:?} waiting for {what}; skipped:{}",
                     self.nick,
                     tail(&seen)
                 ),
