@@ -574,6 +574,30 @@ async fn timed<T>(
     Ok((sent, writers, phase, value))
 }
 
+/// Runs a transfer's client on a thread and runtime of its own, as if on another machine:
+/// making and hashing a GiB is CPU the room's clients must not wait for behind it in one
+/// task, or the room's p99 would measure the load generator instead of the server. (The
+/// two still share the cores, as the server does.)
+async fn elsewhere<T, F>(job: impl FnOnce() -> F + Send + 'static) -> anyhow::Result<T>
+where
+    T: Send + 'static,
+    F: Future<Output = anyhow::Result<T>>,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("f1-transfer".into())
+        .spawn(move || {
+            let done = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("the transfer's runtime")
+                .and_then(|rt| rt.block_on(job()));
+            let _ = tx.send(done);
+        })
+        .context("the transfer's thread")?;
+    rx.await.context("the transfer's thread panicked")?
+}
+
 /// F1 against `target` (a server with file sharing on and room for the file).
 pub(super) async fn transfer(
     params: &Params,
@@ -632,10 +656,14 @@ pub(super) async fn transfer(
     // The upload, to the server's `message`.
     let (id, url) = uploader.slot(&plan).await?;
     let path = url_path(&url)?.to_owned();
-    let mut http = Http::connect(addr).await?;
+    let plan = Arc::new(plan);
     let upload = async {
         let first = Instant::now();
-        let written = http.upload(&path, &plan).await?;
+        let written = elsewhere({
+            let plan = Arc::clone(&plan);
+            move || async move { Http::connect(addr).await?.upload(&path, &plan).await }
+        })
+        .await?;
         let patched = Instant::now();
         let file = uploader.shared(id).await?;
         let shared = patched.max(Instant::now());
@@ -658,9 +686,13 @@ pub(super) async fn transfer(
     let path = url_path(&file.url)?.to_owned();
     let download = async {
         let first = Instant::now();
-        let got = timeout(STEP_TIMEOUT, http.download(&path))
-            .await
-            .context("the download timed out")??;
+        let got = elsewhere(move || async move {
+            let mut http = Http::connect(addr).await?;
+            timeout(STEP_TIMEOUT, http.download(&path))
+                .await
+                .context("the download timed out")?
+        })
+        .await?;
         Ok::<_, anyhow::Error>((first, Instant::now(), got))
     };
     let (n, writers, down, (sha256, len)) = timed(target, writers, params, download).await?;
@@ -669,7 +701,7 @@ pub(super) async fn transfer(
     let downloaded = tally.snapshot();
     let end_sample = target.sample();
     readers.abort_all();
-    drop((writers, uploader, http));
+    drop((writers, uploader));
 
     let chat_baseline = before.since(&empty);
     let chat_upload = uploaded.since(&before);
