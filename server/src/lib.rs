@@ -69,7 +69,7 @@ pub(crate) struct Shared {
     /// File sharing, when it is on: what sessions ask for upload slots.
     pub(crate) files: Option<Arc<files::Files>>,
     /// What serves HTTP connections (file sharing), when it is on.
-    pub(crate) http: Option<axum::Router>,
+    pub(crate) http: Option<files::http::HttpSide>,
 }
 
 /// Serves `listener` until `shutdown` completes, then says goodbye to every client and
@@ -191,7 +191,9 @@ pub async fn run_with_reload(
     let durability = tokio::spawn(path::durability::run(outcomes_rx, Arc::clone(&chat.ids)));
     let http = files
         .as_ref()
-        .map(|f| files::http::router(Arc::clone(&chat), Arc::clone(f), config.write_timeout));
+        .map(|f| files::http::HttpSide::new(Arc::clone(&chat), Arc::clone(f), config.write_timeout))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("cannot start the file transfers' threads: {e}"))?;
     let shared = Arc::new(Shared {
         chat,
         limits: limits::ConnLimits::new(config.max_clients, config.max_clients_per_ip),

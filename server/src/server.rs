@@ -124,15 +124,17 @@ async fn connection(
             let session = Session::new(id, wire, &shared, peer.ip()).with_conn(conn);
             tracker.spawn(session.run(deadline, admission));
         }
-        Proto::Http if shared.http.is_some() => {
-            let router = shared.http.clone().unwrap_or_default();
+        Proto::Http if let Some(http) = &shared.http => {
+            let router = http.router.clone();
             let (stop, timeout) = (shared.cancel.clone(), config.handshake_timeout);
-            tracker.spawn(async move {
+            let served = async move {
                 let io = tokio::io::join(reader, writer);
                 crate::files::http::serve(io, router, stop, timeout).await;
                 // Counted against the connection limits for as long as it is open.
                 drop(admission);
-            });
+            };
+            // On the transfers' own threads: see `files::bulk`.
+            tracker.spawn_on(served, http.bulk.handle());
         }
         // Without file sharing HTTP is served as line mode, as before the sniffer knew it.
         // So is a `0x16` without a certificate, or inside TLS.

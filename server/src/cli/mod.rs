@@ -333,6 +333,11 @@ pub struct Args {
     /// online now (the links alone are already unguessable).
     #[arg(long, env = "CHAT_FILES_REQUIRE_AUTH")]
     pub files_require_auth: bool,
+    /// The CPU priority of file transfers, as a nice value from 0 (the chat's own) to 19
+    /// (the lowest): when both want a core, the chat's deliveries get it first (Linux).
+    #[arg(long, env = "CHAT_FILES_NICE", default_value_t = FILES.nice,
+          value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub files_nice: i32,
     /// The admin HTTP listener (/metrics, /healthz, /readyz, /clients, /rooms); off unless
     /// set. Keep it on a private address: it lists every client. Port 0 picks a free one.
     #[arg(long, env = "CHAT_ADMIN_LISTEN", value_name = "ADDR")]
@@ -464,6 +469,7 @@ impl Args {
             max_uploads: self.max_uploads.max(1),
             max_writing: self.max_writing_uploads.max(1),
             require_auth: self.files_require_auth,
+            nice: self.files_nice,
             ..FilesConfig::in_dir(dir)
         })
     }

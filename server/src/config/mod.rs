@@ -65,6 +65,8 @@ pub struct FilesConfig {
     pub max_writing: usize,
     /// Downloads need `Authorization: Bearer SESSION` of a connection online now.
     pub require_auth: bool,
+    /// The nice value of the threads transfers run on (0: the chat's priority; Linux).
+    pub nice: i32,
 }
 
 impl FilesConfig {
@@ -82,6 +84,7 @@ impl FilesConfig {
             max_uploads: 8,
             max_writing: 64,
             require_auth: false,
+            nice: 10,
         }
     }
 }

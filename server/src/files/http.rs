@@ -8,6 +8,7 @@
 //! Everything else is 404. No handler turns anything from the request into a path: tokens
 //! and ids are looked up in memory, and the file served is the one the record names.
 
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,10 +22,12 @@ use chat_shared::ErrorCode;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 use tracing::{debug, warn};
 
+use super::bulk::Bulk;
 use super::upload::{Upload, WriteError};
 use super::{Files, names, share};
 use crate::chat::Chat;
@@ -41,6 +44,32 @@ const READ_CHUNK: usize = 256 * 1024;
 /// How long a shutting-down server lets a request in flight finish.
 const DRAIN: Duration = Duration::from_secs(2);
 
+/// HTTP as the server serves it: the router, and the runtime its connections run on.
+pub(crate) struct HttpSide {
+    pub(crate) router: axum::Router,
+    pub(crate) bulk: Bulk,
+}
+
+impl HttpSide {
+    /// Built once per server, from within the chat's runtime.
+    ///
+    /// # Errors
+    /// The transfers' runtime could not be started.
+    pub(crate) fn new(chat: Arc<Chat>, files: Arc<Files>, stall: Duration) -> io::Result<Self> {
+        let bulk = Bulk::start(files.config().nice)?;
+        let app = App {
+            chat,
+            files,
+            stall,
+            chat_runtime: Handle::current(),
+        };
+        Ok(Self {
+            router: router(app),
+            bulk,
+        })
+    }
+}
+
 /// What the handlers share.
 #[derive(Clone)]
 struct App {
@@ -48,10 +77,12 @@ struct App {
     files: Arc<Files>,
     /// How long a request body may send nothing (`--write-timeout`: progress, either way).
     stall: Duration,
+    /// Where sharing a file runs: posting may start a room's long-lived tasks (a cluster
+    /// room's publisher), which belong with the chat, not at the transfers' priority.
+    chat_runtime: Handle,
 }
 
-/// The router, built once per server.
-pub(crate) fn router(chat: Arc<Chat>, files: Arc<Files>, stall: Duration) -> axum::Router {
+fn router(app: App) -> axum::Router {
     axum::Router::new()
         .route(
             "/uploads/{token}",
@@ -62,7 +93,7 @@ pub(crate) fn router(chat: Arc<Chat>, files: Arc<Files>, stall: Duration) -> axu
         )
         .route("/files/{id}/{name}", get(download))
         .fallback(|| async { (StatusCode::NOT_FOUND, "no such thing here\n") })
-        .with_state(App { chat, files, stall })
+        .with_state(app)
 }
 
 /// Serves one HTTP/1.1 connection until the client is done or `stop`; then requests in
@@ -246,7 +277,7 @@ async fn tus_patch(
     };
     if upload.kept().is_some() {
         // Complete already, its share waiting for its uploader: maybe it is back.
-        return published(&app, &upload, upload.size);
+        return published(&app, &upload, upload.size).await;
     }
     // Memory for uploads in flight is bounded server-wide: a request waits its turn, for
     // as long as a client may stall, then is told to come back.
@@ -306,7 +337,7 @@ async fn finish(app: &App, upload: &Arc<Upload>, at: u64) -> Response {
         tokio::task::spawn_blocking(move || files.keep(&upload)).await
     };
     match kept {
-        Ok(Ok(_)) => published(app, upload, at),
+        Ok(Ok(_)) => published(app, upload, at).await,
         Ok(Err(e)) => {
             app.chat.ops.metrics.files.failed("disk");
             warn!(error = %e, "an uploaded file could not be kept");
@@ -320,12 +351,21 @@ async fn finish(app: &App, upload: &Arc<Upload>, at: u64) -> Response {
 
 /// Shares a kept upload, and says how that went: 204 when shared or waiting for its
 /// uploader to come back (the upload itself is complete either way), 409 when refused.
-fn published(app: &App, upload: &Upload, at: u64) -> Response {
-    match share::publish(&app.chat, &app.files, upload) {
-        share::Published::Shared | share::Published::Waiting => {
+async fn published(app: &App, upload: &Arc<Upload>, at: u64) -> Response {
+    let (chat, files, shared) = (
+        Arc::clone(&app.chat),
+        Arc::clone(&app.files),
+        Arc::clone(upload),
+    );
+    let publishing = app
+        .chat_runtime
+        .spawn(async move { share::publish(&chat, &files, &shared) });
+    match publishing.await {
+        Err(e) => status(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Ok(share::Published::Shared | share::Published::Waiting) => {
             with_offset(status(StatusCode::NO_CONTENT, ""), at)
         }
-        share::Published::Refused(e) => status(
+        Ok(share::Published::Refused(e)) => status(
             StatusCode::CONFLICT,
             &format!("{} was not shared: {e}", upload.name),
         ),

@@ -15,6 +15,7 @@
 //! - `http`: the HTTP side (tus and downloads) of a connection the sniffer gave it;
 //! - `share`: a finished upload, posted into its room or DM.
 
+pub(crate) mod bulk;
 mod disk;
 pub(crate) mod error;
 pub(crate) mod http;
