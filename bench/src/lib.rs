@@ -164,36 +164,44 @@ pub async fn run(
             continue;
         }
         let mut reference: Option<Outcome> = None;
-        if w.on_reflector() && !matches!(opts.reflector, ReflectorSpec::Off) {
-            let target = start_reflector(&opts.reflector).await?;
-            if let Some(pid) = target.pid() {
-                eprintln!("chat-bench: {} reflector line: pid {pid}", w.name());
-            }
-            let out = workloads::run(w, &params, &target, TargetKind::Reflector, Mode::Line)
-                .await
-                .with_context(|| format!("{} on the reflector", w.name()))?;
-            target.stop().await;
-            on_outcome(&out);
-            reference = Some(out.clone());
-            outcomes.push(out);
-        }
-        // Storage on and off side by side, mode by mode, round after round: what is compared
-        // runs minutes apart at most. In IRC mode ngIRCd runs first in each round, and the
-        // server's IRC results of that round are compared to it.
+        let reflector = w.on_reflector() && !matches!(opts.reflector, ReflectorSpec::Off);
+        // Round after round: the reflector first, then storage on and off side by side, mode
+        // by mode, so what is compared runs minutes apart at most, and each round's ratios are
+        // to its own reflector (this machine drifts over a run). In IRC mode ngIRCd runs first
+        // in each mode's turn, and the server's IRC results of that round are compared to it.
         let ngircd = opts.ngircd.as_deref().filter(|_| w.on_ngircd());
         let cases = (0..opts.repeat.max(1)).flat_map(|_| {
-            opts.modes.iter().flat_map(move |&mode| {
+            let round = opts.modes.iter().flat_map(move |&mode| {
                 let reference = (mode == Mode::Irc && ngircd.is_some()).then_some(Case::Ngircd);
                 reference.into_iter().chain(
                     opts.storage
                         .iter()
                         .map(move |&storage| Case::Server(mode, storage)),
                 )
-            })
+            });
+            reflector
+                .then_some(Case::Reflector)
+                .into_iter()
+                .chain(round)
         });
         let mut irc_reference: Option<Outcome> = None;
         for case in cases {
             let (kind, mode) = match case {
+                Case::Reflector => {
+                    let target = start_reflector(&opts.reflector).await?;
+                    if let Some(pid) = target.pid() {
+                        eprintln!("chat-bench: {} reflector line: pid {pid}", w.name());
+                    }
+                    let out =
+                        workloads::run(w, &params, &target, TargetKind::Reflector, Mode::Line)
+                            .await
+                            .with_context(|| format!("{} on the reflector", w.name()))?;
+                    target.stop().await;
+                    on_outcome(&out);
+                    reference = Some(out.clone());
+                    outcomes.push(out);
+                    continue;
+                }
                 Case::Server(mode, storage) => (TargetKind::Server(storage), mode),
                 Case::Ngircd => (TargetKind::Ngircd, Mode::Irc),
             };
@@ -204,7 +212,8 @@ pub async fn run(
                         .with_context(|| format!("starting ngIRCd for {}", w.name()))?;
                     (t, Beside::folder(dir))
                 }
-                (Case::Ngircd, None) => continue,
+                // Run above.
+                (Case::Reflector, _) | (Case::Ngircd, None) => continue,
             };
             if let Some(pid) = target.pid() {
                 // For `perf record -p PID` while it runs.
@@ -277,6 +286,8 @@ pub async fn run_soak(
 /// One run of a workload after the reflector's.
 #[derive(Debug, Clone, Copy)]
 enum Case {
+    /// The reflector (line mode), which each round's ratios are to.
+    Reflector,
     /// The server in this mode.
     Server(Mode, Storage),
     /// ngIRCd (IRC mode).

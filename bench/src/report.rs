@@ -474,6 +474,17 @@ fn median_run<'a>(outcomes: &'a [Outcome], w: &str, t: &str, m: &str) -> Option<
     runs.get(runs.len() / 2).copied()
 }
 
+/// The run of a case with the median ratio to its round's reflector (the median headline
+/// figure's without a reflector).
+fn median_ratio_run<'a>(outcomes: &'a [Outcome], w: &str, t: &str, m: &str) -> Option<&'a Outcome> {
+    let mut runs = runs(outcomes, w, t, m);
+    if runs.iter().any(|o| o.ratio.is_none()) {
+        return median_run(outcomes, w, t, m);
+    }
+    runs.sort_by(|a, b| a.ratio.unwrap_or(0.0).total_cmp(&b.ratio.unwrap_or(0.0)));
+    runs.get(runs.len() / 2).copied()
+}
+
 /// How many side-by-side pairs a cost is the median of, for its line.
 fn of_pairs(k: usize) -> String {
     if k > 1 {
@@ -613,10 +624,17 @@ fn verdict(judged: bool, unmeasured: Option<bool>) -> &'static str {
 ///
 /// They are judged on the server as shipped: its default flags but the rate and connection
 /// limits, with its history database (`server`); with `--repeat`, on the run with the
-/// median headline figure. Ratios are to the reflector (line mode) in the same run. What
-/// storage costs is judged apart (issue 6, [`storage_cost`]).
+/// median ratio to the reflector (W1–W3) or the median headline figure (the rest). Ratios
+/// are to the reflector (line mode) of the same round. What storage costs is judged apart
+/// (issue 6, [`storage_cost`]).
 pub fn targets(outcomes: &[Outcome]) -> String {
-    let find = |w: &str, m: &str| median_run(outcomes, w, "server", m);
+    let find = |w: &str, m: &str| {
+        if ["W1", "W2", "W3"].contains(&w) {
+            median_ratio_run(outcomes, w, "server", m)
+        } else {
+            median_run(outcomes, w, "server", m)
+        }
+    };
     let ratio = |o: &Outcome| opt(o.ratio, |r| format!("{r:.2}"));
     let mut s = String::new();
     for mode in ["line", "framed"] {
