@@ -184,6 +184,53 @@ async fn assert_taken(node: &Node, nick: &str) {
     }
 }
 
+/// Sends `join room` and waits for its answer: `joined`, or the error's code.
+async fn try_join(c: &mut Client, room: &str) -> Result<(), ErrorCode> {
+    c.send(ClientMsg::Join {
+        room: room.into(),
+        since: None,
+        key: None,
+    })
+    .await;
+    let nick = c.nick.clone();
+    c.recv_until(
+        &format!("{nick} joining {room}: joined or an error"),
+        |m| match m {
+            ServerMsg::Error { code, .. } => Some(Err(*code)),
+            ServerMsg::Joined {
+                room: r, nick: n, ..
+            } if r == room && *n == nick => Some(Ok(())),
+            _ => None,
+        },
+    )
+    .await
+}
+
+/// Joins `room` (parting again when let in) until the join is refused with `code`, within
+/// [`RELEASED`]: a room's setting made on another node takes a moment to hold here.
+async fn refused_until(c: &mut Client, room: &str, code: ErrorCode) {
+    let deadline = Instant::now() + RELEASED;
+    loop {
+        let answer = try_join(c, room).await;
+        if answer == Err(code) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "[{}] joining {room}: {answer:?}, not {code:?} after {RELEASED:?}",
+            c.nick
+        );
+        if answer.is_ok() {
+            c.send(ClientMsg::Part {
+                room: room.into(),
+                reason: None,
+            })
+            .await;
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// `who room`: the members, sorted.
 async fn who(c: &mut Client, room: &str) -> Vec<String> {
     c.send(ClientMsg::Who { room: room.into() }).await;
@@ -983,40 +1030,7 @@ async fn accounts_bans_and_kicks_hold_on_every_node() {
             })
             .await;
         let mut dave = Client::login(b.addr, "dave").await;
-        let deadline = Instant::now() + RELEASED;
-        loop {
-            dave.send(ClientMsg::Join {
-                room: "den".into(),
-                since: None,
-                key: None,
-            })
-            .await;
-            let answer = dave
-                .recv_until("joined or an error", |m| match m {
-                    ServerMsg::Error { code, .. } => Some(Err(*code)),
-                    ServerMsg::Joined { room, nick, .. } if room == "den" && nick == "dave" => {
-                        Some(Ok(()))
-                    }
-                    _ => None,
-                })
-                .await;
-            match answer {
-                Err(ErrorCode::Banned) => break,
-                other => {
-                    assert!(
-                        Instant::now() < deadline,
-                        "dave joining den on B: {other:?}"
-                    );
-                    let _ = dave
-                        .send(ClientMsg::Part {
-                            room: "den".into(),
-                            reason: None,
-                        })
-                        .await;
-                    sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
+        refused_until(&mut dave, "den", ErrorCode::Banned).await;
         carol
             .send(ClientMsg::Kick {
                 room: "den".into(),
@@ -1133,6 +1147,85 @@ async fn a_server_ban_holds_on_every_node() {
             matches!(answer, ServerMsg::Bye { .. } | ServerMsg::Error { .. }),
             "mallory's hello on B after the ban: {answer:?}"
         );
+    })
+    .await;
+}
+
+/// An invitation is the cluster's: alice, op of #den on A, makes it invite-only and
+/// invites bob, who is on B; bob hears of it on B and joins there, and alice is told it was
+/// sent. It is used once on every node: carol, on C, sees bob's join (so C has applied
+/// it), and bob, after parting and coming back on C, is refused there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invitation_made_on_one_node_lets_the_invitee_in_once_on_any_node() {
+    use chat_shared::ModeChange;
+    bounded(async {
+        let Some(nats) = Nats::start().await else {
+            return;
+        };
+        let a = Node::start(&nats, "a").await;
+        let b = Node::start(&nats, "b").await;
+        let c = Node::start(&nats, "c").await;
+        let mut alice = Client::login(a.addr, "alice").await;
+        alice.join("den", None).await;
+        let mut carol = Client::login(c.addr, "carol").await;
+        carol.join("den", None).await;
+        alice.recv_joined("den", "carol").await;
+        alice
+            .send(ClientMsg::Mode {
+                room: "den".into(),
+                change: ModeChange {
+                    invite_only: Some(true),
+                    ..ModeChange::default()
+                },
+            })
+            .await;
+        let mut bob = Client::login(b.addr, "bob").await;
+        refused_until(&mut bob, "den", ErrorCode::InviteOnly).await;
+
+        // Invited from A, bob hears of it on B, and his join there is let in.
+        alice
+            .send(ClientMsg::Invite {
+                room: "den".into(),
+                nick: "bob".into(),
+            })
+            .await;
+        let invited = bob
+            .recv_until("bob's invitation", |m| match m {
+                ServerMsg::Invited { room, by } => Some((room.clone(), by.clone())),
+                _ => None,
+            })
+            .await;
+        assert_eq!(invited, ("den".to_owned(), "alice".to_owned()));
+        let notice = alice
+            .recv_until("the inviter's notice", |m| match m {
+                ServerMsg::Notice { text } => Some(text.clone()),
+                _ => None,
+            })
+            .await;
+        assert!(notice.contains("bob") && notice.contains("den"), "{notice}");
+        assert_eq!(try_join(&mut bob, "den").await, Ok(()));
+        alice.recv_joined("den", "bob").await;
+        carol.recv_joined("den", "bob").await;
+
+        // Used: refused on B again, and on C, where bob comes back.
+        bob.send(ClientMsg::Part {
+            room: "den".into(),
+            reason: None,
+        })
+        .await;
+        bob.recv_parted("den", "bob").await;
+        assert_eq!(try_join(&mut bob, "den").await, Err(ErrorCode::InviteOnly));
+        bob.quit().await;
+        let mut bob = login_when_free(c.addr, "bob", RELEASED).await;
+        assert_eq!(try_join(&mut bob, "den").await, Err(ErrorCode::InviteOnly));
+        // Nobody is found on any node by a nick nobody holds.
+        alice
+            .send(ClientMsg::Invite {
+                room: "den".into(),
+                nick: "nobody".into(),
+            })
+            .await;
+        alice.recv_error(ErrorCode::NoSuchNick).await;
     })
     .await;
 }

@@ -1,20 +1,22 @@
-//! The nick directory: which session holds which nick, and the DMs routed by it.
+//! The nick directory: which session holds which nick, and the DMs (and, in cluster mode,
+//! invitations) routed by it.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use chat_shared::validate::name_skeleton;
-use chat_shared::{ByeReason, DirectMessage, Nick, ServerMsg};
+use chat_shared::{ByeReason, DirectMessage, Nick, RoomName, ServerMsg};
+use tracing::warn;
 use uuid::Uuid;
 
 use super::{Chat, ChatError, lock};
 use crate::event::{Event, Settled};
 use crate::now_ms;
-use crate::path::Room;
 use crate::path::durability::deliver_dm;
 use crate::path::producer::{InFlight, Said};
 use crate::path::sink::{Ending, Sink};
+use crate::path::{Invitation, Room};
 use crate::store::{Job, Record};
 
 #[derive(Debug)]
@@ -41,6 +43,7 @@ impl Entry {
 /// Someone online, as moderation needs them.
 #[derive(Debug, Clone)]
 pub(crate) struct Online {
+    pub(crate) session: Uuid,
     pub(crate) nick: Nick,
     pub(crate) sink: Arc<Sink>,
     pub(crate) peer: IpAddr,
@@ -80,6 +83,7 @@ impl Chat {
     /// Who holds `nick` (or a nick it looks like), if anyone.
     pub(crate) fn online(&self, nick: &str) -> Option<Online> {
         lock(&self.nicks).get(&name_skeleton(nick)).map(|e| Online {
+            session: e.session,
             nick: e.nick.clone(),
             sink: Arc::clone(&e.sink),
             peer: e.peer,
@@ -153,6 +157,7 @@ impl Chat {
             .values()
             .filter(|e| hit(e.peer, &e.nick))
             .map(|e| Online {
+                session: e.session,
                 nick: e.nick.clone(),
                 sink: Arc::clone(&e.sink),
                 peer: e.peer,
@@ -400,6 +405,28 @@ impl Chat {
         }
         if let Some(sender) = &sender {
             let _ = sender.push(event);
+        }
+    }
+
+    /// An invitation the cluster's stream delivered: its room remembers it, and the
+    /// invitee hears of it if it is a session of this node.
+    pub(crate) fn deliver_stream_invite(&self, invitation: &Invitation) {
+        let (Ok(name), Ok(nick)) = (
+            RoomName::parse(&invitation.room),
+            Nick::parse(&invitation.nick),
+        ) else {
+            return;
+        };
+        match self.room(&name) {
+            Ok(room) => room.stream_invite(&nick),
+            Err(e) => warn!(room = %name, error = %e, "a room of the cluster is not kept here"),
+        }
+        if let Some((_, invitee)) = self
+            .holder(&invitation.nick)
+            .filter(|(s, _)| *s == invitation.to)
+        {
+            let invited = Event::new(invitation.invited(), Some(invitation.from));
+            let _ = invitee.push(&Arc::new(invited)); // dropped only over budget: it hears `lagged`
         }
     }
 }

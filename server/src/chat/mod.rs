@@ -27,7 +27,7 @@ use crate::event::Event;
 use crate::moderation::Moderation;
 use crate::path::ids::MessageIds;
 use crate::path::sink::Sink;
-use crate::path::{PathStore, Room, RoomProducer};
+use crate::path::{Invitation, PathStore, Room, RoomProducer};
 use directory::Entry;
 
 /// Why the chat state refused a request. Each maps to one protocol code, in one table
@@ -55,7 +55,7 @@ pub(crate) enum ChatError {
 }
 
 /// What the chat state shares with other nodes (cluster mode): nicks claimed cluster-wide,
-/// DMs to anyone on any node, and the producer of every room's events.
+/// DMs and invitations to anyone on any node, and the producer of every room's events.
 pub(crate) trait Peers: Send + Sync + std::fmt::Debug {
     /// Claims `nick` for this node's `session`, cluster-wide.
     fn claim<'a>(
@@ -72,6 +72,12 @@ pub(crate) trait Peers: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// [`ChatError::ClusterUnavailable`] when NATS cannot be reached now.
     fn dm(&self, event: Arc<Event>, to: uuid::Uuid, sender: Arc<Sink>) -> Result<(), ChatError>;
+    /// Sends an invitation through the cluster: every node remembers it, and the invitee
+    /// hears of it from the stream; a failure to publish it is told to `sender`.
+    ///
+    /// # Errors
+    /// [`ChatError::ClusterUnavailable`] when NATS cannot be reached now.
+    fn invite(&self, invitation: Invitation, sender: Arc<Sink>) -> Result<(), ChatError>;
     /// The producer of every room's events.
     fn rooms(&self) -> Arc<dyn RoomProducer>;
     /// The cluster path's counters, for `/metrics`.

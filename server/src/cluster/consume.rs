@@ -266,6 +266,7 @@ impl Cluster {
                 let event = Arc::new(Event::new(ServerMsg::Dm(dm.clone()), Some(from)));
                 chat.deliver_stream_dm(&event, (&dm.from, from), (&dm.to, to));
             }
+            Body::Invite(invitation) => chat.deliver_stream_invite(&invitation),
             Body::Gone { gone, keep } => {
                 let mut left = 0;
                 for room in chat.all_rooms() {

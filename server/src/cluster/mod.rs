@@ -50,7 +50,7 @@ use crate::config::ClusterConfig;
 use crate::event::Event;
 use crate::path::producer::PostError;
 use crate::path::sink::Sink;
-use crate::path::{Presence, Room, RoomProducer};
+use crate::path::{Invitation, Presence, Room, RoomProducer};
 use names::Names;
 pub(crate) use names::{valid_node, valid_prefix};
 use publish::Post;
@@ -484,6 +484,33 @@ impl Peers for Handle {
                     chat.ids.lock().remove(&id);
                 }
                 publish::not_delivered(&event, &sender, &e.to_string());
+            }
+        });
+        Ok(())
+    }
+
+    fn invite(&self, invitation: Invitation, sender: Arc<Sink>) -> Result<(), ChatError> {
+        if !self.0.available() {
+            return Err(ChatError::ClusterUnavailable);
+        }
+        let subject = self
+            .0
+            .names
+            .invites(&chat_shared::validate::name_skeleton(&invitation.room));
+        let cluster = Arc::clone(&self.0);
+        tokio::spawn(async move {
+            if let Err(e) = cluster
+                .publish(subject, Body::Invite(invitation), None)
+                .await
+            {
+                let _ = sender.push(&Arc::new(Event::new(
+                    ServerMsg::error(
+                        chat_shared::ErrorCode::Unavailable,
+                        format!("the invitation was not sent: {e}"),
+                        None,
+                    ),
+                    None,
+                )));
             }
         });
         Ok(())

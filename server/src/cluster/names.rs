@@ -61,6 +61,11 @@ impl Names {
         format!("{}.room.*.p.*", self.root)
     }
 
+    /// A room's invitations (not presence: a starting node's snapshot skips them).
+    pub(crate) fn invites(&self, room_skeleton: &str) -> String {
+        format!("{}.room.{}.i", self.root, token(room_skeleton))
+    }
+
     pub(crate) fn dms(&self) -> String {
         format!("{}.dm", self.root)
     }

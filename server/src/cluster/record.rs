@@ -5,7 +5,7 @@ use chat_shared::{ChatMessage, DirectMessage};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::path::Presence;
+use crate::path::{Invitation, Presence};
 
 /// One stream message.
 #[derive(Debug, Serialize, Deserialize)]
@@ -30,6 +30,9 @@ pub(crate) enum Body {
         to: Uuid,
         dm: DirectMessage,
     },
+    /// An invitation into a room: every node remembers it until the invitee joins, and
+    /// the invitee's node tells it.
+    Invite(Invitation),
     /// A node's run is over (`keep`: its current run, whose members stay): its members
     /// leave every room.
     Gone { gone: String, keep: Option<Uuid> },

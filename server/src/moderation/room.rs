@@ -164,7 +164,8 @@ impl RoomModeration {
         }
     }
 
-    /// Takes the settings another node wrote (cluster mode); invitations stay this node's.
+    /// Takes the settings another node wrote (cluster mode); invitations are not settings
+    /// (they come through the stream).
     pub(crate) fn replace_settings(&mut self, settings: Settings) {
         self.settings = settings;
     }
@@ -411,17 +412,37 @@ impl RoomModeration {
         actor: Actor,
         nick: &Nick,
     ) -> Result<(), ModError> {
+        self.check_invite(room, actor)?;
+        self.remember_invite(nick.skeleton());
+        Ok(())
+    }
+
+    /// Checks that `actor` may invite (cluster mode: the invitation is remembered when
+    /// the stream delivers it, on every node).
+    ///
+    /// # Errors
+    /// [`ModError::NotOp`] in an invite-only room.
+    pub(crate) fn check_invite(&self, room: &RoomName, actor: Actor) -> Result<(), ModError> {
         if self.settings.modes.invite_only && !actor.is_op() {
             return Err(ModError::NotOp(room.clone()));
         }
-        let skeleton = nick.skeleton();
+        Ok(())
+    }
+
+    /// Remembers an invitation of the nick with this skeleton (the oldest is forgotten at
+    /// the limit).
+    pub(crate) fn remember_invite(&mut self, skeleton: String) {
         if !self.invites.contains(&skeleton) {
             if self.invites.len() >= self.max_invites {
                 self.invites.pop_front();
             }
             self.invites.push_back(skeleton);
         }
-        Ok(())
+    }
+
+    /// Forgets the invitation of the nick with this skeleton, if any (it joined).
+    pub(crate) fn uninvite(&mut self, skeleton: &str) {
+        self.invites.retain(|s| s != skeleton);
     }
 
     /// Bans `nick` (with `ip` for a guest).
@@ -735,6 +756,14 @@ mod tests {
             m.admit(&r, &joiner(&bob, false, None), false),
             Err(ModError::InviteOnly(r.clone())),
             "an invitation is used once"
+        );
+        // Cluster mode: remembered from the stream, dropped when the join came elsewhere.
+        m.remember_invite(bob.skeleton());
+        m.uninvite(&bob.skeleton());
+        assert_eq!(
+            m.admit(&r, &joiner(&bob, false, None), false),
+            Err(ModError::InviteOnly(r.clone())),
+            "an invitation used on another node"
         );
         let open = m
             .check_mode(

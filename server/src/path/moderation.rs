@@ -5,8 +5,9 @@
 //! (`Room::post_notice`): it takes the next `seq`, is stored, and reaches every member in
 //! order with the messages around it. What it changes (a role, the topic, the modes, a
 //! membership) changes when the path applies it ([`Room::take_effect`]), so the room's
-//! state is the one its stream describes. Bans and invitations change at once: they are
-//! not events of the stream.
+//! state is the one its stream describes. Bans change at once: they are not events of the
+//! stream. So do invitations on one node; in cluster mode an invitation is remembered when
+//! the cluster's stream delivers it, on every node (`Room::stream_invite`).
 //!
 //! Each request that took effect logs its audit line (`ops::audit`) here, once the room's
 //! lock is released: every wire mode's moderation comes through these functions.
@@ -316,14 +317,19 @@ impl Room {
         Ok(None)
     }
 
-    /// Lets `nick` in once past invite-only and the key.
+    /// Lets `nick` in once past invite-only and the key. In cluster mode this only checks:
+    /// the invitation is remembered when the stream delivers it.
     pub(crate) fn invite(&self, session: Uuid, nick: &Nick) -> Result<(), PostError> {
         let mut st = self.lock();
         let (actor, by) = actor(&st, session)?;
         if let Some((_, m)) = st.find(nick) {
             return Err(ModError::AlreadyHere(m.nick.to_string(), self.name.clone()).into());
         }
-        st.moderation.invite(&self.name, actor, nick)?;
+        if self.producer.is_some() {
+            st.moderation.check_invite(&self.name, actor)?;
+        } else {
+            st.moderation.invite(&self.name, actor, nick)?;
+        }
         drop(st);
         self.audit(session, &by, Action::Invite, nick.as_str(), "");
         Ok(())

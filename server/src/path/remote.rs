@@ -76,6 +76,27 @@ pub(crate) enum Presence {
     },
 }
 
+/// An invitation into a room, as the stream carries it (cluster mode): whom (`nick`,
+/// session `to`) and by whom (`by`, session `from`), each on any node.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Invitation {
+    pub(crate) room: String,
+    pub(crate) nick: String,
+    pub(crate) to: Uuid,
+    pub(crate) by: String,
+    pub(crate) from: Uuid,
+}
+
+impl Invitation {
+    /// What the invitee is told.
+    pub(crate) fn invited(&self) -> ServerMsg {
+        ServerMsg::Invited {
+            room: self.room.clone(),
+            by: self.by.clone(),
+        }
+    }
+}
+
 /// A member of the room on another node.
 #[derive(Debug, Clone)]
 pub(crate) struct RemoteMember {
@@ -244,6 +265,9 @@ impl Room {
                 let Ok(nick) = Nick::parse(&nick) else {
                     return Vec::new();
                 };
+                // An invitation is used once, cluster-wide: the joiner's node used it
+                // when it let the joiner in, every other node drops it here.
+                st.moderation.uninvite(&nick.skeleton());
                 let fresh = st
                     .remote
                     .insert(
@@ -345,6 +369,11 @@ impl Room {
     /// and roles hold here too from now on.
     pub(crate) fn adopt_settings(&self, settings: crate::moderation::room::Settings) {
         self.lock().moderation.replace_settings(settings);
+    }
+
+    /// An invitation the stream delivered: remembered here until the invitee joins.
+    pub(crate) fn stream_invite(&self, nick: &Nick) {
+        self.lock().moderation.remember_invite(nick.skeleton());
     }
 
     /// Forgets the id of a message that never made it to the stream (a resend may try
