@@ -967,7 +967,6 @@ async fn a_dm_resent_to_another_node_is_not_delivered_twice() {
 /// the room on B, and an op on A kicks a member on B.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounts_bans_and_kicks_hold_on_every_node() {
-    use chat_shared::Password;
     bounded(async {
         let Some(nats) = Nats::start().await else {
             return;
@@ -997,16 +996,7 @@ async fn accounts_bans_and_kicks_hold_on_every_node() {
             }
             sleep(Duration::from_millis(100)).await;
         }
-        let mut again = Client::connect(b.addr).await;
-        again
-            .send(ClientMsg::Hello {
-                nick: "alice".into(),
-                version: Some(1),
-                client: None,
-                password: Some(Password::new("correct horse battery")),
-            })
-            .await;
-        let answer = again.recv().await;
+        let (_again, answer) = hello_with(b.addr, "alice", "correct horse battery").await;
         assert!(
             matches!(answer, ServerMsg::Welcome { account: true, .. }),
             "hello alice on B with her password: {answer:?}"
@@ -1226,6 +1216,98 @@ async fn an_invitation_made_on_one_node_lets_the_invitee_in_once_on_any_node() {
             })
             .await;
         alice.recv_error(ErrorCode::NoSuchNick).await;
+    })
+    .await;
+}
+
+/// Sends `hello` as `nick` with `password` on a new connection to `addr` and returns it
+/// with the answer.
+async fn hello_with(addr: SocketAddr, nick: &str, password: &str) -> (Client, ServerMsg) {
+    let mut c = Client::connect(addr).await;
+    c.send(ClientMsg::Hello {
+        nick: nick.into(),
+        version: Some(1),
+        client: None,
+        password: Some(chat_shared::Password::new(password)),
+    })
+    .await;
+    let answer = c.recv().await;
+    c.nick = nick.into();
+    (c, answer)
+}
+
+/// A login takes its account's nick from a connection on another node, as on one node:
+/// alice's connection on A gets `bye{replaced}` when bob, on B, logs in to her account;
+/// bob becomes alice (`nick_changed`, `account_changed`), and carol, on A, sees alice quit
+/// and bob renamed. A `hello` with the password on A then replaces the connection on B,
+/// and another on A the one on A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_replaces_the_connection_holding_the_nick_on_another_node() {
+    use chat_shared::{ByeReason, Password};
+    bounded(async {
+        let Some(nats) = Nats::start().await else {
+            return;
+        };
+        let a = Node::start(&nats, "a").await;
+        let b = Node::start(&nats, "b").await;
+        let secret = "correct horse battery";
+        let mut alice = Client::login(a.addr, "alice").await;
+        register(&mut alice, secret).await;
+        let mut carol = Client::login(a.addr, "carol").await;
+        let mut bob = Client::login(b.addr, "bob").await;
+        carol.recv_joined("lobby", "bob").await;
+
+        bob.send(ClientMsg::Login {
+            nick: "alice".into(),
+            password: Password::new(secret),
+        })
+        .await;
+        alice.expect_bye_then_eof(ByeReason::Replaced).await;
+        let renamed = |m: &ServerMsg| match m {
+            ServerMsg::NickChanged { old, new, .. } if old == "bob" && new == "alice" => Some(()),
+            _ => None,
+        };
+        bob.recv_until("bob's own rename", renamed).await;
+        bob.recv_until("bob's own login", |m| match m {
+            ServerMsg::AccountChanged {
+                nick,
+                account: true,
+            } if nick == "alice" => Some(()),
+            _ => None,
+        })
+        .await;
+        bob.nick = "alice".into();
+        let seen = carol
+            .recv_until_all("alice's quit and bob's rename", |m| {
+                renamed(m).is_some()
+            })
+            .await;
+        let quit = |m: &ServerMsg| {
+            matches!(m, ServerMsg::Parted { room, nick, quit: true, .. } if room == "lobby" && nick == "alice")
+        };
+        if !seen.iter().any(quit) {
+            carol
+                .recv_until("alice's quit", |m| quit(m).then_some(()))
+                .await;
+        }
+        who_until(&mut carol, "lobby", &["alice", "carol"], RELEASED).await;
+        let said = bob.say("lobby", "it is me").await;
+        assert!(said.account && said.from == "alice", "{said:?}");
+        carol.recv_message("lobby", "it is me").await;
+
+        // The other way round, by `hello` with the password; then on the same node.
+        let (mut again, answer) = hello_with(a.addr, "alice", secret).await;
+        assert!(
+            matches!(answer, ServerMsg::Welcome { account: true, .. }),
+            "hello alice on A with her password: {answer:?}"
+        );
+        bob.expect_bye_then_eof(ByeReason::Replaced).await;
+        let (_third, answer) = hello_with(a.addr, "alice", secret).await;
+        assert!(
+            matches!(answer, ServerMsg::Welcome { account: true, .. }),
+            "hello alice on A again: {answer:?}"
+        );
+        again.expect_bye_then_eof(ByeReason::Replaced).await;
     })
     .await;
 }

@@ -1,5 +1,5 @@
 //! The nick directory: which session holds which nick, and the DMs (and, in cluster mode,
-//! invitations) routed by it.
+//! invitations and replacements) routed by it.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -427,6 +427,14 @@ impl Chat {
         {
             let invited = Event::new(invitation.invited(), Some(invitation.from));
             let _ = invitee.push(&Arc::new(invited)); // dropped only over budget: it hears `lagged`
+        }
+    }
+
+    /// Ends `session`'s connection if it holds `nick` here, as a login here would end it:
+    /// a login on some node wants the nick (cluster mode). Its leaving frees the claim.
+    pub(crate) fn end_replaced(&self, nick: &str, session: Uuid) {
+        if let Some((_, sink)) = self.holder(nick).filter(|(s, _)| *s == session) {
+            replaced(&sink);
         }
     }
 }

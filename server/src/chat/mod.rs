@@ -52,6 +52,10 @@ pub(crate) enum ChatError {
     /// Cluster mode, and NATS cannot be reached: nothing new is taken until it is back.
     #[error("the cluster cannot be reached right now; try again")]
     ClusterUnavailable,
+    /// Cluster mode: a login wants its account's nick, and the node holding it for another
+    /// connection did not end that connection in time.
+    #[error("the connection holding {0} on another node did not end in time; try again")]
+    NotReplaced(Nick),
 }
 
 /// What the chat state shares with other nodes (cluster mode): nicks claimed cluster-wide,
@@ -59,6 +63,16 @@ pub(crate) enum ChatError {
 pub(crate) trait Peers: Send + Sync + std::fmt::Debug {
     /// Claims `nick` for this node's `session`, cluster-wide.
     fn claim<'a>(
+        &'a self,
+        nick: &'a Nick,
+        session: uuid::Uuid,
+    ) -> futures::future::BoxFuture<'a, Result<(), ChatError>>;
+    /// Claims `nick` for `session`, which logged in to its account: a connection holding
+    /// it, on any node, is ended first (`bye{replaced}`), as on one node.
+    ///
+    /// # Errors
+    /// [`ChatError::NotReplaced`] when the holder's node does not end it in time.
+    fn take<'a>(
         &'a self,
         nick: &'a Nick,
         session: uuid::Uuid,

@@ -267,6 +267,7 @@ impl Cluster {
                 chat.deliver_stream_dm(&event, (&dm.from, from), (&dm.to, to));
             }
             Body::Invite(invitation) => chat.deliver_stream_invite(&invitation),
+            Body::Replace { nick, session } => chat.end_replaced(&nick, session),
             Body::Gone { gone, keep } => {
                 let mut left = 0;
                 for room in chat.all_rooms() {

@@ -21,7 +21,8 @@
 //! - `publish`: one publisher per room, giving messages their `seq`;
 //! - `consume`: reading the stream (a snapshot of presence, then everything new) into the
 //!   rooms;
-//! - `nicks`: claims, releases, and the mirror of who holds which nick;
+//! - `nicks`: claims, releases, taking a nick over for a login, and the mirror of who
+//!   holds which nick;
 //! - `lease`: this node's lease, and sweeping dead nodes.
 
 mod consume;
@@ -451,6 +452,10 @@ pub(crate) struct Handle(pub(crate) Arc<Cluster>);
 impl Peers for Handle {
     fn claim<'a>(&'a self, nick: &'a Nick, session: Uuid) -> BoxFuture<'a, Result<(), ChatError>> {
         Box::pin(self.0.claim(nick, session))
+    }
+
+    fn take<'a>(&'a self, nick: &'a Nick, session: Uuid) -> BoxFuture<'a, Result<(), ChatError>> {
+        Box::pin(self.0.take(nick, session))
     }
 
     fn release(&self, nick: &Nick, session: Uuid) {

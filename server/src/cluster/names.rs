@@ -66,6 +66,11 @@ impl Names {
         format!("{}.room.{}.i", self.root, token(room_skeleton))
     }
 
+    /// Requests to end the connection holding a nick (for a login elsewhere).
+    pub(crate) fn replaces(&self) -> String {
+        format!("{}.nick", self.root)
+    }
+
     pub(crate) fn dms(&self) -> String {
         format!("{}.dm", self.root)
     }

@@ -5,8 +5,12 @@
 //!
 //! Every node watches the bucket into a mirror, which is where DMs, `whois` and the like
 //! find who holds a nick on another node without a round trip.
+//!
+//! A login takes its account's nick from whoever holds it (`take`): the holder's node ends
+//! that connection, whose leaving releases the claim, and the login claims it then.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_nats::jetstream::kv::{CreateErrorKind, Operation};
 use chat_shared::Nick;
@@ -17,8 +21,15 @@ use uuid::Uuid;
 
 use super::Cluster;
 use super::names::token;
-use super::record::Holder;
+use super::record::{Body, Holder};
 use crate::chat::ChatError;
+
+/// How long a login waits for the connection holding its account's nick to end, wherever
+/// it is: its node reads the request from the stream, and the connection leaves (freeing
+/// the nick) after at most a second of last words.
+const REPLACE_WAIT: Duration = Duration::from_secs(5);
+/// How often the mirror is looked at meanwhile.
+const REPLACE_POLL: Duration = Duration::from_millis(20);
 
 /// A nick's entry as mirrored: who holds it, and the entry's revision.
 #[derive(Debug, Clone)]
@@ -89,6 +100,50 @@ impl Cluster {
             .await
             .map(|_| ())
             .map_err(|_| taken())
+    }
+
+    /// Claims `nick` for `session`, which logged in to its account: the connection holding
+    /// it, on any node (this one too), is asked through the stream to end as a login there
+    /// would end it (`bye{replaced}`); once its release shows in the mirror, the nick is
+    /// claimed. A holder on a dead node is taken over by the claim itself.
+    ///
+    /// # Errors
+    /// [`ChatError::NotReplaced`] when a holder is still there after [`REPLACE_WAIT`];
+    /// [`ChatError::ClusterUnavailable`] when NATS cannot be reached.
+    pub(crate) async fn take(&self, nick: &Nick, session: Uuid) -> Result<(), ChatError> {
+        let deadline = tokio::time::Instant::now() + REPLACE_WAIT;
+        let skeleton = nick.skeleton();
+        let mut asked = None;
+        loop {
+            match self.claim(nick, session).await {
+                Err(ChatError::NickTaken(_) | ChatError::NickLooksLike { .. }) => {}
+                done => return done,
+            }
+            if let Some(h) = self.holder(&skeleton).filter(|h| asked != Some(h.session)) {
+                let body = Body::Replace {
+                    nick: h.nick,
+                    session: h.session,
+                };
+                self.publish(self.names.replaces(), body, None)
+                    .await
+                    .map_err(|_| ChatError::ClusterUnavailable)?;
+                asked = Some(h.session);
+            }
+            // Until the holder asked is gone from the mirror (or, when the mirror has not
+            // seen the claim that refused this one yet, a moment).
+            loop {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(ChatError::NotReplaced(nick.clone()));
+                }
+                tokio::time::sleep(REPLACE_POLL).await;
+                if self
+                    .holder(&skeleton)
+                    .is_none_or(|h| Some(h.session) != asked)
+                {
+                    break;
+                }
+            }
+        }
     }
 
     /// Whether `h` is a claim of this very run for a connection that is gone (its release

@@ -33,6 +33,9 @@ pub(crate) enum Body {
     /// An invitation into a room: every node remembers it until the invitee joins, and
     /// the invitee's node tells it.
     Invite(Invitation),
+    /// A login on some node wants `nick`: the node where `session` holds it ends that
+    /// connection as a login there would (`bye{replaced}`), which frees the nick.
+    Replace { nick: String, session: Uuid },
     /// A node's run is over (`keep`: its current run, whose members stay): its members
     /// leave every room.
     Gone { gone: String, keep: Option<Uuid> },

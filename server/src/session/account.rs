@@ -53,15 +53,15 @@ impl<W: Wire> Session<W> {
         }
         let old = self.nick().clone();
         let rooms: Vec<_> = self.rooms.iter().cloned().collect();
-        // In cluster mode the account's nick is claimed cluster-wide first (a connection
-        // holding it on another node is not replaced: `nick_taken`).
+        // In cluster mode the account's nick is taken cluster-wide first: a connection
+        // holding it on any node is replaced there.
         let peers = self
             .chat
             .peers
             .clone()
             .filter(|_| new.skeleton() != old.skeleton());
         if let Some(peers) = &peers {
-            peers.claim(&new, self.id).await?;
+            peers.take(&new, self.id).await?;
         }
         let events = match self
             .chat

@@ -77,7 +77,7 @@ impl Refusal {
                 // The message says the server is busy; the client retries as for its rate.
                 ChatError::StoreBusy => ErrorCode::RateLimited,
                 ChatError::NotRegistered => ErrorCode::NotRegistered,
-                ChatError::ClusterUnavailable => ErrorCode::Unavailable,
+                ChatError::ClusterUnavailable | ChatError::NotReplaced(_) => ErrorCode::Unavailable,
             },
             Self::Auth(e) => match e {
                 AuthError::Unavailable | AuthError::Store => ErrorCode::Unavailable,

@@ -99,8 +99,12 @@ impl<W: Wire> Session<W> {
         }
         let login = login?;
         if let Some(peers) = &self.chat.peers {
-            // Cluster-wide first: the local directory then only ever sees claimed nicks.
-            peers.claim(&nick, self.id).await?;
+            // Cluster-wide first: the local directory then only ever sees claimed nicks. A
+            // login takes the nick from whoever holds it, on any node.
+            match login {
+                Login::Guest => peers.claim(&nick, self.id).await?,
+                Login::Account => peers.take(&nick, self.id).await?,
+            }
         }
         match login {
             Login::Guest => {
