@@ -221,14 +221,21 @@ async fn refused_until(c: &mut Client, room: &str, code: ErrorCode) {
             c.nick
         );
         if answer.is_ok() {
-            c.send(ClientMsg::Part {
-                room: room.into(),
-                reason: None,
-            })
-            .await;
+            part(c, room).await;
         }
         sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Parts `room` and waits for one's own `parted`.
+async fn part(c: &mut Client, room: &str) {
+    c.send(ClientMsg::Part {
+        room: room.into(),
+        reason: None,
+    })
+    .await;
+    let nick = c.nick.clone();
+    c.recv_parted(room, &nick).await;
 }
 
 /// `who room`: the members, sorted.
@@ -485,12 +492,7 @@ async fn clients_on_three_nodes_share_a_room_dms_members_and_rooms() {
         }
 
         // Leaving on C is seen on A and B.
-        cal.send(ClientMsg::Part {
-            room: "den".into(),
-            reason: None,
-        })
-        .await;
-        cal.recv_parted("den", "cal").await;
+        part(&mut cal, "den").await;
         ann.recv_parted("den", "cal").await;
         bob.recv_parted("den", "cal").await;
         who_until(&mut ann, "den", &["ann", "bob"], RELEASED).await;
@@ -1198,12 +1200,7 @@ async fn an_invitation_made_on_one_node_lets_the_invitee_in_once_on_any_node() {
         carol.recv_joined("den", "bob").await;
 
         // Used: refused on B again, and on C, where bob comes back.
-        bob.send(ClientMsg::Part {
-            room: "den".into(),
-            reason: None,
-        })
-        .await;
-        bob.recv_parted("den", "bob").await;
+        part(&mut bob, "den").await;
         assert_eq!(try_join(&mut bob, "den").await, Err(ErrorCode::InviteOnly));
         bob.quit().await;
         let mut bob = login_when_free(c.addr, "bob", RELEASED).await;
