@@ -84,7 +84,7 @@ impl FilesConfig {
             max_uploads: 8,
             max_writing: 64,
             require_auth: false,
-            nice: 10,
+            nice: 5,
         }
     }
 }

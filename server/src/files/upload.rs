@@ -20,6 +20,8 @@ use http_body_util::BodyExt as _;
 use ring::digest::{Context, SHA256};
 use uuid::Uuid;
 
+use super::disk::Writeback;
+
 /// How much of a request's body is gathered before it is written.
 const BLOCK: usize = 1 << 20;
 
@@ -214,7 +216,7 @@ impl Upload {
             len: 0,
             error: None,
         };
-        let writer = tokio::task::spawn_blocking(move || writer.run(queue));
+        let writer = tokio::task::spawn_blocking(move || writer.run(queue, start));
         let read = self.read_body(body, start, stall, &blocks).await;
         drop(blocks);
         let written = writer.await.map_err(std::io::Error::other)?;
@@ -294,11 +296,8 @@ impl Upload {
 /// many blocks, and one more being read.
 const QUEUE: usize = 2;
 
-/// How much is written between two syncs, so the sync before a file is shared has little
-/// left to do (a 1 GiB file synced only at its end took over half a second).
-const SYNC_EVERY: u64 = 16 << 20;
-
-/// The writing half of a request, on the blocking pool: it hashes and writes each block.
+/// The writing half of a request, on the blocking pool: it hashes and writes each block,
+/// and pushes what it wrote out to the disk as it goes.
 struct Writer {
     file: std::fs::File,
     /// The whole file's hash, from its start.
@@ -311,8 +310,8 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, mut queue: tokio::sync::mpsc::Receiver<Bytes>) -> Self {
-        let mut unsynced = 0;
+    fn run(mut self, mut queue: tokio::sync::mpsc::Receiver<Bytes>, at: u64) -> Self {
+        let mut writeback = Writeback::new(at);
         while let Some(block) = queue.blocking_recv() {
             if let Some(chunk) = &mut self.chunk {
                 chunk.update(&block);
@@ -324,13 +323,9 @@ impl Writer {
             self.whole.update(&block);
             let len = u64::try_from(block.len()).unwrap_or(u64::MAX);
             self.len += len;
-            unsynced += len;
-            if unsynced >= SYNC_EVERY {
-                unsynced = 0;
-                if let Err(e) = self.file.sync_data() {
-                    self.error = Some(e);
-                    return self;
-                }
+            if let Err(e) = writeback.wrote(&self.file, len) {
+                self.error = Some(e);
+                return self;
             }
         }
         self
