@@ -214,6 +214,8 @@ impl Cluster {
                     let replica = InFlight::Replica {
                         stream_seq,
                         replicated: Arc::clone(&self.replicated),
+                        room: Arc::clone(&room),
+                        seq: said.msg.seq,
                     };
                     room.stream_message(said.msg, Some(said.origin), Some(replica));
                 }

@@ -46,9 +46,12 @@ fn apply(outcome: Outcome<InFlight>, ids: &MessageIds) {
             InFlight::Replica {
                 stream_seq,
                 replicated,
+                room,
+                seq,
             },
             stored,
         ) => {
+            room.stored(seq);
             if let Stored::Failed(reason) = &stored {
                 warn!(%reason, "a message of the cluster's stream was not kept in this node's store");
             }

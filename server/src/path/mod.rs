@@ -153,6 +153,10 @@ pub(crate) struct Room {
     /// The newest `seq` the store has placed or settled: messages queued for placement by
     /// the store are all out of the way once this reaches `RoomStream::last_queued`.
     resolved: AtomicU64,
+    /// The newest `seq` the store has settled (stored, or never to be): the history cache
+    /// keeps every message after it, whatever its capacity, so that no page of history
+    /// falls between the cache and what the store can already be read for.
+    stored: AtomicU64,
     /// How many sessions wait for a message of this room to settle (see `has_waiters`).
     waiting: AtomicUsize,
     /// Where the room's moderation settings persist; `None` without a store.
@@ -188,6 +192,8 @@ impl Room {
             None => config.history,
         };
         let retain_ms = config.retain_days.map(|d| i64::from(d) * 86_400_000);
+        // What the store had is stored.
+        let stored = load.next_seq.saturating_sub(1);
         let stream = RoomStream::new(load, capacity, store.is_some(), retain_ms, &ids);
         Self {
             name,
@@ -203,6 +209,7 @@ impl Room {
             ids,
             covered: AtomicU64::new(0),
             resolved: AtomicU64::new(0),
+            stored: AtomicU64::new(stored),
             waiting: AtomicUsize::new(0),
             settings: moderation.1,
             counters: crate::ops::metrics::PathCounters::default(),
@@ -263,7 +270,8 @@ impl Room {
                 self.messages.fetch_add(1, Ordering::Relaxed);
                 let m = chat(&event);
                 let notice = m.event.clone().map(|n| (n, m.from.clone(), m.ts));
-                st.stream.push(&self.ids, event);
+                let stored = self.stored.load(Ordering::Acquire);
+                st.stream.push(&self.ids, event, stored);
                 if let Some((notice, by, ts)) = notice {
                     self.take_effect(st, &notice, &by, ts);
                 }

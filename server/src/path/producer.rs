@@ -38,10 +38,13 @@ pub(crate) enum InFlight {
     },
     /// Cluster mode: a message the stream delivered, kept in this node's store as its
     /// replica of the stream (for history older than the cache, and restarts). Once it
-    /// is stored, `replicated` rises to its stream sequence.
+    /// is stored, `replicated` rises to its stream sequence, and its room's history cache
+    /// may let it go.
     Replica {
         stream_seq: u64,
         replicated: Arc<std::sync::atomic::AtomicU64>,
+        room: Arc<Room>,
+        seq: u64,
     },
 }
 
@@ -268,6 +271,13 @@ impl Room {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// The store settled this room's messages up to `seq`: the history cache may let them
+    /// go (see `RoomStream::push`). Called in the store's order, so never for less than
+    /// before; no lock, it is read at the next message.
+    pub(crate) fn stored(&self, seq: u64) {
+        self.stored.fetch_max(seq, Ordering::AcqRel);
+    }
+
     /// The store's verdict on a message. A new one was shown before this; its sender's copy
     /// waits for the `Settled` event applied here.
     pub(crate) fn settle(&self, event: Arc<Event>, stored: Stored, sender: &Sink) {
@@ -275,6 +285,7 @@ impl Room {
         sender.unsettled_sub();
         // Placed or never to be: either way no longer in the way of later messages.
         self.resolved.fetch_max(seq, Ordering::AcqRel);
+        self.stored(seq);
         match stored {
             Stored::New { covered } => {
                 self.covered.fetch_max(covered, Ordering::AcqRel);

@@ -21,6 +21,10 @@ use crate::store::{Range, RoomLoad};
 /// what is sent further; `history` pages the rest).
 const JOIN_FROM_STORE_MAX: usize = 500;
 
+/// Most messages the ring holds past its capacity while the store has not settled them
+/// (two of the SQLite writer's batches).
+const UNSTORED_MAX: usize = 8192;
+
 /// A page of history, or how to complete it from the store.
 #[derive(Debug)]
 pub(crate) enum Plan {
@@ -135,18 +139,29 @@ impl RoomStream {
             .collect()
     }
 
-    /// Appends a shown message to the ring, forgetting the oldest one's id when full.
-    pub(crate) fn push(&mut self, ids: &MessageIds, event: Arc<Event>) {
-        if self.capacity == 0 {
+    /// Appends a shown message to the ring; when it is full, forgets the oldest ones (and
+    /// their ids) that the store has settled (`stored`: the newest settled `seq`).
+    ///
+    /// A message is shown before the store's reader can see it (a replica, or a message
+    /// placed before its commit). Were the ring to let it go first, a history page asked for
+    /// meanwhile would skip it: newer than what the store returns, older than the ring. So
+    /// the ring holds those past its capacity, up to [`UNSTORED_MAX`] more (a store that
+    /// has stopped keeping up must not grow it without end).
+    pub(crate) fn push(&mut self, ids: &MessageIds, event: Arc<Event>, stored: u64) {
+        if self.capacity == 0 && !self.stored {
             ids.lock().remove(&chat(&event).id);
             return;
         }
-        if self.history.len() >= self.capacity
-            && let Some(old) = self.history.pop_front()
-        {
-            ids.lock().remove(&chat(&old).id);
-        }
         self.history.push_back(event);
+        while self.history.len() > self.capacity {
+            let settled = self.history.front().is_some_and(|e| chat(e).seq <= stored);
+            if self.stored && !settled && self.history.len() <= self.capacity + UNSTORED_MAX {
+                break;
+            }
+            if let Some(old) = self.history.pop_front() {
+                ids.lock().remove(&chat(&old).id);
+            }
+        }
     }
 
     /// Takes a message that was never stored out of the ring: history keeps only what is.
