@@ -4,8 +4,9 @@
 //! writing or reading it. On the chat's workers it competes with deliveries for the same
 //! threads, and a room's latency follows the transfer's speed (F1 measured a room's p99 at
 //! 2–5 × its p99 without one). Here it has threads of its own, workers and blocking pool
-//! alike, and on Linux they run at a lower CPU priority (`--files-nice`): when both want a
-//! core, the chat gets it, and a transfer runs at full speed on whatever the chat leaves.
+//! alike, and on Linux they run as `SCHED_BATCH` at a lower CPU priority (`--files-nice`):
+//! when both want a core, the chat gets it, and a transfer runs at full speed on whatever
+//! the chat leaves. With `--files-nice 0` they are ordinary threads.
 //!
 //! Its tasks still use sockets made on the chat's runtime (accepted and sniffed there);
 //! tokio's I/O resources may be polled from any runtime while their own one runs.
@@ -60,9 +61,16 @@ fn lower_priority(nice: i32) {
     if nice <= 0 {
         return;
     }
-    // SAFETY: setpriority takes plain integers and touches no memory of ours. On Linux,
-    // `who` 0 is the calling thread, not the whole process.
-    let failed = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) != 0 };
+    // SCHED_BATCH: the scheduler treats these threads as CPU-bound, so a chat thread that
+    // wakes up preempts them sooner, and they get longer slices when nothing else runs
+    // (throughput). Any thread may ask for it.
+    let batch = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain integers and a parameter that outlives the call. On Linux, `who` 0 is
+    // the calling thread, not the whole process, for both calls.
+    let failed = unsafe {
+        libc::sched_setscheduler(0, libc::SCHED_BATCH, &raw const batch) != 0
+            || libc::setpriority(libc::PRIO_PROCESS, 0, nice) != 0
+    };
     if failed {
         warn!(
             error = %io::Error::last_os_error(),
@@ -94,5 +102,11 @@ mod tests {
                 .unwrap()
         });
         assert_eq!(blocking, 7, "a blocking thread's nice value");
+        let policy = bulk.handle().block_on(async {
+            tokio::spawn(async { unsafe { libc::sched_getscheduler(0) } })
+                .await
+                .unwrap()
+        });
+        assert_eq!(policy, libc::SCHED_BATCH, "a worker's scheduling policy");
     }
 }
