@@ -49,11 +49,15 @@ impl<W: Wire> Session<W> {
         for _ in 0..MAX_ROUNDS {
             // A poke only says "look again", which this is.
             self.sink.take_poke();
+            // What a full batch left behind is handled first, before what is taken now.
+            let left = !self.inbox.is_empty();
             let fresh = self.sink.take_all(&mut self.inbox);
             // A batch stops at the first event past MAX_BATCH_BYTES; weights are about
-            // the framed size, an upper bound for line mode's.
+            // the framed size, an upper bound for line mode's. Leftovers were more than a
+            // batch already.
+            let coming = if left { usize::MAX } else { fresh };
             self.wire
-                .reserve(fresh.min(MAX_BATCH_BYTES + RESERVE_SLACK));
+                .reserve(coming.min(MAX_BATCH_BYTES + RESERVE_SLACK));
             let batch = self.handle_inbox();
             self.flush().await?;
             let more = match batch {
