@@ -94,6 +94,9 @@ pub(crate) struct Cluster {
     /// than what it knows, so it rarely expects a stale last message (a conflict costs a
     /// read and a second publish).
     heads: Mutex<HashMap<String, (u64, u64)>>,
+    /// Told whenever a head moves: a publisher whose message met another node's waits for
+    /// that one to reach its head (see `publish::newer_head`).
+    heads_moved: tokio::sync::Notify,
     /// One publisher per room with local activity, by room skeleton.
     publishers: Mutex<HashMap<String, mpsc::UnboundedSender<Post>>>,
     /// The rename being told, and who was told of it: a rename comes once per room the
@@ -192,6 +195,7 @@ impl Cluster {
             docs: OnceLock::new(),
             publishers: Mutex::default(),
             heads: Mutex::default(),
+            heads_moved: tokio::sync::Notify::new(),
             renames: Mutex::default(),
             mirror: Mutex::default(),
             applied: AtomicU64::new(0),
@@ -375,6 +379,8 @@ impl Cluster {
         if seq >= head.0 {
             *head = (seq, stream_seq);
         }
+        drop(heads);
+        self.heads_moved.notify_waiters();
     }
 
     /// The publisher of `room`, started the first time.

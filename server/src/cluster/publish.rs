@@ -3,8 +3,9 @@
 //!
 //! The `seq` is safe against other nodes by optimistic concurrency: each message states
 //! the stream sequence of the room's last message, and JetStream refuses it if another
-//! node's message came in between; the publisher then reads the room's last message and
-//! tries again. One message of a room is in flight per node at a time, which is what makes
+//! node's message came in between; the publisher then takes the room's last message from
+//! its own consumer (or reads it from the stream, if the consumer is slow) and tries
+//! again. One message of a room is in flight per node at a time, which is what makes
 //! the next one's expectation known; presence events wait their turn in the same queue, so
 //! a join is on the stream before the joiner's first message.
 
@@ -242,13 +243,40 @@ async fn messages(
             }
             Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
                 cluster.count_conflict();
-                // Read the room's last message itself: the consumer may not have it yet.
-                *last = Some(last_of(link, subject).await?);
+                // The message in the way is stored, so it is on its way to this node's
+                // consumer too, which usually has it before a read of the stream would
+                // answer; a read only when it does not come.
+                *last = Some(match newer_head(cluster, skeleton, at.stream_seq).await {
+                    Some(seen) => seen,
+                    None => last_of(link, subject).await?,
+                });
             }
             Err(e) => return Err(e.to_string()),
         }
     }
     Err("too many other messages in this room at once; try again".into())
+}
+
+/// How long a publisher whose message met another waits for its consumer to show that
+/// one, before it reads the room's last message from the stream instead.
+const HEAD_WAIT: Duration = Duration::from_millis(20);
+
+/// The room's head as this node's consumer sees it, once it is past stream sequence
+/// `after`; `None` if that takes longer than [`HEAD_WAIT`].
+async fn newer_head(cluster: &Cluster, skeleton: &str, after: u64) -> Option<Last> {
+    let deadline = tokio::time::Instant::now() + HEAD_WAIT;
+    loop {
+        let moved = cluster.heads_moved.notified();
+        let mut moved = std::pin::pin!(moved);
+        // Registered before looking, so a move in between is not missed.
+        moved.as_mut().enable();
+        if let Some((seq, stream_seq)) = cluster.head(skeleton)
+            && stream_seq > after
+        {
+            return Some(Last { seq, stream_seq });
+        }
+        tokio::time::timeout_at(deadline, moved).await.ok()?;
+    }
 }
 
 /// The room's last message on the stream (none yet: seq 0).
