@@ -203,6 +203,7 @@ impl Room {
             // Seen already (a consumer restarted behind what it had applied).
             return;
         }
+        st.stream.skip_to(&self.ids, seq);
         st.stream.next_seq = seq + 1;
         let event = Arc::new(Event::new(ServerMsg::Message(msg), origin));
         self.ids.lock().insert(id, Arc::clone(&event));
