@@ -558,6 +558,102 @@ async fn history_older_than_the_cache_is_the_same_on_every_node() {
     .await;
 }
 
+/// A node that joins with an empty store reads only the stream's last `warm` messages live
+/// (5 here), and backfills its store with the older ones behind them: once
+/// `/metrics` says the backfill is done, 40 messages said on A alone (one stream message
+/// each) page back whole and the same on B as on A, and `join since` an old seq answers
+/// the same on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_node_backfills_its_store_with_the_older_messages() {
+    bounded(async {
+        let Some(nats) = Nats::start().await else {
+            return;
+        };
+        let (_dir_a, db_a) = common::temp_db();
+        let (_dir_b, db_b) = common::temp_db();
+        let with_store = |name: &str, db: &std::path::Path| {
+            let mut config = Config {
+                storage: Storage::Sqlite(db.to_owned()),
+                history: 10,
+                ..node_config(&nats, name)
+            };
+            if let Some(cluster) = &mut config.cluster {
+                cluster.warm = 5;
+            }
+            config
+        };
+        let a = Node::start_with(with_store("a", &db_a)).await;
+        let mut alice = Client::login(a.addr, "alice").await;
+        alice.join("den", None).await;
+        let mut said = Vec::new();
+        for i in 0..40 {
+            // One at a time, acknowledged: each its own stream message.
+            said.push(alice.say("den", &format!("number {i}")).await);
+        }
+
+        let b = Node::start_with(with_store("b", &db_b)).await;
+        backfilled(&b).await;
+        let mut bob = Client::login(b.addr, "bob").await;
+        bob.join("den", None).await;
+        let on_a = full_history(&mut alice, "den").await;
+        let on_b = full_history(&mut bob, "den").await;
+        assert!(
+            keys(&on_a) == keys(&said),
+            "history on A: {} messages",
+            on_a.len()
+        );
+        assert!(
+            keys(&on_b) == keys(&on_a),
+            "history on B pages back to {} messages, seq {:?}, not A's {}",
+            on_b.len(),
+            on_b.first().map(|m| m.seq)..on_b.last().map(|m| m.seq + 1),
+            on_a.len(),
+        );
+
+        let since = said[2].seq;
+        let mut carol = Client::login(a.addr, "carol").await;
+        let mut dave = Client::login(b.addr, "dave").await;
+        let (from_a, truncated_a, _) = carol.join("den", Some(since)).await;
+        let (from_b, truncated_b, _) = dave.join("den", Some(since)).await;
+        assert!(!truncated_a && !truncated_b);
+        assert!(keys(&from_a) == keys(&said[3..]), "join since {since} on A");
+        assert!(
+            keys(&from_b) == keys(&from_a),
+            "join since {since} on B: {} messages, seq {:?}, not A's {}",
+            from_b.len(),
+            from_b.first().map(|m| m.seq)..from_b.last().map(|m| m.seq + 1),
+            from_a.len(),
+        );
+    })
+    .await;
+}
+
+/// Waits until `node`'s `/metrics` says its backfill is done and kept something.
+async fn backfilled(node: &Node) {
+    let metric = |body: &str, name: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
+    };
+    let deadline = Instant::now() + READY;
+    loop {
+        let body = get(node.admin, "/metrics")
+            .await
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        let left = metric(&body, "chat_cluster_backfill_left_sequences");
+        let kept = metric(&body, "chat_cluster_backfill_kept_messages");
+        if left == Some(0) && kept.is_some_and(|k| k > 0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {}'s backfill: {left:?} sequences left, {kept:?} kept after {READY:?}",
+            node.name
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A nick is held once in the cluster: taken on A, it is refused on B and on C (in any
 /// case), also as a rename; a rename on B is seen on A, frees the old nick everywhere and
 /// takes the new one everywhere; a quit frees the nick for another node.

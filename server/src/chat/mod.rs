@@ -110,6 +110,10 @@ pub(crate) struct ClusterStats {
     pub(crate) publish_micros: u64,
     /// Publishes made again because another node took their `seq`.
     pub(crate) conflicts: u64,
+    /// A new node's backfill of its store: older messages kept so far, and the stream
+    /// sequences it has yet to read (0: done, or none to do).
+    pub(crate) backfill_kept: u64,
+    pub(crate) backfill_left: u64,
 }
 
 #[derive(Debug)]

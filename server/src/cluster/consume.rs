@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use super::backfill::Span;
 use super::record::{Body, Record};
 use super::{Cluster, Link};
 use crate::event::Event;
@@ -40,7 +41,7 @@ impl Cluster {
         let Some(link) = self.link.get().cloned() else {
             return;
         };
-        let mut start = loop {
+        let (mut start, backfill) = loop {
             match self.bootstrap(&link).await {
                 Ok(start) => break start,
                 Err(e) => {
@@ -52,6 +53,9 @@ impl Cluster {
                 }
             }
         };
+        if let Some(span) = backfill {
+            tokio::spawn(Arc::clone(&self).backfill_until(span, cancel.clone()));
+        }
         loop {
             let consumed = tokio::select! {
                 r = self.consume(&link, start) => r,
@@ -70,9 +74,9 @@ impl Cluster {
         self.ready.store(false, Ordering::Release);
     }
 
-    /// The membership snapshot, this run's notice that its earlier runs are over, and
-    /// where the consumer starts.
-    async fn bootstrap(&self, link: &Link) -> anyhow::Result<u64> {
+    /// The membership snapshot, this run's notice that its earlier runs are over, where
+    /// the consumer starts, and what is to be backfilled behind it.
+    async fn bootstrap(&self, link: &Link) -> anyhow::Result<(u64, Option<Span>)> {
         let mut stream = link.stream.clone();
         let last = stream.info().await?.state.last_sequence;
         let snapshot = stream
@@ -108,19 +112,22 @@ impl Cluster {
         };
         self.publish(self.names.nodes_subject(), gone, None).await?;
         let first = stream.cached_info().state.first_sequence;
-        let start = match self.saved_watermark() {
+        let kept = self.saved_watermark();
+        let start = match kept {
             // A restart with its replica: on from where the replica ends, if the stream
             // still has that (no full replay, and no gap in the replica).
             Some(kept) if kept + 1 >= first && kept <= last => kept + 1,
             _ => last.saturating_sub(self.cfg.warm).max(1),
         };
+        let backfill = self.backfill_span(kept, start, (first, last));
         info!(
             presence = members,
             from = start,
             to = last,
+            backfill = ?backfill,
             "read the cluster's state"
         );
-        Ok(start)
+        Ok((start, backfill))
     }
 
     /// Consumes from stream sequence `start` on, until the consumer ends.

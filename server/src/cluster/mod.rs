@@ -21,10 +21,12 @@
 //! - `publish`: one publisher per room, giving messages their `seq`;
 //! - `consume`: reading the stream (a snapshot of presence, then everything new) into the
 //!   rooms;
+//! - `backfill`: a new node's store filled with the stream's older messages;
 //! - `nicks`: claims, releases, taking a nick over for a login, and the mirror of who
 //!   holds which nick;
 //! - `lease`: this node's lease, and sweeping dead nodes.
 
+mod backfill;
 mod consume;
 mod lease;
 mod names;
@@ -49,7 +51,7 @@ use futures::future::BoxFuture;
 use crate::chat::{Chat, ChatError, Peers};
 use crate::config::ClusterConfig;
 use crate::event::Event;
-use crate::path::producer::PostError;
+use crate::path::producer::{Backfilled, PostError};
 use crate::path::sink::Sink;
 use crate::path::{Invitation, Presence, Room, RoomProducer};
 use names::Names;
@@ -114,6 +116,10 @@ pub(crate) struct Cluster {
     /// The stream sequence up to which this node's store holds the stream's messages (its
     /// replica); saved, so a restart goes on from there.
     replicated: Arc<AtomicU64>,
+    /// A new node's backfill of its store: what the store settled of it, and the stream
+    /// sequences it has yet to read (0: done, or none to do).
+    backfilled: Arc<Backfilled>,
+    backfill_left: AtomicU64,
     published: AtomicU64,
     publishes: AtomicU64,
     publish_micros: AtomicU64,
@@ -202,6 +208,8 @@ impl Cluster {
             behind: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
             replicated: Arc::default(),
+            backfilled: Arc::default(),
+            backfill_left: AtomicU64::new(0),
             published: AtomicU64::new(0),
             publishes: AtomicU64::new(0),
             publish_micros: AtomicU64::new(0),
@@ -398,21 +406,29 @@ impl Cluster {
 
     /// Where the replica ended when it was last saved (`None`: no store, or never saved).
     fn saved_watermark(&self) -> Option<u64> {
-        let chat = self.chat()?;
-        let store = chat.moderation.store.as_ref()?;
-        store.get(WATERMARK).ok()??.parse().ok()
+        self.saved(WATERMARK)?.parse().ok()
     }
 
-    /// Saves where the replica ends (through the settings' writer: off this task).
+    /// Saves where the replica ends.
     fn save_watermark(&self) {
         let at = self.replicated.load(Ordering::Acquire);
-        if at == 0 {
-            return;
+        if at != 0 {
+            self.save(WATERMARK, at.to_string());
         }
+    }
+
+    /// The value this node saved at `key` (`None`: no store, or never saved).
+    fn saved(&self, key: &str) -> Option<String> {
+        let chat = self.chat()?;
+        chat.moderation.store.as_ref()?.get(key).ok()?
+    }
+
+    /// Saves `value` at `key`, through the settings' writer (off this task, in order).
+    fn save(&self, key: &str, value: String) {
         if let Some(chat) = self.chat()
             && let Some(writer) = &chat.moderation.writer
         {
-            writer.put(WATERMARK.to_owned(), Some(at.to_string()));
+            writer.put(key.to_owned(), Some(value));
         }
     }
 
@@ -436,6 +452,8 @@ impl Cluster {
             publishes: self.publishes.load(Ordering::Relaxed),
             publish_micros: self.publish_micros.load(Ordering::Relaxed),
             conflicts: self.conflicts.load(Ordering::Relaxed),
+            backfill_kept: self.backfilled.kept.load(Ordering::Relaxed),
+            backfill_left: self.backfill_left.load(Ordering::Relaxed),
         }
     }
 

@@ -45,6 +45,11 @@ impl Names {
         format!("{}.room.{}.m", self.root, token(room_skeleton))
     }
 
+    /// Every room's messages.
+    pub(crate) fn all_messages(&self) -> String {
+        format!("{}.room.*.m", self.root)
+    }
+
     /// One member's presence in a room: the last message of each is the member's state,
     /// which is what a starting node reads.
     pub(crate) fn presence(&self, room_skeleton: &str, session: Uuid) -> String {

@@ -122,6 +122,8 @@ async fn metrics(State(app): State<App>) -> impl IntoResponse {
             m.cluster_publishes.set(g(stats.publishes));
             m.cluster_publish_micros.set(g(stats.publish_micros));
             m.cluster_conflicts.set(g(stats.conflicts));
+            m.cluster_backfill_kept.set(g(stats.backfill_kept));
+            m.cluster_backfill_left.set(g(stats.backfill_left));
         }
     }
     m.store_unsaved.set(gauge(ops.unsaved()));

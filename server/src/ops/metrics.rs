@@ -140,6 +140,10 @@ pub(crate) struct Metrics {
     pub(crate) cluster_publishes: Gauge,
     pub(crate) cluster_publish_micros: Gauge,
     pub(crate) cluster_conflicts: Gauge,
+    /// Cluster mode: a new node's backfill of its store (older messages kept, stream
+    /// sequences left to read).
+    pub(crate) cluster_backfill_kept: Gauge,
+    pub(crate) cluster_backfill_left: Gauge,
     /// `chat_sendq_bytes`: every connection's send queue, sampled periodically.
     pub(crate) sendq_bytes: Histogram,
     pub(crate) files: FileCounters,
@@ -275,6 +279,19 @@ impl Metrics {
             "Cluster mode: messages published again because another node took their seq",
             cluster_conflicts.clone(),
         );
+        let cluster_backfill_kept = Gauge::default();
+        registry.register(
+            "chat_cluster_backfill_kept_messages",
+            "Cluster mode: older room messages a new node's backfill wrote into its store",
+            cluster_backfill_kept.clone(),
+        );
+        let cluster_backfill_left = Gauge::default();
+        registry.register(
+            "chat_cluster_backfill_left_sequences",
+            "Cluster mode: stream sequences a new node's backfill has yet to read (0: done, \
+             or nothing to backfill)",
+            cluster_backfill_left.clone(),
+        );
         // 256 B .. 16 MiB: an idle connection's queue is empty (the zero bucket is 256).
         let sendq_bytes = Histogram::new(exponential_buckets(256.0, 4.0, 9));
         registry.register_with_unit(
@@ -332,6 +349,8 @@ impl Metrics {
             cluster_publishes,
             cluster_publish_micros,
             cluster_conflicts,
+            cluster_backfill_kept,
+            cluster_backfill_left,
             sendq_bytes,
             files,
         }

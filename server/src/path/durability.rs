@@ -7,6 +7,7 @@
 //! to both ends once it is durable.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use chat_shared::{ErrorCode, ServerMsg};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -56,7 +57,27 @@ fn apply(outcome: Outcome<InFlight>, ids: &MessageIds) {
                 warn!(%reason, "a message of the cluster's stream was not kept in this node's store");
             }
             // In append order: everything up to here is stored (or was, before).
-            replicated.fetch_max(stream_seq, std::sync::atomic::Ordering::AcqRel);
+            replicated.fetch_max(stream_seq, Ordering::AcqRel);
+        }
+        Outcome::Placed(InFlight::Backfill { .. }) => {}
+        Outcome::Settled(
+            InFlight::Backfill {
+                stream_seq,
+                progress,
+            },
+            stored,
+        ) => {
+            let count = match &stored {
+                Stored::New { .. } => &progress.kept,
+                Stored::Duplicate(_) => &progress.there,
+                Stored::Failed(reason) => {
+                    warn!(%reason, "an older message of the cluster's stream was not kept in this node's store");
+                    &progress.failed
+                }
+            };
+            count.fetch_add(1, Ordering::Relaxed);
+            progress.upto.fetch_max(stream_seq, Ordering::AcqRel);
+            progress.queued.fetch_sub(1, Ordering::AcqRel);
         }
         Outcome::Settled(
             InFlight::Dm {

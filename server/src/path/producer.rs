@@ -46,6 +46,29 @@ pub(crate) enum InFlight {
         room: Arc<Room>,
         seq: u64,
     },
+    /// Cluster mode: an older message of the stream, read by a new node's backfill and
+    /// kept in its store only (never shown: its room's seq and cache are the live
+    /// consumer's).
+    Backfill {
+        stream_seq: u64,
+        progress: Arc<Backfilled>,
+    },
+}
+
+/// How far a backfill of this node's replica has got (see `cluster/backfill.rs`): what the
+/// store has settled of it, which the backfill saves and `/metrics` shows.
+#[derive(Debug, Default)]
+pub(crate) struct Backfilled {
+    /// Appended and not settled yet: the backfill keeps this small, so the live replica's
+    /// messages (which are dropped when the store is busy) always find room in the queue.
+    pub(crate) queued: std::sync::atomic::AtomicU64,
+    /// Settled: kept as new, found stored already, or not kept.
+    pub(crate) kept: std::sync::atomic::AtomicU64,
+    pub(crate) there: std::sync::atomic::AtomicU64,
+    pub(crate) failed: std::sync::atomic::AtomicU64,
+    /// The newest stream sequence settled; settled in append order, so every message
+    /// before it is settled too.
+    pub(crate) upto: std::sync::atomic::AtomicU64,
 }
 
 /// What someone says: a room message or a DM before the server gives it its place.
