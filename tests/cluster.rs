@@ -74,6 +74,18 @@ fn node_config(nats: &Nats, name: &str) -> Config {
     }
 }
 
+/// [`node_config`] with a store in the SQLite file `db` and a cache of `history` messages
+/// per room. A file, as nodes have it: an in-memory database's readers get SQLITE_LOCKED
+/// rather than waiting while the writer commits (shared cache), and the replica writes all
+/// the time.
+fn with_store(nats: &Nats, name: &str, db: &std::path::Path, history: usize) -> Config {
+    Config {
+        storage: Storage::Sqlite(db.to_owned()),
+        history,
+        ..node_config(nats, name)
+    }
+}
+
 /// A node of the cluster, in this process, with its admin listener.
 struct Node {
     name: String,
@@ -514,18 +526,10 @@ async fn history_older_than_the_cache_is_the_same_on_every_node() {
         let Some(nats) = Nats::start().await else {
             return;
         };
-        // Files, as nodes have them: an in-memory database's readers get SQLITE_LOCKED
-        // rather than waiting while the writer commits (shared cache), and the replica
-        // writes all the time.
         let (_dir_a, db_a) = common::temp_db();
         let (_dir_b, db_b) = common::temp_db();
-        let with_store = |name: &str, db: &std::path::Path| Config {
-            storage: Storage::Sqlite(db.to_owned()),
-            history: 20,
-            ..node_config(&nats, name)
-        };
-        let a = Node::start_with(with_store("a", &db_a)).await;
-        let b = Node::start_with(with_store("b", &db_b)).await;
+        let a = Node::start_with(with_store(&nats, "a", &db_a, 20)).await;
+        let b = Node::start_with(with_store(&nats, "b", &db_b, 20)).await;
         let mut alice = Client::login(a.addr, "alice").await;
         let mut bob = Client::login(b.addr, "bob").await;
         alice.recv_joined("lobby", "bob").await;
@@ -571,18 +575,12 @@ async fn a_new_node_backfills_its_store_with_the_older_messages() {
         };
         let (_dir_a, db_a) = common::temp_db();
         let (_dir_b, db_b) = common::temp_db();
-        let with_store = |name: &str, db: &std::path::Path| {
-            let mut config = Config {
-                storage: Storage::Sqlite(db.to_owned()),
-                history: 10,
-                ..node_config(&nats, name)
-            };
-            if let Some(cluster) = &mut config.cluster {
-                cluster.warm = 5;
-            }
+        let warm_5 = |name: &str, db: &std::path::Path| {
+            let mut config = with_store(&nats, name, db, 10);
+            config.cluster.as_mut().expect("a cluster node").warm = 5;
             config
         };
-        let a = Node::start_with(with_store("a", &db_a)).await;
+        let a = Node::start_with(warm_5("a", &db_a)).await;
         let mut alice = Client::login(a.addr, "alice").await;
         alice.join("den", None).await;
         let mut said = Vec::new();
@@ -591,7 +589,7 @@ async fn a_new_node_backfills_its_store_with_the_older_messages() {
             said.push(alice.say("den", &format!("number {i}")).await);
         }
 
-        let b = Node::start_with(with_store("b", &db_b)).await;
+        let b = Node::start_with(warm_5("b", &db_b)).await;
         backfilled(&b).await;
         let mut bob = Client::login(b.addr, "bob").await;
         bob.join("den", None).await;
