@@ -175,7 +175,8 @@ impl RoomStream {
     /// from a store still being filled behind the live stream (a new node's backfill), or
     /// loaded again before its newest replicas were written. The ring must hold consecutive
     /// messages (what is older than its first comes from the store), so it lets go of what
-    /// it has, all of it stored: the store answers for those, and for the gap once filled.
+    /// it has, which the store holds or is writing: the store answers for those, and for
+    /// the gap once filled.
     pub(crate) fn skip_to(&mut self, ids: &MessageIds, seq: u64) {
         if seq > self.next_seq && !self.history.is_empty() {
             self.forget_ids(ids);
