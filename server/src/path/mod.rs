@@ -38,7 +38,7 @@ pub(crate) mod sink;
 pub(crate) mod stream;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chat_shared::{Nick, Role, RoomName, ServerMsg};
@@ -157,6 +157,9 @@ pub(crate) struct Room {
     /// keeps every message after it, whatever its capacity, so that no page of history
     /// falls between the cache and what the store can already be read for.
     stored: AtomicU64,
+    /// The cache holds more than its capacity, waiting for the store: the next settle
+    /// trims it (only then does a settle take the room's lock for it).
+    over: AtomicBool,
     /// How many sessions wait for a message of this room to settle (see `has_waiters`).
     waiting: AtomicUsize,
     /// Where the room's moderation settings persist; `None` without a store.
@@ -210,6 +213,7 @@ impl Room {
             covered: AtomicU64::new(0),
             resolved: AtomicU64::new(0),
             stored: AtomicU64::new(stored),
+            over: AtomicBool::new(false),
             waiting: AtomicUsize::new(0),
             settings: moderation.1,
             counters: crate::ops::metrics::PathCounters::default(),
@@ -270,8 +274,16 @@ impl Room {
                 self.messages.fetch_add(1, Ordering::Relaxed);
                 let m = chat(&event);
                 let notice = m.event.clone().map(|n| (n, m.from.clone(), m.ts));
-                let stored = self.stored.load(Ordering::Acquire);
-                st.stream.push(&self.ids, event, stored);
+                let stored = self.stored.load(Ordering::SeqCst);
+                if st.stream.push(&self.ids, event, stored) {
+                    self.over.store(true, Ordering::SeqCst);
+                    // A settle between the load and the flag did not see the flag: trim
+                    // with what it settled (an idle room would keep its excess otherwise).
+                    let now = self.stored.load(Ordering::SeqCst);
+                    if now != stored {
+                        st.stream.trim(&self.ids, now);
+                    }
+                }
                 if let Some((notice, by, ts)) = notice {
                     self.take_effect(st, &notice, &by, ts);
                 }

@@ -296,9 +296,17 @@ impl Room {
 
     /// The store settled this room's messages up to `seq`: the history cache may let them
     /// go (see `RoomStream::push`). Called in the store's order, so never for less than
-    /// before; no lock, it is read at the next message.
+    /// before. It takes the room's lock only when the cache is over its capacity.
     pub(crate) fn stored(&self, seq: u64) {
-        self.stored.fetch_max(seq, Ordering::AcqRel);
+        self.stored.fetch_max(seq, Ordering::SeqCst);
+        if self.over.swap(false, Ordering::SeqCst) {
+            let mut st = self.lock();
+            // Under the lock: the newest settled, whoever stored it.
+            let stored = self.stored.load(Ordering::SeqCst);
+            if st.stream.trim(&self.ids, stored) {
+                self.over.store(true, Ordering::SeqCst);
+            }
+        }
     }
 
     /// The store's verdict on a message. A new one was shown before this; its sender's copy

@@ -147,21 +147,31 @@ impl RoomStream {
     /// meanwhile would skip it: newer than what the store returns, older than the ring. So
     /// the ring holds those past its capacity, up to [`UNSTORED_MAX`] more (a store that
     /// has stopped keeping up must not grow it without end).
-    pub(crate) fn push(&mut self, ids: &MessageIds, event: Arc<Event>, stored: u64) {
+    ///
+    /// Returns whether it holds more than its capacity now: it is to be trimmed again once
+    /// the store has settled more ([`RoomStream::trim`]).
+    pub(crate) fn push(&mut self, ids: &MessageIds, event: Arc<Event>, stored: u64) -> bool {
         if self.capacity == 0 && !self.stored {
             ids.lock().remove(&chat(&event).id);
-            return;
+            return false;
         }
         self.history.push_back(event);
+        self.trim(ids, stored)
+    }
+
+    /// Forgets the oldest messages past the capacity that the store has settled (all of
+    /// them past [`UNSTORED_MAX`]); returns whether more than the capacity is left.
+    pub(crate) fn trim(&mut self, ids: &MessageIds, stored: u64) -> bool {
         while self.history.len() > self.capacity {
             let settled = self.history.front().is_some_and(|e| chat(e).seq <= stored);
             if self.stored && !settled && self.history.len() <= self.capacity + UNSTORED_MAX {
-                break;
+                return true;
             }
             if let Some(old) = self.history.pop_front() {
                 ids.lock().remove(&chat(&old).id);
             }
         }
+        false
     }
 
     /// Takes a message that was never stored out of the ring: history keeps only what is.

@@ -248,7 +248,7 @@ fn settle_held(store: &HeldStore, n: usize, covered: u64) {
 
 /// The history cache never lets a message go before the store has settled it: a page
 /// asked for meanwhile would otherwise skip it (newer than the store's part, older than
-/// the cache's). Once settled, the cache is back to its capacity at the next message.
+/// the cache's). Once they are settled, the cache is back to its capacity.
 #[test]
 fn the_cache_keeps_what_the_store_has_not_settled() {
     let store = Arc::new(HeldStore::default());
@@ -276,8 +276,13 @@ fn the_cache_keeps_what_the_store_has_not_settled() {
         "none of 2-8 is stored yet"
     );
     settle_held(&store, 7, 1000);
+    assert_eq!(
+        cached(&room),
+        [6, 7, 8],
+        "stored: back to its capacity at once, with no message after"
+    );
     post(&room, a, &a_sink, "m9");
-    assert_eq!(cached(&room), [7, 8, 9], "stored: back to its capacity");
+    assert_eq!(cached(&room), [7, 8, 9], "and so it stays");
     assert_eq!(
         room.ids.lock().len(),
         3,
