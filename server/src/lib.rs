@@ -207,6 +207,11 @@ pub async fn run_with_reload(
     if let Some(files) = files {
         tokio::spawn(files.sweep_until(shared.cancel.clone()));
     }
+    tokio::spawn(session::keepalive::run(
+        Arc::clone(&ops),
+        session::keepalive::tick(&shared.config),
+        shared.cancel.clone(),
+    ));
     let tracker = shared.tracker.clone();
     let reloader = tokio::spawn(apply_reloads(Arc::clone(&shared), reload));
     info!("listening on {addr}");
@@ -221,6 +226,7 @@ pub async fn run_with_reload(
     drop(listener);
     reloader.abort();
     shared.cancel.cancel();
+    session::shut_down(&ops);
     tracker.close();
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         warn!(

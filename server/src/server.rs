@@ -114,14 +114,13 @@ async fn connection(
     match proto {
         Proto::Framed => {
             let wire = FramedWire::new(reader, writer, config.max_frame);
-            let conn = shared.chat.ops.open(id, peer, Mode::Framed, tls);
-            let session = Session::new(id, wire, &shared, peer.ip()).with_conn(conn);
+            let session =
+                Session::new(id, wire, &shared, peer.ip()).opened(peer, Mode::Framed, tls);
             tracker.spawn(session.run(deadline, admission));
         }
         Proto::Irc => {
             let wire = IrcWire::new(reader, writer, Arc::clone(&shared.config));
-            let conn = shared.chat.ops.open(id, peer, Mode::Irc, tls);
-            let session = Session::new(id, wire, &shared, peer.ip()).with_conn(conn);
+            let session = Session::new(id, wire, &shared, peer.ip()).opened(peer, Mode::Irc, tls);
             tracker.spawn(session.run(deadline, admission));
         }
         Proto::Http if let Some(http) = &shared.http => {
@@ -140,8 +139,7 @@ async fn connection(
         // So is a `0x16` without a certificate, or inside TLS.
         Proto::Line | Proto::Tls | Proto::Http => {
             let wire = LineWire::new(reader, writer, config.max_line, id);
-            let conn = shared.chat.ops.open(id, peer, Mode::Line, tls);
-            let session = Session::new(id, wire, &shared, peer.ip()).with_conn(conn);
+            let session = Session::new(id, wire, &shared, peer.ip()).opened(peer, Mode::Line, tls);
             tracker.spawn(session.run(deadline, admission));
         }
     }
@@ -302,10 +300,14 @@ mod tests {
     /// (issue 13) is 1160 too: its registration, rare state and the last request's target
     /// are boxed, and it tells its own echoes by nick rather than keeping the session id.
     /// 1128 / 1152 / 1152 (framed, line, irc) with file sharing's handle (issue 15), which
-    /// the session holds itself so that the chat state need not know file sharing.
+    /// the session holds itself so that the chat state need not know file sharing, and
+    /// W4 line rose to 2.62 KiB. Then 848 / 872 / 872, with the idle ping's timer moved to
+    /// the keepalive clock, the shutdown sent through the sink, and the write timeout's
+    /// timer boxed for the flushes that wait: W4 line 2.38 KiB. The budget is the 1024-byte
+    /// class: tokio's task cell is 128-byte aligned and adds 112 bytes to the future.
     #[tokio::test]
     async fn session_tasks_stay_near_a_kilobyte() {
-        const BUDGET: usize = 1160;
+        const BUDGET: usize = 1024 - 112;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let config = Arc::new(crate::Config::default());

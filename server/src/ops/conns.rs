@@ -7,16 +7,19 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::Instant;
+use std::sync::{Arc, Weak};
 
+use once_cell::race::OnceBox;
 use tracing::info;
 use uuid::Uuid;
 
 use super::{Mode, Ops, metrics};
 use crate::path::sink::Sink;
 
-/// A connection as the admin endpoints see it.
+/// A connection as the admin endpoints see it. Every connection holds one for its whole
+/// life, so it is kept within a 128-byte allocation: what is set once is set at
+/// construction (no `OnceLock`s), the rare end is boxed, and the duration comes from
+/// `since_ms` rather than an `Instant` of its own.
 #[derive(Debug)]
 pub(crate) struct Conn {
     pub(crate) id: Uuid,
@@ -25,7 +28,6 @@ pub(crate) struct Conn {
     pub(crate) tls: bool,
     /// Unix ms when its session started.
     pub(crate) since_ms: i64,
-    started: Instant,
     /// Bytes the session wrote to the client.
     bytes_out: AtomicU64,
     /// Bytes read from the client (counted by the session at each flush).
@@ -33,11 +35,20 @@ pub(crate) struct Conn {
     /// `lagged` notices the client was sent.
     lagged: AtomicU64,
     /// The session's send queue; weak, as the sink holds this entry.
-    sink: OnceLock<Weak<Sink>>,
-    /// What the session ended with: its disconnect reason and the nick it held.
-    ending: Mutex<Option<(&'static str, Option<String>)>>,
+    sink: Weak<Sink>,
+    /// What the session ended with, once it says (see [`Conn::ending`]).
+    ending: OnceBox<Ending>,
     closed: AtomicBool,
     ops: Weak<Ops>,
+}
+
+/// A session's end as its close line tells it.
+#[derive(Debug)]
+struct Ending {
+    /// The disconnect label (`chat_disconnects_total{reason}`).
+    reason: &'static str,
+    /// The nick it held, if it had one.
+    nick: Option<Box<str>>,
 }
 
 impl Conn {
@@ -74,33 +85,33 @@ impl Conn {
 
     /// The bytes waiting in its send queue, not yet written.
     pub(crate) fn sendq(&self) -> usize {
-        self.sink
-            .get()
-            .and_then(Weak::upgrade)
-            .map_or(0, |s| s.queued())
+        self.sink.upgrade().map_or(0, |s| s.queued())
     }
 
-    pub(crate) fn attach(&self, sink: &Arc<Sink>) {
-        let _ = self.sink.set(Arc::downgrade(sink));
+    /// The session's send queue, while the session lasts.
+    pub(crate) fn sink(&self) -> Option<Arc<Sink>> {
+        self.sink.upgrade()
     }
 
-    /// The session is ending with `reason` (a disconnect label), holding `nick`.
+    /// The session is ending with `reason` (a disconnect label), holding `nick`. The first
+    /// call is what the close line tells.
     pub(crate) fn ending(&self, reason: &'static str, nick: Option<&str>) {
-        let mut ending = self.ending.lock().unwrap_or_else(|p| p.into_inner());
-        if ending.is_none() {
-            *ending = Some((reason, nick.map(str::to_owned)));
-        }
+        let _ = self.ending.set(Box::new(Ending {
+            reason,
+            nick: nick.map(Into::into),
+        }));
     }
 }
 
 impl Ops {
-    /// Registers a connection whose session starts now, and logs its open line.
+    /// Registers a connection whose session (with `sink`) starts now, and logs its open
+    /// line.
     pub(crate) fn open(
         self: &Arc<Self>,
         id: Uuid,
         peer: SocketAddr,
-        mode: Mode,
-        tls: bool,
+        (mode, tls): (Mode, bool),
+        sink: &Arc<Sink>,
     ) -> Arc<Conn> {
         let conn = Arc::new(Conn {
             id,
@@ -108,12 +119,11 @@ impl Ops {
             mode,
             tls,
             since_ms: crate::now_ms(),
-            started: Instant::now(),
             bytes_out: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             lagged: AtomicU64::new(0),
-            sink: OnceLock::new(),
-            ending: Mutex::new(None),
+            sink: Arc::downgrade(sink),
+            ending: OnceBox::new(),
             closed: AtomicBool::new(false),
             ops: Arc::downgrade(self),
         });
@@ -140,19 +150,17 @@ impl Conn {
         let conn = self;
         ops.lock().remove(&conn.id);
         ops.metrics.connections[conn.mode.index()].dec();
-        let (reason, nick) = conn
-            .ending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .unwrap_or((metrics::disconnect_reason(None), None));
+        let (reason, nick) = conn.ending.get().map_or_else(
+            || (metrics::disconnect_reason(None), None),
+            |e| (e.reason, e.nick.as_deref()),
+        );
         ops.metrics.disconnected(reason);
         info!(
             session = %conn.id,
             peer = %conn.peer,
             mode = conn.mode.as_str(),
-            nick = nick.as_deref().unwrap_or("-"),
-            duration_ms = u64::try_from(conn.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            nick = nick.unwrap_or("-"),
+            duration_ms = u64::try_from(crate::now_ms().saturating_sub(conn.since_ms)).unwrap_or(0),
             bytes_in = conn.bytes_in(),
             bytes_out = conn.bytes_out(),
             lagged = conn.lagged_count(),

@@ -179,4 +179,14 @@ impl Ops {
     pub(crate) fn connections(&self) -> Vec<Arc<Conn>> {
         self.lock().values().cloned().collect()
     }
+
+    /// Calls `f` with every open connection's sink, under the registry's lock (so `f` is
+    /// brief: the keepalive clock's tick, the shutdown's `bye`).
+    pub(crate) fn each_sink(&self, mut f: impl FnMut(&crate::path::sink::Sink)) {
+        for conn in self.lock().values() {
+            if let Some(sink) = conn.sink() {
+                f(&sink);
+            }
+        }
+    }
 }

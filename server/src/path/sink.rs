@@ -17,7 +17,7 @@
 //! to wake, one notification: a burst of a thousand messages wakes a reader once.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chat_shared::{ByeReason, ServerMsg};
@@ -75,6 +75,13 @@ pub(crate) struct Sink {
     /// Something other than an item wants the session awake: a message it waits on is
     /// durable (see `Room::wait_durable`).
     poked: AtomicBool,
+    /// Rung by the keepalive clock: the session's alarm time passed (see `alarm_at`).
+    alarmed: AtomicBool,
+    /// When the session wants the keepalive clock to wake it (to ping its client, or to
+    /// give up on the answer), in the clock's milliseconds; `u64::MAX`: never. One word
+    /// here instead of a timer in every session's task, which cost each idle connection
+    /// more than a hundred bytes.
+    alarm_at: AtomicU64,
     /// Set when something else ends the session: another connection logged in to its
     /// account and took its nick (`bye{replaced}`), an admin killed it, a server ban
     /// caught it. One pointer, empty for nearly every session's whole life.
@@ -122,6 +129,8 @@ impl Sink {
             state: Mutex::default(),
             notify: Notify::new(),
             poked: AtomicBool::new(false),
+            alarmed: AtomicBool::new(false),
+            alarm_at: AtomicU64::new(u64::MAX),
             ending: OnceBox::new(),
             unsettled: AtomicUsize::new(0),
             pause_at,
@@ -131,8 +140,7 @@ impl Sink {
     }
 
     /// Ties the sink to its connection's registry entry (once; later calls do nothing).
-    pub(crate) fn attach(self: &Arc<Self>, conn: Arc<crate::ops::Conn>) {
-        conn.attach(self);
+    pub(crate) fn attach(&self, conn: Arc<crate::ops::Conn>) {
         let _ = self.conn.set(conn);
     }
 
@@ -260,6 +268,32 @@ impl Sink {
         self.notify.notify_one();
     }
 
+    /// Asks the keepalive clock to wake the session once `at_ms` (its milliseconds) has
+    /// passed; replaces any earlier alarm.
+    pub(crate) fn set_alarm(&self, at_ms: u64) {
+        self.alarm_at.store(at_ms, Ordering::Relaxed);
+    }
+
+    /// The keepalive clock's tick: wakes the session if its alarm time is past, once.
+    pub(crate) fn ring(&self, now_ms: u64) {
+        let at = self.alarm_at.load(Ordering::Relaxed);
+        if at <= now_ms
+            && self
+                .alarm_at
+                .compare_exchange(at, u64::MAX, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.alarmed.store(true, Ordering::Release);
+            self.notify.notify_one();
+        }
+    }
+
+    /// Whether the alarm rang since the last call (a load first: this is asked every turn
+    /// of the session's loop, and it nearly never rang).
+    pub(crate) fn take_alarm(&self) -> bool {
+        self.alarmed.load(Ordering::Relaxed) && self.alarmed.swap(false, Ordering::Acquire)
+    }
+
     /// Ends the session (the first ending given is the one it takes), and wakes it.
     pub(crate) fn end(&self, ending: Ending) {
         let _ = self.ending.set(Box::new(ending));
@@ -292,10 +326,15 @@ impl Sink {
         self.notify.notified().await;
     }
 
-    /// Waits for a poke alone (what is queued meanwhile stays queued), and takes it.
+    /// Waits for a poke alone (what is queued meanwhile stays queued), and takes it. A
+    /// wake-up taken meanwhile for the keepalive alarm or an ending is given back, so the
+    /// session's next wait sees it.
     pub(crate) async fn wait_poke(&self) {
         while !self.take_poke() {
             self.notify.notified().await;
+        }
+        if self.alarmed.load(Ordering::Relaxed) || self.ending.get().is_some() {
+            self.notify.notify_one();
         }
     }
 
@@ -442,5 +481,45 @@ mod tests {
         )
         .weight();
         assert_eq!(sink.queued(), weight * 2 + lagged * 3);
+    }
+
+    #[tokio::test]
+    async fn the_alarm_rings_once_when_its_time_has_passed_and_survives_a_wait_for_a_poke() {
+        let sink = Arc::new(Sink::new(MIN_BUDGET, 8));
+        sink.ring(1_000);
+        assert!(!sink.take_alarm(), "no alarm set: nothing rings");
+        sink.set_alarm(2_000);
+        sink.ring(1_999);
+        assert!(!sink.take_alarm(), "not yet");
+        sink.ring(2_000);
+        sink.ring(2_001);
+        // Rung once: it woke the session (a permit is left) and the flag is taken once.
+        tokio::time::timeout(Duration::from_secs(1), sink.wait())
+            .await
+            .expect("the ring woke the session");
+        assert!(sink.take_alarm());
+        assert!(!sink.take_alarm());
+        sink.ring(5_000);
+        assert!(!sink.take_alarm(), "a rung alarm is spent until set again");
+
+        // A wait for a poke takes the ring's wake-up, and gives it back.
+        sink.set_alarm(6_000);
+        let waiting = tokio::spawn({
+            let sink = Arc::clone(&sink);
+            async move { sink.wait_poke().await }
+        });
+        tokio::task::yield_now().await;
+        sink.ring(6_000);
+        // The waiter takes the ring's wake-up, finds no poke, and waits again.
+        tokio::task::yield_now().await;
+        sink.poke();
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("the poke ended the wait")
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(1), sink.wait())
+            .await
+            .expect("the ring's wake-up was given back");
+        assert!(sink.take_alarm());
     }
 }

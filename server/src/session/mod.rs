@@ -26,11 +26,13 @@ mod commands;
 mod errors;
 mod history;
 mod inbox;
+pub(crate) mod keepalive;
 mod register;
 
 use std::collections::VecDeque;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::task::Poll;
 
 use chat_shared::{ByeReason, ClientMsg, ErrorCode, Nick, RoomName, ServerMsg};
 use futures::FutureExt;
@@ -142,9 +144,11 @@ impl<W: Wire> Session<W> {
         }
     }
 
-    /// The session with its connection's entry in the admin registry: its sink counts
-    /// `lagged` there, its flushes count bytes written, its end records the reason.
-    pub(crate) fn with_conn(self, conn: Arc<crate::ops::Conn>) -> Self {
+    /// The session with its connection's entry in the admin registry, opened now: its
+    /// sink counts `lagged` there, its flushes count bytes written, its end records the
+    /// reason; the server's shutdown and the keepalive clock find its sink there.
+    pub(crate) fn opened(self, peer: SocketAddr, mode: crate::ops::Mode, tls: bool) -> Self {
+        let conn = self.chat.ops.open(self.id, peer, (mode, tls), &self.sink);
         self.sink.attach(conn);
         self
     }
@@ -248,7 +252,16 @@ impl<W: Wire> Session<W> {
     /// Flushes within the write timeout, then gives the sink back the weight written.
     async fn flush(&mut self) -> Result<(), Exit> {
         self.count_io();
-        match timeout(self.config.write_timeout, self.wire.flush()).await {
+        let flushed = {
+            let mut flush = std::pin::pin!(self.wire.flush());
+            match futures::poll!(flush.as_mut()) {
+                Poll::Ready(done) => Ok(done),
+                // The socket is full: only now is a timer needed. Boxed, so that every
+                // session's task does not carry one for the few flushes that wait.
+                Poll::Pending => Box::pin(timeout(self.config.write_timeout, flush)).await,
+            }
+        };
+        match flushed {
             Ok(Ok(())) => {
                 self.sink.written(std::mem::take(&mut self.handled));
                 Ok(())
@@ -265,39 +278,35 @@ impl<W: Wire> Session<W> {
     }
 
     /// The main loop of a registered session.
+    ///
+    /// It waits on two things only, its client and its sink, as the task's size is what
+    /// every idle connection costs: the idle ping's timer is the keepalive clock's (see
+    /// `keepalive`), and the server's shutdown comes through the sink as a kill does (see
+    /// [`shut_down`]). Both are looked for at every turn, so a wait that took their wake-up
+    /// (a history's wait for durability) loses neither; see also `Sink::wait_poke`.
     async fn serve(&mut self) -> Exit {
+        if self.cancel.is_cancelled() {
+            // Registered as the shutdown began, maybe after its sinks were ended.
+            return shutdown_exit();
+        }
         let sink = Arc::clone(&self.sink);
-        // One timer for the whole session, armed for the idle ping and re-armed only when it
-        // fires early (input came since): building a timer per turn of the loop would cost
-        // a timer-wheel insertion and removal per wake-up.
-        let ping = tokio::time::sleep_until(self.ping_at());
-        // Likewise registered once: a fresh `cancelled()` per turn would take the token's
-        // lock, which every session shares, twice per wake-up.
-        let cancelled = self.cancel.clone().cancelled_owned();
-        tokio::pin!(ping, cancelled);
+        self.arm_keepalive();
         loop {
+            if let Some(ending) = sink.ending() {
+                self.part_reason = ending.part_reason.as_deref().map(Into::into);
+                return Exit::Bye(ending.reason, ending.message.clone());
+            }
             // Backpressure: a client sending faster than the disk takes its messages is not
             // read until some are durable, rather than refused.
             let paused = sink.unsettled() >= self.config.max_unsettled;
             let step = tokio::select! {
                 biased;
-                () = &mut cancelled => Err(shutdown_exit()),
                 inbound = self.wire.recv(), if !paused => self.on_inbound(inbound),
-                // Something was queued, or a message this session waits on settled, or
-                // something ended the session: a login elsewhere, a kill, a server ban.
-                () = sink.wait() => match sink.ending() {
-                    Some(ending) => {
-                        self.part_reason = ending.part_reason.as_deref().map(Into::into);
-                        Err(Exit::Bye(ending.reason, ending.message.clone()))
-                    }
-                    None => Ok(false),
-                },
-                () = &mut ping, if self.caps.pings => {
-                    let due = Instant::now() >= self.ping_at();
-                    let step = if due { self.on_ping_due() } else { Ok(()) };
-                    ping.as_mut().reset(self.ping_at());
-                    step.map(|()| false)
-                }
+                // Something was queued, or a message this session waits on settled, or the
+                // keepalive clock rang, or something ended the session: a login elsewhere,
+                // a kill, a server ban, the shutdown (an ending is seen at the top of the
+                // loop, the alarm right before the flush, which takes its ping).
+                () = sink.wait() => Ok(false),
             };
             let step = match step {
                 Ok(true) => self.more_requests(),
@@ -313,6 +322,9 @@ impl<W: Wire> Session<W> {
             if let Some(job) = self.account_job.take()
                 && let Err(exit) = Box::pin(self.account(*job)).await
             {
+                return exit;
+            }
+            if let Err(exit) = self.on_alarm() {
                 return exit;
             }
             if let Err(exit) = self.deliver().await {
@@ -346,6 +358,27 @@ impl<W: Wire> Session<W> {
         } else {
             at
         }
+    }
+
+    /// Asks the keepalive clock for a wake-up when the client is next due a ping (or due
+    /// to have answered one).
+    fn arm_keepalive(&self) {
+        if self.caps.pings {
+            self.sink.set_alarm(keepalive::at_ms(self.ping_at()));
+        }
+    }
+
+    /// The keepalive clock rang: ping the client, or give up on it, if it is due (input
+    /// since the alarm was set moves the time on), and set the next alarm.
+    fn on_alarm(&mut self) -> Result<(), Exit> {
+        if !self.sink.take_alarm() {
+            return Ok(());
+        }
+        if self.caps.pings && Instant::now() >= self.ping_at() {
+            self.on_ping_due()?;
+        }
+        self.arm_keepalive();
+        Ok(())
     }
 
     fn on_ping_due(&mut self) -> Result<(), Exit> {
@@ -477,6 +510,21 @@ impl Rooms {
     }
 }
 
+/// The `bye` of the server's shutdown.
+const SHUTDOWN_MESSAGE: &str = "the server is shutting down";
+
 fn shutdown_exit() -> Exit {
-    Exit::Bye(ByeReason::Shutdown, "the server is shutting down".into())
+    Exit::Bye(ByeReason::Shutdown, SHUTDOWN_MESSAGE.into())
+}
+
+/// The server is shutting down: every open connection's session is ended through its
+/// sink, as a kill ends one. (Sessions not yet registered see the cancellation itself.)
+pub(crate) fn shut_down(ops: &crate::ops::Ops) {
+    ops.each_sink(|sink| {
+        sink.end(crate::path::sink::Ending {
+            reason: ByeReason::Shutdown,
+            message: SHUTDOWN_MESSAGE.into(),
+            part_reason: None,
+        });
+    });
 }
