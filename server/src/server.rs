@@ -114,13 +114,12 @@ async fn connection(
     match proto {
         Proto::Framed => {
             let wire = FramedWire::new(reader, writer, config.max_frame);
-            let session =
-                Session::new(id, wire, &shared, peer.ip()).opened(peer, Mode::Framed, tls);
+            let session = Session::new(id, wire, &shared, peer, (Mode::Framed, tls));
             tracker.spawn(session.run(deadline, admission));
         }
         Proto::Irc => {
             let wire = IrcWire::new(reader, writer, Arc::clone(&shared.config));
-            let session = Session::new(id, wire, &shared, peer.ip()).opened(peer, Mode::Irc, tls);
+            let session = Session::new(id, wire, &shared, peer, (Mode::Irc, tls));
             tracker.spawn(session.run(deadline, admission));
         }
         Proto::Http if let Some(http) = &shared.http => {
@@ -139,7 +138,7 @@ async fn connection(
         // So is a `0x16` without a certificate, or inside TLS.
         Proto::Line | Proto::Tls | Proto::Http => {
             let wire = LineWire::new(reader, writer, config.max_line, id);
-            let session = Session::new(id, wire, &shared, peer.ip()).opened(peer, Mode::Line, tls);
+            let session = Session::new(id, wire, &shared, peer, (Mode::Line, tls));
             tracker.spawn(session.run(deadline, admission));
         }
     }
@@ -328,8 +327,9 @@ mod tests {
             let admission = shared.limits.admit(peer.ip()).unwrap();
             let (r, w) = stream::split(stream, Bytes::new());
             fn task_size<W: crate::wire::Wire, G>(wire: W, shared: &Shared, guard: G) -> usize {
-                let peer = std::net::Ipv4Addr::LOCALHOST.into();
-                let task = Session::new(Uuid::nil(), wire, shared, peer).run(Instant::now(), guard);
+                let peer = (std::net::Ipv4Addr::LOCALHOST, 9).into();
+                let task = Session::new(Uuid::nil(), wire, shared, peer, (Mode::Line, false))
+                    .run(Instant::now(), guard);
                 std::mem::size_of_val(&task)
             }
             let size = match kind {

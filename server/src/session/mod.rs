@@ -117,8 +117,20 @@ pub(crate) struct Session<W> {
 }
 
 impl<W: Wire> Session<W> {
-    pub(crate) fn new(id: Uuid, wire: W, shared: &Shared, peer: IpAddr) -> Self {
+    /// A session for the connection from `peer`, with its entry in the operators' registry
+    /// opened now: its sink counts `lagged` there, its flushes count bytes written, its end
+    /// records the reason, and the server's shutdown and the keepalive clock find its sink
+    /// there (so no session can miss either).
+    pub(crate) fn new(
+        id: Uuid,
+        wire: W,
+        shared: &Shared,
+        peer: SocketAddr,
+        (mode, tls): (crate::ops::Mode, bool),
+    ) -> Self {
         let config = &shared.config;
+        let sink = Arc::new(Sink::new(config.max_sendq, config.max_unsettled));
+        sink.attach(shared.chat.ops.open(id, peer, (mode, tls), &sink));
         Self {
             id,
             caps: wire.caps(),
@@ -129,7 +141,7 @@ impl<W: Wire> Session<W> {
             cancel: shared.cancel.clone(),
             nick: None,
             rooms: Rooms::default(),
-            sink: Arc::new(Sink::new(config.max_sendq, config.max_unsettled)),
+            sink,
             inbox: VecDeque::new(),
             handled: 0,
             bad_in_a_row: 0,
@@ -139,18 +151,9 @@ impl<W: Wire> Session<W> {
             deferred: None,
             account_job: None,
             rate: RateLimiter::new(config.live().burst),
-            peer,
+            peer: peer.ip(),
             logged_in: false,
         }
-    }
-
-    /// The session with its connection's entry in the admin registry, opened now: its
-    /// sink counts `lagged` there, its flushes count bytes written, its end records the
-    /// reason; the server's shutdown and the keepalive clock find its sink there.
-    pub(crate) fn opened(self, peer: SocketAddr, mode: crate::ops::Mode, tls: bool) -> Self {
-        let conn = self.chat.ops.open(self.id, peer, (mode, tls), &self.sink);
-        self.sink.attach(conn);
-        self
     }
 
     /// Runs the session to its end. `deadline` bounds registration (the handshake timeout);
