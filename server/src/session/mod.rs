@@ -1,10 +1,11 @@
 //! One client's session, independent of its wire format and its transport.
 //!
 //! A session registers its client (`hello` or the nick line), then runs one loop over its
-//! client's requests, its sink (everything local delivery hands it: room events, DMs,
-//! notices) and the server's shutdown signal. Everything it sends goes through the [`Wire`]
-//! adapter, which queues bytes; the loop handles a batch of what is ready and flushes once,
-//! so a busy room costs one write per batch rather than one per message.
+//! client's requests and its sink (everything local delivery hands it: room events, DMs,
+//! notices, and whatever ends it: a kill, a takeover, the server's shutdown). Everything
+//! it sends goes through the [`Wire`] adapter, which queues bytes; the loop handles a
+//! batch of what is ready and flushes once, so a busy room costs one write per batch
+//! rather than one per message.
 //!
 //! A client that stops reading blocks only its own session: its sink fills up to
 //! `--max-sendq` and it misses messages (told with `lagged`), and if a write makes no
