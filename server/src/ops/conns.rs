@@ -28,8 +28,6 @@ pub(crate) struct Conn {
     pub(crate) tls: bool,
     /// Unix ms when its session started.
     pub(crate) since_ms: i64,
-    /// Bytes the session wrote to the client.
-    bytes_out: AtomicU64,
     /// Bytes read from the client (counted by the session at each flush).
     bytes_in: AtomicU64,
     /// `lagged` notices the client was sent.
@@ -52,12 +50,10 @@ struct Ending {
 }
 
 impl Conn {
-    pub(crate) fn wrote(&self, bytes: usize) {
-        self.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
-    }
-
+    /// Bytes the session wrote to the client: counted by its sink (which a flush touches
+    /// anyway), so readable while the session lasts, its close line included.
     pub(crate) fn bytes_out(&self) -> u64 {
-        self.bytes_out.load(Ordering::Relaxed)
+        self.sink.upgrade().map_or(0, |s| s.bytes_out())
     }
 
     /// `bytes` more were read from the client.
@@ -111,7 +107,7 @@ impl Ops {
         id: Uuid,
         peer: SocketAddr,
         (mode, tls): (Mode, bool),
-        sink: &Arc<Sink>,
+        sink: Weak<Sink>,
     ) -> Arc<Conn> {
         let conn = Arc::new(Conn {
             id,
@@ -119,10 +115,9 @@ impl Ops {
             mode,
             tls,
             since_ms: crate::now_ms(),
-            bytes_out: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             lagged: AtomicU64::new(0),
-            sink: Arc::downgrade(sink),
+            sink,
             ending: OnceBox::new(),
             closed: AtomicBool::new(false),
             ops: Arc::downgrade(self),

@@ -17,12 +17,12 @@
 //! to wake, one notification: a burst of a thousand messages wakes a reader once.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chat_shared::{ByeReason, ServerMsg};
+use futures::task::AtomicWaker;
 use once_cell::race::OnceBox;
-use tokio::sync::Notify;
 
 use super::JoinSeq;
 use crate::event::Event;
@@ -38,6 +38,10 @@ const FIRST_CAPACITY: usize = 16;
 
 /// The most items a sink makes room for at once (16 KiB of handles); past that it grows.
 const MAX_FIRST_CAPACITY: usize = 1024;
+
+/// The largest budget (2 GiB): a sink counts its bytes in 32 bits, which keeps everything a
+/// push touches in one cache line (see [`Sink`]).
+pub(crate) const MAX_BUDGET: usize = 1 << 31;
 
 /// Why something other than its client ends a session (see `Sink::end`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,17 +70,33 @@ pub(crate) enum Pushed {
     Dropped,
 }
 
+/// Laid out by hand, in two cache lines: a room's fan-out pushes into every member's sink
+/// one after another, and each session then looks at its own once per turn, so every line
+/// a delivery touches is one a thousand-member room pays a thousand times, usually as a
+/// miss (the other core wrote it last). The first line holds everything a push and a turn
+/// need (the lock, the queue, its counts, the session's flags); the second what a wake-up
+/// and the keepalive clock need. Left to the compiler, the same fields spread over three
+/// lines, and `perf` on W2 showed the first touch of each as a hot spot of its own.
 #[derive(Debug)]
+#[repr(C, align(64))]
 pub(crate) struct Sink {
     state: Mutex<State>,
-    /// Wakes the session. A `Notify` rather than a registered waker: a push while the
-    /// session is busy (not waiting) leaves a permit instead of scheduling its task again.
-    notify: Notify,
+    /// The session's room messages on their way to the disk (its input is not read past
+    /// `pause_at`).
+    unsettled: AtomicU32,
     /// Something other than an item wants the session awake: a message it waits on is
     /// durable (see `Room::wait_durable`).
     poked: AtomicBool,
     /// Rung by the keepalive clock: the session's alarm time passed (see `alarm_at`).
     alarmed: AtomicBool,
+    /// Set by every wake-up and taken by the wait it ends: a wake-up while the session is
+    /// busy (not waiting) is kept here for its next wait, as a `Notify`'s permit would be.
+    woken: AtomicBool,
+    /// The waiting session's waker. Taken by the wake-up that uses it, so a session that
+    /// is running when the next push comes is not scheduled again (its `woken` is enough);
+    /// a tokio `Notify` did the same with a lock and a waiter node in the session's task,
+    /// one more cache line per delivery.
+    waker: AtomicWaker,
     /// When the session wants the keepalive clock to wake it (to ping its client, or to
     /// give up on the answer), in the clock's milliseconds; `u64::MAX`: never. One word
     /// here instead of a timer in every session's task, which cost each idle connection
@@ -86,67 +106,100 @@ pub(crate) struct Sink {
     /// account and took its nick (`bye{replaced}`), an admin killed it, a server ban
     /// caught it. One pointer, empty for nearly every session's whole life.
     ending: OnceBox<Ending>,
-    /// The session's room messages on their way to the disk (its input is not read past
-    /// `--max-unsettled`).
-    unsettled: AtomicUsize,
     /// At this many unsettled messages the session stops reading its client.
-    pause_at: usize,
-    budget: usize,
+    pause_at: u32,
+    /// Bytes the session handed its socket (`/clients`, the close line). Here rather than
+    /// in the registry's entry, which would be one more line for every flush to fetch.
+    bytes_out: AtomicU64,
     /// The connection's entry in the admin registry, when the server keeps one: the sink
-    /// counts its `lagged` notices there.
-    conn: std::sync::OnceLock<Arc<crate::ops::Conn>>,
+    /// counts its `lagged` notices there. Given at construction (see [`Sink::attached`]),
+    /// so it is a plain pointer rather than a cell.
+    conn: Option<Arc<crate::ops::Conn>>,
 }
+
+// The layout above, held: a field added to the sink must find its line, not make a third.
+const _: () = assert!(std::mem::size_of::<Sink>() == 128);
+const _: () = assert!(std::mem::offset_of!(Sink, waker) == 64);
 
 #[derive(Debug, Default)]
 struct State {
-    items: VecDeque<Item>,
-    /// Weight queued here or taken by the session and not yet written.
-    bytes: usize,
-    /// Weight queued here and not taken yet: what the session's next batch will write, so
-    /// it can size its write buffer once instead of growing it.
-    fresh: usize,
-    /// Set by a push and cleared when the session takes what is queued: while set, further
-    /// pushes need not wake it again. Under the lock, not an atomic of its own: a push
-    /// holds the lock's cache line already, and a flag on another line cost every push a
-    /// second transfer between cores (a third of its time, measured).
-    signalled: bool,
+    /// Only ever appended to and taken whole: a `Vec`, a word smaller than a ring.
+    items: Vec<Item>,
     /// While over budget: messages missed, per room, in the order the gaps began. Boxed
     /// so that the many sinks that never fall behind pay one word for it, not three.
     #[allow(clippy::box_collection)] // deliberately: see above
     missed: Option<Box<Vec<(String, u64)>>>,
-    /// How many items the session took last time: what the next burst makes room for at
-    /// once. A busy member's queue started at 16 and doubled its way to a batch's hundred
-    /// or more on every turn, each doubling a reallocation (3 % of the server's time in
-    /// W1); sized by the last batch, it allocates once. Fits beside `signalled`.
-    last_taken: u32,
+    /// Weight queued here or taken by the session and not yet written.
+    bytes: u32,
+    /// Weight queued here and not taken yet: what the session's next batch will write, so
+    /// it can size its write buffer once instead of growing it.
+    fresh: u32,
+    /// `--max-sendq` (at most [`MAX_BUDGET`]), here rather than beside the lock: a push
+    /// reads it, and this line is the one a push has to fetch anyway.
+    budget: u32,
+    /// How many items the session took last time (at most `MAX_FIRST_CAPACITY`): what
+    /// the next burst makes room for at once. A busy member's queue started at 16 and
+    /// doubled its way to a batch's hundred or more on every turn, each doubling a
+    /// reallocation (3 % of the server's time in W1); sized by the last batch, it
+    /// allocates once.
+    last_taken: u16,
+    /// Set by a push and cleared when the session takes what is queued: while set, further
+    /// pushes need not wake it again. Under the lock, not an atomic of its own: a push
+    /// holds the lock's cache line already.
+    signalled: bool,
 }
 
 impl Sink {
-    /// A sink whose client falls behind past `budget` (at least [`MIN_BUDGET`]).
+    /// A sink whose client falls behind past `budget` (clamped to [`MIN_BUDGET`] ..=
+    /// [`MAX_BUDGET`]), and whose session pauses its input at `pause_at` unsettled messages.
     pub(crate) fn new(budget: usize, pause_at: usize) -> Self {
-        let budget = budget.max(MIN_BUDGET);
+        let budget = budget.clamp(MIN_BUDGET, MAX_BUDGET);
         Self {
-            state: Mutex::default(),
-            notify: Notify::new(),
+            state: Mutex::new(State {
+                budget: u32::try_from(budget).unwrap_or(u32::MAX),
+                ..State::default()
+            }),
+            woken: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
             poked: AtomicBool::new(false),
             alarmed: AtomicBool::new(false),
             alarm_at: AtomicU64::new(u64::MAX),
             ending: OnceBox::new(),
-            unsettled: AtomicUsize::new(0),
-            pause_at,
-            budget,
-            conn: std::sync::OnceLock::new(),
+            unsettled: AtomicU32::new(0),
+            pause_at: u32::try_from(pause_at).unwrap_or(u32::MAX),
+            bytes_out: AtomicU64::new(0),
+            conn: None,
         }
     }
 
-    /// Ties the sink to its connection's registry entry (once; later calls do nothing).
-    pub(crate) fn attach(&self, conn: Arc<crate::ops::Conn>) {
-        let _ = self.conn.set(conn);
+    /// A sink tied to its connection's registry entry, which `open` makes with a handle
+    /// to the sink (the registry finds sessions' sinks through it).
+    pub(crate) fn attached(
+        budget: usize,
+        pause_at: usize,
+        open: impl FnOnce(std::sync::Weak<Self>) -> Arc<crate::ops::Conn>,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|weak| Self {
+            conn: Some(open(weak.clone())),
+            ..Self::new(budget, pause_at)
+        })
     }
 
     /// The connection's registry entry, if attached.
     pub(crate) fn conn(&self) -> Option<&Arc<crate::ops::Conn>> {
-        self.conn.get()
+        self.conn.as_ref()
+    }
+
+    /// The session is about to write `bytes` to its client.
+    pub(crate) fn wrote(&self, bytes: usize) {
+        if bytes > 0 {
+            self.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes the session has written to its client.
+    pub(crate) fn bytes_out(&self) -> u64 {
+        self.bytes_out.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -161,10 +214,10 @@ impl Sink {
 
     /// Queues an event, unless the client is over its budget.
     pub(crate) fn push(&self, event: &Arc<Event>) -> Pushed {
-        let weight = event.weight();
+        let weight = weight32(event.weight());
         let wake = {
             let mut st = self.lock();
-            if st.missed.is_some() || st.bytes + weight > self.budget {
+            if st.missed.is_some() || st.bytes.saturating_add(weight) > st.budget {
                 // Messages are counted; a room's notices name the room with nothing counted,
                 // so a gap of notices alone is still reported (`lagged` with `missed: 0`).
                 let (room, n) = match &event.msg {
@@ -192,11 +245,11 @@ impl Sink {
                 let hint = (last + last / 2).clamp(FIRST_CAPACITY, MAX_FIRST_CAPACITY);
                 st.items.reserve(hint);
             }
-            st.items.push_back(Item::Event(Arc::clone(event)));
+            st.items.push(Item::Event(Arc::clone(event)));
             Self::signal(&mut st)
         };
         if wake {
-            self.notify.notify_one();
+            self.wake();
         }
         Pushed::Queued
     }
@@ -206,32 +259,35 @@ impl Sink {
     pub(crate) fn push_join(&self, join: JoinSeq) {
         let wake = {
             let mut st = self.lock();
-            st.bytes += join.weight();
-            st.fresh += join.weight();
-            st.items.push_back(Item::Join(Box::new(join)));
+            let weight = weight32(join.weight());
+            st.bytes = st.bytes.saturating_add(weight);
+            st.fresh = st.fresh.saturating_add(weight);
+            st.items.push(Item::Join(Box::new(join)));
             Self::signal(&mut st)
         };
         if wake {
-            self.notify.notify_one();
+            self.wake();
         }
     }
 
     /// Moves everything queued to the back of `into`, and returns its weight. What is taken
     /// still counts against the budget until [`Sink::written`].
     pub(crate) fn take_all(&self, into: &mut VecDeque<Item>) -> usize {
-        let mut st = self.lock();
-        st.signalled = false;
-        st.last_taken = u32::try_from(st.items.len()).unwrap_or(u32::MAX);
+        let (items, fresh) = {
+            let mut st = self.lock();
+            st.signalled = false;
+            st.last_taken = u16::try_from(st.items.len().min(MAX_FIRST_CAPACITY)).unwrap_or(0);
+            // Taken whole: the sink holds no memory once empty (most stay empty for hours),
+            // and what the session frees it frees outside the lock.
+            (std::mem::take(&mut st.items), std::mem::take(&mut st.fresh))
+        };
         if into.is_empty() {
-            std::mem::swap(into, &mut st.items);
+            // Without copying: a `VecDeque` takes over a `Vec`'s buffer as it is.
+            *into = VecDeque::from(items);
         } else {
-            into.extend(st.items.drain(..));
+            into.extend(items);
         }
-        if st.items.capacity() > 0 {
-            // Give the memory back: most sinks stay empty for hours.
-            st.items = VecDeque::new();
-        }
-        std::mem::take(&mut st.fresh)
+        fresh as usize
     }
 
     /// The session wrote `weight` of what it took. A client that fell behind and has now
@@ -242,22 +298,23 @@ impl Sink {
             return;
         }
         let mut st = self.lock();
-        st.bytes = st.bytes.saturating_sub(weight);
-        if st.missed.is_some() && st.bytes <= self.budget / 2 {
+        st.bytes = st.bytes.saturating_sub(weight32(weight));
+        if st.missed.is_some() && st.bytes <= st.budget / 2 {
             let missed = st.missed.take().map(|m| *m).unwrap_or_default();
-            if let Some(conn) = self.conn.get() {
+            if let Some(conn) = self.conn.as_ref() {
                 conn.lagged(missed.len() as u64);
             }
             for (room, missed) in missed {
                 let lagged = Arc::new(Event::new(ServerMsg::Lagged { room, missed }, None));
-                st.bytes += lagged.weight();
-                st.fresh += lagged.weight();
-                st.items.push_back(Item::Event(lagged));
+                let weight = weight32(lagged.weight());
+                st.bytes = st.bytes.saturating_add(weight);
+                st.fresh = st.fresh.saturating_add(weight);
+                st.items.push(Item::Event(lagged));
             }
             let wake = Self::signal(&mut st);
             drop(st);
             if wake {
-                self.notify.notify_one();
+                self.wake();
             }
         }
     }
@@ -265,7 +322,7 @@ impl Sink {
     /// Wakes the session without an item (see `poked`).
     pub(crate) fn poke(&self) {
         self.poked.store(true, Ordering::Release);
-        self.notify.notify_one();
+        self.wake();
     }
 
     /// Asks the keepalive clock to wake the session once `at_ms` (its milliseconds) has
@@ -284,7 +341,7 @@ impl Sink {
                 .is_ok()
         {
             self.alarmed.store(true, Ordering::Release);
-            self.notify.notify_one();
+            self.wake();
         }
     }
 
@@ -297,7 +354,7 @@ impl Sink {
     /// Ends the session (the first ending given is the one it takes), and wakes it.
     pub(crate) fn end(&self, ending: Ending) {
         let _ = self.ending.set(Box::new(ending));
-        self.notify.notify_one();
+        self.wake();
     }
 
     /// Why something else ended the session, if it did.
@@ -307,7 +364,7 @@ impl Sink {
 
     /// Makes the session's next wait return at once: it stopped with work left.
     pub(crate) fn rearm(&self) {
-        self.notify.notify_one();
+        self.wake();
     }
 
     /// Whether something was queued that the session has not taken yet.
@@ -320,10 +377,28 @@ impl Sink {
         self.poked.swap(false, Ordering::AcqRel)
     }
 
-    /// Waits until something is pushed or poked. Cancel-safe: a notification that arrives
-    /// while nobody waits is kept for the next wait.
+    /// Wakes the session, or, if it is not waiting, makes its next wait return at once.
+    fn wake(&self) {
+        self.woken.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Waits until something is pushed or poked. Cancel-safe: a wake-up that arrives while
+    /// nobody waits is kept for the next wait.
     pub(crate) async fn wait(&self) {
-        self.notify.notified().await;
+        std::future::poll_fn(|cx| {
+            // A load first: nearly every wait finds nothing and sleeps.
+            if self.woken.load(Ordering::Relaxed) && self.woken.swap(false, Ordering::Acquire) {
+                return std::task::Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            // A wake-up between the look and the registration found no waker: look again.
+            if self.woken.swap(false, Ordering::Acquire) {
+                return std::task::Poll::Ready(());
+            }
+            std::task::Poll::Pending
+        })
+        .await;
     }
 
     /// Waits for a poke alone (what is queued meanwhile stays queued), and takes it. A
@@ -331,10 +406,10 @@ impl Sink {
     /// session's next wait sees it.
     pub(crate) async fn wait_poke(&self) {
         while !self.take_poke() {
-            self.notify.notified().await;
+            self.wait().await;
         }
         if self.alarmed.load(Ordering::Relaxed) || self.ending.get().is_some() {
-            self.notify.notify_one();
+            self.wake();
         }
     }
 
@@ -350,13 +425,18 @@ impl Sink {
     }
 
     pub(crate) fn unsettled(&self) -> usize {
-        self.unsettled.load(Ordering::Acquire)
+        self.unsettled.load(Ordering::Acquire) as usize
     }
 
     /// Weight queued or in the session's hands, not yet written.
     pub(crate) fn queued(&self) -> usize {
-        self.lock().bytes
+        self.lock().bytes as usize
     }
+}
+
+/// An event's weight as the sink counts it (a frame is far below 4 GiB; saturating anyway).
+fn weight32(weight: usize) -> u32 {
+    u32::try_from(weight).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]
@@ -432,10 +512,8 @@ mod tests {
     #[test]
     fn over_budget_it_drops_counts_per_room_and_reports_the_gap_once_read() {
         let weight = message("r", 0).weight();
-        let sink = Sink {
-            budget: weight * 4,
-            ..Sink::new(0, 8)
-        };
+        let sink = Sink::new(0, 8);
+        sink.lock().budget = weight32(weight * 4);
         let mut taken = VecDeque::new();
         for seq in 1..=4 {
             assert_eq!(sink.push(&message("a", seq)), Pushed::Queued);

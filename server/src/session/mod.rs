@@ -130,8 +130,9 @@ impl<W: Wire> Session<W> {
         (mode, tls): (crate::ops::Mode, bool),
     ) -> Self {
         let config = &shared.config;
-        let sink = Arc::new(Sink::new(config.max_sendq, config.max_unsettled));
-        sink.attach(shared.chat.ops.open(id, peer, (mode, tls), &sink));
+        let sink = Sink::attached(config.max_sendq, config.max_unsettled, |sink| {
+            shared.chat.ops.open(id, peer, (mode, tls), sink)
+        });
         Self {
             id,
             caps: wire.caps(),
@@ -247,9 +248,12 @@ impl<W: Wire> Session<W> {
     /// connection's task bigger, and a failed write ends the connection anyway. Every turn
     /// of the loops flushes, so read bytes are counted within a turn of their arrival.
     fn count_io(&mut self) {
-        if let Some(conn) = self.sink.conn() {
-            conn.wrote(self.wire.pending());
-            conn.read(self.wire.take_read());
+        self.sink.wrote(self.wire.pending());
+        let read = self.wire.take_read();
+        if read > 0
+            && let Some(conn) = self.sink.conn()
+        {
+            conn.read(read);
         }
     }
 
