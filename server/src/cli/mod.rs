@@ -199,7 +199,7 @@ pub struct Args {
     #[arg(long, env = "CHAT_WRITE_TIMEOUT", default_value_t = 30)]
     pub write_timeout: u64,
     /// Bytes a client may have waiting that the server could not yet write to it; past
-    /// this it misses room messages and is told with `lagged` (128 KiB to 2 GiB).
+    /// this it misses room messages and is told with `lagged` (128 KiB to 1 GiB).
     #[arg(long, env = "CHAT_MAX_SENDQ", default_value_t = Config::default().max_sendq)]
     pub max_sendq: usize,
     /// A client's room messages waiting for the disk before its input is no longer read.

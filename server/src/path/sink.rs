@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chat_shared::{ByeReason, ServerMsg};
-use futures::task::AtomicWaker;
 use once_cell::race::OnceBox;
 
 use super::JoinSeq;
@@ -39,9 +38,9 @@ const FIRST_CAPACITY: usize = 16;
 /// The most items a sink makes room for at once (16 KiB of handles); past that it grows.
 const MAX_FIRST_CAPACITY: usize = 1024;
 
-/// The largest budget (2 GiB): a sink counts its bytes in 32 bits, which keeps everything a
-/// push touches in one cache line (see [`Sink`]).
-pub(crate) const MAX_BUDGET: usize = 1 << 31;
+/// The largest budget (1 GiB): a sink counts its bytes in 32 bits, signed, which keeps
+/// everything a push touches in one cache line (see [`Sink`]).
+pub(crate) const MAX_BUDGET: usize = 1 << 30;
 
 /// Why something other than its client ends a session (see `Sink::end`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,11 +71,14 @@ pub(crate) enum Pushed {
 
 /// Laid out by hand, in two cache lines: a room's fan-out pushes into every member's sink
 /// one after another, and each session then looks at its own once per turn, so every line
-/// a delivery touches is one a thousand-member room pays a thousand times, usually as a
-/// miss (the other core wrote it last). The first line holds everything a push and a turn
-/// need (the lock, the queue, its counts, the session's flags); the second what a wake-up
-/// and the keepalive clock need. Left to the compiler, the same fields spread over three
-/// lines, and `perf` on W2 showed the first touch of each as a hot spot of its own.
+/// a delivery touches is one a thousand-member room pays a thousand times, as a miss when
+/// the other core wrote it last. The first line is the lock and everything under it: the
+/// queue, its budget and the session's waker, so a push (queue and wake-up) and the
+/// session's turn (wait, take, written) share that one line and nothing else. The second
+/// holds what the session alone touches on every turn, and what others touch rarely (the
+/// keepalive clock, a poke, an ending). Left to the compiler, the same fields spread over
+/// three lines, and a waker of its own (a `Notify`, then an `AtomicWaker`) took a fourth;
+/// `perf` on W2 showed the first touch of each as a hot spot of its own.
 #[derive(Debug)]
 #[repr(C, align(64))]
 pub(crate) struct Sink {
@@ -84,19 +86,16 @@ pub(crate) struct Sink {
     /// The session's room messages on their way to the disk (its input is not read past
     /// `pause_at`).
     unsettled: AtomicU32,
+    /// At this many unsettled messages the session stops reading its client.
+    pause_at: u32,
     /// Something other than an item wants the session awake: a message it waits on is
     /// durable (see `Room::wait_durable`).
     poked: AtomicBool,
     /// Rung by the keepalive clock: the session's alarm time passed (see `alarm_at`).
     alarmed: AtomicBool,
-    /// Set by every wake-up and taken by the wait it ends: a wake-up while the session is
-    /// busy (not waiting) is kept here for its next wait, as a `Notify`'s permit would be.
-    woken: AtomicBool,
-    /// The waiting session's waker. Taken by the wake-up that uses it, so a session that
-    /// is running when the next push comes is not scheduled again (its `woken` is enough);
-    /// a tokio `Notify` did the same with a lock and a waiter node in the session's task,
-    /// one more cache line per delivery.
-    waker: AtomicWaker,
+    /// `--max-sendq` (at most [`MAX_BUDGET`]); a push needs only what is left of it (see
+    /// `State::room`).
+    budget: u32,
     /// When the session wants the keepalive clock to wake it (to ping its client, or to
     /// give up on the answer), in the clock's milliseconds; `u64::MAX`: never. One word
     /// here instead of a timer in every session's task, which cost each idle connection
@@ -106,8 +105,6 @@ pub(crate) struct Sink {
     /// account and took its nick (`bye{replaced}`), an admin killed it, a server ban
     /// caught it. One pointer, empty for nearly every session's whole life.
     ending: OnceBox<Ending>,
-    /// At this many unsettled messages the session stops reading its client.
-    pause_at: u32,
     /// Bytes the session handed its socket (`/clients`, the close line). Here rather than
     /// in the registry's entry, which would be one more line for every flush to fetch.
     bytes_out: AtomicU64,
@@ -115,28 +112,34 @@ pub(crate) struct Sink {
     /// counts its `lagged` notices there. Given at construction (see [`Sink::attached`]),
     /// so it is a plain pointer rather than a cell.
     conn: Option<Arc<crate::ops::Conn>>,
+    /// While over budget (`State::lagging`): messages missed, per room, in the order the
+    /// gaps began; locked only under `state`, and only then. Boxed so that the many sinks
+    /// that never fall behind pay one word for it, not three.
+    missed: Mutex<Missed>,
 }
+
+/// Messages missed per room (see `Sink::missed`).
+#[allow(clippy::box_collection)] // deliberately: see there
+type Missed = Option<Box<Vec<(String, u64)>>>;
 
 // The layout above, held: a field added to the sink must find its line, not make a third.
 const _: () = assert!(std::mem::size_of::<Sink>() == 128);
-const _: () = assert!(std::mem::offset_of!(Sink, waker) == 64);
+const _: () = assert!(std::mem::size_of::<Mutex<State>>() == 64);
 
 #[derive(Debug, Default)]
 struct State {
     /// Only ever appended to and taken whole: a `Vec`, a word smaller than a ring.
     items: Vec<Item>,
-    /// While over budget: messages missed, per room, in the order the gaps began. Boxed
-    /// so that the many sinks that never fall behind pay one word for it, not three.
-    #[allow(clippy::box_collection)] // deliberately: see above
-    missed: Option<Box<Vec<(String, u64)>>>,
-    /// Weight queued here or taken by the session and not yet written.
-    bytes: u32,
+    /// The waiting session's waker. Taken by the wake-up that uses it, so a push while the
+    /// session is running does not schedule its task again (`woken` is enough).
+    waker: Option<std::task::Waker>,
+    /// What is left of the budget: it less the weight queued here or taken by the session
+    /// and not yet written. Below zero only by what is never refused (a join's history,
+    /// `lagged` notices).
+    room: i32,
     /// Weight queued here and not taken yet: what the session's next batch will write, so
     /// it can size its write buffer once instead of growing it.
     fresh: u32,
-    /// `--max-sendq` (at most [`MAX_BUDGET`]), here rather than beside the lock: a push
-    /// reads it, and this line is the one a push has to fetch anyway.
-    budget: u32,
     /// How many items the session took last time (at most `MAX_FIRST_CAPACITY`): what
     /// the next burst makes room for at once. A busy member's queue started at 16 and
     /// doubled its way to a batch's hundred or more on every turn, each doubling a
@@ -144,23 +147,28 @@ struct State {
     /// allocates once.
     last_taken: u16,
     /// Set by a push and cleared when the session takes what is queued: while set, further
-    /// pushes need not wake it again. Under the lock, not an atomic of its own: a push
-    /// holds the lock's cache line already.
+    /// pushes need not wake it again.
     signalled: bool,
+    /// Set by every wake-up and taken by the wait it ends: a wake-up while the session is
+    /// busy (not waiting) is kept for its next wait, as a `Notify`'s permit would be.
+    woken: bool,
+    /// Over budget: the sink takes none of its rooms' messages, and counts them in
+    /// `Sink::missed`, until the client has read half of its backlog.
+    lagging: bool,
 }
 
 impl Sink {
     /// A sink whose client falls behind past `budget` (clamped to [`MIN_BUDGET`] ..=
     /// [`MAX_BUDGET`]), and whose session pauses its input at `pause_at` unsettled messages.
     pub(crate) fn new(budget: usize, pause_at: usize) -> Self {
-        let budget = budget.clamp(MIN_BUDGET, MAX_BUDGET);
+        let budget = u32::try_from(budget.clamp(MIN_BUDGET, MAX_BUDGET)).unwrap_or(u32::MAX);
         Self {
             state: Mutex::new(State {
-                budget: u32::try_from(budget).unwrap_or(u32::MAX),
+                room: i32::try_from(budget).unwrap_or(i32::MAX),
                 ..State::default()
             }),
-            woken: AtomicBool::new(false),
-            waker: AtomicWaker::new(),
+            budget,
+            missed: Mutex::default(),
             poked: AtomicBool::new(false),
             alarmed: AtomicBool::new(false),
             alarm_at: AtomicU64::new(u64::MAX),
@@ -207,9 +215,31 @@ impl Sink {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Marks the sink signalled (under its lock); true when the session must be woken.
-    fn signal(st: &mut State) -> bool {
-        !std::mem::replace(&mut st.signalled, true)
+    /// Marks the sink signalled (under its lock), and returns the waker to wake once the
+    /// lock is let go, when the session is not already due to look.
+    fn signal(st: &mut State) -> Option<std::task::Waker> {
+        if std::mem::replace(&mut st.signalled, true) {
+            return None;
+        }
+        st.woken = true;
+        st.waker.take()
+    }
+
+    /// Counts a message (or a room's notice) the client misses while over budget.
+    fn miss(&self, event: &Event) {
+        // Messages are counted; a room's notices name the room with nothing counted, so a
+        // gap of notices alone is still reported (`lagged` with `missed: 0`).
+        let (room, n) = match &event.msg {
+            ServerMsg::Message(m) => (&m.room, 1),
+            ServerMsg::Joined { room, .. } | ServerMsg::Parted { room, .. } => (room, 0),
+            _ => return,
+        };
+        let mut missed = self.missed.lock().unwrap_or_else(|p| p.into_inner());
+        let missed = missed.get_or_insert_with(Box::default);
+        match missed.iter_mut().find(|(r, _)| r == room) {
+            Some((_, count)) => *count += n,
+            None => missed.push((room.clone(), n)),
+        }
     }
 
     /// Queues an event, unless the client is over its budget.
@@ -217,26 +247,12 @@ impl Sink {
         let weight = weight32(event.weight());
         let wake = {
             let mut st = self.lock();
-            if st.missed.is_some() || st.bytes.saturating_add(weight) > st.budget {
-                // Messages are counted; a room's notices name the room with nothing counted,
-                // so a gap of notices alone is still reported (`lagged` with `missed: 0`).
-                let (room, n) = match &event.msg {
-                    ServerMsg::Message(m) => (Some(&m.room), 1),
-                    ServerMsg::Joined { room, .. } | ServerMsg::Parted { room, .. } => {
-                        (Some(room), 0)
-                    }
-                    _ => (None, 0),
-                };
-                let missed = st.missed.get_or_insert_with(Box::default);
-                if let Some(room) = room {
-                    match missed.iter_mut().find(|(r, _)| r == room) {
-                        Some((_, count)) => *count += n,
-                        None => missed.push((room.clone(), n)),
-                    }
-                }
+            if st.lagging || i64::from(weight) > i64::from(st.room) {
+                st.lagging = true;
+                self.miss(event);
                 return Pushed::Dropped;
             }
-            st.bytes += weight;
+            st.room -= i32::try_from(weight).unwrap_or(i32::MAX);
             st.fresh += weight;
             if st.items.capacity() == 0 {
                 // Busy rooms hand over dozens at a time: skip the doublings.
@@ -248,8 +264,8 @@ impl Sink {
             st.items.push(Item::Event(Arc::clone(event)));
             Self::signal(&mut st)
         };
-        if wake {
-            self.wake();
+        if let Some(waker) = wake {
+            waker.wake();
         }
         Pushed::Queued
     }
@@ -259,15 +275,22 @@ impl Sink {
     pub(crate) fn push_join(&self, join: JoinSeq) {
         let wake = {
             let mut st = self.lock();
-            let weight = weight32(join.weight());
-            st.bytes = st.bytes.saturating_add(weight);
-            st.fresh = st.fresh.saturating_add(weight);
+            Self::charge(&mut st, join.weight());
             st.items.push(Item::Join(Box::new(join)));
             Self::signal(&mut st)
         };
-        if wake {
-            self.wake();
+        if let Some(waker) = wake {
+            waker.wake();
         }
+    }
+
+    /// Counts what is queued without regard to the budget.
+    fn charge(st: &mut State, weight: usize) {
+        let weight = weight32(weight);
+        st.room = st
+            .room
+            .saturating_sub(i32::try_from(weight).unwrap_or(i32::MAX));
+        st.fresh = st.fresh.saturating_add(weight);
     }
 
     /// Moves everything queued to the back of `into`, and returns its weight. What is taken
@@ -298,23 +321,30 @@ impl Sink {
             return;
         }
         let mut st = self.lock();
-        st.bytes = st.bytes.saturating_sub(weight32(weight));
-        if st.missed.is_some() && st.bytes <= st.budget / 2 {
-            let missed = st.missed.take().map(|m| *m).unwrap_or_default();
+        st.room = st
+            .room
+            .saturating_add(i32::try_from(weight).unwrap_or(i32::MAX));
+        if st.lagging && i64::from(st.room) >= i64::from(self.budget - self.budget / 2) {
+            st.lagging = false;
+            let missed = self
+                .missed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .map(|m| *m)
+                .unwrap_or_default();
             if let Some(conn) = self.conn.as_ref() {
                 conn.lagged(missed.len() as u64);
             }
             for (room, missed) in missed {
                 let lagged = Arc::new(Event::new(ServerMsg::Lagged { room, missed }, None));
-                let weight = weight32(lagged.weight());
-                st.bytes = st.bytes.saturating_add(weight);
-                st.fresh = st.fresh.saturating_add(weight);
+                Self::charge(&mut st, lagged.weight());
                 st.items.push(Item::Event(lagged));
             }
             let wake = Self::signal(&mut st);
             drop(st);
-            if wake {
-                self.wake();
+            if let Some(waker) = wake {
+                waker.wake();
             }
         }
     }
@@ -379,22 +409,28 @@ impl Sink {
 
     /// Wakes the session, or, if it is not waiting, makes its next wait return at once.
     fn wake(&self) {
-        self.woken.store(true, Ordering::Release);
-        self.waker.wake();
+        let waker = {
+            let mut st = self.lock();
+            st.woken = true;
+            st.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 
     /// Waits until something is pushed or poked. Cancel-safe: a wake-up that arrives while
-    /// nobody waits is kept for the next wait.
+    /// nobody waits is kept for the next wait. The waker is kept under the queue's lock,
+    /// whose line the session's turn fetches anyway.
     pub(crate) async fn wait(&self) {
         std::future::poll_fn(|cx| {
-            // A load first: nearly every wait finds nothing and sleeps.
-            if self.woken.load(Ordering::Relaxed) && self.woken.swap(false, Ordering::Acquire) {
+            let mut st = self.lock();
+            if std::mem::take(&mut st.woken) {
                 return std::task::Poll::Ready(());
             }
-            self.waker.register(cx.waker());
-            // A wake-up between the look and the registration found no waker: look again.
-            if self.woken.swap(false, Ordering::Acquire) {
-                return std::task::Poll::Ready(());
+            match &st.waker {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                _ => st.waker = Some(cx.waker().clone()),
             }
             std::task::Poll::Pending
         })
@@ -430,7 +466,8 @@ impl Sink {
 
     /// Weight queued or in the session's hands, not yet written.
     pub(crate) fn queued(&self) -> usize {
-        self.lock().bytes as usize
+        let room = self.lock().room;
+        usize::try_from(i64::from(self.budget) - i64::from(room)).unwrap_or(0)
     }
 }
 
@@ -512,8 +549,11 @@ mod tests {
     #[test]
     fn over_budget_it_drops_counts_per_room_and_reports_the_gap_once_read() {
         let weight = message("r", 0).weight();
-        let sink = Sink::new(0, 8);
-        sink.lock().budget = weight32(weight * 4);
+        let sink = Sink {
+            budget: weight32(weight * 4),
+            ..Sink::new(0, 8)
+        };
+        sink.lock().room = i32::try_from(weight * 4).unwrap();
         let mut taken = VecDeque::new();
         for seq in 1..=4 {
             assert_eq!(sink.push(&message("a", seq)), Pushed::Queued);
