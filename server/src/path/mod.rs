@@ -44,7 +44,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use chat_shared::{Nick, Role, RoomName, ServerMsg};
 use uuid::Uuid;
 
-use crate::event::{Event, Settled};
+use crate::event::{Event, RoomKey, Settled};
 use crate::moderation::room::Settings;
 use crate::moderation::{Joiner, RoomModeration};
 use crate::now_ms;
@@ -171,6 +171,17 @@ pub(crate) struct Room {
     /// The producer elsewhere that orders this room's events (cluster mode); `None`: this
     /// node orders them itself (`producer.rs`).
     producer: Option<Arc<dyn RoomProducer>>,
+    /// This room among the server's, as its messages and its joins are stamped.
+    key: Option<RoomKey>,
+}
+
+/// The next room's key: counted from 1, never reused while the server runs (none once
+/// they are used up).
+fn next_room_key() -> Option<RoomKey> {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    u32::try_from(NEXT.fetch_add(1, Ordering::Relaxed))
+        .ok()
+        .and_then(RoomKey::new)
 }
 
 /// Not a member of the room.
@@ -219,7 +230,13 @@ impl Room {
             counters: crate::ops::metrics::PathCounters::default(),
             messages: AtomicU64::new(0),
             producer: None,
+            key: next_room_key(),
         }
+    }
+
+    /// The key the room stamps its events with (see [`RoomKey`]).
+    pub(crate) fn key(&self) -> Option<RoomKey> {
+        self.key
     }
 
     /// The room with its events ordered by `producer` (cluster mode).
@@ -364,16 +381,19 @@ impl Room {
                 role
             }
         };
-        let event = Arc::new(Event::new(
-            ServerMsg::Joined {
-                room: self.name.to_string(),
-                nick: joiner.nick.to_string(),
-                ts: now_ms(),
-                role: (role != Role::Member).then_some(role),
-                account: joiner.account,
-            },
-            Some(session),
-        ));
+        let event = Arc::new(
+            Event::new(
+                ServerMsg::Joined {
+                    room: self.name.to_string(),
+                    nick: joiner.nick.to_string(),
+                    ts: now_ms(),
+                    role: (role != Role::Member).then_some(role),
+                    account: joiner.account,
+                },
+                Some(session),
+            )
+            .in_room(self.key),
+        );
         let member = Member {
             nick: joiner.nick.clone(),
             sink: Arc::clone(sink),

@@ -214,7 +214,9 @@ impl Room {
         };
         if let Some(producer) = &self.producer {
             // The stream gives it its seq; its sender's copy comes back from the stream.
-            let event = Arc::new(Event::pending(ServerMsg::Message(msg), Some(session)));
+            let event = Arc::new(
+                Event::pending(ServerMsg::Message(msg), Some(session)).in_room(self.key()),
+            );
             index.insert(id, Arc::clone(&event));
             drop(index);
             sender.unsettled_add();
@@ -228,7 +230,8 @@ impl Room {
         // Used from here on, whatever becomes of the message: a seq is never reused.
         st.stream.next_seq += 1;
         let Some(store) = &self.store else {
-            let event = Arc::new(Event::new(ServerMsg::Message(msg), Some(session)));
+            let event =
+                Arc::new(Event::new(ServerMsg::Message(msg), Some(session)).in_room(self.key()));
             index.insert(id, Arc::clone(&event));
             drop(index);
             self.apply(st, RoomEvent::Message(event));
@@ -236,7 +239,8 @@ impl Room {
             return Ok(Posted::New);
         };
         let seq = msg.seq;
-        let event = Arc::new(Event::pending(ServerMsg::Message(msg), Some(session)));
+        let event =
+            Arc::new(Event::pending(ServerMsg::Message(msg), Some(session)).in_room(self.key()));
         index.insert(id, Arc::clone(&event));
         drop(index);
         // When to show it, before it is durable either way:

@@ -205,7 +205,7 @@ impl Room {
         }
         st.stream.skip_to(&self.ids, seq);
         st.stream.next_seq = seq + 1;
-        let event = Arc::new(Event::new(ServerMsg::Message(msg), origin));
+        let event = Arc::new(Event::new(ServerMsg::Message(msg), origin).in_room(self.key()));
         self.ids.lock().insert(id, Arc::clone(&event));
         if let (Some(store), Some(ctx)) = (&self.store, replica) {
             let job = Job {

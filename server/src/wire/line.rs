@@ -80,6 +80,10 @@ pub(crate) struct LineWire<R, W> {
     /// missing capacity word is what makes room for `nick` in the session task's size
     /// class. Joins and parts are rare enough to reallocate it.
     rooms: Box<[Room]>,
+    /// The current room's key, when its `joined` was stamped with one: a message stamped
+    /// with the same key is in the current room without a look at the name (see
+    /// `RoomKey`).
+    current_key: Option<crate::event::RoomKey>,
     /// Before `welcome`: the nick of the last `hello`, and whether the next line is its
     /// password (the server said it is registered).
     login: Option<Box<Login>>,
@@ -227,6 +231,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> LineWire<R, W> {
             session,
             nick: None,
             rooms: Box::default(),
+            current_key: None,
             login: None,
         }
     }
@@ -235,6 +240,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> LineWire<R, W> {
 impl<R, W> LineWire<R, W> {
     fn current(&self) -> Option<&str> {
         self.rooms.last().map(|r| &*r.name)
+    }
+
+    /// Whether `event`, of `room`, is in the current room: by key when both have one.
+    fn is_current(&self, event: &Event, room: &str) -> bool {
+        match (event.room_key(), self.current_key) {
+            (Some(a), Some(b)) if a == b => true,
+            _ => self.current() == Some(room),
+        }
     }
 
     /// A joined room by its name as typed: `#` and capitals allowed, as the server takes
@@ -251,11 +264,12 @@ impl<R, W> LineWire<R, W> {
 
     /// `room` becomes the current room, with nothing seen of it yet: what the server sends
     /// after `joined` is the whole of it.
-    fn enter(&mut self, room: &str) {
+    fn enter(&mut self, room: &str, key: Option<crate::event::RoomKey>) {
         let mut rooms = std::mem::take(&mut self.rooms).into_vec();
         rooms.retain(|r| *r.name != *room);
         rooms.push(Room::new(room));
         self.rooms = rooms.into_boxed_slice();
+        self.current_key = key;
     }
 
     /// This client is no longer in `room` (it parted, or was kicked): the current room is
@@ -264,6 +278,8 @@ impl<R, W> LineWire<R, W> {
         let mut rooms = std::mem::take(&mut self.rooms).into_vec();
         rooms.retain(|r| *r.name != *room);
         self.rooms = rooms.into_boxed_slice();
+        // The room before it is current again; its key is not kept, so names decide.
+        self.current_key = None;
         match self.current().map(str::to_owned) {
             Some(current) => self.notice(&format!("your current room is #{current}")),
             None => self.notice("you are in no room: /join one to talk"),
@@ -618,7 +634,7 @@ impl<R, W> LineWire<R, W> {
             // its moderation commands did it has not seen, so those are shown.
             ServerMsg::Message(m) if own && m.event.is_none() => {}
             ServerMsg::Message(m) => {
-                let here = self.current() == Some(m.room.as_str());
+                let here = self.is_current(event, &m.room);
                 let slot = if here {
                     slots::LINE_HERE
                 } else {
@@ -640,7 +656,7 @@ impl<R, W> LineWire<R, W> {
                 self.say_line(text);
             }
             ServerMsg::Joined { room, role, .. } if own => {
-                self.enter(room);
+                self.enter(room, event.room_key());
                 // The role after the line's start, which scripts (chat-bench's client
                 // among them) wait for as it is.
                 let role = match role {
