@@ -199,9 +199,11 @@ pub struct Args {
     #[arg(long, env = "CHAT_WRITE_TIMEOUT", default_value_t = 30)]
     pub write_timeout: u64,
     /// Bytes a client may have waiting that the server could not yet write to it; past
-    /// this it misses room messages and is told with `lagged` (128 KiB to 1 GiB).
-    #[arg(long, env = "CHAT_MAX_SENDQ", default_value_t = Config::default().max_sendq)]
-    pub max_sendq: usize,
+    /// this it misses room messages and is told with `lagged` (at most 1 GiB; below
+    /// 128 KiB counts as 128 KiB).
+    #[arg(long, env = "CHAT_MAX_SENDQ", default_value_t = Config::default().max_sendq as u64,
+          value_parser = clap::value_parser!(u64).range(0..=crate::path::sink::MAX_BUDGET as u64))]
+    pub max_sendq: u64,
     /// A client's room messages waiting for the disk before its input is no longer read.
     #[arg(long, env = "CHAT_MAX_UNSETTLED", default_value_t = Config::default().max_unsettled)]
     pub max_unsettled: usize,
@@ -399,7 +401,7 @@ impl Args {
             ping_timeout: Duration::from_secs(self.ping_timeout),
             handshake_timeout: Duration::from_secs(self.handshake_timeout),
             write_timeout: Duration::from_secs(self.write_timeout),
-            max_sendq: self.max_sendq,
+            max_sendq: usize::try_from(self.max_sendq).unwrap_or(usize::MAX),
             max_unsettled: self.max_unsettled.max(1),
             max_rooms: self.max_rooms,
             max_rooms_per_client: self.max_rooms_per_client,
@@ -527,5 +529,23 @@ impl Args {
             Some(dir) if dir != Path::new("") => dir.to_owned(),
             _ => PathBuf::from("."),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_send_queue_past_what_a_sink_can_count_is_refused_with_the_range() {
+        let max = crate::path::sink::MAX_BUDGET.to_string();
+        assert!(Args::try_parse_from(["chat-server", "--max-sendq", &max]).is_ok());
+        let err = Args::try_parse_from(["chat-server", "--max-sendq", "1073741825"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--max-sendq") && err.contains("1073741824"),
+            "{err}"
+        );
     }
 }
