@@ -4,8 +4,14 @@
 
 use chat_bench::{Options, run};
 
+/// Held by every test here for its whole run. They share one process, and the soak counts
+/// the process's descriptors: a sibling's load generator running meanwhile (the cluster
+/// test's, say) counted as the soak's leak.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quick_mode_delivers_everything_in_every_workload_issue_4() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let outcomes = run(&Options::quick(), |_| {})
         .await
         .expect("every quick workload runs");
@@ -64,6 +70,7 @@ async fn quick_mode_delivers_everything_in_every_workload_issue_4() {
 /// the load generator's own memory is in the same figure.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_rounds_leave_no_descriptor_behind_issue_5() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let reports = chat_bench::run_soak(
         &chat_bench::ServerSpec::InProcess,
         &[chat_bench::Mode::Line, chat_bench::Mode::Framed],
@@ -87,6 +94,7 @@ async fn soak_rounds_leave_no_descriptor_behind_issue_5() {
 /// there is nothing to run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn irc_mode_runs_against_ngircd_when_it_is_installed_issue_13() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let Some(ngircd) = chat_bench::ngircd::locate(None) else {
         eprintln!("no ngircd installed: nothing to compare with");
         return;
@@ -126,6 +134,7 @@ async fn irc_mode_runs_against_ngircd_when_it_is_installed_issue_13() {
 /// there is nothing to run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_mode_spreads_w1_and_w3_over_nodes_when_nats_is_installed_issue_16() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let Some(nats) = chat_bench::cluster::locate_nats(None) else {
         eprintln!("no nats-server installed: no cluster to run");
         return;
