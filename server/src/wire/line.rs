@@ -1807,6 +1807,58 @@ mod tests {
     }
 
     #[test]
+    fn the_current_room_is_told_by_its_key_and_by_name_where_a_key_is_missing() {
+        let key = |n| crate::event::RoomKey::new(n);
+        let mut w = LineWire::new(tokio::io::empty(), Vec::new(), 100, Uuid::nil());
+        w.nick = Some("me".into());
+        let joined = |room: &str| ServerMsg::Joined {
+            role: None,
+            room: room.into(),
+            nick: "me".into(),
+            ts: 0,
+            account: false,
+        };
+        let said = |room: &str| {
+            ServerMsg::Message(ChatMessage {
+                event: None,
+                text: "hi".into(),
+                ..room_notice(
+                    room,
+                    "bob",
+                    RoomNotice::Topic {
+                        text: String::new(),
+                    },
+                )
+            })
+        };
+        // Joins are this client's own; messages are someone else's.
+        let shown = |w: &mut TestWire, msg: ServerMsg, k: Option<u32>| {
+            let origin = if matches!(msg, ServerMsg::Joined { .. }) {
+                OWN
+            } else {
+                ALICE
+            };
+            w.push(&Event::new(msg, origin).in_room(k.and_then(key)));
+            output(w)
+        };
+        shown(&mut w, joined("lobby"), Some(1));
+        shown(&mut w, joined("rust"), Some(2));
+        assert_eq!(shown(&mut w, said("rust"), Some(2)), "<bob> hi\r\n");
+        assert_eq!(
+            shown(&mut w, said("lobby"), Some(1)),
+            "[lobby] <bob> hi\r\n"
+        );
+        // Unstamped (history, say): the names decide.
+        assert_eq!(shown(&mut w, said("rust"), None), "<bob> hi\r\n");
+        assert_eq!(shown(&mut w, said("lobby"), None), "[lobby] <bob> hi\r\n");
+        // Back in lobby after leaving rust: its key was not kept, and names still decide.
+        w.leave("rust");
+        output(&mut w);
+        assert_eq!(shown(&mut w, said("lobby"), Some(1)), "<bob> hi\r\n");
+        assert_eq!(shown(&mut w, said("rust"), Some(2)), "[rust] <bob> hi\r\n");
+    }
+
+    #[test]
     fn room_notices_are_shown_also_when_this_client_caused_them() {
         let mut w = wire();
         let topic = RoomNotice::Topic { text: "hi".into() };
