@@ -523,6 +523,10 @@ pub struct Tap {
     /// Also record the latency of messages from senders on other nodes of a cluster into
     /// a tally of their own (`--cluster`).
     pub cross: Option<Cross>,
+    /// Record the latency of this connection's own messages, as they come back, into this
+    /// tally: in framed mode a sender's own copy is its acknowledgement, which waits for
+    /// the disk (the group commit), unlike the other members' copies.
+    pub own: Option<Arc<Tally>>,
 }
 
 /// Where a cluster's senders are, so that a receiver tells cross-node deliveries apart.
@@ -559,6 +563,7 @@ pub async fn receive<R: AsyncRead + Unpin>(mut rd: R, mut inbuf: InBuf, mode: Mo
     let mut latencies = Vec::with_capacity(512);
     let mut during = Vec::new();
     let mut cross = Vec::new();
+    let mut own_latencies = Vec::new();
     // Line mode: lines of join history still to come after their header.
     let mut history_left = 0u64;
     // Per sender: messages seen, and whether that changed in this batch.
@@ -582,6 +587,7 @@ pub async fn receive<R: AsyncRead + Unpin>(mut rd: R, mut inbuf: InBuf, mode: Mo
         latencies.clear();
         during.clear();
         cross.clear();
+        own_latencies.clear();
         let used = scan(mode, inbuf.data(), |item| {
             if history_left > 0 && !matches!(item, Item::History(_)) {
                 // Replayed on join (the server writes them right after their header): sent
@@ -595,6 +601,9 @@ pub async fn receive<R: AsyncRead + Unpin>(mut rd: R, mut inbuf: InBuf, mode: Mo
                     if let Some(s) = seen.get_mut(p.sender as usize) {
                         *s = (*s).max(p.seq + 1);
                         moved[p.sender as usize] = true;
+                    }
+                    if own && tap.own.is_some() {
+                        own_latencies.push(now.saturating_sub(p.t_ns));
                     }
                     if tap.count && !own {
                         let latency = now.saturating_sub(p.t_ns);
@@ -622,6 +631,9 @@ pub async fn receive<R: AsyncRead + Unpin>(mut rd: R, mut inbuf: InBuf, mode: Mo
         }
         if let Some(c) = &tap.cross {
             c.tally.record(tap.shard, &cross);
+        }
+        if let Some(t) = &tap.own {
+            t.record(tap.shard, &own_latencies);
         }
         if let Some(role) = &tap.ack {
             for (s, m) in moved.iter_mut().enumerate() {
@@ -1341,6 +1353,7 @@ mod tests {
             shard: 0,
             during: None,
             cross: None,
+            own: None,
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()

@@ -198,6 +198,11 @@ pub struct Outcome {
     /// on another node than their receiver (also in `latency`, which has them all).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cross_latency: Option<Latency>,
+    /// W1–W3 in framed mode: from a message's send to its sender's own copy, the
+    /// acknowledgement (which waits for the disk's group commit; the other members' copies
+    /// do not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ack_latency: Option<Latency>,
     /// `--cluster`: the NATS server's RSS at the end, KiB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broker_rss_kib: Option<u64>,
@@ -408,6 +413,13 @@ pub fn table(outcomes: &[Outcome]) -> String {
                 c.cycles,
                 c.failures,
                 micros(c.room_latency.p99_us)
+            ));
+        }
+        if let Some(a) = o.ack_latency.as_ref().filter(|a| a.count > 0) {
+            notes.push(format!(
+                "acks p50 {} p99 {}",
+                micros(a.p50_us),
+                micros(a.p99_us)
             ));
         }
         if o.disconnects > 0 && o.idle.is_none() {

@@ -693,6 +693,7 @@ fn receiver_tap(i: usize, tally: &Arc<Tally>) -> Tap {
         shard: i,
         during: None,
         cross: None,
+        own: None,
     }
 }
 
@@ -707,6 +708,7 @@ fn sender_tap(i: usize, count: bool, tally: &Arc<Tally>) -> Tap {
         shard: i,
         during: None,
         cross: None,
+        own: None,
     }
 }
 
@@ -780,6 +782,7 @@ async fn fan_out(params: &Params, spread: &Spread<'_>, mode: Mode) -> anyhow::Re
                     node: spread.node_of(i),
                     tally: Arc::clone(&cross_tally),
                 }),
+                own: None,
             };
             readers.spawn(client::receive(conn.stream, conn.inbuf, mode, tap));
         },
@@ -789,6 +792,7 @@ async fn fan_out(params: &Params, spread: &Spread<'_>, mode: Mode) -> anyhow::Re
         .map(|i| Login::sender(format!("s{i}")))
         .collect();
     let sender_tally = Arc::new(Tally::default());
+    let ack_tally = Arc::new(Tally::default());
     let writers = connect_senders_spread(
         &addrs,
         params.receivers,
@@ -807,6 +811,7 @@ async fn fan_out(params: &Params, spread: &Spread<'_>, mode: Mode) -> anyhow::Re
             shard: i,
             during: None,
             cross: None,
+            own: mode.echoes_own().then(|| Arc::clone(&ack_tally)),
         },
         &mut readers,
     )
@@ -850,6 +855,7 @@ async fn fan_out(params: &Params, spread: &Spread<'_>, mode: Mode) -> anyhow::Re
     out.disconnects = tally.disconnects() + sender_tally.disconnects();
     out.latency = tally.latency();
     out.cross_latency = several.then(|| cross_tally.latency());
+    out.ack_latency = mode.echoes_own().then(|| ack_tally.latency());
     Meter::fill(&usage, &mut out);
     out.derive_rates();
     Ok(out)
@@ -1113,6 +1119,7 @@ async fn join_storm(params: &Params, target: &ServerHandle, mode: Mode) -> anyho
             tally: Arc::clone(&storm_tally),
         }),
         cross: None,
+        own: None,
     };
     let mut readers = JoinSet::new();
     let logins = (0..params.receivers)
