@@ -324,6 +324,10 @@ fn open_store(
             let store = store::sqlite::SqliteStore::open_with_ops(
                 path,
                 config.max_unsaved,
+                store::sqlite::GroupCommit {
+                    interval: config.commit_interval,
+                    batch: config.max_unsettled,
+                },
                 retention,
                 outcomes,
                 store_ops,

@@ -168,6 +168,11 @@ pub struct Args {
     /// Messages accepted but not yet on disk before new ones are refused (rate_limited).
     #[arg(long, env = "CHAT_MAX_UNSAVED", default_value_t = Config::default().max_unsaved)]
     pub max_unsaved: usize,
+    /// Milliseconds a commit to disk gathers messages under load (acknowledgements wait
+    /// for it, other members never; after a quiet moment a message is committed at once).
+    #[arg(long, env = "CHAT_COMMIT_INTERVAL", default_value_t = Config::default().commit_interval.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub commit_interval: u64,
     /// Largest frame payload in bytes, both directions.
     #[arg(long, env = "CHAT_MAX_FRAME", default_value_t = Config::default().max_frame)]
     pub max_frame: usize,
@@ -391,6 +396,7 @@ impl Args {
             retain_per_room: self.retain_per_room,
             prune_interval: Duration::from_secs(self.prune_interval.max(1)),
             max_unsaved: self.max_unsaved,
+            commit_interval: Duration::from_millis(self.commit_interval),
             max_frame: self.max_frame,
             max_text: self.max_text,
             max_line: self.max_line,
@@ -545,6 +551,21 @@ mod tests {
             .to_string();
         assert!(
             err.contains("--max-sendq") && err.contains("1073741824"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_commit_interval_is_milliseconds_up_to_a_second() {
+        let args = Args::try_parse_from(["chat-server", "--commit-interval", "0"]).unwrap();
+        assert_eq!(args.config().commit_interval, Duration::ZERO);
+        let args = Args::try_parse_from(["chat-server"]).unwrap();
+        assert_eq!(args.config().commit_interval, Duration::from_millis(20));
+        let err = Args::try_parse_from(["chat-server", "--commit-interval", "1001"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--commit-interval") && err.contains("1000"),
             "{err}"
         );
     }

@@ -121,6 +121,11 @@ pub struct Config {
     /// Messages accepted but not yet durable; past this, new messages are refused with
     /// `rate_limited` until the disk catches up.
     pub max_unsaved: usize,
+    /// How long the store keeps a transaction open under load, gathering messages into one
+    /// commit; acknowledgements wait for it, the fan-out does not. After a quiet moment a
+    /// message is committed at once, and a transaction holding `max_unsettled` messages
+    /// commits at once too.
+    pub commit_interval: Duration,
     /// Largest frame payload in bytes, both directions.
     pub max_frame: usize,
     /// Largest message text in bytes, after control characters are stripped.
@@ -274,6 +279,7 @@ impl Default for Config {
             retain_per_room: None,
             prune_interval: Duration::from_secs(60),
             max_unsaved: 100_000,
+            commit_interval: Duration::from_millis(20),
             max_frame: chat_shared::MAX_FRAME_LEN,
             max_text: chat_shared::MAX_TEXT_LEN,
             max_line: 4 * 1024,

@@ -27,7 +27,8 @@ use uuid::Uuid;
 
 pub(crate) use accounts::SqliteAccounts;
 pub(crate) use retention::Retention;
-use writer::{Wake, WriterMsg, write_loop};
+pub(crate) use writer::GroupCommit;
+use writer::{Wake, WriterMsg, WriterSetup, write_loop};
 
 use super::{Busy, Job, Outcomes, Range, RoomLoad, Store};
 
@@ -49,6 +50,8 @@ pub(crate) struct SqliteStore<C> {
     /// Appended and not yet durable.
     unsaved: Arc<AtomicUsize>,
     max_unsaved: usize,
+    /// Unsaved messages that wake the writer to commit before its interval.
+    commit_batch: usize,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Wakes the writer (see [`Wake`]).
     wake: Wake,
@@ -82,6 +85,7 @@ impl<C: Clone + Send + 'static> SqliteStore<C> {
         Self::open_with_ops(
             path,
             max_unsaved,
+            GroupCommit::default(),
             retention,
             outcomes,
             crate::ops::StoreOps::default(),
@@ -95,6 +99,7 @@ impl<C: Clone + Send + 'static> SqliteStore<C> {
     pub(crate) fn open_with_ops(
         path: &Path,
         max_unsaved: usize,
+        commit: GroupCommit,
         retention: Retention,
         outcomes: Outcomes<C>,
         ops: crate::ops::StoreOps,
@@ -141,11 +146,14 @@ impl<C: Clone + Send + 'static> SqliteStore<C> {
                 write_loop(
                     writer,
                     &rx,
-                    &counter,
-                    retention,
-                    &outcomes,
-                    &writer_idle,
-                    &ops,
+                    WriterSetup {
+                        unsaved: &counter,
+                        commit,
+                        retention,
+                        outcomes: &outcomes,
+                        idle: &writer_idle,
+                        ops: &ops,
+                    },
                 );
             })
             .context("cannot start the database writer")?;
@@ -160,6 +168,7 @@ impl<C: Clone + Send + 'static> SqliteStore<C> {
             reader: Mutex::new(reader),
             unsaved,
             max_unsaved,
+            commit_batch: commit.batch(),
             writer: Mutex::new(Some(handle)),
             wake,
             path: path.to_path_buf(),
@@ -245,11 +254,15 @@ fn seq_i64(seq: u64) -> i64 {
 
 impl<C: Send + 'static> Store<C> for SqliteStore<C> {
     fn append(&self, job: Job<C>) -> Result<(), Busy> {
-        if self.unsaved.fetch_add(1, Ordering::Relaxed) >= self.max_unsaved {
+        let before = self.unsaved.fetch_add(1, Ordering::Relaxed);
+        if before >= self.max_unsaved {
             self.unsaved.fetch_sub(1, Ordering::Relaxed);
             return Err(Busy);
         }
-        let urgent = job.place;
+        // Once the writer's open transaction and its queue hold a batch (`unsaved` counts
+        // both, and the batch being committed: then the wake only makes the writer look
+        // once more when its commit returns), it commits without waiting for the interval.
+        let urgent = job.place || before + 1 >= self.commit_batch;
         match &job.record.event().msg {
             ServerMsg::Message(m) => self.known.insert(&m.id),
             ServerMsg::Dm(d) => self.known.insert(&d.id),
@@ -583,5 +596,70 @@ mod tests {
             "seq is not reused"
         );
         s.close();
+    }
+
+    /// Settled messages waiting in `rx`, looking until `deadline` for `want` of them.
+    fn settled_by(rx: &mut Rx, want: usize, deadline: std::time::Instant) -> usize {
+        let mut settled = 0;
+        while settled < want && std::time::Instant::now() < deadline {
+            match rx.try_recv() {
+                Ok(batch) => {
+                    settled += batch
+                        .iter()
+                        .filter(|o| matches!(o, Outcome::Settled(..)))
+                        .count();
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        settled
+    }
+
+    /// Under load a transaction waits for the interval, unless it holds a batch: then it
+    /// commits at once, so a client stopped at `--max-unsettled` never waits the interval.
+    #[test]
+    fn a_transaction_commits_at_its_interval_or_as_soon_as_it_holds_a_batch() {
+        let (dir, path) = temp_db();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let commit = GroupCommit {
+            interval: Duration::from_secs(30),
+            batch: 4,
+        };
+        let s = SqliteStore::open_with_ops(
+            &path,
+            100,
+            commit,
+            retention(),
+            tx,
+            crate::ops::StoreOps::default(),
+        )
+        .unwrap();
+        let append = |seq: u64| {
+            s.append(Job {
+                record: Record::Message(message("r", seq, Uuid::now_v7(), 1)),
+                place: false,
+                ctx: seq,
+            })
+            .unwrap();
+        };
+        let soon = || std::time::Instant::now() + Duration::from_secs(10);
+        // After a quiet moment the first message is committed at once.
+        append(1);
+        assert_eq!(settled_by(&mut rx, 1, soon()), 1, "the first message");
+        // The next ones, within the interval of that commit, wait for it...
+        for seq in 2..=4 {
+            append(seq);
+        }
+        let a_while = std::time::Instant::now() + Duration::from_millis(300);
+        assert_eq!(
+            settled_by(&mut rx, 3, a_while),
+            0,
+            "committed before the interval"
+        );
+        // ...until the transaction holds a batch.
+        append(5);
+        assert_eq!(settled_by(&mut rx, 4, soon()), 4, "a full batch waited");
+        s.close();
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -1,13 +1,14 @@
 //! The writer thread: group commit, seq reservations, and outcomes in append order.
 //!
-//! The writer keeps a transaction open for [`COMMIT_EVERY`] and commits it (WAL,
-//! `synchronous=FULL`: the commit is on disk when it returns); then it reports every job of
-//! the transaction as settled, in order. A job that asks to be placed (its room must not
-//! show it before its id is checked against everything stored) wakes the writer, which
-//! writes it at once and reports it placed if its `seq` is covered by a reservation already
-//! on disk; other jobs, already shown, are written at the commit, so the writer sleeps
-//! between commits. Under load a commit carries hundreds of messages; idle, a message waits
-//! only for its own commit. Retention runs on the same thread between transactions.
+//! The writer keeps a transaction open for the [`GroupCommit`] interval, or until it holds
+//! the group's batch, and commits it (WAL, `synchronous=FULL`: the commit is on disk when
+//! it returns); then it reports every job of the transaction as settled, in order. A job
+//! that asks to be placed (its room must not show it before its id is checked against
+//! everything stored) wakes the writer, which writes it at once and reports it placed if
+//! its `seq` is covered by a reservation already on disk; other jobs, already shown, are
+//! written at the commit, so the writer sleeps between commits. Under load a commit
+//! carries tens to hundreds of messages; idle, a message waits only for its own commit.
+//! Retention runs on the same thread between transactions.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,13 +29,42 @@ use crate::store::{Job, Outcome, Outcomes, Record, Stored};
 /// Jobs written in one transaction at most.
 pub(super) const MAX_BATCH: usize = 4096;
 
-/// Group commit: a transaction opened within this long of the previous commit stays open
-/// until it has passed, taking what arrives meanwhile. Under load a commit then carries many
-/// messages, so the commit's cost (an `fsync`, mostly kernel time) per message stays small:
-/// at 2 ms, a room of 1,000 members at 1,000 messages/s measurably lost latency to it on
-/// two cores. After a quiet moment the first message is committed at once. Only
-/// acknowledgements wait for it: the fan-out does not.
-const COMMIT_EVERY: Duration = Duration::from_millis(5);
+/// How the writer groups messages into commits.
+///
+/// Every commit costs an `fsync` (on a virtual disk, a trip to the host) and two wake-ups
+/// of the writer, whatever it carries, and only acknowledgements wait for it: the fan-out
+/// does not. So under load a transaction is held open to carry more. At 5 ms, a room of
+/// 1,000 members at 1,000 messages/s paid 200 commits a second, and the writer's CPU, its
+/// context switches and the virtual disk's interrupts measurably cost the fan-out's p99 on
+/// two cores; at 20 ms it pays 50, each acknowledgement waiting at most 20 ms longer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GroupCommit {
+    /// A transaction opened within this long of the previous commit stays open until it
+    /// has passed, taking what arrives meanwhile. After a quiet moment the first message
+    /// is committed at once.
+    pub(crate) interval: Duration,
+    /// A transaction that holds this many messages commits at once, whatever the
+    /// interval: set to a client's `--max-unsettled`, so that a client stopped for having
+    /// as many messages waiting for the disk as it may never waits for the interval too.
+    /// At most [`MAX_BATCH`].
+    pub(crate) batch: usize,
+}
+
+impl Default for GroupCommit {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_millis(20),
+            batch: 256,
+        }
+    }
+}
+
+impl GroupCommit {
+    /// The batch, between 1 and [`MAX_BATCH`].
+    pub(crate) fn batch(self) -> usize {
+        self.batch.clamp(1, MAX_BATCH)
+    }
+}
 
 /// How far past a room's newest written message its `seq` is reserved on disk.
 ///
@@ -56,8 +86,9 @@ pub(super) enum WriterMsg<C> {
 /// Waking a sleeping thread costs the waker a system call and the machine a context switch;
 /// per message, in a busy room, that is real CPU taken from the fan-out. So the writer is
 /// woken only when it must act before its commit: when it is idle (the first message after
-/// a quiet moment is committed at once), or for a job it must place (a client's id, checked
-/// against the database before the room may show it).
+/// a quiet moment is committed at once), for a job it must place (a client's id, checked
+/// against the database before the room may show it), or when the messages not yet durable
+/// fill a batch (see [`GroupCommit::batch`]).
 #[derive(Debug, Clone)]
 pub(super) struct Wake {
     pub(super) thread: std::thread::Thread,
@@ -91,6 +122,7 @@ struct Writer<'a, C> {
     unsaved: &'a AtomicUsize,
     /// Commit durations, batch sizes and the store's health, for the admin listener.
     ops: &'a crate::ops::StoreOps,
+    commit: GroupCommit,
     /// When the open transaction commits; `None` when none is open.
     commit_at: Option<Instant>,
     last_commit: Instant,
@@ -111,14 +143,18 @@ impl<'a, C: Clone> Writer<'a, C> {
         outcomes: &'a Outcomes<C>,
         unsaved: &'a AtomicUsize,
         ops: &'a crate::ops::StoreOps,
+        commit: GroupCommit,
     ) -> Self {
         Self {
             conn,
             outcomes,
             unsaved,
             ops,
+            commit,
             commit_at: None,
-            last_commit: Instant::now() - COMMIT_EVERY,
+            last_commit: Instant::now()
+                .checked_sub(commit.interval)
+                .unwrap_or_else(Instant::now),
             written: Vec::new(),
             placed: Vec::new(),
             batch_next: HashMap::new(),
@@ -141,10 +177,10 @@ impl<'a, C: Clone> Writer<'a, C> {
                 self.fail_all(vec![job], &e);
                 return;
             }
-            // Group commit: a transaction opened within COMMIT_EVERY of the last commit waits
-            // for it to pass, gathering what arrives meanwhile; after a quiet moment the
-            // first message is committed at once.
-            self.commit_at = Some(self.last_commit + COMMIT_EVERY);
+            // Group commit: a transaction opened within the interval of the last commit
+            // waits for it to pass, gathering what arrives meanwhile; after a quiet moment
+            // the first message is committed at once.
+            self.commit_at = Some(self.last_commit + self.commit.interval);
         }
         match self.insert(&job.record) {
             Ok(outcome) => {
@@ -236,10 +272,10 @@ impl<'a, C: Clone> Writer<'a, C> {
         self.report(placed);
     }
 
-    /// Whether the open transaction is due.
+    /// Whether the open transaction is due: its interval has passed or it holds a batch.
     fn due(&self) -> bool {
         self.commit_at
-            .is_some_and(|at| Instant::now() >= at || self.written.len() >= MAX_BATCH)
+            .is_some_and(|at| Instant::now() >= at || self.written.len() >= self.commit.batch())
     }
 
     /// Renews the reservations of the rooms written, commits, and settles every job.
@@ -380,24 +416,38 @@ impl<'a, C: Clone> Writer<'a, C> {
     }
 }
 
+/// What the writer thread is given besides its connection and channel.
+pub(super) struct WriterSetup<'a, C> {
+    pub(super) unsaved: &'a AtomicUsize,
+    pub(super) commit: GroupCommit,
+    pub(super) retention: Retention,
+    pub(super) outcomes: &'a Outcomes<C>,
+    pub(super) idle: &'a AtomicBool,
+    pub(super) ops: &'a crate::ops::StoreOps,
+}
+
 /// The writer thread: writes jobs into an open transaction, reports what is covered as
 /// placed, commits in groups and settles; prunes between transactions. It sleeps until its
 /// next commit (or prune) unless woken (see [`Wake`]).
 pub(super) fn write_loop<C: Clone>(
     conn: Connection,
     rx: &Receiver<WriterMsg<C>>,
-    unsaved: &AtomicUsize,
-    retention: Retention,
-    outcomes: &Outcomes<C>,
-    idle: &AtomicBool,
-    ops: &crate::ops::StoreOps,
+    setup: WriterSetup<'_, C>,
 ) {
-    let mut w = Writer::new(conn, outcomes, unsaved, ops);
+    let WriterSetup {
+        unsaved,
+        commit,
+        retention,
+        outcomes,
+        idle,
+        ops,
+    } = setup;
+    let mut w = Writer::new(conn, outcomes, unsaved, ops, commit);
     let mut next_prune = Instant::now() + retention.interval;
     loop {
         let mut first = take(rx);
         if first.is_none() {
-            let recent = w.last_commit + COMMIT_EVERY;
+            let recent = w.last_commit + commit.interval;
             match w.commit_at {
                 // Just committed: whatever arrives before `recent` would wait for it anyway,
                 // so nothing but an urgent job needs to wake the writer until then.
@@ -434,7 +484,7 @@ pub(super) fn write_loop<C: Clone>(
                     break;
                 }
             }
-            if w.written.len() >= MAX_BATCH {
+            if w.written.len() >= commit.batch() {
                 break;
             }
             next = take(rx);
