@@ -718,7 +718,13 @@ async fn healthz_and_readyz_across_start_a_failing_store_and_shutdown() {
         &admin,
         "/readyz",
         shutting_down,
-        |got| matches!(got, Some((503, body)) if body == failing),
+        // The store may recover before the signal: a smaller transaction (the filler's
+        // last messages) can fit in the pages the file already has, and a commit that
+        // succeeds clears the failure.
+        |got| {
+            matches!(got, Some((503, body)) if body == failing)
+                || *got == Some((200, "ready\n".into()))
+        },
     )
     .await;
     assert_eq!(
