@@ -50,6 +50,8 @@ pub(crate) struct GroupCommit {
     pub(crate) batch: usize,
 }
 
+/// The shipped values, for the store's own tests; the server takes its from `Config`.
+#[cfg(test)]
 impl Default for GroupCommit {
     fn default() -> Self {
         Self {
