@@ -27,7 +27,7 @@ fn notices(sink: &Sink) -> Vec<ServerMsg> {
     items
         .into_iter()
         .filter_map(|i| match i {
-            Item::Event(e) => Some(e.msg.clone()),
+            Item::Event(_) | Item::Shared(_) => i.event().map(|e| e.msg.clone()),
             Item::Join(_) => None,
         })
         .collect()

@@ -1,6 +1,7 @@
 //! Local delivery: the consumer end of a room's ordered path on this node. It knows the
 //! room's members here and hands each of them every event, in the order the path applies
-//! them, by pushing one shared `Arc<Event>` into each member's [`Sink`]. It never waits: a
+//! them, by pushing a share of one `Arc<Event>` into each member's [`Sink`] (see `fan.rs`:
+//! counted once for all of them, not once per member). It never waits: a
 //! member over its budget drops the event (and hears of it with `lagged`), nobody else is
 //! held up.
 //!
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use chat_shared::{Nick, Role};
 use uuid::Uuid;
 
+use super::fan::FanOut;
 use super::sink::Sink;
 use crate::event::Event;
 
@@ -79,9 +81,11 @@ impl LocalDelivery {
     /// Hands `event` to every member; returns how many queued it (the others were over
     /// their budget: their sinks count it and report the gap).
     pub(crate) fn deliver(&self, event: &Arc<Event>) -> u64 {
+        let mut fan = FanOut::new(event, self.members.len());
         let mut queued = 0;
         for member in self.members.values() {
-            queued += u64::from(member.sink.push(event) == super::sink::Pushed::Queued);
+            let pushed = member.sink.push_shared(event, &mut fan);
+            queued += u64::from(pushed == super::sink::Pushed::Queued);
         }
         queued
     }

@@ -23,6 +23,7 @@
 //! - `moderation`: moderation requests turned into notices on the path (topic, roles,
 //!   kick, modes) or applied at once (bans, invitations).
 //! - `delivery`: the room's local members and fan-out.
+//! - `fan`: one fan-out's handles on an event, counted once for all its recipients.
 //! - `sink`: one session's send queue and its byte budget.
 //! - `ids`: the message-id index that recognises resends.
 //! - `remote`: the seam for a producer elsewhere (cluster mode): [`RoomProducer`], what the
@@ -30,6 +31,7 @@
 
 pub(crate) mod delivery;
 pub(crate) mod durability;
+pub(crate) mod fan;
 pub(crate) mod ids;
 pub(crate) mod moderation;
 pub(crate) mod producer;

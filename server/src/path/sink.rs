@@ -24,6 +24,7 @@ use chat_shared::{ByeReason, ServerMsg};
 use once_cell::race::OnceBox;
 
 use super::JoinSeq;
+use super::fan::{FanOut, Share};
 use crate::event::Event;
 
 /// The smallest budget: two of a session's write batches. What a session has taken counts
@@ -56,9 +57,22 @@ pub(crate) struct Ending {
 #[derive(Debug)]
 pub(crate) enum Item {
     Event(Arc<Event>),
+    /// A room's event, as its fan-out hands it to each member (see `fan.rs`).
+    Shared(Share),
     /// The rest of a join sequence (history, then members): whatever the room does after
     /// the join queues behind it, so the joiner sees each message once, in order.
     Join(Box<JoinSeq>),
+}
+
+impl Item {
+    /// The event, unless this is a join sequence.
+    pub(crate) fn event(&self) -> Option<&Arc<Event>> {
+        match self {
+            Self::Event(event) => Some(event),
+            Self::Shared(share) => Some(share),
+            Self::Join(_) => None,
+        }
+    }
 }
 
 /// Whether a push was taken.
@@ -244,6 +258,21 @@ impl Sink {
 
     /// Queues an event, unless the client is over its budget.
     pub(crate) fn push(&self, event: &Arc<Event>) -> Pushed {
+        self.push_with(event, || Item::Event(Arc::clone(event)))
+    }
+
+    /// Queues a room's event as its fan-out shares it, unless the client is over its
+    /// budget (then the share is left to the fan-out, which gives it back).
+    pub(crate) fn push_shared(&self, event: &Arc<Event>, fan: &mut FanOut) -> Pushed {
+        self.push_with(event, || match fan.share() {
+            Some(share) => Item::Shared(share),
+            None => Item::Event(Arc::clone(event)),
+        })
+    }
+
+    /// Queues `item()`, the handle on `event`, unless the client is over its budget. The
+    /// handle is made under the lock only once the event is taken.
+    fn push_with(&self, event: &Event, item: impl FnOnce() -> Item) -> Pushed {
         let weight = weight32(event.weight());
         let wake = {
             let mut st = self.lock();
@@ -261,7 +290,7 @@ impl Sink {
                 let hint = (last + last / 2).clamp(FIRST_CAPACITY, MAX_FIRST_CAPACITY);
                 st.items.reserve(hint);
             }
-            st.items.push(Item::Event(Arc::clone(event)));
+            st.items.push(item());
             Self::signal(&mut st)
         };
         if let Some(waker) = wake {
@@ -504,13 +533,11 @@ mod tests {
     fn seqs(items: &VecDeque<Item>) -> Vec<String> {
         items
             .iter()
-            .map(|i| match i {
-                Item::Event(e) => match &e.msg {
-                    ServerMsg::Message(m) => format!("{}:{}", m.room, m.seq),
-                    ServerMsg::Lagged { room, missed } => format!("lagged {room} {missed}"),
-                    other => format!("{other:?}"),
-                },
-                Item::Join(_) => "join".into(),
+            .map(|i| match i.event().map(|e| &e.msg) {
+                Some(ServerMsg::Message(m)) => format!("{}:{}", m.room, m.seq),
+                Some(ServerMsg::Lagged { room, missed }) => format!("lagged {room} {missed}"),
+                Some(other) => format!("{other:?}"),
+                None => "join".into(),
             })
             .collect()
     }

@@ -47,11 +47,12 @@ fn taken(sink: &Sink) -> Vec<String> {
     items
         .into_iter()
         .map(|item| match item {
-            Item::Event(e) => match &e.msg {
-                ServerMsg::Message(m) => m.seq.to_string(),
-                ServerMsg::Joined { nick, .. } => format!("joined {nick}"),
-                ServerMsg::Parted { nick, .. } => format!("parted {nick}"),
-                other => format!("{other:?}"),
+            Item::Event(_) | Item::Shared(_) => match item.event().map(|e| &e.msg) {
+                Some(ServerMsg::Message(m)) => m.seq.to_string(),
+                Some(ServerMsg::Joined { nick, .. }) => format!("joined {nick}"),
+                Some(ServerMsg::Parted { nick, .. }) => format!("parted {nick}"),
+                Some(other) => format!("{other:?}"),
+                None => unreachable!("an event"),
             },
             Item::Join(j) => {
                 let seqs: Vec<String> = j.plan.held().iter().map(|m| m.seq.to_string()).collect();
@@ -323,7 +324,7 @@ fn with_a_store_messages_are_shown_before_durable_in_seq_order() {
     say(None);
     let mut items = VecDeque::new();
     a_sink.take_all(&mut items);
-    let Some(Item::Event(two)) = items.pop_front() else {
+    let Some(two) = items.pop_front().and_then(|i| i.event().cloned()) else {
         panic!("seq 2 not shown at once");
     };
     assert_eq!((chat(&two).seq, two.settled()), (2, Settled::Pending));

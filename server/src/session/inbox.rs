@@ -92,8 +92,7 @@ impl<W: Wire> Session<W> {
         while self.wire.pending() < MAX_BATCH_BYTES {
             let next = match self.inbox.front() {
                 None => return Batch::Done,
-                Some(Item::Event(event)) => self.next(event),
-                Some(Item::Join(_)) => Next::Send,
+                Some(item) => item.event().map_or(Next::Send, |event| self.next(event)),
             };
             if let Next::Hold = next {
                 return Batch::Held;
@@ -101,22 +100,19 @@ impl<W: Wire> Session<W> {
             let Some(item) = self.inbox.pop_front() else {
                 return Batch::Done;
             };
-            match item {
-                Item::Event(event) => {
-                    self.handled += event.weight();
-                    if let Next::Send = next {
-                        self.wire.push(&event);
-                        if let ServerMsg::Message(m) = &event.msg
-                            && let Some(RoomNotice::Kicked { nick, .. }) = &m.event
-                        {
-                            self.kicked(&m.room, nick);
-                        }
-                    }
+            if let Item::Join(join) = item {
+                self.handled += join.weight();
+                if let Some(deferred) = self.join_sequence(*join) {
+                    return Batch::Deferred(Box::new(deferred));
                 }
-                Item::Join(join) => {
-                    self.handled += join.weight();
-                    if let Some(deferred) = self.join_sequence(*join) {
-                        return Batch::Deferred(Box::new(deferred));
+            } else if let Some(event) = item.event() {
+                self.handled += event.weight();
+                if let Next::Send = next {
+                    self.wire.push(event);
+                    if let ServerMsg::Message(m) = &event.msg
+                        && let Some(RoomNotice::Kicked { nick, .. }) = &m.event
+                    {
+                        self.kicked(&m.room, nick);
                     }
                 }
             }
