@@ -26,9 +26,13 @@ fn notices(sink: &Sink) -> Vec<ServerMsg> {
     sink.take_all(&mut items);
     items
         .into_iter()
-        .filter_map(|i| match i {
-            Item::Event(_) | Item::Shared(_) => i.event().map(|e| e.msg.clone()),
-            Item::Join(_) => None,
+        .flat_map(|i| match i {
+            Item::Event(e) => vec![e.msg.clone()],
+            Item::Feed(sub) => crate::path::feed::drain(&sub)
+                .iter()
+                .map(|e| e.msg.clone())
+                .collect(),
+            Item::Join(_) => Vec::new(),
         })
         .collect()
 }

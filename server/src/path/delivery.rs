@@ -1,9 +1,9 @@
 //! Local delivery: the consumer end of a room's ordered path on this node. It knows the
 //! room's members here and hands each of them every event, in the order the path applies
-//! them, by pushing a share of one `Arc<Event>` into each member's [`Sink`] (see `fan.rs`:
-//! counted once for all of them, not once per member). It never waits: a
-//! member over its budget drops the event (and hears of it with `lagged`), nobody else is
-//! held up.
+//! them, by appending it once to the room's [`Feed`], which each member reads at its own
+//! position (see `feed.rs`); a member's [`Sink`] is told only when it has nothing of the
+//! room queued already. It never waits: a member more than its budget behind misses the
+//! oldest of what it did not read (and hears of it with `lagged`), nobody else is held up.
 //!
 //! It also keeps the sessions waiting for a message to become durable (a sender holding its
 //! own acknowledgement, a page of history holding it), and pokes them when the path applies
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use chat_shared::{Nick, Role};
 use uuid::Uuid;
 
-use super::fan::FanOut;
+use super::feed::{Feed, Sub};
 use super::sink::Sink;
 use crate::event::Event;
 
@@ -69,46 +69,99 @@ impl MemberList {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct LocalDelivery {
-    members: HashMap<Uuid, Member>,
+    feed: Arc<Feed>,
+    members: HashMap<Uuid, Reader>,
+    /// Members that left and have not read up to where they left yet: their position
+    /// still holds the feed.
+    leaving: Vec<Arc<Sub>>,
     /// Sessions waiting for a message of this room to settle; poked (and forgotten) at the
     /// next settling, when they look again.
     waiting: Vec<Arc<Sink>>,
 }
 
+/// A member and its reading of the feed.
+#[derive(Debug)]
+struct Reader {
+    member: Member,
+    sub: Arc<Sub>,
+}
+
 impl LocalDelivery {
-    /// Hands `event` to every member; returns how many queued it (the others were over
-    /// their budget: their sinks count it and report the gap).
-    pub(crate) fn deliver(&self, event: &Arc<Event>) -> u64 {
-        let mut fan = FanOut::new(event, self.members.len());
-        let mut queued = 0;
-        for member in self.members.values() {
-            let pushed = member.sink.push_shared(event, &mut fan);
-            queued += u64::from(pushed == super::sink::Pushed::Queued);
+    /// The delivery of room `room`, whose members fall behind past `budget` bytes.
+    pub(crate) fn new(room: &str, budget: usize) -> Self {
+        Self {
+            feed: Arc::new(Feed::new(room.to_owned(), budget)),
+            members: HashMap::new(),
+            leaving: Vec::new(),
+            waiting: Vec::new(),
         }
-        queued
     }
 
-    /// Adds (or replaces) a member.
+    /// Hands `event` to every member: appended once, and a member's sink told only if
+    /// nothing of the room is queued there. Returns how many members it is for.
+    pub(crate) fn deliver(&mut self, event: &Arc<Event>) -> u64 {
+        let readers = self.members.len() + self.leaving.iter().filter(|s| !s.done()).count();
+        if self.feed.append(event, readers) {
+            self.trim();
+        }
+        for r in self.members.values() {
+            if r.sub.wants_marker() {
+                r.member.sink.push_feed(Arc::clone(&r.sub));
+            }
+        }
+        self.members.len() as u64
+    }
+
+    /// Lets the feed go of what every reader is past (see `Feed::trim`).
+    fn trim(&mut self) {
+        self.leaving
+            .retain(|sub| !sub.done() && Arc::strong_count(sub) > 1);
+        let slowest = self
+            .members
+            .values()
+            .map(|r| &r.sub)
+            .chain(&self.leaving)
+            .map(|sub| sub.index())
+            .min();
+        self.feed.trim(slowest);
+    }
+
+    /// Adds (or replaces) a member; it reads what comes from now on. One joining again
+    /// reads what came before up to here, then its join sequence, then what comes after,
+    /// as the order of its sink has it.
     pub(crate) fn add(&mut self, session: Uuid, member: Member) {
-        self.members.insert(session, member);
+        let sub = Arc::new(Sub::new(&self.feed, self.feed.end()));
+        if let Some(old) = self.members.insert(session, Reader { member, sub }) {
+            self.left(old);
+        }
     }
 
     pub(crate) fn remove(&mut self, session: Uuid) -> Option<Member> {
-        self.members.remove(&session)
+        let r = self.members.remove(&session)?;
+        Some(self.left(r))
+    }
+
+    /// A member left: it still reads what came before (its own `parted`, its `kicked`).
+    fn left(&mut self, r: Reader) -> Member {
+        r.sub.finish(self.feed.end().index);
+        if !r.sub.done() {
+            self.leaving.push(r.sub);
+        }
+        r.member
     }
 
     pub(crate) fn get(&self, session: Uuid) -> Option<&Member> {
-        self.members.get(&session)
+        self.members.get(&session).map(|r| &r.member)
     }
 
     /// A member's new nick, and whether it is logged in to its account (renaming away from
     /// an account's nick leaves the account; `register` logs in to it).
     pub(crate) fn rename(&mut self, session: Uuid, nick: &Nick, account: bool) {
-        if let Some(m) = self.members.get_mut(&session) {
-            m.nick = nick.clone();
-            m.account = account;
+        if let Some(r) = self.members.get_mut(&session) {
+            r.member.nick = nick.clone();
+            r.member.account = account;
         }
     }
 
@@ -117,8 +170,8 @@ impl LocalDelivery {
         let key = nick.skeleton();
         self.members
             .iter()
-            .find(|(_, m)| m.nick.skeleton() == key)
-            .map(|(id, m)| (*id, m))
+            .find(|(_, r)| r.member.nick.skeleton() == key)
+            .map(|(id, r)| (*id, &r.member))
     }
 
     /// Sets the role of the members holding `nick`; true when one of them is logged in
@@ -129,6 +182,7 @@ impl LocalDelivery {
         for m in self
             .members
             .values_mut()
+            .map(|r| &mut r.member)
             .filter(|m| m.nick.skeleton() == key)
         {
             m.role = role;
@@ -143,18 +197,18 @@ impl LocalDelivery {
         let gone: Vec<Uuid> = self
             .members
             .iter()
-            .filter(|(_, m)| m.nick.skeleton() == key)
+            .filter(|(_, r)| r.member.nick.skeleton() == key)
             .map(|(id, _)| *id)
             .collect();
         for id in &gone {
-            self.members.remove(id);
+            self.remove(*id);
         }
         gone
     }
 
     /// The members here.
     pub(crate) fn members(&self) -> impl Iterator<Item = &Member> {
-        self.members.values()
+        self.members.values().map(|r| &r.member)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -163,13 +217,13 @@ impl LocalDelivery {
 
     /// Every member's session and sink.
     pub(crate) fn sinks(&self) -> impl Iterator<Item = (Uuid, &Arc<Sink>)> {
-        self.members.iter().map(|(id, m)| (*id, &m.sink))
+        self.members.iter().map(|(id, r)| (*id, &r.member.sink))
     }
 
     /// Members' nicks, in the order people expect (without regard to case).
     #[cfg(test)]
     pub(crate) fn nicks(&self) -> Vec<String> {
-        let mut nicks: Vec<String> = self.members.values().map(|m| m.nick.to_string()).collect();
+        let mut nicks: Vec<String> = self.members().map(|m| m.nick.to_string()).collect();
         nicks.sort_by_cached_key(|n| chat_shared::validate::nick_key(n));
         nicks
     }

@@ -23,7 +23,7 @@
 //! - `moderation`: moderation requests turned into notices on the path (topic, roles,
 //!   kick, modes) or applied at once (bans, invitations).
 //! - `delivery`: the room's local members and fan-out.
-//! - `fan`: one fan-out's handles on an event, counted once for all its recipients.
+//! - `feed`: the room's events written once, read by each member at its own position.
 //! - `sink`: one session's send queue and its byte budget.
 //! - `ids`: the message-id index that recognises resends.
 //! - `remote`: the seam for a producer elsewhere (cluster mode): [`RoomProducer`], what the
@@ -31,7 +31,7 @@
 
 pub(crate) mod delivery;
 pub(crate) mod durability;
-pub(crate) mod fan;
+pub(crate) mod feed;
 pub(crate) mod ids;
 pub(crate) mod moderation;
 pub(crate) mod producer;
@@ -211,11 +211,12 @@ impl Room {
         // What the store had is stored.
         let stored = load.next_seq.saturating_sub(1);
         let stream = RoomStream::new(load, capacity, store.is_some(), retain_ms, &ids);
+        let delivery = LocalDelivery::new(name.as_str(), config.max_sendq);
         Self {
             name,
             state: Mutex::new(RoomState {
                 stream,
-                delivery: LocalDelivery::default(),
+                delivery,
                 moderation: RoomModeration::new(moderation.0, config),
                 last_active: now_ms(),
                 remote: Roster::default(),

@@ -1,20 +1,19 @@
-//! A session's send queue: everything local delivery hands one client, in order, with a
-//! byte budget that is the client's alone.
+//! A session's send queue: everything that is one client's alone (DMs, errors, join
+//! sequences) and the markers that send it to read its rooms' feeds (see `feed.rs`), in
+//! order, with a byte budget that is the client's alone.
 //!
 //! A room used to buffer its events in one ring shared by its members, and a member that
-//! fell a ring's length behind skipped messages. That made a busy room, not a slow reader,
-//! the cause of loss: four senders bursting into a room of a hundred overran a 256-slot ring
-//! while every reader was keeping up. Here each recipient has its own queue, and it falls
-//! behind only when what it has been handed and the server could not yet write to it
-//! exceeds `--max-sendq` (the event's [`weight`](Event::weight), counted from the moment it
-//! is queued until the session has written it). Past that, the queue takes nothing more of
-//! its rooms' messages, counts what it misses per room, and once the client has read half
-//! of its backlog it is told with `lagged` exactly where its gap is, as before. Memory
-//! follows what is queued: an idle sink holds no buffer, and the events themselves are
-//! shared with every other recipient.
+//! fell a ring's length behind skipped messages: a busy room, not a slow reader, was the
+//! cause of loss. Now a room's events wait in its feed, each member at its own position, and
+//! only what is this client's goes through here. What is queued here, and what the session
+//! has read from its feeds, counts against `--max-sendq` until written (the event's
+//! [`weight`](Event::weight)). Past that, the queue takes nothing more that may be dropped,
+//! counts what it misses per room, and once the client has read half of its backlog it is
+//! told with `lagged` exactly where its gap is. Memory follows what is queued: an idle sink
+//! holds no buffer.
 //!
 //! Pushing costs the producer one short lock and, only when the session is not already due
-//! to wake, one notification: a burst of a thousand messages wakes a reader once.
+//! to wake, one notification: a burst of a thousand items wakes a reader once.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -24,7 +23,7 @@ use chat_shared::{ByeReason, ServerMsg};
 use once_cell::race::OnceBox;
 
 use super::JoinSeq;
-use super::fan::{FanOut, Share};
+use super::feed::Sub;
 use crate::event::Event;
 
 /// The smallest budget: two of a session's write batches. What a session has taken counts
@@ -57,20 +56,20 @@ pub(crate) struct Ending {
 #[derive(Debug)]
 pub(crate) enum Item {
     Event(Arc<Event>),
-    /// A room's event, as its fan-out hands it to each member (see `fan.rs`).
-    Shared(Share),
+    /// A room has events for the session to read from its feed, from where it stands (see
+    /// `feed.rs`): one marker however many come.
+    Feed(Arc<Sub>),
     /// The rest of a join sequence (history, then members): whatever the room does after
     /// the join queues behind it, so the joiner sees each message once, in order.
     Join(Box<JoinSeq>),
 }
 
 impl Item {
-    /// The event, unless this is a join sequence.
+    /// The event, if this is one.
     pub(crate) fn event(&self) -> Option<&Arc<Event>> {
         match self {
             Self::Event(event) => Some(event),
-            Self::Shared(share) => Some(share),
-            Self::Join(_) => None,
+            Self::Feed(_) | Self::Join(_) => None,
         }
     }
 }
@@ -258,21 +257,6 @@ impl Sink {
 
     /// Queues an event, unless the client is over its budget.
     pub(crate) fn push(&self, event: &Arc<Event>) -> Pushed {
-        self.push_with(event, || Item::Event(Arc::clone(event)))
-    }
-
-    /// Queues a room's event as its fan-out shares it, unless the client is over its
-    /// budget (then the share is left to the fan-out, which gives it back).
-    pub(crate) fn push_shared(&self, event: &Arc<Event>, fan: &mut FanOut) -> Pushed {
-        self.push_with(event, || match fan.share() {
-            Some(share) => Item::Shared(share),
-            None => Item::Event(Arc::clone(event)),
-        })
-    }
-
-    /// Queues `item()`, the handle on `event`, unless the client is over its budget. The
-    /// handle is made under the lock only once the event is taken.
-    fn push_with(&self, event: &Event, item: impl FnOnce() -> Item) -> Pushed {
         let weight = weight32(event.weight());
         let wake = {
             let mut st = self.lock();
@@ -284,19 +268,32 @@ impl Sink {
             st.room -= i32::try_from(weight).unwrap_or(i32::MAX);
             st.fresh += weight;
             if st.items.capacity() == 0 {
-                // Busy rooms hand over dozens at a time: skip the doublings.
+                // Busy sessions are handed dozens at a time: skip the doublings.
                 // Half as many again: bursts vary, and one doubling copies more than that.
                 let last = st.last_taken as usize;
                 let hint = (last + last / 2).clamp(FIRST_CAPACITY, MAX_FIRST_CAPACITY);
                 st.items.reserve(hint);
             }
-            st.items.push(item());
+            st.items.push(Item::Event(Arc::clone(event)));
             Self::signal(&mut st)
         };
         if let Some(waker) = wake {
             waker.wake();
         }
         Pushed::Queued
+    }
+
+    /// Tells the session that a room's feed has events for it. Never refused: what it
+    /// reads there is bounded by the feed (see `feed.rs`), not by this budget.
+    pub(crate) fn push_feed(&self, sub: Arc<Sub>) {
+        let wake = {
+            let mut st = self.lock();
+            st.items.push(Item::Feed(sub));
+            Self::signal(&mut st)
+        };
+        if let Some(waker) = wake {
+            waker.wake();
+        }
     }
 
     /// Queues the rest of a join sequence; never refused (it is bounded by one frame and
@@ -310,6 +307,16 @@ impl Sink {
         };
         if let Some(waker) = wake {
             waker.wake();
+        }
+    }
+
+    /// The session took `weight` from its rooms' feeds: it counts, as what was taken from
+    /// here does, until [`Sink::written`] (so `queued` shows what is on its way).
+    pub(crate) fn took(&self, weight: usize) {
+        if weight > 0 {
+            let mut st = self.lock();
+            let weight = i32::try_from(weight).unwrap_or(i32::MAX);
+            st.room = st.room.saturating_sub(weight);
         }
     }
 
@@ -506,13 +513,14 @@ fn weight32(weight: usize) -> u32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use chat_shared::ChatMessage;
     use std::time::Duration;
     use uuid::Uuid;
 
-    fn message(room: &str, seq: u64) -> Arc<Event> {
+    /// A room message of 100 bytes of text (the feed's tests use it too).
+    pub(in crate::path) fn message(room: &str, seq: u64) -> Arc<Event> {
         Arc::new(Event::new(
             ServerMsg::Message(ChatMessage {
                 event: None,

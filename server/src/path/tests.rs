@@ -46,14 +46,21 @@ fn taken(sink: &Sink) -> Vec<String> {
     sink.take_all(&mut items);
     items
         .into_iter()
+        .flat_map(|item| match item {
+            Item::Feed(sub) => super::feed::drain(&sub)
+                .into_iter()
+                .map(Item::Event)
+                .collect(),
+            other => vec![other],
+        })
         .map(|item| match item {
-            Item::Event(_) | Item::Shared(_) => match item.event().map(|e| &e.msg) {
-                Some(ServerMsg::Message(m)) => m.seq.to_string(),
-                Some(ServerMsg::Joined { nick, .. }) => format!("joined {nick}"),
-                Some(ServerMsg::Parted { nick, .. }) => format!("parted {nick}"),
-                Some(other) => format!("{other:?}"),
-                None => unreachable!("an event"),
+            Item::Event(e) => match &e.msg {
+                ServerMsg::Message(m) => m.seq.to_string(),
+                ServerMsg::Joined { nick, .. } => format!("joined {nick}"),
+                ServerMsg::Parted { nick, .. } => format!("parted {nick}"),
+                other => format!("{other:?}"),
             },
+            Item::Feed(_) => unreachable!("drained"),
             Item::Join(j) => {
                 let seqs: Vec<String> = j.plan.held().iter().map(|m| m.seq.to_string()).collect();
                 let older = match j.plan {
@@ -324,7 +331,10 @@ fn with_a_store_messages_are_shown_before_durable_in_seq_order() {
     say(None);
     let mut items = VecDeque::new();
     a_sink.take_all(&mut items);
-    let Some(two) = items.pop_front().and_then(|i| i.event().cloned()) else {
+    let Some(two) = items.pop_front().and_then(|i| match i {
+        Item::Feed(sub) => super::feed::drain(&sub).first().cloned(),
+        other => other.event().cloned(),
+    }) else {
         panic!("seq 2 not shown at once");
     };
     assert_eq!((chat(&two).seq, two.settled()), (2, Settled::Pending));

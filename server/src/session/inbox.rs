@@ -1,6 +1,8 @@
 //! What the sink hands the session: written to the client in order, in batches, except
 //! the copy of a message that acknowledges it to its sender, which waits until the message
-//! is durable, with everything behind it (so the sender still sees its rooms in order).
+//! is durable, with everything behind it (so the sender still sees its rooms in order). A
+//! room's events are read from its feed where its marker stands in the queue, as many as
+//! have come (see `path/feed.rs`).
 
 use std::sync::Arc;
 
@@ -9,6 +11,7 @@ use chat_shared::{RoomNotice, ServerMsg};
 use super::history::Deferred;
 use super::{Exit, MAX_BATCH_BYTES, Session};
 use crate::event::{Event, Settled};
+use crate::path::feed::{self, At, Sub};
 use crate::path::sink::Item;
 use crate::path::stream::same_nick;
 use crate::wire::Wire;
@@ -55,7 +58,15 @@ impl<W: Wire> Session<W> {
             // A batch stops at the first event past MAX_BATCH_BYTES; weights are about
             // the framed size, an upper bound for line mode's. Leftovers were more than a
             // batch already.
-            let coming = if left { usize::MAX } else { fresh };
+            let feeds: usize = self
+                .inbox
+                .iter()
+                .map(|i| match i {
+                    Item::Feed(sub) => sub.backlog(),
+                    _ => 0,
+                })
+                .sum();
+            let coming = if left { usize::MAX } else { fresh + feeds };
             self.wire
                 .reserve(coming.min(MAX_BATCH_BYTES + RESERVE_SLACK));
             let batch = self.handle_inbox();
@@ -92,6 +103,17 @@ impl<W: Wire> Session<W> {
         while self.wire.pending() < MAX_BATCH_BYTES {
             let next = match self.inbox.front() {
                 None => return Batch::Done,
+                Some(Item::Feed(sub)) => {
+                    let sub = Arc::clone(sub);
+                    match self.read_feed(&sub) {
+                        // Read up to where it stands now: the marker is spent.
+                        Batch::Done => {
+                            self.inbox.pop_front();
+                            continue;
+                        }
+                        other => return other,
+                    }
+                }
                 Some(item) => item.event().map_or(Next::Send, |event| self.next(event)),
             };
             if let Next::Hold = next {
@@ -100,24 +122,90 @@ impl<W: Wire> Session<W> {
             let Some(item) = self.inbox.pop_front() else {
                 return Batch::Done;
             };
-            if let Item::Join(join) = item {
-                self.handled += join.weight();
-                if let Some(deferred) = self.join_sequence(*join) {
-                    return Batch::Deferred(Box::new(deferred));
+            match item {
+                Item::Join(join) => {
+                    self.handled += join.weight();
+                    if let Some(deferred) = self.join_sequence(*join) {
+                        return Batch::Deferred(Box::new(deferred));
+                    }
                 }
-            } else if let Some(event) = item.event() {
-                self.handled += event.weight();
-                if let Next::Send = next {
-                    self.wire.push(event);
-                    if let ServerMsg::Message(m) = &event.msg
-                        && let Some(RoomNotice::Kicked { nick, .. }) = &m.event
-                    {
-                        self.kicked(&m.room, nick);
+                Item::Event(event) => {
+                    self.handled += event.weight();
+                    if let Next::Send = next {
+                        self.send(&event);
+                    }
+                }
+                Item::Feed(_) => {}
+            }
+        }
+        Batch::Full
+    }
+
+    /// Reads a room's feed from where this session stands in it, until it has read all,
+    /// the batch is full, or its own message holds it (`Done`, `Full`, `Held`).
+    fn read_feed(&mut self, sub: &Sub) -> Batch {
+        loop {
+            let pos = sub.position();
+            let upto = sub.end();
+            if pos.index >= upto {
+                return Batch::Done;
+            }
+            match sub.feed.at(pos.index, pos.msgs) {
+                At::Caught => {
+                    // Let the next append queue a marker again, then look once more: one
+                    // that came before this found the marker still standing.
+                    if sub.close() {
+                        return Batch::Done;
+                    }
+                }
+                At::Gap { to, missed } => {
+                    // More than the budget behind: what was missed is counted, not kept.
+                    if let Some(conn) = self.sink.conn() {
+                        conn.lagged(1);
+                    }
+                    let room = sub.feed.room().to_owned();
+                    self.send(&Event::new(ServerMsg::Lagged { room, missed }, None));
+                    sub.advance(to);
+                }
+                At::Chunk { chunk, tail } => {
+                    let mut last = pos;
+                    let mut stop = None;
+                    let mut took = 0;
+                    for (entry, after) in feed::entries(&chunk, pos.index, tail.min(upto)) {
+                        match self.next(&entry.event) {
+                            Next::Hold => {
+                                stop = Some(Batch::Held);
+                                break;
+                            }
+                            Next::Skip => {}
+                            Next::Send => self.send(&entry.event),
+                        }
+                        took += entry.event.weight();
+                        last = after;
+                        if self.wire.pending() >= MAX_BATCH_BYTES {
+                            stop = Some(Batch::Full);
+                            break;
+                        }
+                    }
+                    sub.advance(last);
+                    self.sink.took(took);
+                    self.handled += took;
+                    if let Some(stop) = stop {
+                        return stop;
                     }
                 }
             }
         }
-        Batch::Full
+    }
+
+    /// Writes `event` to the client, and forgets a room it was kicked from.
+    fn send(&mut self, event: &Event) {
+        self.wire.push(event);
+        if let ServerMsg::Message(m) = &event.msg
+            && let Some(RoomNotice::Kicked { nick, .. }) = &m.event
+        {
+            self.kicked(&m.room, nick);
+        }
     }
 
     fn next(&self, event: &Arc<Event>) -> Next {
