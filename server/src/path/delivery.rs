@@ -106,6 +106,7 @@ impl LocalDelivery {
         if self.feed.append(event, readers) {
             self.trim();
         }
+        Feed::appended();
         for r in self.members.values() {
             if r.sub.wants_marker() {
                 r.member.sink.push_feed(Arc::clone(&r.sub));

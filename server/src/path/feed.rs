@@ -18,7 +18,7 @@
 //! none.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use chat_shared::ServerMsg;
@@ -92,8 +92,6 @@ pub(crate) struct Feed {
     /// How far behind the newest entry a chunk may be before it goes, read or not.
     budget: u64,
     inner: Mutex<Inner>,
-    /// `Inner::bytes`, readable without the lock: a reader sizes its write buffer by it.
-    bytes: AtomicU64,
     /// The readers still to catch up with the newest entry: the tail they must reach in
     /// the high bits, how many in the low [`COUNT_BITS`]. The last to catch up lets every
     /// chunk go at once, so a room that goes quiet holds nothing, without waiting for its
@@ -120,7 +118,6 @@ impl Feed {
             room,
             budget: budget as u64,
             inner: Mutex::default(),
-            bytes: AtomicU64::new(0),
             behind: AtomicU64::new(0),
         }
     }
@@ -150,7 +147,6 @@ impl Feed {
         };
         inner.bytes = entry.bytes_after();
         inner.msgs = entry.msgs_after();
-        self.bytes.store(inner.bytes, Ordering::Relaxed);
         if let Some(chunk) = inner.chunks.back() {
             let _ = chunk.slots[usize::try_from(index - chunk.base).unwrap_or(0)].set(entry);
         }
@@ -191,6 +187,23 @@ impl Feed {
         }
     }
 
+    /// The index the next entry gets, without the lock: every entry before it is written.
+    /// A reader that has read up to here is caught up; it need not take the lock the
+    /// producer and every other member's session take (a busy room's members each came
+    /// here two or three times a turn, and the lock's line went back and forth between the
+    /// cores every time).
+    fn tail(&self) -> u64 {
+        self.behind.load(Ordering::Acquire) >> COUNT_BITS
+    }
+
+    /// The producer is about to look at its readers' `open` flags after appending: the
+    /// other half of [`Sub::close`]'s fence, so that of an append and a close at the same
+    /// time, at least one sees the other (the reader the new tail, or the producer the
+    /// cleared flag).
+    pub(crate) fn appended() {
+        fence(Ordering::SeqCst);
+    }
+
     /// A new reader's position: after everything appended so far.
     pub(crate) fn end(&self) -> Position {
         let inner = self.lock();
@@ -227,6 +240,11 @@ impl Feed {
     /// What a reader whose next index is `at` (having seen `msgs` messages before it) reads
     /// next.
     pub(crate) fn at(&self, at: u64, msgs: u64) -> At {
+        if at >= self.tail() {
+            // Maybe a step behind the newest: a reader that stops here closes, which looks
+            // again (see `Sub::close`).
+            return At::Caught;
+        }
         let inner = self.lock();
         if at >= inner.tail {
             return At::Caught;
@@ -340,8 +358,11 @@ impl Sub {
     /// it is still caught up after that (an append between its last look and this found
     /// `open` still set: then it reads on).
     pub(crate) fn close(&self) -> bool {
-        self.open.store(false, Ordering::Release);
-        let tail = self.feed.end().index;
+        self.open.store(false, Ordering::Relaxed);
+        // Against the producer's `Feed::appended`: either this sees its entry, or it sees
+        // the flag cleared and queues a marker.
+        fence(Ordering::SeqCst);
+        let tail = self.feed.tail();
         let caught = tail <= self.index();
         if caught {
             self.feed.caught_up(self, tail);
@@ -355,17 +376,6 @@ impl Sub {
             msgs: self.msgs.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
         }
-    }
-
-    /// About what the member has not read yet, in weight (the feed's weight may be a step
-    /// ahead of what the reader can see: this is for sizing a buffer, nothing more).
-    pub(crate) fn backlog(&self) -> usize {
-        let behind = self
-            .feed
-            .bytes
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.bytes.load(Ordering::Relaxed));
-        usize::try_from(behind).unwrap_or(usize::MAX)
     }
 
     /// The next index to read.
@@ -412,6 +422,19 @@ pub(crate) fn entries(
                 bytes: entry.bytes_after(),
             },
         ))
+    })
+}
+
+/// The weight a reader at `from` has to read in `chunk` up to `upto`: what it sizes its
+/// write buffer by, from entries it reads next anyway (a count of the feed's own would be
+/// one more line written by the producer on every append).
+pub(crate) fn weight(chunk: &Chunk, from: Position, upto: u64) -> usize {
+    let end = upto.min(chunk.end());
+    if end <= from.index {
+        return 0;
+    }
+    chunk.get(end - 1).map_or(0, |e| {
+        usize::try_from(e.bytes_after().saturating_sub(from.bytes)).unwrap_or(usize::MAX)
     })
 }
 
@@ -563,5 +586,66 @@ mod tests {
         assert!(sub.done());
         assert!(!sub.close(), "it is not caught up: it left before the last");
         assert!(sub.wants_marker(), "closed: the next append asks again");
+    }
+
+    #[test]
+    fn a_reader_closing_while_the_producer_appends_is_never_left_without_its_entries() {
+        // The producer queues a marker only for a closed reader, and a reader that closes
+        // looks at the tail once more: of an append and a close at the same moment, one
+        // must see the other, or the reader waits for a marker that never comes.
+        const N: u64 = 20_000;
+        let feed = Arc::new(Feed::new("r".into(), 1 << 30));
+        let sub = Arc::new(Sub::new(&feed, feed.end()));
+        let (markers, marked) = std::sync::mpsc::channel::<()>();
+        let reader = {
+            let sub = Arc::clone(&sub);
+            std::thread::spawn(move || {
+                let mut seqs = Vec::new();
+                while (seqs.len() as u64) < N {
+                    if marked
+                        .recv_timeout(std::time::Duration::from_secs(5))
+                        .is_err()
+                    {
+                        break; // stranded: no marker for what is still unread
+                    }
+                    seqs.extend(read(&sub).0);
+                }
+                seqs
+            })
+        };
+        for seq in 1..=N {
+            if feed.append(&message(seq), 1) {
+                feed.trim(Some(sub.index()));
+            }
+            Feed::appended();
+            if sub.wants_marker() {
+                markers.send(()).unwrap();
+            }
+        }
+        let seqs = reader.join().unwrap();
+        assert_eq!(seqs.len() as u64, N, "the reader was stranded");
+        assert!(
+            seqs.windows(2).all(|w| w[0] + 1 == w[1]),
+            "in order, once each"
+        );
+    }
+
+    #[test]
+    fn a_readers_weight_is_what_it_has_left_in_its_chunk() {
+        let feed = Arc::new(Feed::new("r".into(), 1 << 20));
+        let sub = Sub::new(&feed, feed.end());
+        for seq in 1..=3 {
+            feed.append(&message(seq), 1);
+        }
+        let one = message(1).weight();
+        let pos = sub.position();
+        let At::Chunk { chunk, tail } = feed.at(pos.index, pos.msgs) else {
+            panic!("three entries to read");
+        };
+        assert_eq!(weight(&chunk, pos, tail), 3 * one);
+        assert_eq!(weight(&chunk, pos, 2), 2 * one, "up to where it may read");
+        let (_, after) = entries(&chunk, pos.index, tail).next().unwrap();
+        assert_eq!(weight(&chunk, after, tail), 2 * one);
+        assert_eq!(weight(&chunk, pos, pos.index), 0, "nothing to read");
     }
 }

@@ -6,7 +6,8 @@
 //! fell a ring's length behind skipped messages: a busy room, not a slow reader, was the
 //! cause of loss. Now a room's events wait in its feed, each member at its own position, and
 //! only what is this client's goes through here. What is queued here, and what the session
-//! has read from its feeds, counts against `--max-sendq` until written (the event's
+//! has read from its feeds and waits on a full socket, counts against `--max-sendq` until
+//! written (the event's
 //! [`weight`](Event::weight)). Past that, the queue takes nothing more that may be dropped,
 //! counts what it misses per room, and once the client has read half of its backlog it is
 //! told with `lagged` exactly where its gap is. Memory follows what is queued: an idle sink
@@ -310,8 +311,9 @@ impl Sink {
         }
     }
 
-    /// The session took `weight` from its rooms' feeds: it counts, as what was taken from
-    /// here does, until [`Sink::written`] (so `queued` shows what is on its way).
+    /// What the session read from its rooms' feeds waits on a full socket: it counts, as
+    /// what was taken from here does, until [`Sink::written`] (so `queued` shows what is on
+    /// its way). A write that completes at once is never counted: nobody could see it.
     pub(crate) fn took(&self, weight: usize) {
         if weight > 0 {
             let mut st = self.lock();
@@ -440,7 +442,8 @@ impl Sink {
 
     /// Whether a poke came since the last call.
     pub(crate) fn take_poke(&self) -> bool {
-        self.poked.swap(false, Ordering::AcqRel)
+        // Read first: nearly always false, and a load does not take the line exclusively.
+        self.poked.load(Ordering::Relaxed) && self.poked.swap(false, Ordering::AcqRel)
     }
 
     /// Wakes the session, or, if it is not waiting, makes its next wait return at once.
@@ -508,7 +511,7 @@ impl Sink {
 }
 
 /// An event's weight as the sink counts it (a frame is far below 4 GiB; saturating anyway).
-fn weight32(weight: usize) -> u32 {
+pub(crate) fn weight32(weight: usize) -> u32 {
     u32::try_from(weight).unwrap_or(u32::MAX)
 }
 

@@ -12,7 +12,7 @@ use super::history::Deferred;
 use super::{Exit, MAX_BATCH_BYTES, Session};
 use crate::event::{Event, Settled};
 use crate::path::feed::{self, At, Sub};
-use crate::path::sink::Item;
+use crate::path::sink::{Item, weight32};
 use crate::path::stream::same_nick;
 use crate::wire::Wire;
 
@@ -57,18 +57,9 @@ impl<W: Wire> Session<W> {
             let fresh = self.sink.take_all(&mut self.inbox);
             // A batch stops at the first event past MAX_BATCH_BYTES; weights are about
             // the framed size, an upper bound for line mode's. Leftovers were more than a
-            // batch already.
-            let feeds: usize = self
-                .inbox
-                .iter()
-                .map(|i| match i {
-                    Item::Feed(sub) => sub.backlog(),
-                    _ => 0,
-                })
-                .sum();
-            let coming = if left { usize::MAX } else { fresh + feeds };
-            self.wire
-                .reserve(coming.min(MAX_BATCH_BYTES + RESERVE_SLACK));
+            // batch already. What a feed has is added when it is read (`read_feed`).
+            let coming = if left { usize::MAX } else { fresh };
+            self.reserve(coming);
             let batch = self.handle_inbox();
             self.flush().await?;
             let more = match batch {
@@ -124,13 +115,13 @@ impl<W: Wire> Session<W> {
             };
             match item {
                 Item::Join(join) => {
-                    self.handled += join.weight();
+                    self.handled = self.handled.saturating_add(weight32(join.weight()));
                     if let Some(deferred) = self.join_sequence(*join) {
                         return Batch::Deferred(Box::new(deferred));
                     }
                 }
                 Item::Event(event) => {
-                    self.handled += event.weight();
+                    self.handled = self.handled.saturating_add(weight32(event.weight()));
                     if let Next::Send = next {
                         self.send(&event);
                     }
@@ -168,6 +159,7 @@ impl<W: Wire> Session<W> {
                     sub.advance(to);
                 }
                 At::Chunk { chunk, tail } => {
+                    self.reserve(feed::weight(&chunk, pos, tail.min(upto)));
                     let mut last = pos;
                     let mut stop = None;
                     let mut took = 0;
@@ -188,14 +180,20 @@ impl<W: Wire> Session<W> {
                         }
                     }
                     sub.advance(last);
-                    self.sink.took(took);
-                    self.handled += took;
+                    self.read = self.read.saturating_add(weight32(took));
                     if let Some(stop) = stop {
                         return stop;
                     }
                 }
             }
         }
+    }
+
+    /// Makes room in the write buffer for `weight` more, up to what a batch holds, so that
+    /// a batch is one allocation rather than a dozen doublings.
+    fn reserve(&mut self, weight: usize) {
+        let room = (MAX_BATCH_BYTES + RESERVE_SLACK).saturating_sub(self.wire.pending());
+        self.wire.reserve(weight.min(room));
     }
 
     /// Writes `event` to the client, and forgets a room it was kicked from.
