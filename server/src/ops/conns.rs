@@ -79,7 +79,9 @@ impl Conn {
         self.lagged.load(Ordering::Relaxed)
     }
 
-    /// The bytes waiting in its send queue, not yet written.
+    /// The part of its send queue in its sink: what is the client's alone, and what it
+    /// read from its rooms' feeds and waits to write. `/clients` and `chat_sendq_bytes` add
+    /// what it has not read of its rooms' feeds yet (see `http.rs`).
     pub(crate) fn sendq(&self) -> usize {
         self.sink.upgrade().map_or(0, |s| s.queued())
     }

@@ -79,10 +79,13 @@ async fn sample(app: App, stop: CancellationToken) {
             _ = tick.tick() => {}
         }
         let ops = &app.ops;
+        let chat = app.chat.get();
+        let unread = chat.map(|chat| unread(chat)).unwrap_or_default();
         for conn in ops.connections() {
-            ops.metrics.sendq_bytes.observe(conn.sendq() as f64);
+            let sendq = conn.sendq() + unread.get(&conn.id).copied().unwrap_or(0);
+            ops.metrics.sendq_bytes.observe(sendq as f64);
         }
-        let Some(chat) = app.chat.get() else {
+        let Some(chat) = chat else {
             continue;
         };
         let now = Instant::now();
@@ -157,6 +160,18 @@ async fn readyz(State(app): State<App>) -> (StatusCode, String) {
     }
 }
 
+/// What each session has not read yet of its rooms' feeds: with its sink's queue, its
+/// send queue.
+fn unread(chat: &Chat) -> HashMap<Uuid, usize> {
+    let mut unread: HashMap<Uuid, usize> = HashMap::new();
+    for room in chat.all_rooms() {
+        for (id, behind) in room.member_backlogs() {
+            *unread.entry(id).or_default() += behind;
+        }
+    }
+    unread
+}
+
 #[derive(Debug, Deserialize)]
 struct ClientsQuery {
     /// `sendq`: the largest send queue first. Otherwise the oldest connection first.
@@ -191,9 +206,11 @@ async fn clients(State(app): State<App>, Query(q): Query<ClientsQuery>) -> Json<
         .map(|(id, nick)| (id, nick.to_string()))
         .collect();
     let mut rooms: HashMap<Uuid, Vec<String>> = HashMap::new();
+    let mut unread: HashMap<Uuid, usize> = HashMap::new();
     for room in chat.all_rooms() {
-        for id in room.member_sessions() {
+        for (id, behind) in room.member_backlogs() {
             rooms.entry(id).or_default().push(room.name().to_string());
+            *unread.entry(id).or_default() += behind;
         }
     }
     let mut list: Vec<Client> = app
@@ -213,7 +230,7 @@ async fn clients(State(app): State<App>, Query(q): Query<ClientsQuery>) -> Json<
                 connected_since: c.since_ms,
                 bytes_in: c.bytes_in(),
                 bytes_out: c.bytes_out(),
-                sendq_bytes: c.sendq(),
+                sendq_bytes: c.sendq() + unread.get(&c.id).copied().unwrap_or(0),
                 lagged: c.lagged_count(),
             }
         })

@@ -217,6 +217,14 @@ impl LocalDelivery {
     }
 
     /// Every member's session and sink.
+    /// Each member with what it has not read of the feed yet.
+    pub(crate) fn backlogs(&self) -> impl Iterator<Item = (Uuid, usize)> {
+        let weight = self.feed.weight();
+        self.members
+            .iter()
+            .map(move |(id, r)| (*id, r.sub.behind(weight)))
+    }
+
     pub(crate) fn sinks(&self) -> impl Iterator<Item = (Uuid, &Arc<Sink>)> {
         self.members.iter().map(|(id, r)| (*id, &r.member.sink))
     }

@@ -204,6 +204,11 @@ impl Feed {
         fence(Ordering::SeqCst);
     }
 
+    /// The feed's weight through its newest entry.
+    pub(crate) fn weight(&self) -> u64 {
+        self.lock().bytes
+    }
+
     /// A new reader's position: after everything appended so far.
     pub(crate) fn end(&self) -> Position {
         let inner = self.lock();
@@ -376,6 +381,13 @@ impl Sub {
             msgs: self.msgs.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
         }
+    }
+
+    /// What the member has not read yet of a feed whose weight is `feed_weight` (taken
+    /// before this is called: a reader may be a step ahead of it, never behind).
+    pub(crate) fn behind(&self, feed_weight: u64) -> usize {
+        let read = self.bytes.load(Ordering::Relaxed);
+        usize::try_from(feed_weight.saturating_sub(read)).unwrap_or(usize::MAX)
     }
 
     /// The next index to read.

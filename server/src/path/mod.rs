@@ -260,8 +260,10 @@ impl Room {
     }
 
     /// The sessions of the room's local members.
-    pub(crate) fn member_sessions(&self) -> Vec<Uuid> {
-        self.lock().delivery.sinks().map(|(id, _)| id).collect()
+    /// The local members, each with the weight of this room's events it has not read yet:
+    /// a slow reader's queue is mostly there, not in its sink (see `feed.rs`).
+    pub(crate) fn member_backlogs(&self) -> Vec<(Uuid, usize)> {
+        self.lock().delivery.backlogs().collect()
     }
 
     /// Writes the room's moderation settings (off the lock: the writer is a thread).
