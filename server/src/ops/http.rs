@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use super::Phase;
 use crate::chat::Chat;
+use crate::path::Room;
 
 /// How often every connection's send queue is sampled into `chat_sendq_bytes`, and the
 /// rooms' message rates are taken.
@@ -160,15 +161,22 @@ async fn readyz(State(app): State<App>) -> (StatusCode, String) {
     }
 }
 
-/// What each session has not read yet of its rooms' feeds: with its sink's queue, its
-/// send queue.
-fn unread(chat: &Chat) -> HashMap<Uuid, usize> {
-    let mut unread: HashMap<Uuid, usize> = HashMap::new();
+/// Every local member of every room, with what it has not read yet of the room's feed
+/// (with its sink's queue, its send queue).
+fn each_member(chat: &Chat, mut f: impl FnMut(&Room, Uuid, usize)) {
     for room in chat.all_rooms() {
         for (id, behind) in room.member_backlogs() {
-            *unread.entry(id).or_default() += behind;
+            f(&room, id, behind);
         }
     }
+}
+
+/// What each session has not read yet of its rooms' feeds.
+fn unread(chat: &Chat) -> HashMap<Uuid, usize> {
+    let mut unread: HashMap<Uuid, usize> = HashMap::new();
+    each_member(chat, |_, id, behind| {
+        *unread.entry(id).or_default() += behind
+    });
     unread
 }
 
@@ -207,12 +215,10 @@ async fn clients(State(app): State<App>, Query(q): Query<ClientsQuery>) -> Json<
         .collect();
     let mut rooms: HashMap<Uuid, Vec<String>> = HashMap::new();
     let mut unread: HashMap<Uuid, usize> = HashMap::new();
-    for room in chat.all_rooms() {
-        for (id, behind) in room.member_backlogs() {
-            rooms.entry(id).or_default().push(room.name().to_string());
-            *unread.entry(id).or_default() += behind;
-        }
-    }
+    each_member(chat, |room, id, behind| {
+        rooms.entry(id).or_default().push(room.name().to_string());
+        *unread.entry(id).or_default() += behind;
+    });
     let mut list: Vec<Client> = app
         .ops
         .connections()

@@ -216,7 +216,6 @@ impl LocalDelivery {
         self.members.len()
     }
 
-    /// Every member's session and sink.
     /// Each member with what it has not read of the feed yet.
     pub(crate) fn backlogs(&self) -> impl Iterator<Item = (Uuid, usize)> {
         let weight = self.feed.weight();
@@ -225,6 +224,7 @@ impl LocalDelivery {
             .map(move |(id, r)| (*id, r.sub.behind(weight)))
     }
 
+    /// Every member's session and sink.
     pub(crate) fn sinks(&self) -> impl Iterator<Item = (Uuid, &Arc<Sink>)> {
         self.members.iter().map(|(id, r)| (*id, &r.member.sink))
     }

@@ -259,7 +259,6 @@ impl Room {
         self.messages.load(Ordering::Relaxed)
     }
 
-    /// The sessions of the room's local members.
     /// The local members, each with the weight of this room's events it has not read yet:
     /// a slow reader's queue is mostly there, not in its sink (see `feed.rs`).
     pub(crate) fn member_backlogs(&self) -> Vec<(Uuid, usize)> {

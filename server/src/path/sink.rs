@@ -7,10 +7,9 @@
 //! cause of loss. Now a room's events wait in its feed, each member at its own position, and
 //! only what is this client's goes through here. What is queued here, and what the session
 //! has read from its feeds and waits on a full socket, counts against `--max-sendq` until
-//! written (the event's
-//! [`weight`](Event::weight)). Past that, the queue takes nothing more that may be dropped,
-//! counts what it misses per room, and once the client has read half of its backlog it is
-//! told with `lagged` exactly where its gap is. Memory follows what is queued: an idle sink
+//! written (the event's [`weight`](Event::weight)). Past that, the queue takes nothing more
+//! that may be dropped, counts what it misses per room, and once the client has read half
+//! of its backlog it is told with `lagged` exactly where its gap is. Memory follows what is queued: an idle sink
 //! holds no buffer.
 //!
 //! Pushing costs the producer one short lock and, only when the session is not already due
