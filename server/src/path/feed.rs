@@ -440,7 +440,7 @@ pub(crate) fn entries(
 /// The weight a reader at `from` has to read in `chunk` up to `upto`: what it sizes its
 /// write buffer by, from entries it reads next anyway (a count of the feed's own would be
 /// one more line written by the producer on every append).
-pub(crate) fn weight(chunk: &Chunk, from: Position, upto: u64) -> usize {
+pub(crate) fn weight_to_read(chunk: &Chunk, from: Position, upto: u64) -> usize {
     let end = upto.min(chunk.end());
     if end <= from.index {
         return 0;
@@ -654,10 +654,14 @@ mod tests {
         let At::Chunk { chunk, tail } = feed.at(pos.index, pos.msgs) else {
             panic!("three entries to read");
         };
-        assert_eq!(weight(&chunk, pos, tail), 3 * one);
-        assert_eq!(weight(&chunk, pos, 2), 2 * one, "up to where it may read");
+        assert_eq!(weight_to_read(&chunk, pos, tail), 3 * one);
+        assert_eq!(
+            weight_to_read(&chunk, pos, 2),
+            2 * one,
+            "up to where it may read"
+        );
         let (_, after) = entries(&chunk, pos.index, tail).next().unwrap();
-        assert_eq!(weight(&chunk, after, tail), 2 * one);
-        assert_eq!(weight(&chunk, pos, pos.index), 0, "nothing to read");
+        assert_eq!(weight_to_read(&chunk, after, tail), 2 * one);
+        assert_eq!(weight_to_read(&chunk, pos, pos.index), 0, "nothing to read");
     }
 }

@@ -159,7 +159,7 @@ impl<W: Wire> Session<W> {
                     sub.advance(to);
                 }
                 At::Chunk { chunk, tail } => {
-                    self.reserve(feed::weight(&chunk, pos, tail.min(upto)));
+                    self.reserve(feed::weight_to_read(&chunk, pos, tail.min(upto)));
                     let mut last = pos;
                     let mut stop = None;
                     let mut took = 0;
